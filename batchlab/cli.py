@@ -1,0 +1,171 @@
+"""The command line: the only place that prints and exits. Library errors become one line and exit code 2."""
+
+from __future__ import annotations
+
+import shlex
+import signal
+import sys
+import tempfile
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from tqdm import tqdm
+
+from batchlab import config as config_mod
+from batchlab.errors import BatchlabError
+from batchlab.records import SweepDir
+from batchlab.run import Hooks, plan, run_sweep, smoke_raw
+from batchlab.sweep import expand
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="How batch size and learning rate change how fast and how well a PyTorch model trains.")
+
+ConfigArg = Annotated[Path, typer.Argument(exists=True, dir_okay=False, readable=True,
+                                           help="The YAML experiment, e.g. configs/quickstart.yaml.")]
+SetOpt = Annotated[Optional[list[str]], typer.Option(
+    "--set", metavar="PATH=VALUE", help="Override a config field (value parsed as YAML), e.g. --set budget.epochs=2 "
+    "--set 'sweep.batch_size=[64,256]'. Repeatable.")]
+
+
+@app.callback()
+def _commands():
+    """How batch size and learning rate change how fast and how well a PyTorch model trains."""
+
+
+def fail(message: str, code: int = 2) -> typer.Exit:
+    typer.echo(f"error: {message}", err=True)
+    return typer.Exit(code)
+
+
+@contextmanager
+def user_errors():
+    """A user's mistake is one readable line and exit code 2, never a traceback."""
+    try:
+        yield
+    except BatchlabError as e:
+        raise fail(str(e)) from None
+
+
+def sigterm_as_interrupt() -> None:
+    """SIGTERM (a scheduler stopping the job) is handled like Ctrl-C: the trial is recorded, the sweep stops."""
+    def handler(signum, frame):
+        raise KeyboardInterrupt
+    signal.signal(signal.SIGTERM, handler)
+
+
+def command_line(cfg: Path, overrides: list[str], extra: list[str]) -> str:
+    parts = ["batchlab", "sweep", str(cfg)] + [a for o in overrides for a in ("--set", o)] + extra
+    return shlex.join(parts)
+
+
+class Display:
+    """Progress bars on a terminal; a plain line per finished trial otherwise; nothing with --quiet."""
+
+    def __init__(self, total: int, quiet: bool):
+        self.quiet, self.tty = quiet, sys.stdout.isatty()
+        self.bars = not quiet and self.tty
+        self.sweep_bar = tqdm(total=total, desc="sweep", unit="trial", position=0, file=sys.stdout) if self.bars else None
+        self.trial_bar = None
+
+    def trial_start(self, trial, i, n):
+        if not self.bars:
+            return None
+        self.trial_bar = tqdm(total=None, desc=trial.id, unit="step", position=1, leave=False, file=sys.stdout)
+
+        def progress(step, total, row):
+            bar = self.trial_bar
+            bar.total = total
+            bar.update(step - bar.n)
+            shown = {k: f"{row[k]:.4g}" for k in ("train_loss", "test_loss", "test_accuracy") if row.get(k) is not None}
+            if shown:
+                bar.set_postfix(shown, refresh=False)
+        return progress
+
+    def trial_end(self, trial, summary):
+        line = trial_line(summary)
+        if self.bars:
+            self.trial_bar.close()
+            self.sweep_bar.update(1)
+            self.sweep_bar.write(line)
+        elif not self.quiet:
+            typer.echo(line)
+
+    def close(self):
+        if self.sweep_bar:
+            self.sweep_bar.close()
+
+
+def trial_line(s: dict) -> str:
+    acc = s["final"].get("test_accuracy")
+    metric = f"acc {acc:.4f}" if acc is not None else f"loss {s['final'].get('test_loss') or float('nan'):.4g}"
+    reached = sum(v is not None for v in s["targets"].values())
+    line = (f"{s['trial_id']}: {s['status']}, {s['steps']} steps, {s['train_seconds']:.2f}s, {metric}, "
+            f"targets {reached}/{len(s['targets'])}")
+    return line + (f" ({s['error']})" if s.get("error") else "")
+
+
+@app.command()
+def sweep(
+    config: ConfigArg,
+    set_: SetOpt = None,
+    out: Annotated[Optional[Path], typer.Option("--out", help="Records root; the sweep goes to OUT/<name>. "
+                                                "[default: runs, or a temporary directory with --smoke]")] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the expanded trial table; train nothing.")] = False,
+    smoke: Annotated[bool, typer.Option("--smoke", help="Every trial a few steps on a slice of the data, on CPU; "
+                                        "fails if any trial fails. For a project's CI.")] = False,
+    restart: Annotated[bool, typer.Option("--restart", help="Delete this sweep's trials and start over.")] = False,
+    yes: Annotated[bool, typer.Option("--yes", help=f"Run grids over {10_000:,} trials.")] = False,
+    threads: Annotated[Optional[int], typer.Option("--threads", min=1, help="torch CPU threads (recorded; "
+                                                   "results are bit-identical only at the same count).")] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress output.")] = False,
+):
+    """Expand a YAML experiment into trials, train each, and record everything under OUT/<name>."""
+    overrides = list(set_ or []) + ([f"threads={threads}"] if threads else [])
+    with user_errors():
+        experiment, raw = config_mod.load(config, overrides)
+        if smoke:
+            raw = smoke_raw(raw)
+            experiment = config_mod.validate(raw, f"{config} (--smoke)")
+        trials = expand(experiment, raw, allow_many=yes)
+    root = out or (Path(tempfile.mkdtemp(prefix="batchlab-smoke-")) if smoke else Path("runs"))
+    sweep_dir = SweepDir(root, experiment.name)
+    if dry_run:
+        show_plan(trials, sweep_dir, restart)
+        return
+    display = Display(len(trials), quiet)
+    sigterm_as_interrupt()
+    extra = (["--smoke"] if smoke else []) + (["--out", str(out)] if out else [])
+    try:
+        with user_errors():
+            summaries = run_sweep(experiment, raw, trials, root, command_line(config, list(set_ or []), extra),
+                                  restart=restart, hooks=Hooks(display.trial_start, display.trial_end), smoke=smoke)
+    except KeyboardInterrupt:
+        display.close()
+        raise fail(f"interrupted: the running trial is recorded as interrupted in {sweep_dir.path}; "
+                   "run the same command again to resume", code=130) from None
+    display.close()
+    counts = {}
+    for s in summaries:
+        counts[s["status"]] = counts.get(s["status"], 0) + 1
+    skipped = len(trials) - len(summaries)
+    done = ", ".join(f"{n} {status}" for status, n in counts.items()) or "nothing to run"
+    typer.echo(f"{done}{f' ({skipped} already recorded)' if skipped else ''}; records in {sweep_dir.path}")
+    if smoke and counts.get("failed"):
+        failed = [s for s in summaries if s["status"] == "failed"]
+        raise fail("smoke run failed: " + "; ".join(f"{s['trial_id']}: {s['error']}" for s in failed), code=1)
+
+
+def show_plan(trials, sweep_dir: SweepDir, restart: bool) -> None:
+    import pandas as pd
+
+    rows = [{"trial": t.id, **t.axes, "status": "pending" if restart else (status or "pending")}
+            for t, status in plan(trials, sweep_dir)]
+    typer.echo(pd.DataFrame(rows).to_string(index=False))
+    todo = sum(r["status"] not in ("completed", "diverged") for r in rows)
+    typer.echo(f"{len(rows)} trials, {todo} to run; records in {sweep_dir.path}")
+
+
+def main():
+    app()

@@ -1,0 +1,276 @@
+"""Train one trial: one loop, timed honestly, writing metrics.csv as it goes and summary.json at the end."""
+
+from __future__ import annotations
+
+import math
+import platform
+import resource
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+
+import batchlab
+from batchlab.config import Experiment, ScheduleConfig
+from batchlab.data import Data, make_loader
+from batchlab.errors import ConfigError
+from batchlab.models import build_model
+from batchlab.records import MetricsWriter, write_json_atomic
+from batchlab.sweep import Trial
+
+Progress = Callable[[int, int, dict], None]  # (step, total_steps, latest figures)
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"device: {name!r} asked for, but CUDA is not available here (torch {torch.__version__}); "
+                          "use device: auto or cpu")
+    return torch.device(name)
+
+
+def make_optimizer(cfg: Experiment, params) -> torch.optim.Optimizer:
+    o = cfg.optimizer
+    if o.name == "sgd":
+        return torch.optim.SGD(params, lr=cfg.lr, momentum=o.momentum, nesterov=o.nesterov,
+                               weight_decay=o.weight_decay)
+    kind = torch.optim.Adam if o.name == "adam" else torch.optim.AdamW
+    return kind(params, lr=cfg.lr, betas=o.betas, eps=o.eps, weight_decay=o.weight_decay)
+
+
+def lr_factor(s: ScheduleConfig, steps_per_epoch: int, total_steps: int) -> Callable[[int], float]:
+    """Multiplier of the peak lr before optimizer step `step` (0-based): warmup, then the schedule."""
+    warmup = round(s.warmup_epochs * steps_per_epoch)
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        if s.name == "step":
+            return s.gamma ** math.floor(step / (s.step_epochs * steps_per_epoch))
+        if s.name == "cosine":
+            progress = (step - warmup) / max(1, total_steps - warmup)
+            return s.final_fraction + (1 - s.final_fraction) * 0.5 * (1 + math.cos(math.pi * progress))
+        return 1.0
+    return factor
+
+
+def budget_steps(cfg: Experiment, n: int, steps_per_epoch: int, batch: int) -> int:
+    b = cfg.budget
+    if b.steps is not None:
+        return b.steps
+    if b.examples is not None:
+        return max(1, math.ceil(b.examples / batch))
+    return max(1, math.ceil(b.epochs * steps_per_epoch))
+
+
+@dataclass
+class State:
+    """What a trial has done so far: enough to write an honest summary at any moment."""
+    status: str = "completed"
+    error: str | None = None
+    step: int = 0
+    examples: int = 0
+    steps_per_epoch: int = 1
+    train_size: int = 0
+    train_seconds: float = 0.0
+    eval_seconds: float = 0.0
+    final: dict = field(default_factory=lambda: {"train_loss": None, "test_loss": None, "test_accuracy": None})
+    targets: dict = field(default_factory=dict)
+    noise: dict | None = None
+    started_at: str = field(default_factory=lambda: datetime.now(timezone.utc).isoformat(timespec="seconds"))
+
+
+class Clock:
+    """Accumulates training seconds; synchronises the device before every reading."""
+
+    def __init__(self, device: torch.device):
+        self.device, self.total, self.since = device, 0.0, None
+
+    def sync(self) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+
+    def start(self) -> None:
+        self.sync()
+        self.since = time.perf_counter()
+
+    def stop(self) -> float:
+        self.sync()
+        self.total += time.perf_counter() - self.since
+        return self.total
+
+
+def loss_fn(task: str):
+    if task == "regression":
+        return lambda out, y: F.mse_loss(out.squeeze(-1), y)
+    return F.cross_entropy
+
+
+@torch.inference_mode()
+def evaluate(model, x, y, task: str, batch_size: int) -> tuple[float, float | None]:
+    """Mean loss and accuracy over (x, y), in large batches; one sync at the end."""
+    was_training = model.training
+    model.eval()
+    loss_sum = torch.zeros((), device=x.device)
+    correct = torch.zeros((), device=x.device, dtype=torch.int64)
+    for i in range(0, len(x), batch_size):
+        out, target = model(x[i:i + batch_size]).float(), y[i:i + batch_size]
+        if task == "regression":
+            loss_sum += F.mse_loss(out.squeeze(-1), target, reduction="sum")
+        else:
+            loss_sum += F.cross_entropy(out, target, reduction="sum")
+            correct += (out.argmax(-1) == target).sum()
+    model.train(was_training)
+    n = len(x)
+    return loss_sum.item() / n, (correct.item() / n if task == "classification" else None)
+
+
+def reached(metric: str, value: float | None, threshold: float) -> bool:
+    if value is None:
+        return False
+    return value >= threshold if metric == "test_accuracy" else value <= threshold
+
+
+def train(trial: Trial, data: Data, device: torch.device, state: State, metrics: MetricsWriter,
+          progress: Progress | None = None) -> None:
+    cfg = trial.config
+    torch.manual_seed(cfg.seed)
+    model = build_model(cfg.model, data.input_shape, data.num_classes).to(device)
+    optimizer = make_optimizer(cfg, model.parameters())
+    n = state.train_size = len(data.x_train)
+    batch = min(cfg.batch_size, n)  # a batch larger than the data set is the full batch
+    spe = state.steps_per_epoch = n // batch if cfg.drop_last else math.ceil(n / batch)
+    total = budget_steps(cfg, n, spe, batch)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor(cfg.schedule, spe, total))
+    eval_every = max(1, round(cfg.eval.every * spe))  # in steps; every step when one step is > eval.every
+    log_every = max(1, min(eval_every, round(cfg.eval.log_every * spe)))
+    generator = torch.Generator(device=data.x_train.device).manual_seed(cfg.seed)
+    loader = make_loader(data.x_train, data.y_train, batch, cfg.drop_last, generator)
+    criterion = loss_fn(data.task)
+    use_amp = cfg.precision != "fp32" and device.type == "cuda"
+    amp_dtype = torch.bfloat16 if cfg.precision == "bf16" else torch.float16
+    scaler = torch.amp.GradScaler(device.type, enabled=use_amp and cfg.precision == "fp16")
+    train_x, train_y = data.x_train[:cfg.eval.train_subset], data.y_train[:cfg.eval.train_subset]
+    targets_left = sorted(cfg.target.value)
+    state.targets = {f"{v:g}": None for v in cfg.target.value}
+
+    def log(train_loss: float | None, with_eval: bool) -> dict:
+        row = {"step": state.step, "epoch": state.step / spe, "examples": state.examples,
+               "train_seconds": state.train_seconds, "lr": optimizer.param_groups[0]["lr"], "train_loss": train_loss}
+        if with_eval:
+            t0 = time.perf_counter()
+            row["test_loss"], row["test_accuracy"] = evaluate(model, data.x_eval, data.y_eval, data.task,
+                                                              cfg.eval.batch_size)
+            if len(train_x):
+                row["train_eval_loss"], row["train_eval_accuracy"] = evaluate(model, train_x, train_y, data.task,
+                                                                              cfg.eval.batch_size)
+            state.eval_seconds += time.perf_counter() - t0
+            state.final.update(test_loss=row["test_loss"], test_accuracy=row["test_accuracy"])
+            for value in list(targets_left):
+                if reached(cfg.target.metric, row[cfg.target.metric], value):
+                    targets_left.remove(value)
+                    state.targets[f"{value:g}"] = {"seconds": state.train_seconds, "steps": state.step,
+                                                   "epochs": state.step / spe, "examples": state.examples}
+        if train_loss is not None:
+            state.final["train_loss"] = train_loss
+        metrics.write(row)
+        if progress:
+            progress(state.step, total, row)
+        return row
+
+    log(None, with_eval=True)  # the starting point of every curve
+    model.train()
+    clock = Clock(device)
+    loss_sum, loss_count = torch.zeros((), device=device), 0
+    clock.start()
+    while state.step < total:
+        for x, y in loader:  # one epoch
+            x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)  # no-op when already there
+            with torch.autocast(device.type, dtype=amp_dtype, enabled=use_amp):
+                loss = criterion(model(x), y)
+            optimizer.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
+            scheduler.step()
+            loss_sum += loss.detach().float()  # stays on the device: no sync per step
+            loss_count += 1
+            state.step += 1
+            state.examples += len(x)
+            is_eval = state.step % eval_every == 0 or state.step == total
+            if is_eval or state.step % log_every == 0:
+                state.train_seconds = clock.stop()
+                train_loss = loss_sum.item() / loss_count
+                loss_sum.zero_()
+                loss_count = 0
+                if not math.isfinite(train_loss):
+                    state.status = "diverged"
+                    log(train_loss, with_eval=False)
+                    return
+                log(train_loss, with_eval=is_eval)
+                if cfg.budget.stop_at_target and cfg.target.value and not targets_left:
+                    return
+                clock.start()
+            if state.step == total:
+                break
+    state.train_seconds = clock.stop()
+
+
+def environment(device: torch.device) -> dict:
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else (platform.processor() or platform.machine())
+    return {"device": str(device), "device_name": name, "threads": torch.get_num_threads(),
+            "torch_version": torch.__version__, "batchlab_version": batchlab.__version__,
+            "python_version": platform.python_version(), "platform": platform.platform()}
+
+
+def peak_memory(device: torch.device) -> int:
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device)
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux: KiB; the process's peak RSS
+
+
+def run_trial(trial: Trial, trial_dir: Path, data: Data, device: torch.device, command: str,
+              progress: Progress | None = None) -> dict:
+    """Train and record one trial. A failure inside is recorded `failed`; Ctrl-C is recorded and re-raised."""
+    cfg = trial.config
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    state = State()
+    metrics = MetricsWriter(trial_dir / "metrics.csv")
+    try:
+        train(trial, data, device, state, metrics, progress)
+    except KeyboardInterrupt:
+        state.status = "interrupted"
+        raise
+    except Exception as e:  # one trial's failure (e.g. out of memory) must not end the sweep
+        state.status, state.error = "failed", f"{type(e).__name__}: {e}"
+    finally:
+        metrics.close()
+        summary = {
+            "status": state.status, "trial_id": trial.id, "batch_size": cfg.batch_size, "lr": cfg.lr,
+            "seed": cfg.seed, "axes": trial.axes, "steps": state.step, "epochs": state.step / state.steps_per_epoch,
+            "examples": state.examples, "steps_per_epoch": state.steps_per_epoch, "train_size": state.train_size,
+            "train_seconds": state.train_seconds, "eval_seconds": state.eval_seconds,
+            "samples_per_second": state.examples / state.train_seconds if state.train_seconds > 0 else None,
+            "peak_memory_bytes": peak_memory(device), "final": state.final, "target_metric": cfg.target.metric,
+            "targets": state.targets, "noise": state.noise, "eval_split": data.eval_split,
+            "precision": cfg.precision, **environment(device), "command": command, "error": state.error,
+            "started_at": state.started_at,
+            "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        }
+        write_json_atomic(trial_dir / "summary.json", _finite(summary))
+    return summary
+
+
+def _finite(obj):
+    """JSON has no NaN: a diverged loss is recorded as null (its status says why)."""
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    if isinstance(obj, dict):
+        return {k: _finite(v) for k, v in obj.items()}
+    return obj

@@ -1,0 +1,107 @@
+"""Config validation, overrides and sweep expansion."""
+
+import pytest
+from typer.testing import CliRunner
+
+from batchlab import config
+from batchlab.cli import app
+from batchlab.errors import ConfigError
+from batchlab.sweep import MAX_TRIALS, expand
+
+runner = CliRunner()
+
+
+def sweep_error(path, *args):
+    result = runner.invoke(app, ["sweep", str(path), "--dry-run", *args])
+    assert result.exit_code == 2, result.output
+    assert "Traceback" not in result.output
+    return result.output
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("name: x\nmodle: {name: mlp}\n", "line 2: modle: unknown key"),
+    ("name: x\nmodel:\n  name: mlp\n  hiden: [3]\n", "line 4: model.hiden: unknown key"),
+    ("name: x\nbatch_size: 0\n", "line 2: batch_size: Input should be greater than or equal to 1"),
+    ("name: x\nlr: -0.1\n", "line 2: lr: Input should be greater than 0"),
+    ("name: x\nlr: fast\n", "lr: Input should be a valid number"),
+    ("dataset: {name: imagenet}\n", "dataset.name: expected one of 'digits', 'mnist', 'fashion-mnist' or 'linear'"),
+    ("model: {name: resnet}\n", "model.name: expected one of"),
+    ("optimizer: {name: lion}\n", "optimizer.name: expected one of 'sgd', 'adam' or 'adamw'"),
+    ("sweep:\n  batch_size: []\n", "sweep.batch_size: empty list"),
+    ("sweep:\n  model.widht: [1, 2]\n", "sweep.model.widht: names no config field"),
+    ("sweep:\n  batch_size: [8, 0]\n", "line 2: sweep.batch_size: value 0: Input should be greater than or equal to 1"),
+    ("sweep:\n  lr: [0.1, -1]\n", "line 2: sweep.lr: value -1: Input should be greater than 0"),
+    ("name: x\n  bad: indent: here\n", "line 2: YAML syntax error"),
+    ("- a\n- b\n", "expected a mapping of sections"),
+    ("budget: {epochs: 1, steps: 3}\n", "budget: give exactly one of epochs, steps, examples"),
+    ("optimizer: {name: sgd, nesterov: true}\n", "optimizer: nesterov: true needs momentum > 0"),
+])
+def test_bad_config_is_one_readable_line(write_config, text, expected):
+    path = write_config(text=text)
+    out = sweep_error(path)
+    assert expected in out
+    assert str(path) in out
+    assert out.startswith("error: ")
+
+
+def test_missing_file_is_exit_2(tmp_path):
+    result = runner.invoke(app, ["sweep", str(tmp_path / "nope.yaml")])
+    assert result.exit_code == 2
+    flat = " ".join(result.output.replace("│", " ").split())  # the message may be boxed and wrapped
+    assert "nope.yaml' does not exist" in flat
+
+
+def test_unreadable_file_is_exit_2(write_config):
+    path = write_config(text="name: x\n")
+    path.write_bytes(b"\xff\xfe\x00bad")
+    assert "cannot read" in sweep_error(path)
+
+
+def test_bad_override_is_exit_2(write_config):
+    path = write_config()
+    assert "expected path=value" in sweep_error(path, "--set", "budget.epochs")
+    assert "budget.epochs: Input should be greater than 0" in sweep_error(path, "--set", "budget.epochs=-1")
+    assert "(with --set)" in sweep_error(path, "--set", "budget.epoch=2")
+
+
+def test_overrides_apply_before_validation(write_config):
+    path = write_config()
+    exp, raw = config.load(path, ["budget.epochs=2", "sweep.batch_size=[8, 16, 32]", "sweep.optimizer.momentum=[0, 0.9]",
+                                  "model.hidden=[32, 16]"])
+    assert exp.budget.epochs == 2.0
+    assert exp.sweep == {"batch_size": [8, 16, 32], "lr": [0.1, 0.5], "optimizer.momentum": [0, 0.9]}
+    assert exp.model.hidden == [32, 16]
+    assert raw["sweep"]["optimizer.momentum"] == [0, 0.9]
+
+
+def test_expansion_is_the_cartesian_product_with_stable_readable_ids(write_config):
+    exp, raw = config.load(write_config(), ["sweep.seed=[0, 1]", "sweep.model.hidden=[[8], [16, 8]]"])
+    trials = expand(exp, raw)
+    assert len(trials) == 2 * 2 * 2 * 2
+    # a list that is a value is never an axis: model.hidden takes whole lists
+    assert {tuple(t.config.model.hidden) for t in trials} == {(8,), (16, 8)}
+    assert len({t.id for t in trials}) == len(trials)
+    t = next(t for t in trials if t.axes == {"batch_size": 64, "lr": 0.5, "seed": 1, "model.hidden": [16, 8]})
+    assert t.id.startswith("bs0064-lr0.5-s1-hidden16x8-")
+    assert t.config.batch_size == 64 and t.config.lr == 0.5 and t.config.seed == 1
+    assert t.config.sweep == {}
+    # the same trial in a bigger grid keeps its id
+    exp2, raw2 = config.load(write_config(), ["sweep.seed=[0, 1, 2]", "sweep.model.hidden=[[8], [16, 8]]",
+                                              "sweep.batch_size=[64, 512, 1024]"])
+    assert t.id in {u.id for u in expand(exp2, raw2)}
+
+
+def test_absurd_grid_needs_yes(write_config):
+    path = write_config({"sweep": {"batch_size": list(range(1, 102)), "lr": [0.001 * i for i in range(1, 101)]}})
+    assert f"over {MAX_TRIALS:,}" in sweep_error(path)
+    exp, raw = config.load(path)
+    with pytest.raises(ConfigError):
+        expand(exp, raw)
+    assert len(expand(exp, raw, allow_many=True)) == 101 * 100
+
+
+def test_dry_run_prints_the_trial_table(write_config):
+    result = runner.invoke(app, ["sweep", str(write_config()), "--dry-run", "--out", "unused"])
+    assert result.exit_code == 0, result.output
+    assert "bs0064-lr0.1-s0-" in result.output
+    assert "4 trials, 4 to run" in result.output

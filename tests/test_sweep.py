@@ -1,0 +1,197 @@
+"""A tiny real sweep through the CLI: records, resume, interruption, divergence, failure, determinism, lock."""
+
+import csv
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pandas as pd
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+import batchlab.train
+from batchlab.cli import app
+from batchlab.records import METRIC_COLUMNS, SweepDir
+
+runner = CliRunner()
+DIGITS_TRAIN = 1437  # sklearn digits, 80% stratified split
+
+
+def sweep(config, out, *args):
+    return runner.invoke(app, ["sweep", str(config), "--out", str(out), "--quiet", *args])
+
+
+def trials(out, name="tiny"):
+    return sorted((out / name / "trials").iterdir())
+
+
+def summary(d):
+    return json.loads((d / "summary.json").read_text())
+
+
+def test_tiny_sweep_writes_the_records_contract(write_config, tmp_path):
+    out = tmp_path / "runs"
+    result = sweep(write_config(), out)
+    assert result.exit_code == 0, result.output
+    assert "4 completed" in result.output
+    assert yaml.safe_load((out / "tiny" / "sweep.yaml").read_text())["sweep"]["lr"] == [0.1, 0.5]
+    dirs = trials(out)
+    assert [d.name.split("-s0-")[0] for d in dirs] == ["bs0064-lr0.1", "bs0064-lr0.5", "bs0512-lr0.1", "bs0512-lr0.5"]
+    for d in dirs:
+        cfg = json.loads((d / "config.json").read_text())
+        s = summary(d)
+        bs = cfg["batch_size"]
+        assert cfg["axes"] == {"batch_size": bs, "lr": cfg["lr"]} and cfg["threads"] == 1
+        assert s["status"] == "completed" and s["error"] is None
+        assert s["steps_per_epoch"] == math.ceil(DIGITS_TRAIN / bs) == s["steps"]
+        assert s["examples"] == DIGITS_TRAIN and s["epochs"] == 1.0 and s["train_size"] == DIGITS_TRAIN
+        assert s["threads"] == 1 and s["torch_version"] and s["device"] == "cpu"
+        assert s["train_seconds"] > 0 and s["eval_seconds"] > 0
+        assert s["samples_per_second"] == pytest.approx(DIGITS_TRAIN / s["train_seconds"])
+        assert s["peak_memory_bytes"] > 0
+        assert s["command"].startswith("batchlab sweep ") and "--out" in s["command"]
+        with open(d / "metrics.csv") as f:
+            assert next(csv.reader(f)) == METRIC_COLUMNS
+        m = pd.read_csv(d / "metrics.csv")
+        assert m["step"].iloc[0] == 0 and pd.isna(m["train_loss"].iloc[0]) and not pd.isna(m["test_accuracy"].iloc[0])
+        assert m["step"].iloc[-1] == s["steps"] and m["train_seconds"].is_monotonic_increasing
+        assert (m["epoch"] == m["step"] / s["steps_per_epoch"]).all()
+        assert s["final"]["test_accuracy"] == m["test_accuracy"].dropna().iloc[-1]
+        # evaluations every 0.5 epoch, plus the start and the last step
+        expected = {0, max(1, round(0.5 * s["steps_per_epoch"])), s["steps"]}
+        expected |= set(range(0, s["steps"] + 1, max(1, round(0.5 * s["steps_per_epoch"]))))
+        assert set(m.dropna(subset=["test_accuracy"])["step"]) == expected
+        # each target: the first evaluation that met it, found here independently
+        for value in (0.3, 0.999):
+            hit = m[m["test_accuracy"] >= value]
+            rec = s["targets"][f"{value:g}"]
+            if hit.empty:
+                assert rec is None
+            else:
+                first = hit.iloc[0]
+                assert rec == {"seconds": first["train_seconds"], "steps": first["step"],
+                               "epochs": first["epoch"], "examples": first["examples"]}
+        assert s["targets"]["0.999"] is None
+
+
+def test_determinism_same_seed_same_threads_identical_metrics(write_config, tmp_path):
+    cfg = write_config({"sweep": {"batch_size": [32], "lr": [0.3]}})
+    for out in ("a", "b"):
+        assert sweep(cfg, tmp_path / out).exit_code == 0
+    a, b = (pd.read_csv(trials(tmp_path / o)[0] / "metrics.csv").drop(columns="train_seconds") for o in "ab")
+    pd.testing.assert_frame_equal(a, b, check_exact=True)
+    assert a["train_loss"].notna().sum() > 10
+
+
+def test_resume_skips_finished_trials_and_reruns_the_interrupted_one(write_config, tmp_path, monkeypatch):
+    cfg, out = write_config(), tmp_path / "runs"
+    real_evaluate, calls = batchlab.train.evaluate, []
+
+    def evaluate_then_interrupt(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 9:  # inside the second trial (6 evaluations per trial here: 3 test, 3 train)
+            raise KeyboardInterrupt
+        return real_evaluate(*args, **kwargs)
+
+    monkeypatch.setattr(batchlab.train, "evaluate", evaluate_then_interrupt)
+    result = sweep(cfg, out)
+    assert result.exit_code == 130
+    assert "interrupted" in result.output and "run the same command again" in result.output
+    first, second = trials(out)
+    assert summary(first)["status"] == "completed"
+    assert summary(second)["status"] == "interrupted"
+    assert len(pd.read_csv(second / "metrics.csv")) >= 1  # what it had is kept
+    finished_at = summary(first)["finished_at"]
+    first_metrics = (first / "metrics.csv").read_bytes()
+
+    monkeypatch.setattr(batchlab.train, "evaluate", real_evaluate)
+    result = sweep(cfg, out)
+    assert result.exit_code == 0, result.output
+    assert "3 completed (1 already recorded)" in result.output
+    assert summary(first)["finished_at"] == finished_at and (first / "metrics.csv").read_bytes() == first_metrics
+    assert [summary(d)["status"] for d in trials(out)] == ["completed"] * 4
+
+    # extending an axis runs only the new trials
+    result = sweep(cfg, out, "--set", "sweep.lr=[0.1, 0.5, 0.05]")
+    assert "2 completed (4 already recorded)" in result.output
+    assert len(trials(out)) == 6
+    # nothing left to do
+    assert "nothing to run (4 already recorded)" in sweep(cfg, out).output
+
+
+def test_changed_fixed_field_is_refused_unless_restart(write_config, tmp_path):
+    cfg, out = write_config({"sweep": {"batch_size": [256], "lr": [0.1]}}), tmp_path / "runs"
+    assert sweep(cfg, out).exit_code == 0
+    result = sweep(cfg, out, "--set", "model.hidden=[32]")
+    assert result.exit_code == 2
+    assert "model.hidden changed" in result.output and "--restart" in result.output
+    assert len(trials(out)) == 1
+    result = sweep(cfg, out, "--set", "model.hidden=[32]", "--restart")
+    assert result.exit_code == 0, result.output
+    assert len(trials(out)) == 1 and json.loads((trials(out)[0] / "config.json").read_text())["model"]["hidden"] == [32]
+
+
+def test_divergence_and_failure_are_recorded_and_the_sweep_goes_on(write_config, tmp_path):
+    linear = {"dataset": {"name": "linear", "n": 1000}, "model": {"name": "linear"},
+              "target": {"metric": "test_loss", "value": [0.5]}}
+    cfg = write_config({**linear, "budget": {"epochs": 5}, "sweep": {"lr": [50.0, 0.1], "batch_size": [10]}})
+    out = tmp_path / "runs"
+    result = sweep(cfg, out)
+    assert result.exit_code == 0, result.output
+    by_lr = {summary(d)["lr"]: summary(d) for d in trials(out)}
+    assert by_lr[50.0]["status"] == "diverged" and by_lr[50.0]["steps"] < 5 * by_lr[50.0]["steps_per_epoch"]
+    assert by_lr[50.0]["final"]["train_loss"] is None  # NaN is not JSON; the status says why
+    assert by_lr[0.1]["status"] == "completed"
+
+    cfg = write_config({**linear, "sweep": {"model.name": ["lenet5", "linear"], "batch_size": [16]}})
+    result = sweep(cfg, tmp_path / "runs2")
+    assert result.exit_code == 0, result.output
+    by_model = {json.loads((d / "config.json").read_text())["model"]["name"]: summary(d) for d in trials(tmp_path / "runs2")}
+    assert by_model["lenet5"]["status"] == "failed"
+    assert "lenet5 needs image input" in by_model["lenet5"]["error"]
+    assert by_model["linear"]["status"] == "completed"
+    assert by_model["linear"]["targets"]["0.5"] is not None  # y = 3x + 2: MSE falls below 0.5 within an epoch
+
+
+def test_a_second_sweep_on_the_same_records_is_refused(write_config, tmp_path):
+    out = tmp_path / "runs"
+    with SweepDir(out, "tiny").lock():
+        result = sweep(write_config(), out)
+    assert result.exit_code == 2
+    assert "in use by another sweep" in result.output
+    assert not (out / "tiny" / "trials").exists()
+
+
+def test_budget_in_steps_and_examples_and_stop_at_target(write_config, tmp_path):
+    cfg = write_config({"budget": {"steps": 7}, "sweep": {"batch_size": [100]}, "lr": 0.1})
+    sweep(cfg, tmp_path / "a")
+    assert summary(trials(tmp_path / "a")[0])["steps"] == 7
+    cfg = write_config({"budget": {"examples": 1000}, "sweep": {"batch_size": [100]}})
+    sweep(cfg, tmp_path / "b")
+    assert summary(trials(tmp_path / "b")[0])["examples"] == 1000
+    cfg = write_config({"budget": {"epochs": 20, "stop_at_target": True}, "target": {"value": 0.5},
+                        "sweep": {"batch_size": [32], "lr": [0.5]}})
+    sweep(cfg, tmp_path / "c")
+    s = summary(trials(tmp_path / "c")[0])
+    assert s["targets"]["0.5"] is not None and s["steps"] == s["targets"]["0.5"]["steps"] < 20 * 45
+
+
+def test_sigterm_records_the_running_trial_as_interrupted(write_config, tmp_path):
+    cfg = write_config({"budget": {"epochs": 200}, "sweep": {"batch_size": [8], "lr": [0.1]}})
+    out = tmp_path / "runs"
+    proc = subprocess.Popen([sys.executable, "-m", "batchlab", "sweep", str(cfg), "--out", str(out), "--quiet"],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    deadline = time.time() + 60
+    while time.time() < deadline and sum(len(f.read_text().splitlines()) for f in out.glob("tiny/trials/*/metrics.csv")) < 3:
+        time.sleep(0.1)  # wait until training has logged a row
+    proc.send_signal(signal.SIGTERM)
+    output, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 130, output
+    assert "interrupted" in output and "Traceback" not in output
+    s = summary(trials(out)[0])
+    assert s["status"] == "interrupted" and s["steps"] > 0
