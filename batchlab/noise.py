@@ -1,0 +1,251 @@
+"""The gradient noise scale, after McCandlish, Kaplan, Amodei et al. (2018),
+"An Empirical Model of Large-Batch Training" (arXiv:1812.06162).
+
+The simple noise scale
+
+    B_simple = tr(Sigma) / |G|^2
+
+compares how noisy a single example's gradient is (tr(Sigma), the trace of the
+per-example gradient covariance) with how large the true full-data gradient G
+is. Batches much smaller than B_simple waste steps on noise; batches much
+larger waste examples. It predicts the "critical batch size".
+
+Neither quantity can be measured from one batch, but the expected squared norm
+of a batch-B mean gradient mixes them in a known way:
+
+    E|G_B|^2 = |G|^2 + tr(Sigma) / B
+
+so measuring |G_B|^2 at two batch sizes B_small < B_big and solving the two
+equations gives unbiased estimates (the paper's Appendix A):
+
+    |G|^2     ~ (B_big * |G_big|^2 - B_small * |G_small|^2) / (B_big - B_small)
+    tr(Sigma) ~ (|G_small|^2 - |G_big|^2) / (1/B_small - 1/B_big)
+
+Each estimate is noisy (the |G|^2 estimate can even be negative), and the
+ratio of two noisy numbers is biased, so, as the paper advises, each estimate
+is smoothed with an exponential moving average before taking the ratio
+(`NoiseScale`).
+
+Finite population. Drawing B of N examples *without* replacement gives
+
+    E|G_B|^2 = |G|^2 + tr(Sigma) / B * (N - B) / (N - 1)
+
+where tr(Sigma) is the population variance (mean over examples of |g_i - G|^2,
+what `exact` returns). The formulas above ignore the (N - B)/(N - 1) factor; the
+result is that tr(Sigma) comes out N/(N-1) times too large and |G|^2 too small
+by tr(Sigma)/(N-1), i.e. by a fraction B_simple/(N-1). That is negligible when
+the data set is much larger than the noise scale, but not when B_simple
+approaches N, which is exactly when the number is interesting. So `estimate`
+takes an optional `n` (the number of examples sampled from): with it the
+estimates are unbiased for sampling without replacement from n examples;
+without it (n=None) they are the paper's formulas, unbiased for sampling with
+replacement or from an unlimited stream. Solving the two equations with the
+factor included turns out to be a small correction of the paper's answers:
+
+    |G|^2     = |G|^2_paper + tr(Sigma)_paper / n
+    tr(Sigma) = tr(Sigma)_paper * (n - 1) / n
+
+Mode. `measure` and `exact` evaluate the model in eval mode: the noise scale is
+about the noise from *which examples* are drawn, so dropout noise is left out,
+batch norm uses its running statistics (so an example's gradient does not
+depend on the other examples in its chunk, which the formulas assume), and
+running statistics are not updated. The model's own mode is restored afterwards.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+from torch.func import functional_call, grad, vmap
+
+
+def _trainable(model: nn.Module) -> list[tuple[str, torch.Tensor]]:
+    return [(name, p) for name, p in model.named_parameters() if p.requires_grad]
+
+
+def _chunk_gradient(model, loss_fn, x, y, params) -> torch.Tensor:
+    """Flat float64 gradient of the mean loss over (x, y), without touching .grad."""
+    loss = loss_fn(model(x), y)
+    # autograd.grad returns the gradients instead of accumulating into .grad.
+    grads = torch.autograd.grad(loss, params, allow_unused=True)
+    flat = [
+        (torch.zeros_like(p) if g is None else g).reshape(-1).to(torch.float64)
+        for p, g in zip(params, grads)
+    ]
+    return torch.cat(flat)
+
+
+def measure(
+    model: nn.Module,
+    loss_fn,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    b_small: int,
+    b_big: int,
+    generator: torch.Generator,
+) -> tuple[float, float]:
+    """Squared gradient norms at two batch sizes, from one batch of b_big examples.
+
+    Draws b_big examples of (x, y) without replacement (using `generator`, which
+    must be a CPU generator), splits them into b_big // b_small chunks of
+    b_small, and computes each chunk's mean gradient (`loss_fn(model(x), y)`
+    must be mean-reduced, e.g. nn.functional.cross_entropy). Returns
+
+        (|G_small|^2 averaged over the chunks, |G_big|^2 of the mean of the chunk gradients)
+
+    Using every chunk for the small-batch norm costs nothing extra and lowers
+    its variance; the mean of the chunk gradients is the gradient of the whole
+    b_big batch because the chunks are equal in size.
+
+    The model's parameters and their .grad are left as they were (gradients are
+    taken with torch.autograd.grad), and the model is returned to the
+    train/eval mode it was in. The forward passes run in eval mode (see the
+    module docstring). Feed the result to `estimate` or `NoiseScale.update`.
+    """
+    n = len(x)
+    if not 0 < b_small < b_big:
+        raise ValueError(f"need 0 < b_small < b_big, got b_small={b_small}, b_big={b_big}")
+    if b_big % b_small:
+        raise ValueError(f"b_big ({b_big}) must be a multiple of b_small ({b_small})")
+    if b_big > n:
+        raise ValueError(f"b_big ({b_big}) is larger than the data ({n} examples)")
+
+    params = [p for _, p in _trainable(model)]
+    picked = torch.randperm(n, generator=generator)[:b_big].to(x.device)
+
+    was_training = model.training
+    model.eval()
+    try:
+        chunk_grads = [
+            _chunk_gradient(model, loss_fn, x[idx], y[idx], params)
+            for idx in picked.split(b_small)
+        ]
+    finally:
+        model.train(was_training)
+
+    g_small_sq = sum(float(g.square().sum()) for g in chunk_grads) / len(chunk_grads)
+    g_big_sq = float(torch.stack(chunk_grads).mean(dim=0).square().sum())
+    return g_small_sq, g_big_sq
+
+
+def estimate(
+    g_small_sq: float,
+    g_big_sq: float,
+    b_small: int,
+    b_big: int,
+    n: int | None = None,
+) -> tuple[float, float]:
+    """Unbiased (|G|^2, tr(Sigma)) from squared gradient norms at two batch sizes.
+
+    The paper's Appendix A formulas (see the module docstring). With `n`, the
+    number of examples the batches were drawn from without replacement, the
+    finite-population factor (N - B)/(N - 1) is accounted for; with n=None the
+    batches are taken to be drawn with replacement (or from an endless stream).
+    A single estimate is noisy and |G|^2 may come out negative; smooth with
+    `NoiseScale` before dividing.
+    """
+    if not 0 < b_small < b_big:
+        raise ValueError(f"need 0 < b_small < b_big, got b_small={b_small}, b_big={b_big}")
+    g2 = (b_big * g_big_sq - b_small * g_small_sq) / (b_big - b_small)
+    trace = (g_small_sq - g_big_sq) / (1 / b_small - 1 / b_big)
+    if n is not None:
+        if n < b_big or n < 2:
+            raise ValueError(f"n ({n}) must be at least b_big ({b_big}) and at least 2")
+        # Same two equations solved with E|G_B|^2 = |G|^2 + tr/B * (n-B)/(n-1).
+        g2 = g2 + trace / n
+        trace = trace * (n - 1) / n
+    return g2, trace
+
+
+class NoiseScale:
+    """Running, smoothed estimate of the simple noise scale B_simple = tr(Sigma) / |G|^2.
+
+    Each `update` turns one pair of measured norms into estimates of |G|^2 and
+    tr(Sigma) (`estimate`), folds each into its own exponential moving average
+
+        ema <- alpha * ema + (1 - alpha) * new
+
+    and returns (g2, trace, b_simple) from the smoothed values. `alpha` is the
+    weight on the past (default 0.9, i.e. roughly the last ten measurements
+    count). As in Adam, the averages are divided by (1 - alpha^t) after t
+    updates, so that early values are not pulled towards the averages' zero
+    start; a constant input therefore comes back unchanged from the first
+    update on.
+
+    The ratio is taken only between the smoothed values, because the ratio of
+    two single noisy estimates is badly biased. b_simple is float('nan') while
+    the smoothed |G|^2 is not positive (the unbiased estimate can be zero or
+    negative by noise, typically near a minimum) or the smoothed tr(Sigma) is
+    negative; a nan keeps the return type a float and plots/logs as a gap.
+
+    `n`, if given, is the number of examples sampled from without replacement
+    and is passed to `estimate` for the finite-population correction.
+    """
+
+    def __init__(self, alpha: float = 0.9, n: int | None = None):
+        if not 0.0 <= alpha < 1.0:
+            raise ValueError(f"alpha must be in [0, 1), got {alpha}")
+        self.alpha = alpha
+        self.n = n
+        self.steps = 0
+        self._g2_ema = 0.0
+        self._trace_ema = 0.0
+
+    def update(
+        self, g_small_sq: float, g_big_sq: float, b_small: int, b_big: int
+    ) -> tuple[float, float, float]:
+        g2, trace = estimate(g_small_sq, g_big_sq, b_small, b_big, n=self.n)
+        self.steps += 1
+        self._g2_ema = self.alpha * self._g2_ema + (1 - self.alpha) * g2
+        self._trace_ema = self.alpha * self._trace_ema + (1 - self.alpha) * trace
+        return self.value
+
+    @property
+    def value(self) -> tuple[float, float, float]:
+        """(g2, trace, b_simple) smoothed; all nan before the first update."""
+        if self.steps == 0:
+            return math.nan, math.nan, math.nan
+        debias = 1 - self.alpha**self.steps
+        g2 = self._g2_ema / debias
+        trace = self._trace_ema / debias
+        b_simple = trace / g2 if g2 > 0 and trace >= 0 else math.nan
+        return g2, trace, b_simple
+
+
+def exact(
+    model: nn.Module, loss_fn, x: torch.Tensor, y: torch.Tensor, chunk_size: int = 512
+) -> tuple[float, float]:
+    """Brute-force (|G|^2, tr(Sigma)) over every example of (x, y).
+
+    Per-example gradients g_i come from torch.func (vmap over grad of the loss
+    of a batch of one); G is their mean and tr(Sigma) the mean over examples of
+    |g_i - G|^2 (the population covariance, dividing by N). Two passes over the
+    data, `chunk_size` examples at a time, so memory stays at chunk_size copies
+    of the gradient and the variance is not formed as a difference of two large
+    numbers. Runs in eval mode like `measure`; the model's parameters, .grad and
+    mode are left as they were.
+    """
+    params = {name: p.detach() for name, p in _trainable(model)}
+    buffers = {name: b.detach() for name, b in model.named_buffers()}
+
+    def example_loss(p, xi, yi):
+        out = functional_call(model, (p, buffers), (xi.unsqueeze(0),))
+        return loss_fn(out, yi.unsqueeze(0))
+
+    per_example = vmap(grad(example_loss), in_dims=(None, 0, 0))
+
+    def chunks():
+        for start in range(0, len(x), chunk_size):
+            g = per_example(params, x[start : start + chunk_size], y[start : start + chunk_size])
+            yield torch.cat([t.reshape(t.shape[0], -1) for t in g.values()], dim=1).to(torch.float64)
+
+    was_training = model.training
+    model.eval()
+    try:
+        mean_grad = sum(g.sum(dim=0) for g in chunks()) / len(x)
+        trace = sum(float((g - mean_grad).square().sum()) for g in chunks()) / len(x)
+    finally:
+        model.train(was_training)
+    return float(mean_grad.square().sum()), trace
