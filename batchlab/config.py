@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from batchlab.errors import ConfigError
 
@@ -101,6 +101,29 @@ class NoiseConfig(Section):
     small_batch_size: int = Field(64, ge=1)  # B_small: the chunks B_big is split into
 
 
+class LrRule(Section):
+    """`sweep: {lr: {base: 0.1, base_batch_size: 128, scale: linear}}`: the lr moves with the batch size.
+
+    linear: Goyal et al. 2017 (with gradual warmup); sqrt: Krizhevsky 2014. `factors` gives every batch
+    size its own small lr search around the rule: Shallue et al. 2018 found per-batch-size tuning essential.
+    """
+    base: float = Field(gt=0.0)  # the lr at base_batch_size
+    base_batch_size: int = Field(ge=1)
+    scale: Literal["linear", "sqrt", "none"] = "linear"
+    warmup_epochs: float | None = Field(None, ge=0.0)  # sets schedule.warmup_epochs for every trial
+    factors: list[float] = Field([1.0], min_length=1)  # multipliers of the rule's lr, each a trial
+
+    @model_validator(mode="after")
+    def _positive_factors(self) -> LrRule:
+        if any(f <= 0 for f in self.factors):
+            raise ValueError("factors must all be > 0")
+        return self
+
+    def lr(self, batch_size: int, factor: float = 1.0) -> float:
+        ratio = batch_size / self.base_batch_size
+        return self.base * factor * {"linear": ratio, "sqrt": ratio ** 0.5, "none": 1.0}[self.scale]
+
+
 class Experiment(Section):
     name: str = Field("experiment", pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")  # the records go to <out>/<name>
     dataset: DatasetConfig = DatasetConfig()
@@ -118,11 +141,33 @@ class Experiment(Section):
     device: str = Field("auto", pattern=r"^(auto|cpu|cuda(:\d+)?)$")  # auto: CUDA when available
     precision: Literal["fp32", "bf16", "fp16"] = "fp32"  # bf16/fp16: autocast on CUDA
     threads: int | None = Field(None, ge=1)  # torch CPU threads; None: torch's default. Recorded either way
-    sweep: dict[str, list[Any]] = {}  # dotted path -> values; the trials are their cartesian product
+    sweep: dict[str, list[Any] | LrRule] = {}  # dotted path -> values; the trials are their cartesian product
+
+    @field_validator("sweep", mode="before")
+    @classmethod
+    def _axes_are_lists_or_a_rule(cls, sweep: Any) -> Any:
+        if not isinstance(sweep, dict):
+            return sweep
+        axes = {}
+        for path, values in sweep.items():
+            if isinstance(values, dict):
+                try:
+                    values = LrRule.model_validate(values)
+                except ValidationError as e:
+                    problems = describe(e, "", None).replace(": ", "", 1)  # no source: describe starts with ": "
+                    raise ValueError(f"sweep.{path}: {problems}") from None
+            elif not isinstance(values, list):
+                raise ValueError(f"sweep.{path}: expected a list of values (or, for lr, a rule), got {values!r}")
+            axes[path] = values
+        return axes
 
     @model_validator(mode="after")
     def _sweep_is_sound(self) -> Experiment:
         for path, values in self.sweep.items():
+            if isinstance(values, LrRule):
+                if path != "lr":
+                    raise ValueError(f"sweep.{path}: only lr can be a rule; give a list of values")
+                continue
             if path == "sweep" or path.startswith("sweep."):
                 raise ValueError(f"sweep.{path}: the sweep cannot sweep itself")
             if not has_field(Experiment, path):
@@ -214,7 +259,7 @@ def describe(error: ValidationError, source: str, text: str | None) -> str:
             msg = msg.replace("Input should be", "expected one of")
         key = ".".join(loc)
         # a sweep-level check names its own path in the message (`sweep.x: ...`)
-        if msg.startswith("sweep.") and not key:
+        if msg.startswith("sweep.") and key in ("", "sweep"):
             key, _, msg = msg.partition(": ")
         line = find_line(text, key) if text else None
         where = f"{source}, line {line}" if line else source
@@ -256,7 +301,7 @@ def check_axes(experiment: Experiment, raw: dict, source: str, text: str | None)
     """Each value of each sweep axis must be valid in the config on its own: name the first that is not."""
     base = {k: v for k, v in raw.items() if k != "sweep"}
     for path, values in experiment.sweep.items():
-        for value in values:
+        for value in values if isinstance(values, list) else []:
             trial = copy.deepcopy(base)
             set_path(trial, path, value)
             try:

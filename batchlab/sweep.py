@@ -9,7 +9,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from batchlab.config import Experiment, set_path, validate
+from batchlab.config import Experiment, LrRule, set_path, validate
 from batchlab.errors import ConfigError
 
 MAX_TRIALS = 10_000  # more than this is almost surely a typo in a sweep list; --yes runs it anyway
@@ -21,9 +21,12 @@ class Trial:
     config: Experiment  # fully resolved, sweep emptied
     axes: dict[str, Any]  # dotted path -> this trial's value, for every axis
 
+    lr_rule: LrRule | None = None
+
     def resolved(self) -> dict:
-        """The trial config as saved in config.json: every field, plus its axis values."""
-        return {**self.config.model_dump(mode="json"), "axes": self.axes}
+        """The trial config as saved in config.json: every field, its axis values, and the lr rule if any."""
+        rule = self.lr_rule.model_dump(mode="json") if self.lr_rule else None
+        return {**self.config.model_dump(mode="json"), "axes": self.axes, "lr_rule": rule}
 
 
 def fmt(value: Any) -> str:
@@ -44,14 +47,19 @@ def trial_id(config: Experiment, axes: dict[str, Any]) -> str:
     parts = [f"bs{config.batch_size:04d}", f"lr{config.lr:g}", f"s{config.seed}"]
     for path, value in axes.items():
         if path not in ("batch_size", "lr", "seed"):
-            parts.append(f"{path.split('.')[-1]}{fmt(value)}")
+            parts.append(f"{'lrx' if path == 'lr_factor' else path.split('.')[-1]}{fmt(value)}")
     blob = json.dumps(config.model_dump(mode="json"), sort_keys=True)
     return "-".join(parts) + "-" + hashlib.sha256(blob.encode()).hexdigest()[:6]
 
 
 def expand(experiment: Experiment, raw: dict, allow_many: bool = False) -> list[Trial]:
-    """One Trial per point of the grid, each validated in full (so `sweep.batch_size: [0]` is caught here)."""
-    axes = experiment.sweep
+    """One Trial per point of the grid, each validated in full.
+
+    An lr rule is an axis of its factors; each trial's lr is the rule's lr at its batch size times its factor.
+    """
+    rule = experiment.sweep.get("lr") if isinstance(experiment.sweep.get("lr"), LrRule) else None
+    axes = {("lr_factor" if rule and k == "lr" else k): (v.factors if k == "lr" and rule else v)
+            for k, v in experiment.sweep.items()}
     count = 1
     for values in axes.values():
         count *= len(values)
@@ -63,11 +71,18 @@ def expand(experiment: Experiment, raw: dict, allow_many: bool = False) -> list[
         point = dict(zip(axes, combo))
         trial_raw = json.loads(json.dumps(base))  # deep copy of plain YAML data
         for path, value in point.items():
-            set_path(trial_raw, path, value)
+            if path != "lr_factor":
+                set_path(trial_raw, path, value)
         try:
             config = validate(trial_raw, "sweep")
+            if rule:
+                point = {"lr": rule.lr(config.batch_size, point["lr_factor"]), **point}
+                trial_raw["lr"] = point["lr"]
+                if rule.warmup_epochs is not None:
+                    set_path(trial_raw, "schedule.warmup_epochs", rule.warmup_epochs)
+                config = validate(trial_raw, "sweep")
         except ConfigError as e:
             where = ", ".join(f"{p}={v!r}" for p, v in point.items())
             raise ConfigError(f"{e} (in the trial {where})") from None
-        trials.append(Trial(trial_id(config, point), config, point))
+        trials.append(Trial(trial_id(config, point), config, point, rule))
     return trials

@@ -19,6 +19,7 @@ from batchlab.config import Experiment, ScheduleConfig
 from batchlab.data import Data, make_loader
 from batchlab.errors import ConfigError
 from batchlab.models import build_model
+from batchlab.noise import NoiseScale, measure
 from batchlab.records import MetricsWriter, write_json_atomic
 from batchlab.sweep import Trial
 
@@ -79,10 +80,39 @@ class State:
     train_size: int = 0
     train_seconds: float = 0.0
     eval_seconds: float = 0.0
+    noise_seconds: float = 0.0
     final: dict = field(default_factory=lambda: {"train_loss": None, "test_loss": None, "test_accuracy": None})
     targets: dict = field(default_factory=dict)
     noise: dict | None = None
     started_at: str = field(default_factory=lambda: datetime.now(timezone.utc).isoformat(timespec="seconds"))
+
+
+class NoiseProbe:
+    """Measures the gradient noise scale every `noise.every` epochs, off the training clock.
+
+    B_big examples (capped at the data set, a multiple of B_small) are drawn with a generator of their
+    own, so measuring never changes the training data order.
+    """
+
+    def __init__(self, cfg: Experiment, n: int, steps_per_epoch: int, criterion):
+        self.every = max(1, round(cfg.noise.every * steps_per_epoch))  # in steps
+        self.b_small = min(cfg.noise.small_batch_size, n // 2)
+        self.b_big = min(cfg.noise.batch_size, n) // self.b_small * self.b_small
+        self.criterion = criterion
+        self.scale = NoiseScale(n=n)  # finite-population correction: we sample without replacement from n
+        self.generator = torch.Generator().manual_seed(cfg.seed + 1)
+        self.count = 0
+
+    def measure(self, model, x, y) -> dict:
+        g_small, g_big = measure(model, self.criterion, x, y, self.b_small, self.b_big, self.generator)
+        g2, trace, b_simple = self.scale.update(g_small, g_big, self.b_small, self.b_big)
+        self.count += 1
+        return {"noise_g2": g2, "noise_trace": trace, "noise_b_simple": b_simple}
+
+    def summary(self) -> dict:
+        g2, trace, b_simple = self.scale.value
+        return {"g2": g2, "trace": trace, "b_simple": b_simple, "b_small": self.b_small, "b_big": self.b_big,
+                "measurements": self.count}
 
 
 class Clock:
@@ -156,6 +186,7 @@ def train(trial: Trial, data: Data, device: torch.device, state: State, metrics:
     amp_dtype = torch.bfloat16 if cfg.precision == "bf16" else torch.float16
     scaler = torch.amp.GradScaler(device.type, enabled=use_amp and cfg.precision == "fp16")
     train_x, train_y = data.x_train[:cfg.eval.train_subset], data.y_train[:cfg.eval.train_subset]
+    noise = NoiseProbe(cfg, n, spe, criterion) if cfg.noise.every else None
     targets_left = sorted(cfg.target.value)
     state.targets = {f"{v:g}": None for v in cfg.target.value}
 
@@ -176,6 +207,11 @@ def train(trial: Trial, data: Data, device: torch.device, state: State, metrics:
                     targets_left.remove(value)
                     state.targets[f"{value:g}"] = {"seconds": state.train_seconds, "steps": state.step,
                                                    "epochs": state.step / spe, "examples": state.examples}
+        if noise and state.step % noise.every == 0:
+            t0 = time.perf_counter()
+            row.update(noise.measure(model, data.x_train, data.y_train))
+            state.noise_seconds += time.perf_counter() - t0
+            state.noise = noise.summary()
         if train_loss is not None:
             state.final["train_loss"] = train_loss
         metrics.write(row)
@@ -203,7 +239,7 @@ def train(trial: Trial, data: Data, device: torch.device, state: State, metrics:
             state.step += 1
             state.examples += len(x)
             is_eval = state.step % eval_every == 0 or state.step == total
-            if is_eval or state.step % log_every == 0:
+            if is_eval or state.step % log_every == 0 or (noise and state.step % noise.every == 0):
                 state.train_seconds = clock.stop()
                 train_loss = loss_sum.item() / loss_count
                 loss_sum.zero_()
@@ -256,6 +292,7 @@ def run_trial(trial: Trial, trial_dir: Path, data: Data, device: torch.device, c
             "seed": cfg.seed, "axes": trial.axes, "steps": state.step, "epochs": state.step / state.steps_per_epoch,
             "examples": state.examples, "steps_per_epoch": state.steps_per_epoch, "train_size": state.train_size,
             "train_seconds": state.train_seconds, "eval_seconds": state.eval_seconds,
+            "noise_seconds": state.noise_seconds,
             "samples_per_second": state.examples / state.train_seconds if state.train_seconds > 0 else None,
             "peak_memory_bytes": peak_memory(device), "final": state.final, "target_metric": cfg.target.metric,
             "targets": state.targets, "noise": state.noise, "eval_split": data.eval_split,

@@ -105,3 +105,30 @@ def test_dry_run_prints_the_trial_table(write_config):
     assert result.exit_code == 0, result.output
     assert "bs0064-lr0.1-s0-" in result.output
     assert "4 trials, 4 to run" in result.output
+
+
+@pytest.mark.parametrize("scale, expected", [("linear", lambda b: 0.1 * b / 128), ("sqrt", lambda b: 0.1 * (b / 128) ** 0.5),
+                                             ("none", lambda b: 0.1)])
+def test_lr_rule_gives_each_batch_size_its_lr_and_factors(write_config, scale, expected):
+    rule = {"base": 0.1, "base_batch_size": 128, "scale": scale, "warmup_epochs": 2, "factors": [0.5, 1, 2]}
+    exp, raw = config.load(write_config({"sweep": {"batch_size": [32, 128, 512], "lr": rule}}))
+    trials = expand(exp, raw)
+    assert len(trials) == 9
+    for t in trials:
+        b, f = t.config.batch_size, t.axes["lr_factor"]
+        assert t.config.lr == pytest.approx(expected(b) * f)
+        assert t.axes["lr"] == t.config.lr
+        assert t.config.schedule.warmup_epochs == 2
+        assert t.resolved()["lr_rule"]["scale"] == scale
+    assert {t.id.split("-")[3] for t in trials} == {"lrx0.5", "lrx1", "lrx2"}
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("sweep:\n  lr: {base: 0.1, base_batch_size: 128, factors: [1, -2]}\n", "factors must all be > 0"),
+    ("sweep:\n  lr: {base: 0.1}\n", "line 2: sweep.lr: base_batch_size: Field required"),
+    ("sweep:\n  lr: {base: 0.1, base_batch_size: 128, scale: cubic}\n", "expected one of 'linear', 'sqrt' or 'none'"),
+    ("sweep:\n  batch_size: {base: 0.1, base_batch_size: 128}\n", "sweep.batch_size: only lr can be a rule"),
+    ("sweep:\n  batch_size: 64\n", "line 2: sweep.batch_size: expected a list of values"),
+])
+def test_bad_lr_rule(write_config, text, expected):
+    assert expected in sweep_error(write_config(text=text))

@@ -195,3 +195,25 @@ def test_sigterm_records_the_running_trial_as_interrupted(write_config, tmp_path
     assert "interrupted" in output and "Traceback" not in output
     s = summary(trials(out)[0])
     assert s["status"] == "interrupted" and s["steps"] > 0
+
+
+def test_noise_scale_is_recorded_without_disturbing_training(write_config, tmp_path):
+    base = {"budget": {"epochs": 2}, "sweep": {"batch_size": [64], "lr": [0.3]}}
+    sweep(write_config(base), tmp_path / "off")
+    sweep(write_config({**base, "noise": {"every": 0.5, "batch_size": 512, "small_batch_size": 32}}), tmp_path / "on")
+    off, on = (pd.read_csv(trials(tmp_path / o)[0] / "metrics.csv") for o in ("off", "on"))
+    measured = on.dropna(subset=["noise_b_simple"])
+    spe = math.ceil(DIGITS_TRAIN / 64)
+    assert list(measured["step"]) == list(range(0, 2 * spe + 1, round(0.5 * spe)))
+    assert (measured["noise_b_simple"] == measured["noise_trace"] / measured["noise_g2"]).all()
+    assert (measured["noise_trace"] > 0).all() and off["noise_b_simple"].isna().all()
+    s = summary(trials(tmp_path / "on")[0])
+    assert s["noise"]["b_small"] == 32 and s["noise"]["b_big"] == 512 and s["noise"]["measurements"] == len(measured)
+    assert s["noise"]["b_simple"] == pytest.approx(measured["noise_b_simple"].iloc[-1])
+    assert s["noise_seconds"] > 0
+    # its own generator and no parameter change: the training run is the same with or without it
+    same = on[off.columns].drop(columns=["train_seconds", "noise_g2", "noise_trace", "noise_b_simple"])
+    rows = same["step"].isin(off["step"])
+    pd.testing.assert_frame_equal(same[rows].reset_index(drop=True),
+                                  off.drop(columns=["train_seconds", "noise_g2", "noise_trace", "noise_b_simple"]),
+                                  check_exact=True)
