@@ -169,3 +169,31 @@ def show_plan(trials, sweep_dir: SweepDir, restart: bool) -> None:
 
 def main():
     app()
+
+
+@app.command()
+def noise(
+    config: ConfigArg,
+    set_: SetOpt = None,
+    steps: Annotated[int, typer.Option("--steps", min=0, help="Train this many steps (the config's batch size "
+                                       "and lr) before measuring; 0 measures at initialisation.")] = 0,
+    measurements: Annotated[int, typer.Option("--measurements", min=2, help="Independent draws averaged.")] = 20,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object instead of a table.")] = False,
+):
+    """Estimate the gradient noise scale B_simple = tr(Sigma)/|G|^2 (McCandlish et al. 2018)."""
+    import json
+    import math
+
+    from batchlab.probe import noise_scale
+
+    with user_errors():
+        experiment, _ = config_mod.load(config, list(set_ or []))
+        result = noise_scale(experiment, steps, measurements)
+    if as_json:
+        typer.echo(json.dumps({k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in result.items()}))
+        return
+    typer.echo(f"gradient noise scale of {experiment.name} after {steps} steps "
+               f"({measurements} measurements, B_small={result['b_small']}, B_big={result['b_big']}):")
+    typer.echo(f"  |G|^2      {result['g2']:.4g} ± {result['g2_stderr']:.2g}")
+    typer.echo(f"  tr(Sigma)  {result['trace']:.4g} ± {result['trace_stderr']:.2g}")
+    typer.echo(f"  B_simple   {result['b_simple']:.4g}   (batches well below it waste steps, well above it examples)")

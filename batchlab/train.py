@@ -167,7 +167,8 @@ def reached(metric: str, value: float | None, threshold: float) -> bool:
 
 
 def train(trial: Trial, data: Data, device: torch.device, state: State, metrics: MetricsWriter,
-          progress: Progress | None = None) -> None:
+          progress: Progress | None = None) -> torch.nn.Module:
+    """The loop. Returns the trained model; everything measured goes to `state` and `metrics`."""
     cfg = trial.config
     torch.manual_seed(cfg.seed)
     model = build_model(cfg.model, data.input_shape, data.num_classes).to(device)
@@ -247,14 +248,15 @@ def train(trial: Trial, data: Data, device: torch.device, state: State, metrics:
                 if not math.isfinite(train_loss):
                     state.status = "diverged"
                     log(train_loss, with_eval=False)
-                    return
+                    return model
                 log(train_loss, with_eval=is_eval)
                 if cfg.budget.stop_at_target and cfg.target.value and not targets_left:
-                    return
+                    return model
                 clock.start()
             if state.step == total:
                 break
     state.train_seconds = clock.stop()
+    return model
 
 
 def environment(device: torch.device) -> dict:

@@ -1,0 +1,60 @@
+"""`batchlab noise`: the gradient noise scale of a config's model at initialisation or after some steps."""
+
+from __future__ import annotations
+
+import math
+import statistics
+import tempfile
+from pathlib import Path
+
+import torch
+
+from batchlab.config import Experiment
+from batchlab.data import load_dataset
+from batchlab.models import build_model
+from batchlab.noise import estimate, measure
+from batchlab.records import MetricsWriter
+from batchlab.sweep import Trial
+from batchlab.train import State, loss_fn, resolve_device, train
+
+
+def noise_scale(experiment: Experiment, steps: int = 0, measurements: int = 20) -> dict:
+    """Measure B_simple at fixed parameters: the model at init, or after `steps` steps of its training.
+
+    At fixed parameters every measurement estimates the same |G|^2 and tr(Sigma) without bias, so
+    they are averaged plainly (the moving average is for training, where the parameters move);
+    B_simple is the ratio of the two means.
+    """
+    cfg = experiment.model_copy(update={"sweep": {}})
+    device = resolve_device(cfg.device)
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    data = load_dataset(cfg.dataset, cfg.seed).to(device)
+    criterion = loss_fn(data.task)
+    if steps:
+        short = cfg.model_copy(update={"budget": cfg.budget.model_copy(update={"steps": steps, "epochs": None}),
+                                       "eval": cfg.eval.model_copy(update={"every": 1e9, "train_subset": 0}),
+                                       "noise": cfg.noise.model_copy(update={"every": None})})
+        with tempfile.TemporaryDirectory() as tmp:
+            metrics = MetricsWriter(Path(tmp) / "metrics.csv")
+            model = train(Trial("probe", short, {}), data, device, State(), metrics)
+            metrics.close()
+    else:
+        torch.manual_seed(cfg.seed)
+        model = build_model(cfg.model, data.input_shape, data.num_classes).to(device)
+    n = len(data.x_train)
+    b_small = min(cfg.noise.small_batch_size, n // 2)
+    b_big = min(cfg.noise.batch_size, n) // b_small * b_small
+    generator = torch.Generator().manual_seed(cfg.seed + 1)
+    g2s, traces = [], []
+    for _ in range(measurements):
+        g2, trace = estimate(*measure(model, criterion, data.x_train, data.y_train, b_small, b_big, generator),
+                             b_small, b_big, n=n)
+        g2s.append(g2)
+        traces.append(trace)
+    g2, trace = statistics.fmean(g2s), statistics.fmean(traces)
+    stderr = lambda xs: statistics.stdev(xs) / math.sqrt(len(xs)) if len(xs) > 1 else math.nan  # noqa: E731
+    return {"g2": g2, "g2_stderr": stderr(g2s), "trace": trace, "trace_stderr": stderr(traces),
+            "b_simple": trace / g2 if g2 > 0 else math.nan, "steps": steps, "measurements": measurements,
+            "b_small": b_small, "b_big": b_big, "train_size": n, "batch_size": cfg.batch_size, "lr": cfg.lr,
+            "device": str(device)}
