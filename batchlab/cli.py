@@ -70,7 +70,7 @@ class Display:
         self.trial_bar = None
 
     def trial_start(self, trial, i, n):
-        if not self.bars:
+        if not self.bars:  # (with --workers, trials run elsewhere: only the sweep bar moves)
             return None
         self.trial_bar = tqdm(total=None, desc=trial.id, unit="step", position=1, leave=False, file=sys.stdout)
 
@@ -86,7 +86,8 @@ class Display:
     def trial_end(self, trial, summary):
         line = trial_line(summary)
         if self.bars:
-            self.trial_bar.close()
+            if self.trial_bar:
+                self.trial_bar.close()
             self.sweep_bar.update(1)
             self.sweep_bar.write(line)
         elif not self.quiet:
@@ -119,6 +120,8 @@ def sweep(
     yes: Annotated[bool, typer.Option("--yes", help=f"Run grids over {10_000:,} trials.")] = False,
     threads: Annotated[Optional[int], typer.Option("--threads", min=1, help="torch CPU threads (recorded; "
                                                    "results are bit-identical only at the same count).")] = None,
+    workers: Annotated[int, typer.Option("--workers", min=1, help="Trials run at once in separate processes, "
+                                         "each with CPU cores / N threads unless the config sets threads.")] = 1,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress output.")] = False,
 ):
     """Expand a YAML experiment into trials, train each, and record everything under OUT/<name>."""
@@ -140,7 +143,8 @@ def sweep(
     try:
         with user_errors():
             summaries = run_sweep(experiment, raw, trials, root, command_line(config, list(set_ or []), extra),
-                                  restart=restart, hooks=Hooks(display.trial_start, display.trial_end), smoke=smoke)
+                                  restart=restart, hooks=Hooks(display.trial_start, display.trial_end), smoke=smoke,
+                                  workers=workers)
     except KeyboardInterrupt:
         display.close()
         raise fail(f"interrupted: the running trial is recorded as interrupted in {sweep_dir.path}; "

@@ -134,7 +134,8 @@ class Experiment(Section):
     target: TargetConfig = TargetConfig()
     eval: EvalConfig = EvalConfig()
     noise: NoiseConfig = NoiseConfig()
-    batch_size: int = Field(128, ge=1)  # examples per optimizer step
+    batch_size: int = Field(128, ge=1)  # examples per optimizer step (the effective batch)
+    micro_batch_size: int | None = Field(None, ge=1)  # < batch_size: accumulate gradients over micro-batches
     lr: float = Field(0.1, gt=0.0)  # peak learning rate, after warmup
     seed: int = Field(0, ge=0)  # model init and data order
     drop_last: bool = False  # False: full batch (batch_size >= N) is exactly one step per epoch

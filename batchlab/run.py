@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import multiprocessing
+import os
+import signal
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -70,24 +73,64 @@ def fits(data: Data, device: torch.device) -> bool:
     return size < torch.cuda.mem_get_info(device)[0] / 2
 
 
+def train_one(trial: Trial, trial_dir: Path, cache: DataCache, command: str, threads: int | None,
+              progress: Progress | None = None) -> dict:
+    if threads:
+        torch.set_num_threads(threads)
+    device = resolve_device(trial.config.device)
+    return run_trial(trial, trial_dir, cache.get(trial.config, device), device, command, progress)
+
+
+_worker_cache: DataCache | None = None
+
+
+def _worker_start(eval_cap: int | None) -> None:
+    global _worker_cache
+    _worker_cache = DataCache(eval_cap)
+    signal.signal(signal.SIGTERM, lambda signum, frame: _interrupt())  # record the trial, as on Ctrl-C
+
+
+def _interrupt():
+    raise KeyboardInterrupt
+
+
+def _worker_run(job: tuple) -> dict:
+    return train_one(*job[:2], _worker_cache, *job[2:])
+
+
 def run_sweep(experiment: Experiment, raw: dict, trials: list[Trial], out: Path, command: str,
-              restart: bool = False, hooks: Hooks = Hooks(), smoke: bool = False) -> list[dict]:
-    """Train every trial not already completed or diverged. Returns the summaries of the trials run."""
+              restart: bool = False, hooks: Hooks = Hooks(), smoke: bool = False, workers: int = 1) -> list[dict]:
+    """Train every trial not already completed or diverged. Returns the summaries of the trials run.
+
+    With workers > 1, trials run at once in separate processes, each with cpu_count // workers threads
+    unless the config sets `threads` (the thread count changes float results, so it is recorded).
+    """
     sweep = SweepDir(out, experiment.name)
     summaries = []
+    eval_cap = SMOKE_EXAMPLES if smoke else None
     with sweep.lock():
         sweep.prepare(experiment, raw, restart)
         todo = [t for t, status in plan(trials, sweep) if status not in DONE]
-        data = DataCache(eval_cap=SMOKE_EXAMPLES if smoke else None)
-        for i, trial in enumerate(todo):
-            cfg = trial.config
-            if cfg.threads:
-                torch.set_num_threads(cfg.threads)
-            device = resolve_device(cfg.device)
-            trial_data = data.get(cfg, device)
-            trial_dir = sweep.start_trial(trial.id, trial.resolved())
-            progress = hooks.trial_start(trial, i, len(todo))
-            summary = run_trial(trial, trial_dir, trial_data, device, command, progress)
-            hooks.trial_end(trial, summary)
-            summaries.append(summary)
+        if workers <= 1:
+            cache = DataCache(eval_cap)
+            for i, trial in enumerate(todo):
+                trial_dir = sweep.start_trial(trial.id, trial.resolved())
+                summary = train_one(trial, trial_dir, cache, command, trial.config.threads,
+                                    hooks.trial_start(trial, i, len(todo)))
+                hooks.trial_end(trial, summary)
+                summaries.append(summary)
+            return summaries
+        threads = max(1, (os.cpu_count() or 1) // workers)
+        jobs = [(t, sweep.start_trial(t.id, t.resolved()), command, t.config.threads or threads) for t in todo]
+        pool = multiprocessing.get_context("spawn").Pool(workers, _worker_start, (eval_cap,))
+        try:
+            for summary in pool.imap_unordered(_worker_run, jobs):
+                hooks.trial_end(next(t for t in todo if t.id == summary["trial_id"]), summary)
+                summaries.append(summary)
+        except KeyboardInterrupt:
+            pool.terminate()  # SIGTERM: each worker records its running trial as interrupted
+            raise
+        finally:
+            pool.close()
+            pool.join()
     return summaries

@@ -81,6 +81,7 @@ class State:
     train_seconds: float = 0.0
     eval_seconds: float = 0.0
     noise_seconds: float = 0.0
+    micro_batch_size: int | None = None
     final: dict = field(default_factory=lambda: {"train_loss": None, "test_loss": None, "test_accuracy": None})
     targets: dict = field(default_factory=dict)
     noise: dict | None = None
@@ -175,6 +176,7 @@ def train(trial: Trial, data: Data, device: torch.device, state: State, metrics:
     optimizer = make_optimizer(cfg, model.parameters())
     n = state.train_size = len(data.x_train)
     batch = min(cfg.batch_size, n)  # a batch larger than the data set is the full batch
+    micro = state.micro_batch_size = min(cfg.micro_batch_size or batch, batch)  # gradient accumulation below batch
     spe = state.steps_per_epoch = n // batch if cfg.drop_last else math.ceil(n / batch)
     total = budget_steps(cfg, n, spe, batch)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor(cfg.schedule, spe, total))
@@ -228,14 +230,17 @@ def train(trial: Trial, data: Data, device: torch.device, state: State, metrics:
     while state.step < total:
         for x, y in loader:  # one epoch
             x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)  # no-op when already there
-            with torch.autocast(device.type, dtype=amp_dtype, enabled=use_amp):
-                loss = criterion(model(x), y)
             optimizer.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
+            for xm, ym in (zip(x.split(micro), y.split(micro)) if micro < len(x) else ((x, y),)):
+                with torch.autocast(device.type, dtype=amp_dtype, enabled=use_amp):
+                    loss = criterion(model(xm), ym)
+                if micro < len(x):  # accumulating: weight each micro-batch mean by its share of the batch
+                    loss = loss * (len(xm) / len(x))
+                scaler.scale(loss).backward()
+                loss_sum += loss.detach().float()  # stays on the device: no sync per step
             scaler.step(optimizer)
             scaler.update()
             scheduler.step()
-            loss_sum += loss.detach().float()  # stays on the device: no sync per step
             loss_count += 1
             state.step += 1
             state.examples += len(x)
@@ -291,6 +296,7 @@ def run_trial(trial: Trial, trial_dir: Path, data: Data, device: torch.device, c
         metrics.close()
         summary = {
             "status": state.status, "trial_id": trial.id, "batch_size": cfg.batch_size, "lr": cfg.lr,
+            "micro_batch_size": state.micro_batch_size,
             "seed": cfg.seed, "axes": trial.axes, "steps": state.step, "epochs": state.step / state.steps_per_epoch,
             "examples": state.examples, "steps_per_epoch": state.steps_per_epoch, "train_size": state.train_size,
             "train_seconds": state.train_seconds, "eval_seconds": state.eval_seconds,

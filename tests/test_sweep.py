@@ -217,3 +217,32 @@ def test_noise_scale_is_recorded_without_disturbing_training(write_config, tmp_p
     pd.testing.assert_frame_equal(same[rows].reset_index(drop=True),
                                   off.drop(columns=["train_seconds", "noise_g2", "noise_trace", "noise_b_simple"]),
                                   check_exact=True)
+
+
+def test_gradient_accumulation_matches_the_full_batch(write_config, tmp_path):
+    base = {"budget": {"epochs": 2}, "sweep": {"batch_size": [300], "lr": [0.5]}}
+    sweep(write_config(base), tmp_path / "full")
+    sweep(write_config({**base, "micro_batch_size": 64}), tmp_path / "micro")
+    full, micro = (pd.read_csv(trials(tmp_path / o)[0] / "metrics.csv") for o in ("full", "micro"))
+    assert list(full["step"]) == list(micro["step"])  # optimizer steps, not micro-batches
+    for column in ("train_loss", "test_loss", "test_accuracy"):
+        a, b = full[column].dropna().to_numpy(), micro[column].dropna().to_numpy()
+        assert a == pytest.approx(b, rel=1e-4, abs=1e-6)  # the same gradients, summed in another order
+    s = summary(trials(tmp_path / "micro")[0])
+    assert (s["batch_size"], s["micro_batch_size"], s["steps_per_epoch"]) == (300, 64, 5)
+    assert summary(trials(tmp_path / "full")[0])["micro_batch_size"] == 300
+
+
+def test_workers_give_records_identical_to_a_sequential_run(write_config, tmp_path):
+    cfg = write_config({"sweep": {"batch_size": [16, 64, 512], "lr": [0.1, 0.5]}})  # threads: 1 in every trial
+    assert sweep(cfg, tmp_path / "seq").exit_code == 0
+    result = sweep(cfg, tmp_path / "par", "--workers", "2")
+    assert result.exit_code == 0, result.output
+    assert "6 completed" in result.output
+    seq, par = trials(tmp_path / "seq"), trials(tmp_path / "par")
+    assert [d.name for d in seq] == [d.name for d in par]
+    for a, b in zip(seq, par):
+        assert summary(b)["threads"] == summary(a)["threads"] == 1
+        ma, mb = (pd.read_csv(d / "metrics.csv").drop(columns="train_seconds") for d in (a, b))
+        pd.testing.assert_frame_equal(ma, mb, check_exact=True)
+        assert summary(a)["final"] == summary(b)["final"] and summary(a)["steps"] == summary(b)["steps"]
