@@ -17,6 +17,7 @@ test: .installed
 
 demo: .installed
 	batchlab sweep configs/quickstart.yaml
+	batchlab report runs/quickstart
 
 clean:
 	rm -rf runs .installed .pytest_cache

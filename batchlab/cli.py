@@ -176,6 +176,35 @@ def main():
 
 
 @app.command()
+def report(
+    path: Annotated[Path, typer.Argument(help="A records root (runs/, every sweep in it) or one sweep (runs/mnist).")],
+    target: Annotated[Optional[float], typer.Option("--target", help="The target value to headline, e.g. 0.98. "
+                                                    "[default: the hardest target some batch size reached]")] = None,
+    out: Annotated[Optional[Path], typer.Option("--out", help="Output directory. [default: <sweep>/report]")] = None,
+    formats: Annotated[str, typer.Option("--format", help="Comma-separated: md, html, csv, png.")] = "md,html,csv,png",
+):
+    """Turn a sweep's records into time-to-accuracy tables, loss curves, report.md and report.html."""
+    from batchlab.report import FORMATS, build_report
+
+    chosen = {f.strip() for f in formats.split(",") if f.strip()}
+    if not chosen or chosen - FORMATS:
+        raise fail(f"--format {formats!r}: choose from {', '.join(sorted(FORMATS))}")
+    if not path.exists():
+        raise fail(f"{path}: no such directory")
+    with user_errors():
+        reports = build_report(path, out=out, target=target, formats=chosen)
+    for r in reports:
+        for warning in r.warnings:
+            typer.echo(f"warning: {warning}", err=True)
+        if r.headline.empty:
+            continue
+        counts = ", ".join(f"{n} {status}" for status, n in r.counts.items())
+        typer.echo(f"\n{r.name}: {counts}; time to {r.target:g}:")
+        typer.echo(r.headline.to_string(index=False))
+        typer.echo(f"report: {r.out_dir / 'report.html' if 'html' in chosen else r.out_dir}")
+
+
+@app.command()
 def noise(
     config: ConfigArg,
     set_: SetOpt = None,

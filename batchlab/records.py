@@ -105,6 +105,18 @@ class SweepDir:
         finally:
             lock.release()
 
+    def is_running(self) -> bool:
+        """Whether a sweep holds the lock now (the .lock file itself stays behind after a sweep)."""
+        if not (self.path / ".lock").exists():
+            return False
+        lock = filelock.FileLock(self.path / ".lock", timeout=0)
+        try:
+            lock.acquire()
+        except filelock.Timeout:
+            return True
+        lock.release()
+        return False
+
     def prepare(self, experiment: Experiment, raw: dict, restart: bool) -> None:
         """Check that the records here can be extended by this experiment, then save its sweep.yaml."""
         old_file = self.path / "sweep.yaml"

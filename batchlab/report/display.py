@@ -1,0 +1,163 @@
+"""Numbers turned into short text for people: the terminal headline, report.md and report.html.
+
+The CSV files keep the raw numbers; only what a person reads goes through here.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+
+from batchlab.report.load import SweepRecords
+from batchlab.report.tables import REACHED, Tables
+
+DASH = "–"
+FASTEST = "★ fastest"
+EDGE = "⚠ lr on edge"
+
+
+def _missing(x) -> bool:
+    return x is None or (isinstance(x, float) and math.isnan(x)) or x is pd.NA
+
+
+def seconds(x) -> str:
+    if _missing(x):
+        return DASH
+    if math.isinf(x):
+        return "not reached"
+    return f"{x:,.0f}" if x >= 100 else f"{x:.3g}"
+
+
+def count(x) -> str:
+    """Steps, examples: whole numbers, except a median of two seeds may end in .5."""
+    if _missing(x) or math.isinf(x):
+        return DASH
+    return f"{x:,.0f}" if float(x).is_integer() else f"{x:,.1f}"
+
+
+def epochs(x) -> str:
+    return DASH if _missing(x) or math.isinf(x) else f"{x:.3g}"
+
+
+def accuracy(x) -> str:
+    return DASH if _missing(x) else f"{x:.4f}"
+
+
+def loss(x) -> str:
+    return DASH if _missing(x) or not np.isfinite(x) else f"{x:.4g}"
+
+
+def lr(x) -> str:
+    return DASH if _missing(x) else f"{x:g}"
+
+
+def memory(x) -> str:
+    return DASH if _missing(x) else f"{x / 2**20:,.1f} MiB"
+
+
+def speed(x) -> str:
+    return DASH if _missing(x) else f"{x:,.0f}"
+
+
+def target_text(rec: SweepRecords, target: float) -> str:
+    return f"{rec.target_metric} {'≤' if rec.regression else '≥'} {target:g}"
+
+
+def time_to_accuracy(rec: SweepRecords, rows: pd.DataFrame) -> pd.DataFrame:
+    """The time-to-accuracy rows of one target, as text (also the terminal headline)."""
+    out = pd.DataFrame(index=range(len(rows)))
+    rows = rows.reset_index(drop=True)
+    out["batch size"] = rows["batch_size"].map(str)
+    out["best lr"] = rows["best_lr"].map(lr)
+    for axis in rec.extra_axes:
+        out[axis] = rows[axis].map(lambda v: DASH if _missing(v) else f"{v:g}" if isinstance(v, float) else str(v))
+    out["seconds to target"] = [
+        seconds(s) if status == REACHED else status for s, status in zip(rows["seconds"], rows["status"])]
+    out["steps"] = rows["steps"].map(count)
+    out["epochs"] = rows["epochs"].map(epochs)
+    out["examples"] = rows["examples"].map(count)
+    out["seeds reached"] = rows["seeds_reached"]
+    if not rec.regression:
+        out["final test acc"] = rows["final_test_accuracy"].map(accuracy)
+    out["final test loss"] = rows["final_test_loss"].map(loss)
+    out["samples/s"] = rows["samples_per_second"].map(speed)
+    out["steps/epoch"] = rows["steps_per_epoch"].map(count)
+    if rows["peak_memory_bytes"].notna().any():
+        out["peak memory"] = rows["peak_memory_bytes"].map(memory)
+    out["infeasible"] = rows["infeasible"].map(str)
+    out["note"] = [", ".join(([FASTEST] if fast else []) + ([EDGE] if edge else []))
+                   for fast, edge in zip(rows["fastest"], rows["best_lr_on_edge"])]
+    return out
+
+
+def headline(rec: SweepRecords, tables: Tables) -> pd.DataFrame:
+    return time_to_accuracy(rec, tables.headline_rows)
+
+
+def grid(values: pd.DataFrame, notes: pd.DataFrame, fmt) -> pd.DataFrame:
+    """An lr x batch size grid as text: a note ("diverged", "not reached") wins over the number,
+    and a cell nobody ran shows a dash."""
+    out = pd.DataFrame({"lr": [lr(v) for v in values.index]})
+    for bs in values.columns:
+        cells = []
+        for lr_value in values.index:
+            note = notes.loc[lr_value, bs] if bs in notes.columns and lr_value in notes.index else ""
+            cells.append(note if note else fmt(values.loc[lr_value, bs]))
+        out[f"bs {bs}"] = cells
+    return out
+
+
+def trials(rec: SweepRecords, table: pd.DataFrame) -> pd.DataFrame:
+    out = pd.DataFrame({
+        "trial": table["trial_id"],
+        "status": table["status"],
+        "batch size": table["batch_size"].map(str),
+        "lr": table["lr"].map(lr),
+        "seed": table["seed"].map(str),
+    })
+    for axis in rec.extra_axes:
+        out[axis] = table[axis].map(lambda v: DASH if _missing(v) else str(v))
+    out["steps"] = table["steps"].map(count)
+    out["epochs"] = table["epochs"].map(epochs)
+    out["train s"] = table["train_seconds"].map(seconds)
+    out["samples/s"] = table["samples_per_second"].map(speed)
+    out["final train loss"] = table["final_train_loss"].map(loss)
+    if not rec.regression:
+        out["final test acc"] = table["final_test_accuracy"].map(accuracy)
+    out["final test loss"] = table["final_test_loss"].map(loss)
+    for target in rec.targets:
+        column = f"seconds_to_{target:g}"
+        if column in table:
+            out[f"s to {target:g}"] = table[column].map(seconds)
+    out["error"] = table["error"].map(lambda e: "" if _missing(e) else str(e))
+    return out
+
+
+def describe(part: dict | None) -> str:
+    """A config section such as {"name": "sgd", "momentum": 0.9} as 'sgd (momentum=0.9)'."""
+    if not isinstance(part, dict):
+        return DASH
+    rest = [f"{k}={v}" for k, v in part.items() if k != "name" and v is not None]
+    name = str(part.get("name", DASH))
+    return f"{name} ({', '.join(rest)})" if rest else name
+
+
+def budget(part: dict | None) -> str:
+    if not isinstance(part, dict):
+        return DASH
+    limits = [f"{part[k]:g} {k}" if isinstance(part.get(k), float) else f"{part[k]} {k}"
+              for k in ("epochs", "steps", "examples") if part.get(k) is not None]
+    text = " or ".join(limits) or "no limit recorded"
+    return text + ("; stops once every target is reached" if part.get("stop_at_target") else "")
+
+
+def status_line(counts: dict[str, int]) -> str:
+    return ", ".join(f"{n} {status}" for status, n in counts.items()) or "none"
+
+
+def distinct(values: pd.Series) -> str:
+    """The distinct values of a column, most common first (normally there is one)."""
+    counted = values.dropna().map(str).value_counts()
+    return "; ".join(counted.index) if len(counted) else DASH

@@ -1,0 +1,320 @@
+"""Read the records a sweep leaves on disk (see the records contract) into pandas frames.
+
+Only this module touches the records. It never trusts them: every damaged file becomes a
+warning naming its path, and the trial (or just its curves) is left out.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from batchlab.errors import RecordsError
+from batchlab.records import SweepDir
+
+# Statuses a summary.json may carry; "incomplete" is ours, for trials without one.
+STATUSES = ("completed", "diverged", "failed", "interrupted")
+INCOMPLETE = "incomplete"
+# Trials that ran to an end we can judge: a missing target counts as missed. An interrupted
+# trial stopped early, like an incomplete one, so it counts as neither reached nor missed.
+FINISHED = ("completed", "diverged", "failed")
+INFEASIBLE = ("diverged", "failed")
+
+METRIC_COLUMNS = ("step", "epoch", "examples", "train_seconds", "lr",
+                  "train_loss", "test_loss", "test_accuracy")
+SUMMARY_NUMBERS = ("steps", "epochs", "examples", "steps_per_epoch", "train_size",
+                   "train_seconds", "eval_seconds", "samples_per_second", "peak_memory_bytes")
+TO_TARGET = ("seconds", "steps", "epochs", "examples")
+
+
+class Damaged(Exception):
+    """A record file that cannot be used; the message names the file and says why."""
+
+
+@dataclass
+class SweepRecords:
+    """Everything read from one sweep directory."""
+
+    sweep_dir: Path
+    name: str
+    trials: pd.DataFrame  # one row per readable trial, indexed by position; column trial_id
+    hits: pd.DataFrame  # trial_id, target, seconds, steps, epochs, examples (inf = missed)
+    metrics: dict[str, pd.DataFrame]  # trial_id -> metrics.csv rows (numeric core columns)
+    config: dict  # config.json of the first trial: the settings the whole sweep shares
+    target_metric: str
+    targets: list[float]
+    extra_axes: list[str]  # sweep axes besides batch_size, lr and seed (e.g. optimizer.momentum)
+    sweep_yaml: str | None
+    running: bool  # a sweep held the lock: it was still running
+    warnings: list[str] = field(default_factory=list)
+    damaged: int = 0  # trials left out because a record was damaged
+
+    @property
+    def regression(self) -> bool:
+        return self.target_metric == "test_loss"
+
+
+def find_sweeps(path: Path) -> tuple[list[Path], bool]:
+    """The sweep directories under `path`, and whether `path` is a records root."""
+    path = Path(path)
+    if not path.exists():
+        raise RecordsError(f"{path} does not exist")
+    if not path.is_dir():
+        raise RecordsError(f"{path} is not a directory of sweep records")
+    if _is_sweep(path):
+        return [path], False
+    sweeps = sorted(p for p in path.iterdir() if p.is_dir() and _is_sweep(p))
+    if not sweeps:
+        raise RecordsError(f"{path} holds no sweeps (no directory with a trials/ folder)")
+    return sweeps, True
+
+
+def _is_sweep(path: Path) -> bool:
+    return (path / "trials").is_dir() or (path / "sweep.yaml").is_file()
+
+
+def load_sweep(sweep_dir: Path) -> SweepRecords:
+    """Read every trial of one sweep. Raises RecordsError when no trial could be read."""
+    trials_dir = sweep_dir / "trials"
+    trial_dirs = sorted(p for p in trials_dir.iterdir()
+                        if p.is_dir() and not p.name.startswith(".")) if trials_dir.is_dir() else []
+    if not trial_dirs:
+        raise RecordsError(f"{sweep_dir} holds no trials yet ({trials_dir} is missing or empty)")
+
+    warnings: list[str] = []
+    rows, hits, metrics, configs = [], [], {}, []
+    damaged = 0
+    for trial_dir in trial_dirs:
+        try:
+            config = _read_json(trial_dir / "config.json")
+            _check_config(config, trial_dir / "config.json")
+            summary = _read_summary(trial_dir / "summary.json")
+        except Damaged as exc:
+            warnings.append(f"{exc}; trial skipped")
+            damaged += 1
+            continue
+        row, trial_hits = _trial_row(trial_dir, config, summary)
+        rows.append(row)
+        hits.extend(trial_hits)
+        configs.append(config)
+        frame = _load_metrics(trial_dir / "metrics.csv", complete=summary is not None, warnings=warnings)
+        if frame is not None:
+            metrics[row["trial_id"]] = frame
+
+    if not rows:
+        raise RecordsError(f"no trial in {trials_dir} could be read: " + "; ".join(warnings))
+
+    config = configs[0]
+    target_metric, targets = _sweep_targets(configs, warnings)
+    extra_axes = sorted({axis_column(k) for c in configs for k in c.get("axes", {})
+                         if k not in ("batch_size", "lr", "seed")})
+    trials = _trials_frame(rows, extra_axes)
+    hits_frame = pd.DataFrame(hits, columns=["trial_id", "target", *TO_TARGET])
+    hits_frame = hits_frame.astype({c: float for c in ("target", *TO_TARGET)})
+    names = Counter(c.get("name") for c in configs if isinstance(c.get("name"), str))
+    return SweepRecords(
+        sweep_dir=sweep_dir,
+        name=names.most_common(1)[0][0] if names else sweep_dir.name,
+        trials=trials,
+        hits=hits_frame,
+        metrics=metrics,
+        config=config,
+        target_metric=target_metric,
+        targets=targets,
+        extra_axes=extra_axes,
+        sweep_yaml=_read_text(sweep_dir / "sweep.yaml"),
+        running=SweepDir(sweep_dir.parent, sweep_dir.name).is_running(),
+        warnings=warnings,
+        damaged=damaged,
+    )
+
+
+def _read_text(path: Path) -> str | None:
+    try:
+        return path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError):
+        return None
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise Damaged(f"{path}: missing") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise Damaged(f"{path}: cannot be read ({exc})") from None
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise Damaged(f"{path}: invalid JSON ({exc})") from None
+    if not isinstance(value, dict):
+        raise Damaged(f"{path}: expected a JSON object")
+    return value
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _check_config(config: dict, path: Path) -> None:
+    for key in ("batch_size", "lr", "seed"):
+        if not _is_number(config.get(key)):
+            raise Damaged(f"{path}: '{key}' is missing or not a number")
+    target = config.get("target")
+    if not isinstance(target, dict) or target.get("metric") not in ("test_accuracy", "test_loss"):
+        raise Damaged(f"{path}: 'target' must name test_accuracy or test_loss")
+    values = target.get("value")
+    values = values if isinstance(values, list) else [values]
+    if not values or not all(_is_number(v) for v in values):
+        raise Damaged(f"{path}: 'target.value' must be a list of numbers")
+    if not isinstance(config.get("axes", {}), dict):
+        raise Damaged(f"{path}: 'axes' must be a mapping")
+
+
+def _read_summary(path: Path) -> dict | None:
+    """The summary, or None for a trial still running (or killed hard): no summary.json."""
+    if not path.exists():
+        return None
+    summary = _read_json(path)
+    if summary.get("status") not in STATUSES:
+        raise Damaged(f"{path}: unknown status {summary.get('status')!r}")
+    targets = summary.get("targets", {})
+    if not isinstance(targets, dict):
+        raise Damaged(f"{path}: 'targets' must be a mapping")
+    for key, reached in targets.items():
+        if reached is not None and not (isinstance(reached, dict) and _is_number(reached.get("seconds"))):
+            raise Damaged(f"{path}: target {key} has no 'seconds'")
+    return summary
+
+
+def axis_column(key: str) -> str:
+    """The trials column for a sweep axis: its dotted path, unless that clashes with ours."""
+    reserved = {"trial_id", "status", "setting", *SUMMARY_NUMBERS, "device", "device_name", "threads",
+                "precision", "torch_version", "command", "error", "started_at", "finished_at"}
+    return f"axis:{key}" if key in reserved or key.startswith("final_") else key
+
+
+def _number(value) -> float:
+    """A summary figure as float; null or anything odd becomes NaN (not measured)."""
+    return float(value) if _is_number(value) else math.nan
+
+
+def _axis_value(value):
+    # Lists (e.g. hidden sizes) cannot be grouped on; their JSON text can.
+    return value if isinstance(value, (int, float, str, bool)) or value is None else json.dumps(value)
+
+
+def _trial_row(trial_dir: Path, config: dict, summary: dict | None) -> tuple[dict, list[dict]]:
+    trial_id = trial_dir.name
+    row = {
+        "trial_id": trial_id,
+        "status": summary["status"] if summary else INCOMPLETE,
+        "batch_size": int(config["batch_size"]),
+        "lr": float(config["lr"]),
+        "seed": int(config["seed"]),
+    }
+    for key, value in config.get("axes", {}).items():
+        if key not in ("batch_size", "lr", "seed"):
+            row[axis_column(key)] = _axis_value(value)
+    summary = summary or {}
+    for key in SUMMARY_NUMBERS:
+        row[key] = _number(summary.get(key))
+    final = summary.get("final") if isinstance(summary.get("final"), dict) else {}
+    for key in ("train_loss", "test_loss", "test_accuracy"):
+        row[f"final_{key}"] = _number(final.get(key))
+    for key in ("device", "device_name", "threads", "precision", "torch_version", "command",
+                "error", "started_at", "finished_at"):
+        value = summary.get(key)
+        row[key] = value if isinstance(value, (str, int)) and not isinstance(value, bool) else None
+
+    hits = []
+    recorded = summary.get("targets", {})
+    for value in _target_values(config):
+        key = f"{value:g}"
+        if key not in recorded:
+            continue  # not recorded: unknown, neither reached nor missed
+        reached = recorded[key]
+        hit = {"trial_id": trial_id, "target": float(value)}
+        for what in TO_TARGET:
+            hit[what] = _number(reached.get(what)) if reached else math.inf
+        hits.append(hit)
+    return row, hits
+
+
+def _target_values(config: dict) -> list[float]:
+    values = config["target"]["value"]
+    return [float(v) for v in (values if isinstance(values, list) else [values])]
+
+
+def _sweep_targets(configs: list[dict], warnings: list[str]) -> tuple[str, list[float]]:
+    metrics = Counter(c["target"]["metric"] for c in configs)
+    metric = metrics.most_common(1)[0][0]
+    if len(metrics) > 1:
+        warnings.append(f"trials disagree on the target metric ({', '.join(metrics)}); using {metric}")
+    targets: list[float] = []
+    for config in configs:
+        if config["target"]["metric"] == metric:
+            targets += [v for v in _target_values(config) if v not in targets]
+    return metric, targets
+
+
+def _trials_frame(rows: list[dict], extra_axes: list[str]) -> pd.DataFrame:
+    trials = pd.DataFrame(rows)
+    for axis in extra_axes:
+        if axis not in trials:
+            trials[axis] = None
+    # A "setting" is everything we tune at a batch size: the lr plus any other swept axis.
+    # One text key per setting keeps grouping simple (missing axis values would vanish in groupby).
+    keys = trials[["lr", *extra_axes]].astype(object).where(trials[["lr", *extra_axes]].notna(), None)
+    trials["setting"] = [json.dumps(list(values), default=str) for values in keys.itertuples(index=False)]
+    return trials
+
+
+def _load_metrics(path: Path, complete: bool, warnings: list[str]) -> pd.DataFrame | None:
+    """metrics.csv as numbers, or None (with a warning when it is damaged)."""
+    try:
+        return _read_metrics(path, complete)
+    except Damaged as exc:
+        warnings.append(f"{exc}; its curves are left out")
+        return None
+
+
+def _read_metrics(path: Path, complete: bool) -> pd.DataFrame | None:
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        if complete:
+            raise Damaged(f"{path}: missing") from None
+        return None  # a trial that has just started has logged nothing yet
+    except OSError as exc:
+        raise Damaged(f"{path}: cannot be read ({exc})") from None
+    if not data.endswith(b"\n") and data:
+        if complete:
+            raise Damaged(f"{path}: truncated (the last line is incomplete)")
+        # A running trial may be mid-way through writing a line: drop that line only.
+        data = data[: data.rfind(b"\n") + 1]
+    if not data.strip():
+        if complete:
+            raise Damaged(f"{path}: empty")
+        return None
+    # The header is one plain line (names without quotes or commas), cheaper to split by hand
+    # than to ask pandas twice.
+    header = data[: data.find(b"\n")].decode("utf-8", errors="replace").strip().split(",")
+    if "step" not in header:
+        raise Damaged(f"{path}: no 'step' column in the header")
+    known = [c for c in METRIC_COLUMNS if c in header]  # extra columns are tolerated, and skipped
+    try:
+        frame = pd.read_csv(io.BytesIO(data), usecols=known, dtype=dict.fromkeys(known, float))
+    except (pd.errors.ParserError, UnicodeDecodeError, ValueError, TypeError) as exc:
+        raise Damaged(f"{path}: not a valid metrics CSV ({str(exc).strip()})") from None
+    # pandas fills a short row with empty cells; a row without a step is a damaged row.
+    if frame["step"].isna().any():
+        raise Damaged(f"{path}: a row has no step (short or damaged row)")
+    return frame.reindex(columns=list(METRIC_COLUMNS))  # optional columns not written: all empty

@@ -1,0 +1,352 @@
+"""The report's figures, as PNG bytes.
+
+Figures are built with matplotlib's object API (Figure, drawn by Agg when saved as PNG), never
+pyplot: no backend is chosen, nothing global is touched, and a figure is freed once drawn.
+Only the plotted setting of each batch size (its best lr) is drawn, so the cost does not grow
+with the number of trials.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+from matplotlib import colormaps
+from matplotlib.colors import Normalize
+from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
+from matplotlib.ticker import LogFormatter, NullLocator
+
+from batchlab.report.load import SweepRecords
+from batchlab.report.tables import REACHED, Tables
+
+NOTHING_REACHED = "no batch size reached the target"
+MAX_POINTS = 400  # points per curve after merging seeds: enough for the eye, bounded cost
+DPI = 110
+WIDE = (15.0, 4.6)
+PAIR = (12.0, 4.6)
+
+
+@dataclass
+class Plot:
+    filename: str
+    title: str
+    png: bytes
+
+
+@dataclass
+class _Style:
+    """One colour and one legend label per batch size, shared by every figure."""
+
+    colors: dict[int, tuple]
+    labels: dict[int, str]
+
+    def handles(self) -> list[Line2D]:
+        return [Line2D([], [], color=self.colors[bs], lw=2.5, marker="o", ms=5, label=self.labels[bs])
+                for bs in self.colors]
+
+
+def make_plots(rec: SweepRecords, tables: Tables) -> list[Plot]:
+    style = _style(rec, tables)
+    metric = rec.target_metric
+    plots = [
+        Plot("train_loss.png", "Training loss of the best lr per batch size", _train_loss(rec, tables, style)),
+        Plot(f"{metric}.png", f"{_metric_name(metric).capitalize()} of the best lr per batch size",
+             _test_metric(rec, tables, style)),
+        Plot("steps_to_target.png", "Steps and epochs to the target vs batch size",
+             _steps_to_target(rec, tables, style)),
+        Plot("seconds_to_target.png", "Training seconds to the target and throughput vs batch size",
+             _seconds_and_throughput(rec, tables, style)),
+    ]
+    if rec.config.get("dataset", {}).get("name") == "linear":
+        plots.append(Plot("gd_modes.png", "Batch, stochastic and mini-batch gradient descent",
+                          _gd_modes(rec, tables, style)))
+    return plots
+
+
+# --- shared pieces ---------------------------------------------------------------------------
+
+def _style(rec: SweepRecords, tables: Tables) -> _Style:
+    sizes = sorted(int(b) for b in rec.trials["batch_size"].unique())
+    logs = np.log2(sizes)
+    # viridis minus its pale yellow end, which is hard to see on white.
+    norm = Normalize(vmin=logs.min(), vmax=logs.max() if logs.max() > logs.min() else logs.min() + 1)
+    cmap = colormaps["viridis"]
+    colors = {bs: cmap(0.88 * norm(lg)) for bs, lg in zip(sizes, logs)}
+    labels = {}
+    for bs in sizes:
+        choice = tables.plotted.get(bs)
+        labels[bs] = f"bs {bs}" + (f"  (lr {choice.lr:g})" if choice else "")
+    return _Style(colors, labels)
+
+
+def _figure(size: tuple[float, float], panels: int, title: str, style: _Style | None):
+    fig = Figure(figsize=size, dpi=DPI, layout="constrained")
+    axes = fig.subplots(1, panels, squeeze=False)[0]
+    fig.suptitle(title, fontsize=13)
+    if style is not None:
+        fig.legend(handles=style.handles(), loc="outside right upper", title="batch size", fontsize=9)
+    for ax in axes:
+        ax.grid(True, which="major", alpha=0.3)
+    return fig, axes
+
+
+def _png(fig: Figure) -> bytes:
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=DPI)
+    return buffer.getvalue()
+
+
+def _say(ax, text: str) -> None:
+    """A message on the axes where data is missing, so an empty panel is never mistaken for zero."""
+    ax.text(0.5, 0.5, text, transform=ax.transAxes, ha="center", va="center", fontsize=12,
+            color="0.3", bbox={"boxstyle": "round", "facecolor": "white", "edgecolor": "0.6"})
+
+
+def _metric_name(metric: str) -> str:
+    return "test accuracy" if metric == "test_accuracy" else "test loss"
+
+
+def _curve(frames: list[pd.DataFrame], x: str, y: str, positive: bool):
+    """Median and min/max over seeds of y(x). Seeds are interpolated onto the union of their x
+    values (capped at MAX_POINTS); outside a seed's own range it does not count."""
+    pairs = []
+    for frame in frames:
+        data = frame[[x, y]].to_numpy(dtype=float)
+        keep = np.isfinite(data).all(axis=1) & ((data[:, 1] > 0) if positive else True)
+        data = data[keep]
+        if len(data):
+            xs, first = np.unique(data[:, 0], return_index=True)  # sorted, duplicates dropped
+            pairs.append((xs, data[first, 1]))
+    if not pairs:
+        return None
+    grid = np.unique(np.concatenate([xs for xs, _ in pairs]))
+    if len(grid) > MAX_POINTS:
+        grid = grid[np.linspace(0, len(grid) - 1, MAX_POINTS).round().astype(int)]
+    values = np.full((len(pairs), len(grid)), np.nan)
+    for i, (xs, ys) in enumerate(pairs):
+        inside = (grid >= xs[0]) & (grid <= xs[-1])
+        values[i, inside] = np.interp(grid[inside], xs, ys)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN columns are expected at the ends
+        return grid, np.nanmedian(values, 0), np.nanmin(values, 0), np.nanmax(values, 0), len(pairs)
+
+
+def _draw_curves(ax, rec: SweepRecords, tables: Tables, style: _Style, x: str, y: str,
+                 logy: bool, logx: bool = False) -> list[tuple]:
+    drawn = []
+    for bs, choice in sorted(tables.plotted.items()):
+        frames = [rec.metrics[t] for t in choice.trial_ids]
+        curve = _curve(frames, x, y, positive=logy)
+        if curve is None:
+            continue
+        grid, median, low, high, seeds = curve
+        if logx:
+            keep = grid > 0
+            grid, median, low, high = grid[keep], median[keep], low[keep], high[keep]
+        color = style.colors[bs]
+        ax.plot(grid, median, color=color, lw=1.8)
+        if seeds > 1:
+            ax.fill_between(grid, low, high, color=color, alpha=0.18, lw=0)
+        drawn.append((median, low, high))
+    if logx:
+        ax.set_xscale("log")
+    if logy:
+        _log_y(ax)
+    if drawn and y != "test_accuracy":  # accuracy is bounded: no divergence to hide
+        _limit_y(ax, drawn, logy)
+    return drawn
+
+
+class _PlainLogFormatter(LogFormatter):
+    """LogFormatter's choice of which ticks to label, written as 0.3 rather than 3e-01."""
+
+    def _num_to_string(self, x, vmin, vmax):
+        return f"{x:g}"
+
+
+def _log_y(ax) -> None:
+    """Log y axis labelled 0.3, 1, 2 rather than 3×10⁻¹."""
+    ax.set_yscale("log")
+    # LogFormatter labels minor ticks only when few decades are shown, so labels never crowd.
+    ax.yaxis.set_major_formatter(_PlainLogFormatter(labelOnlyBase=False))
+    ax.yaxis.set_minor_formatter(_PlainLogFormatter(labelOnlyBase=False, minor_thresholds=(1.5, 0.6)))
+
+
+def _limit_y(ax, drawn: list[tuple], logy: bool) -> None:
+    """Keep a diverging seed from flattening every other curve: the top is at most ten times
+    the largest starting value."""
+    highs = np.concatenate([h[np.isfinite(h)] for _, _, h in drawn])
+    lows = np.concatenate([lo[np.isfinite(lo)] for _, lo, _ in drawn])
+    starts = [m[np.isfinite(m)][0] for m, _, _ in drawn if np.isfinite(m).any()]
+    if not len(highs) or not starts:
+        return
+    top = min(highs.max(), 10 * max(starts) if max(starts) > 0 else highs.max())
+    bottom = lows.min()
+    if logy:
+        if bottom > 0 and top > bottom:
+            ax.set_ylim(bottom / 1.3, top * 1.3)
+    elif top > bottom:
+        pad = 0.05 * (top - bottom)
+        ax.set_ylim(bottom - pad, top + pad)
+
+
+def _target_line(ax, rec: SweepRecords, target: float) -> None:
+    low, high = ax.get_ylim()
+    ax.axhline(target, color="black", ls="--", lw=1.2)
+    if not low < target < high:  # the line must be seen even when no curve comes near it
+        if rec.regression:
+            ax.set_ylim(min(low, target / 1.5), max(high, target * 1.5))
+        else:
+            pad = 0.05 * (max(high, target) - min(low, target))
+            ax.set_ylim(min(low, target - pad), max(high, target + pad))
+    ax.annotate(f"target {target:g}", xy=(1, target), xycoords=("axes fraction", "data"),
+                xytext=(-4, 3), textcoords="offset points", ha="right", va="bottom", fontsize=9)
+
+
+def _no_curves(ax) -> None:
+    _say(ax, "no training curves recorded yet")
+
+
+def _batch_axis(ax, sizes: list[int]) -> None:
+    """log2 x axis with a tick at every batch size tried."""
+    ax.set_xscale("log", base=2)
+    ax.set_xticks(sizes)
+    ax.set_xticklabels([str(s) for s in sizes], rotation=45 if len(sizes) > 8 else 0)
+    ax.xaxis.set_minor_locator(NullLocator())
+    # Fixed limits: every batch size tried has its place even when no point is drawn there.
+    ax.set_xlim(min(sizes) / 1.4, max(sizes) * 1.4)
+    ax.set_xlabel("batch size")
+
+
+# --- figures ---------------------------------------------------------------------------------
+
+def _train_loss(rec: SweepRecords, tables: Tables, style: _Style) -> bytes:
+    fig, axes = _figure(WIDE, 3, "Training loss (best lr per batch size; line = median over seeds, "
+                                 "band = min–max)", style)
+    for ax, (x, label, logx) in zip(axes, [("epoch", "epoch", False), ("step", "step", True),
+                                           ("train_seconds", "training seconds", False)]):
+        drawn = _draw_curves(ax, rec, tables, style, x, "train_loss", logy=True, logx=logx)
+        if not drawn:
+            _no_curves(ax)
+        ax.set_xlabel(label)
+        ax.set_ylabel("training loss")
+    return _png(fig)
+
+
+def _test_metric(rec: SweepRecords, tables: Tables, style: _Style) -> bytes:
+    metric = rec.target_metric
+    name = _metric_name(metric)
+    fig, axes = _figure(PAIR, 2, f"{name.capitalize()} (best lr per batch size; dashed = target)", style)
+    for ax, (x, label) in zip(axes, [("train_seconds", "training seconds"), ("epoch", "epoch")]):
+        drawn = _draw_curves(ax, rec, tables, style, x, metric, logy=rec.regression)
+        if not drawn:
+            _no_curves(ax)
+        _target_line(ax, rec, tables.target)
+        ax.set_xlabel(label)
+        ax.set_ylabel(name)
+    return _png(fig)
+
+
+def _reached_points(tables: Tables) -> tuple[pd.DataFrame, list[int]]:
+    rows = tables.headline_rows
+    reached = rows[rows["status"] == REACHED].sort_values("batch_size")
+    missed = [int(b) for b in rows.loc[rows["status"] != REACHED, "batch_size"]]
+    return reached, missed
+
+
+def _points(ax, style: _Style, sizes, values) -> None:
+    ax.plot(sizes, values, color="0.6", lw=1, zorder=1)
+    ax.scatter(sizes, values, c=[style.colors[int(b)] for b in sizes], s=55, zorder=2,
+               edgecolors="black", linewidths=0.5)
+
+
+def _note_missed(ax, missed: list[int], reached_any: bool) -> None:
+    if not reached_any:
+        _say(ax, NOTHING_REACHED)
+    elif missed:
+        # In the panel title, where it cannot hide a point.
+        ax.set_title("not reached: bs " + ", ".join(map(str, missed)), fontsize=9, color="firebrick",
+                     loc="left")
+
+
+def _target_text(rec: SweepRecords, tables: Tables) -> str:
+    sign = "≤" if rec.regression else "≥"
+    return f"{rec.target_metric} {sign} {tables.target:g}"
+
+
+def _steps_to_target(rec: SweepRecords, tables: Tables, style: _Style) -> bytes:
+    sizes = sorted(style.colors)
+    fig, (steps_ax, epochs_ax) = _figure(PAIR, 2, f"To {_target_text(rec, tables)} (median over seeds "
+                                                  "of the best lr)", style)
+    reached, missed = _reached_points(tables)
+    bs = reached["batch_size"].to_numpy(dtype=float)
+    if len(reached):
+        _points(steps_ax, style, bs, reached["steps"])
+        anchor_bs, anchor_steps = bs[0], float(reached["steps"].iloc[0])
+        ref = np.array([s for s in sizes if s >= anchor_bs], dtype=float)
+        steps_ax.plot(ref, anchor_steps * anchor_bs / ref, ls="--", color="black", lw=1,
+                      label="perfect scaling (steps halve when the batch doubles)")
+        steps_ax.legend(loc="upper right", fontsize=9)
+        _log_y(steps_ax)
+        _points(epochs_ax, style, bs, reached["epochs"])
+    for ax in (steps_ax, epochs_ax):
+        _batch_axis(ax, sizes)
+        _note_missed(ax, missed, len(reached) > 0)
+    steps_ax.set_ylabel("steps to target")
+    epochs_ax.set_ylabel("epochs to target")
+    return _png(fig)
+
+
+def _seconds_and_throughput(rec: SweepRecords, tables: Tables, style: _Style) -> bytes:
+    sizes = sorted(style.colors)
+    fig, (seconds_ax, speed_ax) = _figure(PAIR, 2, f"Training seconds to {_target_text(rec, tables)}; "
+                                                   "throughput", style)
+    reached, missed = _reached_points(tables)
+    if len(reached):
+        _points(seconds_ax, style, reached["batch_size"].to_numpy(dtype=float), reached["seconds"])
+        _log_y(seconds_ax)
+    _batch_axis(seconds_ax, sizes)
+    _note_missed(seconds_ax, missed, len(reached) > 0)
+    seconds_ax.set_ylabel("training seconds to target")
+
+    rows = tables.headline_rows
+    speed = rows[np.isfinite(rows["samples_per_second"]) & (rows["samples_per_second"] > 0)]
+    if len(speed):
+        _points(speed_ax, style, speed["batch_size"].to_numpy(dtype=float), speed["samples_per_second"])
+        _log_y(speed_ax)
+    else:
+        _say(speed_ax, "no completed trial recorded its throughput")
+    _batch_axis(speed_ax, sizes)
+    speed_ax.set_ylabel("samples per second (median of completed trials)")
+    return _png(fig)
+
+
+def _gd_mode(bs: int, train_size: float) -> str:
+    if bs == 1:
+        return f"stochastic GD (bs 1)"
+    if math.isfinite(train_size) and bs >= train_size:
+        return f"batch GD (bs {bs} = all {int(train_size)} examples)"
+    return f"mini-batch GD (bs {bs})"
+
+
+def _gd_modes(rec: SweepRecords, tables: Tables, style: _Style) -> bytes:
+    """Batch, stochastic and mini-batch GD on one plot (the linear regression data set)."""
+    train_size = float(rec.trials["train_size"].median())
+    fig, axes = _figure(PAIR, 2, "Gradient descent modes on the linear data set (best lr each)", None)
+    handles = []
+    for bs, choice in sorted(tables.plotted.items()):
+        handles.append(Line2D([], [], color=style.colors[bs], lw=2.5,
+                              label=f"{_gd_mode(bs, train_size)}, lr {choice.lr:g}"))
+    for ax, (x, label, logx) in zip(axes, [("epoch", "epoch", False), ("examples", "examples seen", True)]):
+        if not _draw_curves(ax, rec, tables, style, x, "train_loss", logy=True, logx=logx):
+            _no_curves(ax)
+        ax.set_xlabel(label)
+        ax.set_ylabel("training loss (MSE)")
+    if handles:
+        fig.legend(handles=handles, loc="outside lower center", ncols=min(3, len(handles)), fontsize=9)
+    return _png(fig)

@@ -1,0 +1,278 @@
+"""The report's tables, computed with pandas from the loaded records.
+
+Rules (the brief left these open; they are stated in report.md too):
+- Only finished trials (completed, diverged, failed) count for or against a target. A target a
+  finished trial never reached counts as +inf seconds. Incomplete and interrupted trials are
+  neither reached nor missed.
+- A "setting" is what we tune at one batch size: the lr plus any other swept axis. Settings are
+  ranked by the median over their seeds of seconds-to-target (misses = +inf), then median steps,
+  then more seeds reaching, then the fastest single seed, then the lowest final train loss, then
+  the smaller lr. The first is the batch size's best setting.
+- Medians over seeds are taken per column, so seconds and steps may come from different seeds.
+  With an even number of seeds, one miss among the middle two makes the median +inf: a batch
+  size "reached" the target only when more than half its best setting's seeds did.
+- A "not reached" row still names the lr that came closest by the ranking above (more seeds
+  reaching, then lowest final train loss); those are the curves plotted for it.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from batchlab.report.load import FINISHED, INFEASIBLE, INCOMPLETE, SweepRecords
+
+REACHED = "reached"
+NOT_REACHED = "not reached"
+NO_RESULT = "no finished trials"
+WHOLE_NUMBERS = ("steps", "examples", "steps_per_epoch", "train_size", "peak_memory_bytes")
+
+
+@dataclass
+class PlotChoice:
+    """The trials drawn as one batch size's curves."""
+
+    lr: float
+    trial_ids: list[str]
+
+
+@dataclass
+class Tables:
+    trials: pd.DataFrame  # trials.csv
+    time_to_accuracy: pd.DataFrame  # time_to_accuracy.csv: a row per target and batch size
+    target: float  # the headline target: the one the lr grids and plots are about
+    lr_grid: pd.DataFrame  # lr x batch size: median seconds to the headline target (inf = not reached)
+    final_grid: pd.DataFrame  # lr x batch size: median final test accuracy (test loss for regression)
+    grid_notes: pd.DataFrame  # lr x batch size: "diverged", "not reached", ... for the documents
+    plotted: dict[int, PlotChoice]
+
+    @property
+    def headline_rows(self) -> pd.DataFrame:
+        return self.time_to_accuracy[np.isclose(self.time_to_accuracy["target"], self.target)]
+
+
+def build_tables(rec: SweepRecords, target: float | None) -> Tables:
+    """All tables of one sweep. `target` limits the time-to-accuracy table to that target."""
+    targets = rec.targets
+    if target is not None:
+        matches = [t for t in rec.targets if math.isclose(t, target, rel_tol=1e-9, abs_tol=1e-12)]
+        if matches:
+            targets = matches[:1]
+        else:
+            rec.warnings.append(
+                f"target {target:g} is not among the recorded targets "
+                f"({', '.join(f'{t:g}' for t in rec.targets)}); showing all of them")
+    settings = {t: _settings(rec, t) for t in targets}
+    facts = _batch_facts(rec.trials)
+    tta = pd.concat([_time_to_accuracy(rec, t, settings[t], facts) for t in targets], ignore_index=True)
+    headline = _headline_target(tta, targets, rec.regression)
+    lr_grid, final_grid, notes = _grids(rec, settings[headline])
+    best = tta[np.isclose(tta["target"], headline)]
+    return Tables(
+        trials=_trials_table(rec),
+        time_to_accuracy=tta.drop(columns="setting"),
+        target=headline,
+        lr_grid=lr_grid,
+        final_grid=final_grid,
+        grid_notes=notes,
+        plotted=_plot_choices(rec, best),
+    )
+
+
+def _settings(rec: SweepRecords, target: float) -> pd.DataFrame:
+    """One row per (batch size, setting): its seeds' results for `target`, finished trials only."""
+    hits = rec.hits[np.isclose(rec.hits["target"], target)].drop(columns="target")
+    hits = hits.rename(columns={c: f"{c}_to" for c in ("seconds", "steps", "epochs", "examples")})
+    trials = rec.trials[rec.trials["status"].isin(FINISHED)].merge(hits, on="trial_id")
+    trials["reached"] = np.isfinite(trials["seconds_to"])
+    trials["infeasible"] = trials["status"].isin(INFEASIBLE)
+    firsts = {axis: (axis, "first") for axis in ["lr", *rec.extra_axes]}
+    grouped = trials.groupby(["batch_size", "setting"], sort=True, dropna=False)
+    return grouped.agg(
+        **firsts,
+        seeds=("trial_id", "size"),
+        reached=("reached", "sum"),
+        infeasible=("infeasible", "sum"),
+        seconds=("seconds_to", "median"),
+        steps=("steps_to", "median"),
+        epochs=("epochs_to", "median"),
+        examples=("examples_to", "median"),
+        min_seconds=("seconds_to", "min"),
+        final_train_loss=("final_train_loss", "median"),
+        final_test_accuracy=("final_test_accuracy", "median"),
+        final_test_loss=("final_test_loss", "median"),
+    ).reset_index()
+
+
+def _best_settings(settings: pd.DataFrame) -> pd.DataFrame:
+    """The best setting of each batch size, by the ranking in the module docstring."""
+    ranked = settings.assign(
+        _more_reached=-settings["reached"],
+        _train_loss=settings["final_train_loss"].fillna(np.inf),
+    ).sort_values(["batch_size", "seconds", "steps", "_more_reached", "min_seconds", "_train_loss", "lr"],
+                  na_position="last", kind="stable")
+    return ranked.drop_duplicates("batch_size").drop(columns=["_more_reached", "_train_loss"])
+
+
+def _batch_facts(trials: pd.DataFrame) -> pd.DataFrame:
+    """Target-independent figures per batch size."""
+    completed = trials[trials["status"] == "completed"]
+    finished = trials[trials["status"].isin(FINISHED)]
+    by_bs = trials.groupby("batch_size")
+    facts = pd.DataFrame({
+        # Throughput and memory belong to the batch size, not the lr: use every completed trial.
+        "samples_per_second": completed.groupby("batch_size")["samples_per_second"].median(),
+        "steps_per_epoch": by_bs["steps_per_epoch"].median(),
+        "peak_memory_bytes": completed.groupby("batch_size")["peak_memory_bytes"].max(),
+        "infeasible": finished.groupby("batch_size")["status"].apply(lambda s: s.isin(INFEASIBLE).sum()),
+        "lr_min": finished.groupby("batch_size")["lr"].min(),
+        "lr_max": finished.groupby("batch_size")["lr"].max(),
+    }, index=sorted(trials["batch_size"].unique()))
+    facts["infeasible"] = facts["infeasible"].fillna(0).astype(int)
+    return facts
+
+
+def _time_to_accuracy(rec: SweepRecords, target: float, settings: pd.DataFrame,
+                      facts: pd.DataFrame) -> pd.DataFrame:
+    best = _best_settings(settings).set_index("batch_size")
+    rows = []
+    for bs in facts.index:
+        row = {"target_metric": rec.target_metric, "target": target, "batch_size": int(bs)}
+        if bs in best.index:
+            b = best.loc[bs]
+            reached = bool(np.isfinite(b["seconds"]))
+            row.update(status=REACHED if reached else NOT_REACHED, best_lr=b["lr"], setting=b["setting"])
+            row.update({axis: b[axis] for axis in rec.extra_axes})
+            row.update(seeds_reached=f"{int(b['reached'])}/{int(b['seeds'])}",
+                       reached=int(b["reached"]), seeds=int(b["seeds"]))
+            for what in ("seconds", "steps", "epochs", "examples"):
+                row[what] = b[what] if reached else math.nan
+            row.update(final_test_accuracy=b["final_test_accuracy"], final_test_loss=b["final_test_loss"])
+            lr_min, lr_max = facts.loc[bs, "lr_min"], facts.loc[bs, "lr_max"]
+            row["best_lr_on_edge"] = reached and bool(np.isclose(b["lr"], lr_min) or np.isclose(b["lr"], lr_max))
+        else:
+            row.update(status=NO_RESULT, best_lr=math.nan, setting=None, seeds_reached="0/0",
+                       reached=0, seeds=0, best_lr_on_edge=False)
+        row.update(samples_per_second=facts.loc[bs, "samples_per_second"],
+                   steps_per_epoch=facts.loc[bs, "steps_per_epoch"],
+                   peak_memory_bytes=facts.loc[bs, "peak_memory_bytes"],
+                   infeasible=int(facts.loc[bs, "infeasible"]))
+        rows.append(row)
+    table = pd.DataFrame(rows)
+    columns = ["target_metric", "target", "batch_size", "status", "best_lr", *rec.extra_axes,
+               "seeds_reached", "reached", "seeds", "seconds", "steps", "epochs", "examples",
+               "final_test_accuracy", "final_test_loss", "samples_per_second", "steps_per_epoch",
+               "peak_memory_bytes", "infeasible", "best_lr_on_edge", "setting"]
+    table = _whole_numbers(table.reindex(columns=columns), ("steps_per_epoch", "peak_memory_bytes"))
+    table["fastest"] = _fastest(table)
+    return table
+
+
+def _whole_numbers(frame: pd.DataFrame, columns) -> pd.DataFrame:
+    """Counts written as 160 rather than 160.0 in the CSVs, where every value is whole."""
+    for column in columns:
+        values = frame[column].astype(float)
+        finite = values[values.notna()]
+        if np.isfinite(finite).all() and (finite == finite.round()).all():
+            frame[column] = values.astype("Int64")
+    return frame
+
+
+def _fastest(table: pd.DataFrame) -> pd.Series:
+    """True on the batch size that reached the target in the least time (ties: fewer steps, smaller bs)."""
+    fastest = pd.Series(False, index=table.index)
+    reached = table[table["status"] == REACHED]
+    if len(reached):
+        winner = reached.sort_values(["seconds", "steps", "batch_size"], kind="stable").index[0]
+        fastest[winner] = True
+    return fastest
+
+
+def _headline_target(tta: pd.DataFrame, targets: list[float], regression: bool) -> float:
+    """The hardest target some batch size reached; if none did, the first target listed."""
+    reached = tta.loc[tta["status"] == REACHED, "target"].unique()
+    if len(reached) == 0:
+        return targets[0]
+    return float(min(reached) if regression else max(reached))
+
+
+def _grids(rec: SweepRecords, settings: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """lr x batch size grids for one target. With other swept axes, a cell shows their best value."""
+    finished = rec.trials[rec.trials["status"].isin(FINISHED)]
+    lrs = sorted(finished["lr"].unique())
+    sizes = sorted(rec.trials["batch_size"].unique())
+
+    def grid(series: pd.Series) -> pd.DataFrame:
+        table = series.unstack("batch_size").reindex(index=lrs, columns=sizes)
+        table.index.name, table.columns.name = "lr", None
+        return table
+
+    cells = settings.groupby(["lr", "batch_size"])
+    seconds = grid(cells["seconds"].min())
+    final_column = "final_test_loss" if rec.regression else "final_test_accuracy"
+    finals = finished.groupby(["lr", "batch_size", "setting"])[final_column].median()
+    finals = finals.groupby(["lr", "batch_size"]).min() if rec.regression else \
+        finals.groupby(["lr", "batch_size"]).max()
+    final = grid(finals)
+
+    statuses = finished.groupby(["lr", "batch_size"])["status"].agg(
+        lambda s: "/".join(sorted(set(s))) if s.isin(INFEASIBLE).all() else "")
+    notes = grid(statuses).astype(object)
+    notes = notes.where(notes.notna(), "")
+    notes = notes.mask((notes == "") & np.isinf(seconds), "not reached")
+    return seconds, final, notes
+
+
+def _trials_table(rec: SweepRecords) -> pd.DataFrame:
+    trials = rec.trials.copy()
+    for target in rec.targets:
+        hits = rec.hits[np.isclose(rec.hits["target"], target)].set_index("trial_id")["seconds"]
+        trials[f"seconds_to_{target:g}"] = trials["trial_id"].map(hits)
+    first = ["trial_id", "status", "batch_size", "lr", "seed", *rec.extra_axes]
+    last = ["device", "device_name", "precision", "torch_version", "error", "started_at", "finished_at"]
+    middle = [c for c in trials.columns if c not in first + last + ["setting", "command", "threads"]]
+    trials = _whole_numbers(trials, WHOLE_NUMBERS)
+    return trials[first + middle + last].sort_values(["batch_size", "lr", "seed", "trial_id"],
+                                                     ignore_index=True)
+
+
+def _plot_choices(rec: SweepRecords, best: pd.DataFrame) -> dict[int, PlotChoice]:
+    """Per batch size, the trials whose curves are drawn: the best setting's seeds (any status,
+    partial ones too). A batch size without finished trials shows its running setting with the
+    lowest last train loss."""
+    trials = rec.trials[rec.trials["trial_id"].isin(rec.metrics.keys())]
+    choices = {}
+    for row in best.itertuples(index=False):
+        setting = row.setting if isinstance(row.setting, str) else _lowest_running_loss(rec, trials, row.batch_size)
+        if setting is None:
+            continue
+        chosen = trials[(trials["batch_size"] == row.batch_size) & (trials["setting"] == setting)]
+        if len(chosen):
+            choices[int(row.batch_size)] = PlotChoice(float(chosen["lr"].iloc[0]), list(chosen["trial_id"]))
+    return choices
+
+
+def _lowest_running_loss(rec: SweepRecords, trials: pd.DataFrame, batch_size: int) -> str | None:
+    running = trials[(trials["batch_size"] == batch_size) & ~trials["status"].isin(FINISHED)]
+    if running.empty:
+        return None
+    last_loss = {tid: _last(rec.metrics[tid]["train_loss"]) for tid in running["trial_id"]}
+    losses = running.assign(last=running["trial_id"].map(last_loss)).groupby("setting")["last"].median()
+    return losses.fillna(np.inf).idxmin()
+
+
+def _last(values: pd.Series) -> float:
+    finite = values[np.isfinite(values)]
+    return float(finite.iloc[-1]) if len(finite) else math.nan
+
+
+def status_counts(rec: SweepRecords) -> dict[str, int]:
+    """Trials per status, in a fixed order; 'damaged' counts trials left out."""
+    counts = rec.trials["status"].value_counts()
+    ordered = {s: int(counts.get(s, 0)) for s in (*FINISHED, "interrupted", INCOMPLETE) if counts.get(s, 0)}
+    if rec.damaged:
+        ordered["damaged"] = rec.damaged
+    return ordered

@@ -1,0 +1,113 @@
+"""Build sweep records by hand, as `batchlab sweep` would leave them (see the records contract).
+
+Nothing here calls the report code: tests compare its output with numbers they set here.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+
+HEADER = "step,epoch,examples,train_seconds,lr,train_loss,test_loss,test_accuracy,noise_g2"
+
+
+def hit(seconds: float, steps: int, batch_size: int, steps_per_epoch: int) -> dict:
+    """A summary.json target entry."""
+    return {"seconds": seconds, "steps": steps, "epochs": steps / steps_per_epoch,
+            "examples": steps * batch_size}
+
+
+def make_sweep(root: Path, name: str, sweep_yaml: str | None = None) -> Path:
+    sweep = root / name
+    (sweep / "trials").mkdir(parents=True, exist_ok=True)
+    (sweep / "sweep.yaml").write_text(sweep_yaml or f"name: {name}\nsweep:\n  batch_size: [32, 64]\n")
+    return sweep
+
+
+def make_trial(sweep: Path, batch_size: int, lr: float, seed: int = 0, *,
+               status: str | None = "completed",
+               hits: dict[float, dict | None] | None = None,
+               targets: tuple[float, ...] = (0.9,),
+               target_metric: str = "test_accuracy",
+               dataset: str = "digits", model: str = "mlp",
+               train_size: int = 1000,
+               samples_per_second: float = 1000.0,
+               final_accuracy: float | None = 0.9, final_loss: float | None = 0.3,
+               final_train_loss: float | None = 0.25,
+               total_steps: int | None = None,
+               metrics: bool = True, extra_axes: dict | None = None,
+               peak_memory: int | None = None) -> Path:
+    """One trial directory. status=None leaves out summary.json (an incomplete trial).
+    `hits` maps a target value to a hit(...) entry or None (never reached)."""
+    steps_per_epoch = math.ceil(train_size / batch_size)
+    total_steps = total_steps or 5 * steps_per_epoch
+    number = sum(1 for _ in (sweep / "trials").iterdir())  # keeps ids unique across other axes
+    trial_id = f"bs{batch_size:04d}-lr{lr:g}-s{seed}-{number:06x}"
+    trial = sweep / "trials" / trial_id
+    trial.mkdir(parents=True)
+    axes = {"batch_size": batch_size, "lr": lr, "seed": seed, **(extra_axes or {})}
+    config = {
+        "name": sweep.name,
+        "dataset": {"name": dataset, "train_size": train_size},
+        "model": {"name": model, "hidden": [64]},
+        "optimizer": {"name": "sgd", "momentum": 0.9},
+        "schedule": {"name": "constant", "warmup_epochs": 0.0},
+        "budget": {"epochs": 5.0, "steps": None, "examples": None, "stop_at_target": False},
+        "target": {"metric": target_metric, "value": list(targets)},
+        "eval": {"every": 0.5, "batch_size": 500},
+        "batch_size": batch_size, "lr": lr, "seed": seed,
+        "device": "cpu", "precision": "fp32", "axes": axes,
+    }
+    (trial / "config.json").write_text(json.dumps(config))
+    seconds_per_step = batch_size / samples_per_second
+    if metrics:
+        (trial / "metrics.csv").write_text(
+            metrics_csv(total_steps, steps_per_epoch, batch_size, lr, seconds_per_step,
+                        final_train_loss if final_train_loss is not None else math.nan,
+                        regression=target_metric == "test_loss", diverge=status == "diverged"))
+    if status is None:
+        return trial
+    hits = hits if hits is not None else {t: None for t in targets}
+    summary = {
+        "status": status, "trial_id": trial_id, "batch_size": batch_size, "lr": lr, "seed": seed,
+        "axes": axes, "steps": total_steps, "epochs": total_steps / steps_per_epoch,
+        "examples": total_steps * batch_size, "steps_per_epoch": steps_per_epoch, "train_size": train_size,
+        "train_seconds": total_steps * seconds_per_step, "eval_seconds": 0.5,
+        "samples_per_second": samples_per_second, "peak_memory_bytes": peak_memory,
+        "final": {"train_loss": final_train_loss, "test_loss": final_loss,
+                  "test_accuracy": None if target_metric == "test_loss" else final_accuracy},
+        "target_metric": target_metric,
+        "targets": {f"{t:g}": hits.get(t) for t in targets},
+        "device": "cpu", "device_name": "Test CPU", "threads": 2, "precision": "fp32",
+        "torch_version": "2.13.0", "batchlab_version": "0.1.0", "python_version": "3.11.2",
+        "command": f"batchlab sweep configs/{sweep.name}.yaml",
+        "error": "loss is nan" if status == "diverged" else None,
+        "started_at": "2025-01-01T00:00:00", "finished_at": "2025-01-01T00:01:00",
+    }
+    (trial / "summary.json").write_text(json.dumps(summary))
+    return trial
+
+
+def metrics_csv(total_steps: int, steps_per_epoch: int, batch_size: int, lr: float,
+                seconds_per_step: float, final_train_loss: float, regression: bool = False,
+                diverge: bool = False, points: int = 40) -> str:
+    """A plausible metrics.csv: an evaluation-only row at step 0, log rows, and an evaluation
+    every fourth log row. Loss decays from 2.3 towards final_train_loss."""
+    steps = np.unique(np.linspace(0, total_steps, points + 1).round().astype(int))
+    lines = [HEADER]
+    floor = final_train_loss if math.isfinite(final_train_loss) else 0.5
+    for i, step in enumerate(steps):
+        progress = step / max(total_steps, 1)
+        loss = floor + (2.3 - floor) * math.exp(-6 * progress)
+        if diverge and progress > 0.5:
+            loss = loss * 10 ** (20 * (progress - 0.5))
+        evaluate = i % 4 == 0 or step == total_steps
+        test_loss = f"{loss * 1.1:.6g}" if evaluate else ""
+        accuracy = "" if regression or not evaluate else f"{min(0.99, 1 - loss / 2.5):.4f}"
+        train_loss = "" if step == 0 else f"{loss:.6g}"
+        lines.append(f"{step},{step / steps_per_epoch:.6g},{step * batch_size},{step * seconds_per_step:.6g},"
+                     f"{lr:g},{train_loss},{test_loss},{accuracy},{0.01 * (i + 1):.3g}")
+    return "\n".join(lines) + "\n"

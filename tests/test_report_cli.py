@@ -1,0 +1,86 @@
+"""`batchlab report` on the records of a real tiny sweep: every figure traced back to summary.json."""
+
+import json
+import statistics
+
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+from batchlab.cli import app
+
+runner = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def tiny_runs(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("runs")
+    cfg = tmp / "exp.yaml"
+    cfg.write_text(json.dumps({
+        "name": "tiny", "dataset": {"name": "digits"}, "model": {"name": "mlp", "hidden": [16]}, "threads": 1,
+        "budget": {"epochs": 2}, "eval": {"every": 0.25}, "target": {"value": [0.5, 0.85]},
+        "sweep": {"batch_size": [16, 128, 1437], "lr": [0.1, 0.5], "seed": [0, 1]}}))
+    result = runner.invoke(app, ["sweep", str(cfg), "--out", str(tmp), "--quiet"])
+    assert result.exit_code == 0, result.output
+    return tmp
+
+
+def test_report_figures_match_the_records(tiny_runs):
+    result = runner.invoke(app, ["report", str(tiny_runs / "tiny")])
+    assert result.exit_code == 0, result.output
+    out = tiny_runs / "tiny" / "report"
+    assert f"report: {out / 'report.html'}" in result.output
+    table = pd.read_csv(out / "time_to_accuracy.csv")
+    summaries = [json.loads(p.read_text()) for p in (tiny_runs / "tiny" / "trials").glob("*/summary.json")]
+    assert len(summaries) == 12
+    for target in (0.5, 0.85):
+        key = f"{target:g}"
+        for bs in (16, 128, 1437):
+            row = table[(table["target"] == target) & (table["batch_size"] == bs)].iloc[0]
+            by_lr = {}
+            for s in summaries:
+                if s["batch_size"] == bs:
+                    hit = s["targets"][key]
+                    by_lr.setdefault(s["lr"], []).append(hit)
+            seconds = {lr: statistics.median([h["seconds"] if h else float("inf") for h in hits])
+                       for lr, hits in by_lr.items()}
+            best = min(seconds, key=lambda lr: (seconds[lr], lr))
+            if seconds[best] == float("inf"):
+                assert row["status"] == "not reached" and pd.isna(row["seconds"])
+                continue
+            hits = by_lr[best]
+            assert row["best_lr"] == best
+            assert row["seconds"] == statistics.median([h["seconds"] if h else float("inf") for h in hits])
+            assert row["seeds_reached"] == f"{sum(h is not None for h in hits)}/{len(hits)}"
+            if all(hits):
+                assert row["steps"] == statistics.median([h["steps"] for h in hits])
+                assert row["examples"] == statistics.median([h["examples"] for h in hits])
+        reached = table[(table["target"] == target) & (table["status"] == "reached")]
+        if len(reached):
+            assert table[(table["target"] == target) & table["fastest"]]["batch_size"].item() == \
+                reached.sort_values(["seconds", "steps"]).iloc[0]["batch_size"]
+    html = (out / "report.html").read_text()
+    assert "data:image/png;base64," in html and "batchlab sweep" in html
+
+
+def test_report_errors_are_one_line(tmp_path, tiny_runs):
+    result = runner.invoke(app, ["report", str(tmp_path / "nothing")])
+    assert result.exit_code == 2 and result.output.startswith("error: ") and "no such directory" in result.output
+    (tmp_path / "empty").mkdir()
+    result = runner.invoke(app, ["report", str(tmp_path / "empty")])
+    assert result.exit_code == 2 and result.output.startswith("error: ")
+    result = runner.invoke(app, ["report", str(tiny_runs), "--format", "pdf"])
+    assert result.exit_code == 2 and "choose from" in result.output
+
+
+def test_report_warns_about_a_damaged_record_and_goes_on(tiny_runs, tmp_path):
+    import shutil
+
+    copy = tmp_path / "tiny"
+    shutil.copytree(tiny_runs / "tiny", copy)
+    victim = sorted((copy / "trials").iterdir())[0]
+    (victim / "summary.json").write_text("{not json")
+    result = runner.invoke(app, ["report", str(copy), "--out", str(tmp_path / "out")])
+    assert result.exit_code == 0, result.output
+    assert "warning:" in result.output and str(victim / "summary.json") in result.output
+    assert (tmp_path / "out" / "time_to_accuracy.csv").exists()
