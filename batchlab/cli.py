@@ -98,6 +98,12 @@ class Display:
             self.sweep_bar.close()
 
 
+def torch_cuda_count() -> int:
+    import torch
+
+    return torch.cuda.device_count()
+
+
 def trial_line(s: dict) -> str:
     acc = s["final"].get("test_accuracy")
     metric = f"acc {acc:.4f}" if acc is not None else f"loss {s['final'].get('test_loss') or float('nan'):.4g}"
@@ -122,10 +128,18 @@ def sweep(
                                                    "results are bit-identical only at the same count).")] = None,
     workers: Annotated[int, typer.Option("--workers", min=1, help="Trials run at once in separate processes, "
                                          "each with CPU cores / N threads unless the config sets threads.")] = 1,
+    gpus: Annotated[Optional[str], typer.Option("--gpus", metavar="IDS", help="Comma-separated CUDA device ids, "
+                                                "e.g. 0,1: one worker process per GPU.")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress output.")] = False,
 ):
     """Expand a YAML experiment into trials, train each, and record everything under OUT/<name>."""
     overrides = list(set_ or []) + ([f"threads={threads}"] if threads else [])
+    try:
+        gpu_ids = [int(g) for g in gpus.split(",")] if gpus else None
+    except ValueError:
+        raise fail(f"--gpus {gpus!r}: expected comma-separated device ids, e.g. --gpus 0,1") from None
+    if gpu_ids and not torch_cuda_count() >= len(gpu_ids):
+        raise fail(f"--gpus {gpus}: {torch_cuda_count()} CUDA device(s) available here")
     with user_errors():
         experiment, raw = config_mod.load(config, overrides)
         if smoke:
@@ -144,7 +158,7 @@ def sweep(
         with user_errors():
             summaries = run_sweep(experiment, raw, trials, root, command_line(config, list(set_ or []), extra),
                                   restart=restart, hooks=Hooks(display.trial_start, display.trial_end), smoke=smoke,
-                                  workers=workers)
+                                  workers=workers, gpus=gpu_ids)
     except KeyboardInterrupt:
         display.close()
         raise fail(f"interrupted: the running trial is recorded as interrupted in {sweep_dir.path}; "

@@ -84,8 +84,10 @@ def train_one(trial: Trial, trial_dir: Path, cache: DataCache, command: str, thr
 _worker_cache: DataCache | None = None
 
 
-def _worker_start(eval_cap: int | None) -> None:
+def _worker_start(eval_cap: int | None, gpu_ids) -> None:
     global _worker_cache
+    if gpu_ids is not None:  # one GPU per worker: before CUDA starts, this process sees only its own
+        os.environ["CUDA_VISIBLE_DEVICES"] = str(gpu_ids.get())
     _worker_cache = DataCache(eval_cap)
     signal.signal(signal.SIGTERM, lambda signum, frame: _interrupt())  # record the trial, as on Ctrl-C
 
@@ -99,19 +101,23 @@ def _worker_run(job: tuple) -> dict:
 
 
 def run_sweep(experiment: Experiment, raw: dict, trials: list[Trial], out: Path, command: str,
-              restart: bool = False, hooks: Hooks = Hooks(), smoke: bool = False, workers: int = 1) -> list[dict]:
+              restart: bool = False, hooks: Hooks = Hooks(), smoke: bool = False, workers: int = 1,
+              gpus: list[int] | None = None) -> list[dict]:
     """Train every trial not already completed or diverged. Returns the summaries of the trials run.
 
     With workers > 1, trials run at once in separate processes, each with cpu_count // workers threads
     unless the config sets `threads` (the thread count changes float results, so it is recorded).
+    With `gpus`, one worker per GPU id, each seeing only its GPU (as cuda:0).
     """
+    if gpus:
+        workers = len(gpus)
     sweep = SweepDir(out, experiment.name)
     summaries = []
     eval_cap = SMOKE_EXAMPLES if smoke else None
     with sweep.lock():
         sweep.prepare(experiment, raw, restart)
         todo = [t for t, status in plan(trials, sweep) if status not in DONE]
-        if workers <= 1:
+        if workers <= 1 and not gpus:
             cache = DataCache(eval_cap)
             for i, trial in enumerate(todo):
                 trial_dir = sweep.start_trial(trial.id, trial.resolved())
@@ -122,7 +128,13 @@ def run_sweep(experiment: Experiment, raw: dict, trials: list[Trial], out: Path,
             return summaries
         threads = max(1, (os.cpu_count() or 1) // workers)
         jobs = [(t, sweep.start_trial(t.id, t.resolved()), command, t.config.threads or threads) for t in todo]
-        pool = multiprocessing.get_context("spawn").Pool(workers, _worker_start, (eval_cap,))
+        context = multiprocessing.get_context("spawn")
+        gpu_ids = None
+        if gpus:
+            gpu_ids = context.Manager().Queue()
+            for gpu in gpus:
+                gpu_ids.put(gpu)
+        pool = context.Pool(workers, _worker_start, (eval_cap, gpu_ids))
         try:
             for summary in pool.imap_unordered(_worker_run, jobs):
                 hooks.trial_end(next(t for t in todo if t.id == summary["trial_id"]), summary)

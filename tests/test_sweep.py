@@ -246,3 +246,13 @@ def test_workers_give_records_identical_to_a_sequential_run(write_config, tmp_pa
         ma, mb = (pd.read_csv(d / "metrics.csv").drop(columns="train_seconds") for d in (a, b))
         pd.testing.assert_frame_equal(ma, mb, check_exact=True)
         assert summary(a)["final"] == summary(b)["final"] and summary(a)["steps"] == summary(b)["steps"]
+
+
+def test_gpus_option_is_checked(write_config, tmp_path):
+    result = sweep(write_config(), tmp_path, "--gpus", "0,x")
+    assert result.exit_code == 2 and "expected comma-separated device ids" in result.output
+    import torch
+
+    if torch.cuda.device_count() < 2:  # the check itself, on a machine with fewer GPUs than asked for
+        result = sweep(write_config(), tmp_path, "--gpus", "0,1")
+        assert result.exit_code == 2 and f"{torch.cuda.device_count()} CUDA device(s) available" in result.output
