@@ -215,6 +215,8 @@ def report(
         counts = ", ".join(f"{n} {status}" for status, n in r.counts.items())
         typer.echo(f"\n{r.name}: {counts}; time to {r.target:g}:")
         typer.echo(r.headline.to_string(index=False))
+        for line in r.recommendation:
+            typer.echo(f"- {line}")
         typer.echo(f"report: {r.out_dir / 'report.html' if 'html' in chosen else r.out_dir}")
 
 

@@ -5,13 +5,19 @@ Nothing here calls the report code: tests compare its output with numbers they s
 
 from __future__ import annotations
 
+import io
 import json
 import math
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
 HEADER = "step,epoch,examples,train_seconds,lr,train_loss,test_loss,test_accuracy,noise_g2"
+# What `batchlab sweep` writes today (records.METRIC_COLUMNS); used when a trial asks for the
+# train-subset evaluation or the noise scale, so the older HEADER above stays covered too.
+FULL_HEADER = ("step,epoch,examples,train_seconds,lr,train_loss,test_loss,test_accuracy,"
+               "train_eval_loss,train_eval_accuracy,noise_g2,noise_trace,noise_b_simple")
 
 
 def hit(seconds: float, steps: int, batch_size: int, steps_per_epoch: int) -> dict:
@@ -39,9 +45,18 @@ def make_trial(sweep: Path, batch_size: int, lr: float, seed: int = 0, *,
                final_train_loss: float | None = 0.25,
                total_steps: int | None = None,
                metrics: bool = True, extra_axes: dict | None = None,
-               peak_memory: int | None = None) -> Path:
+               peak_memory: int | None = None,
+               train_eval_gap: Callable[[float], float] | None = None,
+               noise: Callable[[int], float] | None = None,
+               summary_noise: dict | None = None,
+               lr_rule: dict | None = None,
+               noise_every: float | None = None) -> Path:
     """One trial directory. status=None leaves out summary.json (an incomplete trial).
-    `hits` maps a target value to a hit(...) entry or None (never reached)."""
+    `hits` maps a target value to a hit(...) entry or None (never reached).
+    `train_eval_gap(progress)`: write train_eval_* columns at evaluation rows, the train-subset
+    accuracy that much above the test accuracy (the loss that much below the test loss).
+    `noise(i)`: noise_b_simple of metrics row i (nan allowed; None: the cell is left empty).
+    `summary_noise`: summary.json's "noise"; `lr_rule`: config.json's "lr_rule"."""
     steps_per_epoch = math.ceil(train_size / batch_size)
     total_steps = total_steps or 5 * steps_per_epoch
     number = sum(1 for _ in (sweep / "trials").iterdir())  # keeps ids unique across other axes
@@ -60,6 +75,8 @@ def make_trial(sweep: Path, batch_size: int, lr: float, seed: int = 0, *,
         "eval": {"every": 0.5, "batch_size": 500},
         "batch_size": batch_size, "lr": lr, "seed": seed,
         "device": "cpu", "precision": "fp32", "axes": axes,
+        "noise": {"every": noise_every, "batch_size": 1024, "small_batch_size": 64},
+        "lr_rule": lr_rule,
     }
     (trial / "config.json").write_text(json.dumps(config))
     seconds_per_step = batch_size / samples_per_second
@@ -67,7 +84,8 @@ def make_trial(sweep: Path, batch_size: int, lr: float, seed: int = 0, *,
         (trial / "metrics.csv").write_text(
             metrics_csv(total_steps, steps_per_epoch, batch_size, lr, seconds_per_step,
                         final_train_loss if final_train_loss is not None else math.nan,
-                        regression=target_metric == "test_loss", diverge=status == "diverged"))
+                        regression=target_metric == "test_loss", diverge=status == "diverged",
+                        train_eval_gap=train_eval_gap, noise=noise))
     if status is None:
         return trial
     hits = hits if hits is not None else {t: None for t in targets}
@@ -81,6 +99,7 @@ def make_trial(sweep: Path, batch_size: int, lr: float, seed: int = 0, *,
                   "test_accuracy": None if target_metric == "test_loss" else final_accuracy},
         "target_metric": target_metric,
         "targets": {f"{t:g}": hits.get(t) for t in targets},
+        "noise": summary_noise,
         "device": "cpu", "device_name": "Test CPU", "threads": 2, "precision": "fp32",
         "torch_version": "2.13.0", "batchlab_version": "0.1.0", "python_version": "3.11.2",
         "command": f"batchlab sweep configs/{sweep.name}.yaml",
@@ -93,11 +112,14 @@ def make_trial(sweep: Path, batch_size: int, lr: float, seed: int = 0, *,
 
 def metrics_csv(total_steps: int, steps_per_epoch: int, batch_size: int, lr: float,
                 seconds_per_step: float, final_train_loss: float, regression: bool = False,
-                diverge: bool = False, points: int = 40) -> str:
+                diverge: bool = False, points: int = 40,
+                train_eval_gap: Callable[[float], float] | None = None,
+                noise: Callable[[int], float] | None = None) -> str:
     """A plausible metrics.csv: an evaluation-only row at step 0, log rows, and an evaluation
     every fourth log row. Loss decays from 2.3 towards final_train_loss."""
     steps = np.unique(np.linspace(0, total_steps, points + 1).round().astype(int))
-    lines = [HEADER]
+    full = train_eval_gap is not None or noise is not None
+    lines = [FULL_HEADER if full else HEADER]
     floor = final_train_loss if math.isfinite(final_train_loss) else 0.5
     for i, step in enumerate(steps):
         progress = step / max(total_steps, 1)
@@ -108,6 +130,40 @@ def metrics_csv(total_steps: int, steps_per_epoch: int, batch_size: int, lr: flo
         test_loss = f"{loss * 1.1:.6g}" if evaluate else ""
         accuracy = "" if regression or not evaluate else f"{min(0.99, 1 - loss / 2.5):.4f}"
         train_loss = "" if step == 0 else f"{loss:.6g}"
-        lines.append(f"{step},{step / steps_per_epoch:.6g},{step * batch_size},{step * seconds_per_step:.6g},"
-                     f"{lr:g},{train_loss},{test_loss},{accuracy},{0.01 * (i + 1):.3g}")
+        row = (f"{step},{step / steps_per_epoch:.6g},{step * batch_size},{step * seconds_per_step:.6g},"
+               f"{lr:g},{train_loss},{test_loss},{accuracy}")
+        if not full:
+            lines.append(row + f",{0.01 * (i + 1):.3g}")
+            continue
+        train_eval_loss = train_eval_accuracy = ""
+        if train_eval_gap is not None and evaluate:
+            gap = train_eval_gap(progress)
+            train_eval_loss = f"{loss * 1.1 - gap:.6g}"
+            train_eval_accuracy = "" if regression else f"{float(accuracy) + gap:.4f}"
+        b_simple = noise(i) if noise is not None else None
+        noise_cells = ",," if b_simple is None else f"1,{b_simple!r},{b_simple!r}"
+        lines.append(row + f",{train_eval_loss},{train_eval_accuracy},{noise_cells}")
     return "\n".join(lines) + "\n"
+
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+def check_png(path: Path) -> str:
+    """Assert `path` is a real, non-blank PNG of report size; return its Description text."""
+    import matplotlib.image
+    from PIL import Image
+
+    data = path.read_bytes()
+    assert data.startswith(PNG_SIGNATURE), path
+    assert len(data) > 5_000, path
+    with Image.open(io.BytesIO(data)) as image:
+        image.verify()
+    with Image.open(io.BytesIO(data)) as image:
+        width, height = image.size
+        description = image.text.get("Description", "")
+    assert width >= 800 and height >= 300, (path, (width, height))
+    pixels = matplotlib.image.imread(path)
+    assert pixels.shape[:2] == (height, width)
+    assert pixels.std() > 0.01  # not a blank canvas
+    return description

@@ -13,6 +13,8 @@ from batchlab.report import display
 from batchlab.report.document import blocks, html_document, markdown
 from batchlab.report.load import SweepRecords, find_sweeps, load_sweep
 from batchlab.report.plots import make_plots
+from batchlab.report.science import Science, build_science
+from batchlab.report.science_plots import make_science_plots
 from batchlab.report.tables import Tables, build_tables, status_counts
 
 FORMATS = frozenset({"md", "html", "csv", "png"})
@@ -31,6 +33,9 @@ class SweepReport:
     name: str = ""
     target: float | None = None  # the headline target value (None: no trial could be read)
     tables: Tables | None = field(default=None, repr=False)  # the numeric tables behind the files
+    # Plain-language advice, each statement with its evidence (also atop report.md / report.html).
+    recommendation: list[str] = field(default_factory=list)
+    science: Science | None = field(default=None, repr=False)  # frontier fit, noise scale, lr, gap
 
 
 def build_report(path: Path, out: Path | None = None, target: float | None = None,
@@ -75,26 +80,29 @@ def _report(rec: SweepRecords, out_dir: Path, target: float | None, formats: set
         rec.warnings.insert(0, f"{rec.sweep_dir / '.lock'} exists: the sweep was still running, "
                                "so these figures may change")
     tables = build_tables(rec, target)
+    science = build_science(rec, tables)
     counts = status_counts(rec)
     # The HTML embeds the images, so they are drawn whenever either format wants them.
-    plots = make_plots(rec, tables) if formats & {"png", "html"} else []
-    files = _write(rec, tables, counts, plots, out_dir, formats)
+    plots = make_plots(rec, tables, science) + make_science_plots(rec, tables, science) \
+        if formats & {"png", "html"} else []
+    files = _write(rec, tables, science, counts, plots, out_dir, formats)
     return SweepReport(rec.sweep_dir, out_dir, display.headline(rec, tables), rec.warnings, files, counts,
-                       name=rec.name, target=tables.target, tables=tables)
+                       name=rec.name, target=tables.target, tables=tables,
+                       recommendation=list(science.recommendation), science=science)
 
 
-def _write(rec: SweepRecords, tables: Tables, counts: dict[str, int], plots, out_dir: Path,
+def _write(rec: SweepRecords, tables: Tables, science: Science, counts: dict[str, int], plots, out_dir: Path,
            formats: set[str]) -> list[Path]:
     files: list[Path] = []
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
         if "csv" in formats:
-            files += _write_csvs(tables, out_dir)
+            files += _write_csvs(tables, science, out_dir)
         if "png" in formats:
             for plot in plots:
                 (out_dir / plot.filename).write_bytes(plot.png)
                 files.append(out_dir / plot.filename)
-        parts = blocks(rec, tables, counts, plots)
+        parts = blocks(rec, tables, counts, plots, science)
         if "md" in formats:
             files.append(out_dir / "report.md")
             files[-1].write_text(markdown(parts, with_images="png" in formats), encoding="utf-8")
@@ -106,11 +114,16 @@ def _write(rec: SweepRecords, tables: Tables, counts: dict[str, int], plots, out
     return files
 
 
-def _write_csvs(tables: Tables, out_dir: Path) -> list[Path]:
+def _write_csvs(tables: Tables, science: Science, out_dir: Path) -> list[Path]:
     written = {
         "time_to_accuracy.csv": tables.time_to_accuracy,
         "trials.csv": tables.trials,
+        "frontier.csv": science.frontier.table(),
     }
+    if science.noise is not None:
+        written["noise_scale.csv"] = science.noise.table(science.frontier)
+    if science.gap is not None:
+        written["generalisation_gap.csv"] = science.gap.table
     for name, frame in written.items():
         frame.to_csv(out_dir / name, index=False)
     grids = {"lr_by_batch_size.csv": tables.lr_grid, "lr_by_batch_size_final.csv": tables.final_grid}

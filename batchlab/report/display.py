@@ -65,17 +65,34 @@ def target_text(rec: SweepRecords, target: float) -> str:
     return f"{rec.target_metric} {'≤' if rec.regression else '≥'} {target:g}"
 
 
-def time_to_accuracy(rec: SweepRecords, rows: pd.DataFrame) -> pd.DataFrame:
-    """The time-to-accuracy rows of one target, as text (also the terminal headline)."""
+def _with_range(fmt, median, low, high) -> str:
+    """'median (min–max)' over seeds; ∞ where a seed missed; just the median when they agree."""
+    if _missing(low) or _missing(high) or (low == median == high):
+        return fmt(median)
+    edge = lambda x: "∞" if math.isinf(x) else fmt(x)  # noqa: E731
+    return f"{fmt(median)} ({edge(low)}–{edge(high)})"
+
+
+def time_to_accuracy(rec: SweepRecords, rows: pd.DataFrame, spread: bool = False) -> pd.DataFrame:
+    """The time-to-accuracy rows of one target, as text (also the terminal headline). With
+    `spread`, seconds and steps read 'median (min–max)' over the best lr's seeds."""
     out = pd.DataFrame(index=range(len(rows)))
     rows = rows.reset_index(drop=True)
     out["batch size"] = rows["batch_size"].map(str)
     out["best lr"] = rows["best_lr"].map(lr)
     for axis in rec.extra_axes:
         out[axis] = rows[axis].map(lambda v: DASH if _missing(v) else f"{v:g}" if isinstance(v, float) else str(v))
-    out["seconds to target"] = [
-        seconds(s) if status == REACHED else status for s, status in zip(rows["seconds"], rows["status"])]
-    out["steps"] = rows["steps"].map(count)
+    if spread and "seconds_min" in rows:
+        out["seconds to target"] = [
+            _with_range(seconds, s, lo, hi) if status == REACHED else status
+            for s, lo, hi, status in zip(rows["seconds"], rows["seconds_min"], rows["seconds_max"], rows["status"])]
+        out["steps"] = [_with_range(count, s, lo, hi) if status == REACHED else DASH
+                        for s, lo, hi, status in zip(rows["steps"], rows["steps_min"], rows["steps_max"],
+                                                     rows["status"])]
+    else:
+        out["seconds to target"] = [
+            seconds(s) if status == REACHED else status for s, status in zip(rows["seconds"], rows["status"])]
+        out["steps"] = rows["steps"].map(count)
     out["epochs"] = rows["epochs"].map(epochs)
     out["examples"] = rows["examples"].map(count)
     out["seeds reached"] = rows["seeds_reached"]

@@ -8,13 +8,16 @@ from __future__ import annotations
 
 import base64
 import html
+import math
 from dataclasses import dataclass
 
+import numpy as np
 import pandas as pd
 
 from batchlab.report import display
 from batchlab.report.load import FINISHED, SweepRecords
 from batchlab.report.plots import Plot
+from batchlab.report.science import Science, number
 from batchlab.report.tables import REACHED, Tables
 
 HEADLINE_ID = "time-to-accuracy"
@@ -30,21 +33,35 @@ class Block:
     id: str = ""
 
 
-def blocks(rec: SweepRecords, tables: Tables, counts: dict[str, int], plots: list[Plot]) -> list[Block]:
+SCIENCE_PLOTS = ("frontier.png", "noise_scale.png", "lr_vs_batch_size.png", "generalisation_gap.png")
+
+
+def blocks(rec: SweepRecords, tables: Tables, counts: dict[str, int], plots: list[Plot],
+           science: Science | None = None) -> list[Block]:
+    by_name = {plot.filename: plot for plot in plots}
     out = [Block("h1", f"batchlab report: {rec.name}")]
+    if science is not None:
+        out += [Block("h2", "Recommendation"), Block("list", items=list(science.recommendation), id="recommendation")]
     out.append(Block("table", table=_header(rec, tables, counts), id="header"))
     if rec.warnings:
         out += [Block("h2", "Warnings"), Block("list", items=list(rec.warnings), id="warnings")]
 
     out.append(Block("h2", f"Time to accuracy: {display.target_text(rec, tables.target)}"))
-    out.append(Block("table", table=display.headline(rec, tables), id=HEADLINE_ID))
+    out.append(Block("p", "Seconds and steps to target: median over the best lr's seeds (min–max; ∞: a seed "
+                          "that did not reach it)."))
+    out.append(Block("table", table=display.time_to_accuracy(rec, tables.headline_rows, spread=True),
+                     id=HEADLINE_ID))
     out += _headline_notes(rec, tables)
 
     others = [t for t in tables.time_to_accuracy["target"].unique() if t != tables.target]
     for target in others:
         rows = tables.time_to_accuracy[tables.time_to_accuracy["target"] == target]
         out.append(Block("h3", f"Other target: {display.target_text(rec, target)}"))
-        out.append(Block("table", table=display.time_to_accuracy(rec, rows)))
+        out.append(Block("table", table=display.time_to_accuracy(rec, rows, spread=True)))
+
+    if science is not None:
+        out += _frontier_blocks(rec, tables, science, by_name)
+        out += _noise_blocks(science, by_name)
 
     out.append(Block("h2", "Learning rate × batch size"))
     out.append(Block("p", f"Median training seconds to {display.target_text(rec, tables.target)} "
@@ -58,13 +75,17 @@ def blocks(rec: SweepRecords, tables: Tables, counts: dict[str, int], plots: lis
     out.append(Block("table", table=display.grid(tables.final_grid, infeasible_notes,
                                                    display.loss if rec.regression else display.accuracy),
                      id="final-grid"))
+    if science is not None:
+        out += _lr_blocks(science, by_name)
+        out += _gap_blocks(rec, science, by_name)
 
-    if plots:
+    rest = [plot for plot in plots if science is None or plot.filename not in SCIENCE_PLOTS]
+    if rest:
         out.append(Block("h2", "Plots"))
-        out += [Block("image", plot=plot) for plot in plots]
+        out += [Block("image", plot=plot) for plot in rest]
 
     out.append(Block("h2", "How to read this report"))
-    out.append(Block("list", items=RULES))
+    out.append(Block("list", items=RULES + (SCIENCE_RULES if science is not None else [])))
     out.append(Block("h2", "Trials"))
     out.append(Block("details", text=f"All {len(tables.trials)} trials",
                      table=display.trials(rec, tables.trials), id="trials"))
@@ -92,6 +113,143 @@ RULES = [
     "largest accuracy, or the smallest loss); if none was reached, the first target listed.",
     "Training seconds exclude evaluation.",
 ]
+
+
+SCIENCE_RULES = [
+    "Steps-examples frontier (McCandlish et al. 2018): S(B) is the median steps to the headline target of "
+    "batch size B's best lr, over the batch sizes that reached it; E(B) = B·S(B). S(B) = S_min (1 + B_crit/B) "
+    "is fitted by least squares on log S, and only with 3 or more batch sizes: with fewer the report says so "
+    "and draws no curve. A batch size above the training set counts as the training-set size (its steps are "
+    "full-batch steps).",
+    "Regimes (from the fit): perfect scaling while B ≤ B_crit/9 (examples within 10% of E_min), maximal data "
+    "parallelism once B ≥ 9·B_crit (steps within 10% of S_min), diminishing returns between.",
+    "Most data-efficient large batch: the largest batch size whose measured examples to the target B·S stay "
+    "within 10% of the smallest batch size's (perfect scaling keeps B·S constant).",
+    "Fastest vs runner-up: two batch sizes cannot be told apart when the ranges (min–max over the best lr's "
+    "seeds) of their training seconds to the target overlap.",
+    "Measured B_simple = tr(Σ)/|G|²: the median over completed trials of summary.json's noise.b_simple (the "
+    "smoothed value at the end of training); start and end: medians of each trial's first and last finite "
+    "noise_b_simple in metrics.csv. The curves are the best lr's, median over seeds.",
+    "Generalisation gap (Keskar et al. 2016): train-subset accuracy minus test accuracy (test loss minus "
+    "train-subset loss for regression) at the same evaluation rows, for each batch size's best lr, median over "
+    "seeds; 'at target' is the first evaluation row at or after the step the seed reached the headline target.",
+]
+
+
+def _frontier_blocks(rec: SweepRecords, tables: Tables, science: Science, by_name: dict) -> list[Block]:
+    frontier = science.frontier
+    f = frontier.fit
+    out = [Block("h2", "Steps–examples frontier")]
+    out.append(Block("p", f"S(B): median steps to {display.target_text(rec, tables.target)} with each batch "
+                          "size's best lr; E(B) = B·S(B) examples. Fitted S(B) = S_min (1 + B_crit / B), "
+                          "i.e. (S/S_min − 1)(E/E_min − 1) = 1."))
+    if f is None:
+        out.append(Block("p", f"No frontier fit: {frontier.reason}. No fitted curve is drawn."))
+    else:
+        fitted = pd.DataFrame([{
+            "S_min (steps)": number(f.s_min), "E_min (examples)": number(f.e_min), "B_crit": number(f.b_crit),
+            "R² (log S)": f"{f.r2:.3f}" if math.isfinite(f.r2) else "n/a (all steps equal)",
+            "rms log error": f"{f.rms_log_error:.3g}", "points": str(len(f.batch_sizes)),
+            "batch sizes": ", ".join(map(str, f.batch_sizes))}])
+        out.append(Block("table", table=fitted, id="frontier"))
+    out += [Block("p", f"Note: {note}.") for note in frontier.notes]
+    rows = tables.headline_rows.sort_values("batch_size")
+    if (rows["status"] == REACHED).any():
+        out.append(Block("table", table=_frontier_points(rows, frontier), id="frontier-points"))
+    if "frontier.png" in by_name:
+        out.append(Block("image", plot=by_name["frontier.png"]))
+    return out
+
+
+def _frontier_points(rows: pd.DataFrame, frontier) -> pd.DataFrame:
+    points = frontier.points.set_index("batch_size")
+    smallest = points["examples"].iloc[0] if len(points) else math.nan
+    table = []
+    for row in rows.itertuples(index=False):
+        bs = int(row.batch_size)
+        item = {"batch size": str(bs)}
+        if bs in points.index:
+            p = points.loc[bs]
+            item.update({"B used": str(int(p["batch_used"])), "steps S": display.count(p["steps"]),
+                         "examples E = B·S": display.count(p["examples"]),
+                         "E vs smallest": f"{p['examples'] / smallest:.2f}×",
+                         "seconds": display.seconds(p["seconds"])})
+        else:
+            item.update({"B used": display.DASH, "steps S": row.status, "examples E = B·S": display.DASH,
+                         "E vs smallest": display.DASH, "seconds": display.DASH})
+        fitted = frontier.fitted_steps.get(bs)
+        item["fitted S"] = display.count(round(fitted, 1)) if fitted is not None else display.DASH
+        item["regime"] = frontier.regimes.get(bs, display.DASH)
+        table.append(item)
+    out = pd.DataFrame(table)
+    if ((out["B used"] == out["batch size"]) | (out["B used"] == display.DASH)).all():
+        out = out.drop(columns="B used")
+    return out
+
+
+def _noise_blocks(science: Science, by_name: dict) -> list[Block]:
+    out = [Block("h2", "Gradient noise scale")]
+    if science.noise is None:
+        return out + [Block("p", science.noise_note)]
+    table = science.noise.table(science.frontier)
+    shown = pd.DataFrame({
+        "": table["quantity"],
+        "value": [number(v) if np.isfinite(v) else display.DASH for v in table["value"]],
+        "n": table["count"].map(str),
+        "from": table["source"],
+    })
+    out.append(Block("table", table=shown, id="noise-scale"))
+    if "noise_scale.png" in by_name:
+        out.append(Block("image", plot=by_name["noise_scale.png"]))
+    else:
+        out.append(Block("p", "No best-lr trial recorded a finite B_simple over training: no curve to draw."))
+    return out
+
+
+def _lr_blocks(science: Science, by_name: dict) -> list[Block]:
+    out = []
+    rule = science.lr.rule
+    if rule is not None:
+        out.append(Block("p", f"lr rule of the config: {rule['base']:g} at batch size {rule['base_batch_size']}, "
+                              f"scaled {rule['scale']}. Best lr against the rule's lr:"))
+        table = science.lr.table
+        out.append(Block("table", id="lr-rule", table=pd.DataFrame({
+            "batch size": table["batch_size"].map(str),
+            "best lr": table["best_lr"].map(display.lr),
+            "rule lr": table["rule_lr"].map(display.lr),
+            "best / rule": table["best_over_rule"].map(lambda v: f"{v:.3g}"),
+            "target": ["reached" if r else "not reached" for r in table["reached"]],
+        })))
+    if "lr_vs_batch_size.png" in by_name:
+        out.append(Block("image", plot=by_name["lr_vs_batch_size.png"]))
+    return out
+
+
+def _gap_blocks(rec: SweepRecords, science: Science, by_name: dict) -> list[Block]:
+    out = [Block("h2", "Generalisation gap")]
+    gap = science.gap
+    if gap is None:
+        return out + [Block("p", science.gap_note)]
+    fmt = display.accuracy if gap.kind == "accuracy" else display.loss
+    sign = (lambda v: display.DASH if not np.isfinite(v) else f"{v:+.4f}") if gap.kind == "accuracy" else \
+        (lambda v: display.DASH if not np.isfinite(v) else f"{v:+.4g}")
+    name = "acc" if gap.kind == "accuracy" else "loss"
+    label = "train − test" if gap.kind == "accuracy" else "test − train"
+    t = gap.table
+    out.append(Block("p", f"Gap = {label} {'accuracy' if gap.kind == 'accuracy' else 'loss'} on a fixed train "
+                          "subset evaluated like the test set, best lr per batch size, median over seeds."))
+    out.append(Block("table", id="generalisation-gap", table=pd.DataFrame({
+        "batch size": t["batch_size"].map(str),
+        "lr": t["lr"].map(display.lr),
+        "seeds": t["seeds"].map(str),
+        f"train {name} (end)": t["train_end"].map(fmt),
+        f"test {name} (end)": t["test_end"].map(fmt),
+        "gap (end)": t["gap_end"].map(sign),
+        "gap at target": t["gap_at_target"].map(sign),
+    })))
+    if "generalisation_gap.png" in by_name:
+        out.append(Block("image", plot=by_name["generalisation_gap.png"]))
+    return out
 
 
 def _header(rec: SweepRecords, tables: Tables, counts: dict[str, int]) -> pd.DataFrame:

@@ -29,9 +29,14 @@ INFEASIBLE = ("diverged", "failed")
 
 METRIC_COLUMNS = ("step", "epoch", "examples", "train_seconds", "lr",
                   "train_loss", "test_loss", "test_accuracy")
+# Written by newer records only (an older metrics.csv lacks them): read when present, else all empty.
+OPTIONAL_METRIC_COLUMNS = ("train_eval_loss", "train_eval_accuracy", "noise_g2", "noise_trace", "noise_b_simple")
+ALL_METRIC_COLUMNS = METRIC_COLUMNS + OPTIONAL_METRIC_COLUMNS
 SUMMARY_NUMBERS = ("steps", "epochs", "examples", "steps_per_epoch", "train_size",
                    "train_seconds", "eval_seconds", "samples_per_second", "peak_memory_bytes")
 TO_TARGET = ("seconds", "steps", "epochs", "examples")
+# summary.json "noise" {g2, trace, b_simple, measurements}, or null: trials columns noise_<key>.
+NOISE_NUMBERS = ("g2", "trace", "b_simple", "measurements")
 
 
 class Damaged(Exception):
@@ -196,7 +201,8 @@ def _read_summary(path: Path) -> dict | None:
 
 def axis_column(key: str) -> str:
     """The trials column for a sweep axis: its dotted path, unless that clashes with ours."""
-    reserved = {"trial_id", "status", "setting", *SUMMARY_NUMBERS, "device", "device_name", "threads",
+    reserved = {"trial_id", "status", "setting", *SUMMARY_NUMBERS, *(f"noise_{k}" for k in NOISE_NUMBERS),
+                "device", "device_name", "threads",
                 "precision", "torch_version", "command", "error", "started_at", "finished_at"}
     return f"axis:{key}" if key in reserved or key.startswith("final_") else key
 
@@ -229,6 +235,9 @@ def _trial_row(trial_dir: Path, config: dict, summary: dict | None) -> tuple[dic
     final = summary.get("final") if isinstance(summary.get("final"), dict) else {}
     for key in ("train_loss", "test_loss", "test_accuracy"):
         row[f"final_{key}"] = _number(final.get(key))
+    noise = summary.get("noise") if isinstance(summary.get("noise"), dict) else {}
+    for key in NOISE_NUMBERS:
+        row[f"noise_{key}"] = _number(noise.get(key))  # null (JSON has no NaN) or absent: NaN
     for key in ("device", "device_name", "threads", "precision", "torch_version", "command",
                 "error", "started_at", "finished_at"):
         value = summary.get(key)
@@ -309,7 +318,7 @@ def _read_metrics(path: Path, complete: bool) -> pd.DataFrame | None:
     header = data[: data.find(b"\n")].decode("utf-8", errors="replace").strip().split(",")
     if "step" not in header:
         raise Damaged(f"{path}: no 'step' column in the header")
-    known = [c for c in METRIC_COLUMNS if c in header]  # extra columns are tolerated, and skipped
+    known = [c for c in ALL_METRIC_COLUMNS if c in header]  # unknown columns are tolerated, and skipped
     try:
         frame = pd.read_csv(io.BytesIO(data), usecols=known, dtype=dict.fromkeys(known, float))
     except (pd.errors.ParserError, UnicodeDecodeError, ValueError, TypeError) as exc:
@@ -317,4 +326,4 @@ def _read_metrics(path: Path, complete: bool) -> pd.DataFrame | None:
     # pandas fills a short row with empty cells; a row without a step is a damaged row.
     if frame["step"].isna().any():
         raise Damaged(f"{path}: a row has no step (short or damaged row)")
-    return frame.reindex(columns=list(METRIC_COLUMNS))  # optional columns not written: all empty
+    return frame.reindex(columns=list(ALL_METRIC_COLUMNS))  # columns not written: all empty

@@ -12,6 +12,7 @@ import io
 import math
 import warnings
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -23,6 +24,9 @@ from matplotlib.ticker import LogFormatter, NullLocator
 
 from batchlab.report.load import SweepRecords
 from batchlab.report.tables import REACHED, Tables
+
+if TYPE_CHECKING:
+    from batchlab.report.science import Science
 
 NOTHING_REACHED = "no batch size reached the target"
 MAX_POINTS = 400  # points per curve after merging seeds: enough for the eye, bounded cost
@@ -36,6 +40,9 @@ class Plot:
     filename: str
     title: str
     png: bytes
+    # What the figure shows beyond its data, e.g. "frontier fit: drawn"; also in the PNG's
+    # Description text chunk, so a reader (or a test) can tell without looking.
+    description: str = ""
 
 
 @dataclass
@@ -50,15 +57,17 @@ class _Style:
                 for bs in self.colors]
 
 
-def make_plots(rec: SweepRecords, tables: Tables) -> list[Plot]:
+def make_plots(rec: SweepRecords, tables: Tables, science: Science | None = None) -> list[Plot]:
+    """The figures about the records themselves; with `science`, the steps plot also shows the
+    frontier fit (science_plots draws the rest of the batch-size science)."""
     style = _style(rec, tables)
     metric = rec.target_metric
+    steps_png, steps_note = _steps_to_target(rec, tables, style, science)
     plots = [
         Plot("train_loss.png", "Training loss of the best lr per batch size", _train_loss(rec, tables, style)),
         Plot(f"{metric}.png", f"{_metric_name(metric).capitalize()} of the best lr per batch size",
              _test_metric(rec, tables, style)),
-        Plot("steps_to_target.png", "Steps and epochs to the target vs batch size",
-             _steps_to_target(rec, tables, style)),
+        Plot("steps_to_target.png", "Steps and epochs to the target vs batch size", steps_png, steps_note),
         Plot("seconds_to_target.png", "Training seconds to the target and throughput vs batch size",
              _seconds_and_throughput(rec, tables, style)),
     ]
@@ -95,9 +104,9 @@ def _figure(size: tuple[float, float], panels: int, title: str, style: _Style | 
     return fig, axes
 
 
-def _png(fig: Figure) -> bytes:
+def _png(fig: Figure, description: str = "") -> bytes:
     buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=DPI)
+    fig.savefig(buffer, format="png", dpi=DPI, metadata={"Description": description} if description else None)
     return buffer.getvalue()
 
 
@@ -166,12 +175,14 @@ class _PlainLogFormatter(LogFormatter):
     """LogFormatter's choice of which ticks to label, written as 0.3 rather than 3e-01."""
 
     def _num_to_string(self, x, vmin, vmax):
-        return f"{x:g}"
+        return f"{x:,.0f}" if abs(x) >= 1000 and float(x).is_integer() else f"{x:g}"
 
 
 def _log_y(ax) -> None:
     """Log y axis labelled 0.3, 1, 2 rather than 3×10⁻¹."""
-    ax.set_yscale("log")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # "no positive values": a target met at step 0
+        ax.set_yscale("log")
     # LogFormatter labels minor ticks only when few decades are shown, so labels never crowd.
     ax.yaxis.set_major_formatter(_PlainLogFormatter(labelOnlyBase=False))
     ax.yaxis.set_minor_formatter(_PlainLogFormatter(labelOnlyBase=False, minor_thresholds=(1.5, 0.6)))
@@ -279,27 +290,50 @@ def _target_text(rec: SweepRecords, tables: Tables) -> str:
     return f"{rec.target_metric} {sign} {tables.target:g}"
 
 
-def _steps_to_target(rec: SweepRecords, tables: Tables, style: _Style) -> bytes:
+def _steps_to_target(rec: SweepRecords, tables: Tables, style: _Style,
+                     science: Science | None = None) -> tuple[bytes, str]:
     sizes = sorted(style.colors)
     fig, (steps_ax, epochs_ax) = _figure(PAIR, 2, f"To {_target_text(rec, tables)} (median over seeds "
                                                   "of the best lr)", style)
     reached, missed = _reached_points(tables)
     bs = reached["batch_size"].to_numpy(dtype=float)
+    frontier = science.frontier if science is not None else None
+    note = "frontier fit: not computed"
     if len(reached):
         _points(steps_ax, style, bs, reached["steps"])
         anchor_bs, anchor_steps = bs[0], float(reached["steps"].iloc[0])
         ref = np.array([s for s in sizes if s >= anchor_bs], dtype=float)
         steps_ax.plot(ref, anchor_steps * anchor_bs / ref, ls="--", color="black", lw=1,
                       label="perfect scaling (steps halve when the batch doubles)")
-        steps_ax.legend(loc="upper right", fontsize=9)
+        if frontier is not None and frontier.fit is not None:
+            f = frontier.fit
+            train_size = float(rec.trials["train_size"].max())
+            top = max(sizes) * 1.4 if not math.isfinite(train_size) else min(max(sizes) * 1.4, train_size)
+            grid = np.geomspace(min(sizes) / 1.4, max(top, max(f.batch_sizes)), 200)  # a batch > data: full batch
+            steps_ax.plot(grid, f.steps_at(grid), color="firebrick", lw=1.6,
+                          label=f"fit S_min(1 + B_crit/B): S_min {_short(f.s_min)}, B_crit {_short(f.b_crit)}")
+            if min(sizes) / 1.4 <= f.b_crit <= max(sizes) * 1.4:
+                steps_ax.axvline(f.b_crit, color="firebrick", ls=":", lw=1, label="B_crit")
+            note = f"frontier fit: drawn (B_crit {f.b_crit:.6g})"
+        elif frontier is not None:
+            steps_ax.text(0.02, 0.03, f"no frontier fit: {frontier.reason}", transform=steps_ax.transAxes,
+                          fontsize=8.5, color="0.3", va="bottom")
+            note = f"frontier fit: not drawn ({frontier.reason})"
+        steps_ax.legend(loc="upper right", fontsize=8.5)
         _log_y(steps_ax)
         _points(epochs_ax, style, bs, reached["epochs"])
+    elif frontier is not None:
+        note = f"frontier fit: not drawn ({frontier.reason})"
     for ax in (steps_ax, epochs_ax):
         _batch_axis(ax, sizes)
         _note_missed(ax, missed, len(reached) > 0)
     steps_ax.set_ylabel("steps to target")
     epochs_ax.set_ylabel("epochs to target")
-    return _png(fig)
+    return _png(fig, note), note
+
+
+def _short(x: float) -> str:
+    return f"{x:,.0f}" if abs(x) >= 100 else f"{x:.3g}"
 
 
 def _seconds_and_throughput(rec: SweepRecords, tables: Tables, style: _Style) -> bytes:

@@ -13,6 +13,8 @@ Rules (the brief left these open; they are stated in report.md too):
   size "reached" the target only when more than half its best setting's seeds did.
 - A "not reached" row still names the lr that came closest by the ranking above (more seeds
   reaching, then lowest final train loss); those are the curves plotted for it.
+- Spread over seeds (seconds_min/max, steps_min/max; q1/q3 with 5 or more seeds) is over the best
+  setting's finished seeds, a miss counting as +inf, so a max of inf says some seed missed.
 """
 
 from __future__ import annotations
@@ -28,7 +30,9 @@ from batchlab.report.load import FINISHED, INFEASIBLE, INCOMPLETE, SweepRecords
 REACHED = "reached"
 NOT_REACHED = "not reached"
 NO_RESULT = "no finished trials"
-WHOLE_NUMBERS = ("steps", "examples", "steps_per_epoch", "train_size", "peak_memory_bytes")
+WHOLE_NUMBERS = ("steps", "examples", "steps_per_epoch", "train_size", "peak_memory_bytes", "noise_measurements")
+QUARTILE_SEEDS = 5  # q1/q3 of seconds and steps to target only from this many seeds up
+SPREAD = tuple(f"{what}_{stat}" for what in ("seconds", "steps") for stat in ("min", "max", "q1", "q3"))
 
 
 @dataclass
@@ -101,10 +105,39 @@ def _settings(rec: SweepRecords, target: float) -> pd.DataFrame:
         epochs=("epochs_to", "median"),
         examples=("examples_to", "median"),
         min_seconds=("seconds_to", "min"),
+        seconds_max=("seconds_to", "max"),
+        seconds_q1=("seconds_to", _q1),
+        seconds_q3=("seconds_to", _q3),
+        steps_min=("steps_to", "min"),
+        steps_max=("steps_to", "max"),
+        steps_q1=("steps_to", _q1),
+        steps_q3=("steps_to", _q3),
         final_train_loss=("final_train_loss", "median"),
         final_test_accuracy=("final_test_accuracy", "median"),
         final_test_loss=("final_test_loss", "median"),
     ).reset_index()
+
+
+def _quantile(values: pd.Series, q: float) -> float:
+    """The q-quantile (linear interpolation) of a seed's figures, +inf (a miss) allowed: an
+    interpolation touching inf is inf. NaN with fewer than QUARTILE_SEEDS values."""
+    data = np.sort(values.to_numpy(dtype=float))
+    data = data[~np.isnan(data)]
+    if len(data) < QUARTILE_SEEDS:
+        return math.nan
+    position = q * (len(data) - 1)
+    low, high = data[math.floor(position)], data[math.ceil(position)]
+    if math.isinf(high):
+        return math.inf
+    return float(low + (high - low) * (position - math.floor(position)))
+
+
+def _q1(values: pd.Series) -> float:
+    return _quantile(values, 0.25)
+
+
+def _q3(values: pd.Series) -> float:
+    return _quantile(values, 0.75)
 
 
 def _best_settings(settings: pd.DataFrame) -> pd.DataFrame:
@@ -150,6 +183,10 @@ def _time_to_accuracy(rec: SweepRecords, target: float, settings: pd.DataFrame,
                        reached=int(b["reached"]), seeds=int(b["seeds"]))
             for what in ("seconds", "steps", "epochs", "examples"):
                 row[what] = b[what] if reached else math.nan
+            row["seconds_min"] = b["min_seconds"] if reached else math.nan
+            for column in SPREAD:
+                if column != "seconds_min":
+                    row[column] = b[column] if reached else math.nan
             row.update(final_test_accuracy=b["final_test_accuracy"], final_test_loss=b["final_test_loss"])
             lr_min, lr_max = facts.loc[bs, "lr_min"], facts.loc[bs, "lr_max"]
             row["best_lr_on_edge"] = reached and bool(np.isclose(b["lr"], lr_min) or np.isclose(b["lr"], lr_max))
@@ -163,7 +200,7 @@ def _time_to_accuracy(rec: SweepRecords, target: float, settings: pd.DataFrame,
         rows.append(row)
     table = pd.DataFrame(rows)
     columns = ["target_metric", "target", "batch_size", "status", "best_lr", *rec.extra_axes,
-               "seeds_reached", "reached", "seeds", "seconds", "steps", "epochs", "examples",
+               "seeds_reached", "reached", "seeds", "seconds", "steps", "epochs", "examples", *SPREAD,
                "final_test_accuracy", "final_test_loss", "samples_per_second", "steps_per_epoch",
                "peak_memory_bytes", "infeasible", "best_lr_on_edge", "setting"]
     table = _whole_numbers(table.reindex(columns=columns), ("steps_per_epoch", "peak_memory_bytes"))

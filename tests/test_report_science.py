@@ -1,0 +1,388 @@
+"""The report's batch-size science (frontier, noise scale, lr rule, seeds, generalisation gap,
+recommendation) on records written by hand with known answers (tests/report_fixtures.py).
+
+Expected numbers are worked out here from the values the fixtures set, never by calling the
+report code a second time.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from batchlab.report import build_report
+from report_fixtures import check_png, hit, make_sweep, make_trial
+
+# --- a sweep with a known frontier: S(B) = S_MIN + E_MIN / B ---------------------------------------
+
+S_MIN, E_MIN = 128, 32_768  # B_crit = 256
+B_CRIT = E_MIN / S_MIN
+SIZES = [8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096]
+TRAIN_SIZE = 100_000
+RULE = {"base": 0.1, "base_batch_size": 128, "scale": "sqrt", "warmup_epochs": None, "factors": [0.5, 1.0]}
+
+
+def steps_to_target(bs: int) -> int:
+    return S_MIN + E_MIN // bs  # whole numbers for every size above
+
+
+def step_seconds(bs: int) -> float:
+    return 0.01 * (1 + bs / 300)  # bigger batches: longer steps, more examples per second
+
+
+def rule_lr(bs: int, factor: float = 1.0) -> float:
+    return 0.1 * factor * math.sqrt(bs / 128)
+
+
+def noise_value(bs: int, i: int) -> float | None:
+    """B_simple in metrics row i: nan at the first measurement, then measured every other row."""
+    if i == 0:
+        return math.nan
+    if i % 2:
+        return None  # not measured at this row: an empty cell
+    return 50.0 + bs / 16 + 10 * i
+
+
+def gap_value(bs: int):
+    return lambda progress: round(0.004 * math.log2(bs) * (0.2 + progress), 4)
+
+
+def _frontier_sweep(root: Path) -> Path:
+    """Per batch size: the rule's lr (factor 1) reaches the target in exactly S(B) steps, and its
+    metrics.csv has an evaluation row there (total steps 2 S(B)); factor 0.5 takes 1.5 S(B) steps
+    (slower: never the best). Noise and the train-subset evaluation are recorded. Plus a diverged
+    trial whose noise must not count."""
+    sweep = make_sweep(root, "frontier")
+    for bs in SIZES:
+        s = steps_to_target(bs)
+        spe = math.ceil(TRAIN_SIZE / bs)
+        for factor, steps in ((1.0, s), (0.5, round(1.5 * s))):
+            make_trial(sweep, bs, rule_lr(bs, factor), 0, extra_axes={"lr_factor": factor},
+                       hits={0.9: hit(steps * step_seconds(bs), steps, bs, spe)}, train_size=TRAIN_SIZE,
+                       samples_per_second=bs / step_seconds(bs), total_steps=2 * s, lr_rule=RULE,
+                       noise_every=0.1, noise=lambda i, bs=bs: noise_value(bs, i),
+                       summary_noise={"g2": 1.0, "trace": 100.0 + bs * factor, "b_simple": 100.0 + bs * factor,
+                                      "b_small": 64, "b_big": 1024, "measurements": 20},
+                       train_eval_gap=gap_value(bs))
+    make_trial(sweep, 64, 5.0, 0, status="diverged", extra_axes={"lr_factor": 10.0}, train_size=TRAIN_SIZE,
+               total_steps=100, final_accuracy=None, final_loss=None, final_train_loss=None, lr_rule=RULE,
+               noise_every=0.1, noise=lambda i: 1e6, summary_noise={"g2": 1.0, "trace": 1e6, "b_simple": 1e6})
+    return sweep
+
+
+@pytest.fixture(scope="module")
+def frontier(tmp_path_factory):
+    sweep = _frontier_sweep(tmp_path_factory.mktemp("runs"))
+    [report] = build_report(sweep)
+    return sweep, report
+
+
+def test_frontier_csv_recovers_the_known_frontier(frontier):
+    _, report = frontier
+    table = pd.read_csv(report.out_dir / "frontier.csv")
+    assert len(table) == 1
+    row = table.iloc[0]
+    assert bool(row["fitted"]) and row["target"] == 0.9
+    assert row["s_min"] == pytest.approx(S_MIN, rel=1e-6)
+    assert row["e_min"] == pytest.approx(E_MIN, rel=1e-6)
+    assert row["b_crit"] == pytest.approx(B_CRIT, rel=1e-6)
+    assert row["r2"] == pytest.approx(1.0) and row["rms_log_error"] < 1e-6
+    assert row["points"] == len(SIZES)
+    assert row["batch_sizes"] == ";".join(map(str, SIZES))
+
+
+def test_regime_column_follows_b_crit(frontier):
+    _, report = frontier
+    table = pd.read_csv(report.out_dir / "time_to_accuracy.csv").set_index("batch_size")
+    for bs in SIZES:
+        expected = ("perfect scaling" if bs <= B_CRIT / 9 else
+                    "maximal data parallelism" if bs >= 9 * B_CRIT else "diminishing returns")
+        assert table.loc[bs, "regime"] == expected, bs
+        assert table.loc[bs, "frontier_steps"] == pytest.approx(steps_to_target(bs), rel=1e-6)
+        assert table.loc[bs, "steps"] == steps_to_target(bs)
+        assert table.loc[bs, "best_lr"] == pytest.approx(rule_lr(bs))
+    markdown = (report.out_dir / "report.md").read_text()
+    assert "| 8 | 4,224 | 33,792 | 1.00× |" in markdown  # S, E = B·S, E vs the smallest
+    assert "perfect scaling" in markdown and "maximal data parallelism" in markdown
+
+
+def test_fitted_curve_is_drawn(frontier):
+    _, report = frontier
+    steps = check_png(report.out_dir / "steps_to_target.png")
+    assert steps.startswith("frontier fit: drawn")
+    assert check_png(report.out_dir / "frontier.png").startswith("frontier fit: drawn")
+    assert "B_crit 256" in steps
+
+
+def test_recommendation_names_the_right_batch_sizes(frontier):
+    _, report = frontier
+    # (a) fastest and runner-up by seconds = S(B) x seconds per step (ties: fewer steps)
+    seconds = {bs: steps_to_target(bs) * step_seconds(bs) for bs in SIZES}
+    ranked = sorted(SIZES, key=lambda bs: (seconds[bs], steps_to_target(bs), bs))
+    fastest, runner_up = ranked[:2]
+    # (b) the largest batch size whose examples B·S stay within 1/0.9 of the smallest's
+    examples = {bs: bs * steps_to_target(bs) for bs in SIZES}
+    efficient = max(bs for bs in SIZES if examples[bs] <= examples[SIZES[0]] / 0.9)
+    assert (fastest, runner_up, efficient) == (256, 512, 32)  # the arithmetic behind the fixture
+
+    lines = report.recommendation
+    assert len(lines) == 3
+    assert f"batch size {fastest} (lr {rule_lr(fastest):g})" in lines[0]
+    assert f"runner-up batch size {runner_up}" in lines[0]
+    assert f"{seconds[fastest]:.3g} s" in lines[0] and f"{seconds[runner_up]:.3g} s" in lines[0]
+    assert "With one seed each" in lines[0] and "cannot be told apart" not in lines[0]
+    assert f"Most data-efficient large batch: batch size {efficient}," in lines[1]
+    assert f"{examples[efficient]:,}" in lines[1] and f"{examples[8]:,}" in lines[1]
+    assert f"The next, batch size {efficient * 2}" in lines[1]
+    assert "B_crit ≈ 256" in lines[2]
+    summary_median = np.median([100.0 + bs * f for bs in SIZES for f in (1.0, 0.5)])  # completed trials only
+    assert f"B_simple ≈ {summary_median:.3g}" in lines[2]
+
+    markdown = (report.out_dir / "report.md").read_text()
+    head = markdown.split("|  | value |")[0]  # the top of the report, above the header table
+    assert "## Recommendation" in head
+    for line in lines:
+        assert f"- {line}" in head
+
+
+def _metrics(sweep: Path, bs: int, factor: float) -> pd.DataFrame:
+    [trial] = [p for p in (sweep / "trials").glob(f"bs{bs:04d}-lr{rule_lr(bs, factor):g}-s0-*")]
+    return pd.read_csv(trial / "metrics.csv")
+
+
+def test_noise_table_is_the_median_of_the_records(frontier):
+    sweep, report = frontier
+    table = pd.read_csv(report.out_dir / "noise_scale.csv").set_index("quantity")
+    completed = [(bs, f) for bs in SIZES for f in (1.0, 0.5)]  # the diverged trial does not count
+    assert table.loc["measured B_simple", "value"] == pytest.approx(np.median([100.0 + bs * f for bs, f in completed]))
+    assert table.loc["measured B_simple", "count"] == len(completed)
+    starts, ends = [], []
+    for bs, f in completed:
+        values = _metrics(sweep, bs, f)["noise_b_simple"].dropna()
+        starts.append(values.iloc[0])  # the nan of row 0 is skipped: the first finite value
+        ends.append(values.iloc[-1])
+    assert starts[0] == noise_value(SIZES[0], 2)
+    assert table.loc["measured B_simple, start of training", "value"] == pytest.approx(np.median(starts))
+    assert table.loc["measured B_simple, end of training", "value"] == pytest.approx(np.median(ends))
+    assert table.loc["fitted B_crit", "value"] == pytest.approx(B_CRIT, rel=1e-6)
+    description = check_png(report.out_dir / "noise_scale.png")
+    assert f"B_simple curves: {len(SIZES)} batch sizes" in description
+    assert "batch sizes marked: " + ", ".join(map(str, SIZES)) in description
+    markdown = (report.out_dir / "report.md").read_text()
+    assert "| measured B_simple |" in markdown and "| fitted B_crit | 256 |" in markdown
+
+
+def test_lr_rule_line_and_table(frontier):
+    _, report = frontier
+    description = check_png(report.out_dir / "lr_vs_batch_size.png")
+    assert description == "lr rule line: drawn (sqrt, base 0.1 at batch 128)"
+    markdown = (report.out_dir / "report.md").read_text()
+    for bs in SIZES:
+        assert f"| {bs} | {rule_lr(bs):g} | {rule_lr(bs):g} | 1 | reached |" in markdown
+
+
+def test_generalisation_gap_at_the_end_and_at_the_target(frontier):
+    sweep, report = frontier
+    table = pd.read_csv(report.out_dir / "generalisation_gap.csv").set_index("batch_size")
+    assert list(table.index) == SIZES
+    for bs in SIZES:
+        metrics = _metrics(sweep, bs, 1.0)
+        rows = metrics.dropna(subset=["train_eval_accuracy", "test_accuracy"])
+        end = rows.iloc[-1]
+        at = rows[rows["step"] == steps_to_target(bs)].iloc[0]
+        assert table.loc[bs, "gap_end"] == pytest.approx(end["train_eval_accuracy"] - end["test_accuracy"])
+        assert table.loc[bs, "gap_at_target"] == pytest.approx(at["train_eval_accuracy"] - at["test_accuracy"])
+        assert table.loc[bs, "gap_at_target"] == pytest.approx(gap_value(bs)(0.5), abs=1e-4)
+        assert table.loc[bs, "metric"] == "accuracy" and table.loc[bs, "seeds"] == 1
+    assert check_png(report.out_dir / "generalisation_gap.png").startswith("generalisation gap (accuracy)")
+
+
+def test_every_new_png_is_valid_and_in_the_html(frontier):
+    _, report = frontier
+    names = {p.name for p in report.files if p.suffix == ".png"}
+    assert {"frontier.png", "noise_scale.png", "lr_vs_batch_size.png", "generalisation_gap.png"} <= names
+    for name in names:
+        check_png(report.out_dir / name)
+    html = (report.out_dir / "report.html").read_text()
+    for name in names:
+        assert f'data-file="{name}"' in html
+    assert 'id="recommendation"' in html and 'id="frontier"' in html and 'id="noise-scale"' in html
+    assert 'id="generalisation-gap"' in html and 'id="lr-rule"' in html
+
+
+def test_spread_with_one_seed(frontier):
+    _, report = frontier
+    table = pd.read_csv(report.out_dir / "time_to_accuracy.csv")
+    assert (table["seconds_min"] == table["seconds"]).all() and (table["seconds_max"] == table["seconds"]).all()
+    assert (table["steps_min"] == table["steps"]).all() and table["steps_q1"].isna().all()
+
+
+# --- only two batch sizes reach the target: no fit -----------------------------------------------
+
+def test_two_batch_sizes_reaching_give_no_fit(tmp_path):
+    sweep = make_sweep(tmp_path, "two")
+    for bs, steps in ((32, 400), (64, 250), (128, None)):
+        spe = math.ceil(1000 / bs)
+        make_trial(sweep, bs, 0.1, hits={0.9: hit(steps / 100, steps, bs, spe) if steps else None},
+                   total_steps=500)
+    [report] = build_report(sweep)
+    row = pd.read_csv(report.out_dir / "frontier.csv").iloc[0]
+    reason = "2 batch size(s) reached the target; a fit needs 3"
+    assert not bool(row["fitted"]) and row["reason"] == reason
+    assert math.isnan(row["s_min"]) and math.isnan(row["b_crit"]) and row["points"] == 2
+    assert row["batch_sizes"] == "32;64"
+    markdown = (report.out_dir / "report.md").read_text()
+    assert f"No frontier fit: {reason}. No fitted curve is drawn." in markdown
+    assert check_png(report.out_dir / "steps_to_target.png") == f"frontier fit: not drawn ({reason})"
+    assert check_png(report.out_dir / "frontier.png") == f"frontier fit: not drawn ({reason})"
+    assert pd.read_csv(report.out_dir / "time_to_accuracy.csv")["regime"].isna().all()
+    assert f"the frontier cannot be fitted ({reason})" in report.recommendation[-1]
+    # (b) with two points: 64 needed 16,000 examples against 32's 12,800 (80% efficient)
+    assert "No batch size above 32 stayed within 10% of perfect scaling" in report.recommendation[1]
+    assert "scaling efficiency 80%" in report.recommendation[1]
+
+
+# --- seeds: spread columns and "cannot be told apart" ----------------------------------------------
+
+def _seeded(root: Path, name: str, seconds: dict[int, list[float]]) -> Path:
+    sweep = make_sweep(root, name)
+    for bs, values in seconds.items():
+        spe = math.ceil(1000 / bs)
+        for seed, s in enumerate(values):
+            steps = round(s * 10)
+            make_trial(sweep, bs, 0.1, seed, hits={0.9: hit(s, steps, bs, spe)}, total_steps=500)
+    return sweep
+
+
+def test_overlapping_seed_ranges_cannot_be_told_apart(tmp_path):
+    seconds = {32: [9.0, 10.0, 14.0], 64: [5.0, 7.5, 8.0], 128: [6.0, 8.5, 9.0]}
+    [report] = build_report(_seeded(tmp_path, "overlap", seconds), formats={"csv", "md"})
+    medians = {bs: float(np.median(v)) for bs, v in seconds.items()}
+    fastest, runner_up = sorted(medians, key=medians.get)[:2]
+    assert (fastest, runner_up) == (64, 128)
+    line = report.recommendation[0]
+    assert f"batch size {fastest} (lr 0.1), 7.5 s" in line and f"runner-up batch size {runner_up}" in line
+    assert "median of 3 seeds, range 5–8 s" in line and "range 6–9 s" in line
+    assert "cannot be told apart" in line
+    table = pd.read_csv(report.out_dir / "time_to_accuracy.csv").set_index("batch_size")
+    for bs, values in seconds.items():
+        assert table.loc[bs, "seconds_min"] == min(values) and table.loc[bs, "seconds_max"] == max(values)
+        assert table.loc[bs, "steps_min"] == round(min(values) * 10)
+        assert table.loc[bs, "steps_max"] == round(max(values) * 10)
+        assert math.isnan(table.loc[bs, "seconds_q1"])  # fewer than 5 seeds
+    markdown = (report.out_dir / "report.md").read_text()
+    assert "| 64 | 0.1 | 7.5 (5–8) | 75 (50–80) |" in markdown
+
+
+def test_separate_seed_ranges_and_quartiles(tmp_path):
+    seconds = {32: [9.0, 10.0, 11.0, 12.0, 30.0], 64: [4.0, 5.0, 5.5, 6.0, 8.0]}
+    [report] = build_report(_seeded(tmp_path, "apart", seconds), formats={"csv"})
+    line = report.recommendation[0]
+    assert "batch size 64" in line and "runner-up batch size 32" in line
+    assert "do not overlap" in line and "cannot be told apart" not in line
+    table = pd.read_csv(report.out_dir / "time_to_accuracy.csv").set_index("batch_size")
+    for bs, values in seconds.items():
+        assert table.loc[bs, "seconds_q1"] == pytest.approx(np.percentile(values, 25))
+        assert table.loc[bs, "seconds_q3"] == pytest.approx(np.percentile(values, 75))
+        steps = [round(v * 10) for v in values]
+        assert table.loc[bs, "steps_q1"] == pytest.approx(np.percentile(steps, 25))
+
+
+def test_a_missed_seed_makes_the_range_open(tmp_path):
+    sweep = make_sweep(tmp_path, "missed")
+    for seed, s in enumerate([4.0, 6.0, None]):
+        make_trial(sweep, 64, 0.1, seed, hits={0.9: hit(s, round(s * 10), 64, 16) if s else None})
+    make_trial(sweep, 32, 0.1, 0, hits={0.9: hit(5.5, 55, 32, 32)})
+    [report] = build_report(sweep, formats={"csv", "md"})
+    row = pd.read_csv(report.out_dir / "time_to_accuracy.csv").set_index("batch_size").loc[64]
+    assert (row["seconds"], row["seconds_min"], row["seconds_max"]) == (6.0, 4.0, math.inf)
+    assert "range 4–∞ s" in report.recommendation[0]
+    assert "cannot be told apart" in report.recommendation[0]  # 5.5 lies inside 4–∞
+
+
+# --- nothing reached, one batch size, NaN noise, regression ----------------------------------------
+
+def test_nothing_reached_says_so(tmp_path):
+    sweep = make_sweep(tmp_path, "hard")
+    for bs in (32, 64, 128):
+        make_trial(sweep, bs, 0.1, targets=(0.99,), final_accuracy=0.8 + bs / 1000, noise_every=0.5,
+                   noise=lambda i: math.nan, summary_noise={"g2": None, "trace": None, "b_simple": None},
+                   train_eval_gap=lambda progress: 0.05)
+    [report] = build_report(sweep)
+    assert report.recommendation[0].startswith("No batch size reached test_accuracy ≥ 0.99")
+    assert "best final test accuracy was 0.9280, at batch size 128" in report.recommendation[0]
+    assert len(report.recommendation) == 1
+    row = pd.read_csv(report.out_dir / "frontier.csv").iloc[0]
+    assert not bool(row["fitted"]) and row["points"] == 0
+    markdown = (report.out_dir / "report.md").read_text()
+    assert "No finite gradient noise scale is recorded yet (noise.every = 0.5 epochs)" in markdown
+    assert not (report.out_dir / "noise_scale.png").exists() and not (report.out_dir / "noise_scale.csv").exists()
+    gap = pd.read_csv(report.out_dir / "generalisation_gap.csv")
+    assert gap["gap_end"].to_numpy() == pytest.approx([0.05] * 3, abs=1e-4)
+    assert gap["gap_at_target"].isna().all()
+    for png in (p for p in report.files if p.suffix == ".png"):
+        check_png(png)
+
+
+def test_one_batch_size_and_nan_noise(tmp_path):
+    sweep = make_sweep(tmp_path, "one")
+    make_trial(sweep, 64, 0.1, 0, hits={0.9: hit(3.0, 30, 64, 16)}, noise_every=0.1,
+               noise=lambda i: math.nan if i < 10 else 200.0 + i,
+               summary_noise={"g2": 1.0, "trace": 240.0, "b_simple": 240.0, "measurements": 40})
+    make_trial(sweep, 64, 0.3, 0, status=None, noise=lambda i: 300.0)  # still running: no summary
+    [report] = build_report(sweep)
+    lines = report.recommendation
+    assert "it is the only batch size that reached the target" in lines[0]
+    assert "Only batch size 64 reached the target" in lines[1]
+    assert "the frontier cannot be fitted (1 batch size(s) reached" in lines[2]
+    assert "B_simple ≈ 240 (median over 1 completed trials" in lines[2] and "210 at the start" in lines[2]
+    table = pd.read_csv(report.out_dir / "noise_scale.csv").set_index("quantity")
+    assert table.loc["measured B_simple, start of training", "value"] == 210.0
+    assert table.loc["measured B_simple, end of training", "value"] == 240.0
+    assert math.isnan(table.loc["fitted B_crit", "value"])
+    assert "no fit: 1 batch size(s)" in table.loc["fitted B_crit", "source"]
+    markdown = (report.out_dir / "report.md").read_text()
+    assert "No train-subset evaluation was recorded" in markdown
+    assert not (report.out_dir / "generalisation_gap.png").exists()
+    for png in (p for p in report.files if p.suffix == ".png"):
+        check_png(png)
+
+
+def test_regression_gap_is_test_minus_train_loss(tmp_path):
+    sweep = make_sweep(tmp_path, "linear")
+    common = dict(targets=(0.05,), target_metric="test_loss", dataset="linear", model="linear",
+                  train_size=256, final_accuracy=None, train_eval_gap=lambda progress: 0.01 + progress / 100)
+    for bs in (16, 64, 256):
+        make_trial(sweep, bs, 0.1, hits={0.05: hit(2, 40, bs, math.ceil(256 / bs))}, total_steps=400, **common)
+    [report] = build_report(sweep, formats={"csv", "md"})
+    gap = pd.read_csv(report.out_dir / "generalisation_gap.csv")
+    assert (gap["metric"] == "loss").all()
+    # the fixture writes train_eval_loss = test_loss - gap: test minus train gives the gap back
+    assert gap["gap_end"].to_numpy() == pytest.approx([0.02] * 3, abs=1e-5)
+    assert gap["gap_at_target"].to_numpy() == pytest.approx([0.01 + 40 / 400 / 100] * 3, abs=1e-5)
+    assert "test − train loss" in (report.out_dir / "report.md").read_text()
+
+
+def test_thousand_trials_with_noise_and_gap_stay_fast(tmp_path):
+    import time
+
+    sweep = make_sweep(tmp_path, "big")
+    for bs in (8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096):
+        for lr in (0.001, 0.002, 0.004, 0.008, 0.016, 0.032, 0.064, 0.128, 0.256, 0.512):
+            for seed in range(10):
+                steps = 100 + 10_000 // bs
+                make_trial(sweep, bs, lr, seed, train_size=50_000, total_steps=2 * steps,
+                           hits={0.9: hit(steps * (1 + abs(math.log2(lr * bs)) / 10), steps, bs,
+                                          math.ceil(50_000 / bs))},
+                           noise=lambda i: 100.0 + i, summary_noise={"b_simple": 150.0},
+                           train_eval_gap=lambda p: 0.02)
+    start = time.perf_counter()
+    [report] = build_report(sweep)
+    elapsed = time.perf_counter() - start
+    assert report.counts == {"completed": 1000}
+    assert report.science.frontier.fit is not None
+    assert elapsed < 30, f"report over 1,000 trials took {elapsed:.1f} s"
