@@ -16,7 +16,7 @@ from tqdm import tqdm
 from batchlab import config as config_mod
 from batchlab.errors import BatchlabError
 from batchlab.records import SweepDir
-from batchlab.run import Hooks, plan, run_sweep, smoke_raw
+from batchlab.run import Hooks, plan, resolve_max, run_sweep, smoke_raw
 from batchlab.sweep import expand
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
@@ -128,6 +128,8 @@ def sweep(
                                                    "results are bit-identical only at the same count).")] = None,
     workers: Annotated[int, typer.Option("--workers", min=1, help="Trials run at once in separate processes, "
                                          "each with CPU cores / N threads unless the config sets threads.")] = 1,
+    memory_limit: Annotated[Optional[str], typer.Option("--memory-limit", help="For `max` in the batch-size axis "
+                                                        "and micro_batch_size: auto (see max-batch).")] = None,
     gpus: Annotated[Optional[str], typer.Option("--gpus", metavar="IDS", help="Comma-separated CUDA device ids, "
                                                 "e.g. 0,1: one worker process per GPU.")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress output.")] = False,
@@ -145,6 +147,9 @@ def sweep(
         if smoke:
             raw = smoke_raw(raw)
             experiment = config_mod.validate(raw, f"{config} (--smoke)")
+        experiment, raw, found = resolve_max(experiment, raw, parse_bytes(memory_limit) if memory_limit else None)
+        for line in found:
+            typer.echo(line)
         trials = expand(experiment, raw, allow_many=yes)
     root = out or (Path(tempfile.mkdtemp(prefix="batchlab-smoke-")) if smoke else Path("runs"))
     sweep_dir = SweepDir(root, experiment.name)
@@ -218,6 +223,43 @@ def report(
         for line in r.recommendation:
             typer.echo(f"- {line}")
         typer.echo(f"report: {r.out_dir / 'report.html' if 'html' in chosen else r.out_dir}")
+
+
+def parse_bytes(text: str) -> int:
+    """'512MiB', '2GiB', '1.5GB' or plain bytes."""
+    units = {"kib": 2**10, "mib": 2**20, "gib": 2**30, "kb": 10**3, "mb": 10**6, "gb": 10**9, "b": 1, "": 1}
+    number = text.strip().rstrip("BbIiKkMmGg")
+    unit = text.strip()[len(number):].lower()
+    try:
+        return int(float(number) * units[unit])
+    except (ValueError, KeyError):
+        raise fail(f"--memory-limit {text!r}: expected a size such as 512MiB, 2GiB or 1000000") from None
+
+
+@app.command("max-batch")
+def max_batch(
+    config: ConfigArg,
+    set_: SetOpt = None,
+    memory_limit: Annotated[Optional[str], typer.Option("--memory-limit", help="Memory a try may use above the "
+                                                        "baseline, e.g. 512MiB. [default: CPU: half the available "
+                                                        "RAM; CUDA: the card]")] = None,
+    largest: Annotated[Optional[int], typer.Option("--max", min=1, help="Largest batch size tried. "
+                                                   "[default: the training set size]")] = None,
+):
+    """Find the largest batch size that trains without running out of memory (doubling, then bisection)."""
+    from batchlab.maxbatch import find_max_batch, mib
+
+    limit = parse_bytes(memory_limit) if memory_limit else None
+    with user_errors():
+        experiment, _ = config_mod.load(config, list(set_ or []))
+        result = find_max_batch(experiment, memory_limit=limit, max_batch=largest)
+    typer.echo(f"{'batch size':>10}  {'fits':>4}  {'peak memory':>11}  {'samples/s':>10}")
+    for t in result.tries:
+        speed = f"{t.samples_per_second:,.0f}" if t.samples_per_second else "-"
+        typer.echo(f"{t.batch_size:>10}  {'yes' if t.fits else 'no':>4}  {mib(t.peak_memory_bytes):>11}  {speed:>10}")
+    cap = " (the largest tried)" if result.batch_size == result.max_batch else ""
+    limit_text = f"a limit of {mib(result.limit_bytes)}" if result.limit_bytes else "the device's memory"
+    typer.echo(f"largest batch size that fits in {limit_text} on {result.device}: {result.batch_size}{cap}")
 
 
 @app.command()

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import copy
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -135,7 +135,8 @@ class Experiment(Section):
     eval: EvalConfig = EvalConfig()
     noise: NoiseConfig = NoiseConfig()
     batch_size: int = Field(128, ge=1)  # examples per optimizer step (the effective batch)
-    micro_batch_size: int | None = Field(None, ge=1)  # < batch_size: accumulate gradients over micro-batches
+    micro_batch_size: Annotated[int, Field(ge=1)] | Literal["auto"] | None = None  # < batch_size: accumulate gradients
+    # over micro-batches; auto: the largest batch that fits (`batchlab max-batch`), found before the sweep
     lr: float = Field(0.1, gt=0.0)  # peak learning rate, after warmup
     seed: int = Field(0, ge=0)  # model init and data order
     drop_last: bool = False  # False: full batch (batch_size >= N) is exactly one step per epoch
@@ -303,6 +304,8 @@ def check_axes(experiment: Experiment, raw: dict, source: str, text: str | None)
     base = {k: v for k, v in raw.items() if k != "sweep"}
     for path, values in experiment.sweep.items():
         for value in values if isinstance(values, list) else []:
+            if path == "batch_size" and value == "max":
+                continue  # the largest batch that fits, found before the trials are expanded
             trial = copy.deepcopy(base)
             set_path(trial, path, value)
             try:

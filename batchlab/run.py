@@ -35,6 +35,33 @@ def smoke_raw(raw: dict) -> dict:
     return raw
 
 
+def resolve_max(experiment: Experiment, raw: dict, memory_limit: int | None = None
+                ) -> tuple[Experiment, dict, list[str]]:
+    """Replace `max` in the batch-size axis and `micro_batch_size: auto` by the largest batch that fits.
+
+    Returns the experiment, the raw config with numbers in place, and a line for each value found.
+    """
+    from batchlab.config import validate
+    from batchlab.maxbatch import find_max_batch
+
+    axis = raw.get("sweep", {}).get("batch_size")
+    wants_max = isinstance(axis, list) and "max" in axis
+    if not wants_max and raw.get("micro_batch_size") != "auto":
+        return experiment, raw, []
+    raw = json.loads(json.dumps(raw))
+    base = experiment.model_copy(update={"micro_batch_size": None})
+    result = find_max_batch(base, memory_limit=memory_limit)
+    largest = result.batch_size
+    found = []
+    if wants_max:
+        raw["sweep"]["batch_size"] = [largest if b == "max" else b for b in axis]
+        found.append(f"batch_size max = {largest}, the largest batch that fits on {result.device}")
+    if raw.get("micro_batch_size") == "auto":
+        raw["micro_batch_size"] = largest
+        found.append(f"micro_batch_size auto = {largest}: larger batches accumulate gradients")
+    return validate(raw, "config"), raw, found
+
+
 def plan(trials: list[Trial], sweep: SweepDir) -> list[tuple[Trial, str | None]]:
     """Each trial with its recorded status (None: never started)."""
     return [(t, sweep.status(t.id)) for t in trials]

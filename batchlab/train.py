@@ -176,6 +176,8 @@ def train(trial: Trial, data: Data, device: torch.device, state: State, metrics:
     optimizer = make_optimizer(cfg, model.parameters())
     n = state.train_size = len(data.x_train)
     batch = min(cfg.batch_size, n)  # a batch larger than the data set is the full batch
+    if cfg.micro_batch_size == "auto":
+        raise ValueError("micro_batch_size: auto must be resolved before training (batchlab.run.resolve_max)")
     micro = state.micro_batch_size = min(cfg.micro_batch_size or batch, batch)  # gradient accumulation below batch
     spe = state.steps_per_epoch = n // batch if cfg.drop_last else math.ceil(n / batch)
     total = budget_steps(cfg, n, spe, batch)
