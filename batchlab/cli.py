@@ -158,7 +158,8 @@ def sweep(
         return
     display = Display(len(trials), quiet)
     sigterm_as_interrupt()
-    extra = (["--smoke"] if smoke else []) + (["--out", str(out)] if out else [])
+    extra = ((["--smoke"] if smoke else []) + (["--out", str(out)] if out else [])
+             + (["--threads", str(threads)] if threads else []))
     try:
         with user_errors():
             summaries = run_sweep(experiment, raw, trials, root, command_line(config, list(set_ or []), extra),
@@ -188,10 +189,6 @@ def show_plan(trials, sweep_dir: SweepDir, restart: bool) -> None:
     typer.echo(pd.DataFrame(rows).to_string(index=False))
     todo = sum(r["status"] not in ("completed", "diverged") for r in rows)
     typer.echo(f"{len(rows)} trials, {todo} to run; records in {sweep_dir.path}")
-
-
-def main():
-    app()
 
 
 @app.command()
@@ -288,3 +285,7 @@ def noise(
     typer.echo(f"  |G|^2      {result['g2']:.4g} ± {result['g2_stderr']:.2g}")
     typer.echo(f"  tr(Sigma)  {result['trace']:.4g} ± {result['trace_stderr']:.2g}")
     typer.echo(f"  B_simple   {result['b_simple']:.4g}   (batches well below it waste steps, well above it examples)")
+
+
+def main():
+    app()
