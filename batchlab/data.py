@@ -94,7 +94,7 @@ class TensorBatches(Dataset):
     def __len__(self) -> int:
         return len(self.x)
 
-    def __getitem__(self, index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def __getitem__(self, index: torch.Tensor | slice) -> tuple[torch.Tensor, torch.Tensor]:
         return self.x[index], self.y[index]
 
 
@@ -112,6 +112,9 @@ class ShuffledBatches(Sampler):
         return self.n // self.batch_size if self.drop_last else math.ceil(self.n / self.batch_size)
 
     def __iter__(self):
+        if self.batch_size >= self.n:  # the full batch: its mean gradient does not depend on the order
+            yield slice(None)  # a view of the whole set, not a 60,000-row gather per step
+            return
         perm = torch.randperm(self.n, generator=self.generator, device=self.generator.device)
         for i in range(len(self)):
             yield perm[i * self.batch_size:(i + 1) * self.batch_size]

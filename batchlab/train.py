@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
 import platform
 import resource
@@ -44,8 +45,17 @@ def make_optimizer(cfg: Experiment, params) -> torch.optim.Optimizer:
     return kind(params, lr=cfg.lr, betas=o.betas, eps=o.eps, weight_decay=o.weight_decay)
 
 
+def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+
+
 def lr_factor(s: ScheduleConfig, steps_per_epoch: int, total_steps: int) -> Callable[[int], float]:
-    """Multiplier of the peak lr before optimizer step `step` (0-based): warmup, then the schedule."""
+    """Multiplier of the peak lr before optimizer step `step` (0-based): warmup, then the schedule.
+
+    Set straight into the optimizer rather than through an LRScheduler, and only when it varies:
+    at batch size 1 a scheduler's per-step bookkeeping is a measurable part of a step.
+    """
     warmup = round(s.warmup_epochs * steps_per_epoch)
 
     def factor(step: int) -> float:
@@ -57,6 +67,7 @@ def lr_factor(s: ScheduleConfig, steps_per_epoch: int, total_steps: int) -> Call
             progress = (step - warmup) / max(1, total_steps - warmup)
             return s.final_fraction + (1 - s.final_fraction) * 0.5 * (1 + math.cos(math.pi * progress))
         return 1.0
+    factor.varies = warmup > 0 or s.name != "constant"
     return factor
 
 
@@ -181,7 +192,8 @@ def train(trial: Trial, data: Data, device: torch.device, state: State, metrics:
     micro = state.micro_batch_size = min(cfg.micro_batch_size or batch, batch)  # gradient accumulation below batch
     spe = state.steps_per_epoch = n // batch if cfg.drop_last else math.ceil(n / batch)
     total = budget_steps(cfg, n, spe, batch)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor(cfg.schedule, spe, total))
+    factor = lr_factor(cfg.schedule, spe, total)
+    set_lr(optimizer, cfg.lr * factor(0))
     eval_every = max(1, round(cfg.eval.every * spe))  # in steps; every step when one step is > eval.every
     log_every = max(1, min(eval_every, round(cfg.eval.log_every * spe)))
     generator = torch.Generator(device=data.x_train.device).manual_seed(cfg.seed)
@@ -189,6 +201,7 @@ def train(trial: Trial, data: Data, device: torch.device, state: State, metrics:
     criterion = loss_fn(data.task)
     use_amp = cfg.precision != "fp32" and device.type == "cuda"
     amp_dtype = torch.bfloat16 if cfg.precision == "bf16" else torch.float16
+    autocast = torch.autocast(device.type, dtype=amp_dtype) if use_amp else contextlib.nullcontext()
     scaler = torch.amp.GradScaler(device.type, enabled=use_amp and cfg.precision == "fp16")
     train_x, train_y = data.x_train[:cfg.eval.train_subset], data.y_train[:cfg.eval.train_subset]
     noise = NoiseProbe(cfg, n, spe, criterion) if cfg.noise.every else None
@@ -227,30 +240,31 @@ def train(trial: Trial, data: Data, device: torch.device, state: State, metrics:
     log(None, with_eval=True)  # the starting point of every curve
     model.train()
     clock = Clock(device)
-    loss_sum, loss_count = torch.zeros((), device=device), 0
+    losses, loss_count = [], 0  # detached losses, summed at log points: no sync and no extra op per step
     clock.start()
     while state.step < total:
         for x, y in loader:  # one epoch
             x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)  # no-op when already there
             optimizer.zero_grad(set_to_none=True)
             for xm, ym in (zip(x.split(micro), y.split(micro)) if micro < len(x) else ((x, y),)):
-                with torch.autocast(device.type, dtype=amp_dtype, enabled=use_amp):
+                with autocast:
                     loss = criterion(model(xm), ym)
                 if micro < len(x):  # accumulating: weight each micro-batch mean by its share of the batch
                     loss = loss * (len(xm) / len(x))
                 scaler.scale(loss).backward()
-                loss_sum += loss.detach().float()  # stays on the device: no sync per step
+                losses.append(loss.detach())
             scaler.step(optimizer)
             scaler.update()
-            scheduler.step()
             loss_count += 1
             state.step += 1
+            if factor.varies:
+                set_lr(optimizer, cfg.lr * factor(state.step))  # the lr of the next step
             state.examples += len(x)
             is_eval = state.step % eval_every == 0 or state.step == total
             if is_eval or state.step % log_every == 0 or (noise and state.step % noise.every == 0):
                 state.train_seconds = clock.stop()
-                train_loss = loss_sum.item() / loss_count
-                loss_sum.zero_()
+                train_loss = torch.stack(losses).float().sum().item() / loss_count  # micro-batch losses sum to a step's
+                losses.clear()
                 loss_count = 0
                 if not math.isfinite(train_loss):
                     state.status = "diverged"

@@ -256,3 +256,17 @@ def test_gpus_option_is_checked(write_config, tmp_path):
     if torch.cuda.device_count() < 2:  # the check itself, on a machine with fewer GPUs than asked for
         result = sweep(write_config(), tmp_path, "--gpus", "0,1")
         assert result.exit_code == 2 and f"{torch.cuda.device_count()} CUDA device(s) available" in result.output
+
+
+def test_lr_column_follows_warmup_then_cosine(write_config, tmp_path):
+    cfg = write_config({"budget": {"epochs": 3}, "schedule": {"name": "cosine", "warmup_epochs": 1},
+                        "eval": {"every": 0.5, "log_every": 0.05}, "sweep": {"batch_size": [64], "lr": [0.4]}})
+    sweep(cfg, tmp_path)
+    m = pd.read_csv(trials(tmp_path)[0] / "metrics.csv")
+    spe, total = 23, 69  # ceil(1437 / 64) steps per epoch, 3 epochs
+    for step, lr in zip(m["step"], m["lr"]):  # the lr the next optimizer step uses
+        if step < spe:
+            expected = 0.4 * (step + 1) / spe
+        else:
+            expected = 0.4 * 0.5 * (1 + math.cos(math.pi * (step - spe) / (total - spe)))
+        assert lr == pytest.approx(expected, abs=1e-12), step
