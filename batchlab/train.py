@@ -240,7 +240,7 @@ def train(trial: Trial, data: Data, device: torch.device, state: State, metrics:
     log(None, with_eval=True)  # the starting point of every curve
     model.train()
     clock = Clock(device)
-    losses, loss_count = [], 0  # detached losses, summed at log points: no sync and no extra op per step
+    loss_sum, loss_count = torch.zeros((), device=device), 0
     clock.start()
     while state.step < total:
         for x, y in loader:  # one epoch
@@ -252,7 +252,7 @@ def train(trial: Trial, data: Data, device: torch.device, state: State, metrics:
                 if micro < len(x):  # accumulating: weight each micro-batch mean by its share of the batch
                     loss = loss * (len(xm) / len(x))
                 scaler.scale(loss).backward()
-                losses.append(loss.detach())
+                loss_sum += loss.detach().float()  # stays on the device: no sync per step
             scaler.step(optimizer)
             scaler.update()
             loss_count += 1
@@ -263,8 +263,8 @@ def train(trial: Trial, data: Data, device: torch.device, state: State, metrics:
             is_eval = state.step % eval_every == 0 or state.step == total
             if is_eval or state.step % log_every == 0 or (noise and state.step % noise.every == 0):
                 state.train_seconds = clock.stop()
-                train_loss = torch.stack(losses).float().sum().item() / loss_count  # micro-batch losses sum to a step's
-                losses.clear()
+                train_loss = loss_sum.item() / loss_count  # micro-batch losses add up to their step's loss
+                loss_sum.zero_()
                 loss_count = 0
                 if not math.isfinite(train_loss):
                     state.status = "diverged"
