@@ -142,6 +142,7 @@ class Experiment(Section):
     drop_last: bool = False  # False: full batch (batch_size >= N) is exactly one step per epoch
     device: str = Field("auto", pattern=r"^(auto|cpu|cuda(:\d+)?)$")  # auto: CUDA when available
     precision: Literal["fp32", "bf16", "fp16"] = "fp32"  # bf16/fp16: autocast on CUDA
+    compile: bool = False  # torch.compile the model; compile time is recorded apart (compile_seconds)
     threads: int | None = Field(None, ge=1)  # torch CPU threads; None: torch's default. Recorded either way
     sweep: dict[str, list[Any] | LrRule] = {}  # dotted path -> values; the trials are their cartesian product
 

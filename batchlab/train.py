@@ -92,6 +92,7 @@ class State:
     train_seconds: float = 0.0
     eval_seconds: float = 0.0
     noise_seconds: float = 0.0
+    compile_seconds: float | None = None
     micro_batch_size: int | None = None
     final: dict = field(default_factory=lambda: {"train_loss": None, "test_loss": None, "test_accuracy": None})
     targets: dict = field(default_factory=dict)
@@ -184,6 +185,9 @@ def train(trial: Trial, data: Data, device: torch.device, state: State, metrics:
     cfg = trial.config
     torch.manual_seed(cfg.seed)
     model = build_model(cfg.model, data.input_shape, data.num_classes).to(device)
+    channels_last = device.type == "cuda" and len(data.input_shape) == 3  # convolutions run faster NHWC on GPUs
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
     optimizer = make_optimizer(cfg, model.parameters())
     n = state.train_size = len(data.x_train)
     batch = min(cfg.batch_size, n)  # a batch larger than the data set is the full batch
@@ -237,6 +241,8 @@ def train(trial: Trial, data: Data, device: torch.device, state: State, metrics:
             progress(state.step, total, row)
         return row
 
+    if cfg.compile:
+        model = compiled(model, data, batch, cfg.drop_last, criterion, state)
     log(None, with_eval=True)  # the starting point of every curve
     model.train()
     clock = Clock(device)
@@ -245,6 +251,8 @@ def train(trial: Trial, data: Data, device: torch.device, state: State, metrics:
     while state.step < total:
         for x, y in loader:  # one epoch
             x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)  # no-op when already there
+            if channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
             optimizer.zero_grad(set_to_none=True)
             for xm, ym in (zip(x.split(micro), y.split(micro)) if micro < len(x) else ((x, y),)):
                 with autocast:
@@ -277,6 +285,22 @@ def train(trial: Trial, data: Data, device: torch.device, state: State, metrics:
             if state.step == total:
                 break
     state.train_seconds = clock.stop()
+    return model
+
+
+def compiled(model, data: Data, batch: int, drop_last: bool, criterion, state: State) -> torch.nn.Module:
+    """torch.compile the model and compile it now, off the training clock: a forward and backward at the
+    batch shapes training will see (the full batch, and the last partial one), gradients then dropped."""
+    model = torch.compile(model)
+    n = len(data.x_train)
+    shapes = {batch} | ({n % batch} if n % batch and not drop_last else set())
+    t0 = time.perf_counter()
+    for size in sorted(shapes):
+        criterion(model(data.x_train[:size]), data.y_train[:size]).backward()
+    model.zero_grad(set_to_none=True)
+    if data.x_train.device.type == "cuda":
+        torch.cuda.synchronize(data.x_train.device)
+    state.compile_seconds = time.perf_counter() - t0
     return model
 
 
@@ -316,7 +340,7 @@ def run_trial(trial: Trial, trial_dir: Path, data: Data, device: torch.device, c
             "seed": cfg.seed, "axes": trial.axes, "steps": state.step, "epochs": state.step / state.steps_per_epoch,
             "examples": state.examples, "steps_per_epoch": state.steps_per_epoch, "train_size": state.train_size,
             "train_seconds": state.train_seconds, "eval_seconds": state.eval_seconds,
-            "noise_seconds": state.noise_seconds,
+            "noise_seconds": state.noise_seconds, "compile_seconds": state.compile_seconds,
             "samples_per_second": state.examples / state.train_seconds if state.train_seconds > 0 else None,
             "peak_memory_bytes": peak_memory(device), "final": state.final, "target_metric": cfg.target.metric,
             "targets": state.targets, "noise": state.noise, "eval_split": data.eval_split,

@@ -270,3 +270,16 @@ def test_lr_column_follows_warmup_then_cosine(write_config, tmp_path):
         else:
             expected = 0.4 * 0.5 * (1 + math.cos(math.pi * (step - spe) / (total - spe)))
         assert lr == pytest.approx(expected, abs=1e-12), step
+
+
+def test_compile_keeps_compile_time_off_the_training_clock(write_config, tmp_path):
+    base = {"budget": {"epochs": 1}, "sweep": {"batch_size": [500], "lr": [0.3]}}  # 1437 = 2 x 500 + 437
+    sweep(write_config(base), tmp_path / "eager")
+    result = sweep(write_config({**base, "compile": True}), tmp_path / "compiled")
+    assert result.exit_code == 0, result.output
+    eager, comp = summary(trials(tmp_path / "eager")[0]), summary(trials(tmp_path / "compiled")[0])
+    assert comp["status"] == "completed" and eager["compile_seconds"] is None
+    assert comp["compile_seconds"] > 1.0  # inductor compiles forward and backward, for both batch shapes
+    assert comp["train_seconds"] < comp["compile_seconds"]  # the clock did not absorb it
+    a, b = (pd.read_csv(trials(tmp_path / o)[0] / "metrics.csv") for o in ("eager", "compiled"))
+    assert b["test_accuracy"].dropna().to_numpy() == pytest.approx(a["test_accuracy"].dropna().to_numpy(), abs=0.02)
