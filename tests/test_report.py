@@ -7,7 +7,6 @@ report code a second time.
 from __future__ import annotations
 
 import base64
-import io
 import math
 import re
 import shutil
@@ -16,18 +15,15 @@ import time
 from html.parser import HTMLParser
 from pathlib import Path
 
-import matplotlib.image
 import numpy as np
 import pandas as pd
 import pytest
-from PIL import Image
 
 from batchlab.errors import RecordsError
 from batchlab.records import SweepDir
 from batchlab.report import build_report
-from report_fixtures import hit, make_sweep, make_trial
+from report_fixtures import check_png, hit, make_sweep, make_trial
 
-PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 TARGETS = (0.9, 0.95)
 
 
@@ -252,20 +248,6 @@ def test_headline_for_the_terminal(digits):
     assert headline.loc[2, "note"] == "★ fastest, ⚠ lr on edge"
 
 
-def _check_png(path: Path) -> None:
-    data = path.read_bytes()
-    assert data.startswith(PNG_SIGNATURE), path
-    assert len(data) > 5_000, path
-    with Image.open(io.BytesIO(data)) as image:
-        image.verify()
-    with Image.open(io.BytesIO(data)) as image:
-        width, height = image.size
-    assert width >= 800 and height >= 300, (path, image.size)
-    pixels = matplotlib.image.imread(path)
-    assert pixels.shape[:2] == (height, width)
-    assert pixels.std() > 0.01  # not a blank canvas
-
-
 def test_every_image_is_a_valid_png(digits):
     _, report = digits
     pngs = [p for p in report.files if p.suffix == ".png"]
@@ -273,7 +255,7 @@ def test_every_image_is_a_valid_png(digits):
     assert {p.name for p in pngs} == {"train_loss.png", "test_accuracy.png", "steps_to_target.png",
                                       "seconds_to_target.png", "frontier.png", "lr_vs_batch_size.png"}
     for png in pngs:
-        _check_png(png)
+        check_png(png)
 
 
 class _Collector(HTMLParser):
@@ -403,7 +385,7 @@ def test_linear_regression_sweep(tmp_path):
     assert set(pngs) == {"train_loss.png", "test_loss.png", "steps_to_target.png", "seconds_to_target.png",
                          "gd_modes.png", "frontier.png", "lr_vs_batch_size.png"}
     for png in pngs.values():
-        _check_png(png)
+        check_png(png)
     page = _parse_html(report.out_dir / "report.html")
     assert {image["data-file"] for image in page.images} == set(pngs)
 
@@ -440,7 +422,7 @@ def test_nothing_reached_still_draws(tmp_path):
     assert not rows["fastest"].any()
     assert "No batch size reached the target." in (report.out_dir / "report.md").read_text()
     for png in (p for p in report.files if p.suffix == ".png"):
-        _check_png(png)
+        check_png(png)
 
 
 def test_running_sweep_with_partial_trials(tmp_path):
@@ -465,7 +447,7 @@ def _running_sweep_report(tmp_path, sweep):
     assert report.tables.plotted[64].trial_ids == [running.name]  # its curve is still drawn
     assert _rows(report).loc[32, "fastest"]
     for png in (p for p in report.files if p.suffix == ".png"):
-        _check_png(png)
+        check_png(png)
 
 
 def test_other_swept_axes_are_part_of_the_setting(tmp_path):

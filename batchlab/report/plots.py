@@ -362,7 +362,7 @@ def _seconds_and_throughput(rec: SweepRecords, tables: Tables, style: _Style) ->
 
 def _gd_mode(bs: int, train_size: float) -> str:
     if bs == 1:
-        return f"stochastic GD (bs 1)"
+        return "stochastic GD (bs 1)"
     if math.isfinite(train_size) and bs >= train_size:
         return f"batch GD (bs {bs} = all {int(train_size)} examples)"
     return f"mini-batch GD (bs {bs})"
