@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import shlex
-import signal
 import sys
 import tempfile
 from contextlib import contextmanager
@@ -16,7 +15,7 @@ from tqdm import tqdm
 from batchlab import config as config_mod
 from batchlab.errors import BatchlabError
 from batchlab.records import SweepDir
-from batchlab.run import Hooks, plan, resolve_max, run_sweep, smoke_raw
+from batchlab.run import Hooks, plan, resolve_max, run_sweep, sigterm_as_interrupt, smoke_raw
 from batchlab.sweep import expand
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
@@ -46,13 +45,6 @@ def user_errors():
         yield
     except BatchlabError as e:
         raise fail(str(e)) from None
-
-
-def sigterm_as_interrupt() -> None:
-    """SIGTERM (a scheduler stopping the job) is handled like Ctrl-C: the trial is recorded, the sweep stops."""
-    def handler(signum, frame):
-        raise KeyboardInterrupt
-    signal.signal(signal.SIGTERM, handler)
 
 
 def command_line(cfg: Path, overrides: list[str], extra: list[str]) -> str:
@@ -140,14 +132,14 @@ def sweep(
         gpu_ids = [int(g) for g in gpus.split(",")] if gpus else None
     except ValueError:
         raise fail(f"--gpus {gpus!r}: expected comma-separated device ids, e.g. --gpus 0,1") from None
-    if gpu_ids and not torch_cuda_count() >= len(gpu_ids):
-        raise fail(f"--gpus {gpus}: {torch_cuda_count()} CUDA device(s) available here")
+    if gpu_ids and (available := torch_cuda_count()) < len(gpu_ids):
+        raise fail(f"--gpus {gpus}: {available} CUDA device(s) available here")
     with user_errors():
         experiment, raw = config_mod.load(config, overrides)
         if smoke:
             raw = smoke_raw(raw)
             experiment = config_mod.validate(raw, f"{config} (--smoke)")
-        experiment, raw, found = resolve_max(experiment, raw, parse_bytes(memory_limit) if memory_limit else None)
+        experiment, raw, found = resolve_max(experiment, raw, parse_bytes(memory_limit))
         for line in found:
             typer.echo(line)
         trials = expand(experiment, raw, allow_many=yes)
@@ -222,8 +214,10 @@ def report(
         typer.echo(f"report: {r.out_dir / 'report.html' if 'html' in chosen else r.out_dir}")
 
 
-def parse_bytes(text: str) -> int:
-    """'512MiB', '2GiB', '1.5GB' or plain bytes."""
+def parse_bytes(text: str | None) -> int | None:
+    """'512MiB', '2GiB', '1.5GB' or plain bytes; None stays None."""
+    if text is None:
+        return None
     units = {"kib": 2**10, "mib": 2**20, "gib": 2**30, "kb": 10**3, "mb": 10**6, "gb": 10**9, "b": 1, "": 1}
     number = text.strip().rstrip("BbIiKkMmGg")
     unit = text.strip()[len(number):].lower()
@@ -246,7 +240,7 @@ def max_batch(
     """Find the largest batch size that trains without running out of memory (doubling, then bisection)."""
     from batchlab.maxbatch import find_max_batch, mib
 
-    limit = parse_bytes(memory_limit) if memory_limit else None
+    limit = parse_bytes(memory_limit)
     with user_errors():
         experiment, _ = config_mod.load(config, list(set_ or []))
         result = find_max_batch(experiment, memory_limit=limit, max_batch=largest)

@@ -15,7 +15,7 @@ from batchlab.models import build_model
 from batchlab.noise import estimate, measure
 from batchlab.records import MetricsWriter
 from batchlab.sweep import Trial
-from batchlab.train import State, loss_fn, resolve_device, train
+from batchlab.train import State, loss_fn, noise_batch_sizes, resolve_device, train
 
 
 def noise_scale(experiment: Experiment, steps: int = 0, measurements: int = 20) -> dict:
@@ -43,8 +43,7 @@ def noise_scale(experiment: Experiment, steps: int = 0, measurements: int = 20) 
         torch.manual_seed(cfg.seed)
         model = build_model(cfg.model, data.input_shape, data.num_classes).to(device)
     n = len(data.x_train)
-    b_small = min(cfg.noise.small_batch_size, n // 2)
-    b_big = min(cfg.noise.batch_size, n) // b_small * b_small
+    b_small, b_big = noise_batch_sizes(cfg, n)
     generator = torch.Generator().manual_seed(cfg.seed + 1)
     g2s, traces = [], []
     for _ in range(measurements):

@@ -108,6 +108,14 @@ def train_one(trial: Trial, trial_dir: Path, cache: DataCache, command: str, thr
     return run_trial(trial, trial_dir, cache.get(trial.config, device), device, command, progress)
 
 
+def sigterm_as_interrupt() -> None:
+    """SIGTERM (a scheduler stopping the job, or the pool stopping its workers) is handled like Ctrl-C:
+    the running trial is recorded as interrupted and the sweep stops."""
+    def handler(signum, frame):
+        raise KeyboardInterrupt
+    signal.signal(signal.SIGTERM, handler)
+
+
 _worker_cache: DataCache | None = None
 
 
@@ -116,11 +124,7 @@ def _worker_start(eval_cap: int | None, gpu_ids) -> None:
     if gpu_ids is not None:  # one GPU per worker: before CUDA starts, this process sees only its own
         os.environ["CUDA_VISIBLE_DEVICES"] = str(gpu_ids.get())
     _worker_cache = DataCache(eval_cap)
-    signal.signal(signal.SIGTERM, lambda signum, frame: _interrupt())  # record the trial, as on Ctrl-C
-
-
-def _interrupt():
-    raise KeyboardInterrupt
+    sigterm_as_interrupt()
 
 
 def _worker_run(job: tuple) -> dict:

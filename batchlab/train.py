@@ -100,6 +100,12 @@ class State:
     started_at: str = field(default_factory=lambda: datetime.now(timezone.utc).isoformat(timespec="seconds"))
 
 
+def noise_batch_sizes(cfg: Experiment, n: int) -> tuple[int, int]:
+    """(B_small, B_big): as configured, capped at the data set, B_big a multiple of B_small."""
+    b_small = min(cfg.noise.small_batch_size, n // 2)
+    return b_small, min(cfg.noise.batch_size, n) // b_small * b_small
+
+
 class NoiseProbe:
     """Measures the gradient noise scale every `noise.every` epochs, off the training clock.
 
@@ -109,8 +115,7 @@ class NoiseProbe:
 
     def __init__(self, cfg: Experiment, n: int, steps_per_epoch: int, criterion):
         self.every = max(1, round(cfg.noise.every * steps_per_epoch))  # in steps
-        self.b_small = min(cfg.noise.small_batch_size, n // 2)
-        self.b_big = min(cfg.noise.batch_size, n) // self.b_small * self.b_small
+        self.b_small, self.b_big = noise_batch_sizes(cfg, n)
         self.criterion = criterion
         self.scale = NoiseScale(n=n)  # finite-population correction: we sample without replacement from n
         self.generator = torch.Generator().manual_seed(cfg.seed + 1)
