@@ -12,17 +12,15 @@ from typing import Annotated, Optional
 import typer
 from tqdm import tqdm
 
-from batchlab import config as config_mod
+from batchlab import api
 from batchlab.errors import BatchlabError
-from batchlab.records import SweepDir
-from batchlab.run import Hooks, plan, resolve_max, run_sweep, sigterm_as_interrupt, smoke_raw
-from batchlab.sweep import expand
+from batchlab.records import DONE
+from batchlab.run import sigterm_as_interrupt
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="How batch size and learning rate change how fast and how well a PyTorch model trains.")
 
-ConfigArg = Annotated[Path, typer.Argument(exists=True, dir_okay=False, readable=True,
-                                           help="The YAML experiment, e.g. configs/quickstart.yaml.")]
+ConfigArg = Annotated[Path, typer.Argument(help="The YAML experiment, e.g. configs/quickstart.yaml.")]
 SetOpt = Annotated[Optional[list[str]], typer.Option(
     "--set", metavar="PATH=VALUE", help="Override a config field (value parsed as YAML), e.g. --set budget.epochs=2 "
     "--set 'sweep.batch_size=[64,256]'. Repeatable.")]
@@ -127,60 +125,51 @@ def sweep(
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress output.")] = False,
 ):
     """Expand a YAML experiment into trials, train each, and record everything under OUT/<name>."""
-    overrides = list(set_ or []) + ([f"threads={threads}"] if threads else [])
     try:
         gpu_ids = [int(g) for g in gpus.split(",")] if gpus else None
     except ValueError:
         raise fail(f"--gpus {gpus!r}: expected comma-separated device ids, e.g. --gpus 0,1") from None
     if gpu_ids and (available := torch_cuda_count()) < len(gpu_ids):
         raise fail(f"--gpus {gpus}: {available} CUDA device(s) available here")
-    with user_errors():
-        experiment, raw = config_mod.load(config, overrides)
-        if smoke:
-            raw = smoke_raw(raw)
-            experiment = config_mod.validate(raw, f"{config} (--smoke)")
-        experiment, raw, found = resolve_max(experiment, raw, parse_bytes(memory_limit))
-        for line in found:
-            typer.echo(line)
-        trials = expand(experiment, raw, allow_many=yes)
     root = out or (Path(tempfile.mkdtemp(prefix="batchlab-smoke-")) if smoke else Path("runs"))
-    sweep_dir = SweepDir(root, experiment.name)
+    with user_errors():
+        plan = api.plan_sweep(config, root, list(set_ or []), smoke=smoke, threads=threads,
+                              memory_limit=parse_bytes(memory_limit), allow_many=yes)
+    for line in plan.notes:
+        typer.echo(line)
     if dry_run:
-        show_plan(trials, sweep_dir, restart)
+        show_plan(plan, restart)
         return
-    display = Display(len(trials), quiet)
+    display = Display(len(plan.trials), quiet)
     sigterm_as_interrupt()
     extra = ((["--smoke"] if smoke else []) + (["--out", str(out)] if out else [])
              + (["--threads", str(threads)] if threads else []))
     try:
         with user_errors():
-            summaries = run_sweep(experiment, raw, trials, root, command_line(config, list(set_ or []), extra),
-                                  restart=restart, hooks=Hooks(display.trial_start, display.trial_end), smoke=smoke,
-                                  workers=workers, gpus=gpu_ids)
+            result = api.sweep(config, plan=plan, command=command_line(config, list(set_ or []), extra),
+                               restart=restart, smoke=smoke, workers=workers, gpus=gpu_ids,
+                               on_trial_start=display.trial_start, on_trial_end=display.trial_end)
     except KeyboardInterrupt:
         display.close()
-        raise fail(f"interrupted: the running trial is recorded as interrupted in {sweep_dir.path}; "
+        raise fail(f"interrupted: the running trial is recorded as interrupted in {plan.sweep_dir.path}; "
                    "run the same command again to resume", code=130) from None
     display.close()
-    counts = {}
-    for s in summaries:
-        counts[s["status"]] = counts.get(s["status"], 0) + 1
-    skipped = len(trials) - len(summaries)
-    done = ", ".join(f"{n} {status}" for status, n in counts.items()) or "nothing to run"
-    typer.echo(f"{done}{f' ({skipped} already recorded)' if skipped else ''}; records in {sweep_dir.path}")
-    if smoke and counts.get("failed"):
-        failed = [s for s in summaries if s["status"] == "failed"]
+    done = ", ".join(f"{n} {status}" for status, n in result.counts.items()) or "nothing to run"
+    skipped = f" ({result.skipped} already recorded)" if result.skipped else ""
+    typer.echo(f"{done}{skipped}; records in {result.path}")
+    if smoke and result.counts.get("failed"):
+        failed = [s for s in result.summaries if s["status"] == "failed"]
         raise fail("smoke run failed: " + "; ".join(f"{s['trial_id']}: {s['error']}" for s in failed), code=1)
 
 
-def show_plan(trials, sweep_dir: SweepDir, restart: bool) -> None:
+def show_plan(plan: api.Plan, restart: bool) -> None:
     import pandas as pd
 
-    rows = [{"trial": t.id, **t.axes, "status": "pending" if restart else (status or "pending")}
-            for t, status in plan(trials, sweep_dir)]
+    rows = [{"trial": t.id, **t.axes, "status": "pending" if restart else str(status or "pending")}
+            for t, status in plan.statuses()]
     typer.echo(pd.DataFrame(rows).to_string(index=False))
-    todo = sum(r["status"] not in ("completed", "diverged") for r in rows)
-    typer.echo(f"{len(rows)} trials, {todo} to run; records in {sweep_dir.path}")
+    todo = sum(r["status"] not in DONE for r in rows)
+    typer.echo(f"{len(rows)} trials, {todo} to run; records in {plan.sweep_dir.path}")
 
 
 @app.command()
@@ -238,12 +227,11 @@ def max_batch(
                                                    "[default: the training set size]")] = None,
 ):
     """Find the largest batch size that trains without running out of memory (doubling, then bisection)."""
-    from batchlab.maxbatch import find_max_batch, mib
+    from batchlab.maxbatch import mib
 
     limit = parse_bytes(memory_limit)
     with user_errors():
-        experiment, _ = config_mod.load(config, list(set_ or []))
-        result = find_max_batch(experiment, memory_limit=limit, max_batch=largest)
+        result = api.find_max_batch(config, list(set_ or []), memory_limit=limit, max_batch=largest)
     typer.echo(f"{'batch size':>10}  {'fits':>4}  {'peak memory':>11}  {'samples/s':>10}")
     for t in result.tries:
         speed = f"{t.samples_per_second:,.0f}" if t.samples_per_second else "-"
@@ -266,15 +254,13 @@ def noise(
     import json
     import math
 
-    from batchlab.probe import noise_scale
-
     with user_errors():
-        experiment, _ = config_mod.load(config, list(set_ or []))
-        result = noise_scale(experiment, steps, measurements)
+        name = api.load_config(config, list(set_ or [])).name
+        result = api.noise_scale(config, list(set_ or []), steps, measurements)
     if as_json:
         typer.echo(json.dumps({k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in result.items()}))
         return
-    typer.echo(f"gradient noise scale of {experiment.name} after {steps} steps "
+    typer.echo(f"gradient noise scale of {name} after {steps} steps "
                f"({measurements} measurements, B_small={result['b_small']}, B_big={result['b_big']}):")
     typer.echo(f"  |G|^2      {result['g2']:.4g} ± {result['g2_stderr']:.2g}")
     typer.echo(f"  tr(Sigma)  {result['trace']:.4g} ± {result['trace_stderr']:.2g}")

@@ -112,15 +112,19 @@ def measure(
     if b_big > n:
         raise ValueError(f"b_big ({b_big}) is larger than the data ({n} examples)")
 
-    params = [p for _, p in _trainable(model)]
     picked = torch.randperm(n, generator=generator)[:b_big].to(x.device)
+    return measure_batch(model, loss_fn, x[picked], y[picked], b_small)
 
+
+def measure_batch(model: nn.Module, loss_fn, x: torch.Tensor, y: torch.Tensor, b_small: int) -> tuple[float, float]:
+    """`measure` on examples already drawn: (|G_small|^2 over chunks of b_small, |G_big|^2 of all of x)."""
+    params = [p for _, p in _trainable(model)]
     was_training = model.training
     model.eval()
     try:
         chunk_grads = [
-            _chunk_gradient(model, loss_fn, x[idx], y[idx], params)
-            for idx in picked.split(b_small)
+            _chunk_gradient(model, loss_fn, xc, yc, params)
+            for xc, yc in zip(x.split(b_small), y.split(b_small))
         ]
     finally:
         model.train(was_training)

@@ -6,24 +6,45 @@
       trials/<trial-id>/
         config.json            the fully resolved trial config, with its axis values
         metrics.csv            a row per log point or evaluation, flushed as written
-        summary.json           written last and atomically: status and figures
+        summary.json           written last and atomically: status and figures (the Summary dataclass)
+        error.txt              the traceback of a trial that failed
 """
 
 from __future__ import annotations
 
 import csv
 import json
+import math
 import os
 import shutil
 from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from enum import Enum
 from pathlib import Path
 from typing import Any
 
 import filelock
 import yaml
 
-from batchlab.config import Experiment
+from batchlab.config import validate
 from batchlab.errors import ConfigError, RecordsError
+from batchlab.schema import Experiment
+
+class Status(str, Enum):
+    """A trial's status in summary.json; INCOMPLETE is a trial directory without one (running, or killed)."""
+    COMPLETED = "completed"
+    DIVERGED = "diverged"  # the loss turned NaN/inf, or the trial did not learn (its error says which)
+    FAILED = "failed"  # an exception inside the trial (its message in `error`)
+    INTERRUPTED = "interrupted"  # Ctrl-C or SIGTERM
+    INCOMPLETE = "incomplete"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+DONE = (Status.COMPLETED, Status.DIVERGED)  # a resumed sweep skips these and re-runs the others
+FINISHED = (Status.COMPLETED, Status.DIVERGED, Status.FAILED)  # ran to an end a target can be judged by
+INFEASIBLE = (Status.DIVERGED, Status.FAILED)
 
 METRIC_COLUMNS = [
     "step", "epoch", "examples", "train_seconds", "lr",
@@ -31,7 +52,62 @@ METRIC_COLUMNS = [
     "train_eval_loss", "train_eval_accuracy",  # a fixed train subset evaluated like the test set
     "noise_g2", "noise_trace", "noise_b_simple",  # gradient noise scale (smoothed), when noise.every is set
 ]
-DONE = ("completed", "diverged")  # a resumed sweep skips these and re-runs failed, interrupted, incomplete
+
+
+@dataclass
+class Summary:
+    """summary.json: what a trial did, written last and atomically. Train fills it as it goes."""
+    trial_id: str
+    batch_size: int  # as configured; above the training set it ran full-batch steps
+    lr: float
+    seed: int
+    axes: dict[str, Any] = field(default_factory=dict)
+    status: Status = Status.COMPLETED
+    error: str | None = None
+    steps: int = 0  # optimizer steps taken
+    epochs: float = 0.0
+    examples: int = 0
+    steps_per_epoch: int = 1
+    train_size: int = 0
+    micro_batch_size: int | None = None
+    train_seconds: float = 0.0  # the training clock: device synchronised at every reading, evaluation excluded
+    eval_seconds: float = 0.0
+    noise_seconds: float = 0.0
+    compile_seconds: float | None = None
+    samples_per_second: float | None = None
+    peak_memory_bytes: int | None = None
+    final: dict[str, float | None] = field(
+        default_factory=lambda: {"train_loss": None, "test_loss": None, "test_accuracy": None})
+    target_metric: str = "test_accuracy"
+    targets: dict[str, dict | None] = field(default_factory=dict)  # "0.97" -> {seconds, steps, epochs, examples}
+    noise: dict | None = None  # {g2, trace, b_simple, b_small, b_big, measurements}
+    eval_split: str = "test"
+    precision: str = "fp32"
+    device: str = ""
+    device_name: str = ""
+    threads: int | None = None
+    torch_version: str = ""
+    batchlab_version: str = ""
+    python_version: str = ""
+    platform: str = ""
+    code: dict[str, dict[str, str]] = field(default_factory=dict)  # user module -> {file, sha256}
+    command: str = ""
+    started_at: str = ""
+    finished_at: str = ""
+
+    def to_json(self) -> dict:
+        """JSON-ready: no NaN or inf (a diverged loss is null: its status says why)."""
+        return _finite(asdict(self) | {"status": self.status.value})
+
+
+def _finite(obj):
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    if isinstance(obj, dict):
+        return {k: _finite(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_finite(v) for v in obj]
+    return obj
 
 
 def write_json_atomic(path: Path, obj: Any) -> None:
@@ -82,13 +158,16 @@ class SweepDir:
     def trial_dir(self, trial_id: str) -> Path:
         return self.trials / trial_id
 
-    def status(self, trial_id: str) -> str | None:
-        """completed / diverged / failed / interrupted, 'incomplete' without a summary, None if never started."""
+    def status(self, trial_id: str) -> Status | None:
+        """The recorded status; INCOMPLETE without a readable summary; None if never started."""
         d = self.trial_dir(trial_id)
         if not d.exists():
             return None
         summary = read_json(d / "summary.json")
-        return summary.get("status", "incomplete") if summary else "incomplete"
+        try:
+            return Status(summary.get("status")) if summary else Status.INCOMPLETE
+        except ValueError:
+            return Status.INCOMPLETE
 
     @contextmanager
     def lock(self):
@@ -117,8 +196,11 @@ class SweepDir:
         lock.release()
         return False
 
-    def prepare(self, experiment: Experiment, raw: dict, restart: bool) -> None:
-        """Check that the records here can be extended by this experiment, then save its sweep.yaml."""
+    def prepare(self, experiment: Experiment, restart: bool, code: dict[str, dict[str, str]]) -> None:
+        """Check that the records here can be extended by this experiment and this code, then save sweep.yaml.
+
+        `code` is {module: {file, sha256}} of the user modules the experiment imports (registry.source_hashes).
+        """
         old_file = self.path / "sweep.yaml"
         if restart and self.trials.exists():
             shutil.rmtree(self.trials)
@@ -128,8 +210,27 @@ class SweepDir:
                 raise RecordsError(
                     f"{self.path} holds trials of a different experiment: {', '.join(changed)} changed; "
                     "their trials could not be compared. Use --restart to start over, or give a new name")
+            for module, recorded in self.recorded_code().items():
+                now = code.get(module)
+                if now is not None and now["sha256"] != recorded["sha256"]:
+                    raise RecordsError(
+                        f"{now['file']} changed since {self.path}'s trials were recorded with it (module {module}); "
+                        "their results could not be compared. Use --restart to start over, or give a new name")
         self.trials.mkdir(parents=True, exist_ok=True)
-        old_file.write_text(yaml.safe_dump(raw, sort_keys=False))
+        old_file.write_text(yaml.safe_dump(experiment.model_dump(mode="json", exclude_unset=True), sort_keys=False))
+
+    def summaries(self) -> list[dict]:
+        """Every readable summary.json, in trial-id order (trials without one are running or were killed)."""
+        found = [read_json(d / "summary.json") for d in sorted(self.trials.iterdir())] if self.trials.is_dir() else []
+        return [s for s in found if s]
+
+    def recorded_code(self) -> dict[str, dict[str, str]]:
+        """The user modules the finished trials here ran with: {module: {file, sha256}} from their summaries."""
+        found: dict[str, dict[str, str]] = {}
+        for summary in self.summaries():
+            if summary.get("status") in DONE and isinstance(summary.get("code"), dict):
+                found.update({m: c for m, c in summary["code"].items() if isinstance(c, dict) and "sha256" in c})
+        return found
 
     def start_trial(self, trial_id: str, resolved: dict) -> Path:
         d = self.trial_dir(trial_id)
@@ -142,8 +243,6 @@ class SweepDir:
 
 def changed_fields(old_file: Path, new: Experiment) -> list[str]:
     """Fixed (non-axis) fields whose value differs between the recorded experiment and this one."""
-    from batchlab.config import validate
-
     try:
         old = validate(yaml.safe_load(old_file.read_text()) or {}, str(old_file))
     except (ConfigError, yaml.YAMLError) as e:

@@ -29,10 +29,10 @@ if (_ROOT / "batchlab" / "__init__.py").exists() and str(_ROOT) not in sys.path:
 import torch
 import torch.nn.functional as F
 
-from batchlab.config import DatasetConfig, ModelConfig, ScheduleConfig
 from batchlab.data import load_dataset, make_loader
 from batchlab.models import build_model
-from batchlab.train import lr_factor
+from batchlab.schema import DatasetConfig, ModelConfig, ScheduleConfig
+from batchlab.train import lr_schedule
 
 
 def main() -> None:
@@ -46,7 +46,7 @@ def main() -> None:
     bs, N = args.batch_size, args.iterations
 
     data = load_dataset(DatasetConfig(name="fashion-mnist"), seed=0)
-    x_all, y_all = data.x_train, data.y_train
+    x_all, y_all = data.train.x, data.train.y
     n, device = len(x_all), torch.device("cpu")
     spe = math.ceil(n / bs)
     torch.manual_seed(0)
@@ -61,8 +61,8 @@ def main() -> None:
         return torch.optim.SGD([param], lr=0.01, momentum=0.9)
 
     opt_plain, opt_sched = tiny_sgd(), tiny_sgd()
-    scheduler = torch.optim.lr_scheduler.LambdaLR(opt_sched, lr_factor(ScheduleConfig(), spe, 10**9))
-    factor = lr_factor(ScheduleConfig(), spe, 10**9)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(opt_sched, lr_schedule(ScheduleConfig(), spe, 10**9))
+    factor = lr_schedule(ScheduleConfig(), spe, 10**9)
     scaler = torch.amp.GradScaler("cpu", enabled=False)
     loss_sum = torch.zeros(())
     gen = torch.Generator().manual_seed(0)

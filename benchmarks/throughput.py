@@ -9,7 +9,7 @@ Three columns, measured in ONE process, interleaved repetition by repetition:
 
   a  raw       the reference: randperm per epoch, x[perm[i:i+bs]], forward, loss, zero_grad,
                backward, step. Nothing else.
-  b  batchlab  `batchlab.train.run_trial` on a trial built by `config.validate` + `sweep.expand`,
+  b  batchlab  `batchlab.train.run_trial` on a trial built by `config.validate` + `grid.expand`,
                i.e. exactly what `batchlab sweep` runs. Two clocks: the trainer's own
                (summary["train_seconds"], which excludes evaluation and log rows) and an external
                one (wall clock around the whole run_trial call minus its eval/noise seconds, so it
@@ -59,10 +59,11 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, TensorDataset
 
 import batchlab
-from batchlab.config import DatasetConfig, ModelConfig, validate
+from batchlab.config import validate
 from batchlab.data import Data, load_dataset
+from batchlab.grid import expand
 from batchlab.models import build_model
-from batchlab.sweep import expand
+from batchlab.schema import DatasetConfig, ModelConfig
 from batchlab.train import resolve_device, run_trial
 
 MODELS = {"mlp": {"name": "mlp", "hidden": [256]}, "lenet5": {"name": "lenet5"}}
@@ -116,7 +117,7 @@ class Stopwatch:
 def run_raw(spec: dict, data: Data, bs: int, steps: int, device: torch.device) -> Timing:
     """(a) The reference: pre-loaded tensors, randperm + index slicing, nothing else."""
     model, opt = fresh(spec, data, device)
-    x, y = data.x_train, data.y_train
+    x, y = data.train.x, data.train.y
     n = len(x)
     gen = torch.Generator(device=x.device).manual_seed(SEED)
     step = samples = 0
@@ -143,10 +144,11 @@ def run_batchlab(spec: dict, data: Data, bs: int, steps: int, device: torch.devi
                "optimizer": {"name": "sgd", "momentum": MOMENTUM}, "lr": LR, "batch_size": bs,
                "budget": {"steps": steps}, "eval": {"every": 1e9, "train_subset": 0},
                "target": {"value": []}, "device": device.type, "seed": SEED}
-    trial = expand(validate(exp_raw), exp_raw)[0]
+    trial = expand(validate(exp_raw))[0]
     with tempfile.TemporaryDirectory(prefix="batchlab-throughput-") as tmp:
         watch = Stopwatch(device)
-        summary = run_trial(trial, Path(tmp), data, device, command="benchmarks/throughput.py")
+        summary = run_trial(trial.config, trial.id, trial.axes, Path(tmp), data, device,
+                            command="benchmarks/throughput.py")
         wall, cpu = watch.stop()
     if summary["status"] != "completed":
         raise RuntimeError(f"batchlab trial {summary['status']}: {summary.get('error')}")
@@ -383,10 +385,10 @@ def main(argv: list[str] | None = None) -> int:
 
     started = time.perf_counter()
     loaded = load_dataset(DatasetConfig(name="fashion-mnist"), seed=SEED)
-    loaded = replace(loaded, x_eval=loaded.x_eval[:EVAL_EXAMPLES], y_eval=loaded.y_eval[:EVAL_EXAMPLES])
+    loaded = replace(loaded, eval=loaded.eval.head(EVAL_EXAMPLES))
     data = loaded.to(device)  # a and b train from the same device-resident tensors, as a sweep's DataCache does
-    data_cpu = (loaded.x_train, loaded.y_train)
-    n = len(data.x_train)
+    data_cpu = (loaded.train.x, loaded.train.y)
+    n = len(data.train)
     sizes = parse_batch_sizes(args.batch_sizes, n)
     head = header(args, device, n)
     log(f"{head['machine']}; torch {head['torch']}, {head['threads']} threads, device {device}")

@@ -6,7 +6,7 @@ from typer.testing import CliRunner
 from batchlab import config
 from batchlab.cli import app
 from batchlab.errors import ConfigError
-from batchlab.sweep import MAX_TRIALS, expand
+from batchlab.grid import MAX_TRIALS, expand
 
 runner = CliRunner()
 
@@ -24,9 +24,10 @@ def sweep_error(path, *args):
     ("name: x\nbatch_size: 0\n", "line 2: batch_size: Input should be greater than or equal to 1"),
     ("name: x\nlr: -0.1\n", "line 2: lr: Input should be greater than 0"),
     ("name: x\nlr: fast\n", "lr: Input should be a valid number"),
-    ("dataset: {name: imagenet}\n", "dataset.name: expected one of 'digits', 'mnist', 'fashion-mnist' or 'linear'"),
-    ("model: {name: resnet}\n", "model.name: expected one of"),
-    ("optimizer: {name: lion}\n", "optimizer.name: expected one of 'sgd', 'adam' or 'adamw'"),
+    ("dataset: {name: imagenet}\n", "line 1: dataset.name: 'imagenet' is not one of digits, mnist, fashion-mnist, "
+                                    "linear, npz, image-folder, nor an import path like package.module:attribute"),
+    ("model: {name: resnet}\n", "model.name: 'resnet' is not one of linear, logreg, mlp, lenet5"),
+    ("optimizer: {name: lion}\n", "optimizer.name: 'lion' is not one of sgd, adam, adamw"),
     ("sweep:\n  batch_size: []\n", "sweep.batch_size: empty list"),
     ("sweep:\n  model.widht: [1, 2]\n", "sweep.model.widht: names no config field"),
     ("sweep:\n  batch_size: [8, 0]\n", "line 2: sweep.batch_size: value 0: Input should be greater than or equal to 1"),
@@ -44,11 +45,10 @@ def test_bad_config_is_one_readable_line(write_config, text, expected):
     assert out.startswith("error: ")
 
 
-def test_missing_file_is_exit_2(tmp_path):
+def test_missing_file_is_one_line_and_exit_2(tmp_path):
     result = runner.invoke(app, ["sweep", str(tmp_path / "nope.yaml")])
     assert result.exit_code == 2
-    flat = " ".join(result.output.replace("│", " ").split())  # the message may be boxed and wrapped
-    assert "nope.yaml' does not exist" in flat
+    assert result.output == f"error: {tmp_path / 'nope.yaml'}: no such file\n"
 
 
 def test_unreadable_file_is_exit_2(write_config):
@@ -66,17 +66,16 @@ def test_bad_override_is_exit_2(write_config):
 
 def test_overrides_apply_before_validation(write_config):
     path = write_config()
-    exp, raw = config.load(path, ["budget.epochs=2", "sweep.batch_size=[8, 16, 32]", "sweep.optimizer.momentum=[0, 0.9]",
+    exp = config.load(path, ["budget.epochs=2", "sweep.batch_size=[8, 16, 32]", "sweep.optimizer.momentum=[0, 0.9]",
                                   "model.hidden=[32, 16]"])
     assert exp.budget.epochs == 2.0
     assert exp.sweep == {"batch_size": [8, 16, 32], "lr": [0.1, 0.5], "optimizer.momentum": [0, 0.9]}
     assert exp.model.hidden == [32, 16]
-    assert raw["sweep"]["optimizer.momentum"] == [0, 0.9]
 
 
 def test_expansion_is_the_cartesian_product_with_stable_readable_ids(write_config):
-    exp, raw = config.load(write_config(), ["sweep.seed=[0, 1]", "sweep.model.hidden=[[8], [16, 8]]"])
-    trials = expand(exp, raw)
+    exp = config.load(write_config(), ["sweep.seed=[0, 1]", "sweep.model.hidden=[[8], [16, 8]]"])
+    trials = expand(exp)
     assert len(trials) == 2 * 2 * 2 * 2
     # a list that is a value is never an axis: model.hidden takes whole lists
     assert {tuple(t.config.model.hidden) for t in trials} == {(8,), (16, 8)}
@@ -86,18 +85,18 @@ def test_expansion_is_the_cartesian_product_with_stable_readable_ids(write_confi
     assert t.config.batch_size == 64 and t.config.lr == 0.5 and t.config.seed == 1
     assert t.config.sweep == {}
     # the same trial in a bigger grid keeps its id
-    exp2, raw2 = config.load(write_config(), ["sweep.seed=[0, 1, 2]", "sweep.model.hidden=[[8], [16, 8]]",
+    exp2 = config.load(write_config(), ["sweep.seed=[0, 1, 2]", "sweep.model.hidden=[[8], [16, 8]]",
                                               "sweep.batch_size=[64, 512, 1024]"])
-    assert t.id in {u.id for u in expand(exp2, raw2)}
+    assert t.id in {u.id for u in expand(exp2)}
 
 
 def test_absurd_grid_needs_yes(write_config):
     path = write_config({"sweep": {"batch_size": list(range(1, 102)), "lr": [0.001 * i for i in range(1, 101)]}})
     assert f"over {MAX_TRIALS:,}" in sweep_error(path)
-    exp, raw = config.load(path)
+    exp = config.load(path)
     with pytest.raises(ConfigError):
-        expand(exp, raw)
-    assert len(expand(exp, raw, allow_many=True)) == 101 * 100
+        expand(exp)
+    assert len(expand(exp, allow_many=True)) == 101 * 100
 
 
 def test_dry_run_prints_the_trial_table(write_config):
@@ -111,8 +110,8 @@ def test_dry_run_prints_the_trial_table(write_config):
                                              ("none", lambda b: 0.1)])
 def test_lr_rule_gives_each_batch_size_its_lr_and_factors(write_config, scale, expected):
     rule = {"base": 0.1, "base_batch_size": 128, "scale": scale, "warmup_epochs": 2, "factors": [0.5, 1, 2]}
-    exp, raw = config.load(write_config({"sweep": {"batch_size": [32, 128, 512], "lr": rule}}))
-    trials = expand(exp, raw)
+    exp = config.load(write_config({"sweep": {"batch_size": [32, 128, 512], "lr": rule}}))
+    trials = expand(exp)
     assert len(trials) == 9
     for t in trials:
         b, f = t.config.batch_size, t.axes["lr_factor"]

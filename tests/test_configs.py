@@ -7,7 +7,7 @@ from typer.testing import CliRunner
 
 from batchlab import config
 from batchlab.cli import app
-from batchlab.sweep import expand
+from batchlab.grid import expand
 
 runner = CliRunner()
 CONFIGS = sorted(Path(__file__).parent.parent.joinpath("configs").glob("*.yaml"))
@@ -21,15 +21,15 @@ def test_configs_are_shipped():
 
 @pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.stem)
 def test_config_is_valid(path):
-    experiment, raw = config.load(path)
-    assert len(expand(experiment, raw)) >= 2
+    experiment = config.load(path)
+    assert len(expand(experiment)) >= 2
 
 
-@pytest.mark.parametrize("path", [p for p in CONFIGS if config.load(p)[0].dataset.name not in NEEDS_DOWNLOAD],
+@pytest.mark.parametrize("path", [p for p in CONFIGS if config.load(p).dataset.name not in NEEDS_DOWNLOAD],
                          ids=lambda p: p.stem)
 def test_smoke_runs_every_trial(path, tmp_path):
-    experiment, raw = config.load(path)
-    n = len(expand(experiment, raw))
+    experiment = config.load(path)
+    n = len(expand(experiment))
     result = runner.invoke(app, ["sweep", str(path), "--smoke", "--out", str(tmp_path), "--quiet"])
     assert result.exit_code == 0, result.output
     trials = list((tmp_path / f"{experiment.name}-smoke" / "trials").iterdir())

@@ -13,11 +13,11 @@ import pytest
 import torch
 from torch import nn
 
-from batchlab.config import Experiment
+from batchlab.schema import Experiment
 from batchlab.errors import BatchlabError, ConfigError
-from batchlab.maxbatch import (NoBatchFits, RemoteTraceback, Try, _rebuild_error, available_memory, find_max_batch,
-                               is_oom, oom_message, search)
-from batchlab.models import build_model
+from batchlab.maxbatch import NoBatchFits, Try, available_memory, find_max_batch, is_oom, oom_message, search
+from batchlab.maxbatch.child import RemoteTraceback, rebuild_error
+from batchlab.models import mlp
 
 MiB = 2**20
 WIDTH = 16384  # one hidden layer this wide: ~200 KB per example, so tens of MiB hold a few hundred examples
@@ -88,8 +88,6 @@ def test_arguments_are_checked_before_anything_starts():
         find_max_batch(cfg, memory_limit=64 * MiB, start=0)
     with pytest.raises(ConfigError, match="memory limit"):
         find_max_batch(cfg, memory_limit=0)
-    with pytest.raises(TypeError, match="picklable"):
-        find_max_batch(cfg, memory_limit=64 * MiB, model_builder=lambda *a: nn.Linear(1, 1))
 
 
 def test_available_memory_is_read():
@@ -184,37 +182,43 @@ class FailsAbove(nn.Module):
         return self.inner(x)
 
 
-def raising_model(cfg, input_shape, num_classes):
-    return FailsAbove(build_model(cfg, input_shape, num_classes), "raise")
+def raising_model(input_shape, num_classes):
+    return FailsAbove(mlp(input_shape, num_classes, hidden=[16]), "raise")
 
 
-def dying_model(cfg, input_shape, num_classes):
-    return FailsAbove(build_model(cfg, input_shape, num_classes), "die")
+def dying_model(input_shape, num_classes):
+    return FailsAbove(mlp(input_shape, num_classes, hidden=[16]), "die")
+
+
+def named(factory) -> Experiment:
+    """y = 3x + 2 with a model from this file, named by import path as a user's config would."""
+    return Experiment.model_validate({"dataset": {"name": "linear"}, "threads": 1,
+                                      "model": {"name": f"test_maxbatch:{factory.__name__}"}})
+
+
+TESTS = (str(os.path.dirname(__file__)),)  # importable in the search's child, as a config's directory is
 
 
 def test_an_error_that_is_not_out_of_memory_is_raised_not_counted_as_not_fitting():
-    cfg = line([16])
     with pytest.raises(ValueError, match="broken model at batch 16") as e:
-        find_max_batch(cfg, memory_limit=64 * MiB, model_builder=raising_model)
+        find_max_batch(named(raising_model), memory_limit=64 * MiB, code_dirs=TESTS)
     assert isinstance(e.value.__cause__, RemoteTraceback)
     assert "in the max-batch search process" in str(e.value.__cause__) and "forward" in str(e.value.__cause__)
-    pickle.dumps(raising_model)  # what made it through to the child
 
 
 def test_a_child_that_dies_is_a_readable_error():
-    cfg = line([16])
     with pytest.raises(BatchlabError, match=r"killed by SIGKILL .* while trying batch size 16 "
                                             r"\(so far: 1 fits, 2 fits, 4 fits, 8 fits\)"):
-        find_max_batch(cfg, memory_limit=64 * MiB, model_builder=dying_model)
+        find_max_batch(named(dying_model), memory_limit=64 * MiB, code_dirs=TESTS)
 
 
 def test_a_user_error_in_the_child_arrives_as_itself():
     cfg = Experiment.model_validate({"dataset": {"name": "linear"}, "model": {"name": "lenet5"}})
-    with pytest.raises(ConfigError, match="model: lenet5 needs image input"):
+    with pytest.raises(ConfigError, match="model.name: .*lenet5 needs image input"):
         find_max_batch(cfg, memory_limit=64 * MiB)
 
 
 def test_an_error_that_cannot_be_sent_back_arrives_as_text():
-    error = _rebuild_error(None, "WeirdError: something", "Traceback ...")
+    error = rebuild_error(None, "WeirdError: something", "Traceback ...")
     assert isinstance(error, BatchlabError) and "WeirdError: something" in str(error)
     assert isinstance(error.__cause__, RemoteTraceback)

@@ -43,7 +43,7 @@ def test_max_in_the_batch_size_axis_and_auto_micro_batch(write_config, table, tm
     result = runner.invoke(app, ["sweep", str(cfg), "--memory-limit", "32MiB", "--dry-run"])
     assert result.exit_code == 0, result.output
     found = int(re.search(r"batch_size max = (\d+)", result.output).group(1))
-    assert abs(found - answer) <= 0.05 * answer  # the same search; the edge moves ~2% between processes
+    assert abs(found - answer) <= 0.1 * answer  # the same search; the edge moves between processes (167 or 176)
     assert f"bs{found:04d}-" in result.output
 
     cfg = write_config({**WIDE, "budget": {"steps": 2}, "micro_batch_size": "auto", "sweep": {"batch_size": [1437]}})

@@ -11,7 +11,7 @@ from batchlab.cli import app
 from batchlab.data import load_dataset
 from batchlab.models import build_model
 from batchlab.noise import exact
-from batchlab.train import loss_fn
+from batchlab.losses import build_loss
 
 runner = CliRunner()
 
@@ -22,11 +22,11 @@ def test_noise_command_matches_brute_force_at_init(write_config):
     assert result.exit_code == 0, result.output
     got = json.loads(result.output)
     # the truth, independently: the same init (seed), every example's gradient
-    exp, _ = config.load(path)
+    exp = config.load(path)
     data = load_dataset(exp.dataset, exp.seed)
     torch.manual_seed(exp.seed)
     model = build_model(exp.model, data.input_shape, data.num_classes)
-    g2, trace = exact(model, loss_fn(data.task), data.x_train, data.y_train)
+    g2, trace = exact(model, build_loss(exp.loss, data.task), data.train.x, data.train.y)
     # 5 standard errors of the 40-draw mean, as measured by the command itself
     assert got["g2"] == pytest.approx(g2, abs=5 * got["g2_stderr"])
     assert got["trace"] == pytest.approx(trace, abs=5 * got["trace_stderr"])
@@ -42,4 +42,4 @@ def test_noise_command_table_and_steps(write_config):
 
 def test_noise_command_bad_config_is_exit_2(write_config):
     result = runner.invoke(app, ["noise", str(write_config(text="model: {name: vit}\n"))])
-    assert result.exit_code == 2 and "model.name: expected one of" in result.output
+    assert result.exit_code == 2 and "model.name: 'vit' is not one of linear, logreg, mlp, lenet5" in result.output

@@ -147,14 +147,30 @@ def test_divergence_and_failure_are_recorded_and_the_sweep_goes_on(write_config,
     assert by_lr[50.0]["final"]["train_loss"] is None  # NaN is not JSON; the status says why
     assert by_lr[0.1]["status"] == "completed"
 
-    cfg = write_config({**linear, "sweep": {"model.name": ["lenet5", "linear"], "batch_size": [16]}})
+    # user code that raises during training fails its trial only; the traceback is kept in error.txt
+    (tmp_path / "flaky.py").write_text(
+        "import torch\n"
+        "class BreaksLater(torch.nn.Module):\n"
+        "    def __init__(self, input_shape, num_classes, after):\n"
+        "        super().__init__()\n"
+        "        self.layer, self.after, self.calls = torch.nn.Linear(input_shape[0], 1), after, 0\n"
+        "    def forward(self, x):\n"
+        "        self.calls += self.training\n"
+        "        if self.calls > self.after:\n"
+        "            raise RuntimeError(f'broken after {self.after} training steps')\n"
+        "        return self.layer(x)\n")
+    cfg = write_config({**linear, "sweep": {"model": [{"name": "flaky:BreaksLater", "args": {"after": 5}},
+                                                      {"name": "linear"}], "batch_size": [16]}})
     result = sweep(cfg, tmp_path / "runs2")
     assert result.exit_code == 0, result.output
-    by_model = {json.loads((d / "config.json").read_text())["model"]["name"]: summary(d) for d in trials(tmp_path / "runs2")}
-    assert by_model["lenet5"]["status"] == "failed"
-    assert "lenet5 needs image input" in by_model["lenet5"]["error"]
-    assert by_model["linear"]["status"] == "completed"
-    assert by_model["linear"]["targets"]["0.5"] is not None  # y = 3x + 2: MSE falls below 0.5 within an epoch
+    by_model = {json.loads((d / "config.json").read_text())["model"]["name"]: (d, summary(d))
+                for d in trials(tmp_path / "runs2")}
+    broken_dir, broken = by_model["flaky:BreaksLater"]
+    assert broken["status"] == "failed" and broken["steps"] == 5
+    assert broken["error"] == "RuntimeError: broken after 5 training steps"
+    assert 'raise RuntimeError' in (broken_dir / "error.txt").read_text()
+    assert by_model["linear"][1]["status"] == "completed"
+    assert by_model["linear"][1]["targets"]["0.5"] is not None  # y = 3x + 2: MSE falls below 0.5 within an epoch
 
 
 def test_a_second_sweep_on_the_same_records_is_refused(write_config, tmp_path):

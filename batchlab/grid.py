@@ -1,4 +1,4 @@
-"""Expand an experiment into trials: the cartesian product of its sweep axes, each with a stable id."""
+"""The grid: an experiment expanded into trials, the cartesian product of its sweep axes, each with a stable id."""
 
 from __future__ import annotations
 
@@ -9,8 +9,9 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from batchlab.config import Experiment, LrRule, set_path, validate
+from batchlab.config import set_path, validate
 from batchlab.errors import ConfigError
+from batchlab.schema import Experiment, LrRule
 
 MAX_TRIALS = 10_000  # more than this is almost surely a typo in a sweep list; --yes runs it anyway
 
@@ -52,12 +53,12 @@ def trial_id(config: Experiment, axes: dict[str, Any]) -> str:
     return "-".join(parts) + "-" + hashlib.sha256(blob.encode()).hexdigest()[:6]
 
 
-def expand(experiment: Experiment, raw: dict, allow_many: bool = False) -> list[Trial]:
+def expand(experiment: Experiment, allow_many: bool = False) -> list[Trial]:
     """One Trial per point of the grid, each validated in full.
 
     An lr rule is an axis of its factors; each trial's lr is the rule's lr at its batch size times its factor.
     """
-    rule = experiment.sweep.get("lr") if isinstance(experiment.sweep.get("lr"), LrRule) else None
+    rule = experiment.lr_rule
     axes = {("lr_factor" if rule and k == "lr" else k): (v.factors if k == "lr" and rule else v)
             for k, v in experiment.sweep.items()}
     count = 1
@@ -65,11 +66,11 @@ def expand(experiment: Experiment, raw: dict, allow_many: bool = False) -> list[
         count *= len(values)
     if count > MAX_TRIALS and not allow_many:
         raise ConfigError(f"the sweep expands to {count:,} trials (over {MAX_TRIALS:,}); pass --yes if you mean it")
-    base = {k: v for k, v in raw.items() if k != "sweep"}
+    base = experiment.model_dump(mode="json", exclude={"sweep"})
     trials = []
     for combo in itertools.product(*axes.values()):
         point = dict(zip(axes, combo))
-        trial_raw = json.loads(json.dumps(base))  # deep copy of plain YAML data
+        trial_raw = json.loads(json.dumps(base))  # a deep copy of plain JSON data
         for path, value in point.items():
             if path != "lr_factor":
                 set_path(trial_raw, path, value)

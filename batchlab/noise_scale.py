@@ -1,4 +1,5 @@
-"""`batchlab noise`: the gradient noise scale of a config's model at initialisation or after some steps."""
+"""`batchlab noise`: the gradient noise scale of a config's model at fixed parameters, at initialisation
+or after some steps of its training (train.NoiseMonitor measures it during training instead)."""
 
 from __future__ import annotations
 
@@ -9,46 +10,49 @@ from pathlib import Path
 
 import torch
 
-from batchlab.config import Experiment
+from batchlab import registry
 from batchlab.data import load_dataset
-from batchlab.models import build_model
-from batchlab.noise import estimate, measure
-from batchlab.records import MetricsWriter
-from batchlab.sweep import Trial
-from batchlab.train import State, loss_fn, noise_batch_sizes, resolve_device, train
+from batchlab.losses import build_loss
+from batchlab.noise import estimate, measure_batch
+from batchlab.records import MetricsWriter, Summary
+from batchlab.schema import Experiment
+from batchlab.train import build_parts, noise_batch_sizes, resolve_device, train
 
 
-def noise_scale(experiment: Experiment, steps: int = 0, measurements: int = 20) -> dict:
+def noise_scale(experiment: Experiment, steps: int = 0, measurements: int = 20,
+                code_dirs: tuple[str, ...] = ()) -> dict:
     """Measure B_simple at fixed parameters: the model at init, or after `steps` steps of its training.
 
     At fixed parameters every measurement estimates the same |G|^2 and tr(Sigma) without bias, so
     they are averaged plainly (the moving average is for training, where the parameters move);
     B_simple is the ratio of the two means.
     """
+    registry.make_importable(*code_dirs)
     cfg = experiment.model_copy(update={"sweep": {}})
     device = resolve_device(cfg.device)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     data = load_dataset(cfg.dataset, cfg.seed).to(device)
-    criterion = loss_fn(data.task)
     if steps:
-        short = cfg.model_copy(update={"budget": cfg.budget.model_copy(update={"steps": steps, "epochs": None}),
+        short = cfg.model_copy(update={"budget": cfg.budget.model_copy(update={"steps": steps, "epochs": None,
+                                                                               "examples": None}),
                                        "eval": cfg.eval.model_copy(update={"every": 1e9, "train_subset": 0}),
                                        "noise": cfg.noise.model_copy(update={"every": None})})
         with tempfile.TemporaryDirectory() as tmp:
             metrics = MetricsWriter(Path(tmp) / "metrics.csv")
-            model = train(Trial("probe", short, {}), data, device, State(), metrics)
+            model = train(short, data, device, Summary("noise", cfg.batch_size, cfg.lr, cfg.seed), metrics)
             metrics.close()
+        criterion = build_loss(cfg.loss, data.task)
     else:
-        torch.manual_seed(cfg.seed)
-        model = build_model(cfg.model, data.input_shape, data.num_classes).to(device)
-    n = len(data.x_train)
+        model, criterion, _ = build_parts(cfg, data, device)
+    n = len(data.train)
     b_small, b_big = noise_batch_sizes(cfg, n)
     generator = torch.Generator().manual_seed(cfg.seed + 1)
     g2s, traces = [], []
     for _ in range(measurements):
-        g2, trace = estimate(*measure(model, criterion, data.x_train, data.y_train, b_small, b_big, generator),
-                             b_small, b_big, n=n)
+        x, y = data.train.take(torch.randperm(n, generator=generator)[:b_big])
+        g_small, g_big = measure_batch(model, criterion, x.to(device), y.to(device), b_small)
+        g2, trace = estimate(g_small, g_big, b_small, b_big, n=n)
         g2s.append(g2)
         traces.append(trace)
     g2, trace = statistics.fmean(g2s), statistics.fmean(traces)

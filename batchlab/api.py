@@ -1,0 +1,193 @@
+"""The Python API: what the command line does, as functions that return data and never print.
+
+    import batchlab
+    result = batchlab.sweep("configs/my-cnn.yaml", out="runs", overrides={"budget.epochs": 2})
+    result.trials                                   # a DataFrame, a row per trial
+    batchlab.sweep({"name": "nb", "model": {"name": "mlp"}}, model=SmallCNN)   # a class from a notebook
+
+A config is a YAML file's path, a dict of the same shape, or an Experiment (load_config). `overrides` are
+`{"budget.epochs": 2}` or `["budget.epochs=2"]`. `model`, `dataset`, `loss`, `optimizer` hand a callable
+straight from Python in place of the config's name: it runs in this process; worker processes import it
+by its module path, so one defined in a notebook needs workers=1.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from batchlab import config as config_file
+from batchlab import registry
+from batchlab.errors import BatchlabError, ConfigError, DataError
+from batchlab.grid import Trial, expand
+from batchlab.maxbatch import MaxBatch
+from batchlab.records import Status, SweepDir
+from batchlab.run import Hooks, plan, resolve_max, run_sweep, smoke as smoke_config
+from batchlab.schema import Experiment
+
+Config = str | Path | dict | Experiment
+KEY_PATH = re.compile(r"[a-z_]+(\.[a-z_]+)+")  # model.name, dataset.path, ...
+Overrides = dict[str, Any] | list[str] | None
+# What each part keeps of its section when a callable replaces its name; the rest configures the built-ins.
+KEPT_WITH_A_CALLABLE = {"dataset": None, "model": ("args",), "loss": ("args", "label_smoothing"),
+                        "optimizer": ("args", "grad_clip")}
+
+
+@dataclass
+class Source:
+    """Where a config came from, to point an error at its line, and which directories its code imports from."""
+    name: str  # the file, or "config" for a dict
+    text: str | None  # the YAML text, when it came from a file
+    code_dirs: tuple[str, ...]  # the config file's directory and the working directory
+
+    def locate(self, error: BatchlabError) -> BatchlabError:
+        """A config or data error that starts with its key path (`model.name: ...`), prefixed `file, line N: `."""
+        message = str(error)
+        key = message.split(": ", 1)[0]
+        if not KEY_PATH.fullmatch(key) or not isinstance(error, (ConfigError, DataError)):
+            return error
+        kind = DataError if isinstance(error, DataError) else ConfigError
+        return kind(f"{config_file.where(self.name, self.text, key)}: {message}")
+
+
+def source_of(config: Config) -> Source:
+    if isinstance(config, (str, Path)):
+        path = Path(config)
+        try:
+            text = path.read_text()
+        except (OSError, UnicodeDecodeError):
+            text = None  # load_config says why
+        return Source(str(path), text, (str(path.resolve().parent), os.getcwd()))
+    return Source("config", None, (os.getcwd(),))
+
+
+def load_config(config: Config, overrides: Overrides = None, *, model: Callable | None = None,
+                dataset: Callable | None = None, loss: Callable | None = None,
+                optimizer: Callable | None = None) -> Experiment:
+    """A validated Experiment; raises ConfigError naming the file, line and key of a mistake."""
+    experiment = config_file.load_config(config, overrides or ())
+    given = {"model": model, "dataset": dataset, "loss": loss, "optimizer": optimizer}
+    if not any(given.values()):
+        return experiment
+    raw = experiment.model_dump(mode="json", exclude_unset=True)
+    for part, obj in given.items():
+        if obj is not None:
+            keep = KEPT_WITH_A_CALLABLE[part]
+            section = raw.get(part, {})
+            raw[part] = {**({k: v for k, v in section.items() if k in keep} if keep else section),
+                         "name": registry.give(obj)}
+    return config_file.validate(raw, "config")
+
+
+@dataclass
+class Plan:
+    """A sweep ready to run: its experiment, its trials and where their records go."""
+    experiment: Experiment
+    trials: list[Trial]
+    sweep_dir: SweepDir
+    source: Source
+    notes: list[str] = field(default_factory=list)  # values found for `max` / `auto`, for the user
+
+    def statuses(self) -> list[tuple[Trial, Status | None]]:
+        return plan(self.trials, self.sweep_dir)
+
+
+def plan_sweep(config: Config, out: str | Path = "runs", overrides: Overrides = None, *, smoke: bool = False,
+               threads: int | None = None, memory_limit: int | None = None, allow_many: bool = False,
+               **parts: Callable | None) -> Plan:
+    """Load, expand and resolve a sweep without training anything (what `--dry-run` shows)."""
+    source = source_of(config)
+    overrides = _with_threads(overrides, threads)
+    experiment = load_config(config, overrides, **parts)
+    if smoke:
+        experiment = smoke_config(experiment)
+    registry.make_importable(*source.code_dirs)
+    try:
+        experiment, notes = resolve_max(experiment, memory_limit, source.code_dirs)
+    except BatchlabError as e:
+        raise source.locate(e) from None
+    trials = expand(experiment, allow_many=allow_many)
+    return Plan(experiment, trials, SweepDir(Path(out), experiment.name), source, notes)
+
+
+def _with_threads(overrides: Overrides, threads: int | None) -> Overrides:
+    if threads is None:
+        return overrides
+    if isinstance(overrides, dict) or overrides is None:
+        return {**(overrides or {}), "threads": threads}
+    return [*overrides, f"threads={threads}"]
+
+
+@dataclass
+class SweepResult:
+    """What a sweep call did. `summaries`: the trials it ran (summary.json each); `path`: the records."""
+    path: Path
+    summaries: list[dict]
+    skipped: int  # trials already recorded as completed or diverged
+
+    @property
+    def counts(self) -> dict[str, int]:
+        counts: dict[str, int] = {}
+        for s in self.summaries:
+            counts[s["status"]] = counts.get(s["status"], 0) + 1
+        return counts
+
+    @property
+    def trials(self):
+        """Every trial of the sweep's records (not only those run now): its summary.json as a DataFrame row
+        (nested figures flattened: final.test_accuracy, targets.0.97.seconds, ...)."""
+        import pandas as pd
+
+        return pd.json_normalize(SweepDir(self.path.parent, self.path.name).summaries())
+
+
+def sweep(config: Config, out: str | Path = "runs", overrides: Overrides = None, *, workers: int = 1,
+          gpus: list[int] | None = None, restart: bool = False, smoke: bool = False, threads: int | None = None,
+          memory_limit: int | None = None, allow_many: bool = False, command: str | None = None,
+          on_trial_start: Callable | None = None, on_trial_end: Callable | None = None,
+          plan: Plan | None = None, **parts: Callable | None) -> SweepResult:
+    """Train every trial of the sweep not already recorded as completed or diverged, into out/<name>.
+
+    on_trial_start(trial, i, n) may return a progress callback (step, total_steps, row); on_trial_end(trial,
+    summary) is called as each trial ends. Ctrl-C records the running trial as interrupted and raises
+    KeyboardInterrupt; run the same call again to resume.
+    """
+    plan = plan or plan_sweep(config, out, overrides, smoke=smoke, threads=threads, memory_limit=memory_limit,
+                              allow_many=allow_many, **parts)
+    hooks = Hooks(on_trial_start or Hooks.trial_start, on_trial_end or Hooks.trial_end)
+    command = command or f"batchlab.sweep({str(config) if isinstance(config, (str, Path)) else '<config>'!r})"
+    try:
+        summaries = run_sweep(plan.experiment, plan.trials, plan.sweep_dir.path.parent, command, restart=restart,
+                              hooks=hooks, smoke=smoke, workers=workers, gpus=gpus, code_dirs=plan.source.code_dirs)
+    except BatchlabError as e:
+        raise plan.source.locate(e) from None
+    return SweepResult(plan.sweep_dir.path, summaries, len(plan.trials) - len(summaries))
+
+
+def noise_scale(config: Config, overrides: Overrides = None, steps: int = 0, measurements: int = 20,
+                **parts: Callable | None) -> dict:
+    """B_simple = tr(Sigma)/|G|^2 of the config's model at initialisation or after `steps` training steps."""
+    from batchlab.noise_scale import noise_scale as measure
+
+    source = source_of(config)
+    experiment = load_config(config, overrides, **parts)
+    try:
+        return measure(experiment, steps, measurements, code_dirs=source.code_dirs)
+    except BatchlabError as e:
+        raise source.locate(e) from None
+
+
+def find_max_batch(config: Config, overrides: Overrides = None, memory_limit: int | None = None,
+                   max_batch: int | None = None, **parts: Callable | None) -> MaxBatch:
+    """The largest batch size the config's model trains at without running out of memory (see max-batch)."""
+    from batchlab.maxbatch import find_max_batch as search
+
+    source = source_of(config)
+    experiment = load_config(config, overrides, **parts)
+    try:
+        return search(experiment, memory_limit=memory_limit, max_batch=max_batch, code_dirs=source.code_dirs)
+    except BatchlabError as e:
+        raise source.locate(e) from None

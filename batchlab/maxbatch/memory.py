@@ -1,0 +1,90 @@
+"""Memory accounting on Linux, for the max-batch search on CPU: what a process holds, what is free, and
+the limit that makes running out of memory a real allocation failure rather than an estimate."""
+
+from __future__ import annotations
+
+import resource
+
+STATUS_KEYS = ("VmData", "VmRSS", "VmHWM", "RssAnon", "RssFile", "RssShmem")
+
+
+def proc_status() -> dict[str, int]:
+    """VmData, VmRSS, VmHWM, RssAnon, RssFile and RssShmem of this process, in bytes (Linux >= 4.5)."""
+    out = {}
+    with open("/proc/self/status") as f:
+        for line in f:
+            key, _, value = line.partition(":")
+            if key in STATUS_KEYS:
+                out[key] = int(value.split()[0]) * 1024
+    return out
+
+
+def reset_peak_rss() -> None:
+    """Reset VmHWM to the current RSS (Linux >= 4.0)."""
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")
+
+
+def _read(path: str) -> str | None:
+    try:
+        with open(path) as f:
+            return f.read()
+    except OSError:
+        return None
+
+
+def available_memory() -> int | None:
+    """Bytes that can be allocated now: MemAvailable, or the cgroup's headroom when that is lower."""
+    found = []
+    for line in (_read("/proc/meminfo") or "").splitlines():
+        if line.startswith("MemAvailable:"):
+            found.append(int(line.split()[1]) * 1024)
+    # cgroup v2, then v1; its usage counts file cache, of which the inactive part is reclaimable
+    for limit_file, usage_file, stat_file, inactive_key in (
+            ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory.current", "/sys/fs/cgroup/memory.stat",
+             "inactive_file"),
+            ("/sys/fs/cgroup/memory/memory.limit_in_bytes", "/sys/fs/cgroup/memory/memory.usage_in_bytes",
+             "/sys/fs/cgroup/memory/memory.stat", "total_inactive_file")):
+        limit, usage = (_read(limit_file) or "").strip(), (_read(usage_file) or "").strip()
+        if not (limit.isdigit() and usage.isdigit()) or int(limit) >= 2**60:  # "max" or huge: no limit
+            continue
+        inactive = 0
+        for line in (_read(stat_file) or "").splitlines():
+            key, _, value = line.partition(" ")
+            if key == inactive_key and value.strip().isdigit():
+                inactive = int(value)
+        found.append(max(0, int(limit) - int(usage) + inactive))
+    return min(found) if found else None
+
+
+def fixed_mmap_threshold(nbytes: int = 128 * 1024) -> bool:
+    """Make glibc give every block of nbytes or more its own mmap, unmapped when freed (mallopt(3)).
+
+    By default glibc raises this threshold (up to 32 MiB) each time a large block is freed; later tensors
+    then come from the heap and stay mapped there when freed, and the process only grows from try to try.
+    Setting it fixes it. False where the C library is not glibc.
+    """
+    try:
+        import ctypes
+        return bool(ctypes.CDLL("libc.so.6").mallopt(-3, nbytes))  # -3: M_MMAP_THRESHOLD
+    except (OSError, AttributeError):
+        return False
+
+
+def limit_data(soft: int) -> None:
+    """Set RLIMIT_DATA anew before each try, from what the process maps now: memory a library keeps
+    after an earlier try (a kernel cache, an allocator pool) is not this try's, and must not shrink its room.
+
+    Since Linux 4.7 RLIMIT_DATA counts private writable mappings, where torch's CPU tensors live, so an
+    oversize batch makes torch's allocator fail ("DefaultCPUAllocator: can't allocate memory"), an ordinary
+    RuntimeError, instead of the kernel's OOM killer ending the process. It counts memory mapped, which for
+    tensors is memory used; a library that maps more than it touches counts in full: the limit errs safe.
+    """
+    _, hard = resource.getrlimit(resource.RLIMIT_DATA)
+    if hard != resource.RLIM_INFINITY:
+        soft = min(soft, hard)
+    resource.setrlimit(resource.RLIMIT_DATA, (soft, hard))
+
+
+def mib(n: int | None) -> str:
+    return "?" if n is None else f"{n / 2**20:.1f} MiB"

@@ -1,0 +1,156 @@
+"""Resolve what a config names: a built-in short name, or an import path `package.module:attribute`.
+
+One mechanism for models, data sets, losses and optimizers. A config that names an import path runs
+that module's code, as `python -c "import package.module"` would; YAML itself is read with safe_load.
+
+The directory of the config file and the working directory are made importable, so `nets.py` beside
+the config is `nets:SmallCNN`. A callable handed straight from Python (`batchlab.sweep(..., model=Net)`)
+is registered here under its own import path and used in this process; worker processes import it by
+that path, which a class defined in a notebook or a script's `__main__` does not have.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import importlib.machinery
+import inspect
+import sys
+import sysconfig
+from pathlib import Path
+from typing import Any, Callable
+
+from batchlab.errors import BatchlabError, ConfigError
+
+_given: dict[str, Callable] = {}  # import path -> a callable handed over from Python, in this process only
+
+
+class ComponentError(ConfigError):
+    """A named part cannot be imported or built. `key` is the config key that names it (e.g. model.name)."""
+
+    def __init__(self, key: str, message: str):
+        super().__init__(f"{key}: {message}")
+        self.key, self.message = key, message
+
+    def __reduce__(self):  # rebuilt from (key, message) when it crosses a process boundary
+        return type(self), (self.key, self.message)
+
+
+def make_importable(*dirs: str | Path) -> None:
+    """Put directories first on sys.path, in this order, as Python does with a script's own directory."""
+    for d in reversed([str(Path(d).resolve()) for d in dirs]):
+        if d in sys.path:
+            sys.path.remove(d)
+        sys.path.insert(0, d)
+
+
+def import_module(name: str):
+    """importlib.import_module, except that a top-level module imported earlier from another directory (an
+    earlier config's `nets.py`, say) is imported anew from where sys.path finds it now."""
+    module = sys.modules.get(name)
+    if module is not None and "." not in name and getattr(module, "__file__", None):
+        spec = importlib.machinery.PathFinder.find_spec(name, sys.path)
+        if spec is not None and spec.origin and Path(spec.origin).resolve() != Path(module.__file__).resolve():
+            del sys.modules[name]
+    return importlib.import_module(name)
+
+
+def name_of(obj: Callable) -> str:
+    """The import path `module:qualname` of a callable."""
+    return f"{getattr(obj, '__module__', '?')}:{getattr(obj, '__qualname__', getattr(obj, '__name__', '?'))}"
+
+
+def give(obj: Callable) -> str:
+    """Register a callable handed over from Python; return the import path the config records for it."""
+    if not callable(obj):
+        raise ConfigError(f"expected a callable (a class or a function), got {type(obj).__name__}")
+    name = name_of(obj)
+    _given[name] = obj
+    return name
+
+
+def importable_elsewhere(name: str) -> bool:
+    """Whether another process can import `name`: not a callable from __main__ or from a function's locals."""
+    module, _, attr = name.partition(":")
+    return module not in ("__main__", "__mp_main__", "?") and "<locals>" not in attr
+
+
+def resolve(key: str, name: str, builtins: dict[str, Callable]) -> Callable:
+    """The callable that `name` means under config key `key` (e.g. "model.name")."""
+    if name in builtins:
+        return builtins[name]
+    if name in _given:
+        return _given[name]
+    module_name, sep, attr = name.partition(":")
+    if not sep:
+        raise ComponentError(key, f"{name!r} is not one of {', '.join(builtins)}, nor an import path like "
+                                  "package.module:attribute")
+    try:
+        obj: Any = import_module(module_name)
+    except ImportError as e:
+        raise ComponentError(key, f"cannot import {module_name!r} ({name}): {e}") from None
+    except Exception as e:  # noqa: BLE001 -- the user's module raised while being imported
+        raise ComponentError(key, f"importing {module_name!r} raised {type(e).__name__}: {e}") from None
+    for part in attr.split("."):
+        if not hasattr(obj, part):
+            raise ComponentError(key, f"{name}: module {module_name!r} has no attribute {attr!r}")
+        obj = getattr(obj, part)
+    if not callable(obj):
+        raise ComponentError(key, f"{name} is a {type(obj).__name__}, not a class or a function")
+    return obj
+
+
+def call(key: str, factory: Callable, args: dict[str, Any], *positional: Any, **offered: Any) -> Any:
+    """factory(*positional, **args), plus each of `offered` that its signature names (e.g. input_shape).
+
+    An exception raised by the factory becomes a ComponentError naming the key and its message.
+    """
+    try:
+        parameters = inspect.signature(factory).parameters
+    except (TypeError, ValueError):  # some builtins have no signature: offer nothing
+        parameters = {}
+    extra = {k: v for k, v in offered.items() if k in parameters and k not in args}
+    try:
+        return factory(*positional, **args, **extra)
+    except BatchlabError:
+        raise  # already a message for the user (e.g. a built-in data set's missing files)
+    except Exception as e:  # noqa: BLE001 -- the user's factory raised while building
+        raise ComponentError(key, f"{name_of(factory)}({describe_args(args)}) raised {type(e).__name__}: "
+                                  f"{short(str(e))}") from None
+
+
+def describe_args(args: dict[str, Any]) -> str:
+    return ", ".join(f"{k}={v!r}" for k, v in args.items())
+
+
+def short(text: str, limit: int = 300) -> str:
+    """A message cut to a readable length on one line."""
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
+# ---------------------------------------------------------------- what ran: source hashes
+
+def _installed_roots() -> tuple[str, ...]:
+    paths = sysconfig.get_paths()
+    return tuple(str(Path(paths[k]).resolve()) for k in ("stdlib", "platstdlib", "purelib", "platlib") if k in paths)
+
+
+def source_hashes(names: list[str]) -> dict[str, dict[str, str]]:
+    """{module: {"file", "sha256"}} for the user modules that import paths name.
+
+    Installed packages and the standard library are left out (their version is what identifies them);
+    only the named module's own file is hashed, not the modules it imports.
+    """
+    roots, out = _installed_roots(), {}
+    for name in names:
+        module_name = name.partition(":")[0]
+        module = sys.modules.get(module_name)
+        file = getattr(module, "__file__", None)
+        if not file or module_name in out:
+            continue
+        path = Path(file).resolve()
+        if any(str(path).startswith(root + "/") for root in roots):
+            continue
+        out[module_name] = {"file": str(path), "sha256": hashlib.sha256(path.read_bytes()).hexdigest()}
+    return out

@@ -1,0 +1,290 @@
+"""The experiment schema: every field, its default once, and the reason for it.
+
+A model, data set, loss or optimizer is named by a built-in short name or by an import path
+`package.module:attribute` (batchlab.registry resolves both); `args` are passed to it as keywords.
+An unknown key is an error, never silently ignored. Reading a YAML file and `--set` overrides are
+batchlab.config's job.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+# The built-in names. Each registry (data sets, models, losses, optimizers) is checked against these by a test.
+DATASETS = ("digits", "mnist", "fashion-mnist", "linear", "npz", "image-folder")
+MODELS = ("linear", "logreg", "mlp", "lenet5")
+LOSSES = ("auto", "cross_entropy", "mse")
+OPTIMIZERS = ("sgd", "adam", "adamw")
+
+# package.module:attribute; `<locals>` appears in the path of a class handed over from Python (registry.give)
+IMPORT_PATH = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.<>]*$")
+
+
+def is_import_path(name: str) -> bool:
+    return bool(IMPORT_PATH.match(name))
+
+
+def check_name(name: str, builtins: tuple[str, ...]) -> str:
+    if name in builtins or is_import_path(name):
+        return name
+    shown = name if len(name) <= 60 else name[:57] + "..."
+    raise ValueError(f"{shown!r} is not one of {', '.join(builtins)}, nor an import path like "
+                     "package.module:attribute")
+
+
+def message(error: dict) -> str:
+    """One pydantic error as a user reads it: "unknown key", "expected one of ...", the validator's text."""
+    if error["type"] == "extra_forbidden":
+        return "unknown key"
+    text = error["msg"].removeprefix("Value error, ")
+    return text.replace("Input should be", "expected one of") if error["type"] == "literal_error" else text
+
+
+def changed_from_default(section: BaseModel, fields: tuple[str, ...]) -> set[str]:
+    """The fields whose value is not their default (by value, so a full dump validates again unchanged)."""
+    return {f for f in fields if getattr(section, f) != type(section).model_fields[f].default}
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")  # a typo in a key is an error, never silently ignored
+
+
+class DatasetConfig(Section):
+    name: str = "digits"  # a built-in (DATASETS) or module:attribute, a factory returning arrays or Datasets
+    args: dict[str, Any] = {}  # keyword arguments of an imported factory
+    path: str | None = None  # npz: the .npz file; image-folder: the folder with train/ and test/ (relative: to the cwd)
+    num_workers: int = Field(0, ge=0)  # DataLoader processes for Dataset objects; 0 loads in the training process
+    task: Literal["classification", "regression"] | None = None  # None: inferred (integer targets: classification)
+    num_classes: int | None = Field(None, ge=1)  # None: inferred, largest label + 1
+    root: str | None = None  # data root for downloads; else $BATCHLAB_DATA, else a per-user cache dir
+    download: bool = True  # False never touches the network (nor does BATCHLAB_OFFLINE=1)
+    mirrors: list[str] | None = None  # base URLs tried in order; else $BATCHLAB_MIRRORS, else the public ones
+    val_fraction: float = Field(0.0, ge=0.0, lt=1.0)  # > 0: evaluate on a split of train, chosen from the seed
+    n: int = Field(1000, ge=2)  # `linear` only: training examples (the test set has as many)
+    subset: int | None = Field(None, ge=1)  # cap on training examples, for quick looks at big data sets
+
+    @field_validator("name")
+    @classmethod
+    def _known_name(cls, name: str) -> str:
+        return check_name(name, DATASETS)
+
+    @model_validator(mode="after")
+    def _path_where_needed(self) -> DatasetConfig:
+        if self.name in ("npz", "image-folder") and not self.path:
+            example = "data.npz" if self.name == "npz" else "images/ (with train/<class>/ and test/<class>/)"
+            raise ValueError(f"dataset {self.name} needs a path, e.g. path: {example}")
+        return self
+
+
+class ModelConfig(Section):
+    name: str = "mlp"  # a built-in (MODELS) or module:attribute, a factory returning an nn.Module
+    args: dict[str, Any] = {}  # keyword arguments of the factory (it also gets input_shape, num_classes if it asks)
+    hidden: list[int] = [256]  # built-in mlp: sizes of the hidden layers
+    activation: Literal["relu", "tanh", "gelu"] = "relu"  # built-in mlp and lenet5
+
+    @field_validator("name")
+    @classmethod
+    def _known_name(cls, name: str) -> str:
+        return check_name(name, MODELS)
+
+    @model_validator(mode="after")
+    def _builtin_fields_for_builtins(self) -> ModelConfig:
+        misplaced = changed_from_default(self, ("hidden", "activation"))
+        if is_import_path(self.name) and misplaced:
+            raise ValueError(f"{', '.join(sorted(misplaced))}: for the built-in models only; "
+                             f"give {self.name}'s own arguments in model.args")
+        return self
+
+
+class LossConfig(Section):
+    name: str = "auto"  # auto: cross_entropy for classification, mse for regression; or module:attribute
+    label_smoothing: float = Field(0.0, ge=0.0, lt=1.0)  # cross_entropy only
+    args: dict[str, Any] = {}  # an imported class is built with them; an imported function gets them as keywords
+
+    @field_validator("name")
+    @classmethod
+    def _known_name(cls, name: str) -> str:
+        return check_name(name, LOSSES)
+
+
+class OptimizerConfig(Section):
+    name: str = "sgd"  # a built-in (OPTIMIZERS) or module:attribute, called as factory(params, lr=lr, **args)
+    args: dict[str, Any] = {}  # extra keyword arguments of the optimizer
+    momentum: float = Field(0.0, ge=0.0, lt=1.0)  # sgd; 0 is plain SGD, the setting of the batch-size literature
+    nesterov: bool = False  # sgd; needs momentum > 0
+    weight_decay: float = Field(0.0, ge=0.0)  # built-ins
+    betas: tuple[float, float] = (0.9, 0.999)  # adam, adamw
+    eps: float = Field(1e-8, gt=0.0)  # adam, adamw
+    grad_clip: float | None = Field(None, gt=0.0)  # max global gradient norm (after fp16 unscaling); None: off
+
+    @field_validator("name")
+    @classmethod
+    def _known_name(cls, name: str) -> str:
+        return check_name(name, OPTIMIZERS)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> OptimizerConfig:
+        if self.nesterov and self.momentum == 0:
+            raise ValueError("nesterov: true needs momentum > 0")
+        misplaced = changed_from_default(self, ("momentum", "nesterov", "weight_decay", "betas", "eps"))
+        if is_import_path(self.name) and misplaced:
+            raise ValueError(f"{', '.join(sorted(misplaced))}: for the built-in optimizers only; "
+                             f"give {self.name}'s own arguments in optimizer.args")
+        return self
+
+
+class ScheduleConfig(Section):
+    name: Literal["constant", "step", "cosine"] = "constant"
+    warmup_epochs: float = Field(0.0, ge=0.0)  # linear warmup from 0 to lr (Goyal et al. 2017)
+    step_epochs: float = Field(30.0, gt=0.0)  # step: multiply lr by gamma every this many epochs
+    gamma: float = Field(0.1, gt=0.0)  # step
+    final_fraction: float = Field(0.0, ge=0.0, le=1.0)  # cosine: lr at the end of the budget, as a fraction of lr
+
+
+class BudgetConfig(Section):
+    epochs: float | None = Field(None, gt=0.0)  # at most one of epochs, steps, examples; none: one epoch
+    steps: int | None = Field(None, ge=1)
+    examples: int | None = Field(None, ge=1)
+    stop_at_target: bool = False  # end a trial once its last target is met
+
+    @model_validator(mode="after")
+    def _at_most_one(self) -> BudgetConfig:
+        given = [k for k in ("epochs", "steps", "examples") if getattr(self, k) is not None]
+        if len(given) > 1:
+            raise ValueError(f"give exactly one of epochs, steps, examples (got {', '.join(given)})")
+        return self
+
+    @property
+    def length(self) -> tuple[str, float]:
+        """(unit, amount): what the budget counts. One pass over the data unless told otherwise."""
+        for unit in ("steps", "examples", "epochs"):
+            if getattr(self, unit) is not None:
+                return unit, getattr(self, unit)
+        return "epochs", 1.0
+
+
+class TargetConfig(Section):
+    metric: Literal["test_accuracy", "test_loss"] = "test_accuracy"  # accuracy: >= value; loss: <= value
+    value: list[float] = []  # e.g. [0.97, 0.98]; the time, steps and examples to reach each are recorded
+
+    @model_validator(mode="before")
+    @classmethod
+    def _one_value_is_a_list(cls, data: Any) -> Any:
+        if isinstance(data, dict) and isinstance(data.get("value"), (int, float)):
+            data = {**data, "value": [data["value"]]}
+        return data
+
+
+class EvalConfig(Section):
+    every: float = Field(0.25, gt=0.0)  # epochs between evaluations; at least one step apart
+    log_every: float = Field(0.05, gt=0.0)  # epochs between training-loss rows (the mean over the interval)
+    batch_size: int = Field(4096, ge=1)  # evaluation only: large, since no gradients are kept
+    train_subset: int = Field(1000, ge=0)  # examples of train evaluated like the test set (0: none)
+
+
+class NoiseConfig(Section):
+    every: float | None = Field(None, gt=0.0)  # epochs between gradient-noise-scale measurements; None: off
+    batch_size: int = Field(1024, ge=2)  # B_big: examples per measurement (capped at the training set)
+    small_batch_size: int = Field(64, ge=1)  # B_small: the chunks B_big is split into
+
+
+class LrRule(Section):
+    """`sweep: {lr: {base: 0.1, base_batch_size: 128, scale: linear}}`: the lr moves with the batch size.
+
+    linear: Goyal et al. 2017 (with gradual warmup); sqrt: Krizhevsky 2014. `factors` gives every batch
+    size its own small lr search around the rule: Shallue et al. 2018 found per-batch-size tuning essential.
+    """
+    base: float = Field(gt=0.0)  # the lr at base_batch_size
+    base_batch_size: int = Field(ge=1)
+    scale: Literal["linear", "sqrt", "none"] = "linear"
+    warmup_epochs: float | None = Field(None, ge=0.0)  # sets schedule.warmup_epochs for every trial
+    factors: list[float] = Field([1.0], min_length=1)  # multipliers of the rule's lr, each a trial
+
+    @model_validator(mode="after")
+    def _positive_factors(self) -> LrRule:
+        if any(f <= 0 for f in self.factors):
+            raise ValueError("factors must all be > 0")
+        return self
+
+    def lr(self, batch_size: int, factor: float = 1.0) -> float:
+        ratio = batch_size / self.base_batch_size
+        return self.base * factor * {"linear": ratio, "sqrt": ratio ** 0.5, "none": 1.0}[self.scale]
+
+
+class Experiment(Section):
+    name: str = Field("experiment", pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")  # the records go to <out>/<name>
+    dataset: DatasetConfig = DatasetConfig()
+    model: ModelConfig = ModelConfig()
+    loss: LossConfig = LossConfig()
+    optimizer: OptimizerConfig = OptimizerConfig()
+    schedule: ScheduleConfig = ScheduleConfig()
+    budget: BudgetConfig = BudgetConfig()
+    target: TargetConfig = TargetConfig()
+    eval: EvalConfig = EvalConfig()
+    noise: NoiseConfig = NoiseConfig()
+    batch_size: int = Field(128, ge=1)  # examples per optimizer step (the effective batch)
+    micro_batch_size: Annotated[int, Field(ge=1)] | Literal["auto"] | None = None  # < batch_size: accumulate gradients
+    # over micro-batches; auto: the largest batch that fits (`batchlab max-batch`), found before the sweep
+    lr: float = Field(0.1, gt=0.0)  # peak learning rate, after warmup
+    seed: int = Field(0, ge=0)  # model init and data order
+    drop_last: bool = False  # False: full batch (batch_size >= N) is exactly one step per epoch
+    device: str = Field("auto", pattern=r"^(auto|cpu|cuda(:\d+)?)$")  # auto: CUDA when available
+    precision: Literal["fp32", "bf16", "fp16"] = "fp32"  # bf16/fp16: autocast on CUDA
+    compile: bool = False  # torch.compile the model; compile time is recorded apart (compile_seconds)
+    threads: int | None = Field(None, ge=1)  # torch CPU threads; None: torch's default. Recorded either way
+    sweep: dict[str, list[Any] | LrRule] = {}  # dotted path -> values; the trials are their cartesian product
+
+    @field_validator("sweep", mode="before")
+    @classmethod
+    def _axes_are_lists_or_a_rule(cls, sweep: Any) -> Any:
+        if not isinstance(sweep, dict):
+            return sweep
+        axes = {}
+        for path, values in sweep.items():
+            if isinstance(values, dict):
+                try:
+                    values = LrRule.model_validate(values)
+                except ValidationError as e:
+                    problems = "; ".join(f"{'.'.join(map(str, err['loc']))}: {message(err)}".lstrip(": ")
+                                         for err in e.errors())
+                    raise ValueError(f"sweep.{path}: {problems}") from None
+            elif not isinstance(values, list):
+                raise ValueError(f"sweep.{path}: expected a list of values (or, for lr, a rule), got {values!r}")
+            axes[path] = values
+        return axes
+
+    @model_validator(mode="after")
+    def _sweep_is_sound(self) -> Experiment:
+        for path, values in self.sweep.items():
+            if isinstance(values, LrRule):
+                if path != "lr":
+                    raise ValueError(f"sweep.{path}: only lr can be a rule; give a list of values")
+                continue
+            if path == "sweep" or path.startswith("sweep."):
+                raise ValueError(f"sweep.{path}: the sweep cannot sweep itself")
+            if not has_field(Experiment, path):
+                raise ValueError(f"sweep.{path}: names no config field")
+            if len(values) == 0:
+                raise ValueError(f"sweep.{path}: empty list, give at least one value")
+        return self
+
+    @property
+    def lr_rule(self) -> LrRule | None:
+        rule = self.sweep.get("lr")
+        return rule if isinstance(rule, LrRule) else None
+
+
+def has_field(model: type[BaseModel], dotted: str) -> bool:
+    head, _, rest = dotted.partition(".")
+    field = model.model_fields.get(head)
+    if field is None:
+        return False
+    if not rest:
+        return True
+    if field.annotation == dict[str, Any]:  # args: any key below it is the factory's own
+        return True
+    sub = field.annotation
+    return isinstance(sub, type) and issubclass(sub, BaseModel) and has_field(sub, rest)

@@ -1,0 +1,53 @@
+"""One optimizer step, as training takes it. The trainer and the max-batch search both build theirs here,
+so precision, gradient accumulation, clipping and memory format are the same in both."""
+
+from __future__ import annotations
+
+import contextlib
+
+import torch
+
+
+class Step:
+    """`step(x, y)` moves a batch to the device, runs forward and backward (in micro-batches when `micro` is
+    below the batch), clips and steps the optimizer; it returns the batch's mean loss as a detached tensor
+    on the device, so the caller syncs only when it reads it.
+
+    precision bf16/fp16 autocasts on CUDA (fp16 with a GradScaler); channels_last suits convolutions on GPUs.
+    """
+
+    def __init__(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer, criterion, device: torch.device,
+                 precision: str = "fp32", micro: int | None = None, grad_clip: float | None = None,
+                 channels_last: bool = False):
+        self.model, self.optimizer, self.criterion, self.device = model, optimizer, criterion, device
+        self.micro, self.grad_clip, self.channels_last = micro, grad_clip, channels_last
+        use_amp = precision != "fp32" and device.type == "cuda"
+        dtype = torch.bfloat16 if precision == "bf16" else torch.float16
+        # a null context, not a disabled autocast: entering one per step is measurable at batch size 1
+        self.autocast = torch.autocast(device.type, dtype=dtype) if use_amp else contextlib.nullcontext()
+        self.scaler = torch.amp.GradScaler(device.type, enabled=use_amp and precision == "fp16")
+        self.params = [p for p in model.parameters() if p.requires_grad] if grad_clip else []
+
+    def __call__(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        x, y = x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)  # no-op when there
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        self.optimizer.zero_grad(set_to_none=True)
+        if self.micro is None or self.micro >= len(x):
+            with self.autocast:
+                loss = self.criterion(self.model(x), y)
+            self.scaler.scale(loss).backward()
+            total = loss.detach()
+        else:  # accumulating: weight each micro-batch mean by its share of the batch
+            total = None
+            for xm, ym in zip(x.split(self.micro), y.split(self.micro)):
+                with self.autocast:
+                    loss = self.criterion(self.model(xm), ym) * (len(xm) / len(x))
+                self.scaler.scale(loss).backward()
+                total = loss.detach() if total is None else total + loss.detach()
+        if self.grad_clip:
+            self.scaler.unscale_(self.optimizer)
+            torch.nn.utils.clip_grad_norm_(self.params, self.grad_clip)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        return total.float()
