@@ -240,9 +240,9 @@ def export(
 
     try:
         with user_errors():
-            results, warnings = export_records(path, to, dest, progress if bar else None)
+            results, warnings = export_records(path, to, dest, progress if bar is not None else None)
     finally:
-        if bar:
+        if bar is not None:
             bar.close()
     for warning in warnings:
         typer.echo(f"warning: {warning}", err=True)
