@@ -195,11 +195,15 @@ def test_a_missing_extra_is_one_line_naming_the_install(sweep, tmp_path, monkeyp
 
 
 def test_a_damaged_record_is_a_warning_and_the_rest_is_exported(sweep, tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    from tensorboard.plugins.hparams import plugin_data_pb2
+
     copy = tmp_path / "records" / "tiny"
     shutil.copytree(sweep, copy)
-    damaged, truncated = sorted((copy / "trials").iterdir())[:2]
+    damaged, truncated, running, _ = sorted((copy / "trials").iterdir())
     (damaged / "summary.json").write_text("{not json")
     (truncated / "metrics.csv").write_text((truncated / "metrics.csv").read_text()[:-5])
+    (running / "summary.json").unlink()  # no summary yet: a trial still running, or killed hard
     result = runner.invoke(app, ["export", str(tmp_path / "records"), "--to", "tensorboard", str(tmp_path / "tb")])
     assert result.exit_code == 0, result.output
     assert f"warning: {damaged / 'summary.json'}: invalid JSON" in result.output
@@ -207,6 +211,12 @@ def test_a_damaged_record_is_a_warning_and_the_rest_is_exported(sweep, tmp_path)
     assert "tiny: 3 trials" in result.output
     assert sorted(p.name for p in (tmp_path / "tb" / "tiny").iterdir()) == \
         sorted(p.name for p in (copy / "trials").iterdir() if p != damaged)
+    events = EventAccumulator(str(tmp_path / "tb" / "tiny" / running.name), size_guidance={"scalars": 0})
+    events.Reload()
+    start = plugin_data_pb2.HParamsPluginData.FromString(
+        events.PluginTagToContent("hparams")["_hparams_/session_start_info"]).session_start_info
+    assert start.hparams["status"].string_value == "incomplete"
+    assert len(events.Scalars("test_accuracy")) > 0 and "summary/final_test_accuracy" not in events.Tags()["scalars"]
 
 
 def test_bad_arguments_are_one_line(sweep, tmp_path):
