@@ -203,6 +203,49 @@ def report(
         typer.echo(f"report: {r.out_dir / 'report.html' if 'html' in chosen else r.out_dir}")
 
 
+@app.command()
+def export(
+    path: Annotated[Path, typer.Argument(help="A records root (runs/, every sweep in it) or one sweep (runs/mnist).")],
+    dest: Annotated[str, typer.Argument(metavar="DEST", help="tensorboard: a log directory; mlflow: a tracking "
+                                        "URI (sqlite:///mlflow.db, file:/path) or a directory (mlruns/).")],
+    to: Annotated[str, typer.Option("--to", help="tensorboard or mlflow.")],
+):
+    """Export every trial to TensorBoard (scalars and hparams) or MLflow (params, metrics, tags): one run each."""
+    import logging
+
+    from batchlab.export import DESTINATIONS
+    from batchlab.export import export as export_records
+
+    if to not in DESTINATIONS:
+        raise fail(f"--to {to!r}: choose from {', '.join(DESTINATIONS)}")
+    if not path.exists():
+        raise fail(f"{path}: no such directory")
+    logging.getLogger("mlflow").setLevel(logging.WARNING)  # not its database set-up chatter
+    bar = tqdm(desc="export", unit="trial", file=sys.stdout) if sys.stdout.isatty() else None
+
+    def progress(done: int, total: int):
+        bar.total = total
+        bar.update(done - bar.n)
+
+    try:
+        with user_errors():
+            results, warnings = export_records(path, to, dest, progress if bar is not None else None)
+    finally:
+        if bar is not None:
+            bar.close()
+    for warning in warnings:
+        typer.echo(f"warning: {warning}", err=True)
+    for r in results:
+        if to == "tensorboard":
+            typer.echo(f"{r.sweep}: {r.written} trials -> {r.where}")
+        else:
+            report = ", report/ as artifacts of the run 'report'" if r.report else ""
+            typer.echo(f"{r.sweep}: {r.written} runs written, {r.unchanged} unchanged{report} "
+                       f"-> experiment '{r.where}' in {dest}")
+    typer.echo(f"view: tensorboard --logdir {dest}" if to == "tensorboard" else
+               f"view: mlflow ui --backend-store-uri {dest}   (the full mlflow package)")
+
+
 def parse_bytes(text: str | None) -> int | None:
     """'512MiB', '2GiB', '1.5GB' or plain bytes; None stays None."""
     if text is None:

@@ -1,0 +1,229 @@
+"""`batchlab export` on a real tiny sweep, read back with TensorBoard's and MLflow's own readers."""
+
+import csv
+import json
+import shutil
+import sys
+from datetime import datetime
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from batchlab.cli import app
+from batchlab.export import export
+
+runner = CliRunner()
+TARGETS = (0.3, 0.999)  # the first is reached at once, the second never (1 epoch of digits)
+
+
+@pytest.fixture(scope="module")
+def sweep(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("runs")
+    cfg = tmp / "exp.yaml"
+    cfg.write_text(json.dumps({
+        "name": "tiny", "dataset": {"name": "digits"}, "model": {"name": "mlp", "hidden": [16]}, "threads": 1,
+        "budget": {"epochs": 1}, "eval": {"every": 0.5}, "noise": {"every": 0.5, "batch_size": 256},
+        "target": {"value": list(TARGETS)},
+        "sweep": {"batch_size": [32, 128], "lr": [0.3], "optimizer.momentum": [0.0, 0.9]}}))
+    result = runner.invoke(app, ["sweep", str(cfg), "--out", str(tmp), "--quiet"])
+    assert result.exit_code == 0, result.output
+    (tmp / "tiny" / "report").mkdir()
+    (tmp / "tiny" / "report" / "report.md").write_text("# a report\n")
+    return tmp / "tiny"
+
+
+def trials(sweep):
+    """(trial dir, summary.json, config.json, metrics.csv rows), read here with json and csv only."""
+    out = []
+    for d in sorted((sweep / "trials").iterdir()):
+        with open(d / "metrics.csv", newline="") as f:
+            rows = list(csv.DictReader(f))
+        out.append((d, json.loads((d / "summary.json").read_text()), json.loads((d / "config.json").read_text()),
+                    rows))
+    assert len(out) == 4 and all(s["status"] == "completed" for _, s, _, _ in out)
+    assert all(s["targets"]["0.3"] and s["targets"]["0.999"] is None for _, s, _, _ in out)
+    return out
+
+
+def recorded(rows, column, x="step"):
+    """(x, value) for the non-empty cells of a metrics.csv column."""
+    return [(int(r[x]), float(r[column])) for r in rows if r[column] != ""]
+
+
+def started(summary) -> float:
+    return datetime.fromisoformat(summary["started_at"]).timestamp()
+
+
+def test_tensorboard_scalars_and_hparams_are_the_records(sweep, tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    from tensorboard.plugins.hparams import plugin_data_pb2
+
+    result = runner.invoke(app, ["export", str(sweep), "--to", "tensorboard", str(tmp_path / "tb")])
+    assert result.exit_code == 0, result.output
+    assert f"tiny: 4 trials -> {tmp_path / 'tb' / 'tiny'}" in result.output
+    for trial_dir, summary, config, rows in trials(sweep):
+        events = EventAccumulator(str(tmp_path / "tb" / "tiny" / trial_dir.name), size_guidance={"scalars": 0})
+        events.Reload()
+        columns = [c for c in rows[0] if c != "step"]
+        assert "noise_b_simple" in columns and "train_eval_accuracy" in columns
+        for column in columns:
+            # TensorBoard keeps scalars as float32: equal to the CSV value rounded to float32, row for row.
+            expected = [(step, np.float32(value)) for step, value in recorded(rows, column)]
+            assert [(e.step, e.value) for e in events.Scalars(column)] == expected, column
+        by_examples = [(e.step, e.value) for e in events.Scalars("by_examples/test_accuracy")]
+        assert by_examples == [(n, np.float32(v)) for n, v in recorded(rows, "test_accuracy", x="examples")]
+        # Each point is stamped started_at + train_seconds: relative time is the training clock.
+        seconds = [float(r["train_seconds"]) for r in rows if r["test_loss"] != ""]
+        walls = [e.wall_time for e in events.Scalars("test_loss")]
+        assert walls == pytest.approx([started(summary) + s for s in seconds], abs=1e-3)
+
+        figures = {tag: events.Scalars(tag)[-1].value for tag in events.Tags()["scalars"] if tag.startswith("summary/")}
+        assert figures["summary/final_test_accuracy"] == np.float32(summary["final"]["test_accuracy"])
+        assert figures["summary/final_test_loss"] == np.float32(summary["final"]["test_loss"])
+        assert figures["summary/seconds_to_0.3"] == np.float32(summary["targets"]["0.3"]["seconds"])
+        assert figures["summary/steps_to_0.3"] == summary["targets"]["0.3"]["steps"]
+        assert not [tag for tag in figures if tag.endswith("_to_0.999")]  # missed: left out
+
+        content = events.PluginTagToContent("hparams")
+        start = plugin_data_pb2.HParamsPluginData.FromString(content["_hparams_/session_start_info"])
+        hparams = start.session_start_info.hparams
+        assert hparams["batch_size"].number_value == config["batch_size"] == summary["batch_size"]
+        assert hparams["lr"].number_value == config["lr"]
+        assert hparams["seed"].number_value == config["seed"]
+        assert hparams["optimizer.momentum"].number_value == config["optimizer"]["momentum"]
+        assert hparams["status"].string_value == "completed"
+        experiment = plugin_data_pb2.HParamsPluginData.FromString(content["_hparams_/experiment"]).experiment
+        metrics = {m.name.tag for m in experiment.metric_infos}
+        assert {"summary/seconds_to_0.3", "summary/seconds_to_0.999", "summary/final_test_accuracy"} <= metrics
+
+
+def test_tensorboard_export_twice_rewrites_instead_of_appending(sweep, tmp_path):
+    calls = []
+    for _ in range(2):
+        results, warnings = export(sweep, "tensorboard", str(tmp_path), progress=lambda *a: calls.append(a))
+        assert warnings == [] and [(r.sweep, r.written) for r in results] == [("tiny", 4)]
+    assert calls == [(i, 4) for i in range(1, 5)] * 2
+    for run_dir in (tmp_path / "tiny").iterdir():
+        assert len(list(run_dir.glob("events.out.tfevents.*"))) == 1
+
+
+@pytest.fixture(params=["dir", "sqlite"])
+def store(request, tmp_path, monkeypatch):
+    # The file store is refused by MLflow 3 unless allowed; the export allows it, our reader must too.
+    monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")
+    return str(tmp_path / "mlruns") if request.param == "dir" else f"sqlite:///{tmp_path / 'sub' / 'mlflow.db'}"
+
+
+def test_mlflow_params_metrics_and_tags_are_the_records(sweep, store, tmp_path):
+    from mlflow.tracking import MlflowClient
+
+    result = runner.invoke(app, ["export", str(sweep), "--to", "mlflow", store])
+    assert result.exit_code == 0, result.output
+    assert "tiny: 4 runs written, 0 unchanged, report/ as artifacts" in result.output
+    client = MlflowClient(tracking_uri=store)
+    experiment = client.get_experiment_by_name("tiny")
+    runs = {r.info.run_name: r for r in client.search_runs([experiment.experiment_id])}
+    assert len(runs) == 5  # a run per trial, and one holding the report
+    for trial_dir, summary, config, rows in trials(sweep):
+        run = runs.pop(trial_dir.name)
+        assert run.info.status == "FINISHED"
+        tags = run.data.tags
+        assert (tags["trial_id"], tags["status"], tags["device"], tags["torch_version"]) == \
+            (trial_dir.name, "completed", summary["device"], summary["torch_version"])
+        params = run.data.params
+        assert params["batch_size"] == str(config["batch_size"]) and params["lr"] == str(config["lr"])
+        assert params["optimizer.momentum"] == str(config["optimizer"]["momentum"])
+        assert params["model.name"] == "mlp" and params["dataset.name"] == "digits"
+        assert params["model.hidden"] == "[16]" and params["target.value"] == str(list(TARGETS))
+
+        for column in [c for c in rows[0] if c != "step"]:
+            history = sorted(client.get_metric_history(run.info.run_id, column), key=lambda m: m.step)
+            assert [(m.step, m.value) for m in history] == recorded(rows, column), column
+        stamps = [m.timestamp for m in sorted(client.get_metric_history(run.info.run_id, "test_loss"),
+                                              key=lambda m: m.step)]
+        seconds = [float(r["train_seconds"]) for r in rows if r["test_loss"] != ""]
+        assert stamps == pytest.approx([1000 * (started(summary) + s) for s in seconds], abs=1)
+
+        metrics = run.data.metrics
+        assert metrics["summary/final_test_accuracy"] == summary["final"]["test_accuracy"]
+        assert metrics["summary/seconds_to_0.3"] == summary["targets"]["0.3"]["seconds"]
+        assert metrics["summary/examples_to_0.3"] == summary["targets"]["0.3"]["examples"]
+        assert metrics["summary/samples_per_second"] == summary["samples_per_second"]
+        assert not [m for m in metrics if m.endswith("_to_0.999")]  # missed: left out
+    report = runs.pop("report")
+    assert [a.path for a in client.list_artifacts(report.info.run_id, "report")] == ["report/report.md"]
+
+    again = runner.invoke(app, ["export", str(sweep), "--to", "mlflow", store])
+    assert again.exit_code == 0 and "tiny: 0 runs written, 4 unchanged" in again.output, again.output
+    assert len(client.search_runs([experiment.experiment_id])) == 5
+
+
+def test_mlflow_replaces_the_run_of_a_changed_record(sweep, tmp_path, monkeypatch):
+    from mlflow.tracking import MlflowClient
+
+    monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")
+    copy, store = tmp_path / "tiny", str(tmp_path / "mlruns")
+    shutil.copytree(sweep, copy)
+    export(copy, "mlflow", store)
+    client = MlflowClient(tracking_uri=store)
+    experiment = client.get_experiment_by_name("tiny").experiment_id
+    before = {r.info.run_name: r.info.run_id for r in client.search_runs([experiment])}
+
+    rerun = sorted((copy / "trials").iterdir())[0]  # as if trained again: a new start time
+    summary = json.loads((rerun / "summary.json").read_text())
+    summary["started_at"] = "2030-01-01T00:00:00+00:00"
+    (rerun / "summary.json").write_text(json.dumps(summary))
+    results, _ = export(copy, "mlflow", store)
+    assert (results[0].written, results[0].unchanged) == (1, 3)
+    after = {r.info.run_name: r.info.run_id for r in client.search_runs([experiment])}
+    assert after.keys() == before.keys()
+    assert [name for name in after if after[name] != before[name]] == [rerun.name]
+    assert client.get_run(before[rerun.name]).info.lifecycle_stage == "deleted"
+
+
+@pytest.mark.parametrize("to, module, package", [("tensorboard", "torch.utils.tensorboard", "tensorboard"),
+                                                 ("mlflow", "mlflow", "mlflow-skinny")])
+def test_a_missing_extra_is_one_line_naming_the_install(sweep, tmp_path, monkeypatch, to, module, package):
+    for name in [m for m in sys.modules if m.startswith(module + ".")] + [module]:
+        monkeypatch.setitem(sys.modules, name, None)  # import fails as if the package were not installed
+    result = runner.invoke(app, ["export", str(sweep), "--to", to, str(tmp_path / "out")])
+    assert result.exit_code == 2
+    assert result.output.startswith("error: ") and result.output.count("\n") == 1
+    assert f"the {package} package" in result.output and f"pip install 'batchlab[{to}]'" in result.output
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_damaged_record_is_a_warning_and_the_rest_is_exported(sweep, tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    from tensorboard.plugins.hparams import plugin_data_pb2
+
+    copy = tmp_path / "records" / "tiny"
+    shutil.copytree(sweep, copy)
+    damaged, truncated, running, _ = sorted((copy / "trials").iterdir())
+    (damaged / "summary.json").write_text("{not json")
+    (truncated / "metrics.csv").write_text((truncated / "metrics.csv").read_text()[:-5])
+    (running / "summary.json").unlink()  # no summary yet: a trial still running, or killed hard
+    result = runner.invoke(app, ["export", str(tmp_path / "records"), "--to", "tensorboard", str(tmp_path / "tb")])
+    assert result.exit_code == 0, result.output
+    assert f"warning: {damaged / 'summary.json'}: invalid JSON" in result.output
+    assert f"warning: {truncated / 'metrics.csv'}: truncated" in result.output
+    assert "tiny: 3 trials" in result.output
+    assert sorted(p.name for p in (tmp_path / "tb" / "tiny").iterdir()) == \
+        sorted(p.name for p in (copy / "trials").iterdir() if p != damaged)
+    events = EventAccumulator(str(tmp_path / "tb" / "tiny" / running.name), size_guidance={"scalars": 0})
+    events.Reload()
+    start = plugin_data_pb2.HParamsPluginData.FromString(
+        events.PluginTagToContent("hparams")["_hparams_/session_start_info"]).session_start_info
+    assert start.hparams["status"].string_value == "incomplete"
+    assert len(events.Scalars("test_accuracy")) > 0 and "summary/final_test_accuracy" not in events.Tags()["scalars"]
+
+
+def test_bad_arguments_are_one_line(sweep, tmp_path):
+    result = runner.invoke(app, ["export", str(sweep), "--to", "wandb", str(tmp_path)])
+    assert result.exit_code == 2 and result.output == "error: --to 'wandb': choose from tensorboard, mlflow\n"
+    result = runner.invoke(app, ["export", str(tmp_path / "nothing"), "--to", "tensorboard", str(tmp_path)])
+    assert result.exit_code == 2 and "no such directory" in result.output
+    (tmp_path / "not-a-db").write_text("plain text")
+    result = runner.invoke(app, ["export", str(sweep), "--to", "mlflow", f"sqlite:///{tmp_path / 'not-a-db'}"])
+    assert result.exit_code == 2 and result.output.startswith("error: cannot open the database")
