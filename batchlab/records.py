@@ -8,6 +8,7 @@
         metrics.csv            a row per log point or evaluation, flushed as written
         summary.json           written last and atomically: status and figures (the Summary dataclass)
         error.txt              the traceback of a trial that failed
+        run_token              written when the trial starts; summary.json carries the same token
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import json
 import math
 import os
 import shutil
+import uuid
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from enum import Enum
@@ -91,6 +93,7 @@ class Summary:
     python_version: str = ""
     platform: str = ""
     code: dict[str, dict[str, str]] = field(default_factory=dict)  # user module -> {file, sha256}
+    run_token: str = ""  # the token of the run that wrote this summary (see read_summary)
     command: str = ""
     started_at: str = ""
     finished_at: str = ""
@@ -123,9 +126,30 @@ def write_json_atomic(path: Path, obj: Any) -> None:
 
 def read_json(path: Path) -> dict | None:
     try:
-        return json.loads(path.read_text())
-    except (FileNotFoundError, json.JSONDecodeError):
+        value = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
         return None
+    return value if isinstance(value, dict) else None
+
+
+RUN_TOKEN = "run_token"
+
+
+def run_token(trial_dir: Path) -> str:
+    """The token of the run that started in this trial directory ("" for records older than tokens)."""
+    try:
+        return (trial_dir / RUN_TOKEN).read_text().strip()
+    except OSError:
+        return ""
+
+
+def read_summary(trial_dir: Path) -> dict | None:
+    """summary.json, only if it belongs to the run that last started here: a worker that outlived its sweep
+    must not pass its summary off as the rerun's. None: no summary, unreadable, or another run's."""
+    summary = read_json(trial_dir / "summary.json")
+    if summary is None or summary.get("run_token", "") != run_token(trial_dir):
+        return None
+    return summary
 
 
 class MetricsWriter:
@@ -163,7 +187,7 @@ class SweepDir:
         d = self.trial_dir(trial_id)
         if not d.exists():
             return None
-        summary = read_json(d / "summary.json")
+        summary = read_summary(d)
         try:
             return Status(summary.get("status")) if summary else Status.INCOMPLETE
         except ValueError:
@@ -221,7 +245,7 @@ class SweepDir:
 
     def summaries(self) -> list[dict]:
         """Every readable summary.json, in trial-id order (trials without one are running or were killed)."""
-        found = [read_json(d / "summary.json") for d in sorted(self.trials.iterdir())] if self.trials.is_dir() else []
+        found = [read_summary(d) for d in sorted(self.trials.iterdir())] if self.trials.is_dir() else []
         return [s for s in found if s]
 
     def recorded_code(self) -> dict[str, dict[str, str]]:
@@ -233,11 +257,13 @@ class SweepDir:
         return found
 
     def start_trial(self, trial_id: str, resolved: dict) -> Path:
+        """A fresh trial directory with config.json and a new run token."""
         d = self.trial_dir(trial_id)
         if d.exists():
             shutil.rmtree(d)  # failed, interrupted or incomplete: run again from the start
         d.mkdir(parents=True)
         write_json_atomic(d / "config.json", resolved)
+        (d / RUN_TOKEN).write_text(uuid.uuid4().hex + "\n")
         return d
 
 

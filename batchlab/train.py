@@ -21,7 +21,7 @@ from batchlab.losses import build_loss
 from batchlab.models import build_model
 from batchlab.noise import NoiseScale, measure_batch
 from batchlab.optimizers import build_optimizer
-from batchlab.records import MetricsWriter, Status, Summary, write_json_atomic
+from batchlab.records import MetricsWriter, Status, Summary, run_token, write_json_atomic
 from batchlab.schema import Experiment, ScheduleConfig
 from batchlab.step import Step
 
@@ -302,7 +302,7 @@ def run_trial(cfg: Experiment, trial_id: str, axes: dict, trial_dir: Path, data:
         torch.cuda.reset_peak_memory_stats(device)
     summary = Summary(trial_id=trial_id, batch_size=cfg.batch_size, lr=cfg.lr, seed=cfg.seed, axes=axes,
                       target_metric=cfg.target.metric, eval_split=data.eval_split, precision=cfg.precision,
-                      command=command, started_at=now())
+                      command=command, started_at=now(), run_token=run_token(trial_dir))
     metrics = MetricsWriter(trial_dir / "metrics.csv")
     try:
         train(cfg, data, device, summary, metrics, progress)

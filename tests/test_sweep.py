@@ -173,6 +173,21 @@ def test_divergence_and_failure_are_recorded_and_the_sweep_goes_on(write_config,
     assert by_model["linear"][1]["targets"]["0.5"] is not None  # y = 3x + 2: MSE falls below 0.5 within an epoch
 
 
+def test_a_summary_from_an_earlier_run_of_the_trial_is_not_trusted(write_config, tmp_path):
+    """A worker that outlived a killed sweep writes its summary into the trial directory the rerun made:
+    the rerun's run token does not match, so the trial counts as incomplete and is trained again."""
+    cfg, out = write_config({"sweep": {"batch_size": [64], "lr": [0.1]}}), tmp_path / "runs"
+    assert sweep(cfg, out).exit_code == 0
+    [trial] = trials(out)
+    stale = (trial / "summary.json").read_text()
+    SweepDir(out, "tiny").start_trial(trial.name, json.loads((trial / "config.json").read_text()))  # the rerun
+    (trial / "summary.json").write_text(stale)  # ... and the orphan's late summary
+    assert SweepDir(out, "tiny").status(trial.name) == "incomplete"
+    result = sweep(cfg, out)
+    assert "1 completed;" in result.output and "already recorded" not in result.output
+    assert summary(trial)["run_token"] == (trial / "run_token").read_text().strip() != json.loads(stale)["run_token"]
+
+
 def test_a_second_sweep_on_the_same_records_is_refused(write_config, tmp_path):
     out = tmp_path / "runs"
     with SweepDir(out, "tiny").lock():
