@@ -14,6 +14,7 @@ from batchlab.errors import ConfigError
 from batchlab.schema import Experiment, LrRule
 
 MAX_TRIALS = 10_000  # more than this is almost surely a typo in a sweep list; --yes runs it anyway
+NOT_IN_ID = {"checkpoint"}  # settings that do not change what a trial computes
 
 
 @dataclass(frozen=True)
@@ -49,7 +50,7 @@ def trial_id(config: Experiment, axes: dict[str, Any]) -> str:
     for path, value in axes.items():
         if path not in ("batch_size", "lr", "seed"):
             parts.append(f"{'lrx' if path == 'lr_factor' else path.split('.')[-1]}{fmt(value)}")
-    blob = json.dumps(config.model_dump(mode="json"), sort_keys=True)
+    blob = json.dumps(config.model_dump(mode="json", exclude=NOT_IN_ID), sort_keys=True)
     return "-".join(parts) + "-" + hashlib.sha256(blob.encode()).hexdigest()[:6]
 
 

@@ -194,16 +194,16 @@ class NoiseScale:
         self.alpha = alpha
         self.n = n
         self.steps = 0
-        self._g2_ema = 0.0
-        self._trace_ema = 0.0
+        self.g2_ema = 0.0
+        self.trace_ema = 0.0
 
     def update(
         self, g_small_sq: float, g_big_sq: float, b_small: int, b_big: int
     ) -> tuple[float, float, float]:
         g2, trace = estimate(g_small_sq, g_big_sq, b_small, b_big, n=self.n)
         self.steps += 1
-        self._g2_ema = self.alpha * self._g2_ema + (1 - self.alpha) * g2
-        self._trace_ema = self.alpha * self._trace_ema + (1 - self.alpha) * trace
+        self.g2_ema = self.alpha * self.g2_ema + (1 - self.alpha) * g2
+        self.trace_ema = self.alpha * self.trace_ema + (1 - self.alpha) * trace
         return self.value
 
     @property
@@ -212,8 +212,8 @@ class NoiseScale:
         if self.steps == 0:
             return math.nan, math.nan, math.nan
         debias = 1 - self.alpha**self.steps
-        g2 = self._g2_ema / debias
-        trace = self._trace_ema / debias
+        g2 = self.g2_ema / debias
+        trace = self.trace_ema / debias
         b_simple = trace / g2 if g2 > 0 and trace >= 0 else math.nan
         return g2, trace, b_simple
 

@@ -9,6 +9,7 @@
         summary.json           written last and atomically: status and figures (the Summary dataclass)
         error.txt              the traceback of a trial that failed
         run_token              written when the trial starts; summary.json carries the same token
+        checkpoint.pt          a long trial's state mid-training (batchlab.checkpoint), to resume from
 """
 
 from __future__ import annotations
@@ -94,6 +95,7 @@ class Summary:
     platform: str = ""
     code: dict[str, dict[str, str]] = field(default_factory=dict)  # user module -> {file, sha256}
     run_token: str = ""  # the token of the run that wrote this summary (see read_summary)
+    resumed_from: list[int] = field(default_factory=list)  # the steps it resumed from a checkpoint at
     command: str = ""
     started_at: str = ""
     finished_at: str = ""
@@ -133,6 +135,7 @@ def read_json(path: Path) -> dict | None:
 
 
 RUN_TOKEN = "run_token"
+CHECKPOINT = "checkpoint.pt"  # batchlab.checkpoint writes it
 
 
 def run_token(trial_dir: Path) -> str:
@@ -153,16 +156,26 @@ def read_summary(trial_dir: Path) -> dict | None:
 
 
 class MetricsWriter:
-    """Appends rows to metrics.csv, flushing each, so an interrupted trial keeps what it had."""
+    """Appends rows to metrics.csv, flushing each, so an interrupted trial keeps what it had.
 
-    def __init__(self, path: Path):
+    keep_rows: resuming from a checkpoint, the rows it had written are kept and the later ones dropped.
+    """
+
+    def __init__(self, path: Path, keep_rows: int = 0):
+        kept = []
+        if keep_rows:
+            with open(path, newline="") as f:
+                kept = list(csv.DictReader(f))[:keep_rows]
         self.file = open(path, "w", newline="")
         self.writer = csv.DictWriter(self.file, METRIC_COLUMNS, restval="")
         self.writer.writeheader()
+        self.writer.writerows(kept)
+        self.rows = len(kept)
 
     def write(self, row: dict) -> None:
         self.writer.writerow({k: _cell(v) for k, v in row.items()})
         self.file.flush()
+        self.rows += 1
 
     def close(self) -> None:
         self.file.close()
@@ -257,11 +270,15 @@ class SweepDir:
         return found
 
     def start_trial(self, trial_id: str, resolved: dict) -> Path:
-        """A fresh trial directory with config.json and a new run token."""
+        """The trial's directory with config.json and a new run token: fresh, or, when it holds a checkpoint
+        (checkpoint.FILE) of a run that did not end, kept with it and its metrics for the trial to resume."""
         d = self.trial_dir(trial_id)
-        if d.exists():
-            shutil.rmtree(d)  # failed, interrupted or incomplete: run again from the start
-        d.mkdir(parents=True)
+        if (d / CHECKPOINT).exists():
+            for stale in ("summary.json", "error.txt", CHECKPOINT + ".tmp"):
+                (d / stale).unlink(missing_ok=True)
+        elif d.exists():
+            shutil.rmtree(d)  # failed, interrupted or incomplete without a checkpoint: run again from the start
+        d.mkdir(parents=True, exist_ok=True)
         write_json_atomic(d / "config.json", resolved)
         (d / RUN_TOKEN).write_text(uuid.uuid4().hex + "\n")
         return d
@@ -273,7 +290,7 @@ def changed_fields(old_file: Path, new: Experiment) -> list[str]:
         old = validate(yaml.safe_load(old_file.read_text()) or {}, str(old_file))
     except (ConfigError, yaml.YAMLError) as e:
         raise RecordsError(f"{old_file} cannot be read ({e}); use --restart to start over") from None
-    axes = set(old.sweep) | set(new.sweep)
+    axes = set(old.sweep) | set(new.sweep) | {"checkpoint"}  # checkpointing changes no result
     a, b = flatten(old.model_dump(mode="json", exclude={"sweep"})), flatten(new.model_dump(mode="json", exclude={"sweep"}))
     return sorted(k for k in a.keys() | b.keys() if a.get(k) != b.get(k) and not _under_axis(k, axes))
 

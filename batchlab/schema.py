@@ -191,6 +191,12 @@ class NoiseConfig(Section):
     small_batch_size: int = Field(64, ge=1)  # B_small: the chunks B_big is split into
 
 
+class CheckpointConfig(Section):
+    every: float | None = Field(10.0, gt=0.0)  # minutes of training between checkpoints (shorter trials write
+    # none: a resume would save less than the writing costs); None: never
+    keep: bool = False  # keep the last checkpoint after the trial ends (completed or diverged); else deleted
+
+
 class LrRule(Section):
     """`sweep: {lr: {base: 0.1, base_batch_size: 128, scale: linear}}`: the lr moves with the batch size.
 
@@ -225,6 +231,7 @@ class Experiment(Section):
     target: TargetConfig = TargetConfig()
     eval: EvalConfig = EvalConfig()
     noise: NoiseConfig = NoiseConfig()
+    checkpoint: CheckpointConfig = CheckpointConfig()  # how a trial is saved, not what it computes: not in its id
     batch_size: int = Field(128, ge=1)  # examples per optimizer step (the effective batch)
     micro_batch_size: Annotated[int, Field(ge=1)] | Literal["auto"] | None = None  # < batch_size: accumulate gradients
     # over micro-batches; auto: the largest batch that fits (`batchlab max-batch`), found before the sweep

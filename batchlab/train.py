@@ -15,13 +15,16 @@ import torch
 
 import batchlab
 from batchlab import registry
+from batchlab.checkpoint import Checkpoints, set_random_streams
+from batchlab.checkpoint import remove as remove_checkpoint
 from batchlab.data import Data
+from batchlab.data.splits import order_of
 from batchlab.errors import ConfigError
 from batchlab.losses import build_loss
 from batchlab.models import build_model
 from batchlab.noise import NoiseScale, measure_batch
 from batchlab.optimizers import build_optimizer
-from batchlab.records import MetricsWriter, Status, Summary, run_token, write_json_atomic
+from batchlab.records import DONE, MetricsWriter, Status, Summary, run_token, write_json_atomic
 from batchlab.schema import Experiment, ScheduleConfig
 from batchlab.step import Step
 
@@ -104,6 +107,16 @@ class NoiseMonitor:
         self.count += 1
         return {"noise_g2": g2, "noise_trace": trace, "noise_b_simple": b_simple}
 
+    def state(self) -> dict:
+        """For a checkpoint: the averages so far and the draw generator."""
+        return {"g2_ema": self.scale.g2_ema, "trace_ema": self.scale.trace_ema, "updates": self.scale.steps,
+                "count": self.count, "generator": self.generator.get_state()}
+
+    def load_state(self, state: dict) -> None:
+        self.scale.g2_ema, self.scale.trace_ema, self.scale.steps = state["g2_ema"], state["trace_ema"], state["updates"]
+        self.count = state["count"]
+        self.generator.set_state(state["generator"])
+
     def summary(self) -> dict:
         g2, trace, b_simple = self.scale.value
         return {"g2": g2, "trace": trace, "b_simple": b_simple, "b_small": self.b_small, "b_big": self.b_big,
@@ -164,8 +177,12 @@ def build_parts(cfg: Experiment, data: Data, device: torch.device):
 
 
 def train(cfg: Experiment, data: Data, device: torch.device, summary: Summary, metrics: MetricsWriter,
-          progress: Progress | None = None) -> torch.nn.Module:
-    """The loop. Returns the trained model; everything measured goes to `summary` and `metrics`."""
+          progress: Progress | None = None, checkpoints: Checkpoints | None = None) -> torch.nn.Module:
+    """The loop. Returns the trained model; everything measured goes to `summary` and `metrics`.
+
+    With `checkpoints`, the loop resumes from the trial's checkpoint when it has one, and writes one
+    at a log point every `checkpoint.every` minutes of training.
+    """
     model, criterion, optimizer = build_parts(cfg, data, device)
     channels_last = device.type == "cuda" and len(data.input_shape) == 3  # convolutions run faster NHWC on GPUs
     if channels_last:
@@ -178,7 +195,6 @@ def train(cfg: Experiment, data: Data, device: torch.device, summary: Summary, m
     spe = summary.steps_per_epoch = n // batch if cfg.drop_last else math.ceil(n / batch)
     total = budget_steps(cfg, spe, batch)
     schedule = lr_schedule(cfg.schedule, spe, total)
-    set_lr(optimizer, cfg.lr * schedule(0))
     eval_every = max(1, round(cfg.eval.every * spe))  # in steps; every step when one step is > eval.every
     log_every = max(1, min(eval_every, round(cfg.eval.log_every * spe)))
     loader = data.train.loader(batch, cfg.drop_last, cfg.seed)
@@ -187,6 +203,11 @@ def train(cfg: Experiment, data: Data, device: torch.device, summary: Summary, m
     noise = NoiseMonitor(cfg, n, spe, criterion) if cfg.noise.every else None
     targets_left = sorted(cfg.target.value)
     summary.targets = {f"{v:g}": None for v in cfg.target.value}
+    epoch_batches = 0  # batches of the current epoch trained on
+    resumed = checkpoints.resume(model, step, noise, summary, order_of(loader)) if checkpoints else None
+    if resumed:
+        targets_left, epoch_batches = resumed["targets_left"], resumed["epoch_batches"]
+    set_lr(optimizer, cfg.lr * schedule(summary.steps))
 
     def log(train_loss: float | None, with_eval: bool) -> dict:
         row = {"step": summary.steps, "epoch": summary.steps / spe, "examples": summary.examples,
@@ -219,15 +240,22 @@ def train(cfg: Experiment, data: Data, device: torch.device, summary: Summary, m
 
     if cfg.compile:
         model = compiled(model, step, data, batch, cfg.drop_last, summary)
-    log(None, with_eval=True)  # the starting point of every curve
+    if not resumed:
+        log(None, with_eval=True)  # the starting point of every curve
     model.train()
     clock = Clock(device)
     loss_sum, loss_count = torch.zeros((), device=device), 0
     clock.start()
+    streams = resumed["random"] if resumed else None  # the random streams as they were at the checkpoint
     while summary.steps < total:
-        for x, y in loader:  # one epoch
+        batches = iter(loader)  # a new epoch (a tensor loader draws its seed from the global stream here)
+        if streams is not None:  # ... so a checkpoint's streams are set after it
+            set_random_streams(streams)
+            streams = None
+        for x, y in batches:
             loss_sum += step(x, y)  # stays on the device: no sync per step
             loss_count += 1
+            epoch_batches += 1
             summary.steps += 1
             if schedule.varies:
                 set_lr(optimizer, cfg.lr * schedule(summary.steps))  # the lr of the next step
@@ -245,9 +273,13 @@ def train(cfg: Experiment, data: Data, device: torch.device, summary: Summary, m
                 log(train_loss, with_eval=is_eval)
                 if cfg.budget.stop_at_target and cfg.target.value and not targets_left:
                     return model
+                if checkpoints and checkpoints.due(summary.train_seconds) and summary.steps < total:
+                    checkpoints.save(model, step, noise, summary, order_of(loader), targets_left, epoch_batches,
+                                     metrics.rows)
                 clock.start()
             if summary.steps == total:
                 break
+        epoch_batches = 0
     summary.train_seconds = clock.stop()
     return model
 
@@ -303,9 +335,10 @@ def run_trial(cfg: Experiment, trial_id: str, axes: dict, trial_dir: Path, data:
     summary = Summary(trial_id=trial_id, batch_size=cfg.batch_size, lr=cfg.lr, seed=cfg.seed, axes=axes,
                       target_metric=cfg.target.metric, eval_split=data.eval_split, precision=cfg.precision,
                       command=command, started_at=now(), run_token=run_token(trial_dir))
-    metrics = MetricsWriter(trial_dir / "metrics.csv")
+    checkpoints = Checkpoints(cfg.checkpoint.every, trial_dir, trial_id)
+    metrics = MetricsWriter(trial_dir / "metrics.csv", keep_rows=checkpoints.metrics_rows)
     try:
-        train(cfg, data, device, summary, metrics, progress)
+        train(cfg, data, device, summary, metrics, progress, checkpoints)
     except KeyboardInterrupt:
         summary.status = Status.INTERRUPTED
         raise
@@ -323,4 +356,6 @@ def run_trial(cfg: Experiment, trial_id: str, axes: dict, trial_dir: Path, data:
         summary.finished_at = now()
         written = summary.to_json()
         write_json_atomic(trial_dir / "summary.json", written)
+        if summary.status in DONE and not cfg.checkpoint.keep:
+            remove_checkpoint(trial_dir)
     return written

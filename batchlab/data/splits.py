@@ -5,13 +5,21 @@ Two kinds, one interface:
   one gather `x[index]` through a DataLoader whose sampler yields a whole batch's indices, so no
   per-example Python runs: batch 1 and batch 60,000 are both fast.
 - `DatasetSplit`: a map-style torch Dataset (per-example transforms, e.g. augmentation). Batches come from
-  a DataLoader with `num_workers` processes, pinned memory on CUDA and persistent workers; the order still
-  comes from the trial's seed, and the workers' random streams from a generator seeded by it too.
+  a DataLoader with `num_workers` processes, pinned memory on CUDA and persistent workers. The order comes
+  from the trial's seed, and so does the randomness of the transforms: torch, `random` and numpy are seeded
+  for each batch from the trial's seed and the batch's place in the epoch, so a batch is the same whichever
+  worker fetched it, however many workers there are, and when a trial resumes from a checkpoint.
+
+Either way the sampler remembers where its epoch began (`epoch_state`) and can be told to start a later
+epoch there and skip the batches already trained on (`resume`): a checkpoint's way back into an epoch.
 """
 
 from __future__ import annotations
 
+import itertools
 import math
+import random
+from contextlib import contextmanager
 from typing import Iterator
 
 import numpy as np
@@ -29,11 +37,23 @@ class ShuffledBatches(Sampler):
 
     def __init__(self, n: int, batch_size: int, drop_last: bool, generator: torch.Generator):
         self.n, self.batch_size, self.drop_last, self.generator = n, batch_size, drop_last, generator
+        self.epoch_state: torch.Tensor | None = None  # the generator's state when the current epoch began
+        self.skip = 0  # batches at the start of the next epoch not to yield (they were trained on)
 
     def __len__(self) -> int:
         return self.n // self.batch_size if self.drop_last else math.ceil(self.n / self.batch_size)
 
+    def resume(self, epoch_state: torch.Tensor, skip: int) -> None:
+        """Make the next epoch the one that began at `epoch_state`, less its first `skip` batches."""
+        self.generator.set_state(epoch_state)
+        self.skip = skip
+
     def __iter__(self):
+        self.epoch_state = self.generator.get_state()
+        skip, self.skip = self.skip, 0
+        return itertools.islice(self.epoch(), skip, None)
+
+    def epoch(self) -> Iterator[torch.Tensor | slice]:
         if self.batch_size >= self.n:  # the full batch: its mean gradient does not depend on the order
             yield slice(None)  # a view of the whole set, not a 60,000-row gather per step
             return
@@ -42,12 +62,81 @@ class ShuffledBatches(Sampler):
             yield perm[i * self.batch_size:(i + 1) * self.batch_size]
 
 
+class SeededBatch(list):
+    """A batch's indices, with the seed its examples are fetched under."""
+
+    def __init__(self, indices, seed: int):
+        super().__init__(indices)
+        self.seed = seed
+
+
 class IndexLists(ShuffledBatches):
-    """The same batches as lists of ints: a DataLoader's batch_sampler over a Dataset."""
+    """The same batches as SeededBatch lists: a DataLoader's batch_sampler over a Dataset. Each epoch draws
+    one seed from the order generator; a batch's seed is that plus its place in the epoch."""
 
     def __iter__(self):
-        for index in super().__iter__():
-            yield list(range(self.n)) if isinstance(index, slice) else index.tolist()
+        self.epoch_state = self.generator.get_state()
+        skip, self.skip = self.skip, 0
+        epoch_seed = int(torch.randint(2**62, (), generator=self.generator))
+        for position, index in itertools.islice(enumerate(self.epoch()), skip, None):
+            yield SeededBatch(range(self.n) if isinstance(index, slice) else index.tolist(), epoch_seed + position)
+
+
+def order_of(loader: DataLoader) -> ShuffledBatches:
+    """The sampler that orders a training loader's batches."""
+    return loader.batch_sampler if isinstance(loader.batch_sampler, ShuffledBatches) else loader.sampler
+
+
+@contextmanager
+def kept_random_state():
+    """Leave torch's (CPU), Python's and numpy's global random streams as they were."""
+    saved = torch.get_rng_state(), random.getstate(), np.random.get_state()
+    try:
+        yield
+    finally:
+        torch.set_rng_state(saved[0])
+        random.setstate(saved[1])
+        np.random.set_state(saved[2])
+
+
+class SeededItems(Dataset):
+    """Fetches a SeededBatch with torch, `random` and numpy seeded from it. In the training process (no
+    DataLoader workers) the global streams are kept as they were, so dropout's randomness is untouched."""
+
+    def __init__(self, dataset: Dataset, in_workers: bool):
+        self.dataset, self.in_workers = dataset, in_workers
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, i: int):
+        return self.dataset[i]
+
+    def __getitems__(self, batch: SeededBatch) -> list:
+        if self.in_workers:
+            return self.fetch(batch)
+        with kept_random_state():
+            return self.fetch(batch)
+
+    def fetch(self, batch: SeededBatch) -> list:
+        torch.manual_seed(batch.seed)
+        random.seed(batch.seed)
+        np.random.seed(batch.seed % 2**32)
+        return [self.dataset[i] for i in batch]
+
+
+class InOrder(Sampler):
+    """Evaluation batches in order, each seeded by its place: the same examples every evaluation."""
+
+    def __init__(self, n: int, batch_size: int):
+        self.n, self.batch_size = n, batch_size
+
+    def __len__(self) -> int:
+        return math.ceil(self.n / self.batch_size)
+
+    def __iter__(self):
+        for position, start in enumerate(range(0, self.n, self.batch_size)):
+            yield SeededBatch(range(start, min(start + self.batch_size, self.n)), position)
 
 
 class TensorBatches(Dataset):
@@ -115,11 +204,6 @@ class TensorSplit:
         return TensorSplit(self.x.to(device, non_blocking=True), self.y.to(device, non_blocking=True))
 
 
-def seed_numpy(worker_id: int) -> None:
-    """DataLoader workers seed torch and `random` from the loader's generator; numpy too, from the same seed."""
-    np.random.seed(torch.initial_seed() % 2**32)
-
-
 class DatasetSplit:
     """A map-style Dataset, served through DataLoader workers."""
 
@@ -133,8 +217,9 @@ class DatasetSplit:
     device = torch.device("cpu")
     nbytes = 0  # never moved to a device as a whole
 
-    def take(self, index: torch.Tensor) -> Batch:
-        return default_collate([self.dataset[i] for i in index.tolist()])
+    def take(self, index: torch.Tensor, seed: int = 0) -> Batch:
+        with kept_random_state():
+            return default_collate(SeededItems(self.dataset, True).fetch(SeededBatch(index.tolist(), seed)))
 
     def head(self, n: int) -> DatasetSplit:
         return DatasetSplit(Subset(self.dataset, range(min(n, len(self.dataset)))), self.num_workers, self.pin_memory)
@@ -142,21 +227,20 @@ class DatasetSplit:
     def select(self, index: torch.Tensor) -> DatasetSplit:
         return DatasetSplit(Subset(self.dataset, index.tolist()), self.num_workers, self.pin_memory)
 
-    def _options(self) -> dict:
-        return dict(num_workers=self.num_workers, pin_memory=self.pin_memory,
-                    persistent_workers=self.num_workers > 0, worker_init_fn=seed_numpy)
+    def _loader(self, batches: Sampler) -> DataLoader:
+        return DataLoader(SeededItems(self.dataset, self.num_workers > 0), batch_sampler=batches,
+                          num_workers=self.num_workers, pin_memory=self.pin_memory,
+                          persistent_workers=self.num_workers > 0,
+                          generator=torch.Generator().manual_seed(0))  # not the global stream: dropout's
 
     def batches(self, batch_size: int) -> Iterator[Batch]:
-        if self._eval_loader is None or self._eval_loader.batch_size != batch_size:  # kept: its workers persist
-            self._eval_loader = DataLoader(self.dataset, batch_size=batch_size, shuffle=False, **self._options())
+        if self._eval_loader is None or self._eval_loader.batch_sampler.batch_size != batch_size:
+            self._eval_loader = self._loader(InOrder(len(self.dataset), batch_size))  # kept: its workers persist
         return iter(self._eval_loader)
 
     def loader(self, batch_size: int, drop_last: bool, seed: int) -> DataLoader:
         n = len(self.dataset)
-        order = torch.Generator().manual_seed(seed)
-        workers_seed = torch.Generator().manual_seed(seed + 1)  # base seed of the workers' torch and random
-        return DataLoader(self.dataset, batch_sampler=IndexLists(n, min(batch_size, n), drop_last, order),
-                          generator=workers_seed, **self._options())
+        return self._loader(IndexLists(n, min(batch_size, n), drop_last, torch.Generator().manual_seed(seed)))
 
     def to(self, device: torch.device) -> DatasetSplit:
         return DatasetSplit(self.dataset, self.num_workers, device.type == "cuda")
