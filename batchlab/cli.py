@@ -26,8 +26,17 @@ SetOpt = Annotated[Optional[list[str]], typer.Option(
     "--set 'sweep.batch_size=[64,256]'. Repeatable.")]
 
 
+def _version(value: bool):
+    if value:
+        import batchlab
+
+        typer.echo(f"batchlab {batchlab.__version__}")
+        raise typer.Exit()
+
+
 @app.callback()
-def _commands():
+def _commands(version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
+                                                    help="Print the version and exit.")] = False):
     """How batch size and learning rate change how fast and how well a PyTorch model trains."""
 
 

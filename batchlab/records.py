@@ -36,7 +36,7 @@ from batchlab.schema import Experiment
 class Status(str, Enum):
     """A trial's status in summary.json; INCOMPLETE is a trial directory without one (running, or killed)."""
     COMPLETED = "completed"
-    DIVERGED = "diverged"  # the loss turned NaN/inf, or the trial did not learn (its error says which)
+    DIVERGED = "diverged"  # the loss turned NaN/inf or exploded, or the trial did not learn (`error` says which)
     FAILED = "failed"  # an exception inside the trial (its message in `error`)
     INTERRUPTED = "interrupted"  # Ctrl-C or SIGTERM
     INCOMPLETE = "incomplete"
@@ -79,6 +79,8 @@ class Summary:
     compile_seconds: float | None = None
     samples_per_second: float | None = None
     peak_memory_bytes: int | None = None
+    initial: dict[str, float | None] = field(
+        default_factory=lambda: {"test_loss": None, "test_accuracy": None})  # the evaluation at step 0
     final: dict[str, float | None] = field(
         default_factory=lambda: {"train_loss": None, "test_loss": None, "test_accuracy": None})
     target_metric: str = "test_accuracy"

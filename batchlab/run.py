@@ -156,13 +156,13 @@ def check_importable(trials: list[Trial]) -> None:
                               "import path (e.g. model: {name: my_nets:SmallCNN}), or run with one worker")
 
 
-def train_one(trial: Trial, trial_dir: Path, cache: DataCache, command: str, threads: int | None,
+def train_one(trial: Trial, trial_dir: Path, cache: DataCache, command: str, threads: int | None, smoke: bool,
               progress: Progress | None = None) -> dict:
     if threads:
         torch.set_num_threads(threads)
     device = resolve_device(trial.config.device)
     return run_trial(trial.config, trial.id, trial.axes, trial_dir, cache.get(trial.config, device), device,
-                     command, progress)
+                     command, progress, judge=not smoke)  # a smoke run proves wiring, not learning
 
 
 def sigterm_as_interrupt() -> None:
@@ -216,13 +216,13 @@ def run_sweep(experiment: Experiment, trials: list[Trial], out: Path, command: s
         if workers <= 1:
             for i, trial in enumerate(todo):
                 trial_dir = sweep.start_trial(trial.id, trial.resolved())
-                summary = train_one(trial, trial_dir, cache, command, trial.config.threads,
+                summary = train_one(trial, trial_dir, cache, command, trial.config.threads, smoke,
                                     hooks.trial_start(trial, i, len(todo)))
                 hooks.trial_end(trial, summary)
                 summaries.append(summary)
             return summaries
         threads = max(1, (os.cpu_count() or 1) // workers)
-        jobs = [(t, sweep.start_trial(t.id, t.resolved()), command, t.config.threads or threads) for t in todo]
+        jobs = [(t, sweep.start_trial(t.id, t.resolved()), command, t.config.threads or threads, smoke) for t in todo]
         context = multiprocessing.get_context("spawn")
         gpu_ids = None
         if gpus:

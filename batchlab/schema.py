@@ -238,11 +238,18 @@ class Experiment(Section):
     lr: float = Field(0.1, gt=0.0)  # peak learning rate, after warmup
     seed: int = Field(0, ge=0)  # model init and data order
     drop_last: bool = False  # False: full batch (batch_size >= N) is exactly one step per epoch
-    device: str = Field("auto", pattern=r"^(auto|cpu|cuda(:\d+)?)$")  # auto: CUDA when available
+    device: str = "auto"  # auto (CUDA when available) | cpu | cuda | cuda:N
     precision: Literal["fp32", "bf16", "fp16"] = "fp32"  # bf16/fp16: autocast on CUDA
     compile: bool = False  # torch.compile the model; compile time is recorded apart (compile_seconds)
     threads: int | None = Field(None, ge=1)  # torch CPU threads; None: torch's default. Recorded either way
     sweep: dict[str, list[Any] | LrRule] = {}  # dotted path -> values; the trials are their cartesian product
+
+    @field_validator("device")
+    @classmethod
+    def _device_form(cls, device: str) -> str:
+        if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", device):
+            raise ValueError(f"expected auto, cpu, cuda or cuda:N (e.g. cuda:1), got {device[:40]!r}")
+        return device
 
     @field_validator("sweep", mode="before")
     @classmethod

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import math
 import platform
-import resource
 import time
 import traceback
 from datetime import datetime, timezone
@@ -21,6 +20,7 @@ from batchlab.data import Data
 from batchlab.data.splits import order_of
 from batchlab.errors import ConfigError
 from batchlab.losses import build_loss
+from batchlab.memory import Peak
 from batchlab.models import build_model
 from batchlab.noise import NoiseScale, measure_batch
 from batchlab.optimizers import build_optimizer
@@ -161,6 +161,26 @@ def evaluate(model, split, criterion, task: str, batch_size: int, device: torch.
     return loss_sum.item() / n, (correct.item() / n if task == "classification" else None)
 
 
+EXPLODED = 100  # a training loss this many times the initial loss has diverged, NaN or not
+
+
+def did_not_learn(summary: Summary, data: Data) -> str | None:
+    """Why a trial that ran to its end did not learn (its final evaluation no better than its initial one, or
+    than chance for classification), or None. Such a trial is recorded diverged, with this reason."""
+    if summary.steps == 0:
+        return None
+    if data.task == "classification":
+        first, last, chance = summary.initial["test_accuracy"], summary.final["test_accuracy"], 1 / data.num_classes
+        if first is not None and last is not None and last <= max(first, chance):
+            return (f"it did not learn: final test accuracy {last:.4f} is no better than at the start ({first:.4f}) "
+                    f"or chance ({chance:.4f})")
+        return None
+    first, last = summary.initial["test_loss"], summary.final["test_loss"]
+    if first is not None and last is not None and last >= first:
+        return f"it did not learn: final test loss {last:.4g} is no lower than at the start ({first:.4g})"
+    return None
+
+
 def reached(metric: str, value: float | None, threshold: float) -> bool:
     if value is None:
         return False
@@ -241,7 +261,8 @@ def train(cfg: Experiment, data: Data, device: torch.device, summary: Summary, m
     if cfg.compile:
         model = compiled(model, step, data, batch, cfg.drop_last, summary)
     if not resumed:
-        log(None, with_eval=True)  # the starting point of every curve
+        first = log(None, with_eval=True)  # the starting point of every curve
+        summary.initial = {"test_loss": first["test_loss"], "test_accuracy": first["test_accuracy"]}
     model.train()
     clock = Clock(device)
     loss_sum, loss_count = torch.zeros((), device=device), 0
@@ -266,8 +287,12 @@ def train(cfg: Experiment, data: Data, device: torch.device, summary: Summary, m
                 train_loss = loss_sum.item() / loss_count  # micro-batch losses add up to their step's loss
                 loss_sum.zero_()
                 loss_count = 0
-                if not math.isfinite(train_loss):
-                    summary.status, summary.error = Status.DIVERGED, f"the training loss became {train_loss}"
+                initial = summary.initial["test_loss"]
+                if not math.isfinite(train_loss) or (initial is not None and train_loss > EXPLODED * initial > 0):
+                    summary.status = Status.DIVERGED
+                    summary.error = (f"the training loss became {train_loss}" if not math.isfinite(train_loss) else
+                                     f"the training loss {train_loss:.4g} exceeded {EXPLODED}x the initial loss "
+                                     f"({initial:.4g})")
                     log(train_loss, with_eval=False)
                     return model
                 log(train_loss, with_eval=is_eval)
@@ -310,12 +335,6 @@ def machine_facts(device: torch.device) -> dict:
             "python_version": platform.python_version(), "platform": platform.platform()}
 
 
-def peak_memory(device: torch.device) -> int:
-    if device.type == "cuda":
-        return torch.cuda.max_memory_allocated(device)
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux: KiB; the process's peak RSS
-
-
 def now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
@@ -327,11 +346,13 @@ def imported_names(cfg: Experiment) -> list[str]:
 
 
 def run_trial(cfg: Experiment, trial_id: str, axes: dict, trial_dir: Path, data: Data, device: torch.device,
-              command: str, progress: Progress | None = None) -> dict:
+              command: str, progress: Progress | None = None, judge: bool = True) -> dict:
     """Train and record one trial. A failure inside is recorded `failed` (traceback in error.txt) and the
-    sweep goes on; Ctrl-C is recorded `interrupted` and re-raised. Returns the summary as written."""
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
+    sweep goes on; Ctrl-C is recorded `interrupted` and re-raised. Returns the summary as written.
+
+    judge: a trial that did not learn is recorded diverged (off for a smoke run: a few steps prove wiring).
+    """
+    peak = Peak(device)
     summary = Summary(trial_id=trial_id, batch_size=cfg.batch_size, lr=cfg.lr, seed=cfg.seed, axes=axes,
                       target_metric=cfg.target.metric, eval_split=data.eval_split, precision=cfg.precision,
                       command=command, started_at=now(), run_token=run_token(trial_dir))
@@ -339,6 +360,9 @@ def run_trial(cfg: Experiment, trial_id: str, axes: dict, trial_dir: Path, data:
     metrics = MetricsWriter(trial_dir / "metrics.csv", keep_rows=checkpoints.metrics_rows)
     try:
         train(cfg, data, device, summary, metrics, progress, checkpoints)
+        reason = did_not_learn(summary, data) if judge and summary.status == Status.COMPLETED else None
+        if reason:
+            summary.status, summary.error = Status.DIVERGED, reason
     except KeyboardInterrupt:
         summary.status = Status.INTERRUPTED
         raise
@@ -349,7 +373,7 @@ def run_trial(cfg: Experiment, trial_id: str, axes: dict, trial_dir: Path, data:
         metrics.close()
         summary.epochs = summary.steps / summary.steps_per_epoch
         summary.samples_per_second = summary.examples / summary.train_seconds if summary.train_seconds > 0 else None
-        summary.peak_memory_bytes = peak_memory(device)
+        summary.peak_memory_bytes = peak.bytes()
         summary.code = registry.source_hashes(imported_names(cfg))
         for key, value in machine_facts(device).items():
             setattr(summary, key, value)

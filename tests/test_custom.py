@@ -54,11 +54,11 @@ def test_the_example_runs_through_the_cli_and_records_what_ran(tmp_path):
 def test_the_api_sweeps_a_file_and_a_class_handed_over_from_python(tmp_path):
     result = batchlab.sweep(EXAMPLE / "custom.yaml", out=tmp_path,
                             overrides={"dataset.args.source": "digits", "dataset.num_workers": 0,
-                                       "sweep.batch_size": [128], "sweep.lr": [0.05, 0.1], "budget.steps": 5})
+                                       "sweep.batch_size": [128], "sweep.lr": [0.05, 0.1], "budget.steps": 30})
     assert result.path == tmp_path / "custom"
     assert result.counts == {"completed": 2} and result.skipped == 0
     trials = result.trials
-    assert list(trials["lr"]) == [0.05, 0.1] and list(trials["steps"]) == [5, 5]
+    assert list(trials["lr"]) == [0.05, 0.1] and list(trials["steps"]) == [30, 30]
     assert set(trials["status"]) == {"completed"}
 
     class Tiny(torch.nn.Module):  # defined here: importable by no other process
@@ -71,7 +71,7 @@ def test_the_api_sweeps_a_file_and_a_class_handed_over_from_python(tmp_path):
             return self.net(x)
 
     config = {"name": "nb", "dataset": {"name": "digits"}, "model": {"name": "mlp", "hidden": [4], "args": {"hidden": 6}},
-              "budget": {"steps": 3}, "threads": 1, "sweep": {"lr": [0.1, 0.2]}}
+              "budget": {"steps": 30}, "threads": 1, "sweep": {"lr": [0.1, 0.2]}}
     notebook = batchlab.sweep(config, out=tmp_path, model=Tiny)
     assert notebook.counts == {"completed": 2}
     recorded = json.loads(next((tmp_path / "nb" / "trials").iterdir()).joinpath("config.json").read_text())
@@ -84,7 +84,7 @@ def test_the_api_sweeps_a_file_and_a_class_handed_over_from_python(tmp_path):
 
 def test_workers_import_user_code_by_path(tmp_path):
     result = invoke("sweep", EXAMPLE / "custom.yaml", *ON_DIGITS, "--set", "sweep.batch_size=[64, 128]",
-                    "--set", "sweep.lr=[0.05]", "--set", "budget.steps=4", "--out", tmp_path, "--workers", "2",
+                    "--set", "sweep.lr=[0.1]", "--set", "budget.steps=30", "--out", tmp_path, "--workers", "2",
                     "--quiet")
     assert result.exit_code == 0, result.output
     assert "2 completed" in result.output

@@ -138,13 +138,17 @@ def test_changed_fixed_field_is_refused_unless_restart(write_config, tmp_path):
 def test_divergence_and_failure_are_recorded_and_the_sweep_goes_on(write_config, tmp_path):
     linear = {"dataset": {"name": "linear", "n": 1000}, "model": {"name": "linear"},
               "target": {"metric": "test_loss", "value": [0.5]}}
-    cfg = write_config({**linear, "budget": {"epochs": 5}, "sweep": {"lr": [50.0, 0.1], "batch_size": [10]}})
+    cfg = write_config({**linear, "budget": {"epochs": 5}, "sweep": {"lr": [1e10, 50.0, 0.1], "batch_size": [10]}})
     out = tmp_path / "runs"
     result = sweep(cfg, out)
     assert result.exit_code == 0, result.output
     by_lr = {summary(d)["lr"]: summary(d) for d in trials(out)}
-    assert by_lr[50.0]["status"] == "diverged" and by_lr[50.0]["steps"] < 5 * by_lr[50.0]["steps_per_epoch"]
-    assert by_lr[50.0]["final"]["train_loss"] is None  # NaN is not JSON; the status says why
+    nan, exploded = by_lr[1e10], by_lr[50.0]
+    assert nan["status"] == "diverged" and nan["steps"] < 5 * nan["steps_per_epoch"]
+    assert nan["final"]["train_loss"] is None  # NaN is not JSON; the status and error say why
+    assert nan["error"] in ("the training loss became nan", "the training loss became inf")
+    assert exploded["status"] == "diverged" and exploded["steps"] < 5 * exploded["steps_per_epoch"]
+    assert exploded["final"]["train_loss"] > 100 * exploded["initial"]["test_loss"]  # finite, but 100x the start
     assert by_lr[0.1]["status"] == "completed"
 
     # user code that raises during training fails its trial only; the traceback is kept in error.txt

@@ -27,7 +27,7 @@ from dataclasses import asdict, dataclass, field
 import torch
 
 from batchlab.errors import BatchlabError
-from batchlab.maxbatch.memory import fixed_mmap_threshold, limit_data, mib, proc_status, reset_peak_rss
+from batchlab.memory import fixed_mmap_threshold, limit_data, mib, proc_status, reset_peak_rss
 from batchlab.maxbatch.search import Try, is_oom, oom_message, search
 
 WARMUP_BATCH = 2  # the untimed, unrecorded step before the baseline is taken

@@ -15,7 +15,7 @@ from typing import Callable
 import torch
 
 from batchlab.errors import BatchlabError, ConfigError
-from batchlab.maxbatch.memory import available_memory, mib
+from batchlab.memory import available_memory, mib
 
 DEFAULT_CPU_FRACTION = 0.5  # of the memory available now: a search should neither swap nor wake the OOM killer
 

@@ -1,5 +1,6 @@
-"""Memory accounting on Linux, for the max-batch search on CPU: what a process holds, what is free, and
-the limit that makes running out of memory a real allocation failure rather than an estimate."""
+"""Memory accounting on Linux: what a process holds and held at most, what is free, and the limit that makes
+running out of memory a real allocation failure (the max-batch search on CPU). CUDA has its allocator's
+own statistics; `Peak` measures a trial's peak either way."""
 
 from __future__ import annotations
 
@@ -84,6 +85,54 @@ def limit_data(soft: int) -> None:
     if hard != resource.RLIM_INFINITY:
         soft = min(soft, hard)
     resource.setrlimit(resource.RLIMIT_DATA, (soft, hard))
+
+
+def malloc_trim() -> bool:
+    """Give the heap's free memory back to the system (glibc malloc_trim(3)), so RSS is what is in use."""
+    try:
+        import ctypes
+        return bool(ctypes.CDLL("libc.so.6").malloc_trim(0))
+    except (OSError, AttributeError):
+        return False
+
+
+class Peak:
+    """A trial's peak memory above what the process held when it started.
+
+    CUDA: torch.cuda.max_memory_allocated since the start (the statistics reset then), the data on the
+    device included.
+    CPU (Linux): the RSS high-water mark (reset at the start) less the RSS at the start, measured after the
+    heap's free memory went back to the system, so that memory an earlier trial freed but the process kept
+    neither hides this trial's need nor counts in it. It covers the model, optimizer state, activations
+    and whatever else the trial allocated; the data set, loaded before, is not in it. None off Linux.
+    """
+
+    def __init__(self, device):
+        import torch
+
+        self.device = device
+        if device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(device)
+            self.start = 0
+            return
+        malloc_trim()
+        try:
+            reset_peak_rss()
+            self.start = proc_status()["VmRSS"]
+        except (OSError, KeyError):
+            self.start = None
+
+    def bytes(self) -> int | None:
+        import torch
+
+        if self.device.type == "cuda":
+            return torch.cuda.max_memory_allocated(self.device) - self.start
+        if self.start is None:
+            return None
+        try:
+            return max(0, proc_status()["VmHWM"] - self.start)
+        except (OSError, KeyError):
+            return None
 
 
 def mib(n: int | None) -> str:
