@@ -192,7 +192,7 @@ def report(
     formats: Annotated[str, typer.Option("--format", help="Comma-separated: md, html, csv, png.")] = "md,html,csv,png",
 ):
     """Turn a sweep's records into time-to-accuracy tables, loss curves, report.md and report.html."""
-    from batchlab.report import FORMATS, build_report
+    from batchlab.reporting import FORMATS, build_report
 
     chosen = {f.strip() for f in formats.split(",") if f.strip()}
     if not chosen or chosen - FORMATS:

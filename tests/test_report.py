@@ -21,7 +21,7 @@ import pytest
 
 from batchlab.errors import RecordsError
 from batchlab.records import SweepDir
-from batchlab.report import build_report
+from batchlab.reporting import build_report
 from report_fixtures import check_png, hit, make_sweep, make_trial
 
 TARGETS = (0.9, 0.95)

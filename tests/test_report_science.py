@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from batchlab.report import build_report
+from batchlab.reporting import build_report
 from report_fixtures import check_png, hit, make_sweep, make_trial
 
 # --- a sweep with a known frontier: S(B) = S_MIN + E_MIN / B ---------------------------------------

@@ -15,11 +15,11 @@ import numpy as np
 from matplotlib.lines import Line2D
 from matplotlib.ticker import NullLocator
 
-from batchlab.report.load import SweepRecords
-from batchlab.report.plots import (NOTHING_REACHED, PAIR, Plot, _batch_axis, _curve, _figure, _log_y,
+from batchlab.reporting.load import SweepRecords
+from batchlab.reporting.plots import (NOTHING_REACHED, PAIR, Plot, _batch_axis, _curve, _figure, _log_y,
                                    _PlainLogFormatter, _png, _say, _short, _style, _target_text)
-from batchlab.report.science import Science, rule_lr
-from batchlab.report.tables import Tables
+from batchlab.reporting.science import Science, rule_lr
+from batchlab.reporting.tables import Tables
 
 FIT_COLOR = "firebrick"
 SINGLE = (11.0, 5.2)

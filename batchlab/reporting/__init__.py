@@ -7,6 +7,6 @@ Modules: load (records -> frames), tables (pandas tables), plots (PNG figures), 
 formatting), document (report.md / report.html), build (build_report itself).
 """
 
-from batchlab.report.build import FORMATS, SweepReport, build_report
+from batchlab.reporting.build import FORMATS, SweepReport, build_report
 
 __all__ = ["FORMATS", "SweepReport", "build_report"]

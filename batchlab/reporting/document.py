@@ -14,11 +14,11 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from batchlab.report import display
-from batchlab.report.load import FINISHED, SweepRecords
-from batchlab.report.plots import Plot
-from batchlab.report.science import Science, number
-from batchlab.report.tables import REACHED, Tables
+from batchlab.reporting import display
+from batchlab.reporting.load import FINISHED, SweepRecords
+from batchlab.reporting.plots import Plot
+from batchlab.reporting.science import Science, number
+from batchlab.reporting.tables import REACHED, Tables
 
 HEADLINE_ID = "time-to-accuracy"
 

@@ -30,9 +30,9 @@ import numpy as np
 import pandas as pd
 
 from batchlab.frontier import EFFICIENCY, Frontier, fit, largest_efficient_batch
-from batchlab.report import display
-from batchlab.report.load import SweepRecords
-from batchlab.report.tables import REACHED, Tables
+from batchlab.reporting import display
+from batchlab.reporting.load import SweepRecords
+from batchlab.reporting.tables import REACHED, Tables
 
 FRONTIER_COLUMNS = ["target_metric", "target", "fitted", "reason", "s_min", "e_min", "b_crit", "r2",
                     "rms_log_error", "points", "batch_sizes"]

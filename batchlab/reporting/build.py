@@ -9,13 +9,13 @@ from pathlib import Path
 import pandas as pd
 
 from batchlab.errors import RecordsError
-from batchlab.report import display
-from batchlab.report.document import blocks, html_document, markdown
-from batchlab.report.load import SweepRecords, find_sweeps, load_sweep
-from batchlab.report.plots import make_plots
-from batchlab.report.science import Science, build_science
-from batchlab.report.science_plots import make_science_plots
-from batchlab.report.tables import Tables, build_tables, status_counts
+from batchlab.reporting import display
+from batchlab.reporting.document import blocks, html_document, markdown
+from batchlab.reporting.load import SweepRecords, find_sweeps, load_sweep
+from batchlab.reporting.plots import make_plots
+from batchlab.reporting.science import Science, build_science
+from batchlab.reporting.science_plots import make_science_plots
+from batchlab.reporting.tables import Tables, build_tables, status_counts
 
 FORMATS = frozenset({"md", "html", "csv", "png"})
 

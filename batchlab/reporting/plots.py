@@ -22,11 +22,11 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.ticker import LogFormatter, NullLocator
 
-from batchlab.report.load import SweepRecords
-from batchlab.report.tables import REACHED, Tables
+from batchlab.reporting.load import SweepRecords
+from batchlab.reporting.tables import REACHED, Tables
 
 if TYPE_CHECKING:
-    from batchlab.report.science import Science
+    from batchlab.reporting.science import Science
 
 NOTHING_REACHED = "no batch size reached the target"
 MAX_POINTS = 400  # points per curve after merging seeds: enough for the eye, bounded cost

@@ -10,8 +10,8 @@ import math
 import numpy as np
 import pandas as pd
 
-from batchlab.report.load import SweepRecords
-from batchlab.report.tables import REACHED, Tables
+from batchlab.reporting.load import SweepRecords
+from batchlab.reporting.tables import REACHED, Tables
 
 DASH = "–"
 FASTEST = "★ fastest"

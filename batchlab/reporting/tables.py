@@ -25,7 +25,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from batchlab.report.load import FINISHED, INFEASIBLE, INCOMPLETE, SweepRecords
+from batchlab.reporting.load import FINISHED, INFEASIBLE, INCOMPLETE, SweepRecords
 
 REACHED = "reached"
 NOT_REACHED = "not reached"
