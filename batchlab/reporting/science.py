@@ -10,7 +10,7 @@
   train-subset loss for regression) at the same evaluation rows.
 - A plain-language recommendation, each statement with the numbers it rests on.
 
-Rules the brief left open (also listed in report.md):
+Rules (report.md lists them too):
 - A batch size above the training set runs full-batch steps: in the frontier it counts as the
   training-set size (B_used), and of several configured sizes with the same B_used only the
   smallest is fitted.

@@ -1,6 +1,6 @@
 """The report's tables, computed with pandas from the loaded records.
 
-Rules (the brief left these open; they are stated in report.md too):
+Rules (report.md states them too, under "How to read this report"):
 - Only finished trials (completed, diverged, failed) count for or against a target. A target a
   finished trial never reached counts as +inf seconds. Incomplete and interrupted trials are
   neither reached nor missed.
