@@ -245,7 +245,9 @@ def test_headline_for_the_terminal(digits):
     headline = report.headline
     assert list(headline["batch size"]) == ["32", "64", "128", "256"]
     assert list(headline["seconds to target"]) == ["6", "not reached", "5", "not reached"]
-    assert headline.loc[2, "note"] == "★ fastest, ⚠ lr on edge"
+    # bs 128: 5 s and 50 steps (6,400 examples); bs 32: 6 s and 60 steps (1,920 examples)
+    assert headline.loc[2, "note"] == "★ fastest, fewest steps, ⚠ lr on edge"
+    assert headline.loc[0, "note"] == "fewest examples"
 
 
 def test_every_image_is_a_valid_png(digits):
@@ -514,3 +516,35 @@ def test_a_thousand_trials_take_seconds(tmp_path):
     elapsed = time.perf_counter() - start
     assert report.counts == {"completed": 1000}
     assert elapsed < 30, f"report over 1,000 trials took {elapsed:.1f} s"
+
+
+# --- the best lr is chosen by steps; batch sizes are ranked three ways ---------------------------
+
+def test_timer_noise_does_not_choose_the_lr(tmp_path):
+    """At batch 4096, lr 0.2 needs fewer steps (82, 83) but its seeds ran on a busy machine (5 s,
+    7 s); lr 0.4 needs more steps (94, 95) and happened to run fast (3 s, 3.2 s). A step costs the
+    same whatever the lr, so lr 0.2 is the better lr. At batch 1024, lr 0.05 and 0.1 tie on steps
+    and examples: the clock breaks the tie."""
+    sweep = make_sweep(tmp_path, "noisy")
+    runs = {(1024, 0.05): [(2.5, 200), (2.5, 200)], (1024, 0.1): [(2.0, 200), (2.0, 200)],
+            (4096, 0.2): [(5.0, 82), (7.0, 83)], (4096, 0.4): [(3.0, 94), (3.2, 95)]}
+    for (bs, lr), seeds in runs.items():
+        for seed, (seconds, steps) in enumerate(seeds):
+            make_trial(sweep, bs, lr, seed, train_size=60_000, total_steps=300,
+                       hits={0.9: hit(seconds, steps, bs, math.ceil(60_000 / bs))})
+    [report] = build_report(sweep, formats={"csv"})
+    rows = _rows(report)
+    assert rows.loc[4096, "best_lr"] == 0.2
+    assert rows.loc[4096, "steps"] == np.median([82, 83])
+    assert rows.loc[4096, "seconds"] == np.median([5.0, 7.0])  # the chosen lr's own seconds
+    assert rows.loc[1024, "best_lr"] == 0.1
+    # Between batch sizes: 1024 is fastest (2 s against 6 s) and needs fewer examples
+    # (200 x 1024 against 82.5 x 4096); 4096 needs fewer steps.
+    assert 200 * 1024 < np.median([82, 83]) * 4096
+    assert list(rows.index[rows["fastest"]]) == [1024]
+    assert list(rows.index[rows["fewest_steps"]]) == [4096]
+    assert list(rows.index[rows["fewest_examples"]]) == [1024]
+    steps = pd.read_csv(report.out_dir / "lr_by_batch_size_steps.csv", index_col="lr")
+    assert steps.loc[0.4, "4096"] == np.median([94, 95]) and steps.loc[0.2, "4096"] == np.median([82, 83])
+    seconds = pd.read_csv(report.out_dir / "lr_by_batch_size.csv", index_col="lr")
+    assert seconds.loc[0.4, "4096"] == np.median([3.0, 3.2])  # faster on the clock, yet not chosen

@@ -126,7 +126,8 @@ def _write_csvs(tables: Tables, science: Science, out_dir: Path) -> list[Path]:
         written["generalisation_gap.csv"] = science.gap.table
     for name, frame in written.items():
         frame.to_csv(out_dir / name, index=False)
-    grids = {"lr_by_batch_size.csv": tables.lr_grid, "lr_by_batch_size_final.csv": tables.final_grid}
+    grids = {"lr_by_batch_size.csv": tables.lr_grid, "lr_by_batch_size_steps.csv": tables.steps_grid,
+             "lr_by_batch_size_final.csv": tables.final_grid}
     for name, frame in grids.items():
         frame.to_csv(out_dir / name, index=True)
     return [out_dir / name for name in [*written, *grids]]

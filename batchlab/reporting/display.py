@@ -14,7 +14,8 @@ from batchlab.reporting.load import SweepRecords
 from batchlab.reporting.tables import REACHED, Tables
 
 DASH = "–"
-FASTEST = "★ fastest"
+# Markers of the three rankings of batch sizes (time_to_accuracy columns) and of an lr on the edge.
+MARKS = {"fastest": "★ fastest", "fewest_steps": "fewest steps", "fewest_examples": "fewest examples"}
 EDGE = "⚠ lr on edge"
 
 
@@ -104,9 +105,14 @@ def time_to_accuracy(rec: SweepRecords, rows: pd.DataFrame, spread: bool = False
     if rows["peak_memory_bytes"].notna().any():
         out["peak memory"] = rows["peak_memory_bytes"].map(memory)
     out["infeasible"] = rows["infeasible"].map(str)
-    out["note"] = [", ".join(([FASTEST] if fast else []) + ([EDGE] if edge else []))
-                   for fast, edge in zip(rows["fastest"], rows["best_lr_on_edge"])]
+    out["note"] = [notes(row) for row in rows.to_dict("records")]
     return out
+
+
+def notes(row: dict) -> str:
+    """The markers of one time_to_accuracy row: '★ fastest, fewest examples, ⚠ lr on edge'."""
+    marks = [mark for column, mark in MARKS.items() if row.get(column)]
+    return ", ".join(marks + ([EDGE] if row.get("best_lr_on_edge") else []))
 
 
 def headline(rec: SweepRecords, tables: Tables) -> pd.DataFrame:

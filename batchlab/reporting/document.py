@@ -99,14 +99,19 @@ RULES = [
     "Only finished trials (completed, diverged, failed) count: a target a finished trial never "
     "reached counts as +inf seconds. Incomplete and interrupted trials count as neither reached nor "
     "missed; their curves are still drawn.",
-    "Best lr of a batch size: the lr (with any other swept axis) with the least median over its seeds "
-    "of training seconds to the target; ties go to fewer steps, then more seeds reaching it. A batch "
-    "size reached the target when that median is finite, i.e. when more than half its seeds did.",
+    "Best lr of a batch size: the lr (with any other swept axis) with the fewest median steps to the target "
+    "over its seeds (a seed that missed counts as infinite); ties go to fewer examples, then less training "
+    "time, then more seeds reaching it. Within one batch size a step costs the same whatever the lr, so "
+    "the clock would only add timer noise to the choice. A batch size reached the target when that median "
+    "is finite, i.e. when more than half its seeds did.",
     "Figures to target are medians over the best lr's seeds, taken per column. Throughput and peak "
     "memory come from every completed trial of the batch size.",
-    "On a \"not reached\" row the lr shown is the one that came closest (most seeds reaching, then "
-    "lowest final training loss); its curves are the ones plotted.",
-    "★ fastest: the batch size that reached the target in the least training time. ⚠ lr on edge: the "
+    "On a \"not reached\" row the lr shown is the one that came closest (most seeds reaching, then the "
+    "fewest steps of a seed that reached, then lowest final training loss); its curves are the ones plotted.",
+    "Batch sizes are ranked three ways, each marked: ★ fastest (least median training time to the target: "
+    "what this machine favours), fewest steps (what a machine favours where a step takes about as long at "
+    "any batch size that fits) and fewest examples (the most data-efficient, what a machine favours where "
+    "every example costs the same). ⚠ lr on edge: the "
     "best lr is the smallest or largest tried at that batch size, so a better one may lie outside "
     "the grid. Infeasible: diverged or failed trials at that batch size.",
     "Headline target (the lr grids and plots): the hardest target some batch size reached (the "
