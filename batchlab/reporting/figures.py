@@ -100,10 +100,6 @@ def short(x: float) -> str:
     return f"{x:,.0f}" if abs(x) >= 100 else f"{x:.3g}"
 
 
-def target_text(rec: SweepRecords, target: float) -> str:
-    return f"{rec.target_metric} {'≤' if rec.regression else '≥'} {target:g}"
-
-
 def curve(frames: list[pd.DataFrame], x: str, y: str, positive: bool):
     """Median and min/max over seeds of y(x). Seeds are interpolated onto the union of their x
     values (capped at MAX_POINTS); outside a seed's own range it does not count.

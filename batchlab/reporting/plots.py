@@ -13,22 +13,30 @@ import numpy as np
 import pandas as pd
 from matplotlib.lines import Line2D
 
-from batchlab.reporting.figures import (NOTHING_REACHED, PAIR, WIDE, Plot, Style, batch_axis, batch_style, curve,
-                                        figure, log_y, png, say, short, target_text)
+from batchlab.frontier import EFFICIENCY
+from batchlab.reporting.display import target_text
+from batchlab.reporting.figures import (FIT_COLOR, NOTHING_REACHED, PAIR, WIDE, Plot, Style, batch_axis,
+                                        batch_style, curve, figure, log_y, png, say, short)
 from batchlab.reporting.load import SweepRecords
 from batchlab.reporting.tables import REACHED, Tables
 
 if TYPE_CHECKING:
+    from batchlab.reporting.answer import Recommendation
     from batchlab.reporting.science import Science
 
+HEADLINE = "headline.png"
 
-def make_plots(rec: SweepRecords, tables: Tables, science: Science | None = None) -> list[Plot]:
-    """The figures about the records themselves; with `science`, the steps plot also shows the
-    frontier fit (science_plots draws the rest of the batch-size science)."""
+
+def make_plots(rec: SweepRecords, tables: Tables, science: Science | None = None,
+               answer: Recommendation | None = None) -> list[Plot]:
+    """The figures about the records themselves, the headline figure first; with `science`, the
+    steps plot also shows the frontier fit (science_plots draws the rest of the batch-size science)."""
     style = batch_style(rec, tables)
     metric = rec.target_metric
     steps_png, steps_note = _steps_to_target(rec, tables, style, science)
+    headline_png, headline_note = _headline(rec, tables, style, answer)
     plots = [
+        Plot(HEADLINE, "Time, steps and examples to the target vs batch size", headline_png, headline_note),
         Plot("train_loss.png", "Training loss of the best lr per batch size", _train_loss(rec, tables, style)),
         Plot(f"{metric}.png", f"{_metric_name(metric).capitalize()} of the best lr per batch size",
              _test_metric(rec, tables, style)),
@@ -180,10 +188,10 @@ def _steps_to_target(rec: SweepRecords, tables: Tables, style: Style,
             train_size = float(rec.trials["train_size"].max())
             top = max(sizes) * 1.4 if not math.isfinite(train_size) else min(max(sizes) * 1.4, train_size)
             grid = np.geomspace(min(sizes) / 1.4, max(top, max(f.batch_sizes)), 200)  # a batch > data: full batch
-            steps_ax.plot(grid, f.steps_at(grid), color="firebrick", lw=1.6,
+            steps_ax.plot(grid, f.steps_at(grid), color=FIT_COLOR, lw=1.6,
                           label=f"fit S_min(1 + B_crit/B): S_min {short(f.s_min)}, B_crit {short(f.b_crit)}")
             if min(sizes) / 1.4 <= f.b_crit <= max(sizes) * 1.4:
-                steps_ax.axvline(f.b_crit, color="firebrick", ls=":", lw=1, label="B_crit")
+                steps_ax.axvline(f.b_crit, color=FIT_COLOR, ls=":", lw=1, label="B_crit")
             note = f"frontier fit: drawn (B_crit {f.b_crit:.6g})"
         elif frontier is not None:
             steps_ax.text(0.02, 0.03, f"no frontier fit: {frontier.reason}", transform=steps_ax.transAxes,
@@ -199,6 +207,58 @@ def _steps_to_target(rec: SweepRecords, tables: Tables, style: Style,
         _note_missed(ax, missed, len(reached) > 0)
     steps_ax.set_ylabel("steps to target")
     epochs_ax.set_ylabel("epochs to target")
+    return png(fig, note), note
+
+
+def _headline(rec: SweepRecords, tables: Tables, style: Style,
+              answer: Recommendation | None) -> tuple[bytes, str]:
+    """Seconds, steps and examples to the target against batch size, side by side: median over the
+    best lr's seeds, bars from the fastest to the slowest seed, the chosen batch size marked."""
+    sizes = style.sizes
+    fig, axes = figure(WIDE, 3, f"To {target_text(rec, tables.target)}, by batch size (best lr; median over "
+                                "seeds, bars = min–max)", None)
+    reached, missed = _reached_points(tables)
+    chosen = answer.batch_size if answer is not None else None
+    panels = [("seconds", "training seconds to target"), ("steps", "steps to target"),
+              ("examples", "examples to target")]
+    open_range = False
+    for ax, (what, label) in zip(axes, panels):
+        batch_axis(ax, sizes)
+        ax.set_ylabel(label)
+        _note_missed(ax, missed, len(reached) > 0)
+        if reached.empty:
+            continue
+        bs = reached["batch_size"].to_numpy(dtype=float)
+        median = reached[what].to_numpy(dtype=float)
+        low, high = reached[f"{what}_min"].to_numpy(dtype=float), reached[f"{what}_max"].to_numpy(dtype=float)
+        ax.plot(bs, median, color="0.6", lw=1, zorder=1)
+        finite = np.isfinite(high)
+        # A seed that missed leaves the range open above: the bar stops at the median, a caret says so.
+        ax.errorbar(bs, median, yerr=[median - low, np.where(finite, high, median) - median], fmt="none",
+                    ecolor="0.35", elinewidth=1.2, capsize=3, zorder=2)
+        ax.scatter(bs, median, c=[style.colors[int(b)] for b in bs], s=60, zorder=3, edgecolors="black",
+                   linewidths=0.5)
+        if not finite.all():
+            open_range = True
+            ax.scatter(bs[~finite], median[~finite] * 1.35, marker="^", s=40, color="0.35", zorder=3)
+        if what == "steps":
+            ax.plot(bs, median[0] * bs[0] / bs, ls="--", color="black", lw=1,
+                    label="perfect scaling from the smallest")
+        if what == "examples":
+            ax.axhline(median[0] / EFFICIENCY, ls=":", color="black", lw=1,
+                       label=f"{round((1 - EFFICIENCY) * 100)}% above the smallest's examples")
+        if chosen in set(reached["batch_size"].astype(int)):
+            value = float(reached.loc[reached["batch_size"] == chosen, what].iloc[0])
+            ax.axvline(chosen, color="0.2", ls="-", lw=6, alpha=0.12, zorder=0)
+            ax.scatter([chosen], [value], s=260, facecolors="none", edgecolors="black", linewidths=1.8, zorder=4,
+                       label=f"chosen: batch size {chosen}")
+            ax.annotate(f"bs {chosen}", (chosen, value), xytext=(8, -14), textcoords="offset points", fontsize=9)
+        log_y(ax)
+        ax.legend(loc="best", fontsize=8)
+    if open_range:
+        axes[0].text(0.02, 0.03, "▲ a seed missed the target: range open above", transform=axes[0].transAxes,
+                     fontsize=8.5, color="0.3", va="bottom")
+    note = f"chosen batch size: {chosen}" if chosen is not None else "chosen batch size: none (nothing reached)"
     return png(fig, note), note
 
 

@@ -3,12 +3,11 @@
 - The steps-examples frontier (McCandlish et al. 2018): S(B) is the median steps to the target of
   batch size B's best lr (time_to_accuracy rows that reached it), E(B) = B S(B); fitted with
   batchlab.frontier, never from fewer than 3 batch sizes.
-- The gradient noise scale B_simple measured during training (summary.json "noise" and the
-  noise_b_simple column of metrics.csv), next to the fitted B_crit.
+- The gradient noise scale B_simple measured during training (noise_scale.py), next to the
+  fitted B_crit.
 - The lr per batch size, against the config's lr rule when it has one.
 - The generalisation gap (Keskar et al. 2016): train-subset minus test accuracy (test minus
   train-subset loss for regression) at the same evaluation rows.
-- A plain-language recommendation, each statement with the numbers it rests on.
 
 Rules (report.md lists them too):
 - A batch size above the training set runs full-batch steps: in the frontier it counts as the
@@ -16,9 +15,6 @@ Rules (report.md lists them too):
   smallest is fitted.
 - The gap "at the target" is read at the first evaluation row at or after the step where the
   seed reached the target (the same row when the records come from `batchlab sweep`).
-- Measured B_simple: the median over completed trials of summary.noise.b_simple (its smoothed
-  value at the end of training); "start" and "end" are the medians over the same trials of the
-  first and last finite noise_b_simple in metrics.csv.
 """
 
 from __future__ import annotations
@@ -29,9 +25,10 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from batchlab.frontier import EFFICIENCY, Frontier, fit, largest_efficient_batch
+from batchlab.frontier import Frontier, fit
 from batchlab.reporting import display
 from batchlab.reporting.load import SweepRecords
+from batchlab.reporting.noise_scale import NoiseResult, measured_noise
 from batchlab.reporting.tables import REACHED, Tables
 
 FRONTIER_COLUMNS = ["target_metric", "target", "fitted", "reason", "s_min", "e_min", "b_crit", "r2",
@@ -62,32 +59,6 @@ class FrontierResult:
 
 
 @dataclass
-class NoiseResult:
-    """The measured simple noise scale; every figure is NaN where nothing finite was recorded."""
-
-    b_simple: float  # median over completed trials of summary.noise.b_simple
-    trials: int  # completed trials with a finite summary value
-    start: float  # median over completed trials of the first finite noise_b_simple in metrics.csv
-    end: float  # ... and of the last
-    curve_trials: int  # completed trials with a finite noise_b_simple in metrics.csv
-
-    def table(self, frontier: FrontierResult) -> pd.DataFrame:
-        """noise_scale.csv: measured B_simple next to the fitted B_crit."""
-        f = frontier.fit
-        rows = [
-            ("measured B_simple", self.b_simple, self.trials,
-             "median over completed trials of summary.noise.b_simple (smoothed, end of training)"),
-            ("measured B_simple, start of training", self.start, self.curve_trials,
-             "median over completed trials of the first finite noise_b_simple in metrics.csv"),
-            ("measured B_simple, end of training", self.end, self.curve_trials,
-             "median over completed trials of the last finite noise_b_simple in metrics.csv"),
-            ("fitted B_crit", f.b_crit if f else math.nan, len(f.batch_sizes) if f else len(frontier.points),
-             "steps-examples frontier fit; n = batch sizes fitted" if f else f"no fit: {frontier.reason}"),
-        ]
-        return pd.DataFrame(rows, columns=["quantity", "value", "count", "source"])
-
-
-@dataclass
 class GapResult:
     kind: str  # "accuracy" (train - test) or "loss" (test - train)
     table: pd.DataFrame  # generalisation_gap.csv: a row per batch size (its best lr's seeds)
@@ -109,7 +80,6 @@ class Science:
     gap: GapResult | None
     gap_note: str
     lr: LrResult
-    recommendation: list[str]
 
 
 def build_science(rec: SweepRecords, tables: Tables) -> Science:
@@ -121,11 +91,10 @@ def build_science(rec: SweepRecords, tables: Tables) -> Science:
     headline = np.isclose(tta["target"], tables.target)
     tta["frontier_steps"] = np.where(headline, tta["batch_size"].map(frontier.fitted_steps), np.nan)
     tta["regime"] = tta["batch_size"].map(frontier.regimes).where(headline, None)
-    noise, noise_note = _noise(rec)
+    noise, noise_note = measured_noise(rec, tables)
     gap, gap_note = _gap(rec, tables)
     lr = _lr(rec, tables)
-    return Science(frontier, noise, noise_note, gap, gap_note, lr,
-                   _recommendation(rec, tables, frontier, noise))
+    return Science(frontier, noise, noise_note, gap, gap_note, lr)
 
 
 # --- the frontier ------------------------------------------------------------------------------
@@ -164,7 +133,7 @@ def _frontier(rec: SweepRecords, tables: Tables) -> FrontierResult:
     result.fitted_steps = {b: float(f.steps_at(u)) for b, u in used.items()}
     low, high = min(f.batch_sizes), max(f.batch_sizes)
     if not low <= f.b_crit <= high:
-        notes.append(f"B_crit = {number(f.b_crit)} lies outside the batch sizes fitted ({low}–{high}): "
+        notes.append(f"B_crit = {display.number(f.b_crit)} lies outside the batch sizes fitted ({low}–{high}): "
                      "it is an extrapolation")
     if math.isfinite(f.r2) and f.r2 < 0.9:
         notes.append(f"the fit is loose (R² = {f.r2:.2f}): the measured S(B) does not follow "
@@ -177,40 +146,6 @@ def _batch_used(batch_size, train_size) -> int:
     b = int(batch_size)
     return min(b, int(train_size)) if isinstance(train_size, (int, float)) and math.isfinite(train_size) \
         and train_size > 0 else b
-
-
-# --- the gradient noise scale ----------------------------------------------------------------
-
-def _noise(rec: SweepRecords) -> tuple[NoiseResult | None, str]:
-    completed = rec.trials[rec.trials["status"] == "completed"]
-    summary = completed["noise_b_simple"].astype(float)
-    summary = summary[np.isfinite(summary) & (summary > 0)]
-    starts, ends = [], []
-    for trial_id in completed["trial_id"]:
-        frame = rec.metrics.get(trial_id)
-        if frame is None:
-            continue
-        values = frame["noise_b_simple"].to_numpy(dtype=float)
-        values = values[np.isfinite(values) & (values > 0)]
-        if len(values):
-            starts.append(values[0])
-            ends.append(values[-1])
-    any_curve = any(np.isfinite(frame["noise_b_simple"].to_numpy(dtype=float)).any()
-                    for frame in rec.metrics.values()) if not starts else True
-    if not len(summary) and not any_curve:
-        every = (rec.config.get("noise") or {}).get("every") if isinstance(rec.config.get("noise"), dict) else None
-        if every:
-            return None, (f"No finite gradient noise scale is recorded yet (noise.every = {every:g} epochs): "
-                          "no B_simple to report.")
-        return None, "No gradient noise scale was recorded (noise.every is not set): no B_simple to report."
-    result = NoiseResult(
-        b_simple=float(np.median(summary)) if len(summary) else math.nan,
-        trials=int(len(summary)),
-        start=float(np.median(starts)) if starts else math.nan,
-        end=float(np.median(ends)) if ends else math.nan,
-        curve_trials=len(starts),
-    )
-    return result, ""
 
 
 # --- the generalisation gap --------------------------------------------------------------------
@@ -286,152 +221,3 @@ def _lr(rec: SweepRecords, tables: Tables) -> LrResult:
     finished = rec.trials[rec.trials["status"].isin(("completed", "diverged", "failed"))]
     tried = finished[["batch_size", "lr", "status"]].drop_duplicates().reset_index(drop=True)
     return LrResult(rule, table, tried)
-
-
-# --- the recommendation --------------------------------------------------------------------------
-
-def number(x: float) -> str:
-    """A figure for a sentence: 3 significant digits, thousands grouped."""
-    if x is None or not math.isfinite(x):
-        return "∞" if x is not None and x == math.inf else display.DASH
-    return f"{x:,.0f}" if abs(x) >= 1000 else f"{x:.3g}"
-
-
-def _seconds(x: float) -> str:
-    return "∞" if x == math.inf else display.seconds(x)
-
-
-def _range(row) -> str:
-    """The seeds behind a reached row's seconds: '1 seed' or 'median of 3 seeds, range 4–6 s'."""
-    seeds = int(row.seeds)
-    if seeds <= 1:
-        return "1 seed"
-    return f"median of {seeds} seeds, range {_seconds(float(row.seconds_min))}–{_seconds(float(row.seconds_max))} s"
-
-
-def _overlap(a, b) -> bool:
-    return max(float(a.seconds_min), float(b.seconds_min)) <= min(float(a.seconds_max), float(b.seconds_max))
-
-
-def _device(rec: SweepRecords) -> str:
-    trials = rec.trials
-    device = (trials["device"].fillna("?") + ", " + trials["device_name"].fillna("?")).where(trials["device"].notna())
-    return display.distinct(device)
-
-
-def _recommendation(rec: SweepRecords, tables: Tables, frontier: FrontierResult,
-                    noise: NoiseResult | None) -> list[str]:
-    target = display.target_text(rec, tables.target)
-    rows = tables.headline_rows
-    reached = rows[rows["status"] == REACHED].sort_values(["seconds", "steps", "batch_size"], kind="stable")
-    out = []
-    if reached.empty:
-        out.append(f"No batch size reached {target}, so there is no fastest batch size and no scaling "
-                   "estimate." + _best_final(rec, rows))
-    else:
-        out.append(_fastest_text(rec, target, reached))
-        out.append(_efficient_text(frontier))
-    critical = _critical_text(frontier, noise, any_reached=not reached.empty)
-    if critical:
-        out.append(critical)
-    return out
-
-
-def _best_final(rec: SweepRecords, rows: pd.DataFrame) -> str:
-    column = "final_test_loss" if rec.regression else "final_test_accuracy"
-    finals = rows[rows[column].notna()]
-    if finals.empty:
-        return ""
-    best = finals.loc[finals[column].idxmin() if rec.regression else finals[column].idxmax()]
-    name = "test loss" if rec.regression else "test accuracy"
-    value = display.loss(best[column]) if rec.regression else display.accuracy(best[column])
-    return (f" The best final {name} was {value}, at batch size {int(best['batch_size'])} "
-            f"(lr {best['best_lr']:g}).")
-
-
-def _fastest_text(rec: SweepRecords, target: str, reached: pd.DataFrame) -> str:
-    first = next(reached.itertuples())
-    text = (f"Fastest to {target} on this hardware ({_device(rec)}): batch size {first.batch_size} "
-            f"(lr {first.best_lr:g}), {_seconds(first.seconds)} s of training ({_range(first)})")
-    if len(reached) == 1:
-        return text + "; it is the only batch size that reached the target."
-    second = list(reached.itertuples())[1]
-    text += (f"; runner-up batch size {second.batch_size} (lr {second.best_lr:g}), {_seconds(second.seconds)} s "
-             f"({_range(second)}).")
-    if max(first.seeds, second.seeds) > 1:
-        if _overlap(first, second):
-            text += (" Their seed ranges overlap, so the two cannot be told apart: more seeds would be "
-                     "needed to separate them.")
-        else:
-            text += " Their seed ranges do not overlap."
-    else:
-        text += " With one seed each there is no spread to judge the difference by."
-    return text
-
-
-def _efficient_text(frontier: FrontierResult) -> str:
-    """(b): largest_efficient_batch on the measured S(B), with the examples it rests on."""
-    points = frontier.points.sort_values("batch_used")
-    if points.empty:  # reached, but at step 0: the target held before any training
-        return "The target was met before any training step, so how the steps scale cannot be measured."
-    if len(points) < 2:
-        only = int(points["batch_size"].iloc[0])
-        return (f"Only batch size {only} reached the target, so how the steps scale with the batch size "
-                "cannot be measured.")
-    largest = largest_efficient_batch(points["batch_used"], points["steps"])
-    base = points.iloc[0]
-    chosen = points[points["batch_used"] == largest].iloc[0]
-    limit = f"within {round((1 - EFFICIENCY) * 100)}% of perfect scaling"
-    smallest = f"batch size {int(base['batch_size'])}'s {number(base['examples'])}"
-    if int(chosen["batch_used"]) == int(base["batch_used"]):
-        nxt = points.iloc[1]
-        return (f"No batch size above {int(base['batch_size'])} stayed {limit}: batch size "
-                f"{int(nxt['batch_size'])} needed {number(nxt['examples'])} examples to the target against "
-                f"{smallest} ({_efficiency(nxt, base)}); perfect scaling keeps the examples B·S constant.")
-    text = (f"Most data-efficient large batch: batch size {int(chosen['batch_size'])}, the largest still {limit} — "
-            f"it needed {number(chosen['examples'])} examples to the target ({number(chosen['steps'])} steps) "
-            f"against {smallest} ({_efficiency(chosen, base)}); perfect scaling keeps the examples B·S constant.")
-    larger = points[points["batch_used"] > chosen["batch_used"]]
-    if len(larger):
-        nxt = larger.iloc[0]
-        text += (f" The next, batch size {int(nxt['batch_size'])}, needed {number(nxt['examples'])} "
-                 f"({_efficiency(nxt, base)}).")
-    return text
-
-
-def _efficiency(point, base) -> str:
-    """Scaling efficiency: the smallest batch size's examples over this one's (100%: perfect scaling)."""
-    return f"scaling efficiency {base['examples'] / point['examples'] * 100:.0f}%"
-
-
-def _critical_text(frontier: FrontierResult, noise: NoiseResult | None, any_reached: bool) -> str:
-    parts = []
-    f = frontier.fit
-    if f is not None:
-        r2 = f"{f.r2:.2f}" if math.isfinite(f.r2) else "n/a (all steps equal)"
-        parts.append(f"Critical batch size from the steps-examples frontier: B_crit ≈ {number(f.b_crit)} "
-                     f"(S_min = {number(f.s_min)} steps, E_min = {number(f.e_min)} examples, R² = {r2}, "
-                     f"fitted on {len(f.batch_sizes)} batch sizes).")
-        low, high = min(f.batch_sizes), max(f.batch_sizes)
-        if f.b_crit > high:
-            parts.append(f"That is above the largest batch size fitted ({high}), an extrapolation: the data "
-                         f"place B_crit somewhere beyond {high}.")
-        elif f.b_crit < low:
-            parts.append(f"That is below the smallest batch size fitted ({low}), an extrapolation: the data "
-                         f"place B_crit somewhere below {low}.")
-        if math.isfinite(f.r2) and f.r2 < 0.9:
-            parts.append(f"The fit is loose (R² = {f.r2:.2f}): treat B_crit as rough.")
-    elif any_reached:
-        parts.append(f"No critical batch size: the frontier cannot be fitted ({frontier.reason}).")
-    if noise is not None and math.isfinite(noise.b_simple):
-        text = (f"Measured gradient noise scale B_simple ≈ {number(noise.b_simple)} (median over "
-                f"{noise.trials} completed trials at the end of training")
-        if math.isfinite(noise.start):
-            text += f"; {number(noise.start)} at the start"
-        parts.append(text + ").")
-        if f is not None:
-            parts.append(f"The fitted B_crit is {f.b_crit / noise.b_simple:.2g}× the measured B_simple.")
-    elif noise is not None and math.isfinite(noise.end):
-        parts.append(f"Measured gradient noise scale B_simple ≈ {number(noise.end)} at the end of training "
-                     f"(median over {noise.curve_trials} trials' last measurement).")
-    return " ".join(parts)

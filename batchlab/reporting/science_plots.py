@@ -15,8 +15,9 @@ import numpy as np
 from matplotlib.lines import Line2D
 from matplotlib.ticker import NullLocator
 
+from batchlab.reporting.display import target_text
 from batchlab.reporting.figures import (FIT_COLOR, NOTHING_REACHED, PAIR, SINGLE, Plot, batch_axis, batch_style,
-                                        curve, figure, log_x, log_y, png, say, short, target_text)
+                                        curve, figure, log_x, log_y, png, say, short)
 from batchlab.reporting.load import SweepRecords
 from batchlab.reporting.science import Science, rule_lr
 from batchlab.reporting.tables import Tables
