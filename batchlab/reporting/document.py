@@ -34,7 +34,7 @@ def blocks(rec: SweepRecords, tables: Tables, counts: dict[str, int], plots: lis
         out += [Block("h2", "Warnings"), Block("list", items=list(rec.warnings), id="warnings", literal=True)]
     out += [Block("h2", "Recommendation in detail"), Block("list", items=list(answer.details), id="recommendation")]
     out += [Block("h2", "Setup"), Block("table", table=_header(rec, tables, counts), id="header",
-                                        literal_columns=("value",), classes=("text",))]
+                                        literal_columns=("value",), wrap_columns=("value",))]
 
     target = display.target_text(rec, tables.target)
     out.append(Block("h2", f"Time to accuracy: {target}"))
@@ -82,7 +82,8 @@ def blocks(rec: SweepRecords, tables: Tables, counts: dict[str, int], plots: lis
     out.append(Block("h2", "Trials"))
     trials = display.trials(rec, tables.trials)
     out.append(Block("details", text=f"All {len(tables.trials)} trials", table=trials, id="trials",
-                     literal_columns=("trial", "reason", *rec.extra_axes), classes=("text",)))
+                     literal_columns=("trial", "reason", *rec.extra_axes), wrap_columns=("reason",),
+                     nowrap_columns=("trial",)))
     if rec.sweep_yaml is not None:
         out.append(Block("h2", "sweep.yaml"))
         out.append(Block("code", rec.sweep_yaml))
@@ -186,11 +187,16 @@ def _headline_notes(rec: SweepRecords, tables: Tables) -> list[Block]:
     if not (rows["status"] == REACHED).any():
         notes.append("No batch size reached the target.")
     finished = rec.trials[rec.trials["status"].isin(FINISHED)]
+    edges: dict[tuple, list[int]] = {}  # (side, lrs tried) -> batch sizes, so one line covers many
     for row in rows[rows["best_lr_on_edge"]].itertuples():
-        tried = finished[finished["batch_size"] == row.batch_size]["lr"]
-        side, advice = ("largest", "larger") if row.best_lr >= tried.max() else ("smallest", "smaller")
-        notes.append(f"⚠ batch size {row.batch_size}: the best lr {row.best_lr:g} is the {side} lr tried "
-                     f"({', '.join(f'{v:g}' for v in sorted(tried.unique()))}); try {advice} lrs.")
+        tried = tuple(sorted(finished.loc[finished["batch_size"] == row.batch_size, "lr"].unique()))
+        side = "largest" if row.best_lr >= max(tried) else "smallest"
+        edges.setdefault((side, tried), []).append(int(row.batch_size))
+    for (side, tried), sizes in edges.items():
+        advice = "larger" if side == "largest" else "smaller"
+        which = f"batch size {sizes[0]}" if len(sizes) == 1 else f"batch sizes {', '.join(map(str, sizes))}"
+        notes.append(f"⚠ {which}: the best lr is the {side} lr tried ({', '.join(f'{v:g}' for v in tried)}); "
+                     f"try {advice} lrs.")
     infeasible = rows[rows["infeasible"] > 0]
     if len(infeasible):
         notes.append("Infeasible (diverged or failed) trials: " + ", ".join(
@@ -206,4 +212,4 @@ def _not_completed(rec: SweepRecords, tables: Tables) -> list[Block]:
     table = display.trials(rec, trials)[["trial", "status", "batch size", "lr", "seed", "reason"]]
     return [Block("p", f"Trials that diverged or failed ({len(table)}), with the reason recorded:"),
             Block("table", table=table, id="not-completed", literal_columns=("trial", "reason"),
-                  classes=("text",))]
+                  wrap_columns=("reason",), nowrap_columns=("trial",))]

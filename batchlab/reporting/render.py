@@ -29,7 +29,8 @@ class Block:
     id: str = ""
     literal: bool = False  # text and items come from a config or a record
     literal_columns: tuple[str, ...] = ()  # table columns that do
-    classes: tuple[str, ...] = ()  # HTML classes of a table (e.g. "text": cells wrap anywhere)
+    wrap_columns: tuple[str, ...] = ()  # table columns of long text (names, paths, messages): break anywhere
+    nowrap_columns: tuple[str, ...] = ()  # table columns never broken (trial ids)
     extra: list["Block"] = field(default_factory=list)  # blocks inside a <details>, after its table
 
 
@@ -103,10 +104,11 @@ def html_document(parts: list[Block], title: str) -> str:
 
 def _html_block(block: Block) -> dict:
     """What the template needs of a block: plain strings and lists, nothing to compute."""
-    out = {"kind": block.kind, "text": block.text, "items": [str(i) for i in block.items or []], "id": block.id,
-           "classes": " ".join(block.classes)}
+    out = {"kind": block.kind, "text": block.text, "items": [str(i) for i in block.items or []], "id": block.id}
     if block.table is not None:
         out["columns"] = [str(c) for c in block.table.columns]
+        out["cell_classes"] = ["wrap" if c in block.wrap_columns else "nowrap" if c in block.nowrap_columns else ""
+                               for c in block.table.columns]
         out["rows"] = [[str(v) for v in row] for row in block.table.itertuples(index=False)]
     if block.plot is not None:
         out["src"] = "data:image/png;base64," + base64.b64encode(block.plot.png).decode("ascii")

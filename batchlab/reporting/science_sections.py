@@ -85,7 +85,7 @@ def noise_section(science: Science, by_name: dict) -> list[Block]:
         "trials": table["trials"].map(lambda t: display.DASH if pd.isna(t) else str(t)),
         "from": table["source"],
     })
-    out.append(Block("table", table=shown, id="noise-scale", classes=("text",)))
+    out.append(Block("table", table=shown, id="noise-scale", wrap_columns=("", "from")))
     if noise.few:
         out.append(Block("p", "⚠ " + noise.advice()))
     if "noise_scale.png" in by_name:
