@@ -219,10 +219,13 @@ def report(
             "warnings": r.warnings} for r in reports], indent=2, allow_nan=False))
         return
     console = Console(highlight=False, soft_wrap=False, width=None if sys.stdout.isatty() else 120)
-    for r in reports:
+    for i, r in enumerate(reports):
         if r.recommendation is None:
             continue
-        typer.echo(f"\n{r.name}: {', '.join(f'{n} {status}' for status, n in r.counts.items())}")
+        if i:
+            typer.echo()
+        if len(reports) > 1:  # which sweep the answer below is about
+            typer.echo(f"== {r.name} ==")
         typer.echo(r.recommendation.sentence)
         for line in r.recommendation.why:
             typer.echo(f"- {line}")

@@ -72,7 +72,8 @@ def test_the_answer_names_the_fastest_batch_size_and_why(tmp_path):
     assert answer.b_crit == pytest.approx(report.science.frontier.fit.b_crit)
     assert f"Batch size 64 sits in the {answer.regime} regime" in answer.why[0]
     assert "B_simple was not measured (set noise.every" in answer.why[1]
-    assert "the data-efficient batch size 32 would win" in answer.why[2]
+    assert f"the data-efficient batch size 32 would win: the largest within 10% of perfect scaling, " \
+           f"{examples[32]:,} examples to the target" in answer.why[2]
     assert "batch size 256 would win: the fewest steps, 20" in answer.why[2]
     assert answer.details[0].startswith("Fastest to test_accuracy ≥ 0.9 on this hardware (cpu, Test CPU)")
 

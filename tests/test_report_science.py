@@ -226,7 +226,7 @@ def test_b_simple_is_averaged_up_to_the_target(tmp_path):
     [report] = build_report(sweep, formats={"csv", "md"})
 
     means, counts = [], []  # the best lr's seeds that reached: lr 0.1 at both batch sizes
-    for (bs, lr, seed), (steps, rows) in HAND_NOISE.items():
+    for (_, lr, _), (steps, rows) in HAND_NOISE.items():
         if lr != 0.1 or steps is None:
             continue
         values = [v for step, v in rows if step <= steps and v is not None and math.isfinite(v)]

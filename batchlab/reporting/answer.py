@@ -90,10 +90,6 @@ def _plain(value):
     return value
 
 
-def _optional(x) -> float | None:
-    return float(x) if x is not None and not pd.isna(x) and math.isfinite(float(x)) else None
-
-
 def recommend(rec: SweepRecords, tables: Tables, science: Science) -> Recommendation:
     target = display.target_text(rec, tables.target)
     rows = tables.headline_rows
@@ -125,7 +121,7 @@ def recommend(rec: SweepRecords, tables: Tables, science: Science) -> Recommenda
         answer.data_efficient_batch_size = _data_efficient(frontier)
         answer.sentence = _sentence(answer, target, len(reached))
         answer.why = [_regime_text(answer, frontier), _scale_text(answer, noise),
-                      _hardware_text(answer, rows)]
+                      _hardware_text(answer, rows, frontier)]
         answer.details = [_fastest_text(rec, target, reached), _efficient_text(frontier)]
     critical = _critical_text(frontier, noise, any_reached=not reached.empty)
     if critical:
@@ -183,15 +179,16 @@ def _scale_text(answer: Recommendation, noise: NoiseResult | None) -> str:
     return text + (" " + noise.advice() if noise.few else "")
 
 
-def _hardware_text(answer: Recommendation, rows: pd.DataFrame) -> str:
+def _hardware_text(answer: Recommendation, rows: pd.DataFrame, frontier: FrontierResult) -> str:
     efficient, fewest = answer.data_efficient_batch_size, answer.fewest_steps_batch_size
     by_bs = rows.set_index("batch_size")
     if efficient == fewest == answer.batch_size:
         return (f"Batch size {answer.batch_size} is also the most data-efficient choice ({WITHIN}) and needs the "
                 "fewest steps, so other hardware should not change the answer.")
     parts = []
-    if efficient is not None:
-        examples = display.count(by_bs.loc[efficient, "examples"])
+    if efficient is not None:  # examples B·S as the choice was made, on the frontier's points
+        points = frontier.points.set_index("batch_size")
+        examples = display.count(points.loc[efficient, "examples"])
         parts.append(f"where each example costs the same whatever the batch (throughput flat in the batch "
                      f"size), the data-efficient batch size {efficient} would win: the largest {WITHIN}, "
                      f"{examples} examples to the target")

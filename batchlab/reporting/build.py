@@ -58,7 +58,8 @@ class SweepReport:
         """The headline target's deciding columns as a rich Table (what `batchlab report` prints)."""
         if self.tables is None:
             return None
-        title = f"{self.name}: time to {display.target_text(self.records, self.target)}"
+        title = (f"{self.name}: time to {display.target_text(self.records, self.target)} "
+                 f"({display.status_line(self.counts)})")
         return display.terminal_table(self.records, self.tables.headline_rows, title)
 
     def write(self, out_dir: Path | str | None = None, formats: Iterable[str] = FORMATS) -> list[Path]:

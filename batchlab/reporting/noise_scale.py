@@ -56,7 +56,7 @@ class NoiseResult:
         """What to do when the average rests on few measurements (empty otherwise)."""
         if not self.few:
             return ""
-        now = f" (now {self.every:g} epochs)" if self.every else ""
+        now = f" (now {self.every:g} epoch{'' if self.every == 1 else 's'})" if self.every else ""
         return (f"B_simple up to the target rests on only {self.per_trial:g} measurement(s) per trial (median): "
                 f"set a smaller noise.every{now} for a steadier figure.")
 
