@@ -385,7 +385,7 @@ def test_html_renders_in_headless_chromium(digits, tmp_path):
 
 
 def test_wide_sweep_fits_a_1280_px_window(tmp_path):
-    """12 batch sizes, an extra axis, two seeds, long import paths, a long reason: every table,
+    """12 batch sizes, an extra axis, long import paths, a long reason: every table,
     the full ones in <details> too, stays inside the page at 1280 px."""
     sweep = make_sweep(tmp_path, "a-rather-long-sweep-name-for-a-wide-report")
     extra = {"model": {"name": "my_project.models.convolutional:ResidualNetworkWithManyOptions",
@@ -396,7 +396,7 @@ def test_wide_sweep_fits_a_1280_px_window(tmp_path):
     for bs in sizes:
         for lr in (0.05, 0.1):
             for momentum in (0.0, 0.9):
-                for seed in (0, 1):
+                for seed in (0,):
                     steps = 100 + 20_000 // bs + seed
                     make_trial(sweep, bs, lr, seed, train_size=50_000, total_steps=2 * steps,
                                extra_axes={"optimizer.momentum": momentum}, config_extra=extra,

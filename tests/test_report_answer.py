@@ -129,8 +129,14 @@ def _rendered(markdown: str) -> list:
     return MarkdownIt("commonmark").enable("table").parse(markdown)
 
 
-def test_markdown_escapes_what_records_supply(tmp_path):
-    [report] = build_report(_user_code_sweep(tmp_path), formats={"md"})
+@pytest.fixture(scope="module")
+def user_code(tmp_path_factory):
+    [report] = build_report(_user_code_sweep(tmp_path_factory.mktemp("runs")), formats={"md", "html"})
+    return report
+
+
+def test_markdown_escapes_what_records_supply(user_code):
+    report = user_code
     markdown = (report.out_dir / "report.md").read_text()
     tokens = _rendered(markdown)
     assert not [t for t in tokens if t.type in ("html_block", "html_inline")]
@@ -156,8 +162,8 @@ def test_markdown_escapes_what_records_supply(tmp_path):
             rows, table = [], None
 
 
-def test_html_shows_names_and_reasons_as_text(tmp_path):
-    [report] = build_report(_user_code_sweep(tmp_path), formats={"html"})
+def test_html_shows_names_and_reasons_as_text(user_code):
+    report = user_code
     page = (report.out_dir / "report.html").read_text()
     assert "<script" not in page and "<b>" not in page
     assert "evil &lt;script&gt;alert(1)&lt;/script&gt; | name" in page

@@ -98,7 +98,7 @@ def _fastest(table: pd.DataFrame, target: float) -> pd.Series:
 
 
 def test_report_prints_the_answer_first(tiny_runs, tmp_path):
-    result = runner.invoke(app, ["report", str(tiny_runs / "tiny"), "--out", str(tmp_path / "out")])
+    result = runner.invoke(app, ["report", str(tiny_runs / "tiny"), "--out", str(tmp_path / "out"), "--format", "csv"])
     assert result.exit_code == 0, result.output
     table = pd.read_csv(tmp_path / "out" / "time_to_accuracy.csv")
     target = 0.85 if (table[table["target"] == 0.85]["status"] == "reached").any() else 0.5
@@ -115,7 +115,7 @@ def test_report_prints_the_answer_first(tiny_runs, tmp_path):
 
 
 def test_report_json_is_the_only_output(tiny_runs, tmp_path):
-    result = runner.invoke(app, ["report", str(tiny_runs), "--json", "--out", str(tmp_path / "out")])
+    result = runner.invoke(app, ["report", str(tiny_runs), "--json", "--out", str(tmp_path / "out"), "--format", "csv"])
     assert result.exit_code == 0, result.output
     [sweep] = json.loads(result.stdout)  # nothing else on stdout
     assert {"name", "target", "recommendation", "warnings"} <= set(sweep)
