@@ -5,7 +5,7 @@
     report.write()                                # report.md, report.html, CSVs, PNGs
     reports = build_report("runs", target=0.98, formats={"csv", "md"})   # both, every sweep under runs/
 
-Modules: load (records -> frames), tables (pandas tables), science and noise_scale (frontier,
+Modules: load (records -> frames), tables (pandas tables), science and measured_noise (frontier,
 B_simple, lr, generalisation gap), answer (the recommendation), figures (the plotting toolkit),
 plots and science_plots (PNG figures), display (text), document and science_sections (what the
 documents say), render (Markdown, and HTML from templates/), build (analyse, SweepReport).

@@ -27,7 +27,7 @@ from batchlab.frontier import EFFICIENCY, largest_efficient_batch
 from batchlab.reporting import display
 from batchlab.reporting.display import number
 from batchlab.reporting.load import SweepRecords
-from batchlab.reporting.noise_scale import NoiseResult
+from batchlab.reporting.measured_noise import NoiseResult
 from batchlab.reporting.science import FrontierResult, Science
 from batchlab.reporting.tables import REACHED, Tables
 

@@ -3,7 +3,7 @@
 - The steps-examples frontier (McCandlish et al. 2018): S(B) is the median steps to the target of
   batch size B's best lr (time_to_accuracy rows that reached it), E(B) = B S(B); fitted with
   batchlab.frontier, never from fewer than 3 batch sizes.
-- The gradient noise scale B_simple measured during training (noise_scale.py), next to the
+- The gradient noise scale B_simple measured during training (measured_noise.py), next to the
   fitted B_crit.
 - The lr per batch size, against the config's lr rule when it has one.
 - The generalisation gap (Keskar et al. 2016): train-subset minus test accuracy (test minus
@@ -28,7 +28,7 @@ import pandas as pd
 from batchlab.frontier import Frontier, fit
 from batchlab.reporting import display
 from batchlab.reporting.load import SweepRecords
-from batchlab.reporting.noise_scale import NoiseResult, measured_noise
+from batchlab.reporting.measured_noise import NoiseResult, measured_noise
 from batchlab.reporting.tables import REACHED, Tables
 
 FRONTIER_COLUMNS = ["target_metric", "target", "fitted", "reason", "s_min", "e_min", "b_crit", "r2",
