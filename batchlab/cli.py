@@ -188,9 +188,16 @@ def report(
                                                     "[default: the hardest target some batch size reached]")] = None,
     out: Annotated[Optional[Path], typer.Option("--out", help="Output directory. [default: <sweep>/report]")] = None,
     formats: Annotated[str, typer.Option("--format", help="Comma-separated: md, html, csv, png.")] = "md,html,csv,png",
+    as_json: Annotated[bool, typer.Option("--json", help="Print only a JSON list, one object per sweep: name, "
+                                          "target, recommendation, warnings.")] = False,
 ):
-    """Turn a sweep's records into time-to-accuracy tables, loss curves, report.md and report.html."""
-    from batchlab.report import FORMATS, build_report
+    """Turn a sweep's records into the answer (which batch size, and why), time-to-accuracy tables, plots,
+    report.md and report.html."""
+    import json
+
+    from rich.console import Console
+
+    from batchlab.reporting import FORMATS, build_report
 
     chosen = {f.strip() for f in formats.split(",") if f.strip()}
     if not chosen or chosen - FORMATS:
@@ -202,13 +209,25 @@ def report(
     for r in reports:
         for warning in r.warnings:
             typer.echo(f"warning: {warning}", err=True)
-        if r.headline.empty:
+    if as_json:
+        typer.echo(json.dumps([{
+            "name": r.name, "sweep_dir": str(r.sweep_dir), "report_dir": str(r.out_dir), "target": r.target,
+            "target_metric": r.target_metric, "counts": r.counts,
+            "recommendation": r.recommendation.to_dict() if r.recommendation else None,
+            "warnings": r.warnings} for r in reports], indent=2, allow_nan=False))
+        return
+    console = Console(highlight=False, soft_wrap=False, width=None if sys.stdout.isatty() else 120)
+    for i, r in enumerate(reports):
+        if r.recommendation is None:
             continue
-        counts = ", ".join(f"{n} {status}" for status, n in r.counts.items())
-        typer.echo(f"\n{r.name}: {counts}; time to {r.target:g}:")
-        typer.echo(r.headline.to_string(index=False))
-        for line in r.recommendation:
+        if i:
+            typer.echo()
+        if len(reports) > 1:  # which sweep the answer below is about
+            typer.echo(f"== {r.name} ==")
+        typer.echo(r.recommendation.sentence)
+        for line in r.recommendation.why:
             typer.echo(f"- {line}")
+        console.print(r.table())
         typer.echo(f"report: {r.out_dir / 'report.html' if 'html' in chosen else r.out_dir}")
 
 

@@ -50,13 +50,17 @@ def make_trial(sweep: Path, batch_size: int, lr: float, seed: int = 0, *,
                noise: Callable[[int], float] | None = None,
                summary_noise: dict | None = None,
                lr_rule: dict | None = None,
-               noise_every: float | None = None) -> Path:
+               noise_every: float | None = None,
+               config_extra: dict | None = None,
+               error: str | None = None) -> Path:
     """One trial directory. status=None leaves out summary.json (an incomplete trial).
     `hits` maps a target value to a hit(...) entry or None (never reached).
     `train_eval_gap(progress)`: write train_eval_* columns at evaluation rows, the train-subset
     accuracy that much above the test accuracy (the loss that much below the test loss).
     `noise(i)`: noise_b_simple of metrics row i (nan allowed; None: the cell is left empty).
-    `summary_noise`: summary.json's "noise"; `lr_rule`: config.json's "lr_rule"."""
+    `summary_noise`: summary.json's "noise"; `lr_rule`: config.json's "lr_rule".
+    `config_extra`: sections of config.json to set (e.g. a model named by import path, a loss);
+    `error`: summary.json's error (default: "loss is nan" for a diverged trial)."""
     steps_per_epoch = math.ceil(train_size / batch_size)
     total_steps = total_steps or 5 * steps_per_epoch
     number = sum(1 for _ in (sweep / "trials").iterdir())  # keeps ids unique across other axes
@@ -77,6 +81,7 @@ def make_trial(sweep: Path, batch_size: int, lr: float, seed: int = 0, *,
         "device": "cpu", "precision": "fp32", "axes": axes,
         "noise": {"every": noise_every, "batch_size": 1024, "small_batch_size": 64},
         "lr_rule": lr_rule,
+        **(config_extra or {}),
     }
     (trial / "config.json").write_text(json.dumps(config))
     seconds_per_step = batch_size / samples_per_second
@@ -103,7 +108,7 @@ def make_trial(sweep: Path, batch_size: int, lr: float, seed: int = 0, *,
         "device": "cpu", "device_name": "Test CPU", "threads": 2, "precision": "fp32",
         "torch_version": "2.13.0", "batchlab_version": "0.1.0", "python_version": "3.11.2",
         "command": f"batchlab sweep configs/{sweep.name}.yaml",
-        "error": "loss is nan" if status == "diverged" else None,
+        "error": error if error is not None else "loss is nan" if status == "diverged" else None,
         "started_at": "2025-01-01T00:00:00", "finished_at": "2025-01-01T00:01:00",
     }
     (trial / "summary.json").write_text(json.dumps(summary))

@@ -7,6 +7,7 @@ report code a second time.
 from __future__ import annotations
 
 import base64
+import html
 import math
 import re
 import shutil
@@ -21,7 +22,7 @@ import pytest
 
 from batchlab.errors import RecordsError
 from batchlab.records import SweepDir
-from batchlab.report import build_report
+from batchlab.reporting import build_report
 from report_fixtures import check_png, hit, make_sweep, make_trial
 
 TARGETS = (0.9, 0.95)
@@ -227,7 +228,7 @@ def test_markdown_tables_and_markers(digits):
     assert "★ fastest" in row_128 and "⚠ lr on edge" in row_128
     row_256 = next(line for line in lines if line.startswith("| 256 |"))
     assert "not reached" in row_256
-    assert "the best lr 0.1 is the smallest lr tried (0.1, 0.2)" in markdown
+    assert "⚠ batch size 128: the best lr is the smallest lr tried (0.1, 0.2); try smaller lrs." in markdown
     assert "bs 32: 1, bs 256: 1" in markdown  # infeasible counts
     grid_row = next(line for line in lines if line.startswith("| 1 |"))
     assert "diverged" in grid_row and "failed" in grid_row
@@ -240,22 +241,40 @@ def test_markdown_tables_and_markers(digits):
         assert f"]({png.name})" in markdown
 
 
-def test_headline_for_the_terminal(digits):
+def _terminal(table) -> list[list[str]]:
+    """The cells of a rich Table, as text."""
+    return [[str(cell) for cell in column.cells] for column in table.columns]
+
+
+def test_terminal_table_keeps_the_deciding_columns(digits):
     _, report = digits
-    headline = report.headline
-    assert list(headline["batch size"]) == ["32", "64", "128", "256"]
-    assert list(headline["seconds to target"]) == ["6", "not reached", "5", "not reached"]
-    assert headline.loc[2, "note"] == "★ fastest, ⚠ lr on edge"
+    table = report.table()
+    assert [c.header for c in table.columns] == ["batch size", "best lr", "seconds to target", "steps", "examples",
+                                                 "seeds reached", "samples/s"]  # no peak memory recorded
+    size, lr, seconds, steps, examples, seeds, speed = _terminal(table)
+    assert size == ["32", "64", "128 ★", "256"]  # ★: fastest
+    assert lr == ["0.1", "0.1", "0.1 ⚠", "0.1"]  # ⚠: the smallest lr tried at bs 128
+    assert seconds == ["6", "not reached", "5", "not reached"]
+    assert steps == ["60", "–", "50", "–"] and examples == ["1,920", "–", "6,400", "–"]
+    assert seeds == ["1/1", "1/3", "2/3", "0/1"]
+    assert speed == ["3,100", "2,000", "4,100", "5,000"]
+    assert "★ fastest" in str(table.caption) and "⚠" in str(table.caption)
+    # The full table keeps every ranking: bs 128 fewest steps (50 against 60), bs 32 fewest examples.
+    notes = dict(zip(report.time_to_accuracy.query("target == 0.9")["batch_size"],
+                     report.time_to_accuracy.query("target == 0.9")[["fastest", "fewest_steps", "fewest_examples"]]
+                     .itertuples(index=False)))
+    assert tuple(notes[128]) == (True, True, False) and tuple(notes[32]) == (False, False, True)
 
 
 def test_every_image_is_a_valid_png(digits):
     _, report = digits
     pngs = [p for p in report.files if p.suffix == ".png"]
     # no noise_scale.png or generalisation_gap.png: these records have neither measurement
-    assert {p.name for p in pngs} == {"train_loss.png", "test_accuracy.png", "steps_to_target.png",
+    assert {p.name for p in pngs} == {"headline.png", "train_loss.png", "test_accuracy.png", "steps_to_target.png",
                                       "seconds_to_target.png", "frontier.png", "lr_vs_batch_size.png"}
     for png in pngs:
         check_png(png)
+    assert check_png(report.out_dir / "headline.png") == "chosen batch size: 128"
 
 
 class _Collector(HTMLParser):
@@ -295,40 +314,101 @@ def test_html_embeds_every_plot(digits):
 
 # --- chromium ------------------------------------------------------------------------------------
 
-CHECK_IMAGES = """<script>
+# Run in a copy of the page, so the report itself stays script-free: opens every <details>, then
+# records the page's content width, every table wider than it, and whether each image decoded.
+CHECK_PAGE = """<script>
 window.addEventListener('load', function () {
+  var body = document.body, style = getComputedStyle(body);
+  document.querySelectorAll('details').forEach(function (d) { d.open = true; });
+  var content = body.clientWidth - parseFloat(style.paddingLeft) - parseFloat(style.paddingRight);
+  var wide = [];
+  document.querySelectorAll('table').forEach(function (t, i) {
+    var width = t.getBoundingClientRect().width;
+    if (width > content + 0.5) wide.push((t.id || 'table' + i) + '=' + Math.round(width));
+  });
   for (var i = 0; i < document.images.length; i++) {
     var img = document.images[i];
     if (!img.complete || img.naturalWidth === 0) img.setAttribute('data-broken', 'yes');
     else img.setAttribute('data-loaded', String(img.naturalWidth));
   }
-  document.body.setAttribute('data-images-checked', String(document.images.length));
+  var th = document.querySelector('#time-to-accuracy thead th');
+  body.setAttribute('data-sticky', th ? getComputedStyle(th).position : 'none');
+  body.setAttribute('data-viewport', String(window.innerWidth));
+  body.setAttribute('data-content', String(Math.round(content)));
+  body.setAttribute('data-page', String(document.documentElement.scrollWidth));
+  body.setAttribute('data-wide', wide.join(' ') || 'none');
+  body.setAttribute('data-images-checked', String(document.images.length));
 });
 </script>"""
 
 
-def test_html_renders_in_headless_chromium(digits, tmp_path):
-    _, report = digits
+def _chromium_dom(report_html: Path, tmp_path: Path) -> str:
+    """The page's DOM after load, in headless Chromium at 1280 px wide."""
     chromium = shutil.which("chromium") or ("/usr/bin/chromium" if Path("/usr/bin/chromium").exists() else None)
     if chromium is None:
         pytest.fail("chromium not found: install Debian's chromium (apt-get install chromium) to run this test")
-    # A copy with a checker script, so the report itself stays script-free.
-    page = tmp_path / "report-checked.html"
-    html_text = (report.out_dir / "report.html").read_text(encoding="utf-8")
-    page.write_text(html_text.replace("</body>", CHECK_IMAGES + "</body>"), encoding="utf-8")
+    page = tmp_path / f"{report_html.parent.name}-checked.html"
+    html_text = report_html.read_text(encoding="utf-8")
+    page.write_text(html_text.replace("</body>", CHECK_PAGE + "</body>"), encoding="utf-8")
     command = [chromium, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-               "--disable-component-update", "--disable-sync", "--no-first-run",
-               f"--user-data-dir={tmp_path / 'profile'}", "--virtual-time-budget=5000", "--dump-dom",
-               page.as_uri()]
+               "--disable-component-update", "--disable-sync", "--no-first-run", "--hide-scrollbars",
+               "--window-size=1280,2000", f"--user-data-dir={tmp_path / 'profile'}", "--virtual-time-budget=5000",
+               "--dump-dom", page.as_uri()]
     result = subprocess.run(command, capture_output=True, text=True, timeout=90)
     assert result.returncode == 0, result.stderr[-2000:]
-    dom = result.stdout
-    plots = len([p for p in report.files if p.suffix == ".png"])
+    return result.stdout
+
+
+def _check_layout(dom: str, report) -> None:
+    plots = len(re.findall(r'data-file="[^"]+\.png"', (report.out_dir / "report.html").read_text()))
+    assert plots >= 6
+    assert 'data-viewport="1280"' in dom
     assert f'data-images-checked="{plots}"' in dom
     assert len(re.findall(r'data-loaded="[1-9]\d*"', dom)) == plots
     assert not re.findall(r'data-broken="yes"', dom)
-    assert 'id="time-to-accuracy"' in dom
-    assert "not reached" in dom
+    assert re.search(r'<img[^>]*data-file="headline.png"[^>]*data-loaded="[1-9]\d*"', dom) or \
+        re.search(r'<img[^>]*data-loaded="[1-9]\d*"[^>]*data-file="headline.png"', dom)
+    assert 'data-wide="none"' in dom, re.search(r'data-wide="[^"]*"', dom).group(0)
+    assert 'data-page="1280"' in dom  # nothing scrolls sideways
+    assert 'data-sticky="sticky"' in dom
+    sentence = html.escape(report.recommendation.sentence, quote=False)
+    answer = dom.index('id="answer"')
+    assert dom.index(sentence) > answer  # the sentence, first thing after the title
+    assert dom.index(sentence) < dom.index('data-file="headline.png"') < dom.index('id="header"')
+
+
+def test_html_renders_in_headless_chromium(digits, tmp_path):
+    _, report = digits
+    dom = _chromium_dom(report.out_dir / "report.html", tmp_path)
+    _check_layout(dom, report)
+    assert 'id="time-to-accuracy"' in dom and "not reached" in dom
+
+
+def test_wide_sweep_fits_a_1280_px_window(tmp_path):
+    """12 batch sizes, an extra axis, long import paths, a long reason: every table,
+    the full ones in <details> too, stays inside the page at 1280 px."""
+    sweep = make_sweep(tmp_path, "a-rather-long-sweep-name-for-a-wide-report")
+    extra = {"model": {"name": "my_project.models.convolutional:ResidualNetworkWithManyOptions",
+                       "args": {"width": 64, "depth": 18, "dropout": 0.1, "normalisation": "batch"}},
+             "dataset": {"name": "my_project.datasets.images:AugmentedImageFolder",
+                         "args": {"root": "/data/images/train/very/long/path/to/the/data/set", "size": 224}}}
+    sizes = [2 ** k for k in range(12)]
+    for bs in sizes:
+        for lr in (0.05, 0.1):
+            for momentum in (0.0, 0.9):
+                for seed in (0,):
+                    steps = 100 + 20_000 // bs + seed
+                    make_trial(sweep, bs, lr, seed, train_size=50_000, total_steps=2 * steps,
+                               extra_axes={"optimizer.momentum": momentum}, config_extra=extra,
+                               hits={0.9: hit(steps * bs / 30_000 * (2 - lr * 10), steps, bs,
+                                              math.ceil(50_000 / bs)), 0.95: None}, targets=(0.9, 0.95))
+    make_trial(sweep, 1, 1.0, 0, status="diverged", train_size=50_000, total_steps=100, config_extra=extra,
+               extra_axes={"optimizer.momentum": 0.9}, targets=(0.9, 0.95), final_accuracy=None,
+               final_loss=None, final_train_loss=None,
+               error="the training loss did not fall below its starting value of 2.3026 within the first "
+                     "1,000 steps, so the trial was stopped as diverged (lr too large for this batch size?)")
+    [report] = build_report(sweep, formats={"html"})
+    _check_layout(_chromium_dom(report.out_dir / "report.html", tmp_path), report)
 
 
 # --- the linear data set: regression, a test_loss target, gradient-descent modes ----------------
@@ -379,11 +459,11 @@ def test_linear_regression_sweep(tmp_path):
 
     final = pd.read_csv(report.out_dir / "lr_by_batch_size_final.csv", index_col="lr")
     assert final.loc[0.05, "16"] == pytest.approx(0.008)  # final test loss, not accuracy
-    assert "final test acc" not in report.headline.columns
+    assert "final test acc" not in [c.header for c in report.table().columns]
 
     pngs = {p.name: p for p in report.files if p.suffix == ".png"}
-    assert set(pngs) == {"train_loss.png", "test_loss.png", "steps_to_target.png", "seconds_to_target.png",
-                         "gd_modes.png", "frontier.png", "lr_vs_batch_size.png"}
+    assert set(pngs) == {"headline.png", "train_loss.png", "test_loss.png", "steps_to_target.png",
+                         "seconds_to_target.png", "gd_modes.png", "frontier.png", "lr_vs_batch_size.png"}
     for png in pngs.values():
         check_png(png)
     page = _parse_html(report.out_dir / "report.html")
@@ -514,3 +594,35 @@ def test_a_thousand_trials_take_seconds(tmp_path):
     elapsed = time.perf_counter() - start
     assert report.counts == {"completed": 1000}
     assert elapsed < 30, f"report over 1,000 trials took {elapsed:.1f} s"
+
+
+# --- the best lr is chosen by steps; batch sizes are ranked three ways ---------------------------
+
+def test_timer_noise_does_not_choose_the_lr(tmp_path):
+    """At batch 4096, lr 0.2 needs fewer steps (82, 83) but its seeds ran on a busy machine (5 s,
+    7 s); lr 0.4 needs more steps (94, 95) and happened to run fast (3 s, 3.2 s). A step costs the
+    same whatever the lr, so lr 0.2 is the better lr. At batch 1024, lr 0.05 and 0.1 tie on steps
+    and examples: the clock breaks the tie."""
+    sweep = make_sweep(tmp_path, "noisy")
+    runs = {(1024, 0.05): [(2.5, 200), (2.5, 200)], (1024, 0.1): [(2.0, 200), (2.0, 200)],
+            (4096, 0.2): [(5.0, 82), (7.0, 83)], (4096, 0.4): [(3.0, 94), (3.2, 95)]}
+    for (bs, lr), seeds in runs.items():
+        for seed, (seconds, steps) in enumerate(seeds):
+            make_trial(sweep, bs, lr, seed, train_size=60_000, total_steps=300,
+                       hits={0.9: hit(seconds, steps, bs, math.ceil(60_000 / bs))})
+    [report] = build_report(sweep, formats={"csv"})
+    rows = _rows(report)
+    assert rows.loc[4096, "best_lr"] == 0.2
+    assert rows.loc[4096, "steps"] == np.median([82, 83])
+    assert rows.loc[4096, "seconds"] == np.median([5.0, 7.0])  # the chosen lr's own seconds
+    assert rows.loc[1024, "best_lr"] == 0.1
+    # Between batch sizes: 1024 is fastest (2 s against 6 s) and needs fewer examples
+    # (200 x 1024 against 82.5 x 4096); 4096 needs fewer steps.
+    assert 200 * 1024 < np.median([82, 83]) * 4096
+    assert list(rows.index[rows["fastest"]]) == [1024]
+    assert list(rows.index[rows["fewest_steps"]]) == [4096]
+    assert list(rows.index[rows["fewest_examples"]]) == [1024]
+    steps = pd.read_csv(report.out_dir / "lr_by_batch_size_steps.csv", index_col="lr")
+    assert steps.loc[0.4, "4096"] == np.median([94, 95]) and steps.loc[0.2, "4096"] == np.median([82, 83])
+    seconds = pd.read_csv(report.out_dir / "lr_by_batch_size.csv", index_col="lr")
+    assert seconds.loc[0.4, "4096"] == np.median([3.0, 3.2])  # faster on the clock, yet not chosen

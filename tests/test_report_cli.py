@@ -42,10 +42,14 @@ def test_report_figures_match_the_records(tiny_runs):
                 if s["batch_size"] == bs:
                     hit = s["targets"][key]
                     by_lr.setdefault(s["lr"], []).append(hit)
-            seconds = {lr: statistics.median([h["seconds"] if h else float("inf") for h in hits])
-                       for lr, hits in by_lr.items()}
-            best = min(seconds, key=lambda lr: (seconds[lr], lr))
-            if seconds[best] == float("inf"):
+            def median(hits, what):
+                return statistics.median([h[what] if h else float("inf") for h in hits])
+
+            # The best lr of a batch size: fewest median steps, then examples, then seconds.
+            rank = {lr: tuple(median(hits, what) for what in ("steps", "examples", "seconds"))
+                    for lr, hits in by_lr.items()}
+            best = min(rank, key=lambda lr: (rank[lr], lr))
+            if rank[best][0] == float("inf"):
                 assert row["status"] == "not reached" and pd.isna(row["seconds"])
                 continue
             hits = by_lr[best]
@@ -82,5 +86,45 @@ def test_report_warns_about_a_damaged_record_and_goes_on(tiny_runs, tmp_path):
     (victim / "summary.json").write_text("{not json")
     result = runner.invoke(app, ["report", str(copy), "--out", str(tmp_path / "out")])
     assert result.exit_code == 0, result.output
-    assert "warning:" in result.output and str(victim / "summary.json") in result.output
+    assert "warning:" in result.stderr and str(victim / "summary.json") in result.stderr
+    assert "warning:" not in result.stdout  # warnings go to stderr only
     assert (tmp_path / "out" / "time_to_accuracy.csv").exists()
+
+
+def _fastest(table: pd.DataFrame, target: float) -> pd.Series:
+    """The batch size with the least median seconds to `target` (ties: fewer steps, smaller batch)."""
+    reached = table[(table["target"] == target) & (table["status"] == "reached")]
+    return reached.sort_values(["seconds", "steps", "batch_size"]).iloc[0]
+
+
+def test_report_prints_the_answer_first(tiny_runs, tmp_path):
+    result = runner.invoke(app, ["report", str(tiny_runs / "tiny"), "--out", str(tmp_path / "out"), "--format", "csv"])
+    assert result.exit_code == 0, result.output
+    table = pd.read_csv(tmp_path / "out" / "time_to_accuracy.csv")
+    target = 0.85 if (table[table["target"] == 0.85]["status"] == "reached").any() else 0.5
+    best = _fastest(table, target)
+    lines = result.stdout.splitlines()
+    sentence = next(i for i, line in enumerate(lines) if line.startswith("Use batch size"))
+    header = next(i for i, line in enumerate(lines) if "batch size" in line and "best lr" in line)
+    assert sentence < header  # the answer, then the table
+    assert lines[sentence].startswith(f"Use batch size {best['batch_size']} with lr {best['best_lr']:g}: ")
+    assert f"to test_accuracy ≥ {target:g} on this machine" in lines[sentence]
+    for column in ("seconds to target", "steps", "examples", "seeds reached", "samples/s", "peak memory"):
+        assert column in lines[header]
+    assert "final test loss" not in result.stdout  # the rest stays in the CSVs and the HTML
+
+
+def test_report_json_is_the_only_output(tiny_runs, tmp_path):
+    result = runner.invoke(app, ["report", str(tiny_runs), "--json", "--out", str(tmp_path / "out"), "--format", "csv"])
+    assert result.exit_code == 0, result.output
+    [sweep] = json.loads(result.stdout)  # nothing else on stdout
+    assert {"name", "target", "recommendation", "warnings"} <= set(sweep)
+    assert sweep["name"] == "tiny" and sweep["warnings"] == []
+    table = pd.read_csv(tmp_path / "out" / "tiny" / "time_to_accuracy.csv")
+    best = _fastest(table, sweep["target"])
+    answer = sweep["recommendation"]
+    assert (answer["batch_size"], answer["lr"], answer["seconds"]) == \
+        (best["batch_size"], best["best_lr"], pytest.approx(best["seconds"]))
+    assert answer["target"] == sweep["target"] and answer["sentence"].startswith("Use batch size")
+    smallest = table[(table["target"] == sweep["target"]) & (table["status"] == "reached")]["batch_size"].min()
+    assert answer["baseline_batch_size"] == smallest

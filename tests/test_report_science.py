@@ -14,8 +14,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from batchlab.report import build_report
-from report_fixtures import check_png, hit, make_sweep, make_trial
+from batchlab.reporting import build_report
+from report_fixtures import FULL_HEADER, check_png, hit, make_sweep, make_trial
 
 # --- a sweep with a known frontier: S(B) = S_MIN + E_MIN / B ---------------------------------------
 
@@ -119,7 +119,7 @@ def test_fitted_curve_is_drawn(frontier):
 
 
 def test_recommendation_names_the_right_batch_sizes(frontier):
-    _, report = frontier
+    sweep, report = frontier
     # (a) fastest and runner-up by seconds = S(B) x seconds per step (ties: fewer steps)
     seconds = {bs: steps_to_target(bs) * step_seconds(bs) for bs in SIZES}
     ranked = sorted(SIZES, key=lambda bs: (seconds[bs], steps_to_target(bs), bs))
@@ -129,7 +129,7 @@ def test_recommendation_names_the_right_batch_sizes(frontier):
     efficient = max(bs for bs in SIZES if examples[bs] <= examples[SIZES[0]] / 0.9)
     assert (fastest, runner_up, efficient) == (256, 512, 32)  # the arithmetic behind the fixture
 
-    lines = report.recommendation
+    lines = report.recommendation.details
     assert len(lines) == 3
     assert f"batch size {fastest} (lr {rule_lr(fastest):g})" in lines[0]
     assert f"runner-up batch size {runner_up}" in lines[0]
@@ -139,12 +139,13 @@ def test_recommendation_names_the_right_batch_sizes(frontier):
     assert f"{examples[efficient]:,}" in lines[1] and f"{examples[8]:,}" in lines[1]
     assert f"The next, batch size {efficient * 2}" in lines[1]
     assert "B_crit ≈ 256" in lines[2]
+    assert f"B_simple ≈ {np.median(list(_means_to_target(sweep).values())):.3g}, averaged" in lines[2]
     summary_median = np.median([100.0 + bs * f for bs in SIZES for f in (1.0, 0.5)])  # completed trials only
-    assert f"B_simple ≈ {summary_median:.3g}" in lines[2]
+    assert f"{summary_median:.3g} when training ended" in lines[2]
 
     markdown = (report.out_dir / "report.md").read_text()
-    head = markdown.split("|  | value |")[0]  # the top of the report, above the header table
-    assert "## Recommendation" in head
+    head = markdown.split("|  | value |")[0]  # the top of the report, above the setup table
+    assert head.index("**Use batch size 256") < head.index("## Recommendation in detail")
     for line in lines:
         assert f"- {line}" in head
 
@@ -154,12 +155,29 @@ def _metrics(sweep: Path, bs: int, factor: float) -> pd.DataFrame:
     return pd.read_csv(trial / "metrics.csv")
 
 
+def _means_to_target(sweep: Path) -> dict[int, float]:
+    """Per batch size, its best lr's mean B_simple over the metrics rows up to its steps to target."""
+    means = {}
+    for bs in SIZES:
+        rows = _metrics(sweep, bs, 1.0)
+        values = rows.loc[rows["step"] <= steps_to_target(bs), "noise_b_simple"].dropna()
+        means[bs] = values.mean()
+    return means
+
+
 def test_noise_table_is_the_median_of_the_records(frontier):
     sweep, report = frontier
     table = pd.read_csv(report.out_dir / "noise_scale.csv").set_index("quantity")
     completed = [(bs, f) for bs in SIZES for f in (1.0, 0.5)]  # the diverged trial does not count
-    assert table.loc["measured B_simple", "value"] == pytest.approx(np.median([100.0 + bs * f for bs, f in completed]))
-    assert table.loc["measured B_simple", "count"] == len(completed)
+    summary = table.loc["measured B_simple, summary.json"]
+    assert summary["value"] == pytest.approx(np.median([100.0 + bs * f for bs, f in completed]))
+    assert summary["count"] == summary["trials"] == len(completed)
+    averaged = table.loc["measured B_simple, averaged to the target"]
+    means = _means_to_target(sweep)
+    assert averaged["value"] == pytest.approx(np.median(list(means.values())))
+    assert averaged["trials"] == len(SIZES)  # the best lr of each batch size; factor 0.5 is never best
+    # measured at every even row from row 2; the target is row 20 (steps S of 2 S, 40 intervals)
+    assert averaged["count"] == len(SIZES) * 10
     starts, ends = [], []
     for bs, f in completed:
         values = _metrics(sweep, bs, f)["noise_b_simple"].dropna()
@@ -169,11 +187,65 @@ def test_noise_table_is_the_median_of_the_records(frontier):
     assert table.loc["measured B_simple, start of training", "value"] == pytest.approx(np.median(starts))
     assert table.loc["measured B_simple, end of training", "value"] == pytest.approx(np.median(ends))
     assert table.loc["fitted B_crit", "value"] == pytest.approx(B_CRIT, rel=1e-6)
+    assert "per trial (median): set a smaller noise.every" not in (report.out_dir / "report.md").read_text()
     description = check_png(report.out_dir / "noise_scale.png")
     assert f"B_simple curves: {len(SIZES)} batch sizes" in description
     assert "batch sizes marked: " + ", ".join(map(str, SIZES)) in description
     markdown = (report.out_dir / "report.md").read_text()
-    assert "| measured B_simple |" in markdown and "| fitted B_crit | 256 |" in markdown
+    assert "| measured B_simple, averaged to the target |" in markdown and "| fitted B_crit | 256 |" in markdown
+
+
+# B_simple measured by hand: (step, value) rows of metrics.csv; None is an empty cell. A batch size's
+# best lr reaches the target at the step given; later rows, other lrs and seeds that missed do not count.
+HAND_NOISE = {
+    (32, 0.1, 0): (40, [(0, None), (10, 20.0), (20, math.nan), (30, 40.0), (40, 60.0), (50, 500.0), (60, 700.0)]),
+    (32, 0.1, 1): (30, [(0, 10.0), (15, 30.0), (30, 50.0), (45, 900.0)]),
+    (32, 0.01, 0): (80, [(0, 1000.0), (40, 1000.0), (80, 1000.0)]),  # reached, but not the best lr
+    (64, 0.1, 0): (20, [(0, None), (10, 100.0), (20, 140.0), (30, 5000.0)]),
+    (64, 0.1, 1): (25, [(0, None), (25, 160.0), (50, 5000.0)]),
+    (64, 0.1, 2): (None, [(0, 3000.0), (50, 3000.0)]),  # missed (bs 64 still reached: 2 seeds of 3)
+    (128, 0.1, 0): (None, [(0, 7000.0), (50, 7000.0)]),  # bs 128 never reached
+}
+
+
+def _write_noise_rows(trial: Path, rows: list[tuple[int, float | None]], batch_size: int) -> None:
+    lines = [FULL_HEADER]
+    for step, value in rows:
+        cell = "" if value is None else repr(value)
+        lines.append(f"{step},{step * batch_size / 1000},{step * batch_size},{step * 0.01},0.1,1.0,1.0,0.5,,,,,{cell}")
+    (trial / "metrics.csv").write_text("\n".join(lines) + "\n")
+
+
+def test_b_simple_is_averaged_up_to_the_target(tmp_path):
+    sweep = make_sweep(tmp_path, "noise-hand")
+    for (bs, lr, seed), (steps, rows) in HAND_NOISE.items():
+        reached = {0.9: hit(steps / 10, steps, bs, math.ceil(1000 / bs)) if steps else None}
+        trial = make_trial(sweep, bs, lr, seed, hits=reached, total_steps=60, noise_every=0.5,
+                           summary_noise={"b_simple": rows[-1][1]})
+        _write_noise_rows(trial, rows, bs)
+    [report] = build_report(sweep, formats={"csv", "md"})
+
+    means, counts = [], []  # the best lr's seeds that reached: lr 0.1 at both batch sizes
+    for (_, lr, _), (steps, rows) in HAND_NOISE.items():
+        if lr != 0.1 or steps is None:
+            continue
+        values = [v for step, v in rows if step <= steps and v is not None and math.isfinite(v)]
+        means.append(sum(values) / len(values))
+        counts.append(len(values))
+    assert means == [40.0, 30.0, 120.0, 160.0] and counts == [3, 3, 2, 1]  # the arithmetic above
+
+    table = pd.read_csv(report.out_dir / "noise_scale.csv").set_index("quantity")
+    row = table.loc["measured B_simple, averaged to the target"]
+    assert row["value"] == pytest.approx(np.median(means))
+    assert (row["count"], row["trials"]) == (sum(counts), len(means))
+    answer = report.recommendation
+    assert answer.b_simple == pytest.approx(np.median(means))
+    assert (answer.b_simple_measurements, answer.b_simple_trials) == (sum(counts), len(means))
+    advice = (f"B_simple up to the target rests on only {np.median(counts):g} measurement(s) per trial (median): "
+              "set a smaller noise.every (now 0.5 epochs) for a steadier figure.")
+    assert advice in answer.why[1]
+    assert advice in (report.out_dir / "report.md").read_text()
+    assert answer.to_dict()["b_simple"] == pytest.approx(np.median(means))
 
 
 def test_lr_rule_line_and_table(frontier):
@@ -240,10 +312,13 @@ def test_two_batch_sizes_reaching_give_no_fit(tmp_path):
     assert check_png(report.out_dir / "steps_to_target.png") == f"frontier fit: not drawn ({reason})"
     assert check_png(report.out_dir / "frontier.png") == f"frontier fit: not drawn ({reason})"
     assert pd.read_csv(report.out_dir / "time_to_accuracy.csv")["regime"].isna().all()
-    assert f"the frontier cannot be fitted ({reason})" in report.recommendation[-1]
+    assert f"the frontier cannot be fitted ({reason})" in report.recommendation.details[-1]
     # (b) with two points: 64 needed 16,000 examples against 32's 12,800 (80% efficient)
-    assert "No batch size above 32 stayed within 10% of perfect scaling" in report.recommendation[1]
-    assert "scaling efficiency 80%" in report.recommendation[1]
+    assert "No batch size above 32 stayed within 10% of perfect scaling" in report.recommendation.details[1]
+    assert "scaling efficiency 80%" in report.recommendation.details[1]
+    assert report.recommendation.regime is None and report.recommendation.b_crit is None
+    assert f"No regime can be named: the steps–examples frontier was not fitted ({reason})" in \
+        report.recommendation.why[0]
 
 
 # --- seeds: spread columns and "cannot be told apart" ----------------------------------------------
@@ -264,7 +339,7 @@ def test_overlapping_seed_ranges_cannot_be_told_apart(tmp_path):
     medians = {bs: float(np.median(v)) for bs, v in seconds.items()}
     fastest, runner_up = sorted(medians, key=medians.get)[:2]
     assert (fastest, runner_up) == (64, 128)
-    line = report.recommendation[0]
+    line = report.recommendation.details[0]
     assert f"batch size {fastest} (lr 0.1), 7.5 s" in line and f"runner-up batch size {runner_up}" in line
     assert "median of 3 seeds, range 5–8 s" in line and "range 6–9 s" in line
     assert "cannot be told apart" in line
@@ -281,7 +356,7 @@ def test_overlapping_seed_ranges_cannot_be_told_apart(tmp_path):
 def test_separate_seed_ranges_and_quartiles(tmp_path):
     seconds = {32: [9.0, 10.0, 11.0, 12.0, 30.0], 64: [4.0, 5.0, 5.5, 6.0, 8.0]}
     [report] = build_report(_seeded(tmp_path, "apart", seconds), formats={"csv"})
-    line = report.recommendation[0]
+    line = report.recommendation.details[0]
     assert "batch size 64" in line and "runner-up batch size 32" in line
     assert "do not overlap" in line and "cannot be told apart" not in line
     table = pd.read_csv(report.out_dir / "time_to_accuracy.csv").set_index("batch_size")
@@ -300,8 +375,8 @@ def test_a_missed_seed_makes_the_range_open(tmp_path):
     [report] = build_report(sweep, formats={"csv", "md"})
     row = pd.read_csv(report.out_dir / "time_to_accuracy.csv").set_index("batch_size").loc[64]
     assert (row["seconds"], row["seconds_min"], row["seconds_max"]) == (6.0, 4.0, math.inf)
-    assert "range 4–∞ s" in report.recommendation[0]
-    assert "cannot be told apart" in report.recommendation[0]  # 5.5 lies inside 4–∞
+    assert "range 4–∞ s" in report.recommendation.details[0]
+    assert "cannot be told apart" in report.recommendation.details[0]  # 5.5 lies inside 4–∞
 
 
 # --- nothing reached, one batch size, NaN noise, regression ----------------------------------------
@@ -313,9 +388,13 @@ def test_nothing_reached_says_so(tmp_path):
                    noise=lambda i: math.nan, summary_noise={"g2": None, "trace": None, "b_simple": None},
                    train_eval_gap=lambda progress: 0.05)
     [report] = build_report(sweep)
-    assert report.recommendation[0].startswith("No batch size reached test_accuracy ≥ 0.99")
-    assert "best final test accuracy was 0.9280, at batch size 128" in report.recommendation[0]
-    assert len(report.recommendation) == 1
+    answer = report.recommendation
+    assert answer.sentence.startswith("No batch size reached test_accuracy ≥ 0.99")
+    # the closest: no seed reached anywhere, so the best final accuracy, 0.8 + 128 / 1000
+    assert "the closest was batch size 128 with lr 0.1 (0/1 seeds reached it, final test accuracy 0.9280)" \
+        in answer.sentence
+    assert not answer.reached and answer.batch_size is None and answer.closest_batch_size == 128
+    assert answer.details == [answer.sentence]
     row = pd.read_csv(report.out_dir / "frontier.csv").iloc[0]
     assert not bool(row["fitted"]) and row["points"] == 0
     markdown = (report.out_dir / "report.md").read_text()
@@ -335,11 +414,18 @@ def test_one_batch_size_and_nan_noise(tmp_path):
                summary_noise={"g2": 1.0, "trace": 240.0, "b_simple": 240.0, "measurements": 40})
     make_trial(sweep, 64, 0.3, 0, status=None, noise=lambda i: 300.0)  # still running: no summary
     [report] = build_report(sweep)
-    lines = report.recommendation
+    lines = report.recommendation.details
     assert "it is the only batch size that reached the target" in lines[0]
     assert "Only batch size 64 reached the target" in lines[1]
     assert "the frontier cannot be fitted (1 batch size(s) reached" in lines[2]
-    assert "B_simple ≈ 240 (median over 1 completed trials" in lines[2] and "210 at the start" in lines[2]
+    # Reached at step 30 of 80; metrics rows every 2 steps (row i at step 2i), B_simple 200 + i from
+    # row 10: the measurements up to the target are rows 10..15.
+    up_to_target = [200.0 + i for i in range(10, 16)]
+    assert f"B_simple ≈ {np.mean(up_to_target):.3g}, averaged over training up to the target (median over 1 " \
+           f"trials of each trial's mean, {len(up_to_target)} measurements in all; 240 when training ended, " \
+           "210 at the first measurement)" in lines[2]
+    assert report.recommendation.b_simple == pytest.approx(np.mean(up_to_target))
+    assert "only batch size that reached it" in report.recommendation.sentence
     table = pd.read_csv(report.out_dir / "noise_scale.csv").set_index("quantity")
     assert table.loc["measured B_simple, start of training", "value"] == 210.0
     assert table.loc["measured B_simple, end of training", "value"] == 240.0

@@ -1,19 +1,26 @@
 """The report's tables, computed with pandas from the loaded records.
 
-Rules (the brief left these open; they are stated in report.md too):
+Rules (report.md states them too, under "How to read this report"):
 - Only finished trials (completed, diverged, failed) count for or against a target. A target a
   finished trial never reached counts as +inf seconds. Incomplete and interrupted trials are
   neither reached nor missed.
-- A "setting" is what we tune at one batch size: the lr plus any other swept axis. Settings are
-  ranked by the median over their seeds of seconds-to-target (misses = +inf), then median steps,
-  then more seeds reaching, then the fastest single seed, then the lowest final train loss, then
-  the smaller lr. The first is the batch size's best setting.
+- A "setting" is what we tune at one batch size: the lr plus any other swept axis. Within one
+  batch size a step costs the same whatever the lr, so settings are ranked by the work they needed,
+  not by the clock (seconds would only add timer noise from a busy machine): the median over their
+  seeds of steps to target (misses = +inf, so a setting most of whose seeds reached comes first),
+  then median examples, then median seconds, then more seeds reaching, then the fewest steps of a
+  single seed, then the lowest final train loss, then the smaller lr. The first is the batch
+  size's best setting.
+- Batch sizes are ranked against each other three ways, each its own column: fastest (least
+  median seconds to target: what this hardware favours; ties: fewer steps, then the smaller batch),
+  fewest_steps (ties: fewer examples) and fewest_examples (ties: fewer steps).
 - Medians over seeds are taken per column, so seconds and steps may come from different seeds.
   With an even number of seeds, one miss among the middle two makes the median +inf: a batch
   size "reached" the target only when more than half its best setting's seeds did.
 - A "not reached" row still names the lr that came closest by the ranking above (more seeds
-  reaching, then lowest final train loss); those are the curves plotted for it.
-- Spread over seeds (seconds_min/max, steps_min/max; q1/q3 with 5 or more seeds) is over the best
+  reaching, then fewest steps of a seed that reached, then lowest final train loss); those are the
+  curves plotted for it.
+- Spread over seeds (seconds, steps and examples: min/max; q1/q3 with 5 or more seeds) is over the best
   setting's finished seeds, a miss counting as +inf, so a max of inf says some seed missed.
 """
 
@@ -25,14 +32,23 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from batchlab.report.load import FINISHED, INFEASIBLE, INCOMPLETE, SweepRecords
+from batchlab.reporting.load import FINISHED, INFEASIBLE, INCOMPLETE, SweepRecords
 
 REACHED = "reached"
 NOT_REACHED = "not reached"
 NO_RESULT = "no finished trials"
 WHOLE_NUMBERS = ("steps", "examples", "steps_per_epoch", "train_size", "peak_memory_bytes", "noise_measurements")
 QUARTILE_SEEDS = 5  # q1/q3 of seconds and steps to target only from this many seeds up
-SPREAD = tuple(f"{what}_{stat}" for what in ("seconds", "steps") for stat in ("min", "max", "q1", "q3"))
+SPREAD = tuple(f"{what}_{stat}" for what in ("seconds", "steps", "examples") for stat in ("min", "max", "q1", "q3"))
+# Within a batch size: work first (a step costs the same whatever the lr), the clock last. The
+# helper columns are added by _ranked.
+SETTING_ORDER = ["steps", "examples", "seconds", "_more_reached", "steps_min", "_train_loss", "lr"]
+# Between batch sizes: (column, tie-breaks) for each ranking, flagged by a column of that name.
+RANKINGS = {
+    "fastest": ["seconds", "steps", "batch_size"],
+    "fewest_steps": ["steps", "examples", "seconds", "batch_size"],
+    "fewest_examples": ["examples", "steps", "seconds", "batch_size"],
+}
 
 
 @dataclass
@@ -49,6 +65,7 @@ class Tables:
     time_to_accuracy: pd.DataFrame  # time_to_accuracy.csv: a row per target and batch size
     target: float  # the headline target: the one the lr grids and plots are about
     lr_grid: pd.DataFrame  # lr x batch size: median seconds to the headline target (inf = not reached)
+    steps_grid: pd.DataFrame  # lr x batch size: median steps to the headline target (inf = not reached)
     final_grid: pd.DataFrame  # lr x batch size: median final test accuracy (test loss for regression)
     grid_notes: pd.DataFrame  # lr x batch size: "diverged", "not reached", ... for the documents
     plotted: dict[int, PlotChoice]
@@ -73,13 +90,14 @@ def build_tables(rec: SweepRecords, target: float | None) -> Tables:
     facts = _batch_facts(rec.trials)
     tta = pd.concat([_time_to_accuracy(rec, t, settings[t], facts) for t in targets], ignore_index=True)
     headline = _headline_target(tta, targets, rec.regression)
-    lr_grid, final_grid, notes = _grids(rec, settings[headline])
+    lr_grid, steps_grid, final_grid, notes = _grids(rec, settings[headline])
     best = tta[np.isclose(tta["target"], headline)]
     return Tables(
         trials=_trials_table(rec),
         time_to_accuracy=tta.drop(columns="setting"),
         target=headline,
         lr_grid=lr_grid,
+        steps_grid=steps_grid,
         final_grid=final_grid,
         grid_notes=notes,
         plotted=_plot_choices(rec, best),
@@ -104,14 +122,8 @@ def _settings(rec: SweepRecords, target: float) -> pd.DataFrame:
         steps=("steps_to", "median"),
         epochs=("epochs_to", "median"),
         examples=("examples_to", "median"),
-        min_seconds=("seconds_to", "min"),
-        seconds_max=("seconds_to", "max"),
-        seconds_q1=("seconds_to", _q1),
-        seconds_q3=("seconds_to", _q3),
-        steps_min=("steps_to", "min"),
-        steps_max=("steps_to", "max"),
-        steps_q1=("steps_to", _q1),
-        steps_q3=("steps_to", _q3),
+        **{f"{what}_{stat}": (f"{what}_to", how) for what in ("seconds", "steps", "examples")
+           for stat, how in (("min", "min"), ("max", "max"), ("q1", _q1), ("q3", _q3))},
         final_train_loss=("final_train_loss", "median"),
         final_test_accuracy=("final_test_accuracy", "median"),
         final_test_loss=("final_test_loss", "median"),
@@ -140,14 +152,18 @@ def _q3(values: pd.Series) -> float:
     return _quantile(values, 0.75)
 
 
-def _best_settings(settings: pd.DataFrame) -> pd.DataFrame:
-    """The best setting of each batch size, by the ranking in the module docstring."""
+def _ranked(settings: pd.DataFrame) -> pd.DataFrame:
+    """Settings sorted best first within each batch size, by SETTING_ORDER."""
     ranked = settings.assign(
         _more_reached=-settings["reached"],
         _train_loss=settings["final_train_loss"].fillna(np.inf),
-    ).sort_values(["batch_size", "seconds", "steps", "_more_reached", "min_seconds", "_train_loss", "lr"],
-                  na_position="last", kind="stable")
-    return ranked.drop_duplicates("batch_size").drop(columns=["_more_reached", "_train_loss"])
+    ).sort_values(["batch_size", *SETTING_ORDER], na_position="last", kind="stable")
+    return ranked.drop(columns=["_more_reached", "_train_loss"])
+
+
+def _best_settings(settings: pd.DataFrame) -> pd.DataFrame:
+    """The best setting of each batch size, by the ranking in the module docstring."""
+    return _ranked(settings).drop_duplicates("batch_size")
 
 
 def _batch_facts(trials: pd.DataFrame) -> pd.DataFrame:
@@ -183,10 +199,8 @@ def _time_to_accuracy(rec: SweepRecords, target: float, settings: pd.DataFrame,
                        reached=int(b["reached"]), seeds=int(b["seeds"]))
             for what in ("seconds", "steps", "epochs", "examples"):
                 row[what] = b[what] if reached else math.nan
-            row["seconds_min"] = b["min_seconds"] if reached else math.nan
             for column in SPREAD:
-                if column != "seconds_min":
-                    row[column] = b[column] if reached else math.nan
+                row[column] = b[column] if reached else math.nan
             row.update(final_test_accuracy=b["final_test_accuracy"], final_test_loss=b["final_test_loss"])
             lr_min, lr_max = facts.loc[bs, "lr_min"], facts.loc[bs, "lr_max"]
             row["best_lr_on_edge"] = reached and bool(np.isclose(b["lr"], lr_min) or np.isclose(b["lr"], lr_max))
@@ -204,7 +218,8 @@ def _time_to_accuracy(rec: SweepRecords, target: float, settings: pd.DataFrame,
                "final_test_accuracy", "final_test_loss", "samples_per_second", "steps_per_epoch",
                "peak_memory_bytes", "infeasible", "best_lr_on_edge", "setting"]
     table = _whole_numbers(table.reindex(columns=columns), ("steps_per_epoch", "peak_memory_bytes"))
-    table["fastest"] = _fastest(table)
+    for name, order in RANKINGS.items():
+        table[name] = _first(table, order)
     return table
 
 
@@ -218,14 +233,13 @@ def _whole_numbers(frame: pd.DataFrame, columns) -> pd.DataFrame:
     return frame
 
 
-def _fastest(table: pd.DataFrame) -> pd.Series:
-    """True on the batch size that reached the target in the least time (ties: fewer steps, smaller bs)."""
-    fastest = pd.Series(False, index=table.index)
+def _first(table: pd.DataFrame, order: list[str]) -> pd.Series:
+    """True on the batch size first by `order` among those that reached the target."""
+    flag = pd.Series(False, index=table.index)
     reached = table[table["status"] == REACHED]
     if len(reached):
-        winner = reached.sort_values(["seconds", "steps", "batch_size"], kind="stable").index[0]
-        fastest[winner] = True
-    return fastest
+        flag[reached.sort_values(order, kind="stable").index[0]] = True
+    return flag
 
 
 def _headline_target(tta: pd.DataFrame, targets: list[float], regression: bool) -> float:
@@ -236,8 +250,10 @@ def _headline_target(tta: pd.DataFrame, targets: list[float], regression: bool) 
     return float(min(reached) if regression else max(reached))
 
 
-def _grids(rec: SweepRecords, settings: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
-    """lr x batch size grids for one target. With other swept axes, a cell shows their best value."""
+def _grids(rec: SweepRecords, settings: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame,
+                                                                 pd.DataFrame]:
+    """lr x batch size grids for one target. With other swept axes, a cell shows the setting at
+    that lr ranked first (as the best lr of a batch size is chosen)."""
     finished = rec.trials[rec.trials["status"].isin(FINISHED)]
     lrs = sorted(finished["lr"].unique())
     sizes = sorted(rec.trials["batch_size"].unique())
@@ -247,8 +263,8 @@ def _grids(rec: SweepRecords, settings: pd.DataFrame) -> tuple[pd.DataFrame, pd.
         table.index.name, table.columns.name = "lr", None
         return table
 
-    cells = settings.groupby(["lr", "batch_size"])
-    seconds = grid(cells["seconds"].min())
+    cells = _ranked(settings).drop_duplicates(["batch_size", "lr"]).set_index(["lr", "batch_size"])
+    seconds, steps = grid(cells["seconds"]), grid(cells["steps"])
     final_column = "final_test_loss" if rec.regression else "final_test_accuracy"
     finals = finished.groupby(["lr", "batch_size", "setting"])[final_column].median()
     finals = finals.groupby(["lr", "batch_size"]).min() if rec.regression else \
@@ -260,7 +276,7 @@ def _grids(rec: SweepRecords, settings: pd.DataFrame) -> tuple[pd.DataFrame, pd.
     notes = grid(statuses).astype(object)
     notes = notes.where(notes.notna(), "")
     notes = notes.mask((notes == "") & np.isinf(seconds), "not reached")
-    return seconds, final, notes
+    return seconds, steps, final, notes
 
 
 def _trials_table(rec: SweepRecords) -> pd.DataFrame:

@@ -1,4 +1,4 @@
-"""Numbers turned into short text for people: the terminal headline, report.md and report.html.
+"""Numbers turned into short text for people: the terminal table, report.md and report.html.
 
 The CSV files keep the raw numbers; only what a person reads goes through here.
 """
@@ -9,12 +9,15 @@ import math
 
 import numpy as np
 import pandas as pd
+from rich.table import Table
+from rich.text import Text as RichText
 
-from batchlab.report.load import SweepRecords
-from batchlab.report.tables import REACHED, Tables
+from batchlab.reporting.load import SweepRecords
+from batchlab.reporting.tables import REACHED
 
 DASH = "–"
-FASTEST = "★ fastest"
+# Markers of the three rankings of batch sizes (time_to_accuracy columns) and of an lr on the edge.
+MARKS = {"fastest": "★ fastest", "fewest_steps": "fewest steps", "fewest_examples": "fewest examples"}
 EDGE = "⚠ lr on edge"
 
 
@@ -53,12 +56,24 @@ def lr(x) -> str:
     return DASH if _missing(x) else f"{x:g}"
 
 
+def value(x) -> str:
+    """An axis value as recorded: 0.9, 'adam', [256, 128]."""
+    return DASH if _missing(x) else f"{x:g}" if isinstance(x, float) else str(x)
+
+
 def memory(x) -> str:
     return DASH if _missing(x) else f"{x / 2**20:,.1f} MiB"
 
 
 def speed(x) -> str:
     return DASH if _missing(x) else f"{x:,.0f}"
+
+
+def number(x: float) -> str:
+    """A figure for a sentence: 3 significant digits, thousands grouped; ∞ for a miss."""
+    if _missing(x) or not math.isfinite(x):
+        return "∞" if not _missing(x) and x == math.inf else DASH
+    return f"{x:,.0f}" if abs(x) >= 1000 else f"{x:.3g}"
 
 
 def target_text(rec: SweepRecords, target: float) -> str:
@@ -73,15 +88,18 @@ def _with_range(fmt, median, low, high) -> str:
     return f"{fmt(median)} ({edge(low)}–{edge(high)})"
 
 
-def time_to_accuracy(rec: SweepRecords, rows: pd.DataFrame, spread: bool = False) -> pd.DataFrame:
-    """The time-to-accuracy rows of one target, as text (also the terminal headline). With
-    `spread`, seconds and steps read 'median (min–max)' over the best lr's seeds."""
+def time_to_accuracy(rec: SweepRecords, rows: pd.DataFrame, spread: bool = False,
+                     compact: bool = False) -> pd.DataFrame:
+    """The time-to-accuracy rows of one target, as text. With `spread`, seconds and steps read
+    'median (min–max)' over the best lr's seeds. `compact` keeps the columns that decide (batch
+    size, best lr, seconds / steps / examples to target, seeds reached, samples/s, peak memory,
+    note); the rest stays in time_to_accuracy.csv and the full table."""
     out = pd.DataFrame(index=range(len(rows)))
     rows = rows.reset_index(drop=True)
     out["batch size"] = rows["batch_size"].map(str)
     out["best lr"] = rows["best_lr"].map(lr)
     for axis in rec.extra_axes:
-        out[axis] = rows[axis].map(lambda v: DASH if _missing(v) else f"{v:g}" if isinstance(v, float) else str(v))
+        out[axis] = rows[axis].map(value)
     if spread and "seconds_min" in rows:
         out["seconds to target"] = [
             _with_range(seconds, s, lo, hi) if status == REACHED else status
@@ -93,24 +111,49 @@ def time_to_accuracy(rec: SweepRecords, rows: pd.DataFrame, spread: bool = False
         out["seconds to target"] = [
             seconds(s) if status == REACHED else status for s, status in zip(rows["seconds"], rows["status"])]
         out["steps"] = rows["steps"].map(count)
-    out["epochs"] = rows["epochs"].map(epochs)
+    if not compact:
+        out["epochs"] = rows["epochs"].map(epochs)
     out["examples"] = rows["examples"].map(count)
     out["seeds reached"] = rows["seeds_reached"]
-    if not rec.regression:
-        out["final test acc"] = rows["final_test_accuracy"].map(accuracy)
-    out["final test loss"] = rows["final_test_loss"].map(loss)
+    if not compact:
+        if not rec.regression:
+            out["final test acc"] = rows["final_test_accuracy"].map(accuracy)
+        out["final test loss"] = rows["final_test_loss"].map(loss)
     out["samples/s"] = rows["samples_per_second"].map(speed)
-    out["steps/epoch"] = rows["steps_per_epoch"].map(count)
+    if not compact:
+        out["steps/epoch"] = rows["steps_per_epoch"].map(count)
     if rows["peak_memory_bytes"].notna().any():
         out["peak memory"] = rows["peak_memory_bytes"].map(memory)
-    out["infeasible"] = rows["infeasible"].map(str)
-    out["note"] = [", ".join(([FASTEST] if fast else []) + ([EDGE] if edge else []))
-                   for fast, edge in zip(rows["fastest"], rows["best_lr_on_edge"])]
+    if not compact:
+        out["infeasible"] = rows["infeasible"].map(str)
+        if "regime" in rows and rows["regime"].notna().any():
+            out["regime"] = rows["regime"].map(lambda r: DASH if _missing(r) else str(r))
+    out["note"] = [notes(row) for row in rows.to_dict("records")]
     return out
 
 
-def headline(rec: SweepRecords, tables: Tables) -> pd.DataFrame:
-    return time_to_accuracy(rec, tables.headline_rows)
+def terminal_table(rec: SweepRecords, rows: pd.DataFrame, title: str = "") -> Table:
+    """The terminal's table (a rich Table; cli.py prints it): the compact columns, with ★ on the
+    fastest batch size and ⚠ on a best lr at the edge of the lrs tried instead of a note column."""
+    text = time_to_accuracy(rec, rows, compact=True).drop(columns="note")
+    rows = rows.reset_index(drop=True)
+    text["batch size"] = [f"{bs} ★" if fast else bs for bs, fast in zip(text["batch size"], rows["fastest"])]
+    text["best lr"] = [f"{v} ⚠" if edge else v for v, edge in zip(text["best lr"], rows["best_lr_on_edge"])]
+    caption = "★ fastest to the target here" + (
+        " · ⚠ best lr at the edge of the lrs tried" if rows["best_lr_on_edge"].any() else "")
+    table = Table(title=title or None, caption=caption, title_justify="left", header_style="bold")
+    for column in text.columns:
+        table.add_column(column, justify="left" if column in ("batch size", *rec.extra_axes) else "right")
+    for row in text.itertuples(index=False):
+        # Text, not markup: a value with [brackets] must print as itself.
+        table.add_row(*(RichText(str(cell)) for cell in row))
+    return table
+
+
+def notes(row: dict) -> str:
+    """The markers of one time_to_accuracy row: '★ fastest, fewest examples, ⚠ lr on edge'."""
+    marks = [mark for column, mark in MARKS.items() if row.get(column)]
+    return ", ".join(marks + ([EDGE] if row.get("best_lr_on_edge") else []))
 
 
 def grid(values: pd.DataFrame, notes: pd.DataFrame, fmt) -> pd.DataFrame:
@@ -135,7 +178,7 @@ def trials(rec: SweepRecords, table: pd.DataFrame) -> pd.DataFrame:
         "seed": table["seed"].map(str),
     })
     for axis in rec.extra_axes:
-        out[axis] = table[axis].map(lambda v: DASH if _missing(v) else str(v))
+        out[axis] = table[axis].map(value)
     out["steps"] = table["steps"].map(count)
     out["epochs"] = table["epochs"].map(epochs)
     out["train s"] = table["train_seconds"].map(seconds)
@@ -148,16 +191,22 @@ def trials(rec: SweepRecords, table: pd.DataFrame) -> pd.DataFrame:
         column = f"seconds_to_{target:g}"
         if column in table:
             out[f"s to {target:g}"] = table[column].map(seconds)
-    out["error"] = table["error"].map(lambda e: "" if _missing(e) else str(e))
+    # Why a trial did not complete: the error of a failed one, the reason a diverged one stopped.
+    out["reason"] = table["error"].map(lambda e: "" if _missing(e) else str(e))
     return out
 
 
 def describe(part: dict | None) -> str:
-    """A config section such as {"name": "sgd", "momentum": 0.9} as 'sgd (momentum=0.9)'."""
+    """A config section by its name, with its arguments: user code named by import path reads as a
+    call, 'my_project.nets:SmallCNN(width=32, dropout=0.1)'; other keys follow in brackets, as in
+    'mlp (hidden=[256], activation=relu)'. Older records without `args` read the same way."""
     if not isinstance(part, dict):
         return DASH
-    rest = [f"{k}={v}" for k, v in part.items() if k != "name" and v is not None]
     name = str(part.get("name", DASH))
+    args = part.get("args")
+    if isinstance(args, dict) and args:
+        name += "(" + ", ".join(f"{k}={v!r}" for k, v in args.items()) + ")"
+    rest = [f"{k}={v}" for k, v in part.items() if k not in ("name", "args") and v is not None]
     return f"{name} ({', '.join(rest)})" if rest else name
 
 

@@ -1,69 +1,42 @@
-"""The report's figures, as PNG bytes.
+"""The report's figures about the records themselves, as PNG bytes (drawn with figures.py).
 
-Figures are built with matplotlib's object API (Figure, drawn by Agg when saved as PNG), never
-pyplot: no backend is chosen, nothing global is touched, and a figure is freed once drawn.
 Only the plotted setting of each batch size (its best lr) is drawn, so the cost does not grow
 with the number of trials.
 """
 
 from __future__ import annotations
 
-import io
 import math
-import warnings
-from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
-from matplotlib import colormaps
-from matplotlib.colors import Normalize
-from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
-from matplotlib.ticker import LogFormatter, NullLocator
 
-from batchlab.report.load import SweepRecords
-from batchlab.report.tables import REACHED, Tables
+from batchlab.frontier import EFFICIENCY
+from batchlab.reporting.display import target_text
+from batchlab.reporting.figures import (FIT_COLOR, NOTHING_REACHED, PAIR, WIDE, Plot, Style, batch_axis,
+                                        batch_style, curve, figure, log_y, png, say, short)
+from batchlab.reporting.load import SweepRecords
+from batchlab.reporting.tables import REACHED, Tables
 
 if TYPE_CHECKING:
-    from batchlab.report.science import Science
+    from batchlab.reporting.answer import Recommendation
+    from batchlab.reporting.science import Science
 
-NOTHING_REACHED = "no batch size reached the target"
-MAX_POINTS = 400  # points per curve after merging seeds: enough for the eye, bounded cost
-DPI = 110
-WIDE = (15.0, 4.6)
-PAIR = (12.0, 4.6)
+HEADLINE = "headline.png"
 
 
-@dataclass
-class Plot:
-    filename: str
-    title: str
-    png: bytes
-    # What the figure shows beyond its data, e.g. "frontier fit: drawn"; also in the PNG's
-    # Description text chunk, so a reader (or a test) can tell without looking.
-    description: str = ""
-
-
-@dataclass
-class _Style:
-    """One colour and one legend label per batch size, shared by every figure."""
-
-    colors: dict[int, tuple]
-    labels: dict[int, str]
-
-    def handles(self) -> list[Line2D]:
-        return [Line2D([], [], color=self.colors[bs], lw=2.5, marker="o", ms=5, label=self.labels[bs])
-                for bs in self.colors]
-
-
-def make_plots(rec: SweepRecords, tables: Tables, science: Science | None = None) -> list[Plot]:
-    """The figures about the records themselves; with `science`, the steps plot also shows the
-    frontier fit (science_plots draws the rest of the batch-size science)."""
-    style = _style(rec, tables)
+def make_plots(rec: SweepRecords, tables: Tables, science: Science | None = None,
+               answer: Recommendation | None = None) -> list[Plot]:
+    """The figures about the records themselves, the headline figure first; with `science`, the
+    steps plot also shows the frontier fit (science_plots draws the rest of the batch-size science)."""
+    style = batch_style(rec, tables)
     metric = rec.target_metric
     steps_png, steps_note = _steps_to_target(rec, tables, style, science)
+    headline_png, headline_note = _headline(rec, tables, style, answer)
     plots = [
+        Plot(HEADLINE, "Time, steps and examples to the target vs batch size", headline_png, headline_note),
         Plot("train_loss.png", "Training loss of the best lr per batch size", _train_loss(rec, tables, style)),
         Plot(f"{metric}.png", f"{_metric_name(metric).capitalize()} of the best lr per batch size",
              _test_metric(rec, tables, style)),
@@ -79,81 +52,19 @@ def make_plots(rec: SweepRecords, tables: Tables, science: Science | None = None
 
 # --- shared pieces ---------------------------------------------------------------------------
 
-def _style(rec: SweepRecords, tables: Tables) -> _Style:
-    sizes = sorted(int(b) for b in rec.trials["batch_size"].unique())
-    logs = np.log2(sizes)
-    # viridis minus its pale yellow end, which is hard to see on white.
-    norm = Normalize(vmin=logs.min(), vmax=logs.max() if logs.max() > logs.min() else logs.min() + 1)
-    cmap = colormaps["viridis"]
-    colors = {bs: cmap(0.88 * norm(lg)) for bs, lg in zip(sizes, logs)}
-    labels = {}
-    for bs in sizes:
-        choice = tables.plotted.get(bs)
-        labels[bs] = f"bs {bs}" + (f"  (lr {choice.lr:g})" if choice else "")
-    return _Style(colors, labels)
-
-
-def _figure(size: tuple[float, float], panels: int, title: str, style: _Style | None):
-    fig = Figure(figsize=size, dpi=DPI, layout="constrained")
-    axes = fig.subplots(1, panels, squeeze=False)[0]
-    fig.suptitle(title, fontsize=13)
-    if style is not None:
-        fig.legend(handles=style.handles(), loc="outside right upper", title="batch size", fontsize=9)
-    for ax in axes:
-        ax.grid(True, which="major", alpha=0.3)
-    return fig, axes
-
-
-def _png(fig: Figure, description: str = "") -> bytes:
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=DPI, metadata={"Description": description} if description else None)
-    return buffer.getvalue()
-
-
-def _say(ax, text: str) -> None:
-    """A message on the axes where data is missing, so an empty panel is never mistaken for zero."""
-    ax.text(0.5, 0.5, text, transform=ax.transAxes, ha="center", va="center", fontsize=12,
-            color="0.3", bbox={"boxstyle": "round", "facecolor": "white", "edgecolor": "0.6"})
-
-
 def _metric_name(metric: str) -> str:
     return "test accuracy" if metric == "test_accuracy" else "test loss"
 
 
-def _curve(frames: list[pd.DataFrame], x: str, y: str, positive: bool):
-    """Median and min/max over seeds of y(x). Seeds are interpolated onto the union of their x
-    values (capped at MAX_POINTS); outside a seed's own range it does not count."""
-    pairs = []
-    for frame in frames:
-        data = frame[[x, y]].to_numpy(dtype=float)
-        keep = np.isfinite(data).all(axis=1) & ((data[:, 1] > 0) if positive else True)
-        data = data[keep]
-        if len(data):
-            xs, first = np.unique(data[:, 0], return_index=True)  # sorted, duplicates dropped
-            pairs.append((xs, data[first, 1]))
-    if not pairs:
-        return None
-    grid = np.unique(np.concatenate([xs for xs, _ in pairs]))
-    if len(grid) > MAX_POINTS:
-        grid = grid[np.linspace(0, len(grid) - 1, MAX_POINTS).round().astype(int)]
-    values = np.full((len(pairs), len(grid)), np.nan)
-    for i, (xs, ys) in enumerate(pairs):
-        inside = (grid >= xs[0]) & (grid <= xs[-1])
-        values[i, inside] = np.interp(grid[inside], xs, ys)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN columns are expected at the ends
-        return grid, np.nanmedian(values, 0), np.nanmin(values, 0), np.nanmax(values, 0), len(pairs)
-
-
-def _draw_curves(ax, rec: SweepRecords, tables: Tables, style: _Style, x: str, y: str,
+def _draw_curves(ax, rec: SweepRecords, tables: Tables, style: Style, x: str, y: str,
                  logy: bool, logx: bool = False) -> list[tuple]:
     drawn = []
     for bs, choice in sorted(tables.plotted.items()):
         frames = [rec.metrics[t] for t in choice.trial_ids]
-        curve = _curve(frames, x, y, positive=logy)
-        if curve is None:
+        merged = curve(frames, x, y, positive=logy)
+        if merged is None:
             continue
-        grid, median, low, high, seeds = curve
+        grid, median, low, high, seeds = merged
         if logx:
             keep = grid > 0
             grid, median, low, high = grid[keep], median[keep], low[keep], high[keep]
@@ -165,27 +76,10 @@ def _draw_curves(ax, rec: SweepRecords, tables: Tables, style: _Style, x: str, y
     if logx:
         ax.set_xscale("log")
     if logy:
-        _log_y(ax)
+        log_y(ax)
     if drawn and y != "test_accuracy":  # accuracy is bounded: no divergence to hide
         _limit_y(ax, drawn, logy)
     return drawn
-
-
-class _PlainLogFormatter(LogFormatter):
-    """LogFormatter's choice of which ticks to label, written as 0.3 rather than 3e-01."""
-
-    def _num_to_string(self, x, vmin, vmax):
-        return f"{x:,.0f}" if abs(x) >= 1000 and float(x).is_integer() else f"{x:g}"
-
-
-def _log_y(ax) -> None:
-    """Log y axis labelled 0.3, 1, 2 rather than 3×10⁻¹."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UserWarning)  # "no positive values": a target met at step 0
-        ax.set_yscale("log")
-    # LogFormatter labels minor ticks only when few decades are shown, so labels never crowd.
-    ax.yaxis.set_major_formatter(_PlainLogFormatter(labelOnlyBase=False))
-    ax.yaxis.set_minor_formatter(_PlainLogFormatter(labelOnlyBase=False, minor_thresholds=(1.5, 0.6)))
 
 
 def _limit_y(ax, drawn: list[tuple], logy: bool) -> None:
@@ -220,24 +114,13 @@ def _target_line(ax, rec: SweepRecords, target: float) -> None:
 
 
 def _no_curves(ax) -> None:
-    _say(ax, "no training curves recorded yet")
-
-
-def _batch_axis(ax, sizes: list[int]) -> None:
-    """log2 x axis with a tick at every batch size tried."""
-    ax.set_xscale("log", base=2)
-    ax.set_xticks(sizes)
-    ax.set_xticklabels([str(s) for s in sizes], rotation=45 if len(sizes) > 8 else 0)
-    ax.xaxis.set_minor_locator(NullLocator())
-    # Fixed limits: every batch size tried has its place even when no point is drawn there.
-    ax.set_xlim(min(sizes) / 1.4, max(sizes) * 1.4)
-    ax.set_xlabel("batch size")
+    say(ax, "no training curves recorded yet")
 
 
 # --- figures ---------------------------------------------------------------------------------
 
-def _train_loss(rec: SweepRecords, tables: Tables, style: _Style) -> bytes:
-    fig, axes = _figure(WIDE, 3, "Training loss (best lr per batch size; line = median over seeds, "
+def _train_loss(rec: SweepRecords, tables: Tables, style: Style) -> bytes:
+    fig, axes = figure(WIDE, 3, "Training loss (best lr per batch size; line = median over seeds, "
                                  "band = min–max)", style)
     for ax, (x, label, logx) in zip(axes, [("epoch", "epoch", False), ("step", "step", True),
                                            ("train_seconds", "training seconds", False)]):
@@ -246,13 +129,13 @@ def _train_loss(rec: SweepRecords, tables: Tables, style: _Style) -> bytes:
             _no_curves(ax)
         ax.set_xlabel(label)
         ax.set_ylabel("training loss")
-    return _png(fig)
+    return png(fig)
 
 
-def _test_metric(rec: SweepRecords, tables: Tables, style: _Style) -> bytes:
+def _test_metric(rec: SweepRecords, tables: Tables, style: Style) -> bytes:
     metric = rec.target_metric
     name = _metric_name(metric)
-    fig, axes = _figure(PAIR, 2, f"{name.capitalize()} (best lr per batch size; dashed = target)", style)
+    fig, axes = figure(PAIR, 2, f"{name.capitalize()} (best lr per batch size; dashed = target)", style)
     for ax, (x, label) in zip(axes, [("train_seconds", "training seconds"), ("epoch", "epoch")]):
         drawn = _draw_curves(ax, rec, tables, style, x, metric, logy=rec.regression)
         if not drawn:
@@ -260,7 +143,7 @@ def _test_metric(rec: SweepRecords, tables: Tables, style: _Style) -> bytes:
         _target_line(ax, rec, tables.target)
         ax.set_xlabel(label)
         ax.set_ylabel(name)
-    return _png(fig)
+    return png(fig)
 
 
 def _reached_points(tables: Tables) -> tuple[pd.DataFrame, list[int]]:
@@ -270,7 +153,7 @@ def _reached_points(tables: Tables) -> tuple[pd.DataFrame, list[int]]:
     return reached, missed
 
 
-def _points(ax, style: _Style, sizes, values) -> None:
+def _points(ax, style: Style, sizes, values) -> None:
     ax.plot(sizes, values, color="0.6", lw=1, zorder=1)
     ax.scatter(sizes, values, c=[style.colors[int(b)] for b in sizes], s=55, zorder=2,
                edgecolors="black", linewidths=0.5)
@@ -278,22 +161,17 @@ def _points(ax, style: _Style, sizes, values) -> None:
 
 def _note_missed(ax, missed: list[int], reached_any: bool) -> None:
     if not reached_any:
-        _say(ax, NOTHING_REACHED)
+        say(ax, NOTHING_REACHED)
     elif missed:
         # In the panel title, where it cannot hide a point.
         ax.set_title("not reached: bs " + ", ".join(map(str, missed)), fontsize=9, color="firebrick",
                      loc="left")
 
 
-def _target_text(rec: SweepRecords, tables: Tables) -> str:
-    sign = "≤" if rec.regression else "≥"
-    return f"{rec.target_metric} {sign} {tables.target:g}"
-
-
-def _steps_to_target(rec: SweepRecords, tables: Tables, style: _Style,
+def _steps_to_target(rec: SweepRecords, tables: Tables, style: Style,
                      science: Science | None = None) -> tuple[bytes, str]:
     sizes = sorted(style.colors)
-    fig, (steps_ax, epochs_ax) = _figure(PAIR, 2, f"To {_target_text(rec, tables)} (median over seeds "
+    fig, (steps_ax, epochs_ax) = figure(PAIR, 2, f"To {target_text(rec, tables.target)} (median over seeds "
                                                   "of the best lr)", style)
     reached, missed = _reached_points(tables)
     bs = reached["batch_size"].to_numpy(dtype=float)
@@ -310,41 +188,89 @@ def _steps_to_target(rec: SweepRecords, tables: Tables, style: _Style,
             train_size = float(rec.trials["train_size"].max())
             top = max(sizes) * 1.4 if not math.isfinite(train_size) else min(max(sizes) * 1.4, train_size)
             grid = np.geomspace(min(sizes) / 1.4, max(top, max(f.batch_sizes)), 200)  # a batch > data: full batch
-            steps_ax.plot(grid, f.steps_at(grid), color="firebrick", lw=1.6,
-                          label=f"fit S_min(1 + B_crit/B): S_min {_short(f.s_min)}, B_crit {_short(f.b_crit)}")
+            steps_ax.plot(grid, f.steps_at(grid), color=FIT_COLOR, lw=1.6,
+                          label=f"fit S_min(1 + B_crit/B): S_min {short(f.s_min)}, B_crit {short(f.b_crit)}")
             if min(sizes) / 1.4 <= f.b_crit <= max(sizes) * 1.4:
-                steps_ax.axvline(f.b_crit, color="firebrick", ls=":", lw=1, label="B_crit")
+                steps_ax.axvline(f.b_crit, color=FIT_COLOR, ls=":", lw=1, label="B_crit")
             note = f"frontier fit: drawn (B_crit {f.b_crit:.6g})"
         elif frontier is not None:
             steps_ax.text(0.02, 0.03, f"no frontier fit: {frontier.reason}", transform=steps_ax.transAxes,
                           fontsize=8.5, color="0.3", va="bottom")
             note = f"frontier fit: not drawn ({frontier.reason})"
         steps_ax.legend(loc="upper right", fontsize=8.5)
-        _log_y(steps_ax)
+        log_y(steps_ax)
         _points(epochs_ax, style, bs, reached["epochs"])
     elif frontier is not None:
         note = f"frontier fit: not drawn ({frontier.reason})"
     for ax in (steps_ax, epochs_ax):
-        _batch_axis(ax, sizes)
+        batch_axis(ax, sizes)
         _note_missed(ax, missed, len(reached) > 0)
     steps_ax.set_ylabel("steps to target")
     epochs_ax.set_ylabel("epochs to target")
-    return _png(fig, note), note
+    return png(fig, note), note
 
 
-def _short(x: float) -> str:
-    return f"{x:,.0f}" if abs(x) >= 100 else f"{x:.3g}"
+def _headline(rec: SweepRecords, tables: Tables, style: Style,
+              answer: Recommendation | None) -> tuple[bytes, str]:
+    """Seconds, steps and examples to the target against batch size, side by side: median over the
+    best lr's seeds, bars from the fastest to the slowest seed, the chosen batch size marked."""
+    sizes = style.sizes
+    fig, axes = figure(WIDE, 3, f"To {target_text(rec, tables.target)}, by batch size (best lr; median over "
+                                "seeds, bars = min–max)", None)
+    reached, missed = _reached_points(tables)
+    chosen = answer.batch_size if answer is not None else None
+    panels = [("seconds", "training seconds to target"), ("steps", "steps to target"),
+              ("examples", "examples to target")]
+    open_range = False
+    for ax, (what, label) in zip(axes, panels):
+        batch_axis(ax, sizes)
+        ax.set_ylabel(label)
+        _note_missed(ax, missed, len(reached) > 0)
+        if reached.empty:
+            continue
+        bs = reached["batch_size"].to_numpy(dtype=float)
+        median = reached[what].to_numpy(dtype=float)
+        low, high = reached[f"{what}_min"].to_numpy(dtype=float), reached[f"{what}_max"].to_numpy(dtype=float)
+        ax.plot(bs, median, color="0.6", lw=1, zorder=1)
+        finite = np.isfinite(high)
+        # A seed that missed leaves the range open above: the bar stops at the median, a caret says so.
+        ax.errorbar(bs, median, yerr=[median - low, np.where(finite, high, median) - median], fmt="none",
+                    ecolor="0.35", elinewidth=1.2, capsize=3, zorder=2)
+        ax.scatter(bs, median, c=[style.colors[int(b)] for b in bs], s=60, zorder=3, edgecolors="black",
+                   linewidths=0.5)
+        if not finite.all():
+            open_range = True
+            ax.scatter(bs[~finite], median[~finite] * 1.35, marker="^", s=40, color="0.35", zorder=3)
+        if what == "steps":
+            ax.plot(bs, median[0] * bs[0] / bs, ls="--", color="black", lw=1,
+                    label="perfect scaling from the smallest")
+        if what == "examples":
+            ax.axhline(median[0] / EFFICIENCY, ls=":", color="black", lw=1,
+                       label=f"{round((1 - EFFICIENCY) * 100)}% above the smallest's examples")
+        if chosen in set(reached["batch_size"].astype(int)):
+            value = float(reached.loc[reached["batch_size"] == chosen, what].iloc[0])
+            ax.axvline(chosen, color="0.2", ls="-", lw=6, alpha=0.12, zorder=0)
+            ax.scatter([chosen], [value], s=260, facecolors="none", edgecolors="black", linewidths=1.8, zorder=4,
+                       label=f"chosen: batch size {chosen}")
+            ax.annotate(f"bs {chosen}", (chosen, value), xytext=(8, -14), textcoords="offset points", fontsize=9)
+        log_y(ax)
+        ax.legend(loc="best", fontsize=8)
+    if open_range:
+        axes[0].text(0.02, 0.03, "▲ a seed missed the target: range open above", transform=axes[0].transAxes,
+                     fontsize=8.5, color="0.3", va="bottom")
+    note = f"chosen batch size: {chosen}" if chosen is not None else "chosen batch size: none (nothing reached)"
+    return png(fig, note), note
 
 
-def _seconds_and_throughput(rec: SweepRecords, tables: Tables, style: _Style) -> bytes:
+def _seconds_and_throughput(rec: SweepRecords, tables: Tables, style: Style) -> bytes:
     sizes = sorted(style.colors)
-    fig, (seconds_ax, speed_ax) = _figure(PAIR, 2, f"Training seconds to {_target_text(rec, tables)}; "
+    fig, (seconds_ax, speed_ax) = figure(PAIR, 2, f"Training seconds to {target_text(rec, tables.target)}; "
                                                    "throughput", style)
     reached, missed = _reached_points(tables)
     if len(reached):
         _points(seconds_ax, style, reached["batch_size"].to_numpy(dtype=float), reached["seconds"])
-        _log_y(seconds_ax)
-    _batch_axis(seconds_ax, sizes)
+        log_y(seconds_ax)
+    batch_axis(seconds_ax, sizes)
     _note_missed(seconds_ax, missed, len(reached) > 0)
     seconds_ax.set_ylabel("training seconds to target")
 
@@ -352,12 +278,12 @@ def _seconds_and_throughput(rec: SweepRecords, tables: Tables, style: _Style) ->
     speed = rows[np.isfinite(rows["samples_per_second"]) & (rows["samples_per_second"] > 0)]
     if len(speed):
         _points(speed_ax, style, speed["batch_size"].to_numpy(dtype=float), speed["samples_per_second"])
-        _log_y(speed_ax)
+        log_y(speed_ax)
     else:
-        _say(speed_ax, "no completed trial recorded its throughput")
-    _batch_axis(speed_ax, sizes)
+        say(speed_ax, "no completed trial recorded its throughput")
+    batch_axis(speed_ax, sizes)
     speed_ax.set_ylabel("samples per second (median of completed trials)")
-    return _png(fig)
+    return png(fig)
 
 
 def _gd_mode(bs: int, train_size: float) -> str:
@@ -368,10 +294,10 @@ def _gd_mode(bs: int, train_size: float) -> str:
     return f"mini-batch GD (bs {bs})"
 
 
-def _gd_modes(rec: SweepRecords, tables: Tables, style: _Style) -> bytes:
+def _gd_modes(rec: SweepRecords, tables: Tables, style: Style) -> bytes:
     """Batch, stochastic and mini-batch GD on one plot (the linear regression data set)."""
     train_size = float(rec.trials["train_size"].median())
-    fig, axes = _figure(PAIR, 2, "Gradient descent modes on the linear data set (best lr each)", None)
+    fig, axes = figure(PAIR, 2, "Gradient descent modes on the linear data set (best lr each)", None)
     handles = []
     for bs, choice in sorted(tables.plotted.items()):
         handles.append(Line2D([], [], color=style.colors[bs], lw=2.5,
@@ -383,4 +309,4 @@ def _gd_modes(rec: SweepRecords, tables: Tables, style: _Style) -> bytes:
         ax.set_ylabel("training loss (MSE)")
     if handles:
         fig.legend(handles=handles, loc="outside lower center", ncols=min(3, len(handles)), fontsize=9)
-    return _png(fig)
+    return png(fig)

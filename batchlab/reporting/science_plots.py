@@ -1,4 +1,4 @@
-"""The batch-size science figures (see science.py), built like plots.py: object API, no pyplot.
+"""The batch-size science figures (see science.py), drawn with figures.py like every report figure.
 
 - frontier.png: examples vs steps to the target, with the fitted hyperbola and its asymptotes.
 - noise_scale.png: B_simple over training against the batch sizes tried (only when measured).
@@ -15,18 +15,16 @@ import numpy as np
 from matplotlib.lines import Line2D
 from matplotlib.ticker import NullLocator
 
-from batchlab.report.load import SweepRecords
-from batchlab.report.plots import (NOTHING_REACHED, PAIR, Plot, _batch_axis, _curve, _figure, _log_y,
-                                   _PlainLogFormatter, _png, _say, _short, _style, _target_text)
-from batchlab.report.science import Science, rule_lr
-from batchlab.report.tables import Tables
-
-FIT_COLOR = "firebrick"
-SINGLE = (11.0, 5.2)
+from batchlab.reporting.display import target_text
+from batchlab.reporting.figures import (FIT_COLOR, NOTHING_REACHED, PAIR, SINGLE, Plot, batch_axis, batch_style,
+                                        curve, figure, log_x, log_y, png, say, short)
+from batchlab.reporting.load import SweepRecords
+from batchlab.reporting.science import Science, rule_lr
+from batchlab.reporting.tables import Tables
 
 
 def make_science_plots(rec: SweepRecords, tables: Tables, science: Science) -> list[Plot]:
-    style = _style(rec, tables)
+    style = batch_style(rec, tables)
     plots = []
     png, note = _frontier(rec, tables, science, style)
     plots.append(Plot("frontier.png", "Steps–examples frontier (McCandlish et al. 2018): examples vs steps to the "
@@ -45,24 +43,18 @@ def make_science_plots(rec: SweepRecords, tables: Tables, science: Science) -> l
     return plots
 
 
-def _log_x(ax) -> None:
-    ax.set_xscale("log")
-    ax.xaxis.set_major_formatter(_PlainLogFormatter(labelOnlyBase=False))
-    ax.xaxis.set_minor_formatter(_PlainLogFormatter(labelOnlyBase=False, minor_thresholds=(1.5, 0.6)))
-
-
 def _frontier(rec: SweepRecords, tables: Tables, science: Science, style) -> tuple[bytes, str]:
     frontier = science.frontier
-    fig, (ax,) = _figure(SINGLE, 1, f"Examples vs steps to {_target_text(rec, tables)} (best lr per batch size)",
+    fig, (ax,) = figure(SINGLE, 1, f"Examples vs steps to {target_text(rec, tables.target)} (best lr per batch size)",
                          style)
     points = frontier.points
     f = frontier.fit
     if points.empty:
-        _say(ax, NOTHING_REACHED)
+        say(ax, NOTHING_REACHED)
         note = f"frontier fit: not drawn ({frontier.reason})"
         ax.set_xlabel("steps to target S")
         ax.set_ylabel("examples to target E = B·S")
-        return _png(fig, note), note
+        return png(fig, note), note
     steps, examples = points["steps"].to_numpy(float), points["examples"].to_numpy(float)
     low_s, high_s = steps.min(), steps.max()
     low_e, high_e = examples.min(), examples.max()
@@ -72,10 +64,10 @@ def _frontier(rec: SweepRecords, tables: Tables, science: Science, style) -> tup
         s = f.steps_at(b)
         ax.plot(s, b * s, color=FIT_COLOR, lw=1.8, zorder=2,
                 label=f"fit: (S/S_min − 1)(E/E_min − 1) = 1,  R² {f.r2:.2f}")
-        ax.axvline(f.s_min, color="0.35", ls="--", lw=1, label=f"S_min = {_short(f.s_min)} steps (infinite batch)")
-        ax.axhline(f.e_min, color="0.35", ls=":", lw=1.2, label=f"E_min = {_short(f.e_min)} examples (batch of 1)")
+        ax.axvline(f.s_min, color="0.35", ls="--", lw=1, label=f"S_min = {short(f.s_min)} steps (infinite batch)")
+        ax.axhline(f.e_min, color="0.35", ls=":", lw=1.2, label=f"E_min = {short(f.e_min)} examples (batch of 1)")
         ax.scatter([2 * f.s_min], [2 * f.e_min], marker="D", s=140, facecolors="none", edgecolors=FIT_COLOR,
-                   linewidths=1.6, zorder=4, label=f"B = B_crit ≈ {_short(f.b_crit)}: 2 S_min, 2 E_min")
+                   linewidths=1.6, zorder=4, label=f"B = B_crit ≈ {short(f.b_crit)}: 2 S_min, 2 E_min")
         # Asymptotes and the B_crit point widen the view only when they lie near the data (an
         # extrapolated fit would otherwise squash every measured point into a corner).
         if f.s_min >= low_s / 10 and 2 * f.s_min <= high_s * 10:
@@ -94,25 +86,25 @@ def _frontier(rec: SweepRecords, tables: Tables, science: Science, style) -> tup
         ax.annotate(f"{int(bs)}", (x, y), xytext=(5, 4), textcoords="offset points", fontsize=8, color="0.25")
     ax.set_xlim(low_s / 1.6, high_s * 1.6)
     ax.set_ylim(low_e / 1.6, high_e * 1.6)
-    _log_x(ax)
-    _log_y(ax)
+    log_x(ax)
+    log_y(ax)
     if f is not None:
         ax.legend(loc="upper right", fontsize=8.5)
     ax.set_xlabel("steps to target S (median over seeds)")
     ax.set_ylabel("examples to target E = B·S")
-    return _png(fig, note), note
+    return png(fig, note), note
 
 
 def _noise(rec: SweepRecords, tables: Tables, science: Science, style) -> tuple[bytes, str] | None:
     """None when no best-lr trial has a finite B_simple: no empty plot."""
     curves = []
     for bs, choice in sorted(tables.plotted.items()):
-        curve = _curve([rec.metrics[t] for t in choice.trial_ids], "epoch", "noise_b_simple", positive=True)
-        if curve is not None:
-            curves.append((bs, curve))
+        merged = curve([rec.metrics[t] for t in choice.trial_ids], "epoch", "noise_b_simple", positive=True)
+        if merged is not None:
+            curves.append((bs, merged))
     if not curves:
         return None
-    fig, (ax,) = _figure(SINGLE, 1, "Gradient noise scale B_simple (best lr; median over seeds, band = min–max)",
+    fig, (ax,) = figure(SINGLE, 1, "Gradient noise scale B_simple (best lr; median over seeds, band = min–max)",
                          style)
     values = []
     for bs, (grid, median, low, high, seeds) in curves:
@@ -128,7 +120,7 @@ def _noise(rec: SweepRecords, tables: Tables, science: Science, style) -> tuple[
     f = science.frontier.fit
     if f is not None:
         ax.axhline(f.b_crit, color=FIT_COLOR, ls="--", lw=1.2)
-        ax.annotate(f"fitted B_crit ≈ {_short(f.b_crit)}", xy=(1, f.b_crit), xycoords=("axes fraction", "data"),
+        ax.annotate(f"fitted B_crit ≈ {short(f.b_crit)}", xy=(1, f.b_crit), xycoords=("axes fraction", "data"),
                     xytext=(-4, 3), textcoords="offset points", fontsize=8.5, color=FIT_COLOR, ha="right",
                     va="bottom", bbox={"boxstyle": "round,pad=0.2", "facecolor": "white", "edgecolor": "none",
                                        "alpha": 0.85})
@@ -137,20 +129,20 @@ def _noise(rec: SweepRecords, tables: Tables, science: Science, style) -> tuple[
     data = np.concatenate([*values, np.asarray(marks, dtype=float)])
     data = data[np.isfinite(data) & (data > 0)]
     ax.set_ylim(data.min() / 1.5, data.max() * 1.5)
-    _log_y(ax)
+    log_y(ax)
     right = ax.secondary_yaxis("right")
     right.set_yscale("log")
     right.set_yticks(sizes, labels=[f"bs {bs}" for bs in sizes], fontsize=8)
     right.yaxis.set_minor_locator(NullLocator())
     ax.set_xlabel("epoch")
     ax.set_ylabel("B_simple = tr(Σ) / |G|²")
-    return _png(fig, described), described
+    return png(fig, described), described
 
 
 def _lr(rec: SweepRecords, tables: Tables, science: Science, style) -> tuple[bytes, str]:
     sizes = sorted(style.colors)
     lr = science.lr
-    fig, (ax,) = _figure(SINGLE, 1, f"Best lr per batch size (to {_target_text(rec, tables)}); faint: lrs tried",
+    fig, (ax,) = figure(SINGLE, 1, f"Best lr per batch size (to {target_text(rec, tables.target)}); faint: lrs tried",
                          style)
     handles = []
     ok = lr.tried[lr.tried["status"] == "completed"]
@@ -177,7 +169,7 @@ def _lr(rec: SweepRecords, tables: Tables, science: Science, style) -> tuple[byt
             handles.append(Line2D([], [], ls="", marker="o", ms=8, mfc="white", mec="0.3",
                                   label="closest lr (target not reached)"))
     else:
-        _say(ax, "no finished trials")
+        say(ax, "no finished trials")
     rule = lr.rule
     if rule is not None:
         grid = np.geomspace(min(sizes) / 1.4, max(sizes) * 1.4, 100)
@@ -189,24 +181,24 @@ def _lr(rec: SweepRecords, tables: Tables, science: Science, style) -> tuple[byt
         note = f"lr rule line: drawn ({rule['scale']}, base {rule['base']:g} at batch {rule['base_batch_size']})"
     else:
         note = "lr rule line: none (the config has no lr_rule)"
-    _batch_axis(ax, sizes)
-    _log_y(ax)
+    batch_axis(ax, sizes)
+    log_y(ax)
     if handles:
         ax.legend(handles=handles, loc="best", fontsize=8.5)
     ax.set_ylabel("learning rate")
-    return _png(fig, note), note
+    return png(fig, note), note
 
 
 def _gap(rec: SweepRecords, tables: Tables, science: Science, style) -> tuple[bytes, str]:
     gap = science.gap
     kind = gap.kind
     label = "train − test accuracy" if kind == "accuracy" else "test − train loss"
-    fig, (curve_ax, bs_ax) = _figure(PAIR, 2, f"Generalisation gap: {label} (train subset)", style)
+    fig, (curve_ax, bs_ax) = figure(PAIR, 2, f"Generalisation gap: {label} (train subset)", style)
     for bs, frames in sorted(gap.curves.items()):
-        curve = _curve(frames, "epoch", "gap", positive=False)
-        if curve is None:
+        merged = curve(frames, "epoch", "gap", positive=False)
+        if merged is None:
             continue
-        grid, median, low, high, seeds = curve
+        grid, median, low, high, seeds = merged
         curve_ax.plot(grid, median, color=style.colors[bs], lw=1.8)
         if seeds > 1:
             curve_ax.fill_between(grid, low, high, color=style.colors[bs], alpha=0.18, lw=0)
@@ -226,10 +218,10 @@ def _gap(rec: SweepRecords, tables: Tables, science: Science, style) -> tuple[by
         bs_ax.scatter(at["batch_size"], at["gap_at_target"], s=60, marker="s", facecolors="white",
                       edgecolors=[style.colors[int(b)] for b in at["batch_size"]], linewidths=1.6, zorder=3)
         handles.append(Line2D([], [], ls="", marker="s", ms=8, mfc="white", mec="0.3",
-                              label=f"when {_target_text(rec, tables)} was first reached"))
+                              label=f"when {target_text(rec, tables.target)} was first reached"))
     bs_ax.axhline(0, color="black", lw=0.8)
     bs_ax.legend(handles=handles, loc="best", fontsize=8.5)
-    _batch_axis(bs_ax, sizes)
+    batch_axis(bs_ax, sizes)
     bs_ax.set_ylabel(label)
     note = f"generalisation gap ({kind}): {len(gap.curves)} batch sizes"
-    return _png(fig, note), note
+    return png(fig, note), note

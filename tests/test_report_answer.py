@@ -1,0 +1,179 @@
+"""The answer a report opens with, the analyse / write split, and what records supply (names,
+import paths, reasons) shown safely. Records are written by hand (tests/report_fixtures.py);
+expected numbers are worked out here, never by calling the report code a second time.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from markdown_it import MarkdownIt
+
+from batchlab.reporting import FORMATS, Recommendation, analyse, build_report
+from report_fixtures import hit, make_sweep, make_trial
+
+# bs: (lr, seconds, steps) of one seed that reached test_accuracy >= 0.9; train_size 1000.
+# bs 64 is fastest; bs 256 needs the fewest steps; bs 32 stays within 10% of bs 16's examples.
+REACHED = {16: (0.05, 8.0, 100), 32: (0.1, 5.0, 52), 64: (0.2, 2.0, 40), 256: (0.4, 4.0, 20)}
+
+
+def _sweep(root: Path, name: str = "answer") -> Path:
+    sweep = make_sweep(root, name)
+    for bs, (lr, seconds, steps) in REACHED.items():
+        make_trial(sweep, bs, lr, hits={0.9: hit(seconds, steps, bs, math.ceil(1000 / bs))})
+        make_trial(sweep, bs, lr / 2, hits={0.9: hit(seconds * 3, steps * 3, bs, math.ceil(1000 / bs))})
+    make_trial(sweep, 512, 0.4, hits={0.9: None}, final_accuracy=0.85)
+    return sweep
+
+
+def test_analyse_computes_and_writes_nothing(tmp_path):
+    sweep = _sweep(tmp_path)
+    [report] = analyse(sweep)
+    assert not (sweep / "report").exists() and report.files == [] and report.out_dir is None
+    assert report.name == "answer" and report.sweep_dir == sweep and report.counts == {"completed": 9}
+    assert report.target == 0.9 and report.warnings == []
+    tta = report.time_to_accuracy
+    assert list(tta["batch_size"]) == [16, 32, 64, 256, 512]
+    assert list(tta["best_lr"]) == [0.05, 0.1, 0.2, 0.4, 0.4]
+
+    files = report.write(formats={"csv", "md"})
+    assert report.out_dir == sweep / "report" and files == report.files
+    assert {p.name for p in files} >= {"time_to_accuracy.csv", "report.md"}
+    written = pd.read_csv(sweep / "report" / "time_to_accuracy.csv")
+    assert list(written["steps"].iloc[:4]) == [REACHED[bs][2] for bs in (16, 32, 64, 256)]
+    assert report.write(tmp_path / "elsewhere", formats={"md"}) == [tmp_path / "elsewhere" / "report.md"]
+    with pytest.raises(ValueError, match="pdf"):
+        report.write(formats={"pdf"})
+    assert FORMATS == {"md", "html", "csv", "png"}
+
+
+def test_the_answer_names_the_fastest_batch_size_and_why(tmp_path):
+    [report] = analyse(_sweep(tmp_path))
+    answer = report.recommendation
+    assert isinstance(answer, Recommendation) and answer.reached
+    fastest = min(REACHED, key=lambda bs: REACHED[bs][1])
+    smallest = min(REACHED)
+    speedup = REACHED[smallest][1] / REACHED[fastest][1]
+    assert (answer.batch_size, answer.lr, answer.seconds) == (64, 0.2, 2.0)
+    assert (answer.baseline_batch_size, answer.speedup) == (smallest, pytest.approx(speedup))
+    assert answer.sentence == (f"Use batch size 64 with lr 0.2: 2 s to test_accuracy ≥ 0.9 on this machine "
+                               f"({speedup:.1f}× faster than batch size 16, the smallest that reached it).")
+    examples = {bs: bs * steps for bs, (_, _, steps) in REACHED.items()}
+    efficient = max(bs for bs in REACHED if examples[bs] <= examples[smallest] / 0.9)
+    fewest_steps = min(REACHED, key=lambda bs: REACHED[bs][2])
+    assert (efficient, fewest_steps) == (32, 256)  # 1,664 examples against 1,600; 20 steps
+    assert answer.data_efficient_batch_size == efficient and answer.fewest_steps_batch_size == fewest_steps
+    # The fit of S(B) through 4 points gives a regime for bs 64; its B_crit is in the data.
+    assert answer.regime in ("perfect scaling", "diminishing returns", "maximal data parallelism")
+    assert answer.b_crit == pytest.approx(report.science.frontier.fit.b_crit)
+    assert f"Batch size 64 sits in the {answer.regime} regime" in answer.why[0]
+    assert "B_simple was not measured (set noise.every" in answer.why[1]
+    assert f"the data-efficient batch size 32 would win: the largest within 10% of perfect scaling, " \
+           f"{examples[32]:,} examples to the target" in answer.why[2]
+    assert "batch size 256 would win: the fewest steps, 20" in answer.why[2]
+    assert answer.details[0].startswith("Fastest to test_accuracy ≥ 0.9 on this hardware (cpu, Test CPU)")
+
+    data = answer.to_dict()
+    assert json.loads(json.dumps(data, allow_nan=False)) == data  # JSON-safe
+    assert data["batch_size"] == 64 and data["b_simple"] is None and data["sentence"] == answer.sentence
+
+
+def test_the_answer_says_so_when_nothing_reached(tmp_path):
+    sweep = make_sweep(tmp_path, "hard")
+    for bs, accuracy in ((32, 0.80), (64, 0.86), (128, 0.84)):
+        make_trial(sweep, bs, 0.1, targets=(0.99,), final_accuracy=accuracy)
+    [report] = analyse(sweep)
+    answer = report.recommendation
+    assert not answer.reached and answer.batch_size is None and answer.speedup is None
+    assert answer.closest_batch_size == 64  # no seed reached: the best final accuracy
+    assert answer.sentence.startswith("No batch size reached test_accuracy ≥ 0.99, so none can be recommended")
+    assert "the closest was batch size 64 with lr 0.1 (0/1 seeds reached it, final test accuracy 0.8600)" \
+        in answer.sentence
+    assert json.dumps(answer.to_dict(), allow_nan=False)
+
+
+def test_notebook_representations(tmp_path):
+    [report] = analyse(_sweep(tmp_path))
+    text = repr(report)
+    assert text.startswith("<SweepReport answer: 9 completed") and report.recommendation.sentence in text
+    html = report._repr_html_()
+    assert report.recommendation.sentence in html and "<table" in html and "samples/s" in html
+
+
+# --- names, import paths and reasons supplied by records ----------------------------------------
+
+EVIL = "evil <script>alert(1)</script> | name"
+USER_CODE = {
+    "name": EVIL,
+    "model": {"name": "my_project.nets:SmallCNN", "args": {"width": 32, "dropout": 0.1}},
+    "dataset": {"name": "my_project.data:Shapes", "args": {"size": 8, "kind": "a|b"}},
+    "loss": {"name": "cross_entropy", "label_smoothing": 0.1, "args": {}},
+}
+REASON = "loss did not fall below 2.3 in 50 steps | <b>no learning</b>"
+
+
+def _user_code_sweep(root: Path) -> Path:
+    sweep = make_sweep(root, "user-code")
+    for bs, (lr, seconds, steps) in REACHED.items():
+        make_trial(sweep, bs, lr, hits={0.9: hit(seconds, steps, bs, math.ceil(1000 / bs))}, config_extra=USER_CODE)
+    make_trial(sweep, 64, 3.0, status="diverged", final_accuracy=None, final_loss=None, final_train_loss=None,
+               config_extra=USER_CODE, error=REASON)
+    return sweep
+
+
+def _rendered(markdown: str) -> list:
+    return MarkdownIt("commonmark").enable("table").parse(markdown)
+
+
+@pytest.fixture(scope="module")
+def user_code(tmp_path_factory):
+    [report] = build_report(_user_code_sweep(tmp_path_factory.mktemp("runs")), formats={"md", "html"})
+    return report
+
+
+def test_markdown_escapes_what_records_supply(user_code):
+    report = user_code
+    markdown = (report.out_dir / "report.md").read_text()
+    tokens = _rendered(markdown)
+    assert not [t for t in tokens if t.type in ("html_block", "html_inline")]
+    inline = [child for t in tokens if t.children for child in t.children]
+    assert not [t for t in inline if t.type == "html_inline"]
+    text = " ".join(t.content for t in inline if t.type == "text")
+    assert f"batchlab report: {EVIL}" in text
+    assert "my_project.nets:SmallCNN(width=32, dropout=0.1)" in text
+    assert "my_project.data:Shapes(size=8, kind='a|b')" in text
+    assert "cross_entropy (label_smoothing=0.1)" in text
+    assert REASON in text
+    # Every table row keeps its cells: a | inside a name or a reason does not add a column.
+    rows, table = [], None
+    for token in tokens:
+        if token.type == "table_open":
+            table = []
+        elif token.type == "tr_open" and table is not None:
+            rows.append(0)
+        elif token.type in ("th_open", "td_open"):
+            rows[-1] += 1
+        elif token.type == "table_close":
+            assert len(set(rows)) == 1, rows
+            rows, table = [], None
+
+
+def test_html_shows_names_and_reasons_as_text(user_code):
+    report = user_code
+    page = (report.out_dir / "report.html").read_text()
+    assert "<script" not in page and "<b>" not in page
+    assert "evil &lt;script&gt;alert(1)&lt;/script&gt; | name" in page
+    assert "my_project.nets:SmallCNN(width=32, dropout=0.1)" in page
+    assert "loss did not fall below 2.3 in 50 steps | &lt;b&gt;no learning&lt;/b&gt;" in page
+    assert 'id="not-completed"' in page  # the diverged trial and its reason, outside the full trials table
+
+
+def test_header_falls_back_without_args_or_loss(tmp_path):
+    [report] = build_report(_sweep(tmp_path), formats={"md"})
+    markdown = (report.out_dir / "report.md").read_text()
+    assert "| Model | mlp (hidden=\\[64\\]) |" in markdown  # older records: name and keys, no args
+    assert "| Loss |" not in markdown
