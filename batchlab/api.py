@@ -21,7 +21,7 @@ from typing import Any, Callable
 
 from batchlab import config as config_file
 from batchlab import registry
-from batchlab.errors import BatchlabError, ConfigError, DataError
+from batchlab.errors import BatchlabError, ConfigError, DataError, RecordsError
 from batchlab.grid import Trial, expand
 from batchlab.maxbatch import MaxBatch
 from batchlab.records import Status, SweepDir
@@ -165,6 +165,43 @@ def sweep(config: Config, out: str | Path = "runs", overrides: Overrides = None,
     except BatchlabError as e:
         raise plan.source.locate(e) from None
     return SweepResult(plan.sweep_dir.path, summaries, len(plan.trials) - len(summaries))
+
+
+def report(path: str | Path, target: float | None = None):
+    """The report of one sweep's records, computed and not written: `.recommendation` (the answer, as data),
+    `.time_to_accuracy` (the table the CLI writes, a DataFrame), `.write(out_dir)` for the files.
+
+    `path` is a sweep directory (runs/<name>), or a records root holding exactly one sweep.
+    """
+    from batchlab.reporting import analyse
+
+    reports = analyse(Path(path), target=target)
+    if len(reports) > 1:
+        names = ", ".join(r.name for r in reports)
+        raise RecordsError(f"{path} holds {len(reports)} sweeps ({names}): give one, e.g. {Path(path) / reports[0].name}")
+    return reports[0]
+
+
+@dataclass
+class Records:
+    """A sweep's records as DataFrames: `trials` (a row per trial: axes, status, summary figures) and `metrics`
+    (every metrics.csv row, with its trial_id). `warnings` name records that were damaged and left out."""
+    trials: Any
+    metrics: Any
+    warnings: list[str]
+
+
+def load_records(path: str | Path) -> Records:
+    """Read one sweep's records (runs/<name>) for a notebook."""
+    import pandas as pd
+
+    from batchlab.reporting.load import load_sweep
+
+    records = load_sweep(Path(path))
+    metrics = [frame.assign(trial_id=trial_id) for trial_id, frame in records.metrics.items()]
+    metrics = pd.concat(metrics, ignore_index=True) if metrics else pd.DataFrame(columns=["trial_id"])
+    return Records(records.trials, metrics[["trial_id", *[c for c in metrics.columns if c != "trial_id"]]],
+                   list(records.warnings))
 
 
 def noise_scale(config: Config, overrides: Overrides = None, steps: int = 0, measurements: int = 20,

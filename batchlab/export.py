@@ -34,7 +34,7 @@ from pathlib import Path
 from batchlab.errors import BatchlabError, RecordsError
 from batchlab.records import flatten, read_json
 # The one place the records reader is imported.
-from batchlab.report.load import TO_TARGET, SweepRecords, find_sweeps, load_sweep
+from batchlab.reporting.load import TO_TARGET, SweepRecords, find_sweeps, load_sweep
 
 DESTINATIONS = ("tensorboard", "mlflow")
 # Summary figures per trial (trials columns of the reader, i.e. summary.json), besides time to each target.

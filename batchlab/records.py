@@ -15,13 +15,14 @@
 from __future__ import annotations
 
 import csv
+import fcntl
 import json
 import math
 import os
 import shutil
 import uuid
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from enum import Enum
 from pathlib import Path
 from typing import Any
@@ -44,6 +45,8 @@ class Status(str, Enum):
     def __str__(self) -> str:
         return self.value
 
+    __hash__ = str.__hash__  # hashes as its value, so "completed" and Status.COMPLETED meet in sets and dicts
+
 
 DONE = (Status.COMPLETED, Status.DIVERGED)  # a resumed sweep skips these and re-runs the others
 FINISHED = (Status.COMPLETED, Status.DIVERGED, Status.FAILED)  # ran to an end a target can be judged by
@@ -59,11 +62,12 @@ METRIC_COLUMNS = [
 
 @dataclass
 class Summary:
-    """summary.json: what a trial did, written last and atomically. Train fills it as it goes."""
-    trial_id: str
-    batch_size: int  # as configured; above the training set it ran full-batch steps
-    lr: float
-    seed: int
+    """summary.json: what a trial did, written last and atomically. Train fills it as it goes; the report
+    reads it back with from_json, which checks every field it knows (older records lack some: defaults)."""
+    trial_id: str = ""
+    batch_size: int = 0  # as configured; above the training set it ran full-batch steps
+    lr: float = 0.0
+    seed: int = 0
     axes: dict[str, Any] = field(default_factory=dict)
     status: Status = Status.COMPLETED
     error: str | None = None
@@ -105,6 +109,66 @@ class Summary:
     def to_json(self) -> dict:
         """JSON-ready: no NaN or inf (a diverged loss is null: its status says why)."""
         return _finite(asdict(self) | {"status": self.status.value})
+
+    @classmethod
+    def from_json(cls, data: dict) -> Summary:
+        """A summary read back. ValueError names the first field that is not what a trial writes; keys it does
+        not know are ignored."""
+        try:
+            status = Status(data.get("status"))
+        except ValueError:
+            raise ValueError(f"unknown status {str(data.get('status'))[:40]!r}") from None
+        if status == Status.INCOMPLETE:
+            raise ValueError("status 'incomplete' is never written")
+        values = {}
+        for f in fields(cls):
+            if f.name in data and f.name != "status":
+                values[f.name] = _checked(f.name, data[f.name], SUMMARY_KINDS.get(f.name, "text"))
+        return cls(status=status, **values)
+
+
+# How from_json checks each field: count (a whole number >= 0), number (finite, >= 0), figures (a mapping of
+# finite numbers or nulls), targets, mapping, list, text. A trailing "?" allows null.
+SUMMARY_KINDS = {
+    "batch_size": "count", "seed": "count", "steps": "count", "examples": "count", "steps_per_epoch": "count",
+    "train_size": "count", "micro_batch_size": "count?", "threads": "count?", "peak_memory_bytes": "count?",
+    "lr": "number", "epochs": "number", "train_seconds": "number", "eval_seconds": "number",
+    "noise_seconds": "number", "compile_seconds": "number?", "samples_per_second": "number?",
+    "initial": "figures", "final": "figures", "noise": "figures?", "targets": "targets", "axes": "mapping",
+    "code": "mapping", "resumed_from": "list", "error": "text?",
+}
+
+
+def _checked(name: str, value: Any, kind: str) -> Any:
+    if kind.endswith("?"):
+        if value is None:
+            return None
+        kind = kind[:-1]
+    number = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    problem = None
+    if kind == "count" and not (number and value >= 0 and float(value).is_integer()):
+        problem = "a whole number >= 0"
+    elif kind == "number" and not (number and value >= 0):
+        problem = "a finite number >= 0"
+    elif kind in ("figures", "mapping", "targets") and not isinstance(value, dict):
+        problem = "a mapping"
+    elif kind == "figures" and not all(v is None or (isinstance(v, (int, float)) and not isinstance(v, bool)
+                                                     and math.isfinite(v)) for v in value.values()):
+        problem = "a mapping of finite numbers or nulls"
+    elif kind == "targets":
+        for target, hit in value.items():
+            if hit is not None and not (isinstance(hit, dict) and all(
+                    isinstance(hit.get(k), (int, float)) and not isinstance(hit.get(k), bool)
+                    and math.isfinite(hit[k]) and hit[k] >= 0 for k in ("seconds", "steps", "epochs", "examples"))):
+                raise ValueError(f"'targets' {target}: expected null or finite seconds, steps, epochs, examples >= 0")
+    elif kind == "list" and not isinstance(value, list):
+        problem = "a list"
+    elif kind == "text" and not isinstance(value, str):
+        problem = "text"
+    if problem:
+        shown = repr(value) if len(repr(value)) <= 40 else repr(value)[:37] + "..."
+        raise ValueError(f"'{name}' is {shown}, expected {problem}")
+    return int(value) if kind == "count" else value
 
 
 def _finite(obj):
@@ -224,15 +288,22 @@ class SweepDir:
             lock.release()
 
     def is_running(self) -> bool:
-        """Whether a sweep holds the lock now (the .lock file itself stays behind after a sweep)."""
-        if not (self.path / ".lock").exists():
-            return False
-        lock = filelock.FileLock(self.path / ".lock", timeout=0)
+        """Whether a sweep holds the lock now (the .lock file itself stays behind after a sweep).
+
+        Asked without writing anything, so a report reads records on a read-only disk: a shared flock on a
+        read-only descriptor conflicts with the exclusive one a sweep holds (filelock's, on Unix)."""
         try:
-            lock.acquire()
-        except filelock.Timeout:
+            fd = os.open(self.path / ".lock", os.O_RDONLY)
+        except OSError:
+            return False
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
             return True
-        lock.release()
+        except OSError:
+            return False
+        finally:
+            os.close(fd)  # closing drops a lock taken here
         return False
 
     def prepare(self, experiment: Experiment, restart: bool, code: dict[str, dict[str, str]]) -> None:

@@ -61,6 +61,18 @@ def test_the_api_sweeps_a_file_and_a_class_handed_over_from_python(tmp_path):
     assert list(trials["lr"]) == [0.05, 0.1] and list(trials["steps"]) == [30, 30]
     assert set(trials["status"]) == {"completed"}
 
+    records = batchlab.load_records(result.path)
+    csvs = [pd.read_csv(d / "metrics.csv") for d in sorted((result.path / "trials").iterdir())]
+    assert len(records.trials) == 2 and len(records.metrics) == sum(len(c) for c in csvs)
+    assert records.metrics.groupby("trial_id")["step"].max().tolist() == [30, 30]
+    report = batchlab.report(result.path)
+    assert report.time_to_accuracy["batch_size"].tolist() == [128]
+    answer = report.recommendation.to_dict()
+    assert json.loads(json.dumps(answer)) == answer  # JSON-safe, as `batchlab report --json` prints it
+    written = report.write(tmp_path / "custom-report")
+    assert (tmp_path / "custom-report" / "report.html") in written
+    assert "nets:SmallCNN(width=16, dropout=0.1)" in (tmp_path / "custom-report" / "report.md").read_text()
+
     class Tiny(torch.nn.Module):  # defined here: importable by no other process
         def __init__(self, input_shape, num_classes, hidden=8):
             super().__init__()

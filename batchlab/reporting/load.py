@@ -1,7 +1,8 @@
-"""Read the records a sweep leaves on disk (see the records contract) into pandas frames.
+"""Read the records a sweep leaves on disk (batchlab.records declares them) into pandas frames.
 
-Only this module touches the records. It never trusts them: every damaged file becomes a
-warning naming its path, and the trial (or just its curves) is left out.
+Only this module reads the records for a report. It never trusts them: every damaged file becomes a
+warning naming its path, and the trial (or just its curves) is left out. A summary written by another
+run of the trial than the one that last started there (its run token differs) counts as incomplete.
 """
 
 from __future__ import annotations
@@ -16,21 +17,15 @@ from pathlib import Path
 import pandas as pd
 
 from batchlab.errors import RecordsError
-from batchlab.records import SweepDir
+from batchlab.records import METRIC_COLUMNS, Status, Summary, SweepDir, run_token
+from batchlab.records import FINISHED as FINISHED_STATUSES
+from batchlab.records import INFEASIBLE as INFEASIBLE_STATUSES
 
-# Statuses a summary.json may carry; "incomplete" is ours, for trials without one.
-STATUSES = ("completed", "diverged", "failed", "interrupted")
-INCOMPLETE = "incomplete"
-# Trials that ran to an end we can judge: a missing target counts as missed. An interrupted
-# trial stopped early, like an incomplete one, so it counts as neither reached nor missed.
-FINISHED = ("completed", "diverged", "failed")
-INFEASIBLE = ("diverged", "failed")
-
-METRIC_COLUMNS = ("step", "epoch", "examples", "train_seconds", "lr",
-                  "train_loss", "test_loss", "test_accuracy")
-# Written by newer records only (an older metrics.csv lacks them): read when present, else all empty.
-OPTIONAL_METRIC_COLUMNS = ("train_eval_loss", "train_eval_accuracy", "noise_g2", "noise_trace", "noise_b_simple")
-ALL_METRIC_COLUMNS = METRIC_COLUMNS + OPTIONAL_METRIC_COLUMNS
+# As the frames hold them: plain strings. A trial that ran to an end we can judge (FINISHED) counts a missing
+# target as missed; an interrupted or incomplete one stopped early and counts as neither.
+INCOMPLETE = Status.INCOMPLETE.value
+FINISHED = tuple(s.value for s in FINISHED_STATUSES)
+INFEASIBLE = tuple(s.value for s in INFEASIBLE_STATUSES)
 SUMMARY_NUMBERS = ("steps", "epochs", "examples", "steps_per_epoch", "train_size",
                    "train_seconds", "eval_seconds", "samples_per_second", "peak_memory_bytes")
 TO_TARGET = ("seconds", "steps", "epochs", "examples")
@@ -40,6 +35,11 @@ NOISE_NUMBERS = ("g2", "trace", "b_simple", "measurements")
 
 class Damaged(Exception):
     """A record file that cannot be used; the message names the file and says why."""
+
+
+class Contradicts(Damaged):
+    """A metrics.csv that cannot belong to its trial's summary (no rows, steps going backwards): the trial is
+    left out, not just its curves."""
 
 
 @dataclass
@@ -99,7 +99,8 @@ def load_sweep(sweep_dir: Path) -> SweepRecords:
         try:
             config = _read_json(trial_dir / "config.json")
             _check_config(config, trial_dir / "config.json")
-            summary = _read_summary(trial_dir / "summary.json")
+            summary = _read_summary(trial_dir, warnings)
+            frame = _metrics_or_warning(trial_dir / "metrics.csv", summary is not None, warnings)
         except Damaged as exc:
             warnings.append(f"{exc}; trial skipped")
             damaged += 1
@@ -108,7 +109,6 @@ def load_sweep(sweep_dir: Path) -> SweepRecords:
         rows.append(row)
         hits.extend(trial_hits)
         configs.append(config)
-        frame = _load_metrics(trial_dir / "metrics.csv", complete=summary is not None, warnings=warnings)
         if frame is not None:
             metrics[row["trial_id"]] = frame
 
@@ -182,20 +182,20 @@ def _check_config(config: dict, path: Path) -> None:
         raise Damaged(f"{path}: 'axes' must be a mapping")
 
 
-def _read_summary(path: Path) -> dict | None:
-    """The summary, or None for a trial still running (or killed hard): no summary.json."""
+def _read_summary(trial_dir: Path, warnings: list[str]) -> Summary | None:
+    """The summary, or None for a trial still running, killed hard, or whose summary is another run's."""
+    path = trial_dir / "summary.json"
     if not path.exists():
         return None
-    summary = _read_json(path)
-    if summary.get("status") not in STATUSES:
-        raise Damaged(f"{path}: unknown status {summary.get('status')!r}")
-    targets = summary.get("targets", {})
-    if not isinstance(targets, dict):
-        raise Damaged(f"{path}: 'targets' must be a mapping")
-    for key, reached in targets.items():
-        if reached is not None and not (isinstance(reached, dict) and _is_number(reached.get("seconds"))):
-            raise Damaged(f"{path}: target {key} has no 'seconds'")
-    return summary
+    data = _read_json(path)
+    if data.get("run_token", "") != run_token(trial_dir):
+        warnings.append(f"{path} was written by an earlier run of the trial than the one that last started "
+                        "there (its run token differs): counted as incomplete")
+        return None
+    try:
+        return Summary.from_json(data)
+    except ValueError as exc:
+        raise Damaged(f"{path}: {exc}") from None
 
 
 def axis_column(key: str) -> str:
@@ -216,11 +216,11 @@ def _axis_value(value):
     return value if isinstance(value, (int, float, str, bool)) or value is None else json.dumps(value)
 
 
-def _trial_row(trial_dir: Path, config: dict, summary: dict | None) -> tuple[dict, list[dict]]:
+def _trial_row(trial_dir: Path, config: dict, record: Summary | None) -> tuple[dict, list[dict]]:
     trial_id = trial_dir.name
     row = {
         "trial_id": trial_id,
-        "status": summary["status"] if summary else INCOMPLETE,
+        "status": record.status.value if record else INCOMPLETE,
         "batch_size": int(config["batch_size"]),
         "lr": float(config["lr"]),
         "seed": int(config["seed"]),
@@ -228,7 +228,7 @@ def _trial_row(trial_dir: Path, config: dict, summary: dict | None) -> tuple[dic
     for key, value in config.get("axes", {}).items():
         if key not in ("batch_size", "lr", "seed"):
             row[axis_column(key)] = _axis_value(value)
-    summary = summary or {}
+    summary = {k: v for k, v in vars(record).items()} if record else {}
     for key in SUMMARY_NUMBERS:
         row[key] = _number(summary.get(key))
     final = summary.get("final") if isinstance(summary.get("final"), dict) else {}
@@ -285,10 +285,13 @@ def _trials_frame(rows: list[dict], extra_axes: list[str]) -> pd.DataFrame:
     return trials
 
 
-def _load_metrics(path: Path, complete: bool, warnings: list[str]) -> pd.DataFrame | None:
-    """metrics.csv as numbers, or None (with a warning when it is damaged)."""
+def _metrics_or_warning(path: Path, complete: bool, warnings: list[str]) -> pd.DataFrame | None:
+    """metrics.csv as numbers; None, with a warning, when the file is damaged (the trial keeps its summary).
+    Raises Contradicts when the file cannot belong to the trial's summary: the trial is skipped."""
     try:
         return _read_metrics(path, complete)
+    except Contradicts:
+        raise
     except Damaged as exc:
         warnings.append(f"{exc}; its curves are left out")
         return None
@@ -317,7 +320,7 @@ def _read_metrics(path: Path, complete: bool) -> pd.DataFrame | None:
     header = data[: data.find(b"\n")].decode("utf-8", errors="replace").strip().split(",")
     if "step" not in header:
         raise Damaged(f"{path}: no 'step' column in the header")
-    known = [c for c in ALL_METRIC_COLUMNS if c in header]  # unknown columns are tolerated, and skipped
+    known = [c for c in METRIC_COLUMNS if c in header]  # unknown columns are tolerated, and skipped
     try:
         frame = pd.read_csv(io.BytesIO(data), usecols=known, dtype=dict.fromkeys(known, float))
     except (pd.errors.ParserError, UnicodeDecodeError, ValueError, TypeError) as exc:
@@ -325,4 +328,15 @@ def _read_metrics(path: Path, complete: bool) -> pd.DataFrame | None:
     # pandas fills a short row with empty cells; a row without a step is a damaged row.
     if frame["step"].isna().any():
         raise Damaged(f"{path}: a row has no step (short or damaged row)")
-    return frame.reindex(columns=list(ALL_METRIC_COLUMNS))  # columns not written: all empty
+    if complete and frame.empty:
+        raise Contradicts(f"{path}: holds only its header, though the trial ended")
+    for column in ("step", "examples", "train_seconds"):
+        if column not in frame:
+            continue
+        values = frame[column].to_numpy()
+        if (values < 0).any():
+            raise Contradicts(f"{path}: a negative {column} ({values[values < 0][0]:g})")
+        if (values[1:] < values[:-1]).any():
+            row = int((values[1:] < values[:-1]).argmax()) + 2
+            raise Contradicts(f"{path}: {column} goes backwards at row {row}")
+    return frame.reindex(columns=list(METRIC_COLUMNS))  # columns not written: all empty
