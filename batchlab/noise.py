@@ -60,6 +60,9 @@ import torch
 from torch import nn
 from torch.func import functional_call, grad, vmap
 
+from batchlab.errors import ConfigError
+from batchlab.schema import Experiment
+
 
 def _trainable(model: nn.Module) -> list[tuple[str, torch.Tensor]]:
     return [(name, p) for name, p in model.named_parameters() if p.requires_grad]
@@ -253,3 +256,54 @@ def exact(
     finally:
         model.train(was_training)
     return float(mean_grad.square().sum()), trace
+
+
+# ---------------------------------------------------------------- during training
+
+def noise_batch_sizes(cfg: Experiment, n: int) -> tuple[int, int]:
+    """(B_small, B_big): as configured, capped at the data set, B_big a multiple of B_small."""
+    b_small = min(cfg.noise.small_batch_size, n // 2)
+    return b_small, min(cfg.noise.batch_size, n) // b_small * b_small
+
+
+class NoiseMonitor:
+    """Measures the gradient noise scale every `noise.every` epochs during training, off the training clock.
+
+    B_big examples (capped at the data set, a multiple of B_small) are drawn with a generator of their
+    own, so measuring never changes the training data order.
+    """
+
+    def __init__(self, cfg: Experiment, n: int, steps_per_epoch: int, criterion):
+        self.every = max(1, round(cfg.noise.every * steps_per_epoch))  # in steps
+        self.b_small, self.b_big = noise_batch_sizes(cfg, n)
+        if self.b_small < 1 or self.b_big <= self.b_small:
+            raise ConfigError(f"noise: a training set of {n} examples is too small to measure the noise scale "
+                              f"(B_small {self.b_small}, B_big {self.b_big}); turn noise.every off")
+        self.n, self.criterion = n, criterion
+        self.scale = NoiseScale(n=n)  # finite-population correction: we sample without replacement from n
+        self.generator = torch.Generator().manual_seed(cfg.seed + 1)
+        self.count = 0
+
+    def measure(self, model, data, device: torch.device) -> dict:
+        """One measurement on `data.train` (a batchlab.data.Data), folded into the moving averages."""
+        picked = torch.randperm(self.n, generator=self.generator)[:self.b_big]
+        x, y = data.train.take(picked)
+        g_small, g_big = measure_batch(model, self.criterion, x.to(device), y.to(device), self.b_small)
+        g2, trace, b_simple = self.scale.update(g_small, g_big, self.b_small, self.b_big)
+        self.count += 1
+        return {"noise_g2": g2, "noise_trace": trace, "noise_b_simple": b_simple}
+
+    def state(self) -> dict:
+        """For a checkpoint: the averages so far and the draw generator."""
+        return {"g2_ema": self.scale.g2_ema, "trace_ema": self.scale.trace_ema, "updates": self.scale.steps,
+                "count": self.count, "generator": self.generator.get_state()}
+
+    def load_state(self, state: dict) -> None:
+        self.scale.g2_ema, self.scale.trace_ema, self.scale.steps = state["g2_ema"], state["trace_ema"], state["updates"]
+        self.count = state["count"]
+        self.generator.set_state(state["generator"])
+
+    def summary(self) -> dict:
+        g2, trace, b_simple = self.scale.value
+        return {"g2": g2, "trace": trace, "b_simple": b_simple, "b_small": self.b_small, "b_big": self.b_big,
+                "measurements": self.count}

@@ -1,5 +1,5 @@
 """`batchlab noise`: the gradient noise scale of a config's model at fixed parameters, at initialisation
-or after some steps of its training (train.NoiseMonitor measures it during training instead)."""
+or after some steps of its training (noise.NoiseMonitor measures it during training instead)."""
 
 from __future__ import annotations
 
@@ -13,10 +13,10 @@ import torch
 from batchlab import registry
 from batchlab.data import load_dataset
 from batchlab.losses import build_loss
-from batchlab.noise import estimate, measure_batch
+from batchlab.noise import estimate, measure_batch, noise_batch_sizes
 from batchlab.records import MetricsWriter, Summary
 from batchlab.schema import Experiment
-from batchlab.train import build_parts, noise_batch_sizes, resolve_device, train
+from batchlab.train import build_parts, resolve_device, train
 
 
 def noise_scale(experiment: Experiment, steps: int = 0, measurements: int = 20,

@@ -40,6 +40,7 @@ class Status(str, Enum):
     DIVERGED = "diverged"  # the loss turned NaN/inf or exploded, or the trial did not learn (`error` says which)
     FAILED = "failed"  # an exception inside the trial (its message in `error`)
     INTERRUPTED = "interrupted"  # Ctrl-C or SIGTERM
+    RACED = "raced"  # stopped once its training time passed the best time to the target measured (racing)
     INCOMPLETE = "incomplete"
 
     def __str__(self) -> str:
@@ -48,8 +49,9 @@ class Status(str, Enum):
     __hash__ = str.__hash__  # hashes as its value, so "completed" and Status.COMPLETED meet in sets and dicts
 
 
-DONE = (Status.COMPLETED, Status.DIVERGED)  # a resumed sweep skips these and re-runs the others
-FINISHED = (Status.COMPLETED, Status.DIVERGED, Status.FAILED)  # ran to an end a target can be judged by
+DONE = (Status.COMPLETED, Status.DIVERGED, Status.RACED)  # a resumed sweep skips these (RACED only when racing)
+# ran to an end a target can be judged by; a raced trial provably reached it later than the best, if at all
+FINISHED = (Status.COMPLETED, Status.DIVERGED, Status.FAILED, Status.RACED)
 INFEASIBLE = (Status.DIVERGED, Status.FAILED)
 
 METRIC_COLUMNS = [
@@ -102,6 +104,7 @@ class Summary:
     code: dict[str, dict[str, str]] = field(default_factory=dict)  # user module -> {file, sha256}
     run_token: str = ""  # the token of the run that wrote this summary (see read_summary)
     resumed_from: list[int] = field(default_factory=list)  # the steps it resumed from a checkpoint at
+    deadline: float | None = None  # racing: the best training seconds to the target it had to beat
     command: str = ""
     started_at: str = ""
     finished_at: str = ""
@@ -135,7 +138,7 @@ SUMMARY_KINDS = {
     "lr": "number", "epochs": "number", "train_seconds": "number", "eval_seconds": "number",
     "noise_seconds": "number", "compile_seconds": "number?", "samples_per_second": "number?",
     "initial": "figures", "final": "figures", "noise": "figures?", "targets": "targets", "axes": "mapping",
-    "code": "mapping", "resumed_from": "list", "error": "text?",
+    "code": "mapping", "resumed_from": "list", "error": "text?", "deadline": "number?",
 }
 
 

@@ -22,7 +22,7 @@ from batchlab.errors import ConfigError
 from batchlab.losses import build_loss
 from batchlab.memory import Peak
 from batchlab.models import build_model
-from batchlab.noise import NoiseScale, measure_batch
+from batchlab.noise import NoiseMonitor
 from batchlab.optimizers import build_optimizer
 from batchlab.records import DONE, MetricsWriter, Status, Summary, run_token, write_json_atomic
 from batchlab.schema import Experiment, ScheduleConfig
@@ -75,54 +75,6 @@ def budget_steps(cfg: Experiment, steps_per_epoch: int, batch: int) -> int:
     return max(1, math.ceil(amount * steps_per_epoch))
 
 
-def noise_batch_sizes(cfg: Experiment, n: int) -> tuple[int, int]:
-    """(B_small, B_big): as configured, capped at the data set, B_big a multiple of B_small."""
-    b_small = min(cfg.noise.small_batch_size, n // 2)
-    return b_small, min(cfg.noise.batch_size, n) // b_small * b_small
-
-
-class NoiseMonitor:
-    """Measures the gradient noise scale every `noise.every` epochs during training, off the training clock.
-
-    B_big examples (capped at the data set, a multiple of B_small) are drawn with a generator of their
-    own, so measuring never changes the training data order.
-    """
-
-    def __init__(self, cfg: Experiment, n: int, steps_per_epoch: int, criterion):
-        self.every = max(1, round(cfg.noise.every * steps_per_epoch))  # in steps
-        self.b_small, self.b_big = noise_batch_sizes(cfg, n)
-        if self.b_small < 1 or self.b_big <= self.b_small:
-            raise ConfigError(f"noise: a training set of {n} examples is too small to measure the noise scale "
-                              f"(B_small {self.b_small}, B_big {self.b_big}); turn noise.every off")
-        self.n, self.criterion = n, criterion
-        self.scale = NoiseScale(n=n)  # finite-population correction: we sample without replacement from n
-        self.generator = torch.Generator().manual_seed(cfg.seed + 1)
-        self.count = 0
-
-    def measure(self, model, data: Data, device: torch.device) -> dict:
-        picked = torch.randperm(self.n, generator=self.generator)[:self.b_big]
-        x, y = data.train.take(picked)
-        g_small, g_big = measure_batch(model, self.criterion, x.to(device), y.to(device), self.b_small)
-        g2, trace, b_simple = self.scale.update(g_small, g_big, self.b_small, self.b_big)
-        self.count += 1
-        return {"noise_g2": g2, "noise_trace": trace, "noise_b_simple": b_simple}
-
-    def state(self) -> dict:
-        """For a checkpoint: the averages so far and the draw generator."""
-        return {"g2_ema": self.scale.g2_ema, "trace_ema": self.scale.trace_ema, "updates": self.scale.steps,
-                "count": self.count, "generator": self.generator.get_state()}
-
-    def load_state(self, state: dict) -> None:
-        self.scale.g2_ema, self.scale.trace_ema, self.scale.steps = state["g2_ema"], state["trace_ema"], state["updates"]
-        self.count = state["count"]
-        self.generator.set_state(state["generator"])
-
-    def summary(self) -> dict:
-        g2, trace, b_simple = self.scale.value
-        return {"g2": g2, "trace": trace, "b_simple": b_simple, "b_small": self.b_small, "b_big": self.b_big,
-                "measurements": self.count}
-
-
 class Clock:
     """Accumulates training seconds; synchronises the device before every reading."""
 
@@ -141,6 +93,10 @@ class Clock:
         self.sync()
         self.total += time.perf_counter() - self.since
         return self.total
+
+    def peek(self) -> float:
+        """The seconds so far without a sync: on CUDA never more than stop() would say."""
+        return self.total + (time.perf_counter() - self.since)
 
 
 @torch.inference_mode()
@@ -181,6 +137,13 @@ def did_not_learn(summary: Summary, data: Data) -> str | None:
     return None
 
 
+def hardest_target(cfg: Experiment) -> float | None:
+    """The target a trial reaches last (the highest accuracy, the lowest loss): what racing times."""
+    if not cfg.target.value:
+        return None
+    return max(cfg.target.value) if cfg.target.metric == "test_accuracy" else min(cfg.target.value)
+
+
 def reached(metric: str, value: float | None, threshold: float) -> bool:
     if value is None:
         return False
@@ -197,11 +160,15 @@ def build_parts(cfg: Experiment, data: Data, device: torch.device):
 
 
 def train(cfg: Experiment, data: Data, device: torch.device, summary: Summary, metrics: MetricsWriter,
-          progress: Progress | None = None, checkpoints: Checkpoints | None = None) -> torch.nn.Module:
+          progress: Progress | None = None, checkpoints: Checkpoints | None = None,
+          deadline: float | None = None) -> torch.nn.Module:
     """The loop. Returns the trained model; everything measured goes to `summary` and `metrics`.
 
     With `checkpoints`, the loop resumes from the trial's checkpoint when it has one, and writes one
-    at a log point every `checkpoint.every` minutes of training.
+    at a log point every `checkpoint.every` minutes of training. With a `deadline` (racing: the best
+    training seconds to the hardest target measured so far), the trial stops as soon as its clock passes
+    it before reaching that target: its time to the target can then only be longer, so it cannot be the
+    fastest. It is recorded `raced`.
     """
     model, criterion, optimizer = build_parts(cfg, data, device)
     channels_last = device.type == "cuda" and len(data.input_shape) == 3  # convolutions run faster NHWC on GPUs
@@ -223,6 +190,8 @@ def train(cfg: Experiment, data: Data, device: torch.device, summary: Summary, m
     noise = NoiseMonitor(cfg, n, spe, criterion) if cfg.noise.every else None
     targets_left = sorted(cfg.target.value)
     summary.targets = {f"{v:g}": None for v in cfg.target.value}
+    hardest = hardest_target(cfg)
+    summary.deadline = deadline if hardest is not None else None
     epoch_batches = 0  # batches of the current epoch trained on
     resumed = checkpoints.resume(model, step, noise, summary, order_of(loader)) if checkpoints else None
     if resumed:
@@ -281,6 +250,11 @@ def train(cfg: Experiment, data: Data, device: torch.device, summary: Summary, m
             if schedule.varies:
                 set_lr(optimizer, cfg.lr * schedule(summary.steps))  # the lr of the next step
             summary.examples += len(x)
+            if summary.deadline is not None and hardest in targets_left and clock.peek() > summary.deadline:
+                summary.train_seconds = clock.stop()
+                summary.status = Status.RACED
+                log(loss_sum.item() / loss_count if loss_count else None, with_eval=False)
+                return model
             is_eval = summary.steps % eval_every == 0 or summary.steps == total
             if is_eval or summary.steps % log_every == 0 or (noise and summary.steps % noise.every == 0):
                 summary.train_seconds = clock.stop()
@@ -346,11 +320,13 @@ def imported_names(cfg: Experiment) -> list[str]:
 
 
 def run_trial(cfg: Experiment, trial_id: str, axes: dict, trial_dir: Path, data: Data, device: torch.device,
-              command: str, progress: Progress | None = None, judge: bool = True) -> dict:
+              command: str, progress: Progress | None = None, judge: bool = True,
+              deadline: float | None = None) -> dict:
     """Train and record one trial. A failure inside is recorded `failed` (traceback in error.txt) and the
     sweep goes on; Ctrl-C is recorded `interrupted` and re-raised. Returns the summary as written.
 
     judge: a trial that did not learn is recorded diverged (off for a smoke run: a few steps prove wiring).
+    deadline: racing (see train).
     """
     peak = Peak(device)
     summary = Summary(trial_id=trial_id, batch_size=cfg.batch_size, lr=cfg.lr, seed=cfg.seed, axes=axes,
@@ -359,7 +335,7 @@ def run_trial(cfg: Experiment, trial_id: str, axes: dict, trial_dir: Path, data:
     checkpoints = Checkpoints(cfg.checkpoint.every, trial_dir, trial_id)
     metrics = MetricsWriter(trial_dir / "metrics.csv", keep_rows=checkpoints.metrics_rows)
     try:
-        train(cfg, data, device, summary, metrics, progress, checkpoints)
+        train(cfg, data, device, summary, metrics, progress, checkpoints, deadline)
         reason = did_not_learn(summary, data) if judge and summary.status == Status.COMPLETED else None
         if reason:
             summary.status, summary.error = Status.DIVERGED, reason
