@@ -20,10 +20,11 @@ from pathlib import Path
 from typing import Any, Callable
 
 from batchlab import config as config_file
-from batchlab import registry
+from batchlab import maxbatch, registry
 from batchlab.errors import BatchlabError, ConfigError, DataError, RecordsError
 from batchlab.grid import Trial, expand
 from batchlab.maxbatch import MaxBatch
+from batchlab.noise_scale import noise_scale as measure_noise_scale
 from batchlab.records import Status, SweepDir
 from batchlab.run import Hooks, plan, resolve_max, run_sweep, smoke as smoke_config
 from batchlab.schema import Experiment
@@ -173,7 +174,7 @@ def report(path: str | Path, target: float | None = None):
 
     `path` is a sweep directory (runs/<name>), or a records root holding exactly one sweep.
     """
-    from batchlab.reporting import analyse
+    from batchlab.reporting import analyse  # matplotlib: imported when a report is asked for, not with batchlab
 
     reports = analyse(Path(path), target=target)
     if len(reports) > 1:
@@ -207,12 +208,10 @@ def load_records(path: str | Path) -> Records:
 def noise_scale(config: Config, overrides: Overrides = None, steps: int = 0, measurements: int = 20,
                 **parts: Callable | None) -> dict:
     """B_simple = tr(Sigma)/|G|^2 of the config's model at initialisation or after `steps` training steps."""
-    from batchlab.noise_scale import noise_scale as measure
-
     source = source_of(config)
     experiment = load_config(config, overrides, **parts)
     try:
-        return measure(experiment, steps, measurements, code_dirs=source.code_dirs)
+        return measure_noise_scale(experiment, steps, measurements, code_dirs=source.code_dirs)
     except BatchlabError as e:
         raise source.locate(e) from None
 
@@ -220,11 +219,9 @@ def noise_scale(config: Config, overrides: Overrides = None, steps: int = 0, mea
 def find_max_batch(config: Config, overrides: Overrides = None, memory_limit: int | None = None,
                    max_batch: int | None = None, **parts: Callable | None) -> MaxBatch:
     """The largest batch size the config's model trains at without running out of memory (see max-batch)."""
-    from batchlab.maxbatch import find_max_batch as search
-
     source = source_of(config)
     experiment = load_config(config, overrides, **parts)
     try:
-        return search(experiment, memory_limit=memory_limit, max_batch=max_batch, code_dirs=source.code_dirs)
+        return maxbatch.find_max_batch(experiment, memory_limit=memory_limit, max_batch=max_batch, code_dirs=source.code_dirs)
     except BatchlabError as e:
         raise source.locate(e) from None

@@ -14,6 +14,7 @@ from tqdm import tqdm
 
 from batchlab import api
 from batchlab.errors import BatchlabError
+from batchlab.memory import mib
 from batchlab.records import DONE
 from batchlab.run import sigterm_as_interrupt
 
@@ -28,9 +29,9 @@ SetOpt = Annotated[Optional[list[str]], typer.Option(
 
 def _version(value: bool):
     if value:
-        import batchlab
+        from batchlab.version import __version__
 
-        typer.echo(f"batchlab {batchlab.__version__}")
+        typer.echo(f"batchlab {__version__}")
         raise typer.Exit()
 
 
@@ -298,8 +299,6 @@ def max_batch(
                                                    "[default: the training set size]")] = None,
 ):
     """Find the largest batch size that trains without running out of memory (doubling, then bisection)."""
-    from batchlab.maxbatch import mib
-
     limit = parse_bytes(memory_limit)
     with user_errors():
         result = api.find_max_batch(config, list(set_ or []), memory_limit=limit, max_batch=largest)

@@ -16,6 +16,7 @@ from batchlab import registry
 from batchlab.data import Data, fits_on_device, load_dataset
 from batchlab.errors import ConfigError
 from batchlab.grid import Trial
+from batchlab.maxbatch import find_max_batch
 from batchlab.records import DONE, Status, SweepDir
 from batchlab.schema import Experiment
 from batchlab.train import Progress, build_parts, imported_names, resolve_device, run_trial
@@ -43,8 +44,6 @@ def resolve_max(experiment: Experiment, memory_limit: int | None = None,
 
     Returns the experiment with numbers in place, and a line for each value found.
     """
-    from batchlab.maxbatch import find_max_batch
-
     axis = experiment.sweep.get("batch_size")
     wants_max = isinstance(axis, list) and "max" in axis
     if not wants_max and experiment.micro_batch_size != "auto":

@@ -12,7 +12,6 @@ from typing import Callable
 
 import torch
 
-import batchlab
 from batchlab import registry
 from batchlab.checkpoint import Checkpoints, set_random_streams
 from batchlab.checkpoint import remove as remove_checkpoint
@@ -27,6 +26,7 @@ from batchlab.optimizers import build_optimizer
 from batchlab.records import DONE, MetricsWriter, Status, Summary, run_token, write_json_atomic
 from batchlab.schema import Experiment, ScheduleConfig
 from batchlab.step import Step
+from batchlab.version import __version__
 
 Progress = Callable[[int, int, dict], None]  # (step, total_steps, latest figures)
 
@@ -305,7 +305,7 @@ def machine_facts(device: torch.device) -> dict:
     """What the numbers were measured on: recorded in every summary."""
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else (platform.processor() or platform.machine())
     return {"device": str(device), "device_name": name, "threads": torch.get_num_threads(),
-            "torch_version": torch.__version__, "batchlab_version": batchlab.__version__,
+            "torch_version": torch.__version__, "batchlab_version": __version__,
             "python_version": platform.python_version(), "platform": platform.platform()}
 
 

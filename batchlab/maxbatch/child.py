@@ -26,9 +26,14 @@ from dataclasses import asdict, dataclass, field
 
 import torch
 
+from batchlab import registry
+from batchlab.data import fits_on_device, load_dataset
 from batchlab.errors import BatchlabError
 from batchlab.memory import fixed_mmap_threshold, limit_data, mib, proc_status, reset_peak_rss
 from batchlab.maxbatch.search import Try, is_oom, oom_message, search
+from batchlab.optimizers import build_optimizer
+from batchlab.step import Step
+from batchlab.train import Clock, build_parts
 
 WARMUP_BATCH = 2  # the untimed, unrecorded step before the baseline is taken
 # Read by MKL and oneDNN when torch loads, so set around the child's start (a value the user set wins): MKL
@@ -184,10 +189,6 @@ class Setup:
 
 def child_search(conn, experiment, device: str, memory_limit: int | None, start: int, max_batch: int | None,
                  steps: int, code_dirs: tuple[str, ...]) -> dict:
-    from batchlab import registry
-    from batchlab.data import fits_on_device, load_dataset
-    from batchlab.train import build_parts
-
     registry.make_importable(*code_dirs)
     cfg, dev = experiment, torch.device(device)
     if dev.type == "cpu":
@@ -241,10 +242,6 @@ def train_steps(s: Setup, b: int, steps: int) -> float:
 
     Returns the seconds of all steps but the first.
     """
-    from batchlab.optimizers import build_optimizer
-    from batchlab.step import Step
-    from batchlab.train import Clock
-
     cfg, device = s.cfg, s.device
     index = torch.randint(len(s.data.train), (b,), generator=s.generator)
     x, y = s.data.train.take(index)
