@@ -31,10 +31,10 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
-from batchlab.errors import BatchlabError, RecordsError
+from batchlab.errors import BatchlabError
 from batchlab.records import flatten, read_json
 # The one place the records reader is imported.
-from batchlab.reporting.load import TO_TARGET, SweepRecords, find_sweeps, load_sweep
+from batchlab.reporting.load import TO_TARGET, SweepRecords, read_sweeps
 
 DESTINATIONS = ("tensorboard", "mlflow")
 # Summary figures per trial (trials columns of the reader, i.e. summary.json), besides time to each target.
@@ -71,7 +71,7 @@ def export(path: Path, to: str, dest: str, progress: Progress | None = None) -> 
     """
     if to not in DESTINATIONS:
         raise BatchlabError(f"cannot export to {to!r}: choose from {', '.join(DESTINATIONS)}")
-    sweeps, warnings = read_sweeps(Path(path).resolve())
+    sweeps, warnings = readable_sweeps(Path(path).resolve())
     total, done = sum(len(r.trials) for r in sweeps), 0
 
     def step():
@@ -87,24 +87,17 @@ def export(path: Path, to: str, dest: str, progress: Progress | None = None) -> 
         return [to_mlflow(r, client, dest, step) for r in sweeps], warnings
 
 
-def read_sweeps(path: Path) -> tuple[list[SweepRecords], list[str]]:
-    """Every readable sweep under `path`; a sweep that cannot be read under a root is a warning."""
-    sweep_dirs, is_root = find_sweeps(path)
+def readable_sweeps(path: Path) -> tuple[list[SweepRecords], list[str]]:
+    """Every readable sweep under `path`, and warnings (a sweep that cannot be read under a root is one)."""
     sweeps, warnings = [], []
-    for sweep_dir in sweep_dirs:
-        try:
-            records = load_sweep(sweep_dir)
-        except RecordsError as exc:
-            if not is_root:
-                raise
-            warnings.append(f"{exc}; sweep skipped")
+    for sweep_dir, records, why in read_sweeps(path):
+        if records is None:
+            warnings.append(f"{why}; sweep skipped")
             continue
         if records.running:
             warnings.append(f"{sweep_dir / '.lock'} exists: the sweep was still running; export again later")
         warnings += records.warnings
         sweeps.append(records)
-    if not sweeps:
-        raise RecordsError(f"nothing could be read under {path}: " + "; ".join(warnings))
     return sweeps, warnings
 
 

@@ -6,7 +6,6 @@ amount, under limits of a few tens of MiB, so that running out of memory is real
 
 import math
 import os
-import pickle
 import signal
 
 import pytest

@@ -16,7 +16,7 @@ from batchlab.errors import RecordsError
 from batchlab.reporting import display
 from batchlab.reporting.answer import Recommendation, recommend
 from batchlab.reporting.document import blocks
-from batchlab.reporting.load import SweepRecords, find_sweeps, load_sweep
+from batchlab.reporting.load import SweepRecords, find_sweeps, read_sweeps
 from batchlab.reporting.plots import make_plots
 from batchlab.reporting.render import html_document, markdown
 from batchlab.reporting.science import Science, build_science
@@ -104,23 +104,8 @@ def analyse(path: Path | str, target: float | None = None) -> list[SweepReport]:
     could be read; a damaged record only adds a warning to its sweep's report, and under a records
     root a sweep with nothing readable is a report with a warning and no answer.
     """
-    path = Path(path)
-    sweeps, is_root = find_sweeps(path)
-    reports, failures = [], []
-    for sweep_dir in sweeps:
-        try:
-            records = load_sweep(sweep_dir)
-        except RecordsError as exc:
-            if not is_root:
-                raise
-            # One empty sweep under a root must not hide the others; it reports why it is empty.
-            failures.append(str(exc))
-            reports.append(SweepReport(sweep_dir.name, sweep_dir, [str(exc)], {}))
-            continue
-        reports.append(_analyse(records, target))
-    if len(failures) == len(sweeps):
-        raise RecordsError(f"nothing could be read under {path}: " + "; ".join(failures))
-    return reports
+    return [_analyse(records, target) if records else SweepReport(sweep_dir.name, sweep_dir, [why], {})
+            for sweep_dir, records, why in read_sweeps(Path(path))]
 
 
 def build_report(path: Path | str, out: Path | str | None = None, target: float | None = None,

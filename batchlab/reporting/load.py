@@ -80,6 +80,24 @@ def find_sweeps(path: Path) -> tuple[list[Path], bool]:
     return sweeps, True
 
 
+def read_sweeps(path: Path) -> list[tuple[Path, SweepRecords | None, str | None]]:
+    """Every sweep under `path`, read: (its directory, its records, None), or under a records root (its
+    directory, None, why it could not be read), since one unreadable sweep must not hide the others.
+    Raises RecordsError for a single sweep that cannot be read, or when no sweep under a root can."""
+    sweep_dirs, is_root = find_sweeps(path)
+    read = []
+    for sweep_dir in sweep_dirs:
+        try:
+            read.append((sweep_dir, load_sweep(sweep_dir), None))
+        except RecordsError as exc:
+            if not is_root:
+                raise
+            read.append((sweep_dir, None, str(exc)))
+    if all(records is None for _, records, _ in read):
+        raise RecordsError(f"nothing could be read under {path}: " + "; ".join(why for _, _, why in read))
+    return read
+
+
 def _is_sweep(path: Path) -> bool:
     return (path / "trials").is_dir() or (path / "sweep.yaml").is_file()
 
