@@ -146,7 +146,8 @@ class SweepResult:
 
 
 def sweep(config: Config, out: str | Path = "runs", overrides: Overrides = None, *, workers: int = 1,
-          gpus: list[int] | None = None, restart: bool = False, smoke: bool = False, threads: int | None = None,
+          gpus: list[int] | None = None, restart: bool = False, smoke: bool = False, race: bool = False,
+          threads: int | None = None,
           memory_limit: int | None = None, allow_many: bool = False, command: str | None = None,
           on_trial_start: Callable | None = None, on_trial_end: Callable | None = None,
           plan: Plan | None = None, **parts: Callable | None) -> SweepResult:
@@ -154,7 +155,9 @@ def sweep(config: Config, out: str | Path = "runs", overrides: Overrides = None,
 
     on_trial_start(trial, i, n) may return a progress callback (step, total_steps, row); on_trial_end(trial,
     summary) is called as each trial ends. Ctrl-C records the running trial as interrupted and raises
-    KeyboardInterrupt; run the same call again to resume.
+    KeyboardInterrupt; run the same call again to resume. `race`: each trial stops once its training time
+    passes the best time to the target already measured for its seed (it cannot be the fastest); the fastest
+    (batch size, lr) of each seed is the same as without racing, the others are only known to be slower.
     """
     plan = plan or plan_sweep(config, out, overrides, smoke=smoke, threads=threads, memory_limit=memory_limit,
                               allow_many=allow_many, **parts)
@@ -162,7 +165,8 @@ def sweep(config: Config, out: str | Path = "runs", overrides: Overrides = None,
     command = command or f"batchlab.sweep({str(config) if isinstance(config, (str, Path)) else '<config>'!r})"
     try:
         summaries = run_sweep(plan.experiment, plan.trials, plan.sweep_dir.path.parent, command, restart=restart,
-                              hooks=hooks, smoke=smoke, workers=workers, gpus=gpus, code_dirs=plan.source.code_dirs)
+                              hooks=hooks, smoke=smoke, workers=workers, gpus=gpus, code_dirs=plan.source.code_dirs,
+                              race=race)
     except BatchlabError as e:
         raise plan.source.locate(e) from None
     return SweepResult(plan.sweep_dir.path, summaries, len(plan.trials) - len(summaries))
@@ -203,6 +207,27 @@ def load_records(path: str | Path) -> Records:
     metrics = pd.concat(metrics, ignore_index=True) if metrics else pd.DataFrame(columns=["trial_id"])
     return Records(records.trials, metrics[["trial_id", *[c for c in metrics.columns if c != "trial_id"]]],
                    list(records.warnings))
+
+
+def suggest(config: Config, out: str | Path = "runs", overrides: Overrides = None, *, target: float | None = None,
+            budget: float | None = None, threads: int | None = None, command: str | None = None,
+            on_stage: Callable[[str], None] | None = None, on_trial_start: Callable | None = None,
+            on_trial_end: Callable | None = None, **parts: Callable | None):
+    """The time-optimal batch size for the config's model on this hardware (batchlab.suggest): a throughput
+    scan, a pilot measuring the noise scale, a prediction, and a race of the candidates to the target.
+    `target` overrides the config's; `budget`: training seconds for the whole search. Returns a Suggestion;
+    the trials are recorded under out/<name>-suggest."""
+    from batchlab.suggest import suggest as search  # matplotlib, for its figure
+
+    source = source_of(config)
+    experiment = load_config(config, _with_threads(overrides, threads), **parts)
+    hooks = Hooks(on_trial_start or Hooks.trial_start, on_trial_end or Hooks.trial_end)
+    try:
+        return search(experiment, Path(out), target=target, budget=budget, code_dirs=source.code_dirs,
+                      command=command or f"batchlab.suggest({str(config) if isinstance(config, (str, Path)) else '<config>'!r})",
+                      on_stage=on_stage or (lambda text: None), hooks=hooks)
+    except BatchlabError as e:
+        raise source.locate(e) from None
 
 
 def noise_scale(config: Config, overrides: Overrides = None, steps: int = 0, measurements: int = 20,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import shlex
 import sys
 import tempfile
@@ -55,8 +56,8 @@ def user_errors():
         raise fail(str(e)) from None
 
 
-def command_line(cfg: Path, overrides: list[str], extra: list[str]) -> str:
-    parts = ["batchlab", "sweep", str(cfg)] + [a for o in overrides for a in ("--set", o)] + extra
+def command_line(cfg: Path, overrides: list[str], extra: list[str], command: str = "sweep") -> str:
+    parts = ["batchlab", command, str(cfg)] + [a for o in overrides for a in ("--set", o)] + extra
     return shlex.join(parts)
 
 
@@ -123,6 +124,10 @@ def sweep(
     smoke: Annotated[bool, typer.Option("--smoke", help="Every trial a few steps on a slice of the data, on CPU; "
                                         "fails if any trial fails. For a project's CI.")] = False,
     restart: Annotated[bool, typer.Option("--restart", help="Delete this sweep's trials and start over.")] = False,
+    race: Annotated[bool, typer.Option("--race", help="Stop each trial once its training time passes the best time "
+                                       "to the target measured so far for its seed: the fastest (batch size, lr) is "
+                                       "found at a fraction of the cost; the others are only known to be slower.")]
+    = False,
     yes: Annotated[bool, typer.Option("--yes", help=f"Run grids over {10_000:,} trials.")] = False,
     threads: Annotated[Optional[int], typer.Option("--threads", min=1, help="torch CPU threads (recorded; "
                                                    "results are bit-identical only at the same count).")] = None,
@@ -152,12 +157,12 @@ def sweep(
         return
     display = Display(len(plan.trials), quiet)
     sigterm_as_interrupt()
-    extra = ((["--smoke"] if smoke else []) + (["--out", str(out)] if out else [])
+    extra = ((["--smoke"] if smoke else []) + (["--race"] if race else []) + (["--out", str(out)] if out else [])
              + (["--threads", str(threads)] if threads else []))
     try:
         with user_errors():
             result = api.sweep(config, plan=plan, command=command_line(config, list(set_ or []), extra),
-                               restart=restart, smoke=smoke, workers=workers, gpus=gpu_ids,
+                               restart=restart, smoke=smoke, race=race, workers=workers, gpus=gpu_ids,
                                on_trial_start=display.trial_start, on_trial_end=display.trial_end)
     except KeyboardInterrupt:
         display.close()
@@ -286,6 +291,61 @@ def parse_bytes(text: str | None) -> int | None:
         return int(float(number) * units[unit])
     except (ValueError, KeyError):
         raise fail(f"--memory-limit {text!r}: expected a size such as 512MiB, 2GiB or 1000000") from None
+
+
+def parse_seconds(text: str | None) -> float | None:
+    """'5m', '90s', '1.5h' or plain seconds; None stays None."""
+    if text is None:
+        return None
+    units = {"s": 1, "m": 60, "h": 3600, "": 1}
+    number = text.strip().rstrip("smhSMH")
+    try:
+        seconds = float(number) * units[text.strip()[len(number):].lower()]
+    except (ValueError, KeyError):
+        seconds = math.nan
+    if not (seconds > 0 and math.isfinite(seconds)):
+        raise fail(f"--budget {text!r}: expected a duration such as 5m, 90s or 1.5h")
+    return seconds
+
+
+@app.command()
+def suggest(
+    config: ConfigArg,
+    set_: SetOpt = None,
+    target: Annotated[Optional[float], typer.Option("--target", help="The target to time, e.g. 0.85 "
+                                                    "[default: the config's hardest target]")] = None,
+    budget: Annotated[Optional[str], typer.Option("--budget", help="Training time for the whole search, e.g. 5m: "
+                                                  "the race starts no trial once it is spent.")] = None,
+    out: Annotated[Path, typer.Option("--out", help="Records root; the trials go to OUT/<name>-suggest.")] = Path("runs"),
+    threads: Annotated[Optional[int], typer.Option("--threads", min=1, help="torch CPU threads (recorded).")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the answer as one JSON object.")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress output.")] = False,
+):
+    """Suggest the time-optimal batch size and lr: a throughput scan, a pilot measuring the noise scale, a
+    prediction, and a race of the candidates to the target, at a fraction of a sweep's cost."""
+    import json
+
+    seconds = parse_seconds(budget)
+    display = Display(0, quiet or as_json)
+    stage = (lambda text: None) if quiet or as_json else (lambda text: typer.echo(f"suggest: {text}"))
+    sigterm_as_interrupt()
+    extra = ((["--target", str(target)] if target is not None else []) + (["--budget", budget] if budget else [])
+             + ["--out", str(out)] + (["--threads", str(threads)] if threads else []))
+    try:
+        with user_errors():
+            answer = api.suggest(config, out, list(set_ or []), target=target, budget=seconds, threads=threads,
+                                 command=command_line(config, list(set_ or []), extra, "suggest"), on_stage=stage,
+                                 on_trial_start=display.trial_start, on_trial_end=display.trial_end)
+    except KeyboardInterrupt:
+        display.close()
+        raise fail("interrupted: the running trial is recorded as interrupted; run the same command again to resume",
+                   code=130) from None
+    display.close()
+    if as_json:
+        typer.echo(json.dumps(answer.to_dict(), default=str))
+        return
+    typer.echo(answer.sentence)
+    typer.echo(f"records: {answer.path} (batchlab report {answer.path}); figure: {answer.path / 'suggest.png'}")
 
 
 @app.command("max-batch")

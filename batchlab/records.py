@@ -337,6 +337,14 @@ class SweepDir:
         found = [read_summary(d) for d in sorted(self.trials.iterdir())] if self.trials.is_dir() else []
         return [s for s in found if s]
 
+    def best_time(self, target: str, seed: int) -> float | None:
+        """Racing's deadline: the least training seconds to `target` ("0.97") among this sweep's trials of
+        `seed` that reached it (None: none has yet)."""
+        times = [s["targets"][target]["seconds"] for s in self.summaries()
+                 if s.get("seed") == seed and isinstance(s.get("targets"), dict)
+                 and isinstance(s["targets"].get(target), dict)]
+        return min(times, default=None)
+
     def recorded_code(self) -> dict[str, dict[str, str]]:
         """The user modules the finished trials here ran with: {module: {file, sha256}} from their summaries."""
         found: dict[str, dict[str, str]] = {}

@@ -19,7 +19,7 @@ from batchlab.grid import Trial
 from batchlab.maxbatch import find_max_batch
 from batchlab.records import DONE, Status, SweepDir
 from batchlab.schema import Experiment
-from batchlab.train import Progress, build_parts, imported_names, resolve_device, run_trial
+from batchlab.train import Progress, build_parts, hardest_target, imported_names, resolve_device, run_trial
 
 SMOKE_STEPS = 3  # a few optimizer steps prove the wiring; they say nothing about the result
 SMOKE_EXAMPLES = 256  # train and evaluation examples kept in a smoke run
@@ -156,12 +156,23 @@ def check_importable(trials: list[Trial]) -> None:
 
 
 def train_one(trial: Trial, trial_dir: Path, cache: DataCache, command: str, threads: int | None, smoke: bool,
-              progress: Progress | None = None) -> dict:
+              race: bool = False, progress: Progress | None = None) -> dict:
     if threads:
         torch.set_num_threads(threads)
     device = resolve_device(trial.config.device)
     return run_trial(trial.config, trial.id, trial.axes, trial_dir, cache.get(trial.config, device), device,
-                     command, progress, judge=not smoke)  # a smoke run proves wiring, not learning
+                     command, progress, judge=not smoke,  # a smoke run proves wiring, not learning
+                     deadline=deadline(trial, trial_dir) if race else None)
+
+
+def deadline(trial: Trial, trial_dir: Path) -> float | None:
+    """Racing: the best training seconds to the trial's hardest target among its sweep's trials of its seed
+    recorded so far (read when the trial starts, so trials running at once race what had finished)."""
+    hardest = hardest_target(trial.config)
+    if hardest is None:
+        return None
+    sweep_dir = trial_dir.parent.parent
+    return SweepDir(sweep_dir.parent, sweep_dir.name).best_time(f"{hardest:g}", trial.config.seed)
 
 
 def sigterm_as_interrupt() -> None:
@@ -190,13 +201,15 @@ def _worker_run(job: tuple) -> dict:
 
 def run_sweep(experiment: Experiment, trials: list[Trial], out: Path, command: str, restart: bool = False,
               hooks: Hooks = Hooks(), smoke: bool = False, workers: int = 1, gpus: list[int] | None = None,
-              code_dirs: tuple[str, ...] = ()) -> list[dict]:
+              code_dirs: tuple[str, ...] = (), race: bool = False) -> list[dict]:
     """Train every trial not already completed or diverged. Returns the summaries of the trials run.
 
     With workers > 1, trials run at once in separate processes, each with cpu_count // workers threads
     unless the config sets `threads` (the thread count changes float results, so it is recorded).
     With `gpus`, one worker per GPU id, each seeing only its GPU (as cuda:0). `code_dirs` are made
-    importable in every process (the config's directory and the working directory).
+    importable in every process (the config's directory and the working directory). With `race`, each trial
+    stops once its clock passes the best time to the target of its seed measured so far (train.train);
+    without, trials recorded as raced are run again in full.
     """
     if gpus:
         workers = len(gpus)
@@ -208,20 +221,22 @@ def run_sweep(experiment: Experiment, trials: list[Trial], out: Path, command: s
         check_importable(trials)
     cache = DataCache(eval_cap)
     with sweep.lock():
-        todo = [t for t, status in plan(trials, sweep) if restart or status not in DONE]
+        todo = [t for t, status in plan(trials, sweep)
+                if restart or status not in DONE or (status == Status.RACED and not race)]
         check(todo, cache)
         names = sorted({n for t in trials for n in imported_names(t.config)})
         sweep.prepare(experiment, restart, registry.source_hashes(names))
         if workers <= 1:
             for i, trial in enumerate(todo):
                 trial_dir = sweep.start_trial(trial.id, trial.resolved())
-                summary = train_one(trial, trial_dir, cache, command, trial.config.threads, smoke,
+                summary = train_one(trial, trial_dir, cache, command, trial.config.threads, smoke, race,
                                     hooks.trial_start(trial, i, len(todo)))
                 hooks.trial_end(trial, summary)
                 summaries.append(summary)
             return summaries
         threads = max(1, (os.cpu_count() or 1) // workers)
-        jobs = [(t, sweep.start_trial(t.id, t.resolved()), command, t.config.threads or threads, smoke) for t in todo]
+        jobs = [(t, sweep.start_trial(t.id, t.resolved()), command, t.config.threads or threads, smoke, race)
+                for t in todo]
         context = multiprocessing.get_context("spawn")
         gpu_ids = None
         if gpus:

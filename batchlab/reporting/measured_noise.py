@@ -121,9 +121,12 @@ def measured_noise(rec: SweepRecords, tables: Tables) -> tuple[NoiseResult | Non
 
 
 def _values(rec: SweepRecords, trial_id: str, last_step: float = math.inf) -> np.ndarray:
-    """A trial's finite, positive B_simple measurements at steps <= last_step, in step order. (A
-    value <= 0 can come out of the unbiased estimator when |G|² is tiny; it is no batch size.)"""
-    frame = rec.metrics.get(trial_id)
+    return b_simple_values(rec.metrics.get(trial_id), last_step)
+
+
+def b_simple_values(frame: pd.DataFrame | None, last_step: float = math.inf) -> np.ndarray:
+    """A trial's finite, positive B_simple measurements (its metrics.csv rows) at steps <= last_step, in step
+    order. (A value <= 0 can come out of the unbiased estimator when |G|² is tiny; it is no batch size.)"""
     if frame is None:
         return np.array([])
     data = frame[["step", "noise_b_simple"]].to_numpy(dtype=float)

@@ -18,7 +18,7 @@ from batchlab.schema import Experiment
 from batchlab.step import Step
 from batchlab.train import Clock, build_parts
 
-SECONDS_PER_SIZE = 0.3  # of timed steps at each batch size: a few seconds for the whole curve
+SECONDS_PER_SIZE = 0.2  # of timed steps at each batch size: a few seconds for the whole curve
 MIN_STEPS = 3  # timed steps at least, however long one takes
 
 
@@ -27,7 +27,8 @@ class Rate:
     batch_size: int
     samples_per_second: float
     steps: int
-    seconds: float  # of training, timed
+    seconds: float  # of the timed steps
+    warmup_seconds: float  # of the untimed first step: with the timed ones, what the scan cost in training time
 
 
 def batch_sizes(largest: int) -> list[int]:
@@ -50,14 +51,16 @@ def scan(cfg: Experiment, data: Data, device: torch.device, largest: int,
         optimizer = build_optimizer(cfg.optimizer, model.parameters(), cfg.lr)
         step = Step(model, optimizer, criterion, device, cfg.precision, None, cfg.optimizer.grad_clip, channels_last)
         batches = _endless(data.train.loader(b, False, cfg.seed))
-        step(*next(batches))  # warm-up: lazy initialisation, caches, worker start
+        warmup = Clock(device)
+        warmup.start()
+        step(*next(batches))  # lazy initialisation, kernels for this shape, caches, worker start: not timed
         clock, steps = Clock(device), 0
         clock.start()
         while steps < MIN_STEPS or clock.peek() < seconds:
             step(*next(batches))
             steps += 1
         timed = clock.stop()
-        rates.append(Rate(b, b * steps / timed, steps, timed))
+        rates.append(Rate(b, b * steps / timed, steps, timed, warmup.stop()))
     return rates
 
 
