@@ -234,7 +234,10 @@ def report(
         for line in r.recommendation.why:
             typer.echo(f"- {line}")
         console.print(r.table())
-        typer.echo(f"report: {r.out_dir / 'report.html' if 'html' in chosen else r.out_dir}")
+        where = r.out_dir / "report.html" if "html" in chosen else r.out_dir
+        answer = r.recommendation
+        typer.echo(f"In short: use batch size {answer.batch_size} with lr {answer.lr:g}; report: {where}"
+                   if answer.batch_size is not None else f"report: {where}")  # the answer again, last on screen
 
 
 @app.command()
