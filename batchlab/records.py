@@ -256,15 +256,36 @@ class SweepDir:
                 found.update({m: c for m, c in summary["code"].items() if isinstance(c, dict) and "sha256" in c})
         return found
 
-    def start_trial(self, trial_id: str, resolved: dict) -> Path:
-        """A fresh trial directory with config.json and a new run token."""
-        d = self.trial_dir(trial_id)
-        if d.exists():
-            shutil.rmtree(d)  # failed, interrupted or incomplete: run again from the start
-        d.mkdir(parents=True)
-        write_json_atomic(d / "config.json", resolved)
-        (d / RUN_TOKEN).write_text(uuid.uuid4().hex + "\n")
-        return d
+    def start_trial(self, trial_id: str, resolved: dict, token: str | None = None) -> Path:
+        """A fresh trial directory with config.json and a run token (`token`, or a new one)."""
+        return start_trial_dir(self.trial_dir(trial_id), resolved, token)
+
+
+def start_trial_dir(d: Path, resolved: dict, token: str | None = None) -> Path:
+    """Make `d` a fresh trial directory: config.json and the run token of the run that starts now."""
+    if d.exists():
+        shutil.rmtree(d)  # failed, interrupted or incomplete: run again from the start
+    d.mkdir(parents=True)
+    write_json_atomic(d / "config.json", resolved)
+    (d / RUN_TOKEN).write_text((token or uuid.uuid4().hex) + "\n")
+    return d
+
+
+def receive_trial(d: Path, files: dict[str, bytes]) -> None:
+    """Write a trial's files that were recorded elsewhere (a worker's scratch directory) into its directory here:
+    each atomically, summary.json last, and only files of the run that started `d` (the same run token)."""
+    theirs = files.get(RUN_TOKEN, b"").decode(errors="replace").strip()
+    if not theirs or theirs != run_token(d):
+        raise RecordsError(f"{d}: the files sent back belong to another run of the trial (run token {theirs!r})")
+    for name in sorted(files, key=lambda n: n == "summary.json"):
+        if Path(name).name != name or name.startswith("."):
+            raise RecordsError(f"{d}: a file sent back is named {name!r}; trial files are plain names")
+        tmp = d / f".{name}.tmp"
+        with open(tmp, "wb") as f:
+            f.write(files[name])
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, d / name)
 
 
 def changed_fields(old_file: Path, new: Experiment) -> list[str]:

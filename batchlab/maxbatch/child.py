@@ -29,6 +29,7 @@ import torch
 from batchlab.errors import BatchlabError
 from batchlab.maxbatch.memory import fixed_mmap_threshold, limit_data, mib, proc_status, reset_peak_rss
 from batchlab.maxbatch.search import Try, is_oom, oom_message, search
+from batchlab.processes import die_with_parent
 
 WARMUP_BATCH = 2  # the untimed, unrecorded step before the baseline is taken
 # Read by MKL and oneDNN when torch loads, so set around the child's start (a value the user set wins): MKL
@@ -132,15 +133,6 @@ def rebuild_error(blob: bytes | None, summary: str, tb: str) -> BaseException:
         error = BatchlabError(f"the max-batch search failed: {summary}")
     error.__cause__ = RemoteTraceback(f"\n\nin the max-batch search process:\n{tb}")
     return error
-
-
-def die_with_parent() -> None:
-    """Linux: SIGKILL this process when its parent dies (prctl PR_SET_PDEATHSIG), so no child outlives it."""
-    try:
-        import ctypes
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # 1: PR_SET_PDEATHSIG
-    except (OSError, AttributeError):
-        pass
 
 
 def child_main(conn, job: dict) -> None:
