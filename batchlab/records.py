@@ -273,7 +273,8 @@ def start_trial_dir(d: Path, resolved: dict, token: str | None = None) -> Path:
 
 def receive_trial(d: Path, files: dict[str, bytes]) -> None:
     """Write a trial's files that were recorded elsewhere (a worker's scratch directory) into its directory here:
-    each atomically, summary.json last, and only files of the run that started `d` (the same run token)."""
+    each atomically (temp file + rename), summary.json last and synced to disk as run_trial writes it, and only
+    files of the run that started `d` (the same run token)."""
     theirs = files.get(RUN_TOKEN, b"").decode(errors="replace").strip()
     if not theirs or theirs != run_token(d):
         raise RecordsError(f"{d}: the files sent back belong to another run of the trial (run token {theirs!r})")
@@ -283,8 +284,9 @@ def receive_trial(d: Path, files: dict[str, bytes]) -> None:
         tmp = d / f".{name}.tmp"
         with open(tmp, "wb") as f:
             f.write(files[name])
-            f.flush()
-            os.fsync(f.fileno())
+            if name == "summary.json":
+                f.flush()
+                os.fsync(f.fileno())
         os.replace(tmp, d / name)
 
 
