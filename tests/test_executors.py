@@ -161,7 +161,8 @@ def client(tmp_path_factory):
     scratch = tmp_path_factory.mktemp("workers")
     with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1",
                                   dashboard_address=None, resources={"GPU": 1}, local_directory=scratch,
-                                  scheduler_kwargs={"dashboard_address": "127.0.0.1:0"}) as cluster:
+                                  scheduler_kwargs={"dashboard_address": "127.0.0.1:0"},
+                                  worker_dashboard_address="127.0.0.1:0") as cluster:
         with distributed.Client(cluster) as c:
             c.register_plugin(OwnDirectory())
             c.wait_for_workers(2)
@@ -299,9 +300,9 @@ def test_dask_without_the_extra_is_one_line(write_config, tmp_path, monkeypatch)
 
 
 def test_dask_ctrl_c_keeps_finished_trials_and_a_rerun_does_the_rest(client, write_config, tmp_path):
-    cfg = write_config({**FAULT_GRID, "sweep": {**FAULT_GRID["sweep"], "budget.steps": [SHORT, 4000]}})
+    cfg = write_config({**FAULT_GRID, "sweep": {**FAULT_GRID["sweep"], "budget.steps": [SHORT, 2000]}})
     out = tmp_path / "runs"
-    proc = start_sweep(cfg, out, "--executor", "dask", "--workers", "2")  # its own LocalCluster
+    proc = start_sweep(cfg, out, "--executor", "dask", "--workers", "1")  # its own LocalCluster
 
     def some_finished_and_a_long_one_running():
         found = sorted((out / "tiny" / "trials").glob("*")) if (out / "tiny" / "trials").exists() else []

@@ -41,8 +41,11 @@ from batchlab.train import imported_names, now
 LOOPBACK = "127.0.0.1"  # a cluster batchlab starts listens on this machine only
 CONNECT_SECONDS = 30  # to reach a scheduler named by --scheduler
 QUIET = logging.ERROR  # the cluster's own logging on the driver's terminal: what the records do not say
-# No dashboard; the scheduler's HTTP server (health checks) on a free port, not 8787, which may be taken.
-SCHEDULER = {"dashboard": False, "dashboard_address": f"{LOOPBACK}:0"}
+# The scheduler's and the workers' HTTP servers (health checks; no dashboard) on a free loopback port: left to
+# themselves, the scheduler's takes 8787 (perhaps taken), and in distributed 2024.8 both listen on every
+# interface whatever `host` says (2026.8 no longer does).
+HTTP = f"{LOOPBACK}:0"
+SCHEDULER = {"dashboard": False, "dashboard_address": HTTP}
 
 
 class DaskExecutor(Executor):
@@ -234,8 +237,8 @@ def local_cluster(workers: int, gpus_per_trial: float | None, retries: int):
     with dask.config.set({"distributed.scheduler.allowed-failures": retries}):
         if not gpus_per_trial:
             return LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, host=LOOPBACK,
-                                dashboard_address=None, scheduler_kwargs=SCHEDULER, silence_logs=QUIET,
-                                preload=[__name__])
+                                dashboard_address=None, scheduler_kwargs=SCHEDULER, worker_dashboard_address=HTTP,
+                                silence_logs=QUIET, preload=[__name__])
         import torch
 
         if not torch.cuda.is_available():
@@ -244,7 +247,7 @@ def local_cluster(workers: int, gpus_per_trial: float | None, retries: int):
         scheduler = {"cls": Scheduler, "options": {"host": LOOPBACK, "port": 0, **SCHEDULER}}
         spec = {i: {"cls": Nanny, "options": {"host": LOOPBACK, "nthreads": 1, "resources": {"GPU": 1},
                                               "env": {"CUDA_VISIBLE_DEVICES": str(i)}, "silence_logs": QUIET,
-                                              "preload": [__name__]}}
+                                              "dashboard_address": HTTP, "preload": [__name__]}}
                 for i in range(torch.cuda.device_count())}
         return SpecCluster(scheduler=scheduler, workers=spec, silence_logs=QUIET)
 
