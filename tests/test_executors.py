@@ -201,6 +201,10 @@ def test_dask_records_and_report_are_the_sequential_runs(client, tmp_path):
     assert len({cwd for cwd, _ in places.values()} | {os.getcwd()}) == 3
     for cwd, scratch in places.values():
         assert not list((Path(scratch) / "batchlab").iterdir()) and not list(Path(cwd).iterdir())
+    # each worker loaded the data set once (the check, then its trials), not once per trial
+    loaded = client.run(lambda: {cap: len(c.cache) for cap, c in __import__("batchlab.executors.base").executors
+                                 .base.caches.items()})
+    assert list(loaded.values()) == [{None: 1}, {None: 1}]
     seq, par = trial_files(tmp_path / "seq", "quickstart"), trial_files(tmp_path / "dask", "quickstart")
     assert list(seq) == list(par)
     for trial in seq:

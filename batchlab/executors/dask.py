@@ -39,7 +39,7 @@ from batchlab.records import Status, SweepDir, read_json, receive_trial, start_t
 from batchlab.train import imported_names, now
 
 LOOPBACK = "127.0.0.1"  # a cluster batchlab starts listens on this machine only
-CONNECT_SECONDS = 30  # to reach a scheduler named by --scheduler
+CONNECT_SECONDS = 10  # to reach a scheduler named by --scheduler (a typo fails this fast)
 QUIET = logging.ERROR  # the cluster's own logging on the driver's terminal: what the records do not say
 # The scheduler's and the workers' HTTP servers (health checks; no dashboard) on a free loopback port: left to
 # themselves, the scheduler's takes 8787 (perhaps taken), and in distributed 2024.8 both listen on every
@@ -207,7 +207,10 @@ class DaskExecutor(Executor):
             if kind == "start" and value["trial"] in tracked:
                 tracked[value["trial"]].workers.append(value["worker"])
         unfinished = [t for t in tracked.values() if not t.done]
-        self.client.cancel([t.future for t in unfinished if t.future is not None])
+        try:
+            self.client.cancel([t.future for t in unfinished if t.future is not None])
+        except Exception:  # noqa: BLE001 -- the scheduler is gone: nothing runs there any more to cancel
+            pass
         for t in unfinished:
             if t.workers:
                 if t.started_at is None:
