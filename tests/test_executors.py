@@ -12,6 +12,9 @@ from pathlib import Path
 
 import psutil
 import pytest
+from typer.testing import CliRunner
+
+from batchlab.cli import app
 
 # Two short trials, then two long ones: in a run of two at a time, the short ones finish while the long ones train.
 SHORT, LONG = 5, 200_000  # optimizer steps (batch 8 on digits: ~3,000 steps a second on one thread)
@@ -120,8 +123,6 @@ distributed = pytest.importorskip("distributed")  # CI installs the extra (pip i
 import batchlab  # noqa: E402
 from batchlab.errors import ConfigError  # noqa: E402
 from batchlab.report import build_report  # noqa: E402
-from typer.testing import CliRunner  # noqa: E402
-from batchlab.cli import app  # noqa: E402
 
 LOOPBACK = {"127.0.0.1", "::1"}
 QUICKSTART = Path(__file__).parents[1] / "configs" / "quickstart.yaml"
@@ -332,3 +333,4 @@ def test_dask_ctrl_c_keeps_finished_trials_and_a_rerun_does_the_rest(client, wri
     after = summaries(out)
     assert all(after[t] == before[t] for t in finished)  # kept as they were
     assert len(after) == 4 and all(s["status"] == "completed" for s in after.values())
+

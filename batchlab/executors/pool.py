@@ -1,7 +1,8 @@
 """Trials at once in local worker processes: `--workers N`, or `--gpus 0,1` (one worker per GPU).
 
-Workers are started with "spawn" (a forked child would inherit libgomp's thread pool in a broken state) and
-die with the driver, even a driver killed with SIGKILL (processes.die_with_parent). They ignore Ctrl-C, which
+Workers are started with "spawn" (a forked child would inherit libgomp's thread pool in a broken state), are not
+daemonic (a Dataset's DataLoader may start processes in them) and die with the driver, even a driver killed with
+SIGKILL (processes.die_with_parent). They ignore Ctrl-C, which
 a terminal sends to the whole process group: the driver decides, and stops them with SIGTERM, on which a
 worker records its running trial as interrupted and ends without a word. The driver hands a worker its next
 trial only when one is free, so a trial's directory exists once it runs.
@@ -10,6 +11,8 @@ trial only when one is free, so a trial's directory exists once it runs.
 from __future__ import annotations
 
 import multiprocessing
+import multiprocessing.context
+import multiprocessing.pool
 import os
 import queue
 import signal
@@ -49,7 +52,7 @@ class ProcessPool(Executor):
             for gpu in self.gpus:
                 gpu_ids.put(gpu)
         ended: queue.Queue = queue.Queue()  # (job, trial_dir, started_at, summary or None, error or None)
-        pool = context.Pool(self.workers, worker_start, (gpu_ids, os.getpid()))
+        pool = Pool(self.workers, worker_start, (gpu_ids, os.getpid()), context=context)
         waiting = list(reversed(jobs))
 
         def hand_over() -> None:
@@ -80,6 +83,27 @@ class ProcessPool(Executor):
             raise
         finally:
             pool.join()
+
+
+class WorkerProcess(multiprocessing.context.SpawnProcess):
+    """A pool worker that may start processes of its own (a Dataset's DataLoader workers), which a daemonic
+    process may not. It still never outlives the driver (die_with_parent), and the pool always joins it."""
+
+    @property
+    def daemon(self) -> bool:
+        return False
+
+    @daemon.setter
+    def daemon(self, value: bool) -> None:
+        pass  # multiprocessing.Pool makes its workers daemonic
+
+
+class Pool(multiprocessing.pool.Pool):
+    """multiprocessing's Pool, of WorkerProcess workers."""
+
+    @staticmethod
+    def Process(ctx, *args, **kwargs):  # noqa: N802 -- the name multiprocessing.Pool calls
+        return WorkerProcess(*args, **kwargs)
 
 
 # ---------------------------------------------------------------- in a worker process
