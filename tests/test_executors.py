@@ -10,11 +10,15 @@ import threading
 import time
 from pathlib import Path
 
+import distributed  # the test extra installs batchlab[dask]
 import psutil
 import pytest
 from typer.testing import CliRunner
 
+import batchlab
 from batchlab.cli import app
+from batchlab.errors import ConfigError
+from batchlab.report import build_report
 
 # Two short trials, then two long ones: in a run of two at a time, the short ones finish while the long ones train.
 SHORT, LONG = 5, 200_000  # optimizer steps (batch 8 on digits: ~3,000 steps a second on one thread)
@@ -119,10 +123,6 @@ def test_pool_stops_with_one_line_and_keeps_what_finished(write_config, tmp_path
 
 # ---------------------------------------------------------------- Dask
 
-distributed = pytest.importorskip("distributed")  # CI installs the extra (pip install -e '.[test]')
-import batchlab  # noqa: E402
-from batchlab.errors import ConfigError  # noqa: E402
-from batchlab.report import build_report  # noqa: E402
 
 LOOPBACK = {"127.0.0.1", "::1"}
 QUICKSTART = Path(__file__).parents[1] / "configs" / "quickstart.yaml"
