@@ -4,11 +4,12 @@
     result = batchlab.sweep("configs/my-cnn.yaml", out="runs", overrides={"budget.epochs": 2})
     result.trials                                   # a DataFrame, a row per trial
     batchlab.sweep({"name": "nb", "model": {"name": "mlp"}}, model=SmallCNN)   # a class from a notebook
+    batchlab.sweep("configs/my-cnn.yaml", executor=dask_client, gpus_per_trial=1)   # on a Dask cluster
 
 A config is a YAML file's path, a dict of the same shape, or an Experiment (load_config). `overrides` are
 `{"budget.epochs": 2}` or `["budget.epochs=2"]`. `model`, `dataset`, `loss`, `optimizer` hand a callable
-straight from Python in place of the config's name: it runs in this process; worker processes import it
-by its module path, so one defined in a notebook needs workers=1.
+straight from Python in place of the config's name: it runs in this process; worker processes (and Dask
+workers) import it by its module path, so one defined in a notebook needs the default executor, one worker.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from typing import Any, Callable
 from batchlab import config as config_file
 from batchlab import maxbatch, registry
 from batchlab.errors import BatchlabError, ConfigError, DataError, RecordsError
+from batchlab.executors import make_executor
 from batchlab.grid import Trial, expand
 from batchlab.maxbatch import MaxBatch
 from batchlab.noise_scale import noise_scale as measure_noise_scale
@@ -145,28 +147,35 @@ class SweepResult:
         return pd.json_normalize(SweepDir(self.path.parent, self.path.name).summaries())
 
 
-def sweep(config: Config, out: str | Path = "runs", overrides: Overrides = None, *, workers: int = 1,
-          gpus: list[int] | None = None, restart: bool = False, smoke: bool = False, race: bool = False,
-          threads: int | None = None,
-          memory_limit: int | None = None, allow_many: bool = False, command: str | None = None,
-          on_trial_start: Callable | None = None, on_trial_end: Callable | None = None,
-          plan: Plan | None = None, **parts: Callable | None) -> SweepResult:
+def sweep(config: Config, out: str | Path = "runs", overrides: Overrides = None, *, workers: int | None = None,
+          gpus: list[int] | None = None, executor: Any = None, scheduler: str | None = None,
+          gpus_per_trial: float | None = None, retries: int | None = None, restart: bool = False,
+          smoke: bool = False, race: bool = False, threads: int | None = None, memory_limit: int | None = None,
+          allow_many: bool = False, command: str | None = None, on_trial_start: Callable | None = None,
+          on_trial_end: Callable | None = None, plan: Plan | None = None, **parts: Callable | None) -> SweepResult:
     """Train every trial of the sweep not already recorded as completed or diverged, into out/<name>.
 
-    on_trial_start(trial, i, n) may return a progress callback (step, total_steps, row); on_trial_end(trial,
-    summary) is called as each trial ends. Ctrl-C records the running trial as interrupted and raises
-    KeyboardInterrupt; run the same call again to resume. `race`: each trial stops once its training time
-    passes the best time to the target already measured for its seed (it cannot be the fastest); the fastest
-    (batch size, lr) of each seed is the same as without racing, the others are only known to be slower.
+    Where trials run: `executor` "local" (default: one after another here, or `workers` processes, or one per
+    GPU id in `gpus`), "dask" (the cluster at `scheduler`, else a LocalCluster of `workers` processes on
+    127.0.0.1; `gpus_per_trial` asks each trial for the worker resource GPU=K; a trial whose worker is lost
+    runs again up to `retries` times, default 1), or a dask.distributed Client.
+    on_trial_start(trial, i, n) may return a progress callback (step, total_steps, row), called for trials that
+    run one after another here; on_trial_end(trial, summary) is called as each trial ends. Ctrl-C records the
+    running trials as interrupted and raises KeyboardInterrupt; run the same call again to resume. `race`: each
+    trial stops once its training time passes the best time to the target already measured for its seed (it
+    cannot be the fastest); the fastest (batch size, lr) of each seed is the same as without racing, the others
+    are only known to be slower.
     """
     plan = plan or plan_sweep(config, out, overrides, smoke=smoke, threads=threads, memory_limit=memory_limit,
                               allow_many=allow_many, **parts)
     hooks = Hooks(on_trial_start or Hooks.trial_start, on_trial_end or Hooks.trial_end)
     command = command or f"batchlab.sweep({str(config) if isinstance(config, (str, Path)) else '<config>'!r})"
     try:
-        summaries = run_sweep(plan.experiment, plan.trials, plan.sweep_dir.path.parent, command, restart=restart,
-                              hooks=hooks, smoke=smoke, workers=workers, gpus=gpus, code_dirs=plan.source.code_dirs,
-                              race=race)
+        with make_executor(executor, workers=workers, gpus=gpus, scheduler=scheduler, gpus_per_trial=gpus_per_trial,
+                           retries=retries) as runner:
+            summaries = run_sweep(plan.experiment, plan.trials, plan.sweep_dir.path.parent, command,
+                                  restart=restart, hooks=hooks, smoke=smoke, executor=runner,
+                                  code_dirs=plan.source.code_dirs, race=race)
     except BatchlabError as e:
         raise plan.source.locate(e) from None
     return SweepResult(plan.sweep_dir.path, summaries, len(plan.trials) - len(summaries))

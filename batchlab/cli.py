@@ -17,7 +17,7 @@ from batchlab import api
 from batchlab.errors import BatchlabError
 from batchlab.memory import mib
 from batchlab.records import DONE
-from batchlab.run import sigterm_as_interrupt
+from batchlab.processes import sigterm_as_interrupt
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="How batch size and learning rate change how fast and how well a PyTorch model trains.")
@@ -131,8 +131,20 @@ def sweep(
     yes: Annotated[bool, typer.Option("--yes", help=f"Run grids over {10_000:,} trials.")] = False,
     threads: Annotated[Optional[int], typer.Option("--threads", min=1, help="torch CPU threads (recorded; "
                                                    "results are bit-identical only at the same count).")] = None,
-    workers: Annotated[int, typer.Option("--workers", min=1, help="Trials run at once in separate processes, "
-                                         "each with CPU cores / N threads unless the config sets threads.")] = 1,
+    workers: Annotated[Optional[int], typer.Option("--workers", min=1, help="Trials run at once in separate "
+                                                   "processes, each with CPU cores / N threads unless the config "
+                                                   "sets threads; with --executor dask, the local cluster's "
+                                                   "processes. [default: 1; dask: one per CPU core]")] = None,
+    executor: Annotated[str, typer.Option("--executor", help="Where trials run: local (this machine) or dask (a "
+                                          "Dask cluster: a local one on 127.0.0.1, or --scheduler's).")] = "local",
+    scheduler: Annotated[Optional[str], typer.Option("--scheduler", metavar="ADDRESS", help="With --executor dask: "
+                                                     "the cluster's scheduler, e.g. tcp://head:8786.")] = None,
+    gpus_per_trial: Annotated[Optional[float], typer.Option("--gpus-per-trial", metavar="K", help="With --executor "
+                                                            "dask: each trial asks for the worker resource GPU=K "
+                                                            "(workers started with --resources GPU=1).")] = None,
+    retries: Annotated[Optional[int], typer.Option("--retries", metavar="N", help="With --executor dask: a trial "
+                                                   "whose worker is lost runs again up to N times, then is "
+                                                   "recorded failed. [default: 1]")] = None,
     memory_limit: Annotated[Optional[str], typer.Option("--memory-limit", help="For `max` in the batch-size axis "
                                                         "and micro_batch_size: auto (see max-batch).")] = None,
     gpus: Annotated[Optional[str], typer.Option("--gpus", metavar="IDS", help="Comma-separated CUDA device ids, "
@@ -163,10 +175,11 @@ def sweep(
         with user_errors():
             result = api.sweep(config, plan=plan, command=command_line(config, list(set_ or []), extra),
                                restart=restart, smoke=smoke, race=race, workers=workers, gpus=gpu_ids,
+                               executor=executor, scheduler=scheduler, gpus_per_trial=gpus_per_trial, retries=retries,
                                on_trial_start=display.trial_start, on_trial_end=display.trial_end)
     except KeyboardInterrupt:
         display.close()
-        raise fail(f"interrupted: the running trial is recorded as interrupted in {plan.sweep_dir.path}; "
+        raise fail(f"interrupted: the running trials are recorded as interrupted in {plan.sweep_dir.path}; "
                    "run the same command again to resume", code=130) from None
     display.close()
     done = ", ".join(f"{n} {status}" for status, n in result.counts.items()) or "nothing to run"

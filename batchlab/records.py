@@ -353,19 +353,42 @@ class SweepDir:
                 found.update({m: c for m, c in summary["code"].items() if isinstance(c, dict) and "sha256" in c})
         return found
 
-    def start_trial(self, trial_id: str, resolved: dict) -> Path:
-        """The trial's directory with config.json and a new run token: fresh, or, when it holds a checkpoint
-        (checkpoint.FILE) of a run that did not end, kept with it and its metrics for the trial to resume."""
-        d = self.trial_dir(trial_id)
-        if (d / CHECKPOINT).exists():
-            for stale in ("summary.json", "error.txt", CHECKPOINT + ".tmp"):
-                (d / stale).unlink(missing_ok=True)
-        elif d.exists():
-            shutil.rmtree(d)  # failed, interrupted or incomplete without a checkpoint: run again from the start
-        d.mkdir(parents=True, exist_ok=True)
-        write_json_atomic(d / "config.json", resolved)
-        (d / RUN_TOKEN).write_text(uuid.uuid4().hex + "\n")
-        return d
+    def start_trial(self, trial_id: str, resolved: dict, token: str | None = None) -> Path:
+        """The trial's directory with config.json and a run token (`token`, or a new one): see start_trial_dir."""
+        return start_trial_dir(self.trial_dir(trial_id), resolved, token)
+
+
+def start_trial_dir(d: Path, resolved: dict, token: str | None = None) -> Path:
+    """Make `d` the directory of the run that starts now: config.json and its run token, fresh, or, when it
+    holds a checkpoint (checkpoint.FILE) of a run that did not end, kept with it and its metrics to resume."""
+    if (d / CHECKPOINT).exists():
+        for stale in ("summary.json", "error.txt", CHECKPOINT + ".tmp"):
+            (d / stale).unlink(missing_ok=True)
+    elif d.exists():
+        shutil.rmtree(d)  # failed, interrupted or incomplete without a checkpoint: run again from the start
+    d.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(d / "config.json", resolved)
+    (d / RUN_TOKEN).write_text((token or uuid.uuid4().hex) + "\n")
+    return d
+
+
+def receive_trial(d: Path, files: dict[str, bytes]) -> None:
+    """Write a trial's files that were recorded elsewhere (a worker's scratch directory) into its directory here:
+    each atomically (temp file + rename), summary.json last and synced to disk as run_trial writes it, and only
+    files of the run that started `d` (the same run token)."""
+    theirs = files.get(RUN_TOKEN, b"").decode(errors="replace").strip()
+    if not theirs or theirs != run_token(d):
+        raise RecordsError(f"{d}: the files sent back belong to another run of the trial (run token {theirs!r})")
+    for name in sorted(files, key=lambda n: n == "summary.json"):
+        if Path(name).name != name or name.startswith("."):
+            raise RecordsError(f"{d}: a file sent back is named {name!r}; trial files are plain names")
+        tmp = d / f".{name}.tmp"
+        with open(tmp, "wb") as f:
+            f.write(files[name])
+            if name == "summary.json":
+                f.flush()
+                os.fsync(f.fileno())
+        os.replace(tmp, d / name)
 
 
 def changed_fields(old_file: Path, new: Experiment) -> list[str]:

@@ -95,9 +95,10 @@ def test_the_api_sweeps_a_file_and_a_class_handed_over_from_python(tmp_path):
 
 
 def test_workers_import_user_code_by_path(tmp_path):
+    # with DataLoader processes too: a pool worker may start processes (it is not daemonic)
     result = invoke("sweep", EXAMPLE / "custom.yaml", *ON_DIGITS, "--set", "sweep.batch_size=[64, 128]",
-                    "--set", "sweep.lr=[0.1]", "--set", "budget.steps=30", "--out", tmp_path, "--workers", "2",
-                    "--quiet")
+                    "--set", "sweep.lr=[0.1]", "--set", "budget.steps=30", "--set", "dataset.num_workers=1",
+                    "--out", tmp_path, "--workers", "2", "--quiet")
     assert result.exit_code == 0, result.output
     assert "2 completed" in result.output
 

@@ -29,9 +29,10 @@ import torch
 from batchlab import registry
 from batchlab.data import fits_on_device, load_dataset
 from batchlab.errors import BatchlabError
-from batchlab.memory import fixed_mmap_threshold, limit_data, mib, proc_status, reset_peak_rss
 from batchlab.maxbatch.search import Try, is_oom, oom_message, search
+from batchlab.memory import fixed_mmap_threshold, limit_data, mib, proc_status, reset_peak_rss
 from batchlab.optimizers import build_optimizer
+from batchlab.processes import die_with_parent
 from batchlab.step import Step
 from batchlab.train import Clock, build_parts
 
@@ -137,15 +138,6 @@ def rebuild_error(blob: bytes | None, summary: str, tb: str) -> BaseException:
         error = BatchlabError(f"the max-batch search failed: {summary}")
     error.__cause__ = RemoteTraceback(f"\n\nin the max-batch search process:\n{tb}")
     return error
-
-
-def die_with_parent() -> None:
-    """Linux: SIGKILL this process when its parent dies (prctl PR_SET_PDEATHSIG), so no child outlives it."""
-    try:
-        import ctypes
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # 1: PR_SET_PDEATHSIG
-    except (OSError, AttributeError):
-        pass
 
 
 def child_main(conn, job: dict) -> None:

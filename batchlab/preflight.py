@@ -1,0 +1,99 @@
+"""Before anything trains: every distinct data set, model, loss and optimizer of a sweep builds, and the model's
+output suits the data; or one readable error naming the config key (exit code 2 on the command line)."""
+
+from __future__ import annotations
+
+import json
+
+import torch
+
+from batchlab import registry
+from batchlab.data import Data
+from batchlab.errors import ConfigError
+from batchlab.executors.base import DataCache
+from batchlab.grid import Trial
+from batchlab.schema import Experiment
+from batchlab.train import build_parts, imported_names
+
+PARTS = ("dataset", "model", "loss", "optimizer")  # the config sections that name a callable
+
+
+def distinct(trials: list[Trial]) -> list[Trial]:
+    """One trial per distinct (data set, model, loss, optimizer): what the checks need to build."""
+    seen, kept = set(), []
+    for trial in trials:
+        cfg = trial.config
+        key = json.dumps([cfg.model_dump(mode="json", include=set(PARTS)),
+                          cfg.seed if cfg.dataset.val_fraction > 0 else None])
+        if key not in seen:
+            seen.add(key)
+            kept.append(trial)
+    return kept
+
+
+def check(trials: list[Trial], cache: DataCache) -> None:
+    """Before any trial runs: every distinct data set, model, loss and optimizer builds, and the model's
+    output suits the data (a batch of two examples through the model and the loss), on the CPU.
+
+    Raises DataError or ComponentError (a ConfigError naming the config key) with the reason.
+    """
+    for trial in distinct(trials):
+        cfg = trial.config
+        data = cache.get(cfg, torch.device("cpu"))
+        model, criterion, _ = build_parts(cfg, data, torch.device("cpu"))
+        check_output(cfg, model, criterion, data)
+
+
+def check_output(cfg: Experiment, model: torch.nn.Module, criterion, data: Data) -> None:
+    x, y = data.train.take(torch.arange(min(2, len(data.train))))
+    model.eval()
+    try:
+        with torch.no_grad():
+            out = model(x)
+    except Exception as e:  # noqa: BLE001 -- the user's model fails on real examples
+        raise registry.ComponentError("model.name", f"{cfg.model.name} fails on a batch of {len(x)} examples of shape "
+                                                    f"{tuple(x.shape[1:])}: {type(e).__name__}: "
+                                                    f"{registry.short(str(e))}") from None
+    if not isinstance(out, torch.Tensor):
+        raise registry.ComponentError("model.name", f"{cfg.model.name} returned a {type(out).__name__}, expected a "
+                                                    "tensor of outputs")
+    if data.task == "classification":
+        if out.dim() != 2 or out.shape[0] != len(x):
+            raise registry.ComponentError("model.name", f"{cfg.model.name} gives outputs of shape {tuple(out.shape)} "
+                                                        f"for {len(x)} examples; classification needs (batch, classes)")
+        if out.shape[1] < data.num_classes:
+            raise registry.ComponentError("model.name", f"{cfg.model.name} outputs {out.shape[1]} values per example, "
+                                                        f"but the labels go up to {data.num_classes - 1} "
+                                                        f"({data.num_classes} classes)")
+    if data.task == "regression" and out.shape != y.shape and out.shape != (*y.shape, 1):
+        raise registry.ComponentError("model.name", f"{cfg.model.name} gives outputs of shape {tuple(out.shape)} "
+                                                    f"for targets of shape {tuple(y.shape)}")
+    try:
+        loss = criterion(out, y)
+    except Exception as e:  # noqa: BLE001
+        raise registry.ComponentError("loss.name", f"{cfg.loss.name} fails on the model's outputs "
+                                                   f"{tuple(out.shape)} and targets {tuple(y.shape)}: "
+                                                   f"{type(e).__name__}: {registry.short(str(e))}") from None
+    if not isinstance(loss, torch.Tensor) or loss.numel() != 1:
+        shape = tuple(loss.shape) if isinstance(loss, torch.Tensor) else type(loss).__name__
+        raise registry.ComponentError("loss.name", f"{cfg.loss.name} returned {shape}; a loss must be a scalar "
+                                                   "(the mean over the batch)")
+
+
+def check_imports(trials: list[Trial]) -> None:
+    """Only that the user code every trial names imports here, loading no data: what the driver can check of
+    trials that run on a cluster, where the data may exist on the workers alone."""
+    for trial in distinct(trials):
+        for part in PARTS:
+            name = getattr(trial.config, part).name
+            if ":" in name:
+                registry.resolve(f"{part}.name", name, {})
+
+
+def check_importable(trials: list[Trial]) -> None:
+    """With trials in other processes, every import path must be importable there: not a callable from __main__."""
+    for name in sorted({n for t in trials for n in imported_names(t.config)}):
+        if not registry.importable_elsewhere(name):
+            raise ConfigError(f"{name} was handed over from Python but is defined in {name.split(':')[0]}, "
+                              "which worker processes cannot import; move it into a module and name it by "
+                              "import path (e.g. model: {name: my_nets:SmallCNN}), or run with one worker")

@@ -1,0 +1,338 @@
+"""How trials run: in-process, in a local process pool (--workers), on a Dask cluster; and what happens when a
+process dies or the user stops the sweep. Real processes, real signals; every server binds 127.0.0.1."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import distributed  # the test extra installs batchlab[dask]
+import psutil
+import pytest
+from typer.testing import CliRunner
+
+import batchlab
+from batchlab.cli import app
+from batchlab.errors import ConfigError
+from batchlab.reporting import build_report
+
+# Two short trials, then two long ones: in a run of two at a time, the short ones finish while the long ones train.
+SHORT, LONG = 100, 200_000  # optimizer steps (batch 8 on digits: ~3,000 steps a second on one thread); 100 learn
+FAULT_GRID = {"budget": {"steps": 5}, "eval": {"every": 0.5}, "sweep": {"budget.steps": [SHORT, LONG],
+                                                                       "batch_size": [8], "lr": [0.1, 0.2]}}
+
+
+def summaries(out: Path, name: str = "tiny") -> dict[str, dict | None]:
+    """trial id -> summary.json (None where the trial has none)."""
+    found = {}
+    for d in sorted((out / name / "trials").iterdir()):
+        found[d.name] = json.loads((d / "summary.json").read_text()) if (d / "summary.json").exists() else None
+    return found
+
+
+def start_sweep(cfg: Path, out: Path, *args: str, cwd: Path | None = None) -> subprocess.Popen:
+    """`batchlab sweep` in its own session (its own process group, as a shell runs a command)."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).parents[1]), os.environ.get("PYTHONPATH", "")])}
+    return subprocess.Popen([sys.executable, "-m", "batchlab", "sweep", str(cfg), "--out", str(out), "--quiet", *args],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
+                            env=env, cwd=cwd)
+
+
+def wait_for(condition, timeout: float = 90, what: str = "the condition"):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(0.1)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def rows(trial_dir: Path) -> int:
+    try:
+        return len((trial_dir / "metrics.csv").read_text().splitlines())
+    except OSError:
+        return 0
+
+
+def long_trials_training(out: Path):
+    """True once both short trials are recorded and both long ones have logged a training row."""
+    trials = sorted((out / "tiny" / "trials").glob("*")) if (out / "tiny" / "trials").exists() else []
+    done = [d for d in trials if f"steps{SHORT}-" in d.name and (d / "summary.json").exists()]
+    running = [d for d in trials if f"steps{LONG}-" in d.name and rows(d) >= 3]
+    return len(done) == 2 and len(running) == 2
+
+
+def alive(pids) -> list[int]:
+    """The pids still running (a zombie waiting to be reaped is dead)."""
+    out = []
+    for pid in pids:
+        try:
+            if psutil.Process(pid).status() != psutil.STATUS_ZOMBIE:
+                out.append(pid)
+        except psutil.NoSuchProcess:
+            pass
+    return out
+
+
+# ---------------------------------------------------------------- the local process pool (--workers)
+
+def test_pool_workers_die_with_a_killed_driver(write_config, tmp_path):
+    cfg, out = write_config(FAULT_GRID), tmp_path / "runs"
+    proc = start_sweep(cfg, out, "--workers", "2")
+    workers = []
+    try:
+        wait_for(lambda: long_trials_training(out), what="the long trials to train")
+        workers = [c.pid for c in psutil.Process(proc.pid).children(recursive=True)]
+        assert len(workers) >= 2
+        proc.kill()  # SIGKILL: the driver gets no chance to stop its workers
+        proc.wait(timeout=30)
+        wait_for(lambda: not alive(workers), timeout=20, what="the workers to die with the driver")
+    finally:
+        for pid in alive([proc.pid, *workers]):
+            os.kill(pid, signal.SIGKILL)
+
+
+@pytest.mark.parametrize("how", ["ctrl-c", "sigterm"])
+def test_pool_stops_with_one_line_and_keeps_what_finished(write_config, tmp_path, how):
+    cfg, out = write_config(FAULT_GRID), tmp_path / "runs"
+    proc = start_sweep(cfg, out, "--workers", "2")
+    wait_for(lambda: long_trials_training(out), what="the long trials to train")
+    workers = [c.pid for c in psutil.Process(proc.pid).children(recursive=True)]
+    if how == "ctrl-c":
+        os.killpg(proc.pid, signal.SIGINT)  # a terminal sends Ctrl-C to the whole process group
+    else:
+        proc.send_signal(signal.SIGTERM)  # a scheduler stopping the job: the driver alone
+    output, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 130, output
+    assert output.strip().splitlines() == [
+        f"error: interrupted: the running trials are recorded as interrupted in {out / 'tiny'}; "
+        "run the same command again to resume"]
+    statuses = {trial: s["status"] for trial, s in summaries(out).items()}
+    assert sorted(statuses.values()) == ["completed", "completed", "interrupted", "interrupted"], statuses
+    for trial, status in statuses.items():
+        assert (status == "completed") == (f"steps{SHORT}-" in trial)
+        if status == "interrupted":  # what it had logged is kept
+            assert rows(out / "tiny" / "trials" / trial) >= 3
+    wait_for(lambda: not alive(workers), timeout=10, what="every process of the sweep to end")
+
+
+# ---------------------------------------------------------------- Dask
+
+
+LOOPBACK = {"127.0.0.1", "::1"}
+QUICKSTART = Path(__file__).parents[1] / "configs" / "quickstart.yaml"
+TIMING = ("train_seconds", "eval_seconds", "noise_seconds", "compile_seconds", "samples_per_second",
+          "peak_memory_bytes", "started_at", "finished_at", "run_token")
+
+
+def listening(pids) -> set[str]:
+    """The addresses the processes listen on (TCP, UDP bound)."""
+    found = set()
+    for pid in pids:
+        try:
+            conns = psutil.Process(pid).net_connections(kind="inet")
+        except psutil.NoSuchProcess:
+            continue
+        found |= {c.laddr.ip for c in conns if c.status in (psutil.CONN_LISTEN, psutil.CONN_NONE)}
+    return found
+
+
+def tree(pid: int) -> list[int]:
+    return [pid] + [c.pid for c in psutil.Process(pid).children(recursive=True)]
+
+
+class OwnDirectory(distributed.WorkerPlugin):
+    """Each worker process works in a directory of its own, not the driver's (as on another machine)."""
+
+    def setup(self, worker):
+        cwd = Path(worker.local_directory) / "cwd"
+        cwd.mkdir(exist_ok=True)
+        os.chdir(cwd)
+
+
+@pytest.fixture(scope="module")
+def client(tmp_path_factory):
+    """Two single-threaded worker processes on 127.0.0.1, each with its own scratch directory (under
+    `local_directory`) and working directory, each offering the resource GPU=1 (a label here: no GPU)."""
+    scratch = tmp_path_factory.mktemp("workers")
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1",
+                                  dashboard_address=None, resources={"GPU": 1}, local_directory=scratch,
+                                  scheduler_kwargs={"dashboard_address": "127.0.0.1:0"},
+                                  worker_dashboard_address="127.0.0.1:0") as cluster:
+        with distributed.Client(cluster) as c:
+            c.register_plugin(OwnDirectory())
+            c.wait_for_workers(2)
+            assert listening(tree(os.getpid())) <= LOOPBACK  # the scheduler here, the workers in children
+            yield c
+
+
+def trial_files(out: Path, name: str) -> dict[str, dict[str, bytes]]:
+    return {d.name: {f.name: f.read_bytes() for f in d.iterdir()} for d in sorted((out / name / "trials").iterdir())}
+
+
+def same_timings(source: Path, target: Path) -> None:
+    """Copy the timing figures (and only those) of one run's records into another's, trial by trial."""
+    import pandas as pd
+
+    for d in sorted(source.iterdir()):
+        a, b = json.loads((d / "summary.json").read_text()), json.loads((target / d.name / "summary.json").read_text())
+        b.update({k: a[k] for k in TIMING if k != "run_token"})  # the token stays: it ties b's summary to its run
+        for value, hit in a["targets"].items():
+            if hit:
+                b["targets"][value]["seconds"] = hit["seconds"]
+        (target / d.name / "summary.json").write_text(json.dumps(b))
+        m = pd.read_csv(target / d.name / "metrics.csv")
+        m["train_seconds"] = pd.read_csv(d / "metrics.csv")["train_seconds"]
+        m.to_csv(target / d.name / "metrics.csv", index=False)
+
+
+def test_dask_records_and_report_are_the_sequential_runs(client, tmp_path):
+    overrides = {"budget.steps": 4, "eval.every": 0.001}  # the quickstart grid, 30 trials of a few steps
+    sequential = batchlab.sweep(QUICKSTART, tmp_path / "seq", overrides, command="same")
+    result = batchlab.sweep(QUICKSTART, tmp_path / "dask", overrides, command="same", executor=client,
+                            gpus_per_trial=1)
+    assert result.counts == sequential.counts and sum(result.counts.values()) == 30
+    # the workers trained elsewhere: their own directories, emptied once each trial's files came back
+    places = client.run(lambda dask_worker: (os.getcwd(), dask_worker.local_directory))
+    assert len({cwd for cwd, _ in places.values()} | {os.getcwd()}) == 3
+    for cwd, scratch in places.values():
+        assert not list((Path(scratch) / "batchlab").iterdir()) and not list(Path(cwd).iterdir())
+    # each worker loaded the data set once (the check, then its trials), not once per trial
+    loaded = client.run(lambda: {cap: len(c.cache) for cap, c in __import__("batchlab.executors.base").executors
+                                 .base.caches.items()})
+    assert list(loaded.values()) == [{None: 1}, {None: 1}]
+    seq, par = trial_files(tmp_path / "seq", "quickstart"), trial_files(tmp_path / "dask", "quickstart")
+    assert list(seq) == list(par)
+    for trial in seq:
+        assert set(par[trial]) == set(seq[trial]) == {"config.json", "metrics.csv", "summary.json", "run_token"}
+        assert par[trial]["config.json"] == seq[trial]["config.json"]
+        a, b = (json.loads(files["summary.json"]) for files in (seq[trial], par[trial]))
+        assert b["run_token"] == par[trial]["run_token"].decode().strip()  # the driver's token came back
+        for s in (a, b):
+            for key in TIMING:
+                s.pop(key)
+            for hit in s["targets"].values():
+                if hit:
+                    hit.pop("seconds")
+        assert a == b
+        rows_a, rows_b = (files["metrics.csv"].decode().splitlines() for files in (seq[trial], par[trial]))
+        assert [r.split(",", 4)[:3] + r.split(",", 4)[4:] for r in rows_a] == \
+               [r.split(",", 4)[:3] + r.split(",", 4)[4:] for r in rows_b]  # every column but train_seconds
+    same_timings(tmp_path / "seq" / "quickstart" / "trials", tmp_path / "dask" / "quickstart" / "trials")
+    reports = {}
+    for run in ("seq", "dask"):
+        [r] = build_report(tmp_path / run / "quickstart", out=tmp_path / f"report-{run}", formats={"md", "csv"})
+        where = str(tmp_path / run)  # as text, and as report.md escapes it
+        reports[run] = {f.name: f.read_text().replace(where, "RUNS").replace(where.replace("_", "\\_"), "RUNS")
+                        for f in r.out_dir.iterdir()}
+    assert reports["seq"] == reports["dask"] and "time_to_accuracy.csv" in reports["seq"]
+    # a resource no worker offers is refused before anything runs
+    with pytest.raises(ConfigError, match="no worker of the cluster offers GPU=2"):
+        batchlab.sweep(QUICKSTART, tmp_path / "gpu", overrides, executor=client, gpus_per_trial=2)
+
+
+def executing(client) -> dict[str, list[str]]:
+    """worker address -> the keys of the tasks it is running now."""
+    return client.run(lambda dask_worker: [k for k, ts in dask_worker.state.tasks.items() if ts.state == "executing"])
+
+
+@pytest.mark.parametrize("retries, scheduler_allows", [(1, 0), (0, 3)])
+def test_dask_a_trial_whose_worker_is_lost_runs_again_up_to_retries(client, write_config, tmp_path, retries,
+                                                                    scheduler_allows):
+    """(1, 0): the scheduler gives up on the task at once (KilledWorker), the driver submits it again.
+    (0, 3): the scheduler runs it again on its own; the driver sees the second start and gives up."""
+    cfg = write_config({"budget": {"steps": 3000}, "sweep": {"batch_size": [8], "lr": [0.1]}})
+    out = tmp_path / "runs"
+    client.run_on_scheduler(lambda dask_scheduler: setattr(dask_scheduler, "allowed_failures", scheduler_allows))
+    pids = client.run(os.getpid)
+    results = []
+    sweeping = threading.Thread(target=lambda: results.append(batchlab.sweep(cfg, out, executor=client,
+                                                                              retries=retries)))
+    sweeping.start()
+    try:
+        wait_for(lambda: (out / "tiny" / "trials").is_dir() and any((out / "tiny" / "trials").iterdir()),
+                 what="the trial to start")  # its directory exists once the driver heard it started
+        [worker] = wait_for(lambda: [w for w, keys in executing(client).items() if keys], what="a running task")
+        os.kill(pids[worker], signal.SIGKILL)
+        sweeping.join(timeout=120)
+    finally:
+        client.run_on_scheduler(lambda dask_scheduler: setattr(dask_scheduler, "allowed_failures", 3))
+    [s] = summaries(out).values()
+    if retries:
+        assert s["status"] == "completed" and s["steps"] == 3000
+    else:
+        assert s["status"] == "failed" and s["steps"] == 0
+        assert s["error"].startswith(f"the worker running it was lost 1 time(s) ({worker}); retried 0 time(s)")
+    assert results[0].counts == {s["status"]: 1}
+
+
+def test_dask_a_trial_raising_in_user_code_fails_alone(client, write_config, tmp_path):
+    (tmp_path / "flaky.py").write_text(
+        "import math\n"
+        "import torch\n"
+        "class BreaksLater(torch.nn.Module):\n"
+        "    def __init__(self, input_shape, num_classes, after):\n"
+        "        super().__init__()\n"
+        "        self.layer = torch.nn.Linear(math.prod(input_shape), num_classes)\n"
+        "        self.after, self.calls = after, 0\n"
+        "    def forward(self, x):\n"
+        "        self.calls += self.training\n"
+        "        if self.calls > self.after:\n"
+        "            raise RuntimeError(f'broken after {self.after} steps')\n"
+        "        return self.layer(x.flatten(1))\n")
+    cfg = write_config({"budget": {"steps": 20}, "sweep": {
+        "model": [{"name": "flaky:BreaksLater", "args": {"after": 5}}, {"name": "mlp", "hidden": [16]}]}})
+    result = batchlab.sweep(cfg, tmp_path / "runs", executor=client)
+    assert result.counts == {"failed": 1, "completed": 1}
+    by_model = {s["trial_id"]: s for s in result.summaries}
+    [broken] = [s for s in by_model.values() if s["status"] == "failed"]
+    assert broken["error"] == "RuntimeError: broken after 5 steps" and broken["steps"] == 5
+    error_txt = tmp_path / "runs" / "tiny" / "trials" / broken["trial_id"] / "error.txt"
+    assert "raise RuntimeError" in error_txt.read_text()  # the traceback came back from the worker
+
+
+def test_dask_without_the_extra_is_one_line(write_config, tmp_path, monkeypatch):
+    monkeypatch.delitem(sys.modules, "batchlab.executors.dask", raising=False)
+    monkeypatch.setitem(sys.modules, "distributed", None)  # import distributed now fails, as without the extra
+    result = CliRunner().invoke(app, ["sweep", str(write_config()), "--out", str(tmp_path), "--executor", "dask"])
+    assert result.exit_code == 2
+    assert result.output == "error: --executor dask needs Dask: pip install 'batchlab[dask]'\n"
+    result = CliRunner().invoke(app, ["sweep", str(write_config()), "--out", str(tmp_path), "--retries", "2"])
+    assert result.exit_code == 2 and "are for the dask executor" in result.output
+
+
+def test_dask_ctrl_c_keeps_finished_trials_and_a_rerun_does_the_rest(client, write_config, tmp_path):
+    cfg = write_config({**FAULT_GRID, "sweep": {**FAULT_GRID["sweep"], "budget.steps": [SHORT, 2000]}})
+    out = tmp_path / "runs"
+    proc = start_sweep(cfg, out, "--executor", "dask", "--workers", "1")  # its own LocalCluster
+
+    def some_finished_and_a_long_one_running():
+        found = sorted((out / "tiny" / "trials").glob("*")) if (out / "tiny" / "trials").exists() else []
+        done = [d for d in found if (d / "summary.json").exists()]
+        return done and any(f"steps{SHORT}-" not in d.name for d in found if d not in done)
+
+    wait_for(some_finished_and_a_long_one_running, timeout=180, what="a trial recorded and a long one started")
+    assert listening(tree(proc.pid)) <= LOOPBACK
+    processes_of_the_sweep = tree(proc.pid)
+    os.killpg(proc.pid, signal.SIGINT)  # Ctrl-C at a terminal: the driver and its cluster's processes
+    output, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 130, output
+    assert output.strip().splitlines() == [
+        f"error: interrupted: the running trials are recorded as interrupted in {out / 'tiny'}; "
+        "run the same command again to resume"]
+    wait_for(lambda: not alive(processes_of_the_sweep), timeout=20, what="every process of the sweep to end")
+    before = summaries(out)  # the trials that had started: finished ones completed, running ones interrupted
+    statuses = [s["status"] for s in before.values()]
+    assert "completed" in statuses and "interrupted" in statuses and set(statuses) <= {"completed", "interrupted"}
+    result = batchlab.sweep(cfg, out, executor=client)  # the rerun, on another cluster: the records decide
+    finished = [t for t, s in before.items() if s["status"] == "completed"]
+    assert result.skipped == len(finished) and result.counts == {"completed": 4 - len(finished)}
+    after = summaries(out)
+    assert all(after[t] == before[t] for t in finished)  # kept as they were
+    assert len(after) == 4 and all(s["status"] == "completed" for s in after.values())
+
