@@ -13,7 +13,7 @@ import typer
 from tqdm import tqdm
 
 from batchlab import api
-from batchlab.errors import BatchlabError
+from batchlab.errors import VALUE_CHARS, BatchlabError, short
 from batchlab.records import DONE
 from batchlab.run import sigterm_as_interrupt
 
@@ -41,7 +41,7 @@ def _commands(version: Annotated[bool, typer.Option("--version", callback=_versi
 
 
 def fail(message: str, code: int = 2) -> typer.Exit:
-    typer.echo(f"error: {message}", err=True)
+    typer.echo(f"error: {short(message, 2000)}", err=True)  # one line, whatever the message holds
     return typer.Exit(code)
 
 
@@ -137,7 +137,8 @@ def sweep(
     try:
         gpu_ids = [int(g) for g in gpus.split(",")] if gpus else None
     except ValueError:
-        raise fail(f"--gpus {gpus!r}: expected comma-separated device ids, e.g. --gpus 0,1") from None
+        raise fail(f"--gpus {short(repr(gpus), VALUE_CHARS)}: expected comma-separated device ids, "
+                   "e.g. --gpus 0,1") from None
     if gpu_ids and (available := torch_cuda_count()) < len(gpu_ids):
         raise fail(f"--gpus {gpus}: {available} CUDA device(s) available here")
     root = out or (Path(tempfile.mkdtemp(prefix="batchlab-smoke-")) if smoke else Path("runs"))
@@ -201,7 +202,7 @@ def report(
 
     chosen = {f.strip() for f in formats.split(",") if f.strip()}
     if not chosen or chosen - FORMATS:
-        raise fail(f"--format {formats!r}: choose from {', '.join(sorted(FORMATS))}")
+        raise fail(f"--format {short(repr(formats), VALUE_CHARS)}: choose from {', '.join(sorted(FORMATS))}")
     if not path.exists():
         raise fail(f"{path}: no such directory")
     with user_errors():
@@ -245,7 +246,7 @@ def export(
     from batchlab.export import export as export_records
 
     if to not in DESTINATIONS:
-        raise fail(f"--to {to!r}: choose from {', '.join(DESTINATIONS)}")
+        raise fail(f"--to {short(repr(to), VALUE_CHARS)}: choose from {', '.join(DESTINATIONS)}")
     if not path.exists():
         raise fail(f"{path}: no such directory")
     logging.getLogger("mlflow").setLevel(logging.WARNING)  # not its database set-up chatter
@@ -284,7 +285,8 @@ def parse_bytes(text: str | None) -> int | None:
     try:
         return int(float(number) * units[unit])
     except (ValueError, KeyError):
-        raise fail(f"--memory-limit {text!r}: expected a size such as 512MiB, 2GiB or 1000000") from None
+        raise fail(f"--memory-limit {short(repr(text), VALUE_CHARS)}: expected a size such as 512MiB, 2GiB "
+                   "or 1000000") from None
 
 
 @app.command("max-batch")

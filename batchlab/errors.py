@@ -14,4 +14,14 @@ class DataError(BatchlabError):
 
 
 class RecordsError(BatchlabError):
-    """The records on disk cannot be used as asked (locked, changed config, damaged)."""
+    """The records on disk cannot be used as asked (locked, changed config, damaged, not writable)."""
+
+
+def short(text: str, limit: int = 300) -> str:
+    """Text cut to a readable length on one line: what an error message echoes of a user's value (pass its
+    repr, with a smaller limit) or of an exception's message. A 100,000-character value is not a message."""
+    text = " ".join(str(text).split())
+    return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
+VALUE_CHARS = 60  # a value echoed in a message: enough to recognise it

@@ -14,10 +14,10 @@ import torch
 
 from batchlab import registry
 from batchlab.data import Data, fits_on_device, load_dataset
-from batchlab.errors import ConfigError
+from batchlab.errors import ConfigError, short
 from batchlab.grid import Trial
 from batchlab.records import DONE, Status, SweepDir
-from batchlab.schema import Experiment
+from batchlab.schema import NAME_MAX, Experiment
 from batchlab.train import Progress, build_parts, imported_names, resolve_device, run_trial
 
 SMOKE_STEPS = 3  # a few optimizer steps prove the wiring; they say nothing about the result
@@ -27,7 +27,7 @@ SMOKE_EXAMPLES = 256  # train and evaluation examples kept in a smoke run
 def smoke(experiment: Experiment) -> Experiment:
     """The same grid, shrunk: a few steps on a slice of the data, on CPU, under `<name>-smoke`."""
     raw = experiment.model_dump(mode="json", exclude_unset=True)
-    raw["name"] = f"{experiment.name}-smoke"
+    raw["name"] = f"{experiment.name[:NAME_MAX - len('-smoke')]}-smoke"  # a long name is cut to fit a file name
     raw["budget"] = {"steps": SMOKE_STEPS}
     raw["device"] = "cpu"
     raw.setdefault("dataset", {})["subset"] = SMOKE_EXAMPLES
@@ -120,7 +120,7 @@ def check_output(cfg: Experiment, model: torch.nn.Module, criterion, data: Data)
     except Exception as e:  # noqa: BLE001 -- the user's model fails on real examples
         raise registry.ComponentError("model.name", f"{cfg.model.name} fails on a batch of {len(x)} examples of shape "
                                                     f"{tuple(x.shape[1:])}: {type(e).__name__}: "
-                                                    f"{registry.short(str(e))}") from None
+                                                    f"{short(str(e))}") from None
     if not isinstance(out, torch.Tensor):
         raise registry.ComponentError("model.name", f"{cfg.model.name} returned a {type(out).__name__}, expected a "
                                                     "tensor of outputs")
@@ -140,7 +140,7 @@ def check_output(cfg: Experiment, model: torch.nn.Module, criterion, data: Data)
     except Exception as e:  # noqa: BLE001
         raise registry.ComponentError("loss.name", f"{cfg.loss.name} fails on the model's outputs "
                                                    f"{tuple(out.shape)} and targets {tuple(y.shape)}: "
-                                                   f"{type(e).__name__}: {registry.short(str(e))}") from None
+                                                   f"{type(e).__name__}: {short(str(e))}") from None
     if not isinstance(loss, torch.Tensor) or loss.numel() != 1:
         shape = tuple(loss.shape) if isinstance(loss, torch.Tensor) else type(loss).__name__
         raise registry.ComponentError("loss.name", f"{cfg.loss.name} returned {shape}; a loss must be a scalar "

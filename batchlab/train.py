@@ -18,7 +18,7 @@ from batchlab.checkpoint import Checkpoints, set_random_streams
 from batchlab.checkpoint import remove as remove_checkpoint
 from batchlab.data import Data
 from batchlab.data.splits import order_of
-from batchlab.errors import ConfigError
+from batchlab.errors import ConfigError, short
 from batchlab.losses import build_loss
 from batchlab.memory import Peak
 from batchlab.models import build_model
@@ -367,7 +367,7 @@ def run_trial(cfg: Experiment, trial_id: str, axes: dict, trial_dir: Path, data:
         summary.status = Status.INTERRUPTED
         raise
     except Exception as e:  # one trial's failure (e.g. out of memory, a bug in user code) must not end the sweep
-        summary.status, summary.error = Status.FAILED, f"{type(e).__name__}: {registry.short(str(e))}"
+        summary.status, summary.error = Status.FAILED, f"{type(e).__name__}: {short(str(e))}"
         (trial_dir / "error.txt").write_text(traceback.format_exc())
     finally:
         metrics.close()
