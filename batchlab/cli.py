@@ -5,6 +5,7 @@ from __future__ import annotations
 import shlex
 import sys
 import tempfile
+import warnings
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Optional
@@ -13,7 +14,7 @@ import typer
 from tqdm import tqdm
 
 from batchlab import api
-from batchlab.errors import VALUE_CHARS, BatchlabError, short
+from batchlab.errors import VALUE_CHARS, BatchlabError, BatchlabWarning, short
 from batchlab.records import DONE
 from batchlab.run import sigterm_as_interrupt
 
@@ -47,11 +48,23 @@ def fail(message: str, code: int = 2) -> typer.Exit:
 
 @contextmanager
 def user_errors():
-    """A user's mistake is one readable line and exit code 2, never a traceback."""
-    try:
-        yield
-    except BatchlabError as e:
-        raise fail(str(e)) from None
+    """A user's mistake is one readable line and exit code 2, never a traceback; a warning from the library
+    (BatchlabWarning) is one `warning: ...` line on stderr, shown as it happens."""
+    shown = warnings.showwarning
+
+    def show(message, category, *where, **kw):
+        if issubclass(category, BatchlabWarning):
+            typer.echo(f"warning: {short(str(message), 2000)}", err=True)
+        else:
+            shown(message, category, *where, **kw)
+
+    with warnings.catch_warnings():  # restores the filters and showwarning afterwards
+        warnings.simplefilter("always", BatchlabWarning)
+        warnings.showwarning = show
+        try:
+            yield
+        except BatchlabError as e:
+            raise fail(str(e)) from None
 
 
 def command_line(cfg: Path, overrides: list[str], extra: list[str]) -> str:

@@ -1,4 +1,5 @@
-"""Errors a user can cause. The CLI turns each into one line and exit code 2."""
+"""Errors and warnings a user can cause. The CLI turns each error into one line and exit code 2, and each
+warning into one `warning: ...` line on stderr."""
 
 
 class BatchlabError(Exception):
@@ -15,6 +16,11 @@ class DataError(BatchlabError):
 
 class RecordsError(BatchlabError):
     """The records on disk cannot be used as asked (locked, changed config, damaged, not writable)."""
+
+
+class BatchlabWarning(UserWarning):
+    """Something the user should know that does not stop the work (e.g. a damaged copy of a data set skipped
+    for another). The library never prints: it warns with this category (Python's `warnings`)."""
 
 
 def short(text: str, limit: int = 300) -> str:
