@@ -18,7 +18,7 @@ from batchlab.errors import ConfigError, short
 from batchlab.grid import Trial
 from batchlab.records import DONE, Status, SweepDir
 from batchlab.schema import NAME_MAX, Experiment
-from batchlab.train import Progress, build_parts, imported_names, resolve_device, run_trial
+from batchlab.train import Progress, build_parts, check_noise, imported_names, resolve_device, run_trial
 
 SMOKE_STEPS = 3  # a few optimizer steps prove the wiring; they say nothing about the result
 SMOKE_EXAMPLES = 256  # train and evaluation examples kept in a smoke run
@@ -94,7 +94,8 @@ class DataCache:
 
 def check(trials: list[Trial], cache: DataCache) -> None:
     """Before any trial runs: every distinct data set, model, loss and optimizer builds, and the model's
-    output suits the data (a batch of two examples through the model and the loss), on the CPU.
+    output suits the data (a batch of two examples through the model and the loss), on the CPU; the
+    training set is large enough for the noise measurement when it is on.
 
     Raises DataError or ComponentError (a ConfigError naming the config key) with the reason.
     """
@@ -103,10 +104,12 @@ def check(trials: list[Trial], cache: DataCache) -> None:
         cfg = trial.config
         key = json.dumps([cfg.model_dump(mode="json", include={"dataset", "model", "loss", "optimizer"}),
                           cfg.seed if cfg.dataset.val_fraction > 0 else None])
+        data = cache.get(cfg, torch.device("cpu"))  # loaded once: the trials then train on the same
+        if cfg.noise.every:
+            check_noise(cfg, len(data.train))
         if key in seen:
             continue
         seen.add(key)
-        data = cache.get(cfg, torch.device("cpu"))
         model, criterion, _ = build_parts(cfg, data, torch.device("cpu"))
         check_output(cfg, model, criterion, data)
 

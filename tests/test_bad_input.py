@@ -168,3 +168,21 @@ def test_an_experiment_refuses_a_non_finite_value_from_python():
         Experiment(lr=math.inf)
     with pytest.raises(ValueError, match="a: expected a finite number, got nan"):
         Experiment.model_validate({"model": {"args": {"a": math.nan}}})
+
+
+@pytest.mark.parametrize("dataset, n", [({"name": "digits", "subset": 1}, 1),
+                                        ({"name": "digits", "val_fraction": 0.99999}, 1)])
+def test_noise_on_a_tiny_training_set_is_refused_before_training(write_config, tmp_path, dataset, n):
+    """With noise on, a training set of one example recorded ZeroDivisionError in every trial."""
+    path = write_config({"dataset": dataset, "noise": {"every": 0.5}})
+    assert one_line_error(path) == (f"error: {path}, line 27: noise.every: a training set of {n} example is too "
+                                    "small to measure the gradient noise scale (B_small 0, B_big 0)")
+    assert not (tmp_path / "runs" / "tiny" / "trials").exists()  # refused before any trial started
+
+
+def test_the_noise_command_on_a_tiny_training_set_is_one_line(write_config):
+    path = write_config({"dataset": {"name": "digits", "subset": 1}})
+    result = runner.invoke(app, ["noise", str(path)])
+    assert result.exit_code == 2 and "Traceback" not in result.output
+    assert result.stderr == (f"error: {path}: noise.every: a training set of 1 example is too small to measure the "
+                             "gradient noise scale (B_small 0, B_big 0)\n")
