@@ -160,9 +160,14 @@ def find_line(text: str, dotted: str) -> int | None:
 
 
 def set_path(raw: dict, dotted: str, value: Any) -> None:
+    """raw[a][b][c] = value for "a.b.c", making the mappings that are missing; ConfigError when a value on the
+    way is not a mapping (a sweep of model.args.x.y where model.args.x is 5)."""
     *parents, last = dotted.split(".")
-    for key in parents:
+    for i, key in enumerate(parents):
         raw = raw.setdefault(key, {})
+        if not isinstance(raw, dict):
+            raise ConfigError(f"{'.'.join(parents[:i + 1])} is {short(repr(raw), VALUE_CHARS)}, not a mapping "
+                              f"that could hold {last}")
     raw[last] = value
 
 
@@ -180,11 +185,12 @@ def check_axes(experiment: Experiment, source: str, text: str | None) -> None:
             if path == "batch_size" and value == "max":
                 continue  # the largest batch that fits, found before the trials are expanded
             trial = copy.deepcopy(base)
-            set_path(trial, path, value)
             try:
+                set_path(trial, path, value)
                 Experiment.model_validate(trial)
-            except ValidationError as e:
-                problem = "; ".join(message(err) for err in e.errors())
+            except (ValidationError, ConfigError) as e:
+                problem = ("; ".join(message(err) for err in e.errors()) if isinstance(e, ValidationError)
+                           else str(e))
                 raise ConfigError(f"{where(source, text, f'sweep.{path}')}: sweep.{short(path, VALUE_CHARS)}: "
                                   f"value {short(repr(value), VALUE_CHARS)}: {short(problem)}") from None
 

@@ -74,10 +74,10 @@ def expand(experiment: Experiment, allow_many: bool = False) -> list[Trial]:
     for combo in itertools.product(*axes.values()):
         point = dict(zip(axes, combo))
         trial_raw = json.loads(json.dumps(base))  # a deep copy of plain JSON data
-        for path, value in point.items():
-            if path != "lr_factor":
-                set_path(trial_raw, path, value)
         try:
+            for path, value in point.items():
+                if path != "lr_factor":
+                    set_path(trial_raw, path, value)
             config = validate(trial_raw, "sweep")
             if rule:
                 point = {"lr": rule.lr(config.batch_size, point["lr_factor"]), **point}

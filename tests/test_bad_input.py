@@ -186,3 +186,13 @@ def test_the_noise_command_on_a_tiny_training_set_is_one_line(write_config):
     assert result.exit_code == 2 and "Traceback" not in result.output
     assert result.stderr == (f"error: {path}: noise.every: a training set of 1 example is too small to measure the "
                              "gradient noise scale (B_small 0, B_big 0)\n")
+
+
+def test_a_sweep_axis_below_a_value_that_is_no_mapping_is_one_line(write_config):
+    """Sweeping model.args.x.y where model.args.x is 5 raised TypeError."""
+    path = write_config({"model": {"name": "mlp", "args": {"x": 5}}, "sweep": {"model.args.x.y": [1]}})
+    assert one_line_error(path, "--dry-run") == (f"error: {path}, line 19: sweep.model.args.x.y: value 1: "
+                                                 "model.args.x is 5, not a mapping that could hold y")
+    path = write_config({"sweep": {"model.args.x": [5], "model.args.x.y": [1]}})  # each fine alone
+    assert one_line_error(path, "--dry-run") == ("error: model.args.x is 5, not a mapping that could hold y "
+                                                 "(in the trial model.args.x=5, model.args.x.y=1)")
