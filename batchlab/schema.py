@@ -29,7 +29,9 @@ IMPORT_PATH = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.<>]*$")
 COUNT_MAX = 2**63 - 1  # sizes, counts and seeds: torch holds them in 64-bit integers (a larger one overflows)
 PARALLEL_MAX = 1024  # threads or processes: above any machine's core count (OpenMP crashes at 100,000 threads)
 NAME_MAX = 255  # the name is a directory, <out>/<name>: a file name holds 255 bytes
+EPOCHS_MAX = 1e12  # a length in epochs becomes a whole number of steps: past any run, and 1e308 overflows
 Count = Annotated[int, Field(le=COUNT_MAX)]
+Epochs = Annotated[float, Field(le=EPOCHS_MAX)]
 
 
 def finite(value: Any, path: str = "") -> Any:
@@ -81,7 +83,7 @@ class DatasetConfig(Section):
     name: str = "digits"  # a built-in (DATASETS) or module:attribute, a factory returning arrays or Datasets
     args: Args = {}  # keyword arguments of an imported factory
     path: str | None = None  # npz: the .npz file; image-folder: the folder with train/ and test/ (relative: to the cwd)
-    num_workers: int = Field(0, ge=0, le=PARALLEL_MAX)  # DataLoader processes for Dataset objects; 0: in the training one
+    num_workers: int = Field(0, ge=0, le=PARALLEL_MAX)  # DataLoader processes for Datasets; 0: the training one
     task: Literal["classification", "regression"] | None = None  # None: inferred (integer targets: classification)
     num_classes: Count | None = Field(None, ge=1)  # None: inferred, largest label + 1
     root: str | None = None  # data root for downloads; else $BATCHLAB_DATA, else a per-user cache dir
@@ -163,14 +165,14 @@ class OptimizerConfig(Section):
 
 class ScheduleConfig(Section):
     name: Literal["constant", "step", "cosine"] = "constant"
-    warmup_epochs: float = Field(0.0, ge=0.0)  # linear warmup from 0 to lr (Goyal et al. 2017)
-    step_epochs: float = Field(30.0, gt=0.0)  # step: multiply lr by gamma every this many epochs
+    warmup_epochs: Epochs = Field(0.0, ge=0.0)  # linear warmup from 0 to lr (Goyal et al. 2017)
+    step_epochs: Epochs = Field(30.0, gt=0.0)  # step: multiply lr by gamma every this many epochs
     gamma: float = Field(0.1, gt=0.0)  # step
     final_fraction: float = Field(0.0, ge=0.0, le=1.0)  # cosine: lr at the end of the budget, as a fraction of lr
 
 
 class BudgetConfig(Section):
-    epochs: float | None = Field(None, gt=0.0)  # at most one of epochs, steps, examples; none: one epoch
+    epochs: Epochs | None = Field(None, gt=0.0)  # at most one of epochs, steps, examples; none: one epoch
     steps: Count | None = Field(None, ge=1)
     examples: Count | None = Field(None, ge=1)
     stop_at_target: bool = False  # end a trial once its last target is met
@@ -204,14 +206,14 @@ class TargetConfig(Section):
 
 
 class EvalConfig(Section):
-    every: float = Field(0.25, gt=0.0)  # epochs between evaluations; at least one step apart
-    log_every: float = Field(0.05, gt=0.0)  # epochs between training-loss rows (the mean over the interval)
+    every: Epochs = Field(0.25, gt=0.0)  # epochs between evaluations; at least one step apart
+    log_every: Epochs = Field(0.05, gt=0.0)  # epochs between training-loss rows (the mean over the interval)
     batch_size: Count = Field(4096, ge=1)  # evaluation only: large, since no gradients are kept
     train_subset: Count = Field(1000, ge=0)  # examples of train evaluated like the test set (0: none)
 
 
 class NoiseConfig(Section):
-    every: float | None = Field(None, gt=0.0)  # epochs between gradient-noise-scale measurements; None: off
+    every: Epochs | None = Field(None, gt=0.0)  # epochs between gradient-noise-scale measurements; None: off
     batch_size: Count = Field(1024, ge=2)  # B_big: examples per measurement (capped at the training set)
     small_batch_size: Count = Field(64, ge=1)  # B_small: the chunks B_big is split into
 
@@ -231,7 +233,7 @@ class LrRule(Section):
     base: float = Field(gt=0.0)  # the lr at base_batch_size
     base_batch_size: Count = Field(ge=1)
     scale: Literal["linear", "sqrt", "none"] = "linear"
-    warmup_epochs: float | None = Field(None, ge=0.0)  # sets schedule.warmup_epochs for every trial
+    warmup_epochs: Epochs | None = Field(None, ge=0.0)  # sets schedule.warmup_epochs for every trial
     factors: list[float] = Field([1.0], min_length=1)  # multipliers of the rule's lr, each a trial
 
     @model_validator(mode="after")
@@ -246,7 +248,8 @@ class LrRule(Section):
 
 
 class Experiment(Section):
-    name: str = Field("experiment", pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$", max_length=NAME_MAX)  # records: <out>/<name>
+    # the records go to <out>/<name>
+    name: str = Field("experiment", pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$", max_length=NAME_MAX)
     dataset: DatasetConfig = DatasetConfig()
     model: ModelConfig = ModelConfig()
     loss: LossConfig = LossConfig()
@@ -258,8 +261,8 @@ class Experiment(Section):
     noise: NoiseConfig = NoiseConfig()
     checkpoint: CheckpointConfig = CheckpointConfig()  # how a trial is saved, not what it computes: not in its id
     batch_size: Count = Field(128, ge=1)  # examples per optimizer step (the effective batch)
-    micro_batch_size: Annotated[Count, Field(ge=1)] | Literal["auto"] | None = None  # < batch_size: accumulate gradients
-    # over micro-batches; auto: the largest batch that fits (`batchlab max-batch`), found before the sweep
+    micro_batch_size: Annotated[Count, Field(ge=1)] | Literal["auto"] | None = None  # < batch_size: accumulate the
+    # gradients of micro-batches; auto: the largest batch that fits (`batchlab max-batch`), found before the sweep
     lr: float = Field(0.1, gt=0.0)  # peak learning rate, after warmup
     seed: Count = Field(0, ge=0)  # model init and data order
     drop_last: bool = False  # False: full batch (batch_size >= N) is exactly one step per epoch
@@ -273,7 +276,8 @@ class Experiment(Section):
     @classmethod
     def _device_form(cls, device: str) -> str:
         if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", device):
-            raise ValueError(f"expected auto, cpu, cuda or cuda:N (e.g. cuda:1), got {short(repr(device), VALUE_CHARS)}")
+            raise ValueError(f"expected auto, cpu, cuda or cuda:N (e.g. cuda:1), "
+                             f"got {short(repr(device), VALUE_CHARS)}")
         return device
 
     @field_validator("sweep", mode="before")

@@ -116,10 +116,14 @@ BIG = 10 ** 300
     ("seed: -1\n", "line 2: seed: Input should be greater than or equal to 0"),
     ("threads: 100000\n", "line 2: threads: Input should be less than or equal to 1024"),
     ("dataset: {num_workers: 100000}\n", "line 2: dataset.num_workers: Input should be less than or equal to 1024"),
+    ("eval: {every: 1.0e+308}\n", "line 2: eval.every: Input should be less than or equal to 1000000000000"),
+    ("budget: {epochs: 1.0e+308}\n", "line 2: budget.epochs: Input should be less than or equal to 1000000000000"),
+    ("schedule: {warmup_epochs: 1.0e+300}\n", "line 2: schedule.warmup_epochs: Input should be less than or equal"),
 ])
 def test_integers_out_of_range_are_one_line(write_config, text, expected):
     """batch_size 1e300 raised OverflowError; seed 2**64 "Overflow when unpacking long long" in the trial;
-    threads 100000 crashed the process (a segmentation fault in OpenMP)."""
+    threads 100000 crashed the process (a segmentation fault in OpenMP); 1e308 epochs failed the trial with
+    "cannot convert float infinity to integer"."""
     path = write_config(text="name: x\n" + text)
     assert one_line_error(path).startswith(f"error: {path}, {expected}")
 
