@@ -8,6 +8,7 @@ can be found, the key path, and what was expected.
 from __future__ import annotations
 
 import copy
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -136,12 +137,18 @@ def describe(error: ValidationError, source: str, text: str | None) -> str:
     return "; ".join(lines)
 
 
+@lru_cache(maxsize=2)
+def compose(text: str) -> yaml.Node | None:
+    """The YAML node tree of a config's text, once for all the lines an error message names."""
+    try:
+        return yaml.compose(text)
+    except (yaml.YAMLError, RecursionError):
+        return None
+
+
 def find_line(text: str, dotted: str) -> int | None:
     """The 1-based line of a key path in YAML text, following mappings as far as they go."""
-    try:
-        node = yaml.compose(text)
-    except yaml.YAMLError:
-        return None
+    node = compose(text)
     keys = dotted.split(".")
     line = None
     while keys and isinstance(node, yaml.MappingNode):
