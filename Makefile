@@ -1,7 +1,11 @@
 PYTHON ?= python3
 PIP = $(PYTHON) -m pip
+# What the tests need from Debian, where it is looked for (override to see the message when it is absent).
+FASHION_MNIST ?= /usr/share/datasets/fashion-mnist
+CHROMIUM ?= chromium
+APT_GET ?= apt-get
 
-.PHONY: install test demo clean
+.PHONY: install system-packages test demo clean
 
 # torch first, pinned: on this platform torch==2.13.0 is a local CPU wheel, while an unpinned
 # torch would pull a multi-GB CUDA build. The stamp makes a second `make test` skip the install.
@@ -12,7 +16,25 @@ PIP = $(PYTHON) -m pip
 
 install: .installed
 
-test: .installed
+# The tests train on the real Fashion-MNIST (Debian's dataset-fashion-mnist) and render report.html in a
+# real browser (Debian's chromium). Missing ones are installed with apt-get where there is one and we may
+# (root, or sudo without a password); otherwise one line says what to install, and make stops.
+system-packages:
+	@missing=""; \
+	test -d "$(FASHION_MNIST)" || missing="$$missing dataset-fashion-mnist"; \
+	command -v "$(CHROMIUM)" >/dev/null 2>&1 || missing="$$missing chromium"; \
+	test -z "$$missing" && exit 0; \
+	if [ "$$(id -u)" = 0 ]; then sudo=""; elif sudo -n true 2>/dev/null; then sudo="sudo -n"; else sudo=no; fi; \
+	if [ "$$sudo" != no ] && command -v "$(APT_GET)" >/dev/null 2>&1; then \
+		echo "installing$$missing (apt-get)"; \
+		$$sudo env DEBIAN_FRONTEND=noninteractive "$(APT_GET)" update -qq && \
+		$$sudo env DEBIAN_FRONTEND=noninteractive "$(APT_GET)" install -y -qq $$missing >/dev/null && \
+		test -d "$(FASHION_MNIST)" && command -v "$(CHROMIUM)" >/dev/null 2>&1 && exit 0; \
+	fi; \
+	echo "error: the tests need the Debian packages$$missing: install them (apt-get install$$missing) and run make test again" >&2; \
+	exit 1
+
+test: .installed system-packages
 	$(PYTHON) -m pytest -q
 
 demo: .installed
@@ -20,4 +42,4 @@ demo: .installed
 	batchlab report runs/quickstart
 
 clean:
-	rm -rf runs .installed .pytest_cache
+	rm -rf runs .installed .pytest_cache .hypothesis

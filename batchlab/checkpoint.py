@@ -13,24 +13,18 @@ holds tensors and plain Python values only.
 
 from __future__ import annotations
 
-import os
 import random
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from batchlab.disk import write_atomic
 from batchlab.records import CHECKPOINT as FILE
 
 
 def save(trial_dir: Path, state: dict) -> None:
-    path = trial_dir / FILE
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as f:
-        torch.save(state, f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    write_atomic(trial_dir / FILE, lambda f: torch.save(state, f), binary=True)
 
 
 def load(trial_dir: Path, trial_id: str) -> dict | None:

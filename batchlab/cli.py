@@ -6,6 +6,7 @@ import math
 import shlex
 import sys
 import tempfile
+import warnings
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Optional
@@ -14,7 +15,7 @@ import typer
 from tqdm import tqdm
 
 from batchlab import api
-from batchlab.errors import BatchlabError
+from batchlab.errors import VALUE_CHARS, BatchlabError, BatchlabWarning, short
 from batchlab.memory import mib
 from batchlab.records import DONE
 from batchlab.processes import sigterm_as_interrupt
@@ -43,17 +44,29 @@ def _commands(version: Annotated[bool, typer.Option("--version", callback=_versi
 
 
 def fail(message: str, code: int = 2) -> typer.Exit:
-    typer.echo(f"error: {message}", err=True)
+    typer.echo(f"error: {short(message, 2000)}", err=True)  # one line, whatever the message holds
     return typer.Exit(code)
 
 
 @contextmanager
 def user_errors():
-    """A user's mistake is one readable line and exit code 2, never a traceback."""
-    try:
-        yield
-    except BatchlabError as e:
-        raise fail(str(e)) from None
+    """A user's mistake is one readable line and exit code 2, never a traceback; a warning from the library
+    (BatchlabWarning) is one `warning: ...` line on stderr, shown as it happens."""
+    shown = warnings.showwarning
+
+    def show(message, category, *where, **kw):
+        if issubclass(category, BatchlabWarning):
+            typer.echo(f"warning: {short(str(message), 2000)}", err=True)
+        else:
+            shown(message, category, *where, **kw)
+
+    with warnings.catch_warnings():  # restores the filters and showwarning afterwards
+        warnings.simplefilter("always", BatchlabWarning)
+        warnings.showwarning = show
+        try:
+            yield
+        except BatchlabError as e:
+            raise fail(str(e)) from None
 
 
 def command_line(cfg: Path, overrides: list[str], extra: list[str], command: str = "sweep") -> str:
@@ -155,7 +168,8 @@ def sweep(
     try:
         gpu_ids = [int(g) for g in gpus.split(",")] if gpus else None
     except ValueError:
-        raise fail(f"--gpus {gpus!r}: expected comma-separated device ids, e.g. --gpus 0,1") from None
+        raise fail(f"--gpus {short(repr(gpus), VALUE_CHARS)}: expected comma-separated device ids, "
+                   "e.g. --gpus 0,1") from None
     if gpu_ids and (available := torch_cuda_count()) < len(gpu_ids):
         raise fail(f"--gpus {gpus}: {available} CUDA device(s) available here")
     root = out or (Path(tempfile.mkdtemp(prefix="batchlab-smoke-")) if smoke else Path("runs"))
@@ -220,7 +234,7 @@ def report(
 
     chosen = {f.strip() for f in formats.split(",") if f.strip()}
     if not chosen or chosen - FORMATS:
-        raise fail(f"--format {formats!r}: choose from {', '.join(sorted(FORMATS))}")
+        raise fail(f"--format {short(repr(formats), VALUE_CHARS)}: choose from {', '.join(sorted(FORMATS))}")
     if not path.exists():
         raise fail(f"{path}: no such directory")
     with user_errors():
@@ -267,7 +281,7 @@ def export(
     from batchlab.export import export as export_records
 
     if to not in DESTINATIONS:
-        raise fail(f"--to {to!r}: choose from {', '.join(DESTINATIONS)}")
+        raise fail(f"--to {short(repr(to), VALUE_CHARS)}: choose from {', '.join(DESTINATIONS)}")
     if not path.exists():
         raise fail(f"{path}: no such directory")
     logging.getLogger("mlflow").setLevel(logging.WARNING)  # not its database set-up chatter
@@ -306,7 +320,8 @@ def parse_bytes(text: str | None) -> int | None:
     try:
         return int(float(number) * units[unit])
     except (ValueError, KeyError):
-        raise fail(f"--memory-limit {text!r}: expected a size such as 512MiB, 2GiB or 1000000") from None
+        raise fail(f"--memory-limit {short(repr(text), VALUE_CHARS)}: expected a size such as 512MiB, 2GiB "
+                   "or 1000000") from None
 
 
 def parse_seconds(text: str | None) -> float | None:

@@ -8,14 +8,21 @@ can be found, the key path, and what was expected.
 from __future__ import annotations
 
 import copy
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
 import yaml
 from pydantic import ValidationError
 
-from batchlab.errors import ConfigError
+from batchlab.errors import VALUE_CHARS, ConfigError, short
 from batchlab.schema import Experiment, message
+
+# What a config may hold. Real ones are a few levels deep and a few hundred values; beyond these bounds a
+# file is a mistake (or an alias bomb: YAML anchors repeat a value without copying it), refused before
+# validating or writing it would exhaust the recursion limit, the memory or the patience.
+MAX_DEPTH = 100  # nested mappings and lists
+MAX_VALUES = 1_000_000  # values in all, counting each use of a YAML alias
 
 
 # ---------------------------------------------------------------- loading
@@ -28,18 +35,44 @@ def load_raw(path: Path) -> dict:
         raise ConfigError(f"{path}: no such file") from None
     except (OSError, UnicodeDecodeError) as e:
         raise ConfigError(f"{path}: cannot read: {e}") from None
+    raw = parse_yaml(text, str(path))
+    if raw is None:  # an empty file (or only comments) would silently run every default
+        raise ConfigError(f"{path}: the file is empty; expected a mapping of sections (name, dataset, model, ...)")
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: expected a mapping of sections (name, dataset, model, ...), got {type(raw).__name__}")
+    return raw
+
+
+def parse_yaml(text: str, source: str) -> Any:
+    """YAML text (safe_load) within MAX_DEPTH and MAX_VALUES, or a ConfigError naming the source and line."""
     try:
-        raw = yaml.safe_load(text)
+        value = yaml.safe_load(text)
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f", line {mark.line + 1}" if mark else ""
         problem = getattr(e, "problem", None) or str(e).splitlines()[0]
-        raise ConfigError(f"{path}{where}: YAML syntax error: {problem}") from None
-    if raw is None:
-        raw = {}
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{path}: expected a mapping of sections (name, dataset, model, ...), got {type(raw).__name__}")
-    return raw
+        raise ConfigError(f"{source}{where}: YAML syntax error: {short(problem)}") from None
+    except RecursionError:  # PyYAML composes nested nodes recursively: a few hundred levels exhaust Python's stack
+        raise ConfigError(f"{source}: nested more than {MAX_DEPTH} levels deep") from None
+    check_size(value, source)
+    return value
+
+
+def check_size(value: Any, source: str) -> None:
+    """Refuse a value nested deeper than MAX_DEPTH or holding more than MAX_VALUES values (a cycle of
+    aliases nests without end). Iterative: the check must not itself exhaust the stack."""
+    stack, count = [(value, 0)], 0
+    while stack:
+        node, depth = stack.pop()
+        count += 1
+        if depth > MAX_DEPTH:
+            raise ConfigError(f"{source}: nested more than {MAX_DEPTH} levels deep")
+        if count > MAX_VALUES:
+            raise ConfigError(f"{source}: holds more than {MAX_VALUES:,} values")
+        if isinstance(node, dict):
+            stack.extend((v, depth + 1) for v in node.values())
+        elif isinstance(node, (list, tuple)):
+            stack.extend((v, depth + 1) for v in node)
 
 
 BUDGET_UNITS = ("epochs", "steps", "examples")
@@ -71,12 +104,13 @@ def apply_overrides(raw: dict, overrides: list[str] | dict[str, Any]) -> dict:
 
 def parse_override(item: str) -> tuple[str, Any]:
     path, eq, text = item.partition("=")
+    shown = f"--set {short(repr(item), VALUE_CHARS)}"
     if not eq or not path.strip():
-        raise ConfigError(f"--set {item!r}: expected path=value, e.g. --set budget.epochs=2")
+        raise ConfigError(f"{shown}: expected path=value, e.g. --set budget.epochs=2")
     try:
-        return path.strip(), yaml.safe_load(text)
-    except yaml.YAMLError as e:
-        raise ConfigError(f"--set {item!r}: value is not valid YAML: {e}") from None
+        return path.strip(), parse_yaml(text, shown)
+    except ConfigError as e:
+        raise ConfigError(str(e).replace("YAML syntax error", "value is not valid YAML")) from None
 
 
 def validate(raw: dict, source: str = "config", text: str | None = None) -> Experiment:
@@ -98,16 +132,23 @@ def describe(error: ValidationError, source: str, text: str | None) -> str:
         if msg.startswith("sweep.") and key in ("", "sweep"):
             key, _, msg = msg.partition(": ")
         place = where(source, text, key)
+        key, msg = short(key, VALUE_CHARS), short(msg)  # a key or a value can be a user's 100,000 characters
         lines.append(f"{place}: {key}: {msg}" if key else f"{place}: {msg}")
     return "; ".join(lines)
 
 
+@lru_cache(maxsize=2)
+def compose(text: str) -> yaml.Node | None:
+    """The YAML node tree of a config's text, once for all the lines an error message names."""
+    try:
+        return yaml.compose(text)
+    except (yaml.YAMLError, RecursionError):
+        return None
+
+
 def find_line(text: str, dotted: str) -> int | None:
     """The 1-based line of a key path in YAML text, following mappings as far as they go."""
-    try:
-        node = yaml.compose(text)
-    except yaml.YAMLError:
-        return None
+    node = compose(text)
     keys = dotted.split(".")
     line = None
     while keys and isinstance(node, yaml.MappingNode):
@@ -126,9 +167,14 @@ def find_line(text: str, dotted: str) -> int | None:
 
 
 def set_path(raw: dict, dotted: str, value: Any) -> None:
+    """raw[a][b][c] = value for "a.b.c", making the mappings that are missing; ConfigError when a value on the
+    way is not a mapping (a sweep of model.args.x.y where model.args.x is 5)."""
     *parents, last = dotted.split(".")
-    for key in parents:
+    for i, key in enumerate(parents):
         raw = raw.setdefault(key, {})
+        if not isinstance(raw, dict):
+            raise ConfigError(f"{'.'.join(parents[:i + 1])} is {short(repr(raw), VALUE_CHARS)}, not a mapping "
+                              f"that could hold {last}")
     raw[last] = value
 
 
@@ -146,13 +192,14 @@ def check_axes(experiment: Experiment, source: str, text: str | None) -> None:
             if path == "batch_size" and value == "max":
                 continue  # the largest batch that fits, found before the trials are expanded
             trial = copy.deepcopy(base)
-            set_path(trial, path, value)
             try:
+                set_path(trial, path, value)
                 Experiment.model_validate(trial)
-            except ValidationError as e:
-                problem = "; ".join(err["msg"].removeprefix("Value error, ") for err in e.errors())
-                raise ConfigError(f"{where(source, text, f'sweep.{path}')}: sweep.{path}: "
-                                  f"value {value!r}: {problem}") from None
+            except (ValidationError, ConfigError) as e:
+                problem = ("; ".join(message(err) for err in e.errors()) if isinstance(e, ValidationError)
+                           else str(e))
+                raise ConfigError(f"{where(source, text, f'sweep.{path}')}: sweep.{short(path, VALUE_CHARS)}: "
+                                  f"value {short(repr(value), VALUE_CHARS)}: {short(problem)}") from None
 
 
 def load(path: Path, overrides: list[str] | dict[str, Any] = ()) -> Experiment:
@@ -176,6 +223,7 @@ def load_config(config: str | Path | dict | Experiment, overrides: list[str] | d
         config = config.model_dump(mode="json", exclude_unset=True)
     if not isinstance(config, dict):
         raise ConfigError(f"expected a config file path, a dict or an Experiment, got {type(config).__name__}")
+    check_size(config, "config")
     experiment = validate(apply_overrides(config, overrides), "config")
     check_axes(experiment, "config", None)
     return experiment

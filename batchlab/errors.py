@@ -1,4 +1,5 @@
-"""Errors a user can cause. The CLI turns each into one line and exit code 2."""
+"""Errors and warnings a user can cause. The CLI turns each error into one line and exit code 2, and each
+warning into one `warning: ...` line on stderr."""
 
 
 class BatchlabError(Exception):
@@ -14,4 +15,19 @@ class DataError(BatchlabError):
 
 
 class RecordsError(BatchlabError):
-    """The records on disk cannot be used as asked (locked, changed config, damaged)."""
+    """The records on disk cannot be used as asked (locked, changed config, damaged, not writable)."""
+
+
+class BatchlabWarning(UserWarning):
+    """Something the user should know that does not stop the work (e.g. a damaged copy of a data set skipped
+    for another). The library never prints: it warns with this category (Python's `warnings`)."""
+
+
+def short(text: str, limit: int = 300) -> str:
+    """Text cut to a readable length on one line: what an error message echoes of a user's value (pass its
+    repr, with a smaller limit) or of an exception's message. A 100,000-character value is not a message."""
+    text = " ".join(str(text).split())
+    return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
+VALUE_CHARS = 60  # a value echoed in a message: enough to recognise it

@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
-from batchlab.errors import BatchlabError
+from batchlab.errors import VALUE_CHARS, BatchlabError, short
 from batchlab.records import flatten, read_json
 # The one place the records reader is imported.
 from batchlab.reporting.load import TO_TARGET, SweepRecords, read_sweeps
@@ -70,7 +70,7 @@ def export(path: Path, to: str, dest: str, progress: Progress | None = None) -> 
     Raises BatchlabError when the package for `to` is missing or nothing could be read.
     """
     if to not in DESTINATIONS:
-        raise BatchlabError(f"cannot export to {to!r}: choose from {', '.join(DESTINATIONS)}")
+        raise BatchlabError(f"cannot export to {short(repr(to), VALUE_CHARS)}: choose from {', '.join(DESTINATIONS)}")
     sweeps, warnings = readable_sweeps(Path(path).resolve())
     total, done = sum(len(r.trials) for r in sweeps), 0
 

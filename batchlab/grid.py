@@ -10,11 +10,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from batchlab.config import set_path, validate
-from batchlab.errors import ConfigError
+from batchlab.errors import VALUE_CHARS, ConfigError, short
 from batchlab.schema import Experiment, LrRule
 
 MAX_TRIALS = 10_000  # more than this is almost surely a typo in a sweep list; --yes runs it anyway
 NOT_IN_ID = {"checkpoint"}  # settings that do not change what a trial computes
+ID_MAX = 200  # characters of a trial id, a directory name (255 bytes at most), hash included
 
 
 @dataclass(frozen=True)
@@ -51,7 +52,8 @@ def trial_id(config: Experiment, axes: dict[str, Any]) -> str:
         if path not in ("batch_size", "lr", "seed"):
             parts.append(f"{'lrx' if path == 'lr_factor' else path.split('.')[-1]}{fmt(value)}")
     blob = json.dumps(config.model_dump(mode="json", exclude=NOT_IN_ID), sort_keys=True)
-    return "-".join(parts) + "-" + hashlib.sha256(blob.encode()).hexdigest()[:6]
+    readable = "-".join(parts)[:ID_MAX - 7]  # long axis values are cut: the hash tells the trials apart
+    return readable + "-" + hashlib.sha256(blob.encode()).hexdigest()[:6]
 
 
 def expand(experiment: Experiment, allow_many: bool = False) -> list[Trial]:
@@ -72,10 +74,10 @@ def expand(experiment: Experiment, allow_many: bool = False) -> list[Trial]:
     for combo in itertools.product(*axes.values()):
         point = dict(zip(axes, combo))
         trial_raw = json.loads(json.dumps(base))  # a deep copy of plain JSON data
-        for path, value in point.items():
-            if path != "lr_factor":
-                set_path(trial_raw, path, value)
         try:
+            for path, value in point.items():
+                if path != "lr_factor":
+                    set_path(trial_raw, path, value)
             config = validate(trial_raw, "sweep")
             if rule:
                 point = {"lr": rule.lr(config.batch_size, point["lr_factor"]), **point}
@@ -84,7 +86,7 @@ def expand(experiment: Experiment, allow_many: bool = False) -> list[Trial]:
                     set_path(trial_raw, "schedule.warmup_epochs", rule.warmup_epochs)
                 config = validate(trial_raw, "sweep")
         except ConfigError as e:
-            where = ", ".join(f"{p}={v!r}" for p, v in point.items())
+            where = ", ".join(f"{p}={short(repr(v), VALUE_CHARS)}" for p, v in point.items())
             raise ConfigError(f"{e} (in the trial {where})") from None
         trials.append(Trial(trial_id(config, point), config, point, rule))
     return trials

@@ -25,13 +25,14 @@ import os
 import tempfile
 import urllib.error
 import urllib.request
+import warnings
 import zlib
 from pathlib import Path
 
 import numpy as np
 import platformdirs
 
-from batchlab.errors import DataError
+from batchlab.errors import BatchlabWarning, DataError
 
 TRAIN_IMAGES = "train-images-idx3-ubyte.gz"
 TRAIN_LABELS = "train-labels-idx1-ubyte.gz"
@@ -194,19 +195,24 @@ def _find_on_disk(
 
     A bad copy is never returned. A bad copy in our own cache is deleted when we
     can download a replacement. When we cannot, the user is told which file is
-    bad, since calling it "missing" would send them looking in the wrong place.
+    bad, since calling it "missing" would send them looking in the wrong place;
+    a bad copy skipped for a good one elsewhere (or a download) is a warning.
     """
-    damaged = []
+    damaged, removed = [], []
     for directory in search_dirs:
         path = directory / filename
         if not path.is_file():
             continue
         if _md5(path) in MD5SUMS[name][filename]:
+            _warn_skipped(damaged, removed, f"using {path} instead")
             return path
         if directory == cache_dir and may_download:
             path.unlink(missing_ok=True)
+            removed.append(path)
         else:
             damaged.append(path)
+    if may_download:
+        _warn_skipped(damaged, removed, "downloading a new copy")
     if damaged and not may_download:
         raise DataError(
             f"{', '.join(str(p) for p in damaged)} failed the checksum check (damaged or "
@@ -214,6 +220,13 @@ def _find_on_disk(
             "or allow downloading to fetch a new one."
         )
     return None
+
+
+def _warn_skipped(damaged: list[Path], removed: list[Path], instead: str) -> None:
+    for path in damaged + removed:
+        gone = " (removed)" if path in removed else ""
+        warnings.warn(f"{path} failed the checksum check (damaged or incomplete){gone}; {instead}",
+                      BatchlabWarning, stacklevel=2)
 
 
 def _mirrors_for(name: str, mirrors: list[str] | None) -> list[str]:

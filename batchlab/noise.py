@@ -261,9 +261,18 @@ def exact(
 # ---------------------------------------------------------------- during training
 
 def noise_batch_sizes(cfg: Experiment, n: int) -> tuple[int, int]:
-    """(B_small, B_big): as configured, capped at the data set, B_big a multiple of B_small."""
+    """(B_small, B_big): as configured, capped at the data set, B_big a multiple of B_small (0, 0: too few)."""
     b_small = min(cfg.noise.small_batch_size, n // 2)
-    return b_small, min(cfg.noise.batch_size, n) // b_small * b_small
+    return (b_small, min(cfg.noise.batch_size, n) // b_small * b_small) if b_small else (0, 0)
+
+
+def check_noise(cfg: Experiment, n: int) -> None:
+    """Measuring the gradient noise scale takes two B_small chunks of the training set at least (a sweep with
+    noise.every asks before training: preflight.check)."""
+    b_small, b_big = noise_batch_sizes(cfg, n)
+    if b_small < 1 or b_big <= b_small:
+        raise ConfigError(f"noise.every: a training set of {n:,} example{'s' * (n != 1)} is too small to measure "
+                          f"the gradient noise scale (B_small {b_small}, B_big {b_big})")
 
 
 class NoiseMonitor:
@@ -275,10 +284,8 @@ class NoiseMonitor:
 
     def __init__(self, cfg: Experiment, n: int, steps_per_epoch: int, criterion):
         self.every = max(1, round(cfg.noise.every * steps_per_epoch))  # in steps
+        check_noise(cfg, n)
         self.b_small, self.b_big = noise_batch_sizes(cfg, n)
-        if self.b_small < 1 or self.b_big <= self.b_small:
-            raise ConfigError(f"noise: a training set of {n} examples is too small to measure the noise scale "
-                              f"(B_small {self.b_small}, B_big {self.b_big}); turn noise.every off")
         self.n, self.criterion = n, criterion
         self.scale = NoiseScale(n=n)  # finite-population correction: we sample without replacement from n
         self.generator = torch.Generator().manual_seed(cfg.seed + 1)

@@ -13,7 +13,7 @@ import torch
 from batchlab import registry
 from batchlab.data import load_dataset
 from batchlab.losses import build_loss
-from batchlab.noise import estimate, measure_batch, noise_batch_sizes
+from batchlab.noise import check_noise, estimate, measure_batch, noise_batch_sizes
 from batchlab.records import MetricsWriter, Summary
 from batchlab.schema import Experiment
 from batchlab.train import build_parts, resolve_device, train
@@ -46,6 +46,7 @@ def noise_scale(experiment: Experiment, steps: int = 0, measurements: int = 20,
     else:
         model, criterion, _ = build_parts(cfg, data, device)
     n = len(data.train)
+    check_noise(cfg, n)
     b_small, b_big = noise_batch_sizes(cfg, n)
     generator = torch.Generator().manual_seed(cfg.seed + 1)
     g2s, traces = [], []

@@ -9,9 +9,10 @@ import torch
 
 from batchlab import registry
 from batchlab.data import Data
-from batchlab.errors import ConfigError
+from batchlab.errors import ConfigError, short
 from batchlab.executors.base import DataCache
 from batchlab.grid import Trial
+from batchlab.noise import check_noise
 from batchlab.schema import Experiment
 from batchlab.train import build_parts, imported_names
 
@@ -33,13 +34,16 @@ def distinct(trials: list[Trial]) -> list[Trial]:
 
 def check(trials: list[Trial], cache: DataCache) -> None:
     """Before any trial runs: every distinct data set, model, loss and optimizer builds, and the model's
-    output suits the data (a batch of two examples through the model and the loss), on the CPU.
+    output suits the data (a batch of two examples through the model and the loss), on the CPU; the
+    training set is large enough for the noise measurement when it is on.
 
     Raises DataError or ComponentError (a ConfigError naming the config key) with the reason.
     """
     for trial in distinct(trials):
         cfg = trial.config
         data = cache.get(cfg, torch.device("cpu"))
+        if cfg.noise.every:
+            check_noise(cfg, len(data.train))
         model, criterion, _ = build_parts(cfg, data, torch.device("cpu"))
         check_output(cfg, model, criterion, data)
 
@@ -53,7 +57,7 @@ def check_output(cfg: Experiment, model: torch.nn.Module, criterion, data: Data)
     except Exception as e:  # noqa: BLE001 -- the user's model fails on real examples
         raise registry.ComponentError("model.name", f"{cfg.model.name} fails on a batch of {len(x)} examples of shape "
                                                     f"{tuple(x.shape[1:])}: {type(e).__name__}: "
-                                                    f"{registry.short(str(e))}") from None
+                                                    f"{short(str(e))}") from None
     if not isinstance(out, torch.Tensor):
         raise registry.ComponentError("model.name", f"{cfg.model.name} returned a {type(out).__name__}, expected a "
                                                     "tensor of outputs")
@@ -73,7 +77,7 @@ def check_output(cfg: Experiment, model: torch.nn.Module, criterion, data: Data)
     except Exception as e:  # noqa: BLE001
         raise registry.ComponentError("loss.name", f"{cfg.loss.name} fails on the model's outputs "
                                                    f"{tuple(out.shape)} and targets {tuple(y.shape)}: "
-                                                   f"{type(e).__name__}: {registry.short(str(e))}") from None
+                                                   f"{type(e).__name__}: {short(str(e))}") from None
     if not isinstance(loss, torch.Tensor) or loss.numel() != 1:
         shape = tuple(loss.shape) if isinstance(loss, torch.Tensor) else type(loss).__name__
         raise registry.ComponentError("loss.name", f"{cfg.loss.name} returned {shape}; a loss must be a scalar "

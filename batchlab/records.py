@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import csv
 import fcntl
+import io
 import json
 import math
 import os
@@ -31,7 +32,8 @@ import filelock
 import yaml
 
 from batchlab.config import validate
-from batchlab.errors import ConfigError, RecordsError
+from batchlab.disk import LineFile, write_atomic, write_json_atomic, write_text, writing
+from batchlab.errors import VALUE_CHARS, ConfigError, RecordsError, short
 from batchlab.schema import Experiment
 
 class Status(str, Enum):
@@ -120,7 +122,7 @@ class Summary:
         try:
             status = Status(data.get("status"))
         except ValueError:
-            raise ValueError(f"unknown status {str(data.get('status'))[:40]!r}") from None
+            raise ValueError(f"unknown status {short(repr(data.get('status')), VALUE_CHARS)}") from None
         if status == Status.INCOMPLETE:
             raise ValueError("status 'incomplete' is never written")
         values = {}
@@ -169,8 +171,7 @@ def _checked(name: str, value: Any, kind: str) -> Any:
     elif kind == "text" and not isinstance(value, str):
         problem = "text"
     if problem:
-        shown = repr(value) if len(repr(value)) <= 40 else repr(value)[:37] + "..."
-        raise ValueError(f"'{name}' is {shown}, expected {problem}")
+        raise ValueError(f"'{name}' is {short(repr(value), VALUE_CHARS)}, expected {problem}")
     return int(value) if kind == "count" else value
 
 
@@ -182,17 +183,6 @@ def _finite(obj):
     if isinstance(obj, (list, tuple)):
         return [_finite(v) for v in obj]
     return obj
-
-
-def write_json_atomic(path: Path, obj: Any) -> None:
-    """Temp file + fsync + rename: a reader sees the old file or the new one, never half of one."""
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w") as f:
-        json.dump(obj, f, indent=2, allow_nan=False, default=str)
-        f.write("\n")
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
 
 
 def read_json(path: Path) -> dict | None:
@@ -225,7 +215,8 @@ def read_summary(trial_dir: Path) -> dict | None:
 
 
 class MetricsWriter:
-    """Appends rows to metrics.csv, flushing each, so an interrupted trial keeps what it had.
+    """Appends rows to metrics.csv, each written whole and unbuffered (a row a full disk cuts short is taken
+    back off: disk.LineFile), so an interrupted trial keeps what it had and never a partial row.
 
     keep_rows: resuming from a checkpoint, the rows it had written are kept and the later ones dropped.
     """
@@ -235,15 +226,24 @@ class MetricsWriter:
         if keep_rows:
             with open(path, newline="") as f:
                 kept = list(csv.DictReader(f))[:keep_rows]
-        self.file = open(path, "w", newline="")
-        self.writer = csv.DictWriter(self.file, METRIC_COLUMNS, restval="")
+        self.text = io.StringIO()
+        self.writer = csv.DictWriter(self.text, METRIC_COLUMNS, restval="")
         self.writer.writeheader()
         self.writer.writerows(kept)
+        start = self.take()
+        write_atomic(path, lambda f: f.write(start))  # the kept rows stay whole if the rewrite fails
+        self.file = LineFile(path)
         self.rows = len(kept)
+
+    def take(self) -> str:
+        text = self.text.getvalue()
+        self.text.seek(0)
+        self.text.truncate()
+        return text
 
     def write(self, row: dict) -> None:
         self.writer.writerow({k: _cell(v) for k, v in row.items()})
-        self.file.flush()
+        self.file.write(self.take())
         self.rows += 1
 
     def close(self) -> None:
@@ -278,13 +278,14 @@ class SweepDir:
     @contextmanager
     def lock(self):
         """Refuse a second writer instead of interleaving two sweeps (an OS lock: freed if we die)."""
-        self.path.mkdir(parents=True, exist_ok=True)
         lock = filelock.FileLock(self.path / ".lock", timeout=0)
-        try:
-            lock.acquire()
-        except filelock.Timeout:
-            raise RecordsError(f"{self.path} is in use by another sweep (lock {self.path / '.lock'}); "
-                               "wait for it to finish or use another --out or name") from None
+        with writing(self.path):  # a read-only, immutable or full disk: one line, not a traceback
+            self.path.mkdir(parents=True, exist_ok=True)
+            try:
+                lock.acquire()
+            except filelock.Timeout:  # (an OSError too: told apart here)
+                raise RecordsError(f"{self.path} is in use by another sweep (lock {self.path / '.lock'}); "
+                                   "wait for it to finish or use another --out or name") from None
         try:
             yield self
         finally:
@@ -316,7 +317,8 @@ class SweepDir:
         """
         old_file = self.path / "sweep.yaml"
         if restart and self.trials.exists():
-            shutil.rmtree(self.trials)
+            with writing(self.trials):
+                shutil.rmtree(self.trials)
         elif old_file.exists() and self.trials.exists():
             changed = changed_fields(old_file, experiment)
             if changed:
@@ -329,8 +331,10 @@ class SweepDir:
                     raise RecordsError(
                         f"{now['file']} changed since {self.path}'s trials were recorded with it (module {module}); "
                         "their results could not be compared. Use --restart to start over, or give a new name")
-        self.trials.mkdir(parents=True, exist_ok=True)
-        old_file.write_text(yaml.safe_dump(experiment.model_dump(mode="json", exclude_unset=True), sort_keys=False))
+        with writing(self.trials):
+            self.trials.mkdir(parents=True, exist_ok=True)
+        text = yaml.safe_dump(experiment.model_dump(mode="json", exclude_unset=True), sort_keys=False)
+        write_atomic(old_file, lambda f: f.write(text))  # a full disk leaves the old sweep.yaml, never half of one
 
     def summaries(self) -> list[dict]:
         """Every readable summary.json, in trial-id order (trials without one are running or were killed)."""
@@ -361,20 +365,21 @@ class SweepDir:
 def start_trial_dir(d: Path, resolved: dict, token: str | None = None) -> Path:
     """Make `d` the directory of the run that starts now: config.json and its run token, fresh, or, when it
     holds a checkpoint (checkpoint.FILE) of a run that did not end, kept with it and its metrics to resume."""
-    if (d / CHECKPOINT).exists():
-        for stale in ("summary.json", "error.txt", CHECKPOINT + ".tmp"):
-            (d / stale).unlink(missing_ok=True)
-    elif d.exists():
-        shutil.rmtree(d)  # failed, interrupted or incomplete without a checkpoint: run again from the start
-    d.mkdir(parents=True, exist_ok=True)
+    with writing(d):
+        if (d / CHECKPOINT).exists():
+            for stale in ("summary.json", "error.txt", CHECKPOINT + ".tmp"):
+                (d / stale).unlink(missing_ok=True)
+        elif d.exists():
+            shutil.rmtree(d)  # failed, interrupted or incomplete without a checkpoint: run again from the start
+        d.mkdir(parents=True, exist_ok=True)
     write_json_atomic(d / "config.json", resolved)
-    (d / RUN_TOKEN).write_text((token or uuid.uuid4().hex) + "\n")
+    write_text(d / RUN_TOKEN, (token or uuid.uuid4().hex) + "\n")
     return d
 
 
 def receive_trial(d: Path, files: dict[str, bytes]) -> None:
     """Write a trial's files that were recorded elsewhere (a worker's scratch directory) into its directory here:
-    each atomically (temp file + rename), summary.json last and synced to disk as run_trial writes it, and only
+    each atomically (disk.write_atomic), summary.json last, and only
     files of the run that started `d` (the same run token)."""
     theirs = files.get(RUN_TOKEN, b"").decode(errors="replace").strip()
     if not theirs or theirs != run_token(d):
@@ -382,13 +387,7 @@ def receive_trial(d: Path, files: dict[str, bytes]) -> None:
     for name in sorted(files, key=lambda n: n == "summary.json"):
         if Path(name).name != name or name.startswith("."):
             raise RecordsError(f"{d}: a file sent back is named {name!r}; trial files are plain names")
-        tmp = d / f".{name}.tmp"
-        with open(tmp, "wb") as f:
-            f.write(files[name])
-            if name == "summary.json":
-                f.flush()
-                os.fsync(f.fileno())
-        os.replace(tmp, d / name)
+        write_atomic(d / name, lambda f, data=files[name]: f.write(data), binary=True)
 
 
 def changed_fields(old_file: Path, new: Experiment) -> list[str]:

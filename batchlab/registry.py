@@ -20,7 +20,7 @@ import sysconfig
 from pathlib import Path
 from typing import Any, Callable
 
-from batchlab.errors import BatchlabError, ConfigError
+from batchlab.errors import VALUE_CHARS, BatchlabError, ConfigError, short
 
 _given: dict[str, Callable] = {}  # import path -> a callable handed over from Python, in this process only
 
@@ -83,7 +83,8 @@ def resolve(key: str, name: str, builtins: dict[str, Callable]) -> Callable:
         return _given[name]
     module_name, sep, attr = name.partition(":")
     if not sep:
-        raise ComponentError(key, f"{name!r} is not one of {', '.join(builtins)}, nor an import path like "
+        raise ComponentError(key, f"{short(repr(name), VALUE_CHARS)} is not one of {', '.join(builtins)}, nor an "
+                                  "import path like "
                                   "package.module:attribute")
     try:
         obj: Any = import_module(module_name)
@@ -120,13 +121,7 @@ def call(key: str, factory: Callable, args: dict[str, Any], *positional: Any, **
 
 
 def describe_args(args: dict[str, Any]) -> str:
-    return ", ".join(f"{k}={v!r}" for k, v in args.items())
-
-
-def short(text: str, limit: int = 300) -> str:
-    """A message cut to a readable length on one line."""
-    text = " ".join(text.split())
-    return text if len(text) <= limit else text[:limit - 3] + "..."
+    return short(", ".join(f"{k}={v!r}" for k, v in args.items()), 200)
 
 
 # ---------------------------------------------------------------- what ran: source hashes

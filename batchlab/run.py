@@ -11,7 +11,7 @@ from batchlab import registry
 from batchlab.executors import Executor, Job, Sequential
 from batchlab.grid import Trial
 from batchlab.records import DONE, Status, SweepDir
-from batchlab.schema import Experiment
+from batchlab.schema import NAME_MAX, Experiment
 from batchlab.train import Progress, imported_names
 
 SMOKE_STEPS = 3  # a few optimizer steps prove the wiring; they say nothing about the result
@@ -21,7 +21,7 @@ SMOKE_EXAMPLES = 256  # train and evaluation examples kept in a smoke run
 def smoke(experiment: Experiment) -> Experiment:
     """The same grid, shrunk: a few steps on a slice of the data, on CPU, under `<name>-smoke`."""
     raw = experiment.model_dump(mode="json", exclude_unset=True)
-    raw["name"] = f"{experiment.name}-smoke"
+    raw["name"] = f"{experiment.name[:NAME_MAX - len('-smoke')]}-smoke"  # a long name is cut to fit a file name
     raw["budget"] = {"steps": SMOKE_STEPS}
     raw["device"] = "cpu"
     raw.setdefault("dataset", {})["subset"] = SMOKE_EXAMPLES

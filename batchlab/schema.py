@@ -8,10 +8,13 @@ batchlab.config's job.
 
 from __future__ import annotations
 
+import math
 import re
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from batchlab.errors import VALUE_CHARS, short
 
 # The built-in names. Each registry (data sets, models, losses, optimizers) is checked against these by a test.
 DATASETS = ("digits", "mnist", "fashion-mnist", "linear", "npz", "image-folder")
@@ -22,6 +25,30 @@ OPTIMIZERS = ("sgd", "adam", "adamw")
 # package.module:attribute; `<locals>` appears in the path of a class handed over from Python (registry.give)
 IMPORT_PATH = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.<>]*$")
 
+# Bounds that turn a value no machine can run into a config error instead of a crash mid-sweep.
+COUNT_MAX = 2**63 - 1  # sizes, counts and seeds: torch holds them in 64-bit integers (a larger one overflows)
+PARALLEL_MAX = 1024  # threads or processes: above any machine's core count (OpenMP crashes at 100,000 threads)
+NAME_MAX = 255  # the name is a directory, <out>/<name>: a file name holds 255 bytes
+EPOCHS_MAX = 1e12  # a length in epochs becomes a whole number of steps: past any run, and 1e308 overflows
+Count = Annotated[int, Field(le=COUNT_MAX)]
+Epochs = Annotated[float, Field(le=EPOCHS_MAX)]
+
+
+def finite(value: Any, path: str = "") -> Any:
+    """Refuse inf and NaN anywhere in a value: the records are strict JSON, which has neither."""
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ValueError(f"{path + ': ' if path else ''}expected a finite number, got {value}")
+    if isinstance(value, dict):
+        for k, v in value.items():
+            finite(v, f"{path}.{k}" if path else str(k))
+    elif isinstance(value, (list, tuple)):
+        for i, v in enumerate(value):
+            finite(v, f"{path}[{i}]" if path else f"[{i}]")
+    return value
+
+
+Args = Annotated[dict[str, Any], AfterValidator(finite)]  # keyword arguments of a factory, passed as given
+
 
 def is_import_path(name: str) -> bool:
     return bool(IMPORT_PATH.match(name))
@@ -30,8 +57,7 @@ def is_import_path(name: str) -> bool:
 def check_name(name: str, builtins: tuple[str, ...]) -> str:
     if name in builtins or is_import_path(name):
         return name
-    shown = name if len(name) <= 60 else name[:57] + "..."
-    raise ValueError(f"{shown!r} is not one of {', '.join(builtins)}, nor an import path like "
+    raise ValueError(f"{short(repr(name), VALUE_CHARS)} is not one of {', '.join(builtins)}, nor an import path like "
                      "package.module:attribute")
 
 
@@ -49,22 +75,23 @@ def changed_from_default(section: BaseModel, fields: tuple[str, ...]) -> set[str
 
 
 class Section(BaseModel):
-    model_config = ConfigDict(extra="forbid")  # a typo in a key is an error, never silently ignored
+    # a typo in a key is an error, never silently ignored; inf and NaN too (the records are strict JSON)
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
 
 class DatasetConfig(Section):
     name: str = "digits"  # a built-in (DATASETS) or module:attribute, a factory returning arrays or Datasets
-    args: dict[str, Any] = {}  # keyword arguments of an imported factory
+    args: Args = {}  # keyword arguments of an imported factory
     path: str | None = None  # npz: the .npz file; image-folder: the folder with train/ and test/ (relative: to the cwd)
-    num_workers: int = Field(0, ge=0)  # DataLoader processes for Dataset objects; 0 loads in the training process
+    num_workers: int = Field(0, ge=0, le=PARALLEL_MAX)  # DataLoader processes for Datasets; 0: the training one
     task: Literal["classification", "regression"] | None = None  # None: inferred (integer targets: classification)
-    num_classes: int | None = Field(None, ge=1)  # None: inferred, largest label + 1
+    num_classes: Count | None = Field(None, ge=1)  # None: inferred, largest label + 1
     root: str | None = None  # data root for downloads; else $BATCHLAB_DATA, else a per-user cache dir
     download: bool = True  # False never touches the network (nor does BATCHLAB_OFFLINE=1)
     mirrors: list[str] | None = None  # base URLs tried in order; else $BATCHLAB_MIRRORS, else the public ones
     val_fraction: float = Field(0.0, ge=0.0, lt=1.0)  # > 0: evaluate on a split of train, chosen from the seed
-    n: int = Field(1000, ge=2)  # `linear` only: training examples (the test set has as many)
-    subset: int | None = Field(None, ge=1)  # cap on training examples, for quick looks at big data sets
+    n: Count = Field(1000, ge=2)  # `linear` only: training examples (the test set has as many)
+    subset: Count | None = Field(None, ge=1)  # cap on training examples, for quick looks at big data sets
 
     @field_validator("name")
     @classmethod
@@ -81,8 +108,8 @@ class DatasetConfig(Section):
 
 class ModelConfig(Section):
     name: str = "mlp"  # a built-in (MODELS) or module:attribute, a factory returning an nn.Module
-    args: dict[str, Any] = {}  # keyword arguments of the factory (it also gets input_shape, num_classes if it asks)
-    hidden: list[int] = [256]  # built-in mlp: sizes of the hidden layers
+    args: Args = {}  # keyword arguments of the factory (it also gets input_shape, num_classes if it asks)
+    hidden: list[Annotated[Count, Field(ge=1)]] = [256]  # built-in mlp: sizes of the hidden layers
     activation: Literal["relu", "tanh", "gelu"] = "relu"  # built-in mlp and lenet5
 
     @field_validator("name")
@@ -102,7 +129,7 @@ class ModelConfig(Section):
 class LossConfig(Section):
     name: str = "auto"  # auto: cross_entropy for classification, mse for regression; or module:attribute
     label_smoothing: float = Field(0.0, ge=0.0, lt=1.0)  # cross_entropy only
-    args: dict[str, Any] = {}  # an imported class is built with them; an imported function gets them as keywords
+    args: Args = {}  # an imported class is built with them; an imported function gets them as keywords
 
     @field_validator("name")
     @classmethod
@@ -112,7 +139,7 @@ class LossConfig(Section):
 
 class OptimizerConfig(Section):
     name: str = "sgd"  # a built-in (OPTIMIZERS) or module:attribute, called as factory(params, lr=lr, **args)
-    args: dict[str, Any] = {}  # extra keyword arguments of the optimizer
+    args: Args = {}  # extra keyword arguments of the optimizer
     momentum: float = Field(0.0, ge=0.0, lt=1.0)  # sgd; 0 is plain SGD, the setting of the batch-size literature
     nesterov: bool = False  # sgd; needs momentum > 0
     weight_decay: float = Field(0.0, ge=0.0)  # built-ins
@@ -138,16 +165,16 @@ class OptimizerConfig(Section):
 
 class ScheduleConfig(Section):
     name: Literal["constant", "step", "cosine"] = "constant"
-    warmup_epochs: float = Field(0.0, ge=0.0)  # linear warmup from 0 to lr (Goyal et al. 2017)
-    step_epochs: float = Field(30.0, gt=0.0)  # step: multiply lr by gamma every this many epochs
+    warmup_epochs: Epochs = Field(0.0, ge=0.0)  # linear warmup from 0 to lr (Goyal et al. 2017)
+    step_epochs: Epochs = Field(30.0, gt=0.0)  # step: multiply lr by gamma every this many epochs
     gamma: float = Field(0.1, gt=0.0)  # step
     final_fraction: float = Field(0.0, ge=0.0, le=1.0)  # cosine: lr at the end of the budget, as a fraction of lr
 
 
 class BudgetConfig(Section):
-    epochs: float | None = Field(None, gt=0.0)  # at most one of epochs, steps, examples; none: one epoch
-    steps: int | None = Field(None, ge=1)
-    examples: int | None = Field(None, ge=1)
+    epochs: Epochs | None = Field(None, gt=0.0)  # at most one of epochs, steps, examples; none: one epoch
+    steps: Count | None = Field(None, ge=1)
+    examples: Count | None = Field(None, ge=1)
     stop_at_target: bool = False  # end a trial once its last target is met
 
     @model_validator(mode="after")
@@ -179,16 +206,16 @@ class TargetConfig(Section):
 
 
 class EvalConfig(Section):
-    every: float = Field(0.25, gt=0.0)  # epochs between evaluations; at least one step apart
-    log_every: float = Field(0.05, gt=0.0)  # epochs between training-loss rows (the mean over the interval)
-    batch_size: int = Field(4096, ge=1)  # evaluation only: large, since no gradients are kept
-    train_subset: int = Field(1000, ge=0)  # examples of train evaluated like the test set (0: none)
+    every: Epochs = Field(0.25, gt=0.0)  # epochs between evaluations; at least one step apart
+    log_every: Epochs = Field(0.05, gt=0.0)  # epochs between training-loss rows (the mean over the interval)
+    batch_size: Count = Field(4096, ge=1)  # evaluation only: large, since no gradients are kept
+    train_subset: Count = Field(1000, ge=0)  # examples of train evaluated like the test set (0: none)
 
 
 class NoiseConfig(Section):
-    every: float | None = Field(None, gt=0.0)  # epochs between gradient-noise-scale measurements; None: off
-    batch_size: int = Field(1024, ge=2)  # B_big: examples per measurement (capped at the training set)
-    small_batch_size: int = Field(64, ge=1)  # B_small: the chunks B_big is split into
+    every: Epochs | None = Field(None, gt=0.0)  # epochs between gradient-noise-scale measurements; None: off
+    batch_size: Count = Field(1024, ge=2)  # B_big: examples per measurement (capped at the training set)
+    small_batch_size: Count = Field(64, ge=1)  # B_small: the chunks B_big is split into
 
 
 class CheckpointConfig(Section):
@@ -204,9 +231,9 @@ class LrRule(Section):
     size its own small lr search around the rule: Shallue et al. 2018 found per-batch-size tuning essential.
     """
     base: float = Field(gt=0.0)  # the lr at base_batch_size
-    base_batch_size: int = Field(ge=1)
+    base_batch_size: Count = Field(ge=1)
     scale: Literal["linear", "sqrt", "none"] = "linear"
-    warmup_epochs: float | None = Field(None, ge=0.0)  # sets schedule.warmup_epochs for every trial
+    warmup_epochs: Epochs | None = Field(None, ge=0.0)  # sets schedule.warmup_epochs for every trial
     factors: list[float] = Field([1.0], min_length=1)  # multipliers of the rule's lr, each a trial
 
     @model_validator(mode="after")
@@ -221,7 +248,8 @@ class LrRule(Section):
 
 
 class Experiment(Section):
-    name: str = Field("experiment", pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")  # the records go to <out>/<name>
+    # the records go to <out>/<name>
+    name: str = Field("experiment", pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$", max_length=NAME_MAX)
     dataset: DatasetConfig = DatasetConfig()
     model: ModelConfig = ModelConfig()
     loss: LossConfig = LossConfig()
@@ -232,23 +260,24 @@ class Experiment(Section):
     eval: EvalConfig = EvalConfig()
     noise: NoiseConfig = NoiseConfig()
     checkpoint: CheckpointConfig = CheckpointConfig()  # how a trial is saved, not what it computes: not in its id
-    batch_size: int = Field(128, ge=1)  # examples per optimizer step (the effective batch)
-    micro_batch_size: Annotated[int, Field(ge=1)] | Literal["auto"] | None = None  # < batch_size: accumulate gradients
-    # over micro-batches; auto: the largest batch that fits (`batchlab max-batch`), found before the sweep
+    batch_size: Count = Field(128, ge=1)  # examples per optimizer step (the effective batch)
+    micro_batch_size: Annotated[Count, Field(ge=1)] | Literal["auto"] | None = None  # < batch_size: accumulate the
+    # gradients of micro-batches; auto: the largest batch that fits (`batchlab max-batch`), found before the sweep
     lr: float = Field(0.1, gt=0.0)  # peak learning rate, after warmup
-    seed: int = Field(0, ge=0)  # model init and data order
+    seed: Count = Field(0, ge=0)  # model init and data order
     drop_last: bool = False  # False: full batch (batch_size >= N) is exactly one step per epoch
     device: str = "auto"  # auto (CUDA when available) | cpu | cuda | cuda:N
     precision: Literal["fp32", "bf16", "fp16"] = "fp32"  # bf16/fp16: autocast on CUDA
     compile: bool = False  # torch.compile the model; compile time is recorded apart (compile_seconds)
-    threads: int | None = Field(None, ge=1)  # torch CPU threads; None: torch's default. Recorded either way
+    threads: int | None = Field(None, ge=1, le=PARALLEL_MAX)  # torch CPU threads; None: torch's default. Recorded
     sweep: dict[str, list[Any] | LrRule] = {}  # dotted path -> values; the trials are their cartesian product
 
     @field_validator("device")
     @classmethod
     def _device_form(cls, device: str) -> str:
         if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", device):
-            raise ValueError(f"expected auto, cpu, cuda or cuda:N (e.g. cuda:1), got {device[:40]!r}")
+            raise ValueError(f"expected auto, cpu, cuda or cuda:N (e.g. cuda:1), "
+                             f"got {short(repr(device), VALUE_CHARS)}")
         return device
 
     @field_validator("sweep", mode="before")
@@ -266,7 +295,8 @@ class Experiment(Section):
                                          for err in e.errors())
                     raise ValueError(f"sweep.{path}: {problems}") from None
             elif not isinstance(values, list):
-                raise ValueError(f"sweep.{path}: expected a list of values (or, for lr, a rule), got {values!r}")
+                raise ValueError(f"sweep.{path}: expected a list of values (or, for lr, a rule), "
+                                 f"got {short(repr(values), VALUE_CHARS)}")
             axes[path] = values
         return axes
 
@@ -298,7 +328,7 @@ def has_field(model: type[BaseModel], dotted: str) -> bool:
         return False
     if not rest:
         return True
-    if field.annotation == dict[str, Any]:  # args: any key below it is the factory's own
+    if field.annotation == dict[str, Any]:  # args (Args): any key below it is the factory's own
         return True
     sub = field.annotation
     return isinstance(sub, type) and issubclass(sub, BaseModel) and has_field(sub, rest)

@@ -17,13 +17,14 @@ from batchlab.checkpoint import Checkpoints, set_random_streams
 from batchlab.checkpoint import remove as remove_checkpoint
 from batchlab.data import Data
 from batchlab.data.splits import order_of
-from batchlab.errors import ConfigError
+from batchlab.disk import write_json_atomic, write_text
+from batchlab.errors import ConfigError, RecordsError, short
 from batchlab.losses import build_loss
 from batchlab.memory import Peak
 from batchlab.models import build_model
 from batchlab.noise import NoiseMonitor
 from batchlab.optimizers import build_optimizer
-from batchlab.records import DONE, MetricsWriter, Status, Summary, run_token, write_json_atomic
+from batchlab.records import DONE, MetricsWriter, Status, Summary, run_token
 from batchlab.schema import Experiment, ScheduleConfig
 from batchlab.step import Step
 from batchlab.version import __version__
@@ -342,9 +343,12 @@ def run_trial(cfg: Experiment, trial_id: str, axes: dict, trial_dir: Path, data:
     except KeyboardInterrupt:
         summary.status = Status.INTERRUPTED
         raise
+    except RecordsError as e:  # the records cannot be written (a full or read-only disk): the sweep stops
+        summary.status, summary.error = Status.FAILED, str(e)
+        raise
     except Exception as e:  # one trial's failure (e.g. out of memory, a bug in user code) must not end the sweep
-        summary.status, summary.error = Status.FAILED, f"{type(e).__name__}: {registry.short(str(e))}"
-        (trial_dir / "error.txt").write_text(traceback.format_exc())
+        summary.status, summary.error = Status.FAILED, f"{type(e).__name__}: {short(str(e))}"
+        write_text(trial_dir / "error.txt", traceback.format_exc())
     finally:
         metrics.close()
         summary.epochs = summary.steps / summary.steps_per_epoch

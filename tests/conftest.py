@@ -3,9 +3,17 @@ from pathlib import Path
 
 import pytest
 import yaml
+from hypothesis import HealthCheck, settings
 
 # Tests never reach outside this machine, and never read a user's data cache.
 os.environ["BATCHLAB_OFFLINE"] = "1"
+
+# Config fuzzing (test_fuzz_config.py): a bounded number of examples each run; in CI (CI set, as CI services
+# do and .ci/run does) the same examples every run, so a failure there is one anyone can reproduce.
+FUZZ = dict(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+settings.register_profile("ci", derandomize=True, database=None, print_blob=True, **FUZZ)
+settings.register_profile("dev", **FUZZ)
+settings.load_profile("ci" if os.environ.get("CI") else "dev")
 
 
 TINY = {

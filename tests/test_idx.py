@@ -14,8 +14,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from typer.testing import CliRunner
+
 from batchlab import idx
-from batchlab.errors import DataError
+from batchlab.cli import app
+from batchlab.errors import BatchlabWarning, DataError
 
 FASHION_DIR = Path("/usr/share/datasets/fashion-mnist")
 
@@ -288,7 +291,10 @@ def test_corrupt_cache_file_replaced_by_download(tmp_path, server, fashion_bytes
     (cache / idx.TEST_LABELS).write_bytes(b"garbage")
     mirror = server.mirror("fm", fashion_bytes)
 
-    check_fashion(idx.load_idx_dataset("fashion-mnist", root=tmp_path, mirrors=[mirror]))
+    with pytest.warns(BatchlabWarning) as caught:
+        check_fashion(idx.load_idx_dataset("fashion-mnist", root=tmp_path, mirrors=[mirror]))
+    assert [str(w.message) for w in caught] == [f"{cache / idx.TEST_LABELS} failed the checksum check (damaged or "
+                                                "incomplete) (removed); downloading a new copy"]
     assert server.requests == [f"/fm/{idx.TEST_LABELS}"]
     assert (cache / idx.TEST_LABELS).read_bytes() == fashion_bytes[idx.TEST_LABELS]
 
@@ -307,7 +313,23 @@ def test_corrupt_cache_file_skipped_for_good_system_copy(tmp_path, fashion_bytes
     cache = tmp_path / "fashion-mnist"
     cache.mkdir()
     (cache / idx.TRAIN_LABELS).write_bytes(b"garbage")
-    check_fashion(idx.load_idx_dataset("fashion-mnist", root=tmp_path, download=False))
+    with pytest.warns(BatchlabWarning) as caught:  # it was skipped for the system copy with no word
+        check_fashion(idx.load_idx_dataset("fashion-mnist", root=tmp_path, download=False))
+    assert [str(w.message) for w in caught] == [f"{cache / idx.TRAIN_LABELS} failed the checksum check (damaged or "
+                                                f"incomplete); using {FASHION_DIR / idx.TRAIN_LABELS} instead"]
+
+
+def test_the_cli_shows_a_skipped_copy_as_one_warning_line(tmp_path):
+    """The library warns (it never prints); the command line shows it as one `warning:` line on stderr."""
+    (tmp_path / "fashion-mnist").mkdir()
+    (tmp_path / "fashion-mnist" / idx.TEST_IMAGES).write_bytes(b"garbage")
+    config = tmp_path / "fm.yaml"
+    config.write_text(f"name: fm\ndataset: {{name: fashion-mnist, root: {tmp_path}, download: false}}\n"
+                      "model: {name: logreg}\nsweep: {lr: [0.1]}\n")
+    result = CliRunner().invoke(app, ["sweep", str(config), "--smoke", "--out", str(tmp_path / "runs"), "--quiet"])
+    assert result.exit_code == 0, result.output
+    assert result.stderr == (f"warning: {tmp_path / 'fashion-mnist' / idx.TEST_IMAGES} failed the checksum check "
+                             f"(damaged or incomplete); using {FASHION_DIR / idx.TEST_IMAGES} instead\n")
 
 
 # ---------------------------------------------------------------- MNIST via a patched checksum table

@@ -21,7 +21,7 @@ from torch.utils.data import Dataset, Subset
 from batchlab import registry
 from batchlab.data.builtin import BUILTIN
 from batchlab.data.splits import DatasetSplit, TensorSplit
-from batchlab.errors import DataError
+from batchlab.errors import DataError, short
 from batchlab.schema import DatasetConfig
 
 Split = TensorSplit | DatasetSplit
@@ -103,7 +103,7 @@ def _tensors(cfg: DatasetConfig, result) -> tuple[TensorSplit, TensorSplit, str,
         xtr, ytr, xte, yte = (torch.as_tensor(np.asarray(a) if not isinstance(a, torch.Tensor) else a)
                               for a in arrays)
     except (TypeError, ValueError, RuntimeError) as e:
-        raise _problem(cfg, f"its arrays cannot be turned into tensors: {registry.short(str(e))}") from None
+        raise _problem(cfg, f"its arrays cannot be turned into tensors: {short(str(e))}") from None
     for name, x, y in (("train", xtr, ytr), ("test", xte, yte)):
         if x.dim() == 0 or y.dim() == 0:
             raise _problem(cfg, f"x_{name} and y_{name} must hold one example per row, got scalars")

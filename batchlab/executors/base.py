@@ -21,7 +21,9 @@ import torch
 from batchlab import registry
 from batchlab.data import Data, fits_on_device, load_dataset
 from batchlab.grid import Trial
-from batchlab.records import MetricsWriter, Status, Summary, SweepDir, run_token, write_json_atomic
+from batchlab.disk import write_json_atomic, write_text
+from batchlab.errors import short
+from batchlab.records import MetricsWriter, Status, Summary, SweepDir, run_token
 from batchlab.schema import Experiment
 from batchlab.train import Progress, hardest_target, now, resolve_device, run_trial
 
@@ -101,7 +103,7 @@ def record_without_run(job: Job, trial_dir: Path, status: Status, error: str | N
                       torch_version=torch.__version__)
     MetricsWriter(trial_dir / "metrics.csv").close()  # the header: the trial's rows stayed where it ran
     if details:
-        (trial_dir / "error.txt").write_text(details)
+        write_text(trial_dir / "error.txt", details)
     written = summary.to_json()
     write_json_atomic(trial_dir / "summary.json", written)
     return written
@@ -109,7 +111,7 @@ def record_without_run(job: Job, trial_dir: Path, status: Status, error: str | N
 
 def describe(error: BaseException) -> str:
     """An exception as summary.json's one-line `error`."""
-    return f"{type(error).__name__}: {registry.short(str(error))}"
+    return f"{type(error).__name__}: {short(str(error))}"
 
 
 def format_traceback(error: BaseException) -> str:

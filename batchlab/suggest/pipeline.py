@@ -14,7 +14,8 @@ from batchlab.data import load_dataset
 from batchlab.errors import BatchlabError
 from batchlab.grid import expand
 from batchlab.maxbatch import find_max_batch
-from batchlab.records import SweepDir, write_json_atomic
+from batchlab.disk import write_json_atomic
+from batchlab.records import SweepDir
 from batchlab.reporting.measured_noise import b_simple_values
 from batchlab.run import Hooks, run_sweep
 from batchlab.schema import Experiment, LrRule

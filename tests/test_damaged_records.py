@@ -1,0 +1,95 @@
+"""A damaged record is a warning naming its file, and its trial is left out; the report goes on.
+
+Each case damages one trial of a small hand-made sweep (report_fixtures) the way a crash, a full disk or a
+hand edit could, and checks the warning, the count of damaged trials, and that the figures come from the
+sound trials only.
+"""
+
+import json
+
+import pytest
+from report_fixtures import hit, make_sweep, make_trial
+from typer.testing import CliRunner
+
+from batchlab.cli import app
+from batchlab.records import Summary
+from batchlab.reporting import analyse
+
+
+def summary_edit(**changes):
+    def damage(trial):
+        path = trial / "summary.json"
+        text = path.read_text()
+        for key, value in changes.items():  # JSON text, so 1e400 stays as written (json.dumps would say Infinity)
+            old = json.dumps(json.loads(text)[key])
+            text = text.replace(f'"{key}": {old}', f'"{key}": {value}', 1)
+        path.write_text(text)
+        return path, None
+    return damage
+
+
+def metrics_edit(edit):
+    def damage(trial):
+        path = trial / "metrics.csv"
+        lines = path.read_text().splitlines()
+        path.write_text("\n".join(edit(lines)) + "\n")
+        return path, None
+    return damage
+
+
+def swap_steps(lines):  # rows 3 and 4 of the file: the step count goes back
+    lines[3], lines[4] = lines[4], lines[3]
+    return lines
+
+
+def negative_seconds(lines):
+    cells = lines[2].split(",")
+    cells[3] = "-" + cells[3]
+    return [*lines[:2], ",".join(cells), *lines[3:]]
+
+
+DAMAGE = {
+    "steps 1e400": (summary_edit(steps="1e400"), "'steps' is inf, expected a whole number >= 0"),
+    "negative seconds in summary": (summary_edit(train_seconds="-3.5"), "'train_seconds' is -3.5, expected a "
+                                                                       "finite number >= 0"),
+    "a status never written": (summary_edit(status='"great"'), "unknown status 'great'"),
+    "a huge status": (summary_edit(status=json.dumps("x" * 100_000)), "unknown status 'xxxxx"),
+    "a target without its steps": (summary_edit(targets='{"0.9": {"seconds": 1}}'), "'targets' 0.9: expected null "
+                                                                                    "or finite seconds"),
+    "metrics with only the header": (metrics_edit(lambda lines: lines[:1]), "holds only its header, though the "
+                                                                             "trial ended"),
+    "steps going backwards": (metrics_edit(swap_steps), "step goes backwards at row 4"),
+    "negative seconds in metrics": (metrics_edit(negative_seconds), "a negative train_seconds"),
+}
+
+
+@pytest.mark.parametrize("case", DAMAGE)
+def test_a_damaged_record_is_a_warning_and_its_trial_is_left_out(tmp_path, case):
+    damage, expected = DAMAGE[case]
+    sweep = make_sweep(tmp_path, "dm")
+    for bs, seconds in ((32, 2.0), (64, 1.0)):
+        make_trial(sweep, bs, 0.1, hits={0.9: hit(seconds, int(100 * seconds), bs, 10)})
+    victim = make_trial(sweep, 64, 0.1, seed=1, hits={0.9: hit(0.1, 10, 64, 10)})  # would be the fastest
+    path, _ = damage(victim)
+    [report] = analyse(sweep)
+    assert report.counts == {"completed": 2, "damaged": 1}
+    [warning] = report.warnings
+    assert warning.startswith(f"{path}: ") and expected in warning and warning.endswith("; trial skipped")
+    assert len(warning) < 500  # a value echoed is cut to a readable length
+    rows = report.time_to_accuracy.set_index("batch_size")
+    assert rows.loc[64, "seconds"] == 1.0  # from the sound seed only
+
+    result = CliRunner().invoke(app, ["report", str(sweep), "--format", "md"])
+    assert result.exit_code == 0, result.output
+    assert f"warning: {path}: " in result.stderr and "Traceback" not in result.output
+
+
+def test_summary_from_json_refuses_what_a_trial_never_writes():
+    good = {"status": "completed", "steps": 10, "train_seconds": 1.5, "final": {"test_accuracy": 0.9}}
+    assert Summary.from_json(good).steps == 10
+    for bad, expected in [({"steps": float("inf")}, "'steps' is inf"), ({"steps": -1}, "'steps' is -1"),
+                          ({"steps": 2.5}, "'steps' is 2.5"), ({"final": {"test_accuracy": float("nan")}},
+                                                               "'final' is {'test_accuracy': nan}"),
+                          ({"status": "incomplete"}, "never written"), ({"steps": True}, "'steps' is True")]:
+        with pytest.raises(ValueError, match=expected.replace("(", r"\(").replace("{", r"\{")):
+            Summary.from_json({**good, **bad})

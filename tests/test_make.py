@@ -1,0 +1,31 @@
+"""`make test` installs what the tests need; where it cannot, one line says what to install and make stops."""
+
+import shutil
+import subprocess
+from pathlib import Path
+
+ROOT = Path(__file__).parent.parent
+
+
+def make_system_packages(tmp_path, *variables):
+    """`make system-packages` with a PATH holding only `id`: no apt-get (nor sudo, nor a browser) on it."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir(exist_ok=True)
+    if not (bin_dir / "id").exists():
+        (bin_dir / "id").symlink_to(shutil.which("id"))
+    return subprocess.run([shutil.which("make"), "-s", "system-packages", *variables], cwd=ROOT, text=True,
+                          capture_output=True, env={"PATH": str(bin_dir)})
+
+
+def test_missing_debian_packages_without_apt_get_are_one_line_and_make_stops(tmp_path):
+    result = make_system_packages(tmp_path, f"FASHION_MNIST={tmp_path / 'none'}", "CHROMIUM=no-such-browser")
+    assert result.returncode != 0 and result.stdout == ""
+    assert result.stderr.splitlines()[0] == (
+        "error: the tests need the Debian packages dataset-fashion-mnist chromium: install them (apt-get install "
+        "dataset-fashion-mnist chromium) and run make test again")
+    assert len(result.stderr.splitlines()) <= 2  # ours, then make's own "*** Error" line
+
+
+def test_present_packages_need_nothing(tmp_path):
+    result = make_system_packages(tmp_path, f"FASHION_MNIST={tmp_path}", "CHROMIUM=id")  # both found
+    assert (result.returncode, result.stdout, result.stderr) == (0, "", "")
