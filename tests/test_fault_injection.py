@@ -120,7 +120,8 @@ def test_random_kills_lose_nothing_retrain_nothing_and_end_as_an_uninterrupted_r
             launched = time.time() - 0.1
             proc = sweep(config, out, *workers)
             runs.append(proc)
-            moment = rng.uniform(0, 0.6 * span)  # a run after a kill has less left to do
+            left = (len(expected) - len(kept)) / len(expected) * span / (2 if workers else 1)
+            moment = rng.uniform(0, 0.8 * left)  # within the training this run has left (two trials at a time)
             moments.append(round(moment, 2))
             try:
                 if training_started(proc, out, launched):
