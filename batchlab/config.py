@@ -227,3 +227,23 @@ def load_config(config: str | Path | dict | Experiment, overrides: list[str] | d
     experiment = validate(apply_overrides(config, overrides), "config")
     check_axes(experiment, "config", None)
     return experiment
+
+
+def changed_fields(old: Experiment, new: Experiment) -> list[str]:
+    """Fixed (non-axis) fields whose value differs between two experiments (a resumed sweep's recorded one and
+    this one): their trials could not be compared."""
+    axes = set(old.sweep) | set(new.sweep) | {"checkpoint"}  # checkpointing changes no result
+    a, b = flatten(old.model_dump(mode="json", exclude={"sweep"})), flatten(new.model_dump(mode="json", exclude={"sweep"}))
+    return sorted(k for k in a.keys() | b.keys()
+                  if a.get(k) != b.get(k) and not any(k == axis or k.startswith(axis + ".") for axis in axes))
+
+
+def flatten(d: dict, prefix: str = "") -> dict:
+    """{"a": {"b": 1}} -> {"a.b": 1}"""
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out.update(flatten(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out

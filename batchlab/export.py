@@ -32,7 +32,8 @@ from datetime import datetime
 from pathlib import Path
 
 from batchlab.errors import VALUE_CHARS, BatchlabError, short
-from batchlab.records import flatten, read_json
+from batchlab.config import flatten
+from batchlab.records import read_json
 # The one place the records reader is imported.
 from batchlab.reporting.load import TO_TARGET, SweepRecords, read_sweeps
 

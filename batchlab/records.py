@@ -31,7 +31,7 @@ from typing import Any
 import filelock
 import yaml
 
-from batchlab.config import validate
+from batchlab.config import changed_fields, validate
 from batchlab.disk import LineFile, write_atomic, write_json_atomic, write_text, writing
 from batchlab.errors import VALUE_CHARS, ConfigError, RecordsError, short
 from batchlab.schema import Experiment
@@ -320,7 +320,11 @@ class SweepDir:
             with writing(self.trials):
                 shutil.rmtree(self.trials)
         elif old_file.exists() and self.trials.exists():
-            changed = changed_fields(old_file, experiment)
+            try:
+                old = validate(yaml.safe_load(old_file.read_text()) or {}, str(old_file))
+            except (ConfigError, yaml.YAMLError) as e:
+                raise RecordsError(f"{old_file} cannot be read ({e}); use --restart to start over") from None
+            changed = changed_fields(old, experiment)
             if changed:
                 raise RecordsError(
                     f"{self.path} holds trials of a different experiment: {', '.join(changed)} changed; "
@@ -388,28 +392,3 @@ def receive_trial(d: Path, files: dict[str, bytes]) -> None:
         if Path(name).name != name or name.startswith("."):
             raise RecordsError(f"{d}: a file sent back is named {name!r}; trial files are plain names")
         write_atomic(d / name, lambda f, data=files[name]: f.write(data), binary=True)
-
-
-def changed_fields(old_file: Path, new: Experiment) -> list[str]:
-    """Fixed (non-axis) fields whose value differs between the recorded experiment and this one."""
-    try:
-        old = validate(yaml.safe_load(old_file.read_text()) or {}, str(old_file))
-    except (ConfigError, yaml.YAMLError) as e:
-        raise RecordsError(f"{old_file} cannot be read ({e}); use --restart to start over") from None
-    axes = set(old.sweep) | set(new.sweep) | {"checkpoint"}  # checkpointing changes no result
-    a, b = flatten(old.model_dump(mode="json", exclude={"sweep"})), flatten(new.model_dump(mode="json", exclude={"sweep"}))
-    return sorted(k for k in a.keys() | b.keys() if a.get(k) != b.get(k) and not _under_axis(k, axes))
-
-
-def _under_axis(key: str, axes: set[str]) -> bool:
-    return any(key == axis or key.startswith(axis + ".") for axis in axes)
-
-
-def flatten(d: dict, prefix: str = "") -> dict:
-    out = {}
-    for k, v in d.items():
-        if isinstance(v, dict):
-            out.update(flatten(v, f"{prefix}{k}."))
-        else:
-            out[f"{prefix}{k}"] = v
-    return out

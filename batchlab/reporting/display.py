@@ -133,7 +133,7 @@ def time_to_accuracy(rec: SweepRecords, rows: pd.DataFrame, spread: bool = False
 
 
 def terminal_table(rec: SweepRecords, rows: pd.DataFrame, title: str = "") -> Table:
-    """The terminal's table (a rich Table; cli.py prints it): the compact columns, with ★ on the
+    """The terminal's table (a rich Table; the command line prints it): the compact columns, with ★ on the
     fastest batch size and ⚠ on a best lr at the edge of the lrs tried instead of a note column."""
     text = time_to_accuracy(rec, rows, compact=True).drop(columns="note")
     rows = rows.reset_index(drop=True)

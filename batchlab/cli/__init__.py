@@ -15,6 +15,7 @@ import typer
 from tqdm import tqdm
 
 from batchlab import api
+from batchlab.cli.display import Display
 from batchlab.errors import VALUE_CHARS, BatchlabError, BatchlabWarning, short
 from batchlab.memory import mib
 from batchlab.records import DONE
@@ -74,57 +75,10 @@ def command_line(cfg: Path, overrides: list[str], extra: list[str], command: str
     return shlex.join(parts)
 
 
-class Display:
-    """Progress bars on a terminal; a plain line per finished trial otherwise; nothing with --quiet."""
-
-    def __init__(self, total: int, quiet: bool):
-        self.quiet, self.tty = quiet, sys.stdout.isatty()
-        self.bars = not quiet and self.tty
-        self.sweep_bar = tqdm(total=total, desc="sweep", unit="trial", position=0, file=sys.stdout) if self.bars else None
-        self.trial_bar = None
-
-    def trial_start(self, trial, i, n):
-        if not self.bars:  # (with --workers, trials run elsewhere: only the sweep bar moves)
-            return None
-        self.trial_bar = tqdm(total=None, desc=trial.id, unit="step", position=1, leave=False, file=sys.stdout)
-
-        def progress(step, total, row):
-            bar = self.trial_bar
-            bar.total = total
-            bar.update(step - bar.n)
-            shown = {k: f"{row[k]:.4g}" for k in ("train_loss", "test_loss", "test_accuracy") if row.get(k) is not None}
-            if shown:
-                bar.set_postfix(shown, refresh=False)
-        return progress
-
-    def trial_end(self, trial, summary):
-        line = trial_line(summary)
-        if self.bars:
-            if self.trial_bar:
-                self.trial_bar.close()
-            self.sweep_bar.update(1)
-            self.sweep_bar.write(line)
-        elif not self.quiet:
-            typer.echo(line)
-
-    def close(self):
-        if self.sweep_bar:
-            self.sweep_bar.close()
-
-
 def torch_cuda_count() -> int:
     import torch
 
     return torch.cuda.device_count()
-
-
-def trial_line(s: dict) -> str:
-    acc = s["final"].get("test_accuracy")
-    metric = f"acc {acc:.4f}" if acc is not None else f"loss {s['final'].get('test_loss') or float('nan'):.4g}"
-    reached = sum(v is not None for v in s["targets"].values())
-    line = (f"{s['trial_id']}: {s['status']}, {s['steps']} steps, {s['train_seconds']:.2f}s, {metric}, "
-            f"targets {reached}/{len(s['targets'])}")
-    return line + (f" ({s['error']})" if s.get("error") else "")
 
 
 @app.command()
