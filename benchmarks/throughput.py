@@ -147,8 +147,10 @@ def run_batchlab(spec: dict, data: Data, bs: int, steps: int, device: torch.devi
     trial = expand(validate(exp_raw))[0]
     with tempfile.TemporaryDirectory(prefix="batchlab-throughput-") as tmp:
         watch = Stopwatch(device)
+        # judge=False: this measures speed, not learning (a few hundred steps at batch 1 may end no better
+        # than chance, which a sweep records as diverged)
         summary = run_trial(trial.config, trial.id, trial.axes, Path(tmp), data, device,
-                            command="benchmarks/throughput.py")
+                            command="benchmarks/throughput.py", judge=False)
         wall, cpu = watch.stop()
     if summary["status"] != "completed":
         raise RuntimeError(f"batchlab trial {summary['status']}: {summary.get('error')}")
