@@ -226,7 +226,7 @@ def suggest(config: Config, out: str | Path = "runs", overrides: Overrides = Non
     scan, a pilot measuring the noise scale, a prediction, and a race of the candidates to the target.
     `target` overrides the config's; `budget`: training seconds for the whole search. Returns a Suggestion;
     the trials are recorded under out/<name>-suggest."""
-    from batchlab.suggest import suggest as search  # matplotlib, for its figure
+    from batchlab.suggestion import suggest as search  # matplotlib, for its figure
 
     source = source_of(config)
     experiment = load_config(config, _with_threads(overrides, threads), **parts)

@@ -53,8 +53,8 @@ def write_json_atomic(path: Path, obj: Any) -> None:
 
 
 def write_text(path: Path, text: str) -> None:
-    with writing(path):
-        Path(path).write_text(text)
+    """`text`, atomically."""
+    write_atomic(Path(path), lambda f: f.write(text))
 
 
 class LineFile:

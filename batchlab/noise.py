@@ -271,6 +271,10 @@ def check_noise(cfg: Experiment, n: int) -> None:
     noise.every asks before training: preflight.check)."""
     b_small, b_big = noise_batch_sizes(cfg, n)
     if b_small < 1 or b_big <= b_small:
+        if cfg.noise.batch_size < 2 * cfg.noise.small_batch_size and 2 * cfg.noise.small_batch_size <= n:
+            raise ConfigError(f"noise.batch_size: {cfg.noise.batch_size} must be at least twice "
+                              f"noise.small_batch_size ({cfg.noise.small_batch_size}) to measure the gradient noise "
+                              "scale")
         raise ConfigError(f"noise.every: a training set of {n:,} example{'s' * (n != 1)} is too small to measure "
                           f"the gradient noise scale (B_small {b_small}, B_big {b_big})")
 

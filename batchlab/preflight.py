@@ -39,11 +39,12 @@ def check(trials: list[Trial], cache: DataCache) -> None:
 
     Raises DataError or ComponentError (a ConfigError naming the config key) with the reason.
     """
+    for trial in trials:  # the noise settings may be an axis: every trial (its data set is loaded once)
+        if trial.config.noise.every:
+            check_noise(trial.config, len(cache.get(trial.config, torch.device("cpu")).train))
     for trial in distinct(trials):
         cfg = trial.config
         data = cache.get(cfg, torch.device("cpu"))
-        if cfg.noise.every:
-            check_noise(cfg, len(data.train))
         model, criterion, _ = build_parts(cfg, data, torch.device("cpu"))
         check_output(cfg, model, criterion, data)
 

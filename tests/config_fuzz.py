@@ -133,7 +133,7 @@ def time_limit(seconds: float):
         signal.signal(signal.SIGALRM, old)
 
 
-class Hang(Exception):
+class Hang(BaseException):
     pass
 
 
@@ -141,9 +141,10 @@ def outcome(text: str, directory: Path) -> tuple[str, str]:
     """Run `batchlab sweep --dry-run` on the config text: (one of OUTCOMES, what it printed or raised)."""
     config = directory / "fuzzed.yaml"
     config.write_text(text, encoding="utf-8", errors="surrogatepass")
-    with time_limit(HANG_SECONDS):
-        result = CliRunner().invoke(app, ["sweep", str(config), "--dry-run", "--out", str(directory / "runs")])
-    if isinstance(result.exception, Hang):
+    try:
+        with time_limit(HANG_SECONDS):
+            result = CliRunner().invoke(app, ["sweep", str(config), "--dry-run", "--out", str(directory / "runs")])
+    except Hang:  # a BaseException: neither the command nor CliRunner can take it for an error of their own
         return "hang", text[:200]
     if result.exception is not None and not isinstance(result.exception, SystemExit):
         return "traceback", f"{type(result.exception).__name__}: {result.exception}"[:500]

@@ -184,6 +184,16 @@ def test_noise_on_a_tiny_training_set_is_refused_before_training(write_config, t
     assert not (tmp_path / "runs" / "tiny" / "trials").exists()  # refused before any trial started
 
 
+def test_noise_settings_swept_are_checked_for_every_trial_before_training(write_config, tmp_path):
+    """A noise setting may be an axis: the trial it makes unmeasurable is refused before any trial trains, and
+    the line names the setting at fault, not the training set."""
+    path = write_config({"noise": {"every": 0.5, "small_batch_size": 64},
+                         "sweep": {"batch_size": [64], "lr": [0.1], "noise.batch_size": [512, 100]}})
+    assert one_line_error(path).endswith(
+        "noise.batch_size: 100 must be at least twice noise.small_batch_size (64) to measure the gradient noise scale")
+    assert not (tmp_path / "runs" / "tiny" / "trials").exists()
+
+
 def test_the_noise_command_on_a_tiny_training_set_is_one_line(write_config):
     path = write_config({"dataset": {"name": "digits", "subset": 1}})
     result = runner.invoke(app, ["noise", str(path)])

@@ -303,6 +303,23 @@ def test_a_full_disk_is_one_line_and_leaves_no_damaged_record(write_config, tmp_
         assert metrics["step"].is_monotonic_increasing and metrics["step"].iloc[-1] == summaries[d.name]["steps"]
 
 
+@pytest.mark.parametrize("how", [h for h in FULL if h == "tmpfs"])  # a real disk: workers are other processes
+def test_a_full_disk_stops_a_sweep_with_workers_too(write_config, tmp_path, how):
+    """A worker that cannot write the records stops the sweep with the same one line, instead of failing its
+    trial and going on to the next on a full disk."""
+    disk = tmp_path / "disk"
+    config = write_config({"budget": {"epochs": 2}, "eval": {"every": 0.25, "log_every": 0.01},
+                           "sweep": {"batch_size": [16, 32, 64, 128], "lr": [0.1]}})
+    with full_disk(disk, how, 1):
+        result = sweep(config, disk, "--workers", "2")
+        line = one_line(result)
+        assert line.startswith(f"error: cannot write {disk / 'tiny'}") and line.endswith(
+            ": No space left on device"), line
+        check_records_sound(disk / "tiny")
+        statuses = [json.loads(s.read_text())["status"] for s in (disk / "tiny").rglob("summary.json")]
+        assert "failed" not in statuses  # a trial that could not record is not a failed trial: it runs again
+
+
 # ---------------------------------------------------------------- a report on read-only records
 
 

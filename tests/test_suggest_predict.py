@@ -5,7 +5,7 @@ import math
 import numpy as np
 import pytest
 
-from batchlab.suggest.predict import predict, relative_time
+from batchlab.suggestion.predict import predict, relative_time
 
 POWERS = [2 ** k for k in range(0, 15)]
 

@@ -140,16 +140,14 @@ def sweep(
     extra = ((["--smoke"] if smoke else []) + (["--race"] if race else []) + (["--out", str(out)] if out else [])
              + (["--threads", str(threads)] if threads else []))
     try:
-        with user_errors():
+        with user_errors(), display:  # the display closes first: an error line never lands on a progress bar
             result = api.sweep(config, plan=plan, command=command_line(config, list(set_ or []), extra),
                                restart=restart, smoke=smoke, race=race, workers=workers, gpus=gpu_ids,
-                               executor=executor, scheduler=scheduler, gpus_per_trial=gpus_per_trial, retries=retries,
-                               on_trial_start=display.trial_start, on_trial_end=display.trial_end)
+                               executor=executor, scheduler=scheduler, gpus_per_trial=gpus_per_trial,
+                               retries=retries, on_trial_start=display.trial_start, on_trial_end=display.trial_end)
     except KeyboardInterrupt:
-        display.close()
         raise fail(f"interrupted: the running trials are recorded as interrupted in {plan.sweep_dir.path}; "
                    "run the same command again to resume", code=130) from None
-    display.close()
     done = ", ".join(f"{n} {status}" for status, n in result.counts.items()) or "nothing to run"
     skipped = f" ({result.skipped} already recorded)" if result.skipped else ""
     typer.echo(f"{done}{skipped}; records in {result.path}")
@@ -317,15 +315,13 @@ def suggest(
     extra = ((["--target", str(target)] if target is not None else []) + (["--budget", budget] if budget else [])
              + ["--out", str(out)] + (["--threads", str(threads)] if threads else []))
     try:
-        with user_errors():
+        with user_errors(), display:
             answer = api.suggest(config, out, list(set_ or []), target=target, budget=seconds, threads=threads,
                                  command=command_line(config, list(set_ or []), extra, "suggest"), on_stage=stage,
                                  on_trial_start=display.trial_start, on_trial_end=display.trial_end)
     except KeyboardInterrupt:
-        display.close()
         raise fail("interrupted: the running trial is recorded as interrupted; run the same command again to resume",
                    code=130) from None
-    display.close()
     if as_json:
         typer.echo(json.dumps(answer.to_dict(), default=str))
         return

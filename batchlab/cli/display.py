@@ -42,8 +42,16 @@ class Display:
             typer.echo(line)
 
     def close(self):
+        if self.trial_bar:
+            self.trial_bar.close()
         if self.sweep_bar:
             self.sweep_bar.close()
+
+    def __enter__(self) -> Display:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
 
 
 def trial_line(s: dict) -> str:

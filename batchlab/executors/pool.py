@@ -21,6 +21,7 @@ from typing import Iterator
 from batchlab import preflight, processes
 from batchlab.executors.base import (DataCache, Executor, Job, StartProgress, describe, format_traceback,
                                      process_cache, record_without_run, run_job)
+from batchlab.errors import RecordsError
 from batchlab.grid import Trial
 from batchlab.records import Status, SweepDir
 from batchlab.train import now
@@ -70,6 +71,8 @@ class ProcessPool(Executor):
             while running:
                 job, trial_dir, started, summary, error = ended.get()
                 running -= 1
+                if isinstance(error, RecordsError):  # the records cannot be written (a full or read-only disk)
+                    raise error  # ... the sweep stops, as it does in one process
                 if error is not None:  # raised outside the trial's own recording (e.g. its data did not load)
                     summary = record_without_run(job, trial_dir, Status.FAILED, describe(error), started,
                                                  format_traceback(error))
@@ -109,6 +112,7 @@ class Pool(multiprocessing.pool.Pool):
 # ---------------------------------------------------------------- in a worker process
 
 running_trial = False  # whether this worker is inside a trial (SIGTERM then records it as interrupted)
+stopping = False  # whether the driver is stopping the pool (SIGTERM came)
 
 
 def worker_start(gpu_ids, parent_pid: int) -> None:
@@ -122,6 +126,8 @@ def worker_start(gpu_ids, parent_pid: int) -> None:
 def stop(signum, frame) -> None:
     """The driver is stopping the pool: a running trial is recorded as interrupted (run_trial does it as the
     KeyboardInterrupt passes), an idle worker just ends."""
+    global stopping
+    stopping = True
     if running_trial:
         raise KeyboardInterrupt
     os._exit(0)
@@ -132,7 +138,9 @@ def worker_run(job: Job, trial_dir, threads: int) -> dict:
     running_trial = True
     try:
         return run_job(job, trial_dir, process_cache(job.eval_cap), threads)
-    except KeyboardInterrupt:
-        os._exit(130)  # recorded as interrupted; the driver says so, once
+    except BaseException:
+        if stopping:  # recorded as interrupted (or, on a full disk, as far as it could be); the driver says so,
+            os._exit(130)  # once. A worker that handed an error back now could block on a pool being torn down
+        raise
     finally:
         running_trial = False

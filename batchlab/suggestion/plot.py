@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from batchlab.reporting.figures import FIT_COLOR, SINGLE, batch_axis, figure, log_y, png
-from batchlab.suggest.answer import Suggestion
+from batchlab.suggestion.answer import Suggestion
 
 
 def suggest_png(s: Suggestion, pilot_batch: int, pilot_steps: float) -> bytes:

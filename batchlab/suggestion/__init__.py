@@ -10,7 +10,7 @@
 The trials are records like any sweep's, under <out>/<name>-suggest: `batchlab report` reads them.
 """
 
-from batchlab.suggest.answer import Suggestion
-from batchlab.suggest.pipeline import SuggestError, suggest
+from batchlab.suggestion.answer import Suggestion
+from batchlab.suggestion.pipeline import SuggestError, suggest
 
 __all__ = ["SuggestError", "Suggestion", "suggest"]

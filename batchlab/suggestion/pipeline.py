@@ -14,15 +14,15 @@ from batchlab.data import load_dataset
 from batchlab.errors import BatchlabError
 from batchlab.grid import expand
 from batchlab.maxbatch import find_max_batch
-from batchlab.disk import write_json_atomic
+from batchlab.disk import write_atomic, write_json_atomic
 from batchlab.records import SweepDir
 from batchlab.reporting.measured_noise import b_simple_values
 from batchlab.run import Hooks, run_sweep
 from batchlab.schema import Experiment, LrRule
-from batchlab.suggest.answer import Suggestion, sentence
-from batchlab.suggest.plot import suggest_png
-from batchlab.suggest.predict import Prediction, predict
-from batchlab.suggest.scan import Rate, scan
+from batchlab.suggestion.answer import Suggestion, sentence
+from batchlab.suggestion.plot import suggest_png
+from batchlab.suggestion.predict import Prediction, predict
+from batchlab.suggestion.scan import Rate, scan
 from batchlab.train import hardest_target, resolve_device
 
 BAND = (1.0, 8.0)  # B_crit between 1x and 8x the measured B_simple: McCandlish et al. (2018) find the critical
@@ -176,5 +176,6 @@ def _answer(out: Path, cfg: Experiment, goal: float, pilot: dict, prediction: Pr
                    stopped)
     s.sentence = sentence(s)
     write_json_atomic(s.path / "suggest.json", s.to_dict())
-    (s.path / "suggest.png").write_bytes(suggest_png(s, pilot["batch_size"], steps))
+    figure = suggest_png(s, pilot["batch_size"], steps)
+    write_atomic(s.path / "suggest.png", lambda f: f.write(figure), binary=True)
     return s

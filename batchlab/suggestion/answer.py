@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from batchlab.suggest.scan import Rate
+from batchlab.suggestion.scan import Rate
 
 
 @dataclass
