@@ -6,6 +6,7 @@ import pytest
 from typer.testing import CliRunner
 
 from batchlab.cli import app
+from batchlab.suggestion.scan import PLATEAU_GAIN
 from report_fixtures import check_png
 
 runner = CliRunner()
@@ -25,7 +26,12 @@ def test_suggest_answers_with_the_fastest_measured_trial(write_config, tmp_path)
     assert (answer["batch_size"], answer["lr"]) == (fastest["batch_size"], fastest["lr"])
     assert answer["seconds"] == fastest["targets"]["0.9"]["seconds"]
     scanned = [r["batch_size"] for r in answer["rates"]]
-    assert scanned == [1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 1437]
+    assert scanned == [1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 1437][:len(scanned)]
+    speed = [r["samples_per_second"] for r in answer["rates"]]
+    for i in range(2, len(speed) - 1):  # it doubles while two doublings gain 5%, ...
+        assert speed[i] >= PLATEAU_GAIN * speed[i - 2], speed
+    if scanned[-1] != 1437:  # ... and stops the first time they do not (else at the training set)
+        assert speed[-1] < PLATEAU_GAIN * speed[-3], speed
     assert set(answer["candidates"]) <= set(scanned) and 1 <= len(answer["candidates"]) <= 4
     low, high = answer["band"]
     assert low == pytest.approx(answer["b_simple"]) and high == pytest.approx(8 * answer["b_simple"])

@@ -1,4 +1,5 @@
-"""The throughput curve: samples/s of real training steps at batch sizes 1, 2, 4, ... up to the largest.
+"""The throughput curve: samples/s of real training steps at batch sizes 1, 2, 4, ... up to the largest, or
+until the curve has flattened.
 
 Each batch size trains from the same initial weights with a fresh optimizer, its batches drawn by the
 training loader (so data loading is in the time, as in a trial), for about `seconds` after one untimed
@@ -20,6 +21,9 @@ from batchlab.train import Clock, build_parts
 
 SECONDS_PER_SIZE = 0.2  # of timed steps at each batch size: a few seconds for the whole curve
 MIN_STEPS = 3  # timed steps at least, however long one takes
+# Past the plateau of the throughput curve a larger batch only costs more time a step for no more samples/s:
+# T(B) ~ (B + B_crit) / throughput(B) grows. The scan stops once two doublings gained less than this.
+PLATEAU_GAIN = 1.05
 
 
 @dataclass
@@ -61,6 +65,8 @@ def scan(cfg: Experiment, data: Data, device: torch.device, largest: int,
             steps += 1
         timed = clock.stop()
         rates.append(Rate(b, b * steps / timed, steps, timed, warmup.stop()))
+        if len(rates) >= 3 and rates[-1].samples_per_second < PLATEAU_GAIN * rates[-3].samples_per_second:
+            break  # on a CPU this saves steps of tens of thousands of examples each
     return rates
 
 
