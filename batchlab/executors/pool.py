@@ -19,9 +19,9 @@ import signal
 from typing import Iterator
 
 from batchlab import preflight, processes
+from batchlab.errors import RecordsError
 from batchlab.executors.base import (DataCache, Executor, Job, StartProgress, describe, format_traceback,
                                      process_cache, record_without_run, run_job)
-from batchlab.errors import RecordsError
 from batchlab.grid import Trial
 from batchlab.records import Status, SweepDir
 from batchlab.train import now
