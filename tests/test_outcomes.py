@@ -64,3 +64,12 @@ def test_version_and_an_unknown_device(write_config):
     result = runner.invoke(app, ["sweep", str(write_config({"device": "gpu"})), "--dry-run"])
     assert result.exit_code == 2
     assert "device: expected auto, cpu, cuda or cuda:N (e.g. cuda:1), got 'gpu'" in result.output
+
+
+@pytest.mark.parametrize("command, defaults", [("sweep", 3), ("report", 2), ("suggest", 1), ("max-batch", 2)])
+def test_help_shows_the_defaults_written_in_words(command, defaults):
+    """A default the help states in words was once "[default: ...]", which the help's markup took for a tag
+    and dropped."""
+    result = CliRunner().invoke(app, [command, "--help"])
+    assert result.exit_code == 0
+    assert result.output.count("(default:") == defaults, result.output

@@ -86,7 +86,7 @@ def sweep(
     config: ConfigArg,
     set_: SetOpt = None,
     out: Annotated[Optional[Path], typer.Option("--out", help="Records root; the sweep goes to OUT/<name>. "
-                                                "[default: runs, or a temporary directory with --smoke]")] = None,
+                                                "(default: runs, or a temporary directory with --smoke)")] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the expanded trial table; train nothing.")] = False,
     smoke: Annotated[bool, typer.Option("--smoke", help="Every trial a few steps on a slice of the data, on CPU; "
                                         "fails if any trial fails. For a project's CI.")] = False,
@@ -101,7 +101,7 @@ def sweep(
     workers: Annotated[Optional[int], typer.Option("--workers", min=1, help="Trials run at once in separate "
                                                    "processes, each with CPU cores / N threads unless the config "
                                                    "sets threads; with --executor dask, the local cluster's "
-                                                   "processes. [default: 1; dask: one per CPU core]")] = None,
+                                                   "processes. (default: 1; dask: one per CPU core)")] = None,
     executor: Annotated[str, typer.Option("--executor", help="Where trials run: local (this machine) or dask (a "
                                           "Dask cluster: a local one on 127.0.0.1, or --scheduler's).")] = "local",
     scheduler: Annotated[Optional[str], typer.Option("--scheduler", metavar="ADDRESS", help="With --executor dask: "
@@ -111,7 +111,7 @@ def sweep(
                                                             "(workers started with --resources GPU=1).")] = None,
     retries: Annotated[Optional[int], typer.Option("--retries", metavar="N", help="With --executor dask: a trial "
                                                    "whose worker is lost runs again up to N times, then is "
-                                                   "recorded failed. [default: 1]")] = None,
+                                                   "recorded failed. (default: 1)")] = None,
     memory_limit: Annotated[Optional[str], typer.Option("--memory-limit", help="For `max` in the batch-size axis "
                                                         "and micro_batch_size: auto (see max-batch).")] = None,
     gpus: Annotated[Optional[str], typer.Option("--gpus", metavar="IDS", help="Comma-separated CUDA device ids, "
@@ -170,8 +170,8 @@ def show_plan(plan: api.Plan, restart: bool) -> None:
 def report(
     path: Annotated[Path, typer.Argument(help="A records root (runs/, every sweep in it) or one sweep (runs/mnist).")],
     target: Annotated[Optional[float], typer.Option("--target", help="The target value to headline, e.g. 0.98. "
-                                                    "[default: the hardest target some batch size reached]")] = None,
-    out: Annotated[Optional[Path], typer.Option("--out", help="Output directory. [default: <sweep>/report]")] = None,
+                                                    "(default: the hardest target some batch size reached)")] = None,
+    out: Annotated[Optional[Path], typer.Option("--out", help="Output directory. (default: <sweep>/report)")] = None,
     formats: Annotated[str, typer.Option("--format", help="Comma-separated: md, html, csv, png.")] = "md,html,csv,png",
     as_json: Annotated[bool, typer.Option("--json", help="Print only a JSON list, one object per sweep: name, "
                                           "target, recommendation, warnings.")] = False,
@@ -296,7 +296,7 @@ def suggest(
     config: ConfigArg,
     set_: SetOpt = None,
     target: Annotated[Optional[float], typer.Option("--target", help="The target to time, e.g. 0.85 "
-                                                    "[default: the config's hardest target]")] = None,
+                                                    "(default: the config's hardest target)")] = None,
     budget: Annotated[Optional[str], typer.Option("--budget", help="Training time for the whole search, e.g. 5m: "
                                                   "the race starts no trial once it is spent.")] = None,
     out: Annotated[Path, typer.Option("--out", help="Records root; the trials go to OUT/<name>-suggest.")] = Path("runs"),
@@ -334,10 +334,10 @@ def max_batch(
     config: ConfigArg,
     set_: SetOpt = None,
     memory_limit: Annotated[Optional[str], typer.Option("--memory-limit", help="Memory a try may use above the "
-                                                        "baseline, e.g. 512MiB. [default: CPU: half the available "
-                                                        "RAM; CUDA: the card]")] = None,
+                                                        "baseline, e.g. 512MiB. (default: CPU: half the available "
+                                                        "RAM; CUDA: the card)")] = None,
     largest: Annotated[Optional[int], typer.Option("--max", min=1, help="Largest batch size tried. "
-                                                   "[default: the training set size]")] = None,
+                                                   "(default: the training set size)")] = None,
 ):
     """Find the largest batch size that trains without running out of memory (doubling, then bisection)."""
     limit = parse_bytes(memory_limit)
