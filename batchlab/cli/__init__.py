@@ -28,6 +28,7 @@ ConfigArg = Annotated[Path, typer.Argument(help="The YAML experiment, e.g. confi
 SetOpt = Annotated[Optional[list[str]], typer.Option(
     "--set", metavar="PATH=VALUE", help="Override a config field (value parsed as YAML), e.g. --set budget.epochs=2 "
     "--set 'sweep.batch_size=[64,256]'. Repeatable.")]
+QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress output.")]
 
 
 def _version(value: bool):
@@ -116,7 +117,7 @@ def sweep(
                                                         "and micro_batch_size: auto (see max-batch).")] = None,
     gpus: Annotated[Optional[str], typer.Option("--gpus", metavar="IDS", help="Comma-separated CUDA device ids, "
                                                 "e.g. 0,1: one worker process per GPU.")] = None,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress output.")] = False,
+    quiet: QuietOpt = False,
 ):
     """Expand a YAML experiment into trials, train each, and record everything under OUT/<name>."""
     try:
@@ -302,7 +303,7 @@ def suggest(
     out: Annotated[Path, typer.Option("--out", help="Records root; the trials go to OUT/<name>-suggest.")] = Path("runs"),
     threads: Annotated[Optional[int], typer.Option("--threads", min=1, help="torch CPU threads (recorded).")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the answer as one JSON object.")] = False,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress output.")] = False,
+    quiet: QuietOpt = False,
 ):
     """Suggest the time-optimal batch size and lr: a throughput scan, a pilot measuring the noise scale, a
     prediction, and a race of the candidates to the target, at a fraction of a sweep's cost."""
