@@ -152,7 +152,8 @@ def sweep(config: Config, out: str | Path = "runs", overrides: Overrides = None,
           gpus_per_trial: float | None = None, retries: int | None = None, restart: bool = False,
           smoke: bool = False, race: bool = False, threads: int | None = None, memory_limit: int | None = None,
           allow_many: bool = False, command: str | None = None, on_trial_start: Callable | None = None,
-          on_trial_end: Callable | None = None, plan: Plan | None = None, **parts: Callable | None) -> SweepResult:
+          on_trial_end: Callable | None = None, time_steps: bool = True, on_steps_timed: Callable | None = None,
+          plan: Plan | None = None, **parts: Callable | None) -> SweepResult:
     """Train every trial of the sweep not already recorded as completed or diverged, into out/<name>.
 
     Where trials run: `executor` "local" (default: one after another here, or `workers` processes, or one per
@@ -164,18 +165,21 @@ def sweep(config: Config, out: str | Path = "runs", overrides: Overrides = None,
     running trials as interrupted and raises KeyboardInterrupt; run the same call again to resume. `race`: each
     trial stops once its training time passes the best time to the target already measured for its seed (it
     cannot be the fastest); the fastest (batch size, lr) of each seed is the same as without racing, the others
-    are only known to be slower.
+    are only known to be slower. `time_steps`: once the trials have run, a step at every batch size is timed
+    interleaved into step_times.json (a few seconds; the report multiplies steps to the target by these; not on
+    Dask); on_steps_timed(done, rounds) follows it.
     """
     plan = plan or plan_sweep(config, out, overrides, smoke=smoke, threads=threads, memory_limit=memory_limit,
                               allow_many=allow_many, **parts)
-    hooks = Hooks(on_trial_start or Hooks.trial_start, on_trial_end or Hooks.trial_end)
+    hooks = Hooks(on_trial_start or Hooks.trial_start, on_trial_end or Hooks.trial_end,
+                  on_steps_timed or Hooks.steps_timed)
     command = command or f"batchlab.sweep({str(config) if isinstance(config, (str, Path)) else '<config>'!r})"
     try:
         with make_executor(executor, workers=workers, gpus=gpus, scheduler=scheduler, gpus_per_trial=gpus_per_trial,
                            retries=retries) as runner:
             summaries = run_sweep(plan.experiment, plan.trials, plan.sweep_dir.path.parent, command,
                                   restart=restart, hooks=hooks, smoke=smoke, executor=runner,
-                                  code_dirs=plan.source.code_dirs, race=race)
+                                  code_dirs=plan.source.code_dirs, race=race, time_steps=time_steps)
     except BatchlabError as e:
         raise plan.source.locate(e) from None
     return SweepResult(plan.sweep_dir.path, summaries, len(plan.trials) - len(summaries))
@@ -230,7 +234,8 @@ def suggest(config: Config, out: str | Path = "runs", overrides: Overrides = Non
 
     source = source_of(config)
     experiment = load_config(config, _with_threads(overrides, threads), **parts)
-    hooks = Hooks(on_trial_start or Hooks.trial_start, on_trial_end or Hooks.trial_end)
+    hooks = Hooks(on_trial_start or Hooks.trial_start, on_trial_end or Hooks.trial_end,
+                  on_steps_timed or Hooks.steps_timed)
     try:
         return search(experiment, Path(out), target=target, budget=budget, code_dirs=source.code_dirs,
                       command=command or f"batchlab.suggest({str(config) if isinstance(config, (str, Path)) else '<config>'!r})",

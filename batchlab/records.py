@@ -76,6 +76,7 @@ class Summary:
     status: Status = Status.COMPLETED
     error: str | None = None
     steps: int = 0  # optimizer steps taken
+    budget_steps: int | None = None  # the steps its budget allowed: a target first met there had no margin
     epochs: float = 0.0
     examples: int = 0
     steps_per_epoch: int = 1
@@ -135,7 +136,8 @@ class Summary:
 # How from_json checks each field: count (a whole number >= 0), number (finite, >= 0), figures (a mapping of
 # finite numbers or nulls), targets, mapping, list, text. A trailing "?" allows null.
 SUMMARY_KINDS = {
-    "batch_size": "count", "seed": "count", "steps": "count", "examples": "count", "steps_per_epoch": "count",
+    "batch_size": "count", "seed": "count", "steps": "count", "budget_steps": "count?", "examples": "count",
+    "steps_per_epoch": "count",
     "train_size": "count", "micro_batch_size": "count?", "threads": "count?", "peak_memory_bytes": "count?",
     "lr": "number", "epochs": "number", "train_seconds": "number", "eval_seconds": "number",
     "noise_seconds": "number", "compile_seconds": "number?", "samples_per_second": "number?",

@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from batchlab import registry
+import torch
+
+from batchlab import registry, steptime
 from batchlab.executors import Executor, Job, Sequential
+from batchlab.executors.base import DataCache
 from batchlab.grid import Trial
 from batchlab.records import DONE, Status, SweepDir
 from batchlab.schema import NAME_MAX, Experiment
-from batchlab.train import Progress, imported_names
+from batchlab.train import Progress, imported_names, machine_facts, resolve_device
 
 SMOKE_STEPS = 3  # a few optimizer steps prove the wiring; they say nothing about the result
 SMOKE_EXAMPLES = 256  # train and evaluation examples kept in a smoke run
@@ -66,11 +70,12 @@ class Hooks:
     """What the caller shows while a sweep runs; every hook is optional."""
     trial_start: Callable[[Trial, int, int], Progress | None] = lambda trial, i, n: None
     trial_end: Callable[[Trial, dict], None] = lambda trial, summary: None
+    steps_timed: Callable[[int, int], None] = lambda done, rounds: None  # rounds of the step-time phase
 
 
 def run_sweep(experiment: Experiment, trials: list[Trial], out: Path, command: str, restart: bool = False,
               hooks: Hooks = Hooks(), smoke: bool = False, executor: Executor | None = None,
-              code_dirs: tuple[str, ...] = (), race: bool = False) -> list[dict]:
+              code_dirs: tuple[str, ...] = (), race: bool = False, time_steps: bool = True) -> list[dict]:
     """Train every trial not already completed, diverged (or raced, when racing). Returns the summaries of the
     trials run.
 
@@ -98,4 +103,30 @@ def run_sweep(experiment: Experiment, trials: list[Trial], out: Path, command: s
             for trial, summary in ended:
                 hooks.trial_end(trial, summary)
                 summaries.append(summary)
+        if time_steps and not smoke and executor.on_this_machine:
+            time_steps_of(trials, sweep, getattr(executor, "cache", None) or DataCache(), ran=bool(todo),
+                          on_round=hooks.steps_timed)
     return summaries
+
+
+def time_steps_of(trials: list[Trial], sweep: SweepDir, cache: DataCache, ran: bool,
+                  on_round: Callable[[int, int], None]) -> steptime.StepTimes | None:
+    """Seconds per step at every batch size of the grid (and each other axis that may change a step's cost),
+    timed round-robin in one go (batchlab.steptime) into <sweep>/step_times.json: what the report multiplies each
+    batch size's steps to the target by. Skipped (None) when no trial ran now and the file covers the grid.
+    Timed at the thread count most of the recorded trials ran with."""
+    path = sweep.path / steptime.FILE
+    subjects = steptime.subjects(trials)
+    if not subjects or (not ran and (steptime.recorded_keys(path) or set()) >= {s.key for s in subjects}):
+        return None
+    device = resolve_device(trials[0].config.device)
+    counts = Counter(s.get("threads") for s in sweep.summaries() if isinstance(s.get("threads"), int))
+    before = torch.get_num_threads()
+    torch.set_num_threads(counts.most_common(1)[0][0] if counts else (trials[0].config.threads or before))
+    try:
+        times = steptime.measure(subjects, lambda cfg: cache.get(cfg, device), device, on_round=on_round)
+        facts = machine_facts(device)
+    finally:
+        torch.set_num_threads(before)
+    steptime.record(path, times, facts)
+    return times

@@ -181,7 +181,7 @@ def train(cfg: Experiment, data: Data, device: torch.device, summary: Summary, m
         raise ValueError("micro_batch_size: auto must be resolved before training (batchlab.run.resolve_max)")
     micro = summary.micro_batch_size = min(cfg.micro_batch_size or batch, batch)  # gradient accumulation below batch
     spe = summary.steps_per_epoch = n // batch if cfg.drop_last else math.ceil(n / batch)
-    total = budget_steps(cfg, spe, batch)
+    total = summary.budget_steps = budget_steps(cfg, spe, batch)
     schedule = lr_schedule(cfg.schedule, spe, total)
     eval_every = max(1, round(cfg.eval.every * spe))  # in steps; every step when one step is > eval.every
     log_every = max(1, min(eval_every, round(cfg.eval.log_every * spe)))

@@ -14,11 +14,14 @@ import pytest
 from markdown_it import MarkdownIt
 
 from batchlab.reporting import FORMATS, Recommendation, analyse, build_report
-from report_fixtures import hit, make_sweep, make_trial
+from report_fixtures import hit, make_step_times, make_sweep, make_trial
 
 # bs: (lr, seconds, steps) of one seed that reached test_accuracy >= 0.9; train_size 1000.
 # bs 64 is fastest; bs 256 needs the fewest steps; bs 32 stays within 10% of bs 16's examples.
 REACHED = {16: (0.05, 8.0, 100), 32: (0.1, 5.0, 52), 64: (0.2, 2.0, 40), 256: (0.4, 4.0, 20)}
+# Seconds per step timed interleaved, 5 rounds: the medians make steps x s/step = the seconds above.
+ROUND = (1.0, 1.02, 0.97, 1.01, 0.99)  # the machine's speed in each round, the same for every batch size
+PER_STEP = {bs: [seconds / steps * r for r in ROUND] for bs, (_, seconds, steps) in REACHED.items()}
 
 
 def _sweep(root: Path, name: str = "answer") -> Path:
@@ -27,6 +30,7 @@ def _sweep(root: Path, name: str = "answer") -> Path:
         make_trial(sweep, bs, lr, hits={0.9: hit(seconds, steps, bs, math.ceil(1000 / bs))})
         make_trial(sweep, bs, lr / 2, hits={0.9: hit(seconds * 3, steps * 3, bs, math.ceil(1000 / bs))})
     make_trial(sweep, 512, 0.4, hits={0.9: None}, final_accuracy=0.85)
+    make_step_times(sweep, {**PER_STEP, 512: [0.3 * r for r in ROUND]})
     return sweep
 
 
@@ -59,9 +63,14 @@ def test_the_answer_names_the_fastest_batch_size_and_why(tmp_path):
     smallest = min(REACHED)
     speedup = REACHED[smallest][1] / REACHED[fastest][1]
     assert (answer.batch_size, answer.lr, answer.seconds) == (64, 0.2, 2.0)
+    assert answer.predicted_seconds == pytest.approx(2.0) and answer.seconds_per_step == pytest.approx(2.0 / 40)
+    assert answer.step_time_source == "interleaved" and answer.within_noise == []
     assert (answer.baseline_batch_size, answer.speedup) == (smallest, pytest.approx(speedup))
+    low, high = answer.predicted_interval  # one seed: the spread is the rounds', 0.97-1.02 of the median
+    assert 2.0 * 0.97 - 1e-9 <= low <= 2.0 <= high <= 2.0 * 1.02 + 1e-9
     assert answer.sentence == (f"Use batch size 64 with lr 0.2: 2 s to test_accuracy ≥ 0.9 on this machine "
-                               f"({speedup:.1f}× faster than batch size 16, the smallest that reached it).")
+                               f"(40 steps x 0.05 s a step; 95% interval {low:.3g}–{high:.3g} s), "
+                               f"{speedup:.1f}× faster than batch size 16, the smallest that reached it.")
     examples = {bs: bs * steps for bs, (_, _, steps) in REACHED.items()}
     efficient = max(bs for bs in REACHED if examples[bs] <= examples[smallest] / 0.9)
     fewest_steps = min(REACHED, key=lambda bs: REACHED[bs][2])

@@ -15,7 +15,8 @@ import pandas as pd
 import pytest
 
 from batchlab.reporting import build_report
-from report_fixtures import FULL_HEADER, check_png, hit, make_sweep, make_trial
+from batchlab.reporting.decision import TIE
+from report_fixtures import FULL_HEADER, check_png, hit, make_step_times, make_sweep, make_trial
 
 # --- a sweep with a known frontier: S(B) = S_MIN + E_MIN / B ---------------------------------------
 
@@ -130,18 +131,23 @@ def test_recommendation_names_the_right_batch_sizes(frontier):
     assert (fastest, runner_up, efficient) == (256, 512, 32)  # the arithmetic behind the fixture
 
     lines = report.recommendation.details
-    assert len(lines) == 3
+    assert len(lines) == 4
     assert f"batch size {fastest} (lr {rule_lr(fastest):g})" in lines[0]
-    assert f"runner-up batch size {runner_up}" in lines[0]
+    assert f"Runner-up: batch size {runner_up}" in lines[0]
     assert f"{seconds[fastest]:.3g} s" in lines[0] and f"{seconds[runner_up]:.3g} s" in lines[0]
-    assert "With one seed each" in lines[0] and "cannot be told apart" not in lines[0]
-    assert f"Most data-efficient large batch: batch size {efficient}," in lines[1]
-    assert f"{examples[efficient]:,}" in lines[1] and f"{examples[8]:,}" in lines[1]
-    assert f"The next, batch size {efficient * 2}" in lines[1]
-    assert "B_crit ≈ 256" in lines[2]
-    assert f"B_simple ≈ {np.median(list(_means_to_target(sweep).values())):.3g}, averaged" in lines[2]
+    # One seed each, seconds per step from the trials' own clocks (the same at every lr): no spread, so the two
+    # are told apart by TIE alone: 512's 5.20 s is 1.095x 256's 4.74 s.
+    tied = seconds[runner_up] <= TIE * seconds[fastest]
+    assert ("cannot be told apart" in lines[0]) == tied
+    assert [o["batch_size"] for o in report.recommendation.within_noise] == ([runner_up] if tied else [])
+    assert lines[1].startswith("Seconds per step from each trial's own clock")
+    assert f"Most data-efficient large batch: batch size {efficient}," in lines[2]
+    assert f"{examples[efficient]:,}" in lines[2] and f"{examples[8]:,}" in lines[2]
+    assert f"The next, batch size {efficient * 2}" in lines[2]
+    assert "B_crit ≈ 256" in lines[3]
+    assert f"B_simple ≈ {np.median(list(_means_to_target(sweep).values())):.3g}, averaged" in lines[3]
     summary_median = np.median([100.0 + bs * f for bs in SIZES for f in (1.0, 0.5)])  # completed trials only
-    assert f"{summary_median:.3g} when training ended" in lines[2]
+    assert f"{summary_median:.3g} when training ended" in lines[3]
 
     markdown = (report.out_dir / "report.md").read_text()
     head = markdown.split("|  | value |")[0]  # the top of the report, above the setup table
@@ -203,7 +209,7 @@ HAND_NOISE = {
     (32, 0.01, 0): (80, [(0, 1000.0), (40, 1000.0), (80, 1000.0)]),  # reached, but not the best lr
     (64, 0.1, 0): (20, [(0, None), (10, 100.0), (20, 140.0), (30, 5000.0)]),
     (64, 0.1, 1): (25, [(0, None), (25, 160.0), (50, 5000.0)]),
-    (64, 0.1, 2): (None, [(0, 3000.0), (50, 3000.0)]),  # missed (bs 64 still reached: 2 seeds of 3)
+    (64, 0.1, 2): (None, [(0, 3000.0), (50, 3000.0)]),  # missed: bs 64 is partly reached and does not count
     (128, 0.1, 0): (None, [(0, 7000.0), (50, 7000.0)]),  # bs 128 never reached
 }
 
@@ -225,14 +231,14 @@ def test_b_simple_is_averaged_up_to_the_target(tmp_path):
         _write_noise_rows(trial, rows, bs)
     [report] = build_report(sweep, formats={"csv", "md"})
 
-    means, counts = [], []  # the best lr's seeds that reached: lr 0.1 at both batch sizes
-    for (_, lr, _), (steps, rows) in HAND_NOISE.items():
-        if lr != 0.1 or steps is None:
+    means, counts = [], []  # the best lr's seeds, where every seed reached: lr 0.1 at bs 32
+    for (bs, lr, _), (steps, rows) in HAND_NOISE.items():
+        if bs != 32 or lr != 0.1:
             continue
         values = [v for step, v in rows if step <= steps and v is not None and math.isfinite(v)]
         means.append(sum(values) / len(values))
         counts.append(len(values))
-    assert means == [40.0, 30.0, 120.0, 160.0] and counts == [3, 3, 2, 1]  # the arithmetic above
+    assert means == [40.0, 30.0] and counts == [3, 3]  # the arithmetic above
 
     table = pd.read_csv(report.out_dir / "noise_scale.csv").set_index("quantity")
     row = table.loc["measured B_simple, averaged to the target"]
@@ -314,69 +320,98 @@ def test_two_batch_sizes_reaching_give_no_fit(tmp_path):
     assert pd.read_csv(report.out_dir / "time_to_accuracy.csv")["regime"].isna().all()
     assert f"the frontier cannot be fitted ({reason})" in report.recommendation.details[-1]
     # (b) with two points: 64 needed 16,000 examples against 32's 12,800 (80% efficient)
-    assert "No batch size above 32 stayed within 10% of perfect scaling" in report.recommendation.details[1]
-    assert "scaling efficiency 80%" in report.recommendation.details[1]
+    assert "No batch size above 32 stayed within 10% of perfect scaling" in report.recommendation.details[2]
+    assert "scaling efficiency 80%" in report.recommendation.details[2]
     assert report.recommendation.regime is None and report.recommendation.b_crit is None
     assert f"No regime can be named: the steps–examples frontier was not fitted ({reason})" in \
         report.recommendation.why[0]
 
 
-# --- seeds: spread columns and "cannot be told apart" ----------------------------------------------
+# --- seeds: spread columns, intervals and ties -------------------------------------------------------
+
+ROUND = (1.0, 1.03, 0.98, 1.01, 0.99)  # the machine's speed in each round of the interleaved timing
+
 
 def _seeded(root: Path, name: str, seconds: dict[int, list[float]]) -> Path:
+    """Seeds of one lr per batch size taking 10 steps a second of `seconds`; every batch size timed at 0.1 s a
+    step (interleaved, 5 rounds), so the predicted seconds are the median steps / 10."""
     sweep = make_sweep(root, name)
     for bs, values in seconds.items():
         spe = math.ceil(1000 / bs)
         for seed, s in enumerate(values):
             steps = round(s * 10)
             make_trial(sweep, bs, 0.1, seed, hits={0.9: hit(s, steps, bs, spe)}, total_steps=500)
+    make_step_times(sweep, {bs: [0.1 * r for r in ROUND] for bs in seconds})
     return sweep
 
 
-def test_overlapping_seed_ranges_cannot_be_told_apart(tmp_path):
+def _bootstrap_faster(a: list[int], b: list[int], draws: int = 4000) -> float:
+    """How often the median of a resample of b's steps comes out below a's (the seeds' part of the interval)."""
+    rng = np.random.default_rng(1)
+    ma = np.median(rng.choice(a, size=(draws, len(a))), axis=1)
+    mb = np.median(rng.choice(b, size=(draws, len(b))), axis=1)
+    return float(np.mean(mb < ma))
+
+
+def test_overlapping_seeds_are_declared_a_tie(tmp_path):
     seconds = {32: [9.0, 10.0, 14.0], 64: [5.0, 7.5, 8.0], 128: [6.0, 8.5, 9.0]}
     [report] = build_report(_seeded(tmp_path, "overlap", seconds), formats={"csv", "md"})
     medians = {bs: float(np.median(v)) for bs, v in seconds.items()}
     fastest, runner_up = sorted(medians, key=medians.get)[:2]
     assert (fastest, runner_up) == (64, 128)
-    line = report.recommendation.details[0]
-    assert f"batch size {fastest} (lr 0.1), 7.5 s" in line and f"runner-up batch size {runner_up}" in line
-    assert "median of 3 seeds, range 5–8 s" in line and "range 6–9 s" in line
-    assert "cannot be told apart" in line
+    assert medians[runner_up] > TIE * medians[fastest]  # 8.5 against 7.5: not close enough by the margin alone
+    steps = {bs: [round(v * 10) for v in values] for bs, values in seconds.items()}
+    assert _bootstrap_faster(steps[64], steps[128]) > 0.05  # but 128's seeds often come out ahead
+    answer = report.recommendation
+    assert answer.batch_size == 64 and [o["batch_size"] for o in answer.within_noise] == [128]
+    assert answer.sentence.startswith("Use batch size 64 or 128: they cannot be told apart on this machine")
+    assert "batch size 64 takes both the fewest steps (75) and the fewest examples (4,800)" in answer.sentence
+    assert answer.in_short() == "use batch size 64 (lr 0.1) or 128 (lr 0.1)"
+    line = answer.details[0]
+    assert "batch size 64 (lr 0.1), predicted 7.5 s = 75 steps (median of 3 seeds, 50–80)" in line
+    assert "Runner-up: batch size 128 (lr 0.1), predicted 8.5 s" in line and "cannot be told apart" in line
     table = pd.read_csv(report.out_dir / "time_to_accuracy.csv").set_index("batch_size")
+    assert bool(table.loc[128, "within_noise"]) and not bool(table.loc[32, "within_noise"])
     for bs, values in seconds.items():
         assert table.loc[bs, "seconds_min"] == min(values) and table.loc[bs, "seconds_max"] == max(values)
         assert table.loc[bs, "steps_min"] == round(min(values) * 10)
         assert table.loc[bs, "steps_max"] == round(max(values) * 10)
+        assert table.loc[bs, "predicted_seconds"] == pytest.approx(medians[bs])
+        assert table.loc[bs, "predicted_low"] <= medians[bs] <= table.loc[bs, "predicted_high"]
         assert math.isnan(table.loc[bs, "seconds_q1"])  # fewer than 5 seeds
     markdown = (report.out_dir / "report.md").read_text()
     assert "| 64 | 0.1 | 7.5 (5–8) | 75 (50–80) |" in markdown
 
 
-def test_separate_seed_ranges_and_quartiles(tmp_path):
+def test_separate_seeds_and_quartiles(tmp_path):
     seconds = {32: [9.0, 10.0, 11.0, 12.0, 30.0], 64: [4.0, 5.0, 5.5, 6.0, 8.0]}
     [report] = build_report(_seeded(tmp_path, "apart", seconds), formats={"csv"})
+    steps = {bs: [round(v * 10) for v in values] for bs, values in seconds.items()}
+    assert _bootstrap_faster(steps[64], steps[32]) < 0.005  # 32's median never comes below 64's
     line = report.recommendation.details[0]
-    assert "batch size 64" in line and "runner-up batch size 32" in line
-    assert "do not overlap" in line and "cannot be told apart" not in line
+    assert "batch size 64" in line and "Runner-up: batch size 32" in line
+    assert "larger than this machine's timing noise" in line and "cannot be told apart" not in line
+    assert report.recommendation.within_noise == []
     table = pd.read_csv(report.out_dir / "time_to_accuracy.csv").set_index("batch_size")
     for bs, values in seconds.items():
         assert table.loc[bs, "seconds_q1"] == pytest.approx(np.percentile(values, 25))
         assert table.loc[bs, "seconds_q3"] == pytest.approx(np.percentile(values, 75))
-        steps = [round(v * 10) for v in values]
-        assert table.loc[bs, "steps_q1"] == pytest.approx(np.percentile(steps, 25))
+        assert table.loc[bs, "steps_q1"] == pytest.approx(np.percentile(steps[bs], 25))
 
 
-def test_a_missed_seed_makes_the_range_open(tmp_path):
+def test_a_missed_seed_keeps_a_batch_size_out_of_the_answer(tmp_path):
     sweep = make_sweep(tmp_path, "missed")
     for seed, s in enumerate([4.0, 6.0, None]):
         make_trial(sweep, 64, 0.1, seed, hits={0.9: hit(s, round(s * 10), 64, 16) if s else None})
     make_trial(sweep, 32, 0.1, 0, hits={0.9: hit(5.5, 55, 32, 32)})
     [report] = build_report(sweep, formats={"csv", "md"})
     row = pd.read_csv(report.out_dir / "time_to_accuracy.csv").set_index("batch_size").loc[64]
+    assert row["status"] == "partly reached" and row["seeds_reached"] == "2/3"
     assert (row["seconds"], row["seconds_min"], row["seconds_max"]) == (6.0, 4.0, math.inf)
-    assert "range 4–∞ s" in report.recommendation.details[0]
-    assert "cannot be told apart" in report.recommendation.details[0]  # 5.5 lies inside 4–∞
+    assert not row["fastest"] and math.isnan(row["predicted_seconds"])
+    answer = report.recommendation
+    assert answer.batch_size == 32  # 64 is faster on its two seeds that reached, but the third missed
+    assert "the only batch size that reached the target on every seed" in answer.details[0]
 
 
 # --- nothing reached, one batch size, NaN noise, regression ----------------------------------------
@@ -415,15 +450,15 @@ def test_one_batch_size_and_nan_noise(tmp_path):
     make_trial(sweep, 64, 0.3, 0, status=None, noise=lambda i: 300.0)  # still running: no summary
     [report] = build_report(sweep)
     lines = report.recommendation.details
-    assert "it is the only batch size that reached the target" in lines[0]
-    assert "Only batch size 64 reached the target" in lines[1]
-    assert "the frontier cannot be fitted (1 batch size(s) reached" in lines[2]
+    assert "the only batch size that reached the target on every seed" in lines[0]
+    assert "Only batch size 64 reached the target" in lines[2]
+    assert "the frontier cannot be fitted (1 batch size(s) reached" in lines[3]
     # Reached at step 30 of 80; metrics rows every 2 steps (row i at step 2i), B_simple 200 + i from
     # row 10: the measurements up to the target are rows 10..15.
     up_to_target = [200.0 + i for i in range(10, 16)]
     assert f"B_simple ≈ {np.mean(up_to_target):.3g}, averaged over training up to the target (median over 1 " \
            f"trials of each trial's mean, {len(up_to_target)} measurements in all; 240 when training ended, " \
-           "210 at the first measurement)" in lines[2]
+           "210 at the first measurement)" in lines[3]
     assert report.recommendation.b_simple == pytest.approx(np.mean(up_to_target))
     assert "only batch size that reached it" in report.recommendation.sentence
     table = pd.read_csv(report.out_dir / "noise_scale.csv").set_index("quantity")

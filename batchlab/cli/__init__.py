@@ -117,6 +117,9 @@ def sweep(
                                                         "and micro_batch_size: auto (see max-batch).")] = None,
     gpus: Annotated[Optional[str], typer.Option("--gpus", metavar="IDS", help="Comma-separated CUDA device ids, "
                                                 "e.g. 0,1: one worker process per GPU.")] = None,
+    time_steps: Annotated[bool, typer.Option("--time-steps/--no-time-steps", help="After the trials, time a step at "
+                                             "every batch size, interleaved (a few seconds): the report multiplies "
+                                             "steps to the target by these. Not on Dask.")] = True,
     quiet: QuietOpt = False,
 ):
     """Expand a YAML experiment into trials, train each, and record everything under OUT/<name>."""
@@ -145,7 +148,8 @@ def sweep(
             result = api.sweep(config, plan=plan, command=command_line(config, list(set_ or []), extra),
                                restart=restart, smoke=smoke, race=race, workers=workers, gpus=gpu_ids,
                                executor=executor, scheduler=scheduler, gpus_per_trial=gpus_per_trial,
-                               retries=retries, on_trial_start=display.trial_start, on_trial_end=display.trial_end)
+                               retries=retries, time_steps=time_steps, on_trial_start=display.trial_start,
+                               on_trial_end=display.trial_end, on_steps_timed=display.steps_timed)
     except KeyboardInterrupt:
         raise fail(f"interrupted: the running trials are recorded as interrupted in {plan.sweep_dir.path}; "
                    "run the same command again to resume", code=130) from None
@@ -216,7 +220,7 @@ def report(
         console.print(r.table())
         where = r.out_dir / "report.html" if "html" in chosen else r.out_dir
         answer = r.recommendation
-        typer.echo(f"In short: use batch size {answer.batch_size} with lr {answer.lr:g}; report: {where}"
+        typer.echo(f"In short: {answer.in_short()}; report: {where}"
                    if answer.batch_size is not None else f"report: {where}")  # the answer again, last on screen
 
 

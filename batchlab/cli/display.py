@@ -8,6 +8,9 @@ import typer
 from tqdm import tqdm
 
 
+TIMING = "timing a step at each batch size, interleaved"
+
+
 class Display:
     """Progress bars on a terminal; a plain line per finished trial otherwise; nothing with --quiet."""
 
@@ -40,6 +43,16 @@ class Display:
             self.sweep_bar.write(line)
         elif not self.quiet:
             typer.echo(line)
+
+    def steps_timed(self, done: int, rounds: int) -> None:
+        """The step-time phase after the trials: a bar of its rounds."""
+        if not self.bars:
+            return
+        if self.trial_bar is None or self.trial_bar.desc != TIMING:
+            if self.trial_bar:
+                self.trial_bar.close()
+            self.trial_bar = tqdm(total=rounds, desc=TIMING, unit="round", position=1, leave=False, file=sys.stdout)
+        self.trial_bar.update(done - self.trial_bar.n)
 
     def close(self):
         if self.trial_bar:

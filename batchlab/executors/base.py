@@ -122,6 +122,7 @@ class Executor(ABC):
     """Where and how at once a sweep's trials run."""
 
     concurrent = False  # trials run at once: no per-trial progress; the sweep's progress moves as trials end
+    on_this_machine = True  # trials run here: their step times can be measured here too
 
     def __enter__(self) -> Executor:
         return self

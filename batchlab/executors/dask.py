@@ -55,6 +55,7 @@ class DaskExecutor(Executor):
     many times a trial whose worker was lost runs again."""
 
     concurrent = True
+    on_this_machine = False  # a cluster's workers may be other machines, holding data this one lacks
 
     def __init__(self, client: Client | None = None, scheduler: str | None = None, workers: int | None = None,
                  gpus_per_trial: float | None = None, retries: int = 1):

@@ -5,14 +5,21 @@ B_simple, and what would change on other hardware), then the detailed statements
 numbers it rests on. Everything here reads the tables and the science; nothing is recomputed.
 
 Rules (report.md lists them too):
-- The batch size to use is the fastest to the headline target on this machine (least median
-  training seconds; the time_to_accuracy column `fastest`), with its best lr. Its speed-up is
-  measured against the smallest batch size that reached the target.
+- The batch size to use is the fastest to the headline target on this machine: the least predicted
+  seconds, median steps to the target over seeds x median seconds per step timed interleaved
+  (decision.py; the time_to_accuracy column `fastest`), with its best lr, among the batch sizes whose
+  best setting reached the target on every seed. Batch sizes within the noise of it are named beside
+  it, with what sets them apart (fewer steps, fewer examples). Its speed-up is predicted against the
+  smallest batch size that reached the target.
+- Partly reached (some seeds missed) is never recommended as if it had reached: with no batch size
+  reaching on every seed, the answer says so and names the closest, with k of n seeds.
 - The data-efficient batch size is the largest whose measured examples to the target stay within
   10% of perfect scaling from the smallest that reached it (with one batch size reaching, that
   one); the fewest-steps batch size is the time_to_accuracy column `fewest_steps`.
 - Nothing reached: the closest batch size is the one with the most seeds reaching, then the best
   final test accuracy (lowest final test loss for regression).
+- With trials cut by a race (`--race`), no claim is made about which batch size needs the fewest steps
+  or examples: the cut ones' steps are unknown.
 """
 
 from __future__ import annotations
@@ -23,15 +30,15 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 import pandas as pd
 
-from batchlab.frontier import EFFICIENCY, largest_efficient_batch
+from batchlab.frontier import largest_efficient_batch
 from batchlab.reporting import display
+from batchlab.reporting.answer_details import (WITHIN, critical_text, device_of, efficient_text, fastest_text,
+                                               step_source)
 from batchlab.reporting.display import number
 from batchlab.reporting.load import SweepRecords
 from batchlab.reporting.measured_noise import NoiseResult
 from batchlab.reporting.science import FrontierResult, Science
 from batchlab.reporting.tables import REACHED, Tables
-
-WITHIN = f"within {round((1 - EFFICIENCY) * 100)}% of perfect scaling"
 REGIME_MEANS = {
     "perfect scaling": "doubling the batch there still about halves the steps, so larger batches lost here "
                        "only because this machine processes them no faster per example",
@@ -55,10 +62,17 @@ class Recommendation:
     batch_size: int | None = None  # fastest to the target on this machine
     lr: float | None = None  # its best lr
     axes: dict = field(default_factory=dict)  # its values of any other swept axis
-    seconds: float | None = None  # median training seconds to the target over the best lr's seeds
+    seconds: float | None = None  # median training seconds to the target over the best lr's seeds, as measured
+    predicted_seconds: float | None = None  # median steps x median seconds per step: what decided
+    predicted_interval: tuple[float, float] | None = None  # its 95% bootstrap interval
+    seconds_per_step: float | None = None
+    step_time_source: str | None = None  # "interleaved" (step_times.json) or "trials" (their own clocks)
     steps: float | None = None
     examples: float | None = None
     seeds_reached: str | None = None  # "k/n" of the best lr's finished seeds
+    at_budget_end: int = 0  # of those, seeds that first met the target at the budget's last step
+    within_noise: list[dict] = field(default_factory=list)  # other batch sizes as fast within the noise:
+    # {batch_size, lr, predicted_seconds, steps, examples}
     baseline_batch_size: int | None = None  # the smallest batch size that reached the target
     speedup: float | None = None  # its seconds over the chosen batch size's
     regime: str | None = None  # of the chosen batch size on the fitted frontier (None: no fit)
@@ -70,6 +84,17 @@ class Recommendation:
     fewest_steps_batch_size: int | None = None
     closest_batch_size: int | None = None  # nothing reached: the batch size that came closest
     device: str = ""
+
+    def in_short(self) -> str | None:
+        """'use batch size 256 with lr 0.1', or with batch sizes within the noise 'use batch size 256 (lr 0.1) or
+        64 (lr 0.05)'; None when nothing reached the target."""
+        if self.batch_size is None:
+            return None
+        if not self.within_noise:
+            return f"use batch size {self.batch_size} with lr {self.lr:g}"
+        names = [f"{self.batch_size} (lr {self.lr:g})"] + [f"{o['batch_size']} (lr {o['lr']:g})"
+                                                           for o in self.within_noise]
+        return f"use batch size {', '.join(names[:-1])} or {names[-1]}"
 
     def to_dict(self) -> dict:
         """JSON-safe: NaN and infinity become None, numpy numbers plain ones."""
@@ -93,12 +118,13 @@ def _plain(value):
 def recommend(rec: SweepRecords, tables: Tables, science: Science) -> Recommendation:
     target = display.target_text(rec, tables.target)
     rows = tables.headline_rows
-    reached = rows[rows["status"] == REACHED].sort_values(["seconds", "steps", "batch_size"], kind="stable")
+    reached = rows[rows["status"] == REACHED].sort_values(["predicted_seconds", "steps", "batch_size"],
+                                                          kind="stable")
     noise = science.noise
     frontier = science.frontier
     fit = frontier.fit
     answer = Recommendation(target=tables.target, target_metric=rec.target_metric, reached=not reached.empty,
-                            sentence="", device=_device(rec),
+                            sentence="", device=device_of(rec),
                             b_crit=fit.b_crit if fit else None)
     if noise is not None and noise.to_target_trials:
         answer.b_simple = noise.to_target
@@ -112,18 +138,27 @@ def recommend(rec: SweepRecords, tables: Tables, science: Science) -> Recommenda
         smallest = reached.sort_values("batch_size").iloc[0]
         answer.batch_size, answer.lr = int(chosen["batch_size"]), float(chosen["best_lr"])
         answer.axes = {axis: chosen[axis] for axis in rec.extra_axes}
-        answer.seconds, answer.steps, answer.examples = (float(chosen[c]) for c in ("seconds", "steps", "examples"))
-        answer.seeds_reached = str(chosen["seeds_reached"])
+        answer.seconds, answer.steps, answer.examples, answer.predicted_seconds, answer.seconds_per_step = (
+            float(chosen[c]) for c in ("seconds", "steps", "examples", "predicted_seconds", "seconds_per_step"))
+        answer.predicted_interval = (float(chosen["predicted_low"]), float(chosen["predicted_high"]))
+        answer.step_time_source = str(chosen["step_time_source"])
+        answer.seeds_reached, answer.at_budget_end = str(chosen["seeds_reached"]), int(chosen["at_budget_end"])
+        answer.within_noise = [{"batch_size": int(r.batch_size), "lr": float(r.best_lr),
+                                "predicted_seconds": float(r.predicted_seconds), "steps": float(r.steps),
+                                "examples": float(r.examples)} for r in reached[reached["within_noise"]].itertuples()]
         answer.baseline_batch_size = int(smallest["batch_size"])
-        answer.speedup = float(smallest["seconds"]) / answer.seconds if answer.seconds > 0 else None
+        answer.speedup = (float(smallest["predicted_seconds"]) / answer.predicted_seconds
+                          if answer.predicted_seconds > 0 else None)
         answer.regime = frontier.regimes.get(answer.batch_size)
-        answer.fewest_steps_batch_size = int(rows[rows["fewest_steps"]]["batch_size"].iloc[0])
-        answer.data_efficient_batch_size = _data_efficient(frontier)
+        cut = rows[rows["cut_by_race"]]
+        if cut.empty:
+            answer.fewest_steps_batch_size = int(rows[rows["fewest_steps"]]["batch_size"].iloc[0])
+            answer.data_efficient_batch_size = _data_efficient(frontier)
         answer.sentence = _sentence(answer, target, len(reached))
         answer.why = [_regime_text(answer, frontier), _scale_text(answer, noise),
-                      _hardware_text(answer, rows, frontier)]
-        answer.details = [_fastest_text(rec, target, reached), _efficient_text(frontier)]
-    critical = _critical_text(frontier, noise, any_reached=not reached.empty)
+                      _hardware_text(answer, rows, frontier) if cut.empty else _cut_text(cut)]
+        answer.details = [fastest_text(rec, target, reached), step_source(rec, reached), efficient_text(frontier)]
+    critical = critical_text(frontier, noise, any_reached=not reached.empty)
     if critical:
         answer.details.append(critical)
     if not answer.why and noise is not None and noise.advice():
@@ -143,16 +178,44 @@ def _times(x: float) -> str:
 
 
 def _sentence(answer: Recommendation, target: str, reached: int) -> str:
-    head = (f"Use batch size {answer.batch_size} with {_setting(answer)}: {display.seconds(answer.seconds)} s "
-            f"to {target} on this machine")
+    if answer.within_noise:
+        return _tie_sentence(answer, target)
+    low, high = answer.predicted_interval
+    head = (f"Use batch size {answer.batch_size} with {_setting(answer)}: {display.seconds(answer.predicted_seconds)} s "
+            f"to {target} on this machine ({display.count(answer.steps)} steps x "
+            f"{display.seconds(answer.seconds_per_step)} s a step; 95% interval {display.seconds(low)}–"
+            f"{display.seconds(high)} s)")
+    margin = "" if not answer.at_budget_end else (
+        f" {answer.at_budget_end} of its seeds met the target only at the budget's last step: a longer budget "
+        "would show whether it holds.")
     if reached == 1:
-        return head + ", the only batch size that reached it."
+        return head + ", the only batch size that reached it on every seed." + margin
     if answer.batch_size == answer.baseline_batch_size:
-        return head + "; it is the smallest batch size that reached it, and no larger one was faster."
+        return head + "; it is the smallest batch size that reached it, and no larger one was faster." + margin
     if answer.speedup is None:  # the target held at step 0: no time to compare
-        return head + "."
-    return (head + f" ({_times(answer.speedup)} faster than batch size {answer.baseline_batch_size}, the smallest "
-            "that reached it).")
+        return head + "." + margin
+    return (head + f", {_times(answer.speedup)} faster than batch size {answer.baseline_batch_size}, the smallest "
+            "that reached it." + margin)
+
+
+def _tie_sentence(answer: Recommendation, target: str) -> str:
+    """The fastest and those within the noise of it, named together, with what sets them apart."""
+    others = answer.within_noise
+    names = [str(answer.batch_size)] + [str(o["batch_size"]) for o in others]
+    listed = ", ".join(names[:-1]) + " or " + names[-1]
+    lrs = "; ".join([f"{answer.batch_size}: {_setting(answer)}, {display.seconds(answer.predicted_seconds)} s"]
+                    + [f"{o['batch_size']}: lr {o['lr']:g}, {display.seconds(o['predicted_seconds'])} s" for o in others])
+    candidates = [(answer.batch_size, answer.steps, answer.examples)] + [
+        (o["batch_size"], o["steps"], o["examples"]) for o in others]
+    fewest_steps = min(candidates, key=lambda c: (c[1], c[0]))
+    fewest_examples = min(candidates, key=lambda c: (c[2], c[0]))
+    apart = (f"batch size {fewest_steps[0]} takes the fewest steps ({display.count(fewest_steps[1])}), "
+             f"{fewest_examples[0]} the fewest examples ({display.count(fewest_examples[2])})")
+    if fewest_steps[0] == fewest_examples[0]:
+        apart = (f"batch size {fewest_steps[0]} takes both the fewest steps ({display.count(fewest_steps[1])}) "
+                 f"and the fewest examples ({display.count(fewest_examples[2])})")
+    return (f"Use batch size {listed}: they cannot be told apart on this machine, within the noise of its timing and "
+            f"of the seeds ({lrs} predicted to {target}, steps x seconds per step); {apart}.")
 
 
 def _regime_text(answer: Recommendation, frontier: FrontierResult) -> str:
@@ -198,6 +261,13 @@ def _hardware_text(answer: Recommendation, rows: pd.DataFrame, frontier: Frontie
     return ("On other hardware the fastest batch size moves between two limits: " + "; ".join(parts) + ".")
 
 
+def _cut_text(cut: pd.DataFrame) -> str:
+    sizes = ", ".join(str(int(b)) for b in cut["batch_size"])
+    return (f"The race stopped trials at batch size(s) {sizes} before their best lr was known, so how many steps or "
+            "examples they need is unknown: which batch size would win on other hardware cannot be said from "
+            "these records (run the grid without --race to find out).")
+
+
 def _data_efficient(frontier: FrontierResult) -> int | None:
     points = frontier.points
     if points.empty:
@@ -221,120 +291,3 @@ def _nothing_reached(rec: SweepRecords, rows: pd.DataFrame, target: str) -> tupl
             f"final {name} {value}). Train longer or set an easier target.", int(best["batch_size"]))
 
 
-# --- the detailed statements ---------------------------------------------------------------------
-
-def _seconds(x: float) -> str:
-    return "∞" if x == math.inf else display.seconds(x)
-
-
-def _range(row) -> str:
-    """The seeds behind a reached row's seconds: '1 seed' or 'median of 3 seeds, range 4–6 s'."""
-    seeds = int(row.seeds)
-    if seeds <= 1:
-        return "1 seed"
-    return f"median of {seeds} seeds, range {_seconds(float(row.seconds_min))}–{_seconds(float(row.seconds_max))} s"
-
-
-def _overlap(a, b) -> bool:
-    return max(float(a.seconds_min), float(b.seconds_min)) <= min(float(a.seconds_max), float(b.seconds_max))
-
-
-def _device(rec: SweepRecords) -> str:
-    trials = rec.trials
-    device = (trials["device"].fillna("?") + ", " + trials["device_name"].fillna("?")).where(trials["device"].notna())
-    return display.distinct(device)
-
-
-def _fastest_text(rec: SweepRecords, target: str, reached: pd.DataFrame) -> str:
-    first = next(reached.itertuples())
-    text = (f"Fastest to {target} on this hardware ({_device(rec)}): batch size {first.batch_size} "
-            f"(lr {first.best_lr:g}), {_seconds(first.seconds)} s of training ({_range(first)})")
-    if len(reached) == 1:
-        return text + "; it is the only batch size that reached the target."
-    second = list(reached.itertuples())[1]
-    text += (f"; runner-up batch size {second.batch_size} (lr {second.best_lr:g}), {_seconds(second.seconds)} s "
-             f"({_range(second)}).")
-    if max(first.seeds, second.seeds) > 1:
-        if _overlap(first, second):
-            text += (" Their seed ranges overlap, so the two cannot be told apart: more seeds would be "
-                     "needed to separate them.")
-        else:
-            text += " Their seed ranges do not overlap."
-    else:
-        text += " With one seed each there is no spread to judge the difference by."
-    return text
-
-
-def _efficient_text(frontier: FrontierResult) -> str:
-    """largest_efficient_batch on the measured S(B), with the examples it rests on."""
-    points = frontier.points.sort_values("batch_used")
-    if points.empty:  # reached, but at step 0: the target held before any training
-        return "The target was met before any training step, so how the steps scale cannot be measured."
-    if len(points) < 2:
-        only = int(points["batch_size"].iloc[0])
-        return (f"Only batch size {only} reached the target, so how the steps scale with the batch size "
-                "cannot be measured.")
-    largest = largest_efficient_batch(points["batch_used"], points["steps"])
-    base = points.iloc[0]
-    chosen = points[points["batch_used"] == largest].iloc[0]
-    smallest = f"batch size {int(base['batch_size'])}'s {number(base['examples'])}"
-    if int(chosen["batch_used"]) == int(base["batch_used"]):
-        nxt = points.iloc[1]
-        return (f"No batch size above {int(base['batch_size'])} stayed {WITHIN}: batch size "
-                f"{int(nxt['batch_size'])} needed {number(nxt['examples'])} examples to the target against "
-                f"{smallest} ({_efficiency(nxt, base)}); perfect scaling keeps the examples B·S constant.")
-    text = (f"Most data-efficient large batch: batch size {int(chosen['batch_size'])}, the largest still {WITHIN} — "
-            f"it needed {number(chosen['examples'])} examples to the target ({number(chosen['steps'])} steps) "
-            f"against {smallest} ({_efficiency(chosen, base)}); perfect scaling keeps the examples B·S constant.")
-    larger = points[points["batch_used"] > chosen["batch_used"]]
-    if len(larger):
-        nxt = larger.iloc[0]
-        text += (f" The next, batch size {int(nxt['batch_size'])}, needed {number(nxt['examples'])} "
-                 f"({_efficiency(nxt, base)}).")
-    return text
-
-
-def _efficiency(point, base) -> str:
-    """Scaling efficiency: the smallest batch size's examples over this one's (100%: perfect scaling)."""
-    return f"scaling efficiency {base['examples'] / point['examples'] * 100:.0f}%"
-
-
-def _critical_text(frontier: FrontierResult, noise: NoiseResult | None, any_reached: bool) -> str:
-    parts = []
-    f = frontier.fit
-    if f is not None:
-        r2 = f"{f.r2:.2f}" if math.isfinite(f.r2) else "n/a (all steps equal)"
-        parts.append(f"Critical batch size from the steps-examples frontier: B_crit ≈ {number(f.b_crit)} "
-                     f"(S_min = {number(f.s_min)} steps, E_min = {number(f.e_min)} examples, R² = {r2}, "
-                     f"fitted on {len(f.batch_sizes)} batch sizes).")
-        low, high = min(f.batch_sizes), max(f.batch_sizes)
-        if f.b_crit > high:
-            parts.append(f"That is above the largest batch size fitted ({high}), an extrapolation: the data "
-                         f"place B_crit somewhere beyond {high}.")
-        elif f.b_crit < low:
-            parts.append(f"That is below the smallest batch size fitted ({low}), an extrapolation: the data "
-                         f"place B_crit somewhere below {low}.")
-        if math.isfinite(f.r2) and f.r2 < 0.9:
-            parts.append(f"The fit is loose (R² = {f.r2:.2f}): treat B_crit as rough.")
-    elif any_reached:
-        parts.append(f"No critical batch size: the frontier cannot be fitted ({frontier.reason}).")
-    if noise is not None and noise.to_target_trials:
-        text = (f"Measured gradient noise scale B_simple ≈ {number(noise.to_target)}, averaged over training up to "
-                f"the target (median over {noise.to_target_trials} trials of each trial's mean, "
-                f"{noise.to_target_measurements} measurements in all")
-        if math.isfinite(noise.b_simple):
-            text += f"; {number(noise.b_simple)} when training ended"
-        if math.isfinite(noise.start):
-            text += f", {number(noise.start)} at the first measurement"
-        parts.append(text + ").")
-        if noise.few:
-            parts.append(noise.advice())
-        if f is not None:
-            parts.append(f"The fitted B_crit is {f.b_crit / noise.to_target:.2g}× this B_simple.")
-    elif noise is not None and math.isfinite(noise.b_simple):
-        parts.append(f"Measured gradient noise scale B_simple ≈ {number(noise.b_simple)} when training ended "
-                     f"(median over {noise.trials} completed trials; none was measured before the target).")
-    elif noise is not None and math.isfinite(noise.end):
-        parts.append(f"Measured gradient noise scale B_simple ≈ {number(noise.end)} at the end of training "
-                     f"(median over {noise.curve_trials} trials' last measurement).")
-    return " ".join(parts)

@@ -18,6 +18,8 @@ from batchlab.reporting.tables import REACHED
 DASH = "–"
 # Markers of the three rankings of batch sizes (time_to_accuracy columns) and of an lr on the edge.
 MARKS = {"fastest": "★ fastest", "fewest_steps": "fewest steps", "fewest_examples": "fewest examples"}
+FLAGS = {"within_noise": "≈ as fast within the noise", "at_budget_end": "reached at the budget's last step",
+         "cut_by_race": "cut by the race"}
 EDGE = "⚠ lr on edge"
 
 
@@ -111,6 +113,13 @@ def time_to_accuracy(rec: SweepRecords, rows: pd.DataFrame, spread: bool = False
         out["seconds to target"] = [
             seconds(s) if status == REACHED else status for s, status in zip(rows["seconds"], rows["status"])]
         out["steps"] = rows["steps"].map(count)
+    out["s/step"] = rows["seconds_per_step"].map(seconds)
+    predicted = zip(rows["predicted_seconds"], rows["predicted_low"], rows["predicted_high"], rows["status"])
+    if compact:  # the deciding figure; its interval is in the full table
+        out["predicted s"] = [seconds(p) if status == REACHED else DASH for p, _, _, status in predicted]
+    else:
+        out["predicted s (95%)"] = [_with_range(seconds, p, lo, hi) if status == REACHED else DASH
+                                    for p, lo, hi, status in predicted]
     if not compact:
         out["epochs"] = rows["epochs"].map(epochs)
     out["examples"] = rows["examples"].map(count)
@@ -129,6 +138,10 @@ def time_to_accuracy(rec: SweepRecords, rows: pd.DataFrame, spread: bool = False
         if "regime" in rows and rows["regime"].notna().any():
             out["regime"] = rows["regime"].map(lambda r: DASH if _missing(r) else str(r))
     out["note"] = [notes(row) for row in rows.to_dict("records")]
+    if compact:  # what decided first; samples/s is in s/step, and stays in the full table
+        out = out.rename(columns={"seconds to target": "measured s"}).drop(columns="samples/s")
+        first = ["batch size", "best lr", *rec.extra_axes, "predicted s", "steps", "s/step", "measured s"]
+        out = out[first + [c for c in out.columns if c not in first]]
     return out
 
 
@@ -137,9 +150,11 @@ def terminal_table(rec: SweepRecords, rows: pd.DataFrame, title: str = "") -> Ta
     fastest batch size and ⚠ on a best lr at the edge of the lrs tried instead of a note column."""
     text = time_to_accuracy(rec, rows, compact=True).drop(columns="note")
     rows = rows.reset_index(drop=True)
-    text["batch size"] = [f"{bs} ★" if fast else bs for bs, fast in zip(text["batch size"], rows["fastest"])]
+    text["batch size"] = [f"{bs} ★" if fast else f"{bs} ≈" if tie else bs
+                          for bs, fast, tie in zip(text["batch size"], rows["fastest"], rows["within_noise"])]
     text["best lr"] = [f"{v} ⚠" if edge else v for v, edge in zip(text["best lr"], rows["best_lr_on_edge"])]
-    caption = "★ fastest to the target here" + (
+    caption = "★ fastest to the target here (predicted: steps x s/step)" + (
+        " · ≈ as fast within the noise" if rows["within_noise"].any() else "") + (
         " · ⚠ best lr at the edge of the lrs tried" if rows["best_lr_on_edge"].any() else "")
     table = Table(title=title or None, caption=caption, title_justify="left", header_style="bold")
     for column in text.columns:
@@ -153,6 +168,7 @@ def terminal_table(rec: SweepRecords, rows: pd.DataFrame, title: str = "") -> Ta
 def notes(row: dict) -> str:
     """The markers of one time_to_accuracy row: '★ fastest, fewest examples, ⚠ lr on edge'."""
     marks = [mark for column, mark in MARKS.items() if row.get(column)]
+    marks += [text for column, text in FLAGS.items() if row.get(column)]
     return ", ".join(marks + ([EDGE] if row.get("best_lr_on_edge") else []))
 
 

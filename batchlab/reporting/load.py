@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from batchlab import steptime
 from batchlab.errors import RecordsError
 from batchlab.records import METRIC_COLUMNS, Status, Summary, SweepDir, run_token
 from batchlab.records import FINISHED as FINISHED_STATUSES
@@ -26,7 +27,7 @@ from batchlab.records import INFEASIBLE as INFEASIBLE_STATUSES
 INCOMPLETE = Status.INCOMPLETE.value
 FINISHED = tuple(s.value for s in FINISHED_STATUSES)
 INFEASIBLE = tuple(s.value for s in INFEASIBLE_STATUSES)
-SUMMARY_NUMBERS = ("steps", "epochs", "examples", "steps_per_epoch", "train_size",
+SUMMARY_NUMBERS = ("steps", "budget_steps", "epochs", "examples", "steps_per_epoch", "train_size",
                    "train_seconds", "eval_seconds", "samples_per_second", "peak_memory_bytes")
 TO_TARGET = ("seconds", "steps", "epochs", "examples")
 # summary.json "noise" {g2, trace, b_simple, measurements}, or null: trials columns noise_<key>.
@@ -56,6 +57,8 @@ class SweepRecords:
     targets: list[float]
     extra_axes: list[str]  # sweep axes besides batch_size, lr and seed (e.g. optimizer.momentum)
     sweep_yaml: str | None
+    step_times: pd.DataFrame | None  # step_times.json's timings: batch_size, cost_key, round, seconds_per_step
+    step_facts: dict  # what they were measured on, and when (step_times.json less its timings)
     running: bool  # a sweep held the lock: it was still running
     warnings: list[str] = field(default_factory=list)
     damaged: int = 0  # trials left out because a record was damaged
@@ -152,6 +155,7 @@ def load_sweep(sweep_dir: Path) -> SweepRecords:
         targets=targets,
         extra_axes=extra_axes,
         sweep_yaml=_read_text(sweep_dir / "sweep.yaml"),
+        **_step_times(sweep_dir / steptime.FILE, warnings),
         running=SweepDir(sweep_dir.parent, sweep_dir.name).is_running(),
         warnings=warnings,
         damaged=damaged,
@@ -246,6 +250,7 @@ def _trial_row(trial_dir: Path, config: dict, record: Summary | None) -> tuple[d
     for key, value in config.get("axes", {}).items():
         if key not in ("batch_size", "lr", "seed"):
             row[axis_column(key)] = _axis_value(value)
+    row["cost_key"] = steptime.cost_key(config.get("axes", {}))  # which step time is this trial's
     summary = {k: v for k, v in vars(record).items()} if record else {}
     for key in SUMMARY_NUMBERS:
         row[key] = _number(summary.get(key))
@@ -272,6 +277,25 @@ def _trial_row(trial_dir: Path, config: dict, record: Summary | None) -> tuple[d
             hit[what] = _number(reached.get(what)) if reached else math.inf
         hits.append(hit)
     return row, hits
+
+
+def _step_times(path: Path, warnings: list[str]) -> dict:
+    """step_times and step_facts from step_times.json; None and {} when there is none (or it is damaged:
+    then a warning, and the report falls back on each trial's own clock)."""
+    if not path.exists():
+        return {"step_times": None, "step_facts": {}}
+    try:
+        recorded = json.loads(path.read_text())
+        frame = pd.DataFrame([{"batch_size": int(t["batch_size"]), "cost_key": steptime.cost_key(t["axes"]),
+                               "round": int(t["round"]), "seconds_per_step": float(t["seconds"]) / int(t["steps"])}
+                              for t in recorded["timings"]],
+                             columns=["batch_size", "cost_key", "round", "seconds_per_step"])
+        facts = {k: v for k, v in recorded.items() if k != "timings"}
+    except (OSError, ValueError, KeyError, TypeError, ZeroDivisionError) as exc:
+        warnings.append(f"{path}: damaged ({type(exc).__name__}); seconds per step are taken from each trial's "
+                        "own clock instead")
+        return {"step_times": None, "step_facts": {}}
+    return {"step_times": frame, "step_facts": facts}
 
 
 def _target_values(config: dict) -> list[float]:

@@ -10,6 +10,8 @@
   train-subset loss for regression) at the same evaluation rows.
 
 Rules (report.md lists them too):
+- A batch size whose trials the race cut (tables.py `cut_by_race`) is left out: its steps are not
+  known to be its best, and fitting the survivors alone is said in a note.
 - A batch size above the training set runs full-batch steps: in the frontier it counts as the
   training-set size (B_used), and of several configured sizes with the same B_used only the
   smallest is fitted.
@@ -102,7 +104,8 @@ def build_science(rec: SweepRecords, tables: Tables) -> Science:
 def _frontier(rec: SweepRecords, tables: Tables) -> FrontierResult:
     rows = tables.headline_rows.sort_values("batch_size")
     train_size = rec.trials.groupby("batch_size")["train_size"].median()
-    reached = rows[(rows["status"] == REACHED) & np.isfinite(rows["steps"].astype(float))
+    cut = rows[rows["cut_by_race"]]
+    reached = rows[(rows["status"] == REACHED) & ~rows["cut_by_race"] & np.isfinite(rows["steps"].astype(float))
                    & (rows["steps"].astype(float) > 0)]
     points = pd.DataFrame({
         "batch_size": reached["batch_size"].astype(int).to_numpy(),
@@ -112,6 +115,10 @@ def _frontier(rec: SweepRecords, tables: Tables) -> FrontierResult:
     })
     points["examples"] = points["batch_used"] * points["steps"]
     notes = []
+    if len(cut):
+        notes.append(f"the race cut trials at batch size(s) {', '.join(str(int(b)) for b in cut['batch_size'])} "
+                     "before their best lr was known: their steps to the target are unknown, so they are left out "
+                     "of the fit")
     duplicates = points[points.duplicated("batch_used")]
     if len(duplicates):
         kept = points.drop_duplicates("batch_used", keep="first")

@@ -6,22 +6,28 @@ Rules (report.md states them too, under "How to read this report"):
   neither reached nor missed.
 - A "setting" is what we tune at one batch size: the lr plus any other swept axis. Within one
   batch size a step costs the same whatever the lr, so settings are ranked by the work they needed,
-  not by the clock (seconds would only add timer noise from a busy machine): the median over their
-  seeds of steps to target (misses = +inf, so a setting most of whose seeds reached comes first),
-  then median examples, then median seconds, then more seeds reaching, then the fewest steps of a
-  single seed, then the lowest final train loss, then the smaller lr. The first is the batch
-  size's best setting.
+  not by the clock (seconds would only add timer noise from a busy machine): first the fewest seeds
+  that missed the target, then the median over their seeds of steps to target, then median
+  examples, then median seconds, then the fewest steps of a single seed, then the best final test
+  metric (the closest to the target, for settings that all missed), then the lowest final train
+  loss, then the smaller lr. The first is the batch size's best setting.
+- A batch size "reached" the target only when every seed of its best setting did; one whose best
+  setting reached it on some seeds only is "partly reached" (k/n in seeds_reached) and takes no
+  part in choosing the fastest batch size.
 - Batch sizes are ranked against each other three ways, each its own column: fastest (least
-  median seconds to target: what this hardware favours; ties: fewer steps, then the smaller batch),
-  fewest_steps (ties: fewer examples) and fewest_examples (ties: fewer steps).
-- Medians over seeds are taken per column, so seconds and steps may come from different seeds.
-  With an even number of seeds, one miss among the middle two makes the median +inf: a batch
-  size "reached" the target only when more than half its best setting's seeds did.
-- A "not reached" row still names the lr that came closest by the ranking above (more seeds
-  reaching, then fewest steps of a seed that reached, then lowest final train loss); those are the
-  curves plotted for it.
+  predicted seconds to target, steps x seconds per step: see decision.py; ties: fewer steps, then
+  the smaller batch), fewest_steps (ties: fewer examples) and fewest_examples (ties: fewer steps).
+- Medians over seeds are taken per column, so seconds and steps may come from different seeds; a
+  partly reached row keeps them where the median is finite (a miss counting as +inf).
+- A "not reached" row still names the setting that came closest by the ranking above; those are
+  the curves plotted for it.
 - Spread over seeds (seconds, steps and examples: min/max; q1/q3 with 5 or more seeds) is over the best
-  setting's finished seeds, a miss counting as +inf, so a max of inf says some seed missed.
+  setting's finished seeds.
+- at_budget_end counts the best setting's seeds that first met the target at the last step their
+  budget allowed: reached, but without margin.
+- cut_by_race: a raced trial at that batch size stopped before the steps its best setting needed (or
+  none reached): a setting the race cut might have needed fewer steps, so the row's steps are not
+  known to be its best, and the frontier leaves it out.
 """
 
 from __future__ import annotations
@@ -32,9 +38,11 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from batchlab.reporting import decision
 from batchlab.reporting.load import FINISHED, INFEASIBLE, INCOMPLETE, SweepRecords
 
 REACHED = "reached"
+PARTLY = "partly reached"  # some seeds of the best setting reached the target, not all
 NOT_REACHED = "not reached"
 NO_RESULT = "no finished trials"
 WHOLE_NUMBERS = ("steps", "examples", "steps_per_epoch", "train_size", "peak_memory_bytes", "noise_measurements")
@@ -42,10 +50,10 @@ QUARTILE_SEEDS = 5  # q1/q3 of seconds and steps to target only from this many s
 SPREAD = tuple(f"{what}_{stat}" for what in ("seconds", "steps", "examples") for stat in ("min", "max", "q1", "q3"))
 # Within a batch size: work first (a step costs the same whatever the lr), the clock last. The
 # helper columns are added by _ranked.
-SETTING_ORDER = ["steps", "examples", "seconds", "_more_reached", "steps_min", "_train_loss", "lr"]
+SETTING_ORDER = ["_missed", "steps", "examples", "seconds", "steps_min", "_final", "_train_loss", "lr"]
 # Between batch sizes: (column, tie-breaks) for each ranking, flagged by a column of that name.
 RANKINGS = {
-    "fastest": ["seconds", "steps", "batch_size"],
+    "fastest": ["predicted_seconds", "steps", "batch_size"],
     "fewest_steps": ["steps", "examples", "seconds", "batch_size"],
     "fewest_examples": ["examples", "steps", "seconds", "batch_size"],
 }
@@ -152,18 +160,20 @@ def _q3(values: pd.Series) -> float:
     return _quantile(values, 0.75)
 
 
-def _ranked(settings: pd.DataFrame) -> pd.DataFrame:
+def _ranked(settings: pd.DataFrame, regression: bool) -> pd.DataFrame:
     """Settings sorted best first within each batch size, by SETTING_ORDER."""
+    final = settings["final_test_loss"] if regression else -settings["final_test_accuracy"]
     ranked = settings.assign(
-        _more_reached=-settings["reached"],
+        _missed=settings["seeds"] - settings["reached"],
+        _final=final.fillna(np.inf),
         _train_loss=settings["final_train_loss"].fillna(np.inf),
     ).sort_values(["batch_size", *SETTING_ORDER], na_position="last", kind="stable")
-    return ranked.drop(columns=["_more_reached", "_train_loss"])
+    return ranked.drop(columns=["_missed", "_final", "_train_loss"])
 
 
-def _best_settings(settings: pd.DataFrame) -> pd.DataFrame:
+def _best_settings(settings: pd.DataFrame, regression: bool) -> pd.DataFrame:
     """The best setting of each batch size, by the ranking in the module docstring."""
-    return _ranked(settings).drop_duplicates("batch_size")
+    return _ranked(settings, regression).drop_duplicates("batch_size")
 
 
 def _batch_facts(trials: pd.DataFrame) -> pd.DataFrame:
@@ -186,21 +196,23 @@ def _batch_facts(trials: pd.DataFrame) -> pd.DataFrame:
 
 def _time_to_accuracy(rec: SweepRecords, target: float, settings: pd.DataFrame,
                       facts: pd.DataFrame) -> pd.DataFrame:
-    best = _best_settings(settings).set_index("batch_size")
+    best = _best_settings(settings, rec.regression).set_index("batch_size")
     rows = []
     for bs in facts.index:
         row = {"target_metric": rec.target_metric, "target": target, "batch_size": int(bs)}
         if bs in best.index:
             b = best.loc[bs]
-            reached = bool(np.isfinite(b["seconds"]))
-            row.update(status=REACHED if reached else NOT_REACHED, best_lr=b["lr"], setting=b["setting"])
+            reached = b["reached"] == b["seeds"] > 0
+            status = REACHED if reached else PARTLY if b["reached"] else NOT_REACHED
+            row.update(status=status, best_lr=b["lr"], setting=b["setting"])
             row.update({axis: b[axis] for axis in rec.extra_axes})
             row.update(seeds_reached=f"{int(b['reached'])}/{int(b['seeds'])}",
                        reached=int(b["reached"]), seeds=int(b["seeds"]))
+            known = bool(np.isfinite(b["steps"]))  # a median over seeds, a miss counting as +inf
             for what in ("seconds", "steps", "epochs", "examples"):
-                row[what] = b[what] if reached else math.nan
+                row[what] = b[what] if known else math.nan
             for column in SPREAD:
-                row[column] = b[column] if reached else math.nan
+                row[column] = b[column] if known else math.nan
             row.update(final_test_accuracy=b["final_test_accuracy"], final_test_loss=b["final_test_loss"])
             lr_min, lr_max = facts.loc[bs, "lr_min"], facts.loc[bs, "lr_max"]
             row["best_lr_on_edge"] = reached and bool(np.isclose(b["lr"], lr_min) or np.isclose(b["lr"], lr_max))
@@ -218,6 +230,7 @@ def _time_to_accuracy(rec: SweepRecords, target: float, settings: pd.DataFrame,
                "final_test_accuracy", "final_test_loss", "samples_per_second", "steps_per_epoch",
                "peak_memory_bytes", "infeasible", "best_lr_on_edge", "setting"]
     table = _whole_numbers(table.reindex(columns=columns), ("steps_per_epoch", "peak_memory_bytes"))
+    decision.annotate(rec, table)
     for name, order in RANKINGS.items():
         table[name] = _first(table, order)
     return table
@@ -263,7 +276,7 @@ def _grids(rec: SweepRecords, settings: pd.DataFrame) -> tuple[pd.DataFrame, pd.
         table.index.name, table.columns.name = "lr", None
         return table
 
-    cells = _ranked(settings).drop_duplicates(["batch_size", "lr"]).set_index(["lr", "batch_size"])
+    cells = _ranked(settings, rec.regression).drop_duplicates(["batch_size", "lr"]).set_index(["lr", "batch_size"])
     seconds, steps = grid(cells["seconds"]), grid(cells["steps"])
     final_column = "final_test_loss" if rec.regression else "final_test_accuracy"
     finals = finished.groupby(["lr", "batch_size", "setting"])[final_column].median()

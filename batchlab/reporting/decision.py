@@ -1,0 +1,139 @@
+"""Which batch size is fastest to the target on this machine, decided where each part is measured stably.
+
+Time to a target = steps to it (the optimisation's: exact for a seed, varying over seeds) x seconds per step
+(the hardware's: varying with the machine's load from minute to minute). So:
+
+- steps: each batch size's best setting's steps to the target, per seed (every seed reached it: a batch size
+  some seed of whose best setting missed takes no part in the decision);
+- seconds per step: from the sweep's step_times.json, every batch size timed round-robin in one go after the
+  trials (batchlab.steptime), so a slow minute slows them all alike; without that file (a Dask sweep, records
+  from before it, `--no-time-steps`), each trial's own clock (train_seconds / steps), which the report says;
+- predicted seconds = median steps over seeds x median seconds per step, with a 95% interval from a bootstrap
+  over both (seeds resampled per batch size; rounds of the interleaved timing resampled together for all batch
+  sizes, as they were measured together, trials' timings independently);
+- the fastest is the least predicted time; a batch size is within the noise of it when its predicted time is
+  under TIE x the fastest's, or it came out faster in at least 2.5% of the bootstrap draws (the one-sided
+  end of the 95% interval of the ratio of the two times). Both are named in the answer.
+
+The measured wall-clock seconds to the target stay in the tables beside the prediction. Everything here is
+deterministic for the same records (the bootstrap's generator has a fixed seed).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from batchlab.records import Status
+from batchlab.reporting.load import FINISHED
+
+DRAWS = 2000  # bootstrap draws: the 2.5% tails rest on 50 draws each
+SEED = 0  # same records, same intervals, same answer
+TIE = 1.10  # predicted times within 10% are one answer: interleaved step-time ratios moved by up to ~X% here
+INTERLEAVED, TRIALS = "interleaved", "trials"  # where seconds per step came from
+
+
+@dataclass
+class StepCost:
+    """Seconds per step at one batch size: one value per round (interleaved) or per trial (the trials' clocks)."""
+    source: str
+    values: np.ndarray
+
+    @property
+    def median(self) -> float:
+        return float(np.median(self.values)) if len(self.values) else math.nan
+
+
+@dataclass
+class Decision:
+    seconds_per_step: dict[int, float]
+    source: dict[int, str]
+    predicted: dict[int, tuple[float, float, float]]  # batch size -> (median, low, high) seconds to the target
+    fastest: int | None
+    within_noise: list[int]  # other batch sizes that cannot be told apart from the fastest, fastest first
+
+
+def step_costs(rec, rows: pd.DataFrame, best_trials: dict[int, pd.DataFrame]) -> dict[int, StepCost]:
+    """Seconds per step for each row's batch size (and its best setting's other axes)."""
+    costs = {}
+    timings = rec.step_times
+    for row in rows.itertuples(index=False):
+        trials = best_trials.get(int(row.batch_size))
+        if trials is None or trials.empty:
+            continue
+        key = trials["cost_key"].iloc[0]
+        if timings is not None:
+            mine = timings[(timings["batch_size"] == row.batch_size) & (timings["cost_key"] == key)]
+            if len(mine):
+                costs[int(row.batch_size)] = StepCost(INTERLEAVED, mine.sort_values("round")["seconds_per_step"]
+                                                      .to_numpy(dtype=float))
+                continue
+        same = rec.trials[(rec.trials["batch_size"] == row.batch_size) & (rec.trials["cost_key"] == key)
+                          & (rec.trials["status"] == "completed") & (rec.trials["steps"] > 0)]
+        values = (same["train_seconds"] / same["steps"]).to_numpy(dtype=float)
+        costs[int(row.batch_size)] = StepCost(TRIALS, values[np.isfinite(values)])
+    return costs
+
+
+def decide(steps: dict[int, np.ndarray], costs: dict[int, StepCost]) -> Decision:
+    """`steps`: per batch size, the steps to the target of each seed (all finite); `costs`: its seconds per step,
+    interleaved ones in round order (the same rounds for every batch size, so their draws stay paired)."""
+    rng = np.random.default_rng(SEED)
+    sizes = [b for b in sorted(steps) if b in costs and len(costs[b].values) and len(steps[b])]
+    draws = {}
+    n_rounds = min((len(costs[b].values) for b in sizes if costs[b].source == INTERLEAVED), default=0)
+    shared = rng.integers(0, n_rounds, size=(DRAWS, n_rounds)) if n_rounds else None
+    for b in sizes:
+        s = np.asarray(steps[b], dtype=float)
+        seed_medians = np.median(s[rng.integers(0, len(s), size=(DRAWS, len(s)))], axis=1)
+        cost = costs[b]
+        if cost.source == INTERLEAVED and shared is not None:
+            per_step = np.median(cost.values[:n_rounds][shared], axis=1)
+        else:
+            per_step = np.median(cost.values[rng.integers(0, len(cost.values), size=(DRAWS, len(cost.values)))],
+                                 axis=1)
+        draws[b] = seed_medians * per_step
+    predicted = {b: (float(np.median(steps[b]) * costs[b].median), *map(float, np.percentile(draws[b], [2.5, 97.5])))
+                 for b in sizes}
+    fastest = min(sizes, key=lambda b: (predicted[b][0], b)) if sizes else None
+    within = []
+    if fastest is not None:
+        for b in sorted(sizes, key=lambda b: (predicted[b][0], b)):
+            if b == fastest:
+                continue
+            close = predicted[b][0] <= TIE * predicted[fastest][0]
+            sometimes_faster = np.mean(draws[b] < draws[fastest]) >= 0.025
+            if close or sometimes_faster:
+                within.append(b)
+    return Decision({b: costs[b].median for b in costs}, {b: costs[b].source for b in costs}, predicted, fastest,
+                    within)
+
+
+def annotate(rec, table: pd.DataFrame) -> Decision:
+    """Add the decision's columns to one target's time_to_accuracy rows (their `setting` column still there):
+    seconds_per_step, step_time_source, predicted_seconds / _low / _high, within_noise, at_budget_end and
+    cut_by_race (see tables.py)."""
+    from batchlab.reporting.tables import REACHED  # (tables imports this module)
+
+    hits = rec.hits[np.isclose(rec.hits["target"], table["target"].iloc[0])].set_index("trial_id")["steps"]
+    trials = rec.trials.assign(steps_to=rec.trials["trial_id"].map(hits))
+    finished = trials[trials["status"].isin(FINISHED)]
+    best = {int(r.batch_size): finished[(finished["batch_size"] == r.batch_size) & (finished["setting"] == r.setting)]
+            for r in table.itertuples(index=False) if isinstance(r.setting, str)}
+    reached = table.loc[table["status"] == REACHED, "batch_size"].astype(int)
+    decision = decide({b: best[b]["steps_to"].to_numpy(dtype=float) for b in reached}, step_costs(rec, table, best))
+    table["seconds_per_step"] = table["batch_size"].map(decision.seconds_per_step)
+    table["step_time_source"] = table["batch_size"].map(decision.source)
+    for i, column in enumerate(("predicted_seconds", "predicted_low", "predicted_high")):
+        table[column] = table["batch_size"].map({b: p[i] for b, p in decision.predicted.items()})
+    table["within_noise"] = table["batch_size"].isin(decision.within_noise)
+    table["at_budget_end"] = table["batch_size"].map(
+        {b: int((t["steps_to"] >= t["budget_steps"]).sum()) for b, t in best.items()}).fillna(0).astype(int)
+    raced = trials[trials["status"] == Status.RACED.value]
+    table["cut_by_race"] = [bool(len(cut := raced[raced["batch_size"] == r.batch_size])) and
+                            (r.status != REACHED or bool((cut["steps"] < r.steps).any()))
+                            for r in table.itertuples(index=False)]
+    return decision
