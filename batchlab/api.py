@@ -234,8 +234,7 @@ def suggest(config: Config, out: str | Path = "runs", overrides: Overrides = Non
 
     source = source_of(config)
     experiment = load_config(config, _with_threads(overrides, threads), **parts)
-    hooks = Hooks(on_trial_start or Hooks.trial_start, on_trial_end or Hooks.trial_end,
-                  on_steps_timed or Hooks.steps_timed)
+    hooks = Hooks(on_trial_start or Hooks.trial_start, on_trial_end or Hooks.trial_end)
     try:
         return search(experiment, Path(out), target=target, budget=budget, code_dirs=source.code_dirs,
                       command=command or f"batchlab.suggest({str(config) if isinstance(config, (str, Path)) else '<config>'!r})",

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import copy
 import json
+import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -61,6 +62,7 @@ class StepTimes:
     timings: list[Timing] = field(default_factory=list)
     warmup_seconds: float = 0.0  # the untimed warm-up steps: with the timed ones, what the measurement cost
     errors: dict[tuple, str] = field(default_factory=dict)  # subjects that could not be timed, and why
+    clock: str = "wall"  # "wall" (synchronised) or "thread CPU" (see uses_cpu_clock): how the report reads them
 
     @property
     def cost(self) -> float:
@@ -70,6 +72,16 @@ class StepTimes:
     def seconds_per_step(self, key: tuple) -> list[float]:
         """The key's seconds per step, one a round, in round order."""
         return [t.seconds_per_step for t in sorted(self.timings, key=lambda t: t.round) if t.key == key]
+
+
+def uses_cpu_clock(device: torch.device, cfg: Experiment) -> bool:
+    """Whether a step's cost is read from this thread's CPU time rather than the wall clock: on a CPU, with one
+    torch thread and the data served in this thread, the step's whole work runs on this thread, and its CPU time
+    leaves out the moments the machine's other load took the core (measured here under a load of 5 on 2 cores,
+    benchmarks/step_times.py: step-time ratios between batch sizes moved by up to 6% from one measurement to the
+    next, the least over 5 rounds, against up to 61% on the wall clock). With several threads, DataLoader workers
+    or a GPU, the wall clock (synchronised)."""
+    return device.type == "cpu" and torch.get_num_threads() == 1 and cfg.dataset.num_workers == 0
 
 
 class _Runner:
@@ -86,6 +98,7 @@ class _Runner:
                          channels_last)
         self.batches = _endless(lambda: iter(data.train.loader(batch, cfg.drop_last, cfg.seed)))
         self.device = device
+        self.cpu_clock = uses_cpu_clock(device, cfg)
         clock = Clock(device)
         clock.start()
         self.step(*next(self.batches))  # lazy initialisation, kernels for this shape, caches, workers: not timed
@@ -96,6 +109,12 @@ class _Runner:
         model_state, optimizer_state = self.state
         self.step.model.load_state_dict(model_state)
         self.step.optimizer.load_state_dict(optimizer_state)
+        if self.cpu_clock:
+            start, steps = time.thread_time(), 0
+            while steps < MIN_STEPS or time.thread_time() - start < seconds:
+                self.step(*next(self.batches))
+                steps += 1
+            return steps, time.thread_time() - start
         clock, steps = Clock(self.device), 0
         clock.start()
         while steps < MIN_STEPS or clock.peek() < seconds:
@@ -107,8 +126,8 @@ class _Runner:
 def measure(subjects: list[Subject], data_for: Callable[[Experiment], Data], device: torch.device,
             rounds: int = ROUNDS, seconds: float = SECONDS,
             on_round: Callable[[int, int], None] = lambda done, total: None) -> StepTimes:
-    """Time every subject `rounds` times, round-robin, in an order rotated (and reversed every other round) from
-    round to round, so no subject always follows the same neighbour. `data_for(config)` gives a subject's data
+    """Time every subject `rounds` times, round-robin, in an order reversed every other round and rotated every
+    two rounds, so no subject always follows the same neighbour. `data_for(config)` gives a subject's data
     on `device`. `on_round(done, rounds)` reports progress. A subject whose step raises (out of memory, say)
     is left out, its error in `errors`: the trials at that batch size failed the same way."""
     result = StepTimes(rounds, seconds)
@@ -121,9 +140,11 @@ def measure(subjects: list[Subject], data_for: Callable[[Experiment], Data], dev
             continue
         result.warmup_seconds += runner.warmup_seconds
         runners[subject.key] = runner
+        result.clock = "thread CPU" if runner.cpu_clock else "wall"
     for r in range(rounds):
         keys = list(runners)
-        order = keys[r % len(keys):] + keys[:r % len(keys)] if keys else []
+        shift = (r // 2) % len(keys) if keys else 0
+        order = keys[shift:] + keys[:shift]
         for key in order[::-1] if r % 2 else order:
             try:
                 steps, timed = runners[key].time(seconds)
@@ -169,7 +190,7 @@ def record(path: Path, times: StepTimes, facts: dict) -> None:
     written atomically."""
     write_json_atomic(path, {
         **facts, "measured_at": datetime.now(timezone.utc).isoformat(timespec="seconds"), "rounds": times.rounds,
-        "seconds_per_timing": times.seconds, "cost_seconds": times.cost,
+        "seconds_per_timing": times.seconds, "clock": times.clock, "cost_seconds": times.cost,
         "errors": [{"batch_size": k[0], "axes": json.loads(k[1]), "error": e} for k, e in times.errors.items()],
         "timings": [{"batch_size": t.key[0], "axes": json.loads(t.key[1]), "round": t.round, "steps": t.steps,
                      "seconds": t.seconds} for t in times.timings]})

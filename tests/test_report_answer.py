@@ -110,7 +110,7 @@ def test_notebook_representations(tmp_path):
     text = repr(report)
     assert text.startswith("<SweepReport answer: 9 completed") and report.recommendation.sentence in text
     html = report._repr_html_()
-    assert report.recommendation.sentence in html and "<table" in html and "samples/s" in html
+    assert report.recommendation.sentence in html and "<table" in html and "s/step" in html
 
 
 # --- names, import paths and reasons supplied by records ----------------------------------------

@@ -286,6 +286,11 @@ def _nothing_reached(rec: SweepRecords, rows: pd.DataFrame, target: str) -> tupl
     best = ranked.iloc[0]
     name = "test loss" if rec.regression else "test accuracy"
     value = display.loss(best[column]) if rec.regression else display.accuracy(best[column])
+    if best["reached"]:  # some seeds reached it, not all: never an answer without saying so
+        return (f"No batch size reached {target} on every seed, so none can be recommended without a caveat; the "
+                f"closest was batch size {int(best['batch_size'])} with lr {best['best_lr']:g}, which reached it on "
+                f"{int(best['reached'])} of {int(best['seeds'])} seeds (final {name} {value}, median). Train longer "
+                "or set an easier target.", int(best["batch_size"]))
     return (f"No batch size reached {target}, so none can be recommended yet; the closest was batch size "
             f"{int(best['batch_size'])} with lr {best['best_lr']:g} ({best['seeds_reached']} seeds reached it, "
             f"final {name} {value}). Train longer or set an easier target.", int(best["batch_size"]))

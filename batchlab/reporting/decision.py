@@ -6,9 +6,13 @@ Time to a target = steps to it (the optimisation's: exact for a seed, varying ov
 - steps: each batch size's best setting's steps to the target, per seed (every seed reached it: a batch size
   some seed of whose best setting missed takes no part in the decision);
 - seconds per step: from the sweep's step_times.json, every batch size timed round-robin in one go after the
-  trials (batchlab.steptime), so a slow minute slows them all alike; without that file (a Dask sweep, records
-  from before it, `--no-time-steps`), each trial's own clock (train_seconds / steps), which the report says;
-- predicted seconds = median steps over seeds x median seconds per step, with a 95% interval from a bootstrap
+  trials (batchlab.steptime), so a slow minute slows them all alike. Read on this thread's CPU clock (one torch
+  thread on a CPU), a round can only be slowed by what else runs, never sped up: the least over the rounds is
+  the step's cost (it moved by at most 10% from one measurement to the next under a load of 8 on 2 cores, where
+  the median moved by 30%). On the wall clock, which a loaded machine moves both ways, the median over the
+  rounds. Without that file (a Dask sweep, records from before it, `--no-time-steps`), each trial's own clock
+  (train_seconds / steps, the median over the trials), which the report says;
+- predicted seconds = median steps over seeds x seconds per step, with a 95% interval from a bootstrap
   over both (seeds resampled per batch size; rounds of the interleaved timing resampled together for all batch
   sizes, as they were measured together, trials' timings independently);
 - the fastest is the least predicted time; a batch size is within the noise of it when its predicted time is
@@ -34,17 +38,23 @@ DRAWS = 2000  # bootstrap draws: the 2.5% tails rest on 50 draws each
 SEED = 0  # same records, same intervals, same answer
 TIE = 1.10  # predicted times within 10% are one answer: interleaved step-time ratios moved by up to ~X% here
 INTERLEAVED, TRIALS = "interleaved", "trials"  # where seconds per step came from
+CPU_CLOCK = "thread CPU"  # step_times.json's clock when a step's cost was read on this thread's CPU time
 
 
 @dataclass
 class StepCost:
-    """Seconds per step at one batch size: one value per round (interleaved) or per trial (the trials' clocks)."""
+    """Seconds per step at one batch size: one value per round (interleaved) or per trial (the trials' clocks),
+    summarised by the least (a CPU clock) or the median (a wall clock)."""
     source: str
     values: np.ndarray
+    least: bool = False
+
+    def of(self, values: np.ndarray, axis=None):
+        return np.min(values, axis=axis) if self.least else np.median(values, axis=axis)
 
     @property
-    def median(self) -> float:
-        return float(np.median(self.values)) if len(self.values) else math.nan
+    def value(self) -> float:
+        return float(self.of(self.values)) if len(self.values) else math.nan
 
 
 @dataclass
@@ -69,7 +79,7 @@ def step_costs(rec, rows: pd.DataFrame, best_trials: dict[int, pd.DataFrame]) ->
             mine = timings[(timings["batch_size"] == row.batch_size) & (timings["cost_key"] == key)]
             if len(mine):
                 costs[int(row.batch_size)] = StepCost(INTERLEAVED, mine.sort_values("round")["seconds_per_step"]
-                                                      .to_numpy(dtype=float))
+                                                      .to_numpy(dtype=float), rec.step_facts.get("clock") == CPU_CLOCK)
                 continue
         same = rec.trials[(rec.trials["batch_size"] == row.batch_size) & (rec.trials["cost_key"] == key)
                           & (rec.trials["status"] == "completed") & (rec.trials["steps"] > 0)]
@@ -91,12 +101,11 @@ def decide(steps: dict[int, np.ndarray], costs: dict[int, StepCost]) -> Decision
         seed_medians = np.median(s[rng.integers(0, len(s), size=(DRAWS, len(s)))], axis=1)
         cost = costs[b]
         if cost.source == INTERLEAVED and shared is not None:
-            per_step = np.median(cost.values[:n_rounds][shared], axis=1)
+            per_step = cost.of(cost.values[:n_rounds][shared], axis=1)
         else:
-            per_step = np.median(cost.values[rng.integers(0, len(cost.values), size=(DRAWS, len(cost.values)))],
-                                 axis=1)
+            per_step = cost.of(cost.values[rng.integers(0, len(cost.values), size=(DRAWS, len(cost.values)))], axis=1)
         draws[b] = seed_medians * per_step
-    predicted = {b: (float(np.median(steps[b]) * costs[b].median), *map(float, np.percentile(draws[b], [2.5, 97.5])))
+    predicted = {b: (float(np.median(steps[b]) * costs[b].value), *map(float, np.percentile(draws[b], [2.5, 97.5])))
                  for b in sizes}
     fastest = min(sizes, key=lambda b: (predicted[b][0], b)) if sizes else None
     within = []
@@ -108,7 +117,7 @@ def decide(steps: dict[int, np.ndarray], costs: dict[int, StepCost]) -> Decision
             sometimes_faster = np.mean(draws[b] < draws[fastest]) >= 0.025
             if close or sometimes_faster:
                 within.append(b)
-    return Decision({b: costs[b].median for b in costs}, {b: costs[b].source for b in costs}, predicted, fastest,
+    return Decision({b: costs[b].value for b in costs}, {b: costs[b].source for b in costs}, predicted, fastest,
                     within)
 
 

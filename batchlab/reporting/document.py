@@ -101,25 +101,32 @@ def _tta_details(rec: SweepRecords, rows: pd.DataFrame, summary: str, table_id: 
 
 
 RULES = [
-    "The answer at the top: the batch size fastest to the headline target on this machine (least median "
-    "training seconds), with its best lr; its speed-up is against the smallest batch size that reached the "
-    "target. Its regime comes from the frontier fit, B_simple is the average up to the target (below), and "
+    "The answer at the top: the batch size fastest to the headline target on this machine, with its best lr: "
+    "the least predicted time, median steps to the target over its seeds x seconds per step, the steps from "
+    "the trials and the seconds per step from step_times.json (every batch size timed side by side after the "
+    "trials: the least over its rounds on a thread's CPU clock, the median on a wall clock; without that file, "
+    "each trial's own clock). Only batch sizes whose best lr reached the target on every seed take part. The "
+    "95% interval is a bootstrap over the seeds and the timing rounds (rounds resampled together for every "
+    "batch size). A batch size within 10% of the fastest's predicted time, or faster in at least 2.5% of the "
+    "bootstrap draws, cannot be told apart from it and is named beside it. Its speed-up is against the "
+    "smallest batch size that reached the target. Its regime comes from the frontier fit, B_simple is the average up to the target (below), and "
     "the other-hardware line names the data-efficient batch size (the largest within 10% of perfect "
     "scaling) and the one with the fewest steps.",
     "Only finished trials (completed, diverged, failed) count: a target a finished trial never "
     "reached counts as +inf seconds. Incomplete and interrupted trials count as neither reached nor "
     "missed; their curves are still drawn.",
-    "Best lr of a batch size: the lr (with any other swept axis) with the fewest median steps to the target "
-    "over its seeds (a seed that missed counts as infinite); ties go to fewer examples, then less training "
-    "time, then more seeds reaching it. Within one batch size a step costs the same whatever the lr, so "
-    "the clock would only add timer noise to the choice. A batch size reached the target when that median "
-    "is finite, i.e. when more than half its seeds did.",
+    "Best lr of a batch size: the lr (with any other swept axis) whose seeds missed the target least often, "
+    "then with the fewest median steps to the target over its seeds (a seed that missed counts as infinite); "
+    "ties go to fewer examples, then less training time. Within one batch size a step costs the same "
+    "whatever the lr, so the clock would only add timer noise to the choice. A batch size reached the "
+    "target when every seed of its best lr did; partly reached when some did.",
     "Figures to target are medians over the best lr's seeds, taken per column. Throughput and peak "
     "memory come from every completed trial of the batch size.",
     "On a \"not reached\" row the lr shown is the one that came closest (most seeds reaching, then the "
-    "fewest steps of a seed that reached, then lowest final training loss); its curves are the ones plotted.",
-    "Batch sizes are ranked three ways, each marked: ★ fastest (least median training time to the target: "
-    "what this machine favours), fewest steps (what a machine favours where a step takes about as long at "
+    "fewest steps of a seed that reached, then the best final test metric, then the lowest final training "
+    "loss); its curves are the ones plotted.",
+    "Batch sizes are ranked three ways, each marked: ★ fastest (least predicted time to the target: "
+    "what this machine favours; ≈ marks those within the noise of it), fewest steps (what a machine favours where a step takes about as long at "
     "any batch size that fits) and fewest examples (the most data-efficient, what a machine favours where "
     "every example costs the same). ⚠ lr on edge: the best lr is the smallest or largest tried at that "
     "batch size, so a better one may lie outside the grid. Infeasible: diverged or failed trials at that "
@@ -140,8 +147,8 @@ SCIENCE_RULES = [
     "parallelism once B ≥ 9·B_crit (steps within 10% of S_min), diminishing returns between.",
     "Most data-efficient large batch: the largest batch size whose measured examples to the target B·S stay "
     "within 10% of the smallest batch size's (perfect scaling keeps B·S constant).",
-    "Fastest vs runner-up: two batch sizes cannot be told apart when the ranges (min–max over the best lr's "
-    "seeds) of their training seconds to the target overlap.",
+    "Batch sizes the race cut (a raced lr stopped before the steps the best lr needed, or none reached) are "
+    "left out of the fit, and no claim about other hardware is made: their steps are unknown.",
     "Measured B_simple = tr(Σ)/|G|², averaged to the target: for each trial of a reached batch size's best lr "
     "that itself reached the headline target, the mean of its finite, positive noise_b_simple values in "
     "metrics.csv at steps up to its steps to target; the median over those trials, with the measurements it "

@@ -1,0 +1,180 @@
+"""The decision rule: steps to the target x seconds per step timed interleaved, with its interval, ties, seeds
+that missed, race-cut batch sizes, and the step-time phase of a real sweep. Records are written by hand
+(tests/report_fixtures.py) except in the sweep tests; expected numbers are worked out here."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+from batchlab.cli import app
+from batchlab.reporting import analyse
+from batchlab.reporting.decision import StepCost, decide
+from report_fixtures import hit, make_step_times, make_sweep, make_trial
+
+runner = CliRunner()
+ROUND = (1.0, 1.04, 0.97, 1.02, 0.99)
+
+
+def test_steps_times_step_time_decides_where_the_clock_disagrees(tmp_path):
+    """bs 64's trials ran in a slow minute (their clocks: 9 s against bs 256's 3 s), but timed side by side a
+    step at 64 costs a third of one at 256: 100 x 0.01 s = 1 s against 40 x 0.05 s = 2 s."""
+    sweep = make_sweep(tmp_path, "clock")
+    for seed in (0, 1):
+        make_trial(sweep, 64, 0.1, seed, hits={0.9: hit(9.0, 100, 64, 16)})
+        make_trial(sweep, 256, 0.2, seed, hits={0.9: hit(3.0, 40, 256, 4)})
+    make_step_times(sweep, {64: [0.01 * r for r in ROUND], 256: [0.05 * r for r in ROUND]})
+    [report] = analyse(sweep)
+    rows = report.time_to_accuracy.set_index("batch_size")
+    assert rows.loc[64, "seconds"] == 9.0 and rows.loc[256, "seconds"] == 3.0  # the clocks stay in the table
+    assert rows.loc[64, "predicted_seconds"] == pytest.approx(100 * 0.01)
+    assert rows.loc[256, "predicted_seconds"] == pytest.approx(40 * 0.05)
+    answer = report.recommendation
+    assert (answer.batch_size, answer.lr, answer.within_noise) == (64, 0.1, [])
+    assert answer.sentence.startswith("Use batch size 64 with lr 0.1: 1 s to test_accuracy ≥ 0.9 on this machine "
+                                      "(100 steps x 0.01 s a step; 95% interval")
+    assert "timed interleaved after the trials (5 rounds" in answer.details[1]
+
+
+def test_same_records_same_answer(tmp_path):
+    sweep = make_sweep(tmp_path, "again")
+    for bs, steps in ((32, 120), (64, 70), (128, 45)):
+        for seed in range(3):
+            make_trial(sweep, bs, 0.1, seed, hits={0.9: hit(1.0, steps + 7 * seed, bs, math.ceil(1000 / bs))})
+    make_step_times(sweep, {32: [0.010 * r for r in ROUND], 64: [0.016 * r for r in ROUND],
+                            128: [0.027 * r for r in ROUND]})
+    first, second = analyse(sweep)[0], analyse(sweep)[0]
+    assert first.recommendation.to_dict() == second.recommendation.to_dict()
+    pd.testing.assert_frame_equal(first.time_to_accuracy, second.time_to_accuracy)
+
+
+def test_the_interval_pairs_the_rounds_of_the_interleaved_timing():
+    """A slow round slows every batch size alike: resampled together, rounds cancel out of the comparison."""
+    steps = {16: np.array([100.0]), 32: np.array([53.0])}
+    machine = np.array([1.0, 1.6, 0.8, 1.3, 0.9])  # a very noisy machine, the same in each round for both
+    costs = {16: StepCost("interleaved", 0.010 * machine), 32: StepCost("interleaved", 0.020 * machine)}
+    decision = decide(steps, costs)
+    assert decision.fastest == 16  # 100 x 0.01 = 1.0 against 53 x 0.02 = 1.06
+    assert decision.within_noise == [32]  # within TIE (10%): too close to call
+    low, high = decision.predicted[16][1:]
+    assert low < 1.0 < high  # the machine's speed moves each batch size's own interval
+    # Timed in different moments (independent resamples), a 25% gap could still not be called:
+    far = {16: np.array([100.0]), 32: np.array([62.5])}
+    paired = decide(far, costs)
+    unpaired = decide(far, {b: StepCost("trials", c.values) for b, c in costs.items()})
+    assert paired.within_noise == [] and unpaired.within_noise == [32]
+
+
+def test_a_setting_that_missed_a_seed_is_named_with_its_count(tmp_path):
+    sweep = make_sweep(tmp_path, "partly")
+    for seed, reached in enumerate((True, False)):
+        make_trial(sweep, 256, 1.0, seed, hits={0.9: hit(0.5, 30, 256, 4) if reached else None},
+                   final_accuracy=0.91 if reached else 0.87)
+        make_trial(sweep, 32, 0.1, seed, hits={0.9: None}, final_accuracy=0.6)
+    [report] = analyse(sweep)
+    answer = report.recommendation
+    assert not answer.reached and answer.batch_size is None and answer.closest_batch_size == 256
+    assert answer.sentence.startswith("No batch size reached test_accuracy ≥ 0.9 on every seed, so none can be "
+                                      "recommended without a caveat; the closest was batch size 256 with lr 1, "
+                                      "which reached it on 1 of 2 seeds (final test accuracy 0.8900, median)")
+
+
+def test_the_closest_setting_is_ranked_by_the_metric_not_the_loss(tmp_path):
+    """No lr reached: the one with the better final accuracy is named, whatever its train loss."""
+    sweep = make_sweep(tmp_path, "closest")
+    make_trial(sweep, 64, 0.1, hits={0.9: None}, final_accuracy=0.31, final_train_loss=0.2)
+    make_trial(sweep, 64, 0.03, hits={0.9: None}, final_accuracy=0.51, final_train_loss=0.9)
+    [report] = analyse(sweep)
+    assert report.time_to_accuracy.set_index("batch_size").loc[64, "best_lr"] == 0.03
+    assert "the closest was batch size 64 with lr 0.03" in report.recommendation.sentence
+
+
+def test_a_target_met_only_at_the_budgets_last_step_is_flagged(tmp_path):
+    sweep = make_sweep(tmp_path, "edge")
+    for bs, steps in ((32, 100), (64, 60)):
+        trial = make_trial(sweep, bs, 0.1, hits={0.9: hit(1.0, steps, bs, math.ceil(1000 / bs))}, total_steps=steps)
+        summary = json.loads((trial / "summary.json").read_text())
+        (trial / "summary.json").write_text(json.dumps({**summary, "budget_steps": steps if bs == 64 else 500}))
+    make_step_times(sweep, {32: [0.01] * 5, 64: [0.012] * 5})
+    [report] = analyse(sweep)
+    rows = report.time_to_accuracy.set_index("batch_size")
+    assert (rows.loc[64, "at_budget_end"], rows.loc[32, "at_budget_end"]) == (1, 0)
+    answer = report.recommendation
+    assert answer.batch_size == 64 and answer.at_budget_end == 1  # 60 x 0.012 = 0.72 s against 1 s
+    assert "1 of its seeds met the target only at the budget's last step" in answer.sentence
+
+
+def test_a_race_cut_frontier_is_not_fitted_to_the_survivors(tmp_path):
+    """The race stopped bs 1024 and 4096 early (slow steps on this machine): their steps are unknown, so the
+    frontier is fitted on the three batch sizes it did not cut, and no claim is made about other hardware."""
+    sweep = make_sweep(tmp_path, "raced")
+    steps = {16: 1000, 64: 260, 256: 80}
+    for bs, s in steps.items():
+        make_trial(sweep, bs, 0.1, hits={0.9: hit(1.0, s, bs, math.ceil(100_000 / bs))}, train_size=100_000)
+        make_trial(sweep, bs, 0.3, status="raced", hits={0.9: None}, train_size=100_000, total_steps=s + 5)
+    for bs in (1024, 4096):
+        make_trial(sweep, bs, 0.1, status="raced", hits={0.9: None}, train_size=100_000, total_steps=12)
+    make_trial(sweep, 256, 0.03, status="raced", hits={0.9: None}, train_size=100_000, total_steps=50)
+    [report] = analyse(sweep)
+    rows = report.time_to_accuracy.set_index("batch_size")
+    # 256: a raced lr stopped at 50 steps, under the 80 its best needed: cut; 16 and 64 raced only past theirs.
+    assert list(rows["cut_by_race"]) == [False, False, True, True, True]
+    frontier = report.science.frontier
+    assert frontier.fit is None and "2 batch size(s) reached the target; a fit needs 3" in frontier.reason
+    assert "the race cut trials at batch size(s) 256, 1024, 4096" in " ".join(frontier.notes)
+    answer = report.recommendation
+    assert answer.fewest_steps_batch_size is None and answer.data_efficient_batch_size is None
+    assert "The race stopped trials at batch size(s) 256, 1024, 4096 before their best lr was known" in answer.why[2]
+
+
+def _tiny(tmp_path, batch_sizes, extra=()):
+    cfg = tmp_path / "tiny.yaml"
+    cfg.write_text(json.dumps({"name": "tiny", "dataset": {"name": "digits"}, "model": {"name": "mlp", "hidden": [8]},
+                               "threads": 1, "budget": {"steps": 6}, "eval": {"every": 1.0},
+                               "target": {"value": [0.2]}, "sweep": {"batch_size": batch_sizes, "lr": [0.1]}}))
+    return runner.invoke(app, ["sweep", str(cfg), "--out", str(tmp_path), "--quiet", *extra])
+
+
+def test_a_sweep_times_its_steps_interleaved_once(tmp_path):
+    result = _tiny(tmp_path, [8, 32])
+    assert result.exit_code == 0, result.output
+    path = tmp_path / "tiny" / "step_times.json"
+    recorded = json.loads(path.read_text())
+    assert recorded["threads"] == 1 and recorded["device"] == "cpu" and recorded["torch_version"]
+    assert recorded["errors"] == [] and recorded["cost_seconds"] > 0
+    timings = recorded["timings"]
+    assert sorted({(t["batch_size"], t["round"]) for t in timings}) == [(b, r) for b in (8, 32) for r in range(5)]
+    assert all(t["steps"] >= 2 and t["seconds"] > 0 for t in timings)
+    # Rounds alternate direction: no batch size is always timed right after the same one.
+    order = [t["batch_size"] for t in timings]
+    assert order[:4] == [8, 32, 32, 8]
+    before = path.read_bytes()
+    assert _tiny(tmp_path, [8, 32]).exit_code == 0  # nothing new trained, the grid covered: not timed again
+    assert path.read_bytes() == before
+    assert _tiny(tmp_path, [8, 32, 128]).exit_code == 0  # a new batch size: all of them timed again, together
+    again = json.loads(path.read_text())["timings"]
+    assert sorted({t["batch_size"] for t in again}) == [8, 32, 128] and len(again) == 15
+    [report] = analyse(tmp_path / "tiny")
+    assert set(report.time_to_accuracy["step_time_source"].dropna()) == {"interleaved"}
+
+
+def test_without_step_times_the_report_says_it_used_the_trials_clocks(tmp_path):
+    result = _tiny(tmp_path, [8, 32], ["--no-time-steps"])
+    assert result.exit_code == 0, result.output
+    assert not (tmp_path / "tiny" / "step_times.json").exists()
+    [report] = analyse(tmp_path / "tiny")
+    rows = report.time_to_accuracy.dropna(subset=["seconds_per_step"])
+    assert set(rows["step_time_source"]) == {"trials"}
+    summaries = {json.loads(p.read_text())["batch_size"]: json.loads(p.read_text())
+                 for p in (tmp_path / "tiny" / "trials").glob("*/summary.json")}
+    for row in rows.itertuples():
+        s = summaries[row.batch_size]
+        assert row.seconds_per_step == pytest.approx(s["train_seconds"] / s["steps"])
+    if report.recommendation.batch_size is not None:
+        assert any(line.startswith("Seconds per step from each trial's own clock") for line in
+                   report.recommendation.details)
