@@ -100,6 +100,17 @@ class Clock:
         return self.total + (time.perf_counter() - self.since)
 
 
+def eval_subset(split, n: int | None):
+    """The examples a periodic evaluation reads (eval.subset): n of the split drawn once at random, the same
+    for every trial (drawn with seed 0, not the trial's), so that every trial's curve is read on the same
+    examples; drawn rather than the first n, since a data set may be stored sorted by class (an image folder
+    is). None, or n at least the split's size: the whole split."""
+    if n is None or n >= len(split):
+        return split
+    index = torch.randperm(len(split), generator=torch.Generator().manual_seed(0))[:n].sort().values
+    return split.select(index.to(split.device))
+
+
 @torch.inference_mode()
 def evaluate(model, split, criterion, task: str, batch_size: int, device: torch.device) -> tuple[float, float | None]:
     """Mean loss and accuracy over a split, in large batches; one sync at the end."""
@@ -188,6 +199,7 @@ def train(cfg: Experiment, data: Data, device: torch.device, summary: Summary, m
     loader = data.train.loader(batch, cfg.drop_last, cfg.seed)
     step = Step(model, optimizer, criterion, device, cfg.precision, micro, cfg.optimizer.grad_clip, channels_last)
     train_eval = data.train.head(cfg.eval.train_subset)
+    subset = eval_subset(data.eval, cfg.eval.subset)
     noise = NoiseMonitor(cfg, n, spe, criterion) if cfg.noise.every else None
     targets_left = sorted(cfg.target.value)
     summary.targets = {f"{v:g}": None for v in cfg.target.value}
@@ -199,18 +211,23 @@ def train(cfg: Experiment, data: Data, device: torch.device, summary: Summary, m
         targets_left, epoch_batches = resumed["targets_left"], resumed["epoch_batches"]
     set_lr(optimizer, cfg.lr * schedule(summary.steps))
 
-    def log(train_loss: float | None, with_eval: bool) -> dict:
+    def log(train_loss: float | None, with_eval: bool, judge: bool = True) -> dict:
+        """Write a metrics row; with_eval: evaluate first, and with `judge` record the targets it reaches."""
         row = {"step": summary.steps, "epoch": summary.steps / spe, "examples": summary.examples,
                "train_seconds": summary.train_seconds, "lr": optimizer.param_groups[0]["lr"], "train_loss": train_loss}
         if with_eval:
             t0 = time.perf_counter()
-            row["test_loss"], row["test_accuracy"] = evaluate(model, data.eval, criterion, data.task,
-                                                              cfg.eval.batch_size, device)
+            on = lambda split: evaluate(model, split, criterion, data.task, cfg.eval.batch_size, device)  # noqa: E731
+            whole = summary.steps in (0, total)  # the start and the end: the whole split
+            row["test_loss"], row["test_accuracy"] = on(data.eval if whole else subset)
+            if not whole and judge and subset is not data.eval and any(
+                    reached(cfg.target.metric, row[cfg.target.metric], v) for v in targets_left):
+                row["test_loss"], row["test_accuracy"] = on(data.eval)  # the whole split decides a target
             if cfg.eval.train_subset:
-                row["train_eval_loss"], row["train_eval_accuracy"] = evaluate(model, train_eval, criterion, data.task,
-                                                                              cfg.eval.batch_size, device)
+                row["train_eval_loss"], row["train_eval_accuracy"] = on(train_eval)
             summary.eval_seconds += time.perf_counter() - t0
             summary.final.update(test_loss=row["test_loss"], test_accuracy=row["test_accuracy"])
+        if with_eval and judge:
             for value in list(targets_left):
                 if reached(cfg.target.metric, row[cfg.target.metric], value):
                     targets_left.remove(value)

@@ -250,14 +250,17 @@ def test_terminal_table_keeps_the_deciding_columns(digits):
     _, report = digits
     table = report.table()
     assert [c.header for c in table.columns] == ["batch size", "best lr", "seconds to target", "steps", "examples",
-                                                 "seeds reached", "samples/s"]  # no peak memory recorded
-    size, lr, seconds, steps, examples, seeds, speed = _terminal(table)
+                                                 "seeds reached", "samples/s", "eval share"]  # no peak memory
+    size, lr, seconds, steps, examples, seeds, speed, share = _terminal(table)
     assert size == ["32", "64", "128 ★", "256"]  # ★: fastest
     assert lr == ["0.1", "0.1", "0.1 ⚠", "0.1"]  # ⚠: the smallest lr tried at bs 128
     assert seconds == ["6", "not reached", "5", "not reached"]
     assert steps == ["60", "–", "50", "–"] and examples == ["1,920", "–", "6,400", "–"]
     assert seeds == ["1/1", "1/3", "2/3", "0/1"]
     assert speed == ["3,100", "2,000", "4,100", "5,000"]
+    # each trial evaluates for 0.5 s (report_fixtures): the batch size's eval seconds over all its seconds
+    trials = report.records.trials.groupby("batch_size")[["train_seconds", "eval_seconds"]].sum()
+    assert share == [f"{e / (t + e):.0%}" for t, e in zip(trials["train_seconds"], trials["eval_seconds"])]
     assert "★ fastest" in str(table.caption) and "⚠" in str(table.caption)
     # The full table keeps every ranking: bs 128 fewest steps (50 against 60), bs 32 fewest examples.
     notes = dict(zip(report.time_to_accuracy.query("target == 0.9")["batch_size"],

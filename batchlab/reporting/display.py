@@ -65,6 +65,10 @@ def memory(x) -> str:
     return DASH if _missing(x) else f"{x / 2**20:,.1f} MiB"
 
 
+def share(x) -> str:
+    return DASH if _missing(x) else f"{x:.0%}"
+
+
 def speed(x) -> str:
     return DASH if _missing(x) else f"{x:,.0f}"
 
@@ -93,7 +97,7 @@ def time_to_accuracy(rec: SweepRecords, rows: pd.DataFrame, spread: bool = False
     """The time-to-accuracy rows of one target, as text. With `spread`, seconds and steps read
     'median (min–max)' over the best lr's seeds. `compact` keeps the columns that decide (batch
     size, best lr, seconds / steps / examples to target, seeds reached, samples/s, peak memory,
-    note); the rest stays in time_to_accuracy.csv and the full table."""
+    eval share, note); the rest stays in time_to_accuracy.csv and the full table."""
     out = pd.DataFrame(index=range(len(rows)))
     rows = rows.reset_index(drop=True)
     out["batch size"] = rows["batch_size"].map(str)
@@ -124,6 +128,8 @@ def time_to_accuracy(rec: SweepRecords, rows: pd.DataFrame, spread: bool = False
         out["steps/epoch"] = rows["steps_per_epoch"].map(count)
     if rows["peak_memory_bytes"].notna().any():
         out["peak memory"] = rows["peak_memory_bytes"].map(memory)
+    if "eval_share" in rows and rows["eval_share"].notna().any():
+        out["eval share"] = rows["eval_share"].map(share)  # of the trials' time: what evaluating cost
     if not compact:
         out["infeasible"] = rows["infeasible"].map(str)
         if "regime" in rows and rows["regime"].notna().any():

@@ -1,0 +1,111 @@
+"""Evaluation and memory that mean what they say: eval.subset, the evaluation's share of the time, the default
+evaluation batch, peak memory of the training alone, a raced trial's last figure, suggest --restart."""
+
+import json
+
+import pandas as pd
+import pytest
+import torch
+from typer.testing import CliRunner
+
+import batchlab.train
+from batchlab.cli import app
+from batchlab.data import load_dataset
+from batchlab.schema import DatasetConfig
+
+runner = CliRunner()
+
+
+def sweep(config, out, *args):
+    result = runner.invoke(app, ["sweep", str(config), "--out", str(out), "--quiet", *args])
+    assert result.exit_code == 0, result.output
+    return sorted((out / "tiny" / "trials").iterdir())
+
+
+def read(trial_dir):
+    return json.loads((trial_dir / "summary.json").read_text()), pd.read_csv(trial_dir / "metrics.csv")
+
+
+def test_eval_subset_reads_drawn_examples_and_the_whole_split_decides_targets(write_config, tmp_path, monkeypatch):
+    """Periodic evaluations read the same 100 drawn test examples; step 0, the last step and every evaluation at
+    which the subset reaches a target read all 360, and those figures (the ones targets are judged on) equal a
+    run without a subset at the same step: evaluating never changes the training."""
+    calls = []  # (examples evaluated, their inputs, accuracy), in order
+    real = batchlab.train.evaluate
+
+    def spy(model, split, *args):
+        result = real(model, split, *args)
+        calls.append((len(split), split.x.clone(), result[1]))
+        return result
+
+    monkeypatch.setattr(batchlab.train, "evaluate", spy)
+    update = {"eval": {"every": 0.25, "train_subset": 0, "subset": 100}, "budget": {"epochs": 3},
+              "target": {"metric": "test_accuracy", "value": [0.5, 0.9]},
+              "sweep": {"batch_size": [64], "lr": [0.5]}}
+    [with_subset] = sweep(write_config(update), tmp_path / "subset")
+    subset_calls, calls[:] = list(calls), []
+    [exact] = sweep(write_config({**update, "eval": {**update["eval"], "subset": None}}, name="exact.yaml"),
+                    tmp_path / "exact")
+    s, m = read(with_subset)
+    exact_s, exact_m = read(exact)
+
+    test = load_dataset(DatasetConfig(name="digits"), 0).eval
+    drawn = torch.randperm(len(test), generator=torch.Generator().manual_seed(0))[:100].sort().values
+    assert len(test) == 360
+    rows = m.dropna(subset=["test_accuracy"]).reset_index(drop=True)
+    exact_rows = exact_m.dropna(subset=["test_accuracy"]).set_index("step")["test_accuracy"]
+    assert list(rows["step"]) == list(exact_rows.index)  # the same evaluation steps
+    left, whole_steps, i = [0.5, 0.9], [], 0
+    for step, accuracy in zip(rows["step"], rows["test_accuracy"]):
+        n, x, first = subset_calls[i]
+        if step in (0, s["steps"]):
+            assert n == 360
+        else:
+            assert n == 100 and torch.equal(x, test.x[drawn])  # the drawn examples, the same every time
+            if any(first >= v for v in left):  # the subset reached a target: the whole split decides
+                i += 1
+                n, x, first = subset_calls[i]
+                assert n == 360
+        i += 1
+        assert accuracy == first
+        if n == 360:
+            whole_steps.append(step)
+            assert accuracy == exact_rows[step]
+            left = [v for v in left if accuracy < v]
+    assert i == len(subset_calls)
+    assert s["final"]["test_accuracy"] == exact_s["final"]["test_accuracy"] == rows["test_accuracy"].iloc[-1]
+    for key, hit in s["targets"].items():
+        exact_hit = exact_s["targets"][key]
+        assert exact_hit is not None  # both targets are reached on digits at lr 0.5 in 3 epochs
+        if hit is not None:
+            assert hit["steps"] in whole_steps and exact_rows[hit["steps"]] >= float(key)
+            assert hit["steps"] >= exact_hit["steps"]  # the subset can only notice a target later, never earlier
+    assert 2 < len(whole_steps) < len(rows)  # some evaluations read the subset alone
+
+
+def test_eval_subset_larger_than_the_split_is_the_whole_split(write_config, tmp_path):
+    update = {"eval": {"every": 0.5, "train_subset": 0}, "sweep": {"batch_size": [256], "lr": [0.5]}}
+    [big] = sweep(write_config({**update, "eval": {**update["eval"], "subset": 10_000}}), tmp_path / "big")
+    [exact] = sweep(write_config(update, name="exact.yaml"), tmp_path / "exact")
+    pd.testing.assert_series_equal(read(big)[1]["test_accuracy"], read(exact)[1]["test_accuracy"])
+
+
+def test_report_shows_the_evaluation_share_of_each_batch_size(write_config, tmp_path):
+    """eval_share = eval / (train + eval + noise) seconds, summed over a batch size's trials, computed here from
+    the summaries; the terminal table shows it as a percentage."""
+    out = tmp_path / "runs"
+    dirs = sweep(write_config({"noise": {"every": 0.5}}), out)
+    result = runner.invoke(app, ["report", str(out / "tiny"), "--out", str(tmp_path / "report"), "--format", "csv"])
+    assert result.exit_code == 0, result.output
+    table = pd.read_csv(tmp_path / "report" / "time_to_accuracy.csv")
+    summaries = pd.DataFrame([read(d)[0] for d in dirs])
+    assert (summaries["noise_seconds"] > 0).all()
+    sums = summaries.groupby("batch_size")[["train_seconds", "eval_seconds", "noise_seconds"]].sum()
+    expected = sums["eval_seconds"] / sums.sum(axis=1)
+    for bs, share in expected.items():
+        rows = table[table["batch_size"] == bs]
+        assert rows["eval_share"].to_numpy() == pytest.approx([share] * len(rows))
+    header = next(line for line in result.stdout.splitlines() if "best lr" in line)
+    assert "eval share" in header
+    for share in expected:
+        assert f"{share:.0%}" in result.stdout
