@@ -200,6 +200,7 @@ def train(cfg: Experiment, data: Data, device: torch.device, summary: Summary, m
     step = Step(model, optimizer, criterion, device, cfg.precision, micro, cfg.optimizer.grad_clip, channels_last)
     train_eval = data.train.head(cfg.eval.train_subset)
     subset = eval_subset(data.eval, cfg.eval.subset)
+    eval_batch = cfg.eval.batch_for(micro)
     noise = NoiseMonitor(cfg, n, spe, criterion) if cfg.noise.every else None
     targets_left = sorted(cfg.target.value)
     summary.targets = {f"{v:g}": None for v in cfg.target.value}
@@ -217,7 +218,7 @@ def train(cfg: Experiment, data: Data, device: torch.device, summary: Summary, m
                "train_seconds": summary.train_seconds, "lr": optimizer.param_groups[0]["lr"], "train_loss": train_loss}
         if with_eval:
             t0 = time.perf_counter()
-            on = lambda split: evaluate(model, split, criterion, data.task, cfg.eval.batch_size, device)  # noqa: E731
+            on = lambda split: evaluate(model, split, criterion, data.task, eval_batch, device)  # noqa: E731
             whole = summary.steps in (0, total)  # the start and the end: the whole split
             row["test_loss"], row["test_accuracy"] = on(data.eval if whole else subset)
             if not whole and judge and subset is not data.eval and any(

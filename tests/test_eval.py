@@ -109,3 +109,25 @@ def test_report_shows_the_evaluation_share_of_each_batch_size(write_config, tmp_
     assert "eval share" in header
     for share in expected:
         assert f"{share:.0%}" in result.stdout
+
+
+@pytest.mark.parametrize("batch, micro, given, expected", [
+    (16, None, None, 256),  # below 256: per-batch overhead would dominate the evaluation
+    (512, None, None, 512),  # the trial's own batch: no more memory than a training step
+    (512, 64, None, 256),  # accumulation: the micro-batch is what a forward pass holds
+    (1437, None, None, 1024),  # the full batch of digits: no faster above 1024
+    (16, None, 100, 100),  # eval.batch_size given: as given
+])
+def test_default_eval_batch_follows_the_trials_batch(write_config, tmp_path, monkeypatch, batch, micro, given,
+                                                      expected):
+    sizes = set()
+    real = batchlab.train.evaluate
+
+    def spy(model, split, criterion, task, batch_size, device):
+        sizes.add(batch_size)
+        return real(model, split, criterion, task, batch_size, device)
+
+    monkeypatch.setattr(batchlab.train, "evaluate", spy)
+    sweep(write_config({"budget": {"steps": 2}, "micro_batch_size": micro, "eval": {"batch_size": given},
+                        "sweep": {"batch_size": [batch], "lr": [0.1]}}), tmp_path)
+    assert sizes == {expected}
