@@ -6,6 +6,7 @@ import math
 import platform
 import time
 import traceback
+from contextlib import nullcontext
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable
@@ -173,15 +174,17 @@ def build_parts(cfg: Experiment, data: Data, device: torch.device):
 
 def train(cfg: Experiment, data: Data, device: torch.device, summary: Summary, metrics: MetricsWriter,
           progress: Progress | None = None, checkpoints: Checkpoints | None = None,
-          deadline: float | None = None) -> torch.nn.Module:
+          deadline: float | None = None, peak: Peak | None = None) -> torch.nn.Module:
     """The loop. Returns the trained model; everything measured goes to `summary` and `metrics`.
 
     With `checkpoints`, the loop resumes from the trial's checkpoint when it has one, and writes one
     at a log point every `checkpoint.every` minutes of training. With a `deadline` (racing: the best
     training seconds to the hardest target measured so far), the trial stops as soon as its clock passes
     it before reaching that target: its time to the target can then only be longer, so it cannot be the
-    fastest. It is recorded `raced`.
+    fastest. It is recorded `raced`. With `peak`, what is not training (evaluation, noise measurement,
+    checkpoint writing) runs outside its measured segments.
     """
+    aside = peak.excluded if peak else nullcontext  # not training: outside the peak memory
     model, criterion, optimizer = build_parts(cfg, data, device)
     channels_last = device.type == "cuda" and len(data.input_shape) == 3  # convolutions run faster NHWC on GPUs
     if channels_last:
@@ -212,22 +215,29 @@ def train(cfg: Experiment, data: Data, device: torch.device, summary: Summary, m
         targets_left, epoch_batches = resumed["targets_left"], resumed["epoch_batches"]
     set_lr(optimizer, cfg.lr * schedule(summary.steps))
 
+    def evaluation(judge: bool) -> dict:
+        """The evaluation split's figures now (and the train subset's), timed as evaluation; with `judge`, a
+        target the subset's figure reaches is judged on the whole split."""
+        on = lambda split: evaluate(model, split, criterion, data.task, eval_batch, device)  # noqa: E731
+        t0 = time.perf_counter()
+        whole = summary.steps in (0, total)  # the start and the end: the whole split
+        figures = dict(zip(("test_loss", "test_accuracy"), on(data.eval if whole else subset)))
+        if not whole and judge and subset is not data.eval and any(
+                reached(cfg.target.metric, figures[cfg.target.metric], v) for v in targets_left):
+            figures.update(zip(("test_loss", "test_accuracy"), on(data.eval)))  # the whole split decides
+        if cfg.eval.train_subset:
+            figures.update(zip(("train_eval_loss", "train_eval_accuracy"), on(train_eval)))
+        summary.eval_seconds += time.perf_counter() - t0
+        summary.final.update(test_loss=figures["test_loss"], test_accuracy=figures["test_accuracy"])
+        return figures
+
     def log(train_loss: float | None, with_eval: bool, judge: bool = True) -> dict:
         """Write a metrics row; with_eval: evaluate first, and with `judge` record the targets it reaches."""
         row = {"step": summary.steps, "epoch": summary.steps / spe, "examples": summary.examples,
                "train_seconds": summary.train_seconds, "lr": optimizer.param_groups[0]["lr"], "train_loss": train_loss}
         if with_eval:
-            t0 = time.perf_counter()
-            on = lambda split: evaluate(model, split, criterion, data.task, eval_batch, device)  # noqa: E731
-            whole = summary.steps in (0, total)  # the start and the end: the whole split
-            row["test_loss"], row["test_accuracy"] = on(data.eval if whole else subset)
-            if not whole and judge and subset is not data.eval and any(
-                    reached(cfg.target.metric, row[cfg.target.metric], v) for v in targets_left):
-                row["test_loss"], row["test_accuracy"] = on(data.eval)  # the whole split decides a target
-            if cfg.eval.train_subset:
-                row["train_eval_loss"], row["train_eval_accuracy"] = on(train_eval)
-            summary.eval_seconds += time.perf_counter() - t0
-            summary.final.update(test_loss=row["test_loss"], test_accuracy=row["test_accuracy"])
+            with aside():
+                row.update(evaluation(judge))
         if with_eval and judge:
             for value in list(targets_left):
                 if reached(cfg.target.metric, row[cfg.target.metric], value):
@@ -236,7 +246,8 @@ def train(cfg: Experiment, data: Data, device: torch.device, summary: Summary, m
                                                      "epochs": summary.steps / spe, "examples": summary.examples}
         if noise and summary.steps % noise.every == 0:
             t0 = time.perf_counter()
-            row.update(noise.measure(model, data, device))
+            with aside():
+                row.update(noise.measure(model, data, device))
             summary.noise_seconds += time.perf_counter() - t0
             summary.noise = noise.summary()
         if train_loss is not None:
@@ -292,8 +303,9 @@ def train(cfg: Experiment, data: Data, device: torch.device, summary: Summary, m
                 if cfg.budget.stop_at_target and cfg.target.value and not targets_left:
                     return model
                 if checkpoints and checkpoints.due(summary.train_seconds) and summary.steps < total:
-                    checkpoints.save(model, step, noise, summary, order_of(loader), targets_left, epoch_batches,
-                                     metrics.rows)
+                    with aside():
+                        checkpoints.save(model, step, noise, summary, order_of(loader), targets_left, epoch_batches,
+                                         metrics.rows)
                 clock.start()
             if summary.steps == total:
                 break
@@ -354,7 +366,7 @@ def run_trial(cfg: Experiment, trial_id: str, axes: dict, trial_dir: Path, data:
     checkpoints = Checkpoints(cfg.checkpoint.every, trial_dir, trial_id)
     metrics = MetricsWriter(trial_dir / "metrics.csv", keep_rows=checkpoints.metrics_rows)
     try:
-        train(cfg, data, device, summary, metrics, progress, checkpoints, deadline)
+        train(cfg, data, device, summary, metrics, progress, checkpoints, deadline, peak)
         reason = did_not_learn(summary, data) if judge and summary.status == Status.COMPLETED else None
         if reason:
             summary.status, summary.error = Status.DIVERGED, reason
