@@ -283,7 +283,9 @@ def train(cfg: Experiment, data: Data, device: torch.device, summary: Summary, m
             if summary.deadline is not None and hardest in targets_left and clock.peek() > summary.deadline:
                 summary.train_seconds = clock.stop()
                 summary.status = Status.RACED
-                log(loss_sum.item() / loss_count if loss_count else None, with_eval=False)
+                # its figures where it stopped (not the last evaluation's, maybe step 0's); no target judged
+                # there: its steps would be the clock's, not an evaluation's
+                log(loss_sum.item() / loss_count if loss_count else None, with_eval=True, judge=False)
                 return model
             is_eval = summary.steps % eval_every == 0 or summary.steps == total
             if is_eval or summary.steps % log_every == 0 or (noise and summary.steps % noise.every == 0):

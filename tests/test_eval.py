@@ -156,3 +156,36 @@ def test_peak_memory_is_the_trainings_whatever_the_evaluation_batch(write_config
     small, large = peak(16, "small"), peak(4096, "large")
     assert small >= 2 * (64 * 4096 + 4096 * 10) * 4  # the weights and their gradients, at least
     assert large < small + 8 * 2**20
+
+
+def test_a_raced_trial_records_and_prints_its_figure_where_it_stopped(tmp_path, monkeypatch):
+    """Stopped by the race at step 7, before its first periodic evaluation (one an epoch, 23 steps): its last row
+    and summary hold the test accuracy of the model at step 7, computed here from the returned model, not step 0's,
+    and no target is judged there (its steps would be the clock's). The line says it was raced, and where."""
+    from batchlab.cli.display import trial_line
+    from batchlab.records import MetricsWriter, Summary
+    from batchlab.schema import Experiment
+
+    # the race's clock passes the deadline at step 7, whatever the machine's speed
+    monkeypatch.setattr(batchlab.train.Clock, "peek", lambda self: 1e6 if summary.steps >= 7 else 0.0)
+    cfg = Experiment.model_validate({"dataset": {"name": "digits"}, "model": {"name": "mlp", "hidden": [16]},
+                                     "batch_size": 64, "lr": 0.5, "target": {"value": [0.2, 0.999]},
+                                     "eval": {"every": 1.0, "train_subset": 0}, "budget": {"epochs": 3},
+                                     "threads": 1})
+    data = load_dataset(cfg.dataset, 0)
+    summary = Summary(trial_id="bs0064-lr0.5-s0", targets={})
+    metrics = MetricsWriter(tmp_path / "metrics.csv")
+    model = batchlab.train.train(cfg, data, torch.device("cpu"), summary, metrics, deadline=5.0)
+    metrics.close()
+    assert summary.status == "raced" and summary.steps == 7
+    with torch.inference_mode():
+        accuracy = (model.eval()(data.eval.x).argmax(-1) == data.eval.y).float().mean().item()
+    m = pd.read_csv(tmp_path / "metrics.csv")
+    assert list(m.dropna(subset=["test_accuracy"])["step"]) == [0, 7]
+    assert m["test_accuracy"].iloc[-1] == pytest.approx(accuracy, abs=1e-6)
+    assert summary.final["test_accuracy"] == m["test_accuracy"].iloc[-1] != summary.initial["test_accuracy"]
+    assert summary.initial["test_accuracy"] < 0.2 <= accuracy
+    assert summary.targets == {"0.2": None, "0.999": None}  # reached where it stopped, but not judged there
+    line = trial_line(summary.to_json())
+    assert line.startswith("bs0064-lr0.5-s0: raced, 7 steps, ")
+    assert f"acc {accuracy:.4f} when stopped, targets 0/2" in line and "past the best time to the target, 5.00s" in line
