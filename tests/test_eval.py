@@ -189,3 +189,32 @@ def test_a_raced_trial_records_and_prints_its_figure_where_it_stopped(tmp_path, 
     line = trial_line(summary.to_json())
     assert line.startswith("bs0064-lr0.5-s0: raced, 7 steps, ")
     assert f"acc {accuracy:.4f} when stopped, targets 0/2" in line and "past the best time to the target, 5.00s" in line
+
+
+def test_suggest_restart_deletes_its_own_records_and_starts_over(write_config, tmp_path):
+    """The error for records of another experiment advises --restart, which suggest has: it deletes the trials
+    under <out>/<name>-suggest (and nothing else) and runs the pilot again. A 3-step pilot stops suggest early
+    (it cannot reach 0.99), which is all this needs: its trials are recorded first."""
+    cfg = write_config({"dataset": {"name": "digits"}, "model": {"name": "mlp", "hidden": [32]},
+                        "budget": {"steps": 3}, "target": {"value": [0.99]}, "threads": 1, "sweep": {"lr": [0.3]}})
+    other = tmp_path / "tiny" / "trials" / "kept"  # another sweep's records beside suggest's
+    other.mkdir(parents=True)
+    records = tmp_path / "tiny-suggest" / "trials"
+
+    def suggest(*args):
+        return runner.invoke(app, ["suggest", str(cfg), "--out", str(tmp_path), "--quiet", *args])
+
+    first = suggest()
+    assert first.exit_code == 2 and "did not reach test_accuracy 0.99" in first.output
+    [old] = records.iterdir()
+    changed = suggest("--set", "model.hidden=[16]")
+    assert changed.exit_code == 2 and "Traceback" not in changed.output
+    assert "holds trials of a different experiment: model.hidden changed" in changed.output
+    assert "Use --restart to start over" in changed.output
+    restarted = suggest("--set", "model.hidden=[16]", "--restart")
+    assert restarted.exit_code == 2 and "did not reach test_accuracy 0.99" in restarted.output  # ran again
+    [new] = records.iterdir()
+    assert new.name != old.name and json.loads((new / "config.json").read_text())["model"]["hidden"] == [16]
+    assert json.loads((new / "summary.json").read_text())["steps"] == 3
+    assert other.is_dir()
+    assert "--restart" in runner.invoke(app, ["suggest", "--help"]).output
