@@ -218,3 +218,29 @@ def test_suggest_restart_deletes_its_own_records_and_starts_over(write_config, t
     assert json.loads((new / "summary.json").read_text())["steps"] == 3
     assert other.is_dir()
     assert "--restart" in runner.invoke(app, ["suggest", "--help"]).output
+
+
+def test_peak_on_cuda_is_the_largest_training_segment(monkeypatch):
+    """CUDA's allocator statistics, simulated (no GPU needed): what an evaluation allocates inside `excluded()`
+    never counts, what training holds across it does, and the figure is the largest training segment."""
+    from batchlab.memory import Peak
+
+    held = {"now": 0, "peak": 0}
+
+    def allocate(n):
+        held["now"] += n
+        held["peak"] = max(held["peak"], held["now"])
+
+    monkeypatch.setattr(torch.cuda, "reset_peak_memory_stats", lambda device: held.update(peak=held["now"]))
+    monkeypatch.setattr(torch.cuda, "max_memory_allocated", lambda device: held["peak"])
+    allocate(10)  # the data, put on the device before the trial: counted, as on CUDA it always was
+    peak = Peak(torch.device("cuda"))
+    allocate(100), allocate(-60)  # training: 110 at most, with the data
+    with peak.excluded():
+        allocate(5000), allocate(-5000)  # an evaluation
+    allocate(55), allocate(-55)  # training again: 105
+    assert peak.bytes() == 110 and held["now"] == 50
+    with peak.excluded():
+        allocate(5000), allocate(-5000)
+    allocate(90)  # training: 140 held, more than before
+    assert peak.bytes() == 140
