@@ -223,8 +223,9 @@ class EvalConfig(Section):
     batch_size: Count | None = Field(None, ge=1)
     train_subset: Count = Field(1000, ge=0)  # examples of train evaluated like the test set (0: none)
     # Examples of the evaluation split evaluated at each periodic evaluation; None: the whole split. The whole
-    # split is evaluated anyway at step 0, at the end, and whenever the subset's figure reaches a target (the
-    # whole split then decides), so a target is judged exactly and the subset only saves time between targets.
+    # split is evaluated anyway at step 0, at the end, and whenever the subset's figure is near a target
+    # (evaluation.near; the whole split then decides), so a target is judged exactly and the subset only saves
+    # time away from targets.
     # None by default: exact figures at every evaluation, which is what the curves and plots read; a sweep
     # whose evaluation takes a large share of its time (the report's eval share) sets it.
     subset: Count | None = Field(None, ge=1)

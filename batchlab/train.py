@@ -20,6 +20,7 @@ from batchlab.data import Data
 from batchlab.data.splits import order_of
 from batchlab.disk import write_json_atomic, write_text
 from batchlab.errors import ConfigError, RecordsError, short
+from batchlab.evaluation import evaluate, near, reached
 from batchlab.losses import build_loss
 from batchlab.memory import Peak
 from batchlab.models import build_model
@@ -101,35 +102,6 @@ class Clock:
         return self.total + (time.perf_counter() - self.since)
 
 
-def eval_subset(split, n: int | None):
-    """The examples a periodic evaluation reads (eval.subset): n of the split drawn once at random, the same
-    for every trial (drawn with seed 0, not the trial's), so that every trial's curve is read on the same
-    examples; drawn rather than the first n, since a data set may be stored sorted by class (an image folder
-    is). None, or n at least the split's size: the whole split."""
-    if n is None or n >= len(split):
-        return split
-    index = torch.randperm(len(split), generator=torch.Generator().manual_seed(0))[:n].sort().values
-    return split.select(index.to(split.device))
-
-
-@torch.inference_mode()
-def evaluate(model, split, criterion, task: str, batch_size: int, device: torch.device) -> tuple[float, float | None]:
-    """Mean loss and accuracy over a split, in large batches; one sync at the end."""
-    was_training = model.training
-    model.eval()
-    loss_sum = torch.zeros((), device=device)
-    correct = torch.zeros((), device=device, dtype=torch.int64)
-    for x, target in split.batches(batch_size):
-        x, target = x.to(device, non_blocking=True), target.to(device, non_blocking=True)
-        out = model(x).float()
-        loss_sum += criterion(out, target).float() * len(target)
-        if task == "classification":
-            correct += (out.argmax(-1) == target).sum()
-    model.train(was_training)
-    n = len(split)
-    return loss_sum.item() / n, (correct.item() / n if task == "classification" else None)
-
-
 EXPLODED = 100  # a training loss this many times the initial loss has diverged, NaN or not
 
 
@@ -155,12 +127,6 @@ def hardest_target(cfg: Experiment) -> float | None:
     if not cfg.target.value:
         return None
     return max(cfg.target.value) if cfg.target.metric == "test_accuracy" else min(cfg.target.value)
-
-
-def reached(metric: str, value: float | None, threshold: float) -> bool:
-    if value is None:
-        return False
-    return value >= threshold if metric == "test_accuracy" else value <= threshold
 
 
 def build_parts(cfg: Experiment, data: Data, device: torch.device):
@@ -202,7 +168,7 @@ def train(cfg: Experiment, data: Data, device: torch.device, summary: Summary, m
     loader = data.train.loader(batch, cfg.drop_last, cfg.seed)
     step = Step(model, optimizer, criterion, device, cfg.precision, micro, cfg.optimizer.grad_clip, channels_last)
     train_eval = data.train.head(cfg.eval.train_subset)
-    subset = eval_subset(data.eval, cfg.eval.subset)
+    subset = data.eval_subset(cfg.eval.subset)
     eval_batch = cfg.eval.batch_for(micro)
     noise = NoiseMonitor(cfg, n, spe, criterion) if cfg.noise.every else None
     targets_left = sorted(cfg.target.value)
@@ -216,14 +182,14 @@ def train(cfg: Experiment, data: Data, device: torch.device, summary: Summary, m
     set_lr(optimizer, cfg.lr * schedule(summary.steps))
 
     def evaluation(judge: bool) -> dict:
-        """The evaluation split's figures now (and the train subset's), timed as evaluation; with `judge`, a
-        target the subset's figure reaches is judged on the whole split."""
+        """The evaluation split's figures now (and the train subset's), timed as evaluation; with `judge`, the
+        whole split's wherever the subset's figure is near a target not yet met (the whole split judges it)."""
         on = lambda split: evaluate(model, split, criterion, data.task, eval_batch, device)  # noqa: E731
         t0 = time.perf_counter()
         whole = summary.steps in (0, total)  # the start and the end: the whole split
         figures = dict(zip(("test_loss", "test_accuracy"), on(data.eval if whole else subset)))
         if not whole and judge and subset is not data.eval and any(
-                reached(cfg.target.metric, figures[cfg.target.metric], v) for v in targets_left):
+                near(cfg.target.metric, figures[cfg.target.metric], v, len(subset)) for v in targets_left):
             figures.update(zip(("test_loss", "test_accuracy"), on(data.eval)))  # the whole split decides
         if cfg.eval.train_subset:
             figures.update(zip(("train_eval_loss", "train_eval_accuracy"), on(train_eval)))
@@ -361,6 +327,7 @@ def run_trial(cfg: Experiment, trial_id: str, axes: dict, trial_dir: Path, data:
     judge: a trial that did not learn is recorded diverged (off for a smoke run: a few steps prove wiring).
     deadline: racing (see train).
     """
+    data.eval_subset(cfg.eval.subset)  # drawn before the peak's start: it is data, kept like the splits
     peak = Peak(device)
     summary = Summary(trial_id=trial_id, batch_size=cfg.batch_size, lr=cfg.lr, seed=cfg.seed, axes=axes,
                       target_metric=cfg.target.metric, eval_split=data.eval_split, precision=cfg.precision,

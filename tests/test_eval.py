@@ -28,7 +28,7 @@ def read(trial_dir):
 
 def test_eval_subset_reads_drawn_examples_and_the_whole_split_decides_targets(write_config, tmp_path, monkeypatch):
     """Periodic evaluations read the same 100 drawn test examples; step 0, the last step and every evaluation at
-    which the subset reaches a target read all 360, and those figures (the ones targets are judged on) equal a
+    which the subset comes within 3 standard errors of a target read all 360, and those figures (the ones targets are judged on) equal a
     run without a subset at the same step: evaluating never changes the training."""
     calls = []  # (examples evaluated, their inputs, accuracy), in order
     real = batchlab.train.evaluate
@@ -62,7 +62,8 @@ def test_eval_subset_reads_drawn_examples_and_the_whole_split_decides_targets(wr
             assert n == 360
         else:
             assert n == 100 and torch.equal(x, test.x[drawn])  # the drawn examples, the same every time
-            if any(first >= v for v in left):  # the subset reached a target: the whole split decides
+            # within 3 standard errors of a target (binomial, 100 examples): the whole split decides
+            if any(first >= v - 3 * (v * (1 - v) / 100) ** 0.5 for v in left):
                 i += 1
                 n, x, first = subset_calls[i]
                 assert n == 360
@@ -244,3 +245,17 @@ def test_peak_on_cuda_is_the_largest_training_segment(monkeypatch):
         allocate(5000), allocate(-5000)
     allocate(90)  # training: 140 held, more than before
     assert peak.bytes() == 140
+
+
+@pytest.mark.parametrize("metric, value, threshold, n, expected", [
+    ("test_accuracy", 0.763, 0.8, 1000, True),  # 3 standard errors at 0.8 of 1,000: 0.0379
+    ("test_accuracy", 0.761, 0.8, 1000, False),
+    ("test_accuracy", 0.85, 0.8, 1000, True),
+    ("test_loss", 0.54, 0.5, 100, True),  # a loss: 3 / sqrt(100) = 30% of the target above it
+    ("test_loss", 0.66, 0.5, 100, False),
+    ("test_accuracy", None, 0.8, 1000, False),
+])
+def test_a_subset_figure_near_a_target_calls_for_the_whole_split(metric, value, threshold, n, expected):
+    from batchlab.evaluation import near
+
+    assert near(metric, value, threshold, n) is expected
