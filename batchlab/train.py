@@ -150,7 +150,9 @@ def train(cfg: Experiment, data: Data, device: torch.device, summary: Summary, m
     fastest. It is recorded `raced`. With `peak`, what is not training (evaluation, noise measurement,
     checkpoint writing) runs outside its measured segments.
     """
-    aside = peak.excluded if peak else nullcontext  # not training: outside the peak memory
+    def aside():
+        """Not training: outside the peak memory; at step 0, before training starts, the heap trimmed after."""
+        return peak.excluded(release=summary.steps == 0) if peak else nullcontext()
     model, criterion, optimizer = build_parts(cfg, data, device)
     channels_last = device.type == "cuda" and len(data.input_shape) == 3  # convolutions run faster NHWC on GPUs
     if channels_last:
