@@ -225,11 +225,12 @@ def load_records(path: str | Path) -> Records:
 def suggest(config: Config, out: str | Path = "runs", overrides: Overrides = None, *, target: float | None = None,
             budget: float | None = None, threads: int | None = None, command: str | None = None,
             on_stage: Callable[[str], None] | None = None, on_trial_start: Callable | None = None,
-            on_trial_end: Callable | None = None, **parts: Callable | None):
+            on_trial_end: Callable | None = None, restart: bool = False, **parts: Callable | None):
     """The time-optimal batch size for the config's model on this hardware (batchlab.suggest): a throughput
     scan, a pilot measuring the noise scale, a prediction, and a race of the candidates to the target.
-    `target` overrides the config's; `budget`: training seconds for the whole search. Returns a Suggestion;
-    the trials are recorded under out/<name>-suggest."""
+    `target` overrides the config's; `budget`: training seconds for the whole search; `restart`: delete the
+    earlier records under out/<name>-suggest and start over. Returns a Suggestion; the trials are recorded
+    under out/<name>-suggest."""
     from batchlab.suggestion import suggest as search  # matplotlib, for its figure
 
     source = source_of(config)
@@ -238,7 +239,7 @@ def suggest(config: Config, out: str | Path = "runs", overrides: Overrides = Non
     try:
         return search(experiment, Path(out), target=target, budget=budget, code_dirs=source.code_dirs,
                       command=command or f"batchlab.suggest({str(config) if isinstance(config, (str, Path)) else '<config>'!r})",
-                      on_stage=on_stage or (lambda text: None), hooks=hooks)
+                      on_stage=on_stage or (lambda text: None), hooks=hooks, restart=restart)
     except BatchlabError as e:
         raise source.locate(e) from None
 

@@ -6,6 +6,7 @@ import math
 import platform
 import time
 import traceback
+from contextlib import nullcontext
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable
@@ -19,6 +20,7 @@ from batchlab.data import Data
 from batchlab.data.splits import order_of
 from batchlab.disk import write_json_atomic, write_text
 from batchlab.errors import ConfigError, RecordsError, short
+from batchlab.evaluation import evaluate, near, reached
 from batchlab.losses import build_loss
 from batchlab.memory import Peak
 from batchlab.models import build_model
@@ -100,24 +102,6 @@ class Clock:
         return self.total + (time.perf_counter() - self.since)
 
 
-@torch.inference_mode()
-def evaluate(model, split, criterion, task: str, batch_size: int, device: torch.device) -> tuple[float, float | None]:
-    """Mean loss and accuracy over a split, in large batches; one sync at the end."""
-    was_training = model.training
-    model.eval()
-    loss_sum = torch.zeros((), device=device)
-    correct = torch.zeros((), device=device, dtype=torch.int64)
-    for x, target in split.batches(batch_size):
-        x, target = x.to(device, non_blocking=True), target.to(device, non_blocking=True)
-        out = model(x).float()
-        loss_sum += criterion(out, target).float() * len(target)
-        if task == "classification":
-            correct += (out.argmax(-1) == target).sum()
-    model.train(was_training)
-    n = len(split)
-    return loss_sum.item() / n, (correct.item() / n if task == "classification" else None)
-
-
 EXPLODED = 100  # a training loss this many times the initial loss has diverged, NaN or not
 
 
@@ -145,12 +129,6 @@ def hardest_target(cfg: Experiment) -> float | None:
     return max(cfg.target.value) if cfg.target.metric == "test_accuracy" else min(cfg.target.value)
 
 
-def reached(metric: str, value: float | None, threshold: float) -> bool:
-    if value is None:
-        return False
-    return value >= threshold if metric == "test_accuracy" else value <= threshold
-
-
 def build_parts(cfg: Experiment, data: Data, device: torch.device):
     """(model, loss, optimizer) as the config names them, the model on the device, seeded by the trial."""
     torch.manual_seed(cfg.seed)
@@ -162,15 +140,19 @@ def build_parts(cfg: Experiment, data: Data, device: torch.device):
 
 def train(cfg: Experiment, data: Data, device: torch.device, summary: Summary, metrics: MetricsWriter,
           progress: Progress | None = None, checkpoints: Checkpoints | None = None,
-          deadline: float | None = None) -> torch.nn.Module:
+          deadline: float | None = None, peak: Peak | None = None) -> torch.nn.Module:
     """The loop. Returns the trained model; everything measured goes to `summary` and `metrics`.
 
     With `checkpoints`, the loop resumes from the trial's checkpoint when it has one, and writes one
     at a log point every `checkpoint.every` minutes of training. With a `deadline` (racing: the best
     training seconds to the hardest target measured so far), the trial stops as soon as its clock passes
     it before reaching that target: its time to the target can then only be longer, so it cannot be the
-    fastest. It is recorded `raced`.
+    fastest. It is recorded `raced`. With `peak`, what is not training (evaluation, noise measurement,
+    checkpoint writing) runs outside its measured segments.
     """
+    def aside():
+        """Not training: outside the peak memory; at step 0, before training starts, the heap trimmed after."""
+        return peak.excluded(release=summary.steps == 0) if peak else nullcontext()
     model, criterion, optimizer = build_parts(cfg, data, device)
     channels_last = device.type == "cuda" and len(data.input_shape) == 3  # convolutions run faster NHWC on GPUs
     if channels_last:
@@ -188,6 +170,8 @@ def train(cfg: Experiment, data: Data, device: torch.device, summary: Summary, m
     loader = data.train.loader(batch, cfg.drop_last, cfg.seed)
     step = Step(model, optimizer, criterion, device, cfg.precision, micro, cfg.optimizer.grad_clip, channels_last)
     train_eval = data.train.head(cfg.eval.train_subset)
+    subset = data.eval_subset(cfg.eval.subset)
+    eval_batch = cfg.eval.batch_for(micro)
     noise = NoiseMonitor(cfg, n, spe, criterion) if cfg.noise.every else None
     targets_left = sorted(cfg.target.value)
     summary.targets = {f"{v:g}": None for v in cfg.target.value}
@@ -199,18 +183,30 @@ def train(cfg: Experiment, data: Data, device: torch.device, summary: Summary, m
         targets_left, epoch_batches = resumed["targets_left"], resumed["epoch_batches"]
     set_lr(optimizer, cfg.lr * schedule(summary.steps))
 
-    def log(train_loss: float | None, with_eval: bool) -> dict:
+    def evaluation(judge: bool) -> dict:
+        """The evaluation split's figures now (and the train subset's), timed as evaluation; with `judge`, the
+        whole split's wherever the subset's figure is near a target not yet met (the whole split judges it)."""
+        on = lambda split: evaluate(model, split, criterion, data.task, eval_batch, device)  # noqa: E731
+        t0 = time.perf_counter()
+        whole = summary.steps in (0, total)  # the start and the end: the whole split
+        figures = dict(zip(("test_loss", "test_accuracy"), on(data.eval if whole else subset)))
+        if not whole and judge and subset is not data.eval and any(
+                near(cfg.target.metric, figures[cfg.target.metric], v, len(subset)) for v in targets_left):
+            figures.update(zip(("test_loss", "test_accuracy"), on(data.eval)))  # the whole split decides
+        if cfg.eval.train_subset:
+            figures.update(zip(("train_eval_loss", "train_eval_accuracy"), on(train_eval)))
+        summary.eval_seconds += time.perf_counter() - t0
+        summary.final.update(test_loss=figures["test_loss"], test_accuracy=figures["test_accuracy"])
+        return figures
+
+    def log(train_loss: float | None, with_eval: bool, judge: bool = True) -> dict:
+        """Write a metrics row; with_eval: evaluate first, and with `judge` record the targets it reaches."""
         row = {"step": summary.steps, "epoch": summary.steps / spe, "examples": summary.examples,
                "train_seconds": summary.train_seconds, "lr": optimizer.param_groups[0]["lr"], "train_loss": train_loss}
         if with_eval:
-            t0 = time.perf_counter()
-            row["test_loss"], row["test_accuracy"] = evaluate(model, data.eval, criterion, data.task,
-                                                              cfg.eval.batch_size, device)
-            if cfg.eval.train_subset:
-                row["train_eval_loss"], row["train_eval_accuracy"] = evaluate(model, train_eval, criterion, data.task,
-                                                                              cfg.eval.batch_size, device)
-            summary.eval_seconds += time.perf_counter() - t0
-            summary.final.update(test_loss=row["test_loss"], test_accuracy=row["test_accuracy"])
+            with aside():
+                row.update(evaluation(judge))
+        if with_eval and judge:
             for value in list(targets_left):
                 if reached(cfg.target.metric, row[cfg.target.metric], value):
                     targets_left.remove(value)
@@ -218,7 +214,8 @@ def train(cfg: Experiment, data: Data, device: torch.device, summary: Summary, m
                                                      "epochs": summary.steps / spe, "examples": summary.examples}
         if noise and summary.steps % noise.every == 0:
             t0 = time.perf_counter()
-            row.update(noise.measure(model, data, device))
+            with aside():
+                row.update(noise.measure(model, data, device))
             summary.noise_seconds += time.perf_counter() - t0
             summary.noise = noise.summary()
         if train_loss is not None:
@@ -254,7 +251,9 @@ def train(cfg: Experiment, data: Data, device: torch.device, summary: Summary, m
             if summary.deadline is not None and hardest in targets_left and clock.peek() > summary.deadline:
                 summary.train_seconds = clock.stop()
                 summary.status = Status.RACED
-                log(loss_sum.item() / loss_count if loss_count else None, with_eval=False)
+                # its figures where it stopped (not the last evaluation's, maybe step 0's); no target judged
+                # there: its steps would be the clock's, not an evaluation's
+                log(loss_sum.item() / loss_count if loss_count else None, with_eval=True, judge=False)
                 return model
             is_eval = summary.steps % eval_every == 0 or summary.steps == total
             if is_eval or summary.steps % log_every == 0 or (noise and summary.steps % noise.every == 0):
@@ -274,8 +273,9 @@ def train(cfg: Experiment, data: Data, device: torch.device, summary: Summary, m
                 if cfg.budget.stop_at_target and cfg.target.value and not targets_left:
                     return model
                 if checkpoints and checkpoints.due(summary.train_seconds) and summary.steps < total:
-                    checkpoints.save(model, step, noise, summary, order_of(loader), targets_left, epoch_batches,
-                                     metrics.rows)
+                    with aside():
+                        checkpoints.save(model, step, noise, summary, order_of(loader), targets_left, epoch_batches,
+                                         metrics.rows)
                 clock.start()
             if summary.steps == total:
                 break
@@ -329,6 +329,7 @@ def run_trial(cfg: Experiment, trial_id: str, axes: dict, trial_dir: Path, data:
     judge: a trial that did not learn is recorded diverged (off for a smoke run: a few steps prove wiring).
     deadline: racing (see train).
     """
+    data.eval_subset(cfg.eval.subset)  # drawn before the peak's start: it is data, kept like the splits
     peak = Peak(device)
     summary = Summary(trial_id=trial_id, batch_size=cfg.batch_size, lr=cfg.lr, seed=cfg.seed, axes=axes,
                       target_metric=cfg.target.metric, eval_split=data.eval_split, precision=cfg.precision,
@@ -336,7 +337,7 @@ def run_trial(cfg: Experiment, trial_id: str, axes: dict, trial_dir: Path, data:
     checkpoints = Checkpoints(cfg.checkpoint.every, trial_dir, trial_id)
     metrics = MetricsWriter(trial_dir / "metrics.csv", keep_rows=checkpoints.metrics_rows)
     try:
-        train(cfg, data, device, summary, metrics, progress, checkpoints, deadline)
+        train(cfg, data, device, summary, metrics, progress, checkpoints, deadline, peak)
         reason = did_not_learn(summary, data) if judge and summary.status == Status.COMPLETED else None
         if reason:
             summary.status, summary.error = Status.DIVERGED, reason

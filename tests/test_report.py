@@ -253,9 +253,9 @@ def _terminal(table) -> list[list[str]]:
 def test_terminal_table_keeps_the_deciding_columns(digits):
     _, report = digits
     table = report.table()
-    assert [c.header for c in table.columns] == ["batch size", "best lr", "seconds to target", "steps", "s/step",
-                                                 "predicted s", "examples", "seeds reached", "samples/s"]
-    size, lr, seconds, steps, per_step, predicted, examples, seeds, speed = _terminal(table)  # no peak memory
+    assert [c.header for c in table.columns] == ["batch size", "best lr", "predicted s", "steps", "s/step",
+                                                 "measured s", "examples", "reached", "eval share"]
+    size, lr, predicted, steps, per_step, seconds, examples, seeds, share = _terminal(table)  # no peak memory
     assert size == ["32 ★", "64", "128", "256"]  # ★: fastest
     assert lr == ["0.1", "0.1", "0.1", "0.1"]
     assert seconds == ["6", "partly reached", "partly reached", "not reached"]
@@ -266,7 +266,9 @@ def test_terminal_table_keeps_the_deciding_columns(digits):
     assert per_step == ["0.0103", "0.032", "0.0312", "0.0512"]  # bs 128: 128/4,000 x3 and 128/4,200 x3
     assert predicted == [f"{60 * bs32:.3g}", "–", "–", "–"]
     assert seeds == ["1/1", "1/3", "2/3", "0/1"]
-    assert speed == ["3,100", "2,000", "4,100", "5,000"]
+    # each trial evaluates for 0.5 s (report_fixtures): the batch size's eval seconds over all its seconds
+    trials = report.records.trials.groupby("batch_size")[["train_seconds", "eval_seconds"]].sum()
+    assert share == [f"{e / (t + e):.0%}" for t, e in zip(trials["train_seconds"], trials["eval_seconds"])]
     assert "★ fastest" in str(table.caption)
     # The rankings are among the batch sizes that reached the target on every seed: bs 32 alone.
     notes = dict(zip(report.time_to_accuracy.query("target == 0.9")["batch_size"],

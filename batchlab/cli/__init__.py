@@ -306,6 +306,8 @@ def suggest(
                                                   "the race starts no trial once it is spent.")] = None,
     out: Annotated[Path, typer.Option("--out", help="Records root; the trials go to OUT/<name>-suggest.")] = Path("runs"),
     threads: Annotated[Optional[int], typer.Option("--threads", min=1, help="torch CPU threads (recorded).")] = None,
+    restart: Annotated[bool, typer.Option("--restart", help="Delete the trials under OUT/<name>-suggest and start "
+                                          "over.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the answer as one JSON object.")] = False,
     quiet: QuietOpt = False,
 ):
@@ -322,6 +324,7 @@ def suggest(
     try:
         with user_errors(), display:
             answer = api.suggest(config, out, list(set_ or []), target=target, budget=seconds, threads=threads,
+                                 restart=restart,
                                  command=command_line(config, list(set_ or []), extra, "suggest"), on_stage=stage,
                                  on_trial_start=display.trial_start, on_trial_end=display.trial_end)
     except KeyboardInterrupt:

@@ -68,9 +68,14 @@ class Display:
 
 
 def trial_line(s: dict) -> str:
+    """A finished trial in one line. A raced one says where it stopped: its figure is the evaluation there."""
     acc = s["final"].get("test_accuracy")
     metric = f"acc {acc:.4f}" if acc is not None else f"loss {s['final'].get('test_loss') or float('nan'):.4g}"
     reached = sum(v is not None for v in s["targets"].values())
-    line = (f"{s['trial_id']}: {s['status']}, {s['steps']} steps, {s['train_seconds']:.2f}s, {metric}, "
+    seconds = f"{s['train_seconds']:.2f}s"
+    if s["status"] == "raced":
+        seconds += f" (past the best time to the target, {s['deadline']:.2f}s)" if s.get("deadline") else ""
+        metric += " when stopped"
+    line = (f"{s['trial_id']}: {s['status']}, {s['steps']} steps, {seconds}, {metric}, "
             f"targets {reached}/{len(s['targets'])}")
     return line + (f" ({s['error']})" if s.get("error") else "")

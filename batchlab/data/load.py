@@ -12,7 +12,7 @@ classes is the largest label + 1 unless `dataset.num_classes` says.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -36,6 +36,20 @@ class Data:
     num_classes: int | None
     eval_split: str  # "test" | "val"
     input_shape: tuple[int, ...]  # one example's shape
+    subsets: dict[int, Split] = field(default_factory=dict, repr=False, compare=False)  # eval_subset's, kept
+
+    def eval_subset(self, n: int | None) -> Split:
+        """The examples a periodic evaluation reads (eval.subset): n of the evaluation split drawn once at
+        random, the same for every trial (drawn with seed 0, not the trial's), so that every trial's curve is
+        read on the same examples; drawn rather than the first n, since a data set may be stored sorted by
+        class (an image folder is). Kept with the data, as the splits are. None, or n at least the split's
+        size: the whole split."""
+        if n is None or n >= len(self.eval):
+            return self.eval
+        if n not in self.subsets:
+            index = torch.randperm(len(self.eval), generator=torch.Generator().manual_seed(0))[:n].sort().values
+            self.subsets[n] = self.eval.select(index.to(self.eval.device))
+        return self.subsets[n]
 
     def to(self, device: torch.device) -> Data:
         return Data(self.train.to(device), self.eval.to(device), self.task, self.num_classes, self.eval_split,

@@ -67,6 +67,10 @@ def memory(x) -> str:
     return DASH if _missing(x) else f"{x / 2**20:,.1f} MiB"
 
 
+def share(x) -> str:
+    return DASH if _missing(x) else f"{x:.0%}"
+
+
 def speed(x) -> str:
     return DASH if _missing(x) else f"{x:,.0f}"
 
@@ -95,7 +99,7 @@ def time_to_accuracy(rec: SweepRecords, rows: pd.DataFrame, spread: bool = False
     """The time-to-accuracy rows of one target, as text. With `spread`, seconds and steps read
     'median (min–max)' over the best lr's seeds. `compact` keeps the columns that decide (batch
     size, best lr, seconds / steps / examples to target, seeds reached, samples/s, peak memory,
-    note); the rest stays in time_to_accuracy.csv and the full table."""
+    eval share, note); the rest stays in time_to_accuracy.csv and the full table."""
     out = pd.DataFrame(index=range(len(rows)))
     rows = rows.reset_index(drop=True)
     out["batch size"] = rows["batch_size"].map(str)
@@ -133,15 +137,19 @@ def time_to_accuracy(rec: SweepRecords, rows: pd.DataFrame, spread: bool = False
         out["steps/epoch"] = rows["steps_per_epoch"].map(count)
     if rows["peak_memory_bytes"].notna().any():
         out["peak memory"] = rows["peak_memory_bytes"].map(memory)
+    if "eval_share" in rows and rows["eval_share"].notna().any():
+        out["eval share"] = rows["eval_share"].map(share)  # of the trials' time: what evaluating cost
     if not compact:
         out["infeasible"] = rows["infeasible"].map(str)
         if "regime" in rows and rows["regime"].notna().any():
             out["regime"] = rows["regime"].map(lambda r: DASH if _missing(r) else str(r))
     out["note"] = [notes(row) for row in rows.to_dict("records")]
     if compact:  # what decided first; samples/s is in s/step, and stays in the full table
-        out = out.rename(columns={"seconds to target": "measured s"}).drop(columns="samples/s")
-        first = ["batch size", "best lr", *rec.extra_axes, "predicted s", "steps", "s/step", "measured s"]
-        out = out[first + [c for c in out.columns if c not in first]]
+        out = out.rename(columns={"seconds to target": "measured s", "seeds reached": "reached",
+                                  "peak memory": "memory"}).drop(columns="samples/s")  # fits 120 columns
+        axes = [a for a in rec.extra_axes if a != "lr_factor"]  # the best lr says it already
+        first = ["batch size", "best lr", *axes, "predicted s", "steps", "s/step", "measured s"]
+        out = out[first + [c for c in out.columns if c not in first and c != "lr_factor"]]
     return out
 
 

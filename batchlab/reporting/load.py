@@ -28,7 +28,7 @@ INCOMPLETE = Status.INCOMPLETE.value
 FINISHED = tuple(s.value for s in FINISHED_STATUSES)
 INFEASIBLE = tuple(s.value for s in INFEASIBLE_STATUSES)
 SUMMARY_NUMBERS = ("steps", "budget_steps", "epochs", "examples", "steps_per_epoch", "train_size",
-                   "train_seconds", "eval_seconds", "samples_per_second", "peak_memory_bytes")
+                   "train_seconds", "eval_seconds", "noise_seconds", "samples_per_second", "peak_memory_bytes")
 TO_TARGET = ("seconds", "steps", "epochs", "examples")
 # summary.json "noise" {g2, trace, b_simple, measurements}, or null: trials columns noise_<key>.
 NOISE_NUMBERS = ("g2", "trace", "b_simple", "measurements")

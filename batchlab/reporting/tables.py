@@ -191,7 +191,17 @@ def _batch_facts(trials: pd.DataFrame) -> pd.DataFrame:
         "lr_max": finished.groupby("batch_size")["lr"].max(),
     }, index=sorted(trials["batch_size"].unique()))
     facts["infeasible"] = facts["infeasible"].fillna(0).astype(int)
+    facts["eval_share"] = _eval_share(trials)
     return facts
+
+
+def _eval_share(trials: pd.DataFrame) -> pd.Series:
+    """Per batch size, the share of its trials' time spent evaluating: eval / (train + eval + noise) seconds,
+    summed over every trial with a summary (NaN where none recorded them)."""
+    spent = trials[["batch_size", "train_seconds", "eval_seconds", "noise_seconds"]].fillna({"noise_seconds": 0.0})
+    sums = spent.groupby("batch_size").sum(min_count=1)
+    total = sums[["train_seconds", "eval_seconds", "noise_seconds"]].sum(axis=1, min_count=3)
+    return sums["eval_seconds"] / total.where(total > 0)
 
 
 def _time_to_accuracy(rec: SweepRecords, target: float, settings: pd.DataFrame,
@@ -221,14 +231,14 @@ def _time_to_accuracy(rec: SweepRecords, target: float, settings: pd.DataFrame,
                        reached=0, seeds=0, best_lr_on_edge=False)
         row.update(samples_per_second=facts.loc[bs, "samples_per_second"],
                    steps_per_epoch=facts.loc[bs, "steps_per_epoch"],
-                   peak_memory_bytes=facts.loc[bs, "peak_memory_bytes"],
+                   peak_memory_bytes=facts.loc[bs, "peak_memory_bytes"], eval_share=facts.loc[bs, "eval_share"],
                    infeasible=int(facts.loc[bs, "infeasible"]))
         rows.append(row)
     table = pd.DataFrame(rows)
     columns = ["target_metric", "target", "batch_size", "status", "best_lr", *rec.extra_axes,
                "seeds_reached", "reached", "seeds", "seconds", "steps", "epochs", "examples", *SPREAD,
                "final_test_accuracy", "final_test_loss", "samples_per_second", "steps_per_epoch",
-               "peak_memory_bytes", "infeasible", "best_lr_on_edge", "setting"]
+               "peak_memory_bytes", "eval_share", "infeasible", "best_lr_on_edge", "setting"]
     table = _whole_numbers(table.reindex(columns=columns), ("steps_per_epoch", "peak_memory_bytes"))
     decision.annotate(rec, table)
     for name, order in RANKINGS.items():

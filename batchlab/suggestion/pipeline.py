@@ -39,10 +39,12 @@ class SuggestError(BatchlabError):
 
 def suggest(experiment: Experiment, out: Path, *, target: float | None = None, budget: float | None = None,
             code_dirs: tuple[str, ...] = (), command: str = "batchlab.suggest",
-            on_stage: Callable[[str], None] = lambda text: None, hooks: Hooks = Hooks()) -> Suggestion:
+            on_stage: Callable[[str], None] = lambda text: None, hooks: Hooks = Hooks(),
+            restart: bool = False) -> Suggestion:
     """Scan, pilot, predict and race for `experiment` (its model, data, optimizer, lr or lr rule, target and
     budget), recording the trials under out/<name>-suggest. `budget`: training seconds for the whole search
-    (the race stops starting trials once it is spent). `on_stage(text)` says what starts next."""
+    (the race stops starting trials once it is spent). `on_stage(text)` says what starts next. `restart`: delete
+    the records under out/<name>-suggest first (as the pilot starts)."""
     registry.make_importable(*code_dirs)
     cfg = _suggest_config(experiment, target)
     metric, goal = cfg.target.metric, hardest_target(cfg)
@@ -65,7 +67,7 @@ def suggest(experiment: Experiment, out: Path, *, target: float | None = None, b
     pilot_lr = cfg.lr_rule.model_copy(update={"factors": [1.0]}) if cfg.lr_rule else lrs or [cfg.lr]
     on_stage(f"pilot: batch size {pilot_batch}, lr {_lrs(pilot_lr, pilot_batch)}, to {metric} {goal:g}")
     pilot_grid = cfg.model_copy(update={"sweep": {"batch_size": [pilot_batch], "lr": pilot_lr}})
-    pilots = _run(pilot_grid, out, command, code_dirs, hooks)  # several lrs race each other
+    pilots = _run(pilot_grid, out, command, code_dirs, hooks, restart=restart)  # several lrs race each other
     cost["pilot"] = sum(p["train_seconds"] for p in pilots)
     key = f"{goal:g}"
     reached = [p for p in pilots if p["targets"].get(key)]
@@ -141,12 +143,12 @@ def _suggest_config(experiment: Experiment, target: float | None) -> Experiment:
 
 
 def _run(grid: Experiment, out: Path, command: str, code_dirs: tuple[str, ...], hooks: Hooks,
-         skip: set[tuple[int, float]] = frozenset()) -> list[dict]:
+         skip: set[tuple[int, float]] = frozenset(), restart: bool = False) -> list[dict]:
     """Run (or find recorded) the grid's trials one at a time, racing, less those whose (batch size, lr) is in
     `skip`; their summaries in grid order."""
     trials = [t for t in expand(grid) if not any(t.config.batch_size == b and math.isclose(t.config.lr, lr)
                                                  for b, lr in skip)]
-    run_sweep(grid, trials, out, command, hooks=hooks, code_dirs=code_dirs, race=True)
+    run_sweep(grid, trials, out, command, restart=restart, hooks=hooks, code_dirs=code_dirs, race=True)
     sweep = SweepDir(out, grid.name)
     by_id = {s["trial_id"]: s for s in sweep.summaries()}
     return [by_id[t.id] for t in trials if t.id in by_id]
