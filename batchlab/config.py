@@ -40,6 +40,9 @@ def load_raw(path: Path) -> dict:
         raise ConfigError(f"{path}: the file is empty; expected a mapping of sections (name, dataset, model, ...)")
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: expected a mapping of sections (name, dataset, model, ...), got {type(raw).__name__}")
+    if not raw.keys() & Experiment.model_fields.keys():  # some other file (say, a password file): echo none of it
+        raise ConfigError(f"{path}: not a batchlab experiment: none of its {len(raw)} top-level keys is a section "
+                          "(name, dataset, model, ...)")
     return raw
 
 
