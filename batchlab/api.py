@@ -60,8 +60,8 @@ def source_of(config: Config) -> Source:
     if isinstance(config, (str, Path)):
         path = Path(config)
         try:
-            text = path.read_text()
-        except (OSError, UnicodeDecodeError):
+            text = config_file.read_text(path)
+        except ConfigError:
             text = None  # load_config says why
         return Source(str(path), text, (str(path.resolve().parent), os.getcwd()))
     return Source("config", None, (os.getcwd(),))

@@ -13,30 +13,69 @@ holds tensors and plain Python values only.
 
 from __future__ import annotations
 
+import csv
+import itertools
 import random
+import warnings
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from batchlab.disk import write_atomic
+from batchlab.errors import VALUE_CHARS, BatchlabWarning, short
 from batchlab.records import CHECKPOINT as FILE
+from batchlab.records import METRICS
 
 
 def save(trial_dir: Path, state: dict) -> None:
     write_atomic(trial_dir / FILE, lambda f: torch.save(state, f), binary=True)
 
 
+KEYS = ("trial_id", "model", "optimizer", "scaler", "summary", "noise", "targets_left", "epoch_state",
+        "epoch_batches", "metrics_rows", "random")  # what save writes and resume reads
+
+
+class Unusable(Exception):
+    """A checkpoint that cannot be resumed from (damaged, another trial's, or out of step with metrics.csv)."""
+
+
 def load(trial_dir: Path, trial_id: str) -> dict | None:
-    """The trial's checkpoint, or None: none written, unreadable, or another trial's."""
+    """The trial's checkpoint, or None when none was written. Raises Unusable (the reason) when it cannot be
+    resumed from: unreadable, another trial's, keys missing, or metrics.csv not holding the rows it points to."""
     path = trial_dir / FILE
     if not path.exists():
         return None
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception:  # noqa: BLE001 -- a damaged checkpoint is no checkpoint: the trial starts over
-        return None
-    return state if isinstance(state, dict) and state.get("trial_id") == trial_id else None
+    except Exception as e:  # noqa: BLE001 -- truncated, empty, garbage: whatever torch says, it is unreadable
+        raise Unusable(f"unreadable ({short(f'{type(e).__name__}: {e}', 120)})") from None
+    if not isinstance(state, dict):
+        raise Unusable(f"not a batchlab checkpoint (a {type(state).__name__})")
+    if state.get("trial_id") != trial_id:
+        raise Unusable(f"it belongs to trial {short(repr(state.get('trial_id')), VALUE_CHARS)}")
+    missing = [k for k in KEYS if k not in state]
+    if missing or not isinstance(state["summary"], dict) or not isinstance(state["metrics_rows"], int):
+        raise Unusable(f"keys missing or malformed: {', '.join(missing) or 'summary, metrics_rows'}")
+    agree_with_metrics(trial_dir / METRICS, state["metrics_rows"], state["summary"].get("steps"))
+    return state
+
+
+def agree_with_metrics(path: Path, rows: int, step) -> None:
+    """metrics.csv holds at least the checkpoint's rows, the last of them at its step: else resuming would keep
+    a curve with rows missing (the checkpoint keeps `rows` and appends after them)."""
+    try:
+        with open(path, newline="") as f:
+            kept = list(itertools.islice(csv.DictReader(f), rows))
+    except OSError as e:
+        raise Unusable(f"{path.name} cannot be read ({e.strerror or e})") from None
+    except csv.Error as e:
+        raise Unusable(f"{path.name} is damaged ({short(str(e), 120)})") from None
+    if len(kept) < rows:
+        raise Unusable(f"{path.name} has {len(kept)} rows, the checkpoint was written after {rows}")
+    last = kept[-1].get("step") if kept else None
+    if rows < 1 or last != str(step):
+        raise Unusable(f"{path.name}'s row {rows} is step {last}, the checkpoint's step is {step}")
 
 
 def remove(trial_dir: Path) -> None:
@@ -74,9 +113,19 @@ class Checkpoints:
     def __init__(self, every_minutes: float | None, trial_dir: Path, trial_id: str):
         self.every = every_minutes * 60 if every_minutes else None  # seconds of training
         self.trial_dir, self.trial_id = trial_dir, trial_id
-        self.found = load(trial_dir, trial_id)
+        try:
+            self.found = load(trial_dir, trial_id)
+        except Unusable as e:
+            self.found = None
+            self.discard(str(e))
         self.metrics_rows = self.found["metrics_rows"] if self.found else 0  # metrics.csv rows to keep
         self.last = 0.0  # training seconds at the last checkpoint
+
+    def discard(self, reason: str) -> None:
+        """Say why the checkpoint found cannot be resumed from, and remove it: the trial starts over."""
+        warnings.warn(f"{self.trial_dir / FILE}: {reason}; the trial starts over from step 0", BatchlabWarning,
+                      stacklevel=2)
+        remove(self.trial_dir)
 
     def due(self, train_seconds: float) -> bool:
         return self.every is not None and train_seconds - self.last >= self.every
@@ -102,19 +151,23 @@ class Checkpoints:
         """Load the checkpoint found into the trial's parts; None when there is none.
 
         Returns what the loop itself carries on from: targets_left, epoch_batches and the random streams
-        (set by the loop once it has started the epoch, whose DataLoader draws from them)."""
+        (set by the loop once it has started the epoch, whose DataLoader draws from them). Raises Unusable when
+        the states do not load; the summary is then untouched."""
         state, self.found = self.found, None
         if state is None:
             return None
-        getattr(model, "_orig_mod", model).load_state_dict(state["model"])
-        step.optimizer.load_state_dict(state["optimizer"])
-        step.scaler.load_state_dict(state["scaler"])
+        try:  # a checkpoint of another model (same trial id, code changed) fails here, before anything ran
+            getattr(model, "_orig_mod", model).load_state_dict(state["model"])
+            step.optimizer.load_state_dict(state["optimizer"])
+            step.scaler.load_state_dict(state["scaler"])
+            if noise and state["noise"]:
+                noise.load_state(state["noise"])
+            order.resume(state["epoch_state"], state["epoch_batches"])
+        except Exception as e:  # noqa: BLE001 -- the caller starts the trial over with fresh parts
+            raise Unusable(f"it does not fit this trial ({type(e).__name__}: {short(str(e), 200)})") from None
         for key, value in state["summary"].items():
             setattr(summary, key, value)
         summary.resumed_from = [*summary.resumed_from, summary.steps]
-        if noise and state["noise"]:
-            noise.load_state(state["noise"])
-        order.resume(state["epoch_state"], state["epoch_batches"])
         self.last = summary.train_seconds
         return {"targets_left": state["targets_left"], "epoch_batches": state["epoch_batches"],
                 "random": state["random"]}

@@ -23,23 +23,38 @@ from batchlab.schema import Experiment, message
 # validating or writing it would exhaust the recursion limit, the memory or the patience.
 MAX_DEPTH = 100  # nested mappings and lists
 MAX_VALUES = 1_000_000  # values in all, counting each use of a YAML alias
+MAX_BYTES = 2**20  # a config file: a few KB; 1 MiB lists over 100,000 values (grid.TRIALS_LIMIT), and PyYAML
+# takes seconds per MiB: a larger file is refused before it is read, not parsed for minutes
 
 
 # ---------------------------------------------------------------- loading
 
-def load_raw(path: Path) -> dict:
-    """Read a YAML experiment as a plain dict (safe_load only)."""
+def read_text(path: Path) -> str:
+    """A config file's text, read no further than MAX_BYTES: a 55 MB list, or /dev/zero, is refused, not read."""
     try:
-        text = Path(path).read_text()
+        with open(path, "rb") as f:
+            data = f.read(MAX_BYTES + 1)
+        if len(data) > MAX_BYTES:
+            raise ConfigError(f"{path}: over {MAX_BYTES:,} bytes, more than a config holds (a sweep list that long "
+                              "is more trials than one sweep can plan)")
+        return data.decode()
     except FileNotFoundError:
         raise ConfigError(f"{path}: no such file") from None
     except (OSError, UnicodeDecodeError) as e:
         raise ConfigError(f"{path}: cannot read: {e}") from None
+
+
+def load_raw(path: Path) -> dict:
+    """Read a YAML experiment as a plain dict (safe_load only)."""
+    text = read_text(path)
     raw = parse_yaml(text, str(path))
     if raw is None:  # an empty file (or only comments) would silently run every default
         raise ConfigError(f"{path}: the file is empty; expected a mapping of sections (name, dataset, model, ...)")
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: expected a mapping of sections (name, dataset, model, ...), got {type(raw).__name__}")
+    if not raw.keys() & Experiment.model_fields.keys():  # some other file (say, a password file): echo none of it
+        raise ConfigError(f"{path}: not a batchlab experiment: none of its {len(raw)} top-level keys is a section "
+                          "(name, dataset, model, ...)")
     return raw
 
 
@@ -205,7 +220,7 @@ def check_axes(experiment: Experiment, source: str, text: str | None) -> None:
 def load(path: Path, overrides: list[str] | dict[str, Any] = ()) -> Experiment:
     """Load, override and validate an experiment file."""
     raw = load_raw(path)
-    text = Path(path).read_text()
+    text = read_text(path)
     source = str(path) + (" (with --set)" if overrides else "")
     raw = apply_overrides(raw, overrides)
     experiment = validate(raw, source, text)

@@ -33,7 +33,7 @@ from pathlib import Path
 
 from batchlab.errors import VALUE_CHARS, BatchlabError, short
 from batchlab.config import flatten
-from batchlab.records import read_json
+from batchlab.records import Status, read_json
 # The one place the records reader is imported.
 from batchlab.reporting.load import TO_TARGET, SweepRecords, read_sweeps
 
@@ -43,9 +43,9 @@ FIGURES = ("final_test_accuracy", "final_test_loss", "final_train_loss", "steps"
            "samples_per_second", "peak_memory_bytes", "noise_b_simple")
 # Learning curves TensorBoard also gets against examples seen.
 CURVES = ("train_loss", "test_loss", "test_accuracy", "train_eval_loss", "train_eval_accuracy")
-# batchlab status -> MLflow run status (diverged is a result of the lr, not a crash).
-MLFLOW_STATUS = {"completed": "FINISHED", "diverged": "FINISHED", "failed": "FAILED",
-                 "interrupted": "KILLED", "incomplete": "KILLED"}
+# batchlab status -> MLflow run status (diverged is a result of the lr, not a crash; raced, of the race).
+MLFLOW_STATUS = {Status.COMPLETED: "FINISHED", Status.DIVERGED: "FINISHED", Status.RACED: "FINISHED",
+                 Status.FAILED: "FAILED", Status.INTERRUPTED: "KILLED", Status.INCOMPLETE: "KILLED"}
 MLFLOW_TAGS = ("status", "device", "device_name", "precision", "torch_version", "threads", "error")
 REPORT_RUN = "report"  # the run holding a sweep's report/ directory as artifacts
 
@@ -295,8 +295,9 @@ def to_mlflow(records: SweepRecords, client, uri: str, step: Callable[[], None])
 
 
 def replace(client, runs: list, key: str) -> bool:
-    """Whether to log the trial anew: deletes its earlier runs unless one holds the same record."""
-    keep = next((r for r in runs if r.data.tags.get("batchlab.record") == key), None)
+    """Whether to log the trial anew: deletes its earlier runs unless one holds the same record. A run still
+    RUNNING is an export cut short (set_terminated comes last): replaced, never kept."""
+    keep = next((r for r in runs if r.data.tags.get("batchlab.record") == key and r.info.status != "RUNNING"), None)
     for run in runs:
         if run is not keep:
             client.delete_run(run.info.run_id)

@@ -14,6 +14,8 @@ from batchlab.errors import VALUE_CHARS, ConfigError, short
 from batchlab.schema import Experiment, LrRule
 
 MAX_TRIALS = 10_000  # more than this is almost surely a typo in a sweep list; --yes runs it anyway
+TRIALS_LIMIT = 100_000  # even with --yes: each trial is validated and held as a config while planning (100,000
+# take ~2 minutes and ~1.5 GB); a larger grid is refused before expanding, in one line: split it into sweeps
 NOT_IN_ID = {"checkpoint"}  # settings that do not change what a trial computes
 ID_MAX = 200  # characters of a trial id, a directory name (255 bytes at most), hash included
 
@@ -67,6 +69,9 @@ def expand(experiment: Experiment, allow_many: bool = False) -> list[Trial]:
     count = 1
     for values in axes.values():
         count *= len(values)
+    if count > TRIALS_LIMIT:
+        raise ConfigError(f"the sweep expands to {count:,} trials, over the {TRIALS_LIMIT:,} one sweep can plan; "
+                          "split it into several sweeps (e.g. one per seed)")
     if count > MAX_TRIALS and not allow_many:
         raise ConfigError(f"the sweep expands to {count:,} trials (over {MAX_TRIALS:,}); pass --yes if you mean it")
     base = experiment.model_dump(mode="json", exclude={"sweep"})

@@ -197,6 +197,7 @@ def read_json(path: Path) -> dict | None:
 
 RUN_TOKEN = "run_token"
 CHECKPOINT = "checkpoint.pt"  # batchlab.checkpoint writes it
+METRICS = "metrics.csv"
 
 
 def run_token(trial_dir: Path) -> str:

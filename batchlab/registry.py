@@ -92,6 +92,9 @@ def resolve(key: str, name: str, builtins: dict[str, Callable]) -> Callable:
         raise ComponentError(key, f"cannot import {module_name!r} ({name}): {e}") from None
     except Exception as e:  # noqa: BLE001 -- the user's module raised while being imported
         raise ComponentError(key, f"importing {module_name!r} raised {type(e).__name__}: {e}") from None
+    except SystemExit as e:  # a script's exit at module level: it would end batchlab without a word
+        raise ComponentError(key, f"importing {module_name!r} called sys.exit({short(repr(e.code), VALUE_CHARS)}); "
+                                  "put the module's script under `if __name__ == '__main__':`") from None
     for part in attr.split("."):
         if not hasattr(obj, part):
             raise ComponentError(key, f"{name}: module {module_name!r} has no attribute {attr!r}")

@@ -29,6 +29,8 @@ IMPORT_PATH = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.<>]*$")
 COUNT_MAX = 2**63 - 1  # sizes, counts and seeds: torch holds them in 64-bit integers (a larger one overflows)
 PARALLEL_MAX = 1024  # threads or processes: above any machine's core count (OpenMP crashes at 100,000 threads)
 NAME_MAX = 255  # the name is a directory, <out>/<name>: a file name holds 255 bytes
+RETRIES_MAX = 100  # --retries: a trial whose worker is lost 100 times over is not losing workers by chance
+MEASUREMENTS_MAX = 100_000  # `noise --measurements`: its error falls as 1/sqrt(n), 0.3% of one draw's at 100,000
 EPOCHS_MAX = 1e12  # a length in epochs becomes a whole number of steps: past any run, and 1e308 overflows
 Count = Annotated[int, Field(le=COUNT_MAX)]
 Epochs = Annotated[float, Field(le=EPOCHS_MAX)]

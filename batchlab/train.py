@@ -14,7 +14,7 @@ from typing import Callable
 import torch
 
 from batchlab import registry
-from batchlab.checkpoint import Checkpoints, set_random_streams
+from batchlab.checkpoint import Checkpoints, Unusable, set_random_streams
 from batchlab.checkpoint import remove as remove_checkpoint
 from batchlab.data import Data
 from batchlab.data.splits import order_of
@@ -26,7 +26,7 @@ from batchlab.memory import Peak
 from batchlab.models import build_model
 from batchlab.noise import NoiseMonitor
 from batchlab.optimizers import build_optimizer
-from batchlab.records import DONE, MetricsWriter, Status, Summary, run_token
+from batchlab.records import DONE, METRICS, MetricsWriter, Status, Summary, run_token
 from batchlab.schema import Experiment, ScheduleConfig
 from batchlab.step import Step
 from batchlab.version import __version__
@@ -335,9 +335,15 @@ def run_trial(cfg: Experiment, trial_id: str, axes: dict, trial_dir: Path, data:
                       target_metric=cfg.target.metric, eval_split=data.eval_split, precision=cfg.precision,
                       command=command, started_at=now(), run_token=run_token(trial_dir))
     checkpoints = Checkpoints(cfg.checkpoint.every, trial_dir, trial_id)
-    metrics = MetricsWriter(trial_dir / "metrics.csv", keep_rows=checkpoints.metrics_rows)
+    metrics = MetricsWriter(trial_dir / METRICS, keep_rows=checkpoints.metrics_rows)
     try:
-        train(cfg, data, device, summary, metrics, progress, checkpoints, deadline, peak)
+        try:
+            train(cfg, data, device, summary, metrics, progress, checkpoints, deadline, peak)
+        except Unusable as e:  # raised before the first step: start over with fresh parts and an empty curve
+            checkpoints.discard(str(e))
+            metrics.close()
+            metrics = MetricsWriter(trial_dir / METRICS)
+            train(cfg, data, device, summary, metrics, progress, checkpoints, deadline, peak)
         reason = did_not_learn(summary, data) if judge and summary.status == Status.COMPLETED else None
         if reason:
             summary.status, summary.error = Status.DIVERGED, reason

@@ -2,6 +2,7 @@
 
 import json
 import math
+from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
@@ -210,3 +211,31 @@ def test_a_sweep_axis_below_a_value_that_is_no_mapping_is_one_line(write_config)
     path = write_config({"sweep": {"model.args.x": [5], "model.args.x.y": [1]}})  # each fine alone
     assert one_line_error(path, "--dry-run") == ("error: model.args.x is 5, not a mapping that could hold y "
                                                  "(in the trial model.args.x=5, model.args.x.y=1)")
+
+
+def test_a_config_file_too_large_is_refused_before_it_is_parsed(write_config, tmp_path):
+    """55 MB of seeds parsed for minutes at gigabytes before: refused after reading 1 MiB."""
+    from batchlab.config import MAX_BYTES
+
+    text = "name: x\nsweep:\n  seed:\n" + "".join(f"  - {i}\n" for i in range(MAX_BYTES // 8))
+    assert len(text) > MAX_BYTES
+    path = write_config(text=text)
+    line = one_line_error(path, "--dry-run")
+    assert line == f"error: {path}: over {MAX_BYTES:,} bytes, more than a config holds (a sweep list that long is " \
+                   "more trials than one sweep can plan)"
+
+
+def test_an_endless_file_is_refused_as_too_large(tmp_path):
+    line = one_line_error(Path("/dev/zero"), "--dry-run", out=tmp_path / "runs")
+    assert "over 1,048,576 bytes" in line
+
+
+def test_a_grid_over_the_planning_limit_is_refused_even_with_yes(write_config):
+    """A million trials would take ~25 minutes and ~15 GB to plan: refused at once, from the axis lengths."""
+    from batchlab.grid import TRIALS_LIMIT
+
+    path = write_config(text="name: x\nsweep:\n  seed: [" + ", ".join(map(str, range(1000))) + "]\n  lr: ["
+             + ", ".join(f"0.{i + 1:04d}" for i in range(1000)) + "]\n")
+    line = one_line_error(path, "--dry-run", "--yes")
+    assert line.endswith(f"the sweep expands to 1,000,000 trials, over the {TRIALS_LIMIT:,} one sweep can plan; "
+                         "split it into several sweeps (e.g. one per seed)")

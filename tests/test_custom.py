@@ -195,6 +195,9 @@ def data(kind):
     ({"model": {"name": "nosuchmodule:Net"}},
      "line 5: model.name: cannot import 'nosuchmodule' (nosuchmodule:Net): No module named 'nosuchmodule'"),
     ({"model": {"name": "broken:Net"}}, "model.name: importing 'broken' raised ZeroDivisionError: division by zero"),
+    ({"model": {"name": "exits:Net"}}, "model.name: importing 'exits' called sys.exit(3); put the module's script "
+     "under `if __name__ == '__main__':`"),
+    ({"dataset": {"name": "exits_quietly:data"}}, "dataset.name: importing 'exits_quietly' called sys.exit(None)"),
     ({"model": {"name": "usercode:Missing"}}, "model.name: usercode:Missing: module 'usercode' has no attribute 'Missing'"),
     ({"model": {"name": "usercode:net", "args": {"kind": "raises"}}},
      "model.name: usercode:net(kind='raises') raised ValueError: width must be even"),
@@ -222,6 +225,8 @@ def data(kind):
 def test_bad_user_code_is_one_line_naming_file_line_and_key(tmp_path, section, expected):
     (tmp_path / "usercode.py").write_text(BAD_CODE)
     (tmp_path / "broken.py").write_text("1 / 0\n")
+    (tmp_path / "exits.py").write_text("import sys\nsys.exit(3)\n")
+    (tmp_path / "exits_quietly.py").write_text("raise SystemExit\n")
     config = {"name": "bad", "dataset": {"name": "digits"}, "model": {"name": "mlp"}, "budget": {"steps": 1},
               "threads": 1, **section}
     path = tmp_path / "bad.yaml"

@@ -2,6 +2,7 @@
 process dies or the user stops the sweep. Real processes, real signals; every server binds 127.0.0.1."""
 
 import json
+import math
 import os
 import signal
 import subprocess
@@ -271,6 +272,54 @@ def test_dask_a_trial_whose_worker_is_lost_runs_again_up_to_retries(client, writ
         assert s["status"] == "failed" and s["steps"] == 0
         assert s["error"].startswith(f"the worker running it was lost 1 time(s) ({worker}); retried 0 time(s)")
     assert results[0].counts == {s["status"]: 1}
+
+
+def test_dask_a_trial_lost_before_it_started_runs_again_without_costing_a_retry(client, write_config, tmp_path):
+    """--retries 0, and a worker killed while it runs one trial and holds others it has not started (the
+    scheduler queues no task: each worker is handed two): only the running trial is lost; the others run."""
+    cfg = write_config({"budget": {"steps": 3000}, "sweep": {"batch_size": [8], "lr": [0.1, 0.2, 0.3, 0.4]}})
+    out = tmp_path / "runs"
+    saturation = client.run_on_scheduler(lambda dask_scheduler: dask_scheduler.WORKER_SATURATION)
+    client.run_on_scheduler(lambda dask_scheduler: (setattr(dask_scheduler, "allowed_failures", 0),
+                                                    setattr(dask_scheduler, "WORKER_SATURATION", math.inf)))
+    pids = client.run(os.getpid)
+    results = []
+    sweeping = threading.Thread(target=lambda: results.append(batchlab.sweep(cfg, out, executor=client, retries=0)))
+    sweeping.start()
+    try:
+        held = lambda: client.run(lambda dask_worker: sorted(ts.state for ts in dask_worker.state.tasks.values()
+                                                             if ts.key.startswith("batchlab-")))
+        [worker] = wait_for(lambda: [w for w, states in held().items() if "executing" in states and len(states) > 1],
+                            what="a worker running a trial and holding another")[:1]
+        os.kill(pids[worker], signal.SIGKILL)
+        sweeping.join(timeout=180)
+    finally:
+        client.run_on_scheduler(lambda dask_scheduler: (setattr(dask_scheduler, "allowed_failures", 3),
+                                                        setattr(dask_scheduler, "WORKER_SATURATION", saturation)))
+    found = summaries(out)
+    statuses = sorted(s["status"] for s in found.values())
+    assert statuses == ["completed", "completed", "completed", "failed"], found
+    [lost] = [s for s in found.values() if s["status"] == "failed"]
+    assert lost["error"].startswith(f"the worker running it was lost 1 time(s) ({worker}); retried 0 time(s)")
+
+
+CLUSTER_LOGS = """
+import logging
+from batchlab.executors.dask import local_cluster
+with local_cluster(1, None, 0):
+    logging.getLogger("distributed.scheduler").error("Task x marked as failed because 1 workers died")
+    logging.getLogger("distributed.scheduler").critical("the scheduler cannot go on")
+"""
+
+
+def test_dask_own_cluster_logs_nothing_on_the_terminal():
+    """The scheduler's ERROR on a lost worker repeats the records: batchlab's own cluster keeps it off the
+    terminal (it showed under --quiet). In a process of its own: Dask sets up its logging as it is imported."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).parents[1]), os.environ.get("PYTHONPATH", "")])}
+    done = subprocess.run([sys.executable, "-c", CLUSTER_LOGS], capture_output=True, text=True, timeout=120, env=env)
+    assert done.returncode == 0, done.stderr
+    assert "marked as failed" not in done.stderr
+    assert "CRITICAL - the scheduler cannot go on" in done.stderr  # what cannot be recorded still shows
 
 
 def test_dask_a_trial_raising_in_user_code_fails_alone(client, write_config, tmp_path):

@@ -227,3 +227,65 @@ def test_bad_arguments_are_one_line(sweep, tmp_path):
     (tmp_path / "not-a-db").write_text("plain text")
     result = runner.invoke(app, ["export", str(sweep), "--to", "mlflow", f"sqlite:///{tmp_path / 'not-a-db'}"])
     assert result.exit_code == 2 and result.output.startswith("error: cannot open the database")
+
+
+def test_every_status_has_an_mlflow_run_status():
+    from mlflow.entities import RunStatus
+
+    from batchlab.export import MLFLOW_STATUS
+    from batchlab.records import Status
+
+    assert {str(s): RunStatus.from_string(MLFLOW_STATUS[s]) for s in Status}  # from_string refuses a wrong name
+    assert MLFLOW_STATUS["raced"] == "FINISHED" and MLFLOW_STATUS["failed"] == "FAILED"
+
+
+def test_a_raced_trial_is_exported_to_mlflow(sweep, tmp_path, monkeypatch):
+    from mlflow.tracking import MlflowClient
+
+    monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")
+    copy, store = tmp_path / "tiny", str(tmp_path / "mlruns")
+    shutil.copytree(sweep, copy)
+    raced = sorted((copy / "trials").iterdir())[1]
+    summary = json.loads((raced / "summary.json").read_text())
+    (raced / "summary.json").write_text(json.dumps({**summary, "status": "raced"}))
+    result = runner.invoke(app, ["export", str(copy), "--to", "mlflow", store])
+    assert result.exit_code == 0, result.output
+    client = MlflowClient(tracking_uri=store)
+    [run] = client.search_runs([client.get_experiment_by_name("tiny").experiment_id],
+                               filter_string=f"tags.trial_id = '{raced.name}'")
+    assert (run.info.status, run.data.tags["status"]) == ("FINISHED", "raced")
+
+
+def test_an_export_cut_short_is_completed_by_the_next(sweep, tmp_path, monkeypatch):
+    """Killed between creating a trial's run and logging into it: that run stays RUNNING with no params or
+    metrics, and the next export replaces it instead of counting it unchanged."""
+    import mlflow.tracking
+    from mlflow.tracking import MlflowClient
+
+    monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")
+    store = str(tmp_path / "mlruns")
+    log_batch = mlflow.tracking.MlflowClient.log_batch
+    calls = []
+
+    def killed_on_the_second(self, *args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return log_batch(self, *args, **kwargs)
+    with monkeypatch.context() as m:
+        m.setattr(mlflow.tracking.MlflowClient, "log_batch", killed_on_the_second)
+        with pytest.raises(KeyboardInterrupt):
+            export(sweep, "mlflow", store)
+    client = MlflowClient(tracking_uri=store)
+    experiment = client.get_experiment_by_name("tiny").experiment_id
+    assert sorted(r.info.status for r in client.search_runs([experiment])) == ["FINISHED", "RUNNING"]
+
+    results, _ = export(sweep, "mlflow", store)
+    assert (results[0].written, results[0].unchanged) == (3, 1)  # the cut one and the two never reached
+    results, _ = export(sweep, "mlflow", store)
+    assert (results[0].written, results[0].unchanged) == (0, 4)
+    runs = client.search_runs([experiment])
+    assert len(runs) == 5 and {r.info.status for r in runs} == {"FINISHED"}
+    for run in runs:
+        if run.info.run_name != "report":
+            assert run.data.params["batch_size"] and run.data.metrics["summary/final_test_accuracy"] >= 0

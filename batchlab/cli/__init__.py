@@ -15,13 +15,15 @@ import typer
 from tqdm import tqdm
 
 from batchlab import api
+from batchlab.cli.checks import Commands, directory, fail, finite_target, parse_bytes, parse_seconds
 from batchlab.cli.display import Display
 from batchlab.errors import VALUE_CHARS, BatchlabError, BatchlabWarning, short
 from batchlab.memory import mib
 from batchlab.records import DONE
+from batchlab.schema import COUNT_MAX, MEASUREMENTS_MAX, PARALLEL_MAX, RETRIES_MAX
 from batchlab.processes import sigterm_as_interrupt
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+app = typer.Typer(cls=Commands, add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="How batch size and learning rate change how fast and how well a PyTorch model trains.")
 
 ConfigArg = Annotated[Path, typer.Argument(help="The YAML experiment, e.g. configs/quickstart.yaml.")]
@@ -43,11 +45,6 @@ def _version(value: bool):
 def _commands(version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
                                                     help="Print the version and exit.")] = False):
     """How batch size and learning rate change how fast and how well a PyTorch model trains."""
-
-
-def fail(message: str, code: int = 2) -> typer.Exit:
-    typer.echo(f"error: {short(message, 2000)}", err=True)  # one line, whatever the message holds
-    return typer.Exit(code)
 
 
 @contextmanager
@@ -86,7 +83,7 @@ def torch_cuda_count() -> int:
 def sweep(
     config: ConfigArg,
     set_: SetOpt = None,
-    out: Annotated[Optional[Path], typer.Option("--out", help="Records root; the sweep goes to OUT/<name>. "
+    out: Annotated[Optional[str], typer.Option("--out", help="Records root; the sweep goes to OUT/<name>. "
                                                 "(default: runs, or a temporary directory with --smoke)")] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the expanded trial table; train nothing.")] = False,
     smoke: Annotated[bool, typer.Option("--smoke", help="Every trial a few steps on a slice of the data, on CPU; "
@@ -97,9 +94,9 @@ def sweep(
                                        "found at a fraction of the cost; the others are only known to be slower.")]
     = False,
     yes: Annotated[bool, typer.Option("--yes", help=f"Run grids over {10_000:,} trials.")] = False,
-    threads: Annotated[Optional[int], typer.Option("--threads", min=1, help="torch CPU threads (recorded; "
+    threads: Annotated[Optional[int], typer.Option("--threads", min=1, max=PARALLEL_MAX, help="torch CPU threads (recorded; "
                                                    "results are bit-identical only at the same count).")] = None,
-    workers: Annotated[Optional[int], typer.Option("--workers", min=1, help="Trials run at once in separate "
+    workers: Annotated[Optional[int], typer.Option("--workers", min=1, max=PARALLEL_MAX, help="Trials run at once in separate "
                                                    "processes, each with CPU cores / N threads unless the config "
                                                    "sets threads; with --executor dask, the local cluster's "
                                                    "processes. (default: 1; dask: one per CPU core)")] = None,
@@ -110,7 +107,7 @@ def sweep(
     gpus_per_trial: Annotated[Optional[float], typer.Option("--gpus-per-trial", metavar="K", help="With --executor "
                                                             "dask: each trial asks for the worker resource GPU=K "
                                                             "(workers started with --resources GPU=1).")] = None,
-    retries: Annotated[Optional[int], typer.Option("--retries", metavar="N", help="With --executor dask: a trial "
+    retries: Annotated[Optional[int], typer.Option("--retries", metavar="N", min=0, max=RETRIES_MAX, help="With --executor dask: a trial "
                                                    "whose worker is lost runs again up to N times, then is "
                                                    "recorded failed. (default: 1)")] = None,
     memory_limit: Annotated[Optional[str], typer.Option("--memory-limit", help="For `max` in the batch-size axis "
@@ -125,11 +122,16 @@ def sweep(
     """Expand a YAML experiment into trials, train each, and record everything under OUT/<name>."""
     try:
         gpu_ids = [int(g) for g in gpus.split(",")] if gpus else None
+        if gpu_ids and not all(0 <= g < PARALLEL_MAX for g in gpu_ids):
+            raise ValueError
     except ValueError:
         raise fail(f"--gpus {short(repr(gpus), VALUE_CHARS)}: expected comma-separated device ids, "
                    "e.g. --gpus 0,1") from None
+    if gpus_per_trial is not None and not 0 < gpus_per_trial <= PARALLEL_MAX:  # NaN too
+        raise fail(f"--gpus-per-trial {gpus_per_trial}: expected a number of GPUs above 0, at most {PARALLEL_MAX}")
     if gpu_ids and (available := torch_cuda_count()) < len(gpu_ids):
         raise fail(f"--gpus {gpus}: {available} CUDA device(s) available here")
+    out = directory("--out", out)
     root = out or (Path(tempfile.mkdtemp(prefix="batchlab-smoke-")) if smoke else Path("runs"))
     with user_errors():
         plan = api.plan_sweep(config, root, list(set_ or []), smoke=smoke, threads=threads,
@@ -176,7 +178,7 @@ def report(
     path: Annotated[Path, typer.Argument(help="A records root (runs/, every sweep in it) or one sweep (runs/mnist).")],
     target: Annotated[Optional[float], typer.Option("--target", help="The target value to headline, e.g. 0.98. "
                                                     "(default: the hardest target some batch size reached)")] = None,
-    out: Annotated[Optional[Path], typer.Option("--out", help="Output directory. (default: <sweep>/report)")] = None,
+    out: Annotated[Optional[str], typer.Option("--out", help="Output directory. (default: <sweep>/report)")] = None,
     formats: Annotated[str, typer.Option("--format", help="Comma-separated: md, html, csv, png.")] = "md,html,csv,png",
     as_json: Annotated[bool, typer.Option("--json", help="Print only a JSON list, one object per sweep: name, "
                                           "target, recommendation, warnings.")] = False,
@@ -189,6 +191,8 @@ def report(
 
     from batchlab.reporting import FORMATS, build_report
 
+    finite_target(target)
+    out = directory("--out", out)
     chosen = {f.strip() for f in formats.split(",") if f.strip()}
     if not chosen or chosen - FORMATS:
         raise fail(f"--format {short(repr(formats), VALUE_CHARS)}: choose from {', '.join(sorted(FORMATS))}")
@@ -237,6 +241,7 @@ def export(
     from batchlab.export import DESTINATIONS
     from batchlab.export import export as export_records
 
+    directory("DEST", dest)
     if to not in DESTINATIONS:
         raise fail(f"--to {short(repr(to), VALUE_CHARS)}: choose from {', '.join(DESTINATIONS)}")
     if not path.exists():
@@ -267,35 +272,6 @@ def export(
                f"view: mlflow ui --backend-store-uri {dest}   (the full mlflow package)")
 
 
-def parse_bytes(text: str | None) -> int | None:
-    """'512MiB', '2GiB', '1.5GB' or plain bytes; None stays None."""
-    if text is None:
-        return None
-    units = {"kib": 2**10, "mib": 2**20, "gib": 2**30, "kb": 10**3, "mb": 10**6, "gb": 10**9, "b": 1, "": 1}
-    number = text.strip().rstrip("BbIiKkMmGg")
-    unit = text.strip()[len(number):].lower()
-    try:
-        return int(float(number) * units[unit])
-    except (ValueError, KeyError):
-        raise fail(f"--memory-limit {short(repr(text), VALUE_CHARS)}: expected a size such as 512MiB, 2GiB "
-                   "or 1000000") from None
-
-
-def parse_seconds(text: str | None) -> float | None:
-    """'5m', '90s', '1.5h' or plain seconds; None stays None."""
-    if text is None:
-        return None
-    units = {"s": 1, "m": 60, "h": 3600, "": 1}
-    number = text.strip().rstrip("smhSMH")
-    try:
-        seconds = float(number) * units[text.strip()[len(number):].lower()]
-    except (ValueError, KeyError):
-        seconds = math.nan
-    if not (seconds > 0 and math.isfinite(seconds)):
-        raise fail(f"--budget {text!r}: expected a duration such as 5m, 90s or 1.5h")
-    return seconds
-
-
 @app.command()
 def suggest(
     config: ConfigArg,
@@ -304,8 +280,8 @@ def suggest(
                                                     "(default: the config's hardest target)")] = None,
     budget: Annotated[Optional[str], typer.Option("--budget", help="Training time for the whole search, e.g. 5m: "
                                                   "the race starts no trial once it is spent.")] = None,
-    out: Annotated[Path, typer.Option("--out", help="Records root; the trials go to OUT/<name>-suggest.")] = Path("runs"),
-    threads: Annotated[Optional[int], typer.Option("--threads", min=1, help="torch CPU threads (recorded).")] = None,
+    out: Annotated[str, typer.Option("--out", help="Records root; the trials go to OUT/<name>-suggest.")] = "runs",
+    threads: Annotated[Optional[int], typer.Option("--threads", min=1, max=PARALLEL_MAX, help="torch CPU threads (recorded).")] = None,
     restart: Annotated[bool, typer.Option("--restart", help="Delete the trials under OUT/<name>-suggest and start "
                                           "over.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the answer as one JSON object.")] = False,
@@ -315,6 +291,8 @@ def suggest(
     prediction, and a race of the candidates to the target, at a fraction of a sweep's cost."""
     import json
 
+    finite_target(target)
+    out = directory("--out", out)
     seconds = parse_seconds(budget)
     display = Display(0, quiet or as_json)
     stage = (lambda text: None) if quiet or as_json else (lambda text: typer.echo(f"suggest: {text}"))
@@ -344,7 +322,7 @@ def max_batch(
     memory_limit: Annotated[Optional[str], typer.Option("--memory-limit", help="Memory a try may use above the "
                                                         "baseline, e.g. 512MiB. (default: CPU: half the available "
                                                         "RAM; CUDA: the card)")] = None,
-    largest: Annotated[Optional[int], typer.Option("--max", min=1, help="Largest batch size tried. "
+    largest: Annotated[Optional[int], typer.Option("--max", min=1, max=COUNT_MAX, help="Largest batch size tried. "
                                                    "(default: the training set size)")] = None,
 ):
     """Find the largest batch size that trains without running out of memory (doubling, then bisection)."""
@@ -364,9 +342,9 @@ def max_batch(
 def noise(
     config: ConfigArg,
     set_: SetOpt = None,
-    steps: Annotated[int, typer.Option("--steps", min=0, help="Train this many steps (the config's batch size "
+    steps: Annotated[int, typer.Option("--steps", min=0, max=COUNT_MAX, help="Train this many steps (the config's batch size "
                                        "and lr) before measuring; 0 measures at initialisation.")] = 0,
-    measurements: Annotated[int, typer.Option("--measurements", min=2, help="Independent draws averaged.")] = 20,
+    measurements: Annotated[int, typer.Option("--measurements", min=2, max=MEASUREMENTS_MAX, help="Independent draws averaged.")] = 20,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object instead of a table.")] = False,
 ):
     """Estimate the gradient noise scale B_simple = tr(Sigma)/|G|^2 (McCandlish et al. 2018)."""

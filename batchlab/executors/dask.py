@@ -10,7 +10,8 @@ once per worker process (executors.base.process_cache).
 The driver learns that a trial started from an event the task logs (Client.subscribe_topic): it then starts
 the trial's directory. A worker lost mid-trial (killed, its node gone) makes the scheduler run the task again
 on another worker; the driver counts the starts and allows `retries` more, then records the trial `failed`
-with the workers that were lost. An exception inside a trial is the trial's own `failed` record (run_trial), and
+with the workers that were lost. A task lost before it started (queued on a worker that died) runs again
+without costing a retry. An exception inside a trial is the trial's own `failed` record (run_trial), and
 any other error of the task fails the trial once, without retry. Ctrl-C cancels the tasks (a running trial stops
 at its next log point, having seen its task cancelled) and records the running trials as interrupted.
 """
@@ -39,8 +40,13 @@ from batchlab.records import Status, SweepDir, read_json, receive_trial, start_t
 from batchlab.train import imported_names, now
 
 LOOPBACK = "127.0.0.1"  # a cluster batchlab starts listens on this machine only
+UNSTARTED_MAX = 10  # attempts lost before starting that are run again without costing a retry: a task that kills
+# every worker it reaches before it can start is not bad luck
 CONNECT_SECONDS = 10  # to reach a scheduler named by --scheduler (a typo fails this fast)
-QUIET = logging.ERROR  # the cluster's own logging on the driver's terminal: what the records do not say
+# The cluster's own logging on the driver's terminal: none. Its ERRORs ("Task ... marked as failed because 1
+# workers died") say what the records say (the trial's status and error), as a second voice on the terminal
+# even under --quiet; a sweep's progress and errors are batchlab's to print.
+QUIET = logging.CRITICAL
 # The scheduler's and the workers' HTTP servers (health checks; no dashboard) on a free loopback port: left to
 # themselves, the scheduler's takes 8787 (perhaps taken), and in distributed 2024.8 both listen on every
 # interface whatever `host` says (2026.8 no longer does).
@@ -135,6 +141,7 @@ class DaskExecutor(Executor):
         tracked = {job.trial.id: Tracked(job, uuid.uuid4().hex) for job in jobs}
 
         def submit(t: Tracked) -> None:
+            t.starts_before = len(t.workers)
             t.future = client.submit(run_on_worker, t.job, t.token, topic, t.job.trial.config.threads or self.threads,
                                      key=f"batchlab-{t.job.trial.id}-{uuid.uuid4().hex[:8]}", pure=False, retries=0,
                                      resources=self.resources())
@@ -178,6 +185,10 @@ class DaskExecutor(Executor):
                     elif future.status == "cancelled":  # not by this driver: the scheduler lost it (restarted?)
                         summary = fail(t, "its task was cancelled on the cluster")
                     elif isinstance(future.exception(), KilledWorker):
+                        if len(t.workers) == t.starts_before and t.unstarted < UNSTARTED_MAX:
+                            t.unstarted += 1  # lost with a worker before it started there: costs no retry
+                            submit(t)
+                            continue
                         t.killed += 1
                         if len(t.workers) <= self.retries and t.killed <= self.retries:
                             submit(t)  # the scheduler gave up before our count: once more, on another worker
@@ -229,6 +240,8 @@ class Tracked:
     future: object = None  # the task of its current attempt
     workers: list[str] = field(default_factory=list)  # where each attempt started
     killed: int = 0  # KilledWorker errors: the scheduler gave up on an attempt after losing its workers
+    starts_before: int = 0  # len(workers) when its current attempt was submitted: equal, it has not started
+    unstarted: int = 0  # attempts lost before they started (given to a worker that died first): run again free
     started_at: str | None = None
     done: bool = False
 
