@@ -25,7 +25,9 @@ from batchlab.models import build_model
 from batchlab.noise import NoiseMonitor
 from batchlab.optimizers import build_optimizer
 from batchlab.records import DONE, MetricsWriter, Status, Summary, run_token
-from batchlab.schema import Experiment, ScheduleConfig
+from batchlab.outputs import forward
+from batchlab.schedules import lr_schedule
+from batchlab.schema import Experiment
 from batchlab.step import Step
 from batchlab.version import __version__
 
@@ -46,33 +48,14 @@ def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
         group["lr"] = lr
 
 
-def lr_schedule(s: ScheduleConfig, steps_per_epoch: int, total_steps: int) -> Callable[[int], float]:
-    """Multiplier of the peak lr before optimizer step `step` (0-based): warmup, then the schedule.
-
-    Set straight into the optimizer rather than through an LRScheduler, and only when it varies:
-    at batch size 1 a scheduler's per-step bookkeeping is a measurable part of a step.
-    """
-    warmup = round(s.warmup_epochs * steps_per_epoch)
-
-    def multiplier(step: int) -> float:
-        if step < warmup:
-            return (step + 1) / warmup
-        if s.name == "step":
-            return s.gamma ** math.floor(step / (s.step_epochs * steps_per_epoch))
-        if s.name == "cosine":
-            progress = (step - warmup) / max(1, total_steps - warmup)
-            return s.final_fraction + (1 - s.final_fraction) * 0.5 * (1 + math.cos(math.pi * progress))
-        return 1.0
-    multiplier.varies = warmup > 0 or s.name != "constant"
-    return multiplier
-
-
-def budget_steps(cfg: Experiment, steps_per_epoch: int, batch: int) -> int:
+def budget_steps(cfg: Experiment, steps_per_epoch: int, batch: int, tokens_per_example: int = 1) -> int:
     unit, amount = cfg.budget.length
     if unit == "steps":
         return int(amount)
     if unit == "examples":
         return max(1, math.ceil(amount / batch))
+    if unit == "tokens":
+        return max(1, math.ceil(amount / (batch * tokens_per_example)))
     return max(1, math.ceil(amount * steps_per_epoch))
 
 
@@ -101,21 +84,34 @@ class Clock:
 
 
 @torch.inference_mode()
-def evaluate(model, split, criterion, task: str, batch_size: int, device: torch.device) -> tuple[float, float | None]:
-    """Mean loss and accuracy over a split, in large batches; one sync at the end."""
+def evaluate(model, split, criterion, task: str, batch_size: int, device: torch.device,
+             ignore_index: int = -100) -> tuple[float, float | None]:
+    """Mean loss and accuracy over a split, in large batches; one sync at the end. A sequence task's are per
+    labelled position (token): each batch's mean loss weighs by its labelled positions."""
     was_training = model.training
     model.eval()
     loss_sum = torch.zeros((), device=device)
     correct = torch.zeros((), device=device, dtype=torch.int64)
+    count = torch.zeros((), device=device, dtype=torch.int64)
     for x, target in split.batches(batch_size):
         x, target = x.to(device, non_blocking=True), target.to(device, non_blocking=True)
-        out = model(x).float()
-        loss_sum += criterion(out, target).float() * len(target)
+        out = forward(model, x, target).float()
+        labelled = target != ignore_index if task == "sequence" else None
+        weight = labelled.sum() if labelled is not None else len(target)
+        loss_sum += criterion(out, target).float() * weight
+        count += weight
         if task == "classification":
             correct += (out.argmax(-1) == target).sum()
+        elif task == "sequence":
+            correct += ((out.argmax(-1) == target) & labelled).sum()
     model.train(was_training)
-    n = len(split)
-    return loss_sum.item() / n, (correct.item() / n if task == "classification" else None)
+    n = max(int(count.item()), 1)
+    return loss_sum.item() / n, (correct.item() / n if task in ("classification", "sequence") else None)
+
+
+def perplexity(loss: float | None) -> float | None:
+    """exp(loss) of a per-token cross-entropy; None (the records' null) past a float's range."""
+    return math.exp(loss) if loss is not None and loss < 700 else None
 
 
 EXPLODED = 100  # a training loss this many times the initial loss has diverged, NaN or not
@@ -155,7 +151,7 @@ def build_parts(cfg: Experiment, data: Data, device: torch.device):
     """(model, loss, optimizer) as the config names them, the model on the device, seeded by the trial."""
     torch.manual_seed(cfg.seed)
     model = build_model(cfg.model, data.input_shape, data.num_classes).to(device)
-    criterion = build_loss(cfg.loss, data.task)
+    criterion = build_loss(cfg.loss, data.task, data.ignore_index)
     optimizer = build_optimizer(cfg.optimizer, model.parameters(), cfg.lr)
     return model, criterion, optimizer
 
@@ -181,14 +177,15 @@ def train(cfg: Experiment, data: Data, device: torch.device, summary: Summary, m
         raise ValueError("micro_batch_size: auto must be resolved before training (batchlab.run.resolve_max)")
     micro = summary.micro_batch_size = min(cfg.micro_batch_size or batch, batch)  # gradient accumulation below batch
     spe = summary.steps_per_epoch = n // batch if cfg.drop_last else math.ceil(n / batch)
-    total = budget_steps(cfg, spe, batch)
+    per = data.tokens_per_example
+    total = budget_steps(cfg, spe, batch, per)
     schedule = lr_schedule(cfg.schedule, spe, total)
     eval_every = max(1, round(cfg.eval.every * spe))  # in steps; every step when one step is > eval.every
     log_every = max(1, min(eval_every, round(cfg.eval.log_every * spe)))
     loader = data.train.loader(batch, cfg.drop_last, cfg.seed)
     step = Step(model, optimizer, criterion, device, cfg.precision, micro, cfg.optimizer.grad_clip, channels_last)
     train_eval = data.train.head(cfg.eval.train_subset)
-    noise = NoiseMonitor(cfg, n, spe, criterion) if cfg.noise.every else None
+    noise = NoiseMonitor(cfg, n, spe, criterion, data.context) if cfg.noise.every else None
     targets_left = sorted(cfg.target.value)
     summary.targets = {f"{v:g}": None for v in cfg.target.value}
     hardest = hardest_target(cfg)
@@ -201,21 +198,26 @@ def train(cfg: Experiment, data: Data, device: torch.device, summary: Summary, m
 
     def log(train_loss: float | None, with_eval: bool) -> dict:
         row = {"step": summary.steps, "epoch": summary.steps / spe, "examples": summary.examples,
-               "train_seconds": summary.train_seconds, "lr": optimizer.param_groups[0]["lr"], "train_loss": train_loss}
+               "tokens": summary.tokens if data.context else None, "train_seconds": summary.train_seconds,
+               "lr": optimizer.param_groups[0]["lr"], "train_loss": train_loss}
         if with_eval:
             t0 = time.perf_counter()
             row["test_loss"], row["test_accuracy"] = evaluate(model, data.eval, criterion, data.task,
-                                                              cfg.eval.batch_size, device)
+                                                              cfg.eval.batch_size, device, data.ignore_index)
             if cfg.eval.train_subset:
                 row["train_eval_loss"], row["train_eval_accuracy"] = evaluate(model, train_eval, criterion, data.task,
-                                                                              cfg.eval.batch_size, device)
+                                                                              cfg.eval.batch_size, device,
+                                                                              data.ignore_index)
             summary.eval_seconds += time.perf_counter() - t0
             summary.final.update(test_loss=row["test_loss"], test_accuracy=row["test_accuracy"])
+            if data.task == "sequence":
+                summary.final["test_perplexity"] = perplexity(row["test_loss"])
             for value in list(targets_left):
                 if reached(cfg.target.metric, row[cfg.target.metric], value):
                     targets_left.remove(value)
                     summary.targets[f"{value:g}"] = {"seconds": summary.train_seconds, "steps": summary.steps,
-                                                     "epochs": summary.steps / spe, "examples": summary.examples}
+                                                     "epochs": summary.steps / spe, "examples": summary.examples,
+                                                     **({"tokens": summary.tokens} if data.context else {})}
         if noise and summary.steps % noise.every == 0:
             t0 = time.perf_counter()
             row.update(noise.measure(model, data, device))
@@ -233,6 +235,8 @@ def train(cfg: Experiment, data: Data, device: torch.device, summary: Summary, m
     if not resumed:
         first = log(None, with_eval=True)  # the starting point of every curve
         summary.initial = {"test_loss": first["test_loss"], "test_accuracy": first["test_accuracy"]}
+        if data.task == "sequence":
+            summary.initial["test_perplexity"] = perplexity(first["test_loss"])
     model.train()
     clock = Clock(device)
     loss_sum, loss_count = torch.zeros((), device=device), 0
@@ -251,6 +255,7 @@ def train(cfg: Experiment, data: Data, device: torch.device, summary: Summary, m
             if schedule.varies:
                 set_lr(optimizer, cfg.lr * schedule(summary.steps))  # the lr of the next step
             summary.examples += len(x)
+            summary.tokens += len(x) * per
             if summary.deadline is not None and hardest in targets_left and clock.peek() > summary.deadline:
                 summary.train_seconds = clock.stop()
                 summary.status = Status.RACED
@@ -294,7 +299,7 @@ def compiled(model, step: Step, data: Data, batch: int, drop_last: bool, summary
     for size in sorted(shapes):
         x, y = data.train.take(torch.arange(size))
         x, y = x.to(step.device), y.to(step.device)
-        step.criterion(model(x), y).backward()
+        step.criterion(forward(model, x, y), y).backward()
     model.zero_grad(set_to_none=True)
     if step.device.type == "cuda":
         torch.cuda.synchronize(step.device)
@@ -353,6 +358,9 @@ def run_trial(cfg: Experiment, trial_id: str, axes: dict, trial_dir: Path, data:
         metrics.close()
         summary.epochs = summary.steps / summary.steps_per_epoch
         summary.samples_per_second = summary.examples / summary.train_seconds if summary.train_seconds > 0 else None
+        if data.context:
+            summary.context = data.context
+            summary.tokens_per_second = summary.tokens / summary.train_seconds if summary.train_seconds > 0 else None
         summary.peak_memory_bytes = peak.bytes()
         summary.code = registry.source_hashes(imported_names(cfg))
         for key, value in machine_facts(device).items():

@@ -25,7 +25,7 @@ import pandas as pd
 
 from batchlab.frontier import EFFICIENCY, largest_efficient_batch
 from batchlab.reporting import display
-from batchlab.reporting.display import number
+from batchlab.reporting.display import in_tokens, number
 from batchlab.reporting.load import SweepRecords
 from batchlab.reporting.measured_noise import NoiseResult
 from batchlab.reporting.science import FrontierResult, Science
@@ -70,6 +70,7 @@ class Recommendation:
     fewest_steps_batch_size: int | None = None
     closest_batch_size: int | None = None  # nothing reached: the batch size that came closest
     device: str = ""
+    context: int | None = None  # sequence tasks: tokens per example; batch sizes are stated in tokens too
 
     def to_dict(self) -> dict:
         """JSON-safe: NaN and infinity become None, numpy numbers plain ones."""
@@ -99,7 +100,7 @@ def recommend(rec: SweepRecords, tables: Tables, science: Science) -> Recommenda
     fit = frontier.fit
     answer = Recommendation(target=tables.target, target_metric=rec.target_metric, reached=not reached.empty,
                             sentence="", device=_device(rec),
-                            b_crit=fit.b_crit if fit else None)
+                            b_crit=fit.b_crit if fit else None, context=rec.context)
     if noise is not None and noise.to_target_trials:
         answer.b_simple = noise.to_target
         answer.b_simple_measurements = noise.to_target_measurements
@@ -123,7 +124,7 @@ def recommend(rec: SweepRecords, tables: Tables, science: Science) -> Recommenda
         answer.why = [_regime_text(answer, frontier), _scale_text(answer, noise),
                       _hardware_text(answer, rows, frontier)]
         answer.details = [_fastest_text(rec, target, reached), _efficient_text(frontier)]
-    critical = _critical_text(frontier, noise, any_reached=not reached.empty)
+    critical = _critical_text(frontier, noise, any_reached=not reached.empty, context=rec.context)
     if critical:
         answer.details.append(critical)
     if not answer.why and noise is not None and noise.advice():
@@ -143,7 +144,8 @@ def _times(x: float) -> str:
 
 
 def _sentence(answer: Recommendation, target: str, reached: int) -> str:
-    head = (f"Use batch size {answer.batch_size} with {_setting(answer)}: {display.seconds(answer.seconds)} s "
+    head = (f"Use batch size {answer.batch_size}{in_tokens(answer.batch_size, answer.context)} with "
+            f"{_setting(answer)}: {display.seconds(answer.seconds)} s "
             f"to {target} on this machine")
     if reached == 1:
         return head + ", the only batch size that reached it."
@@ -162,18 +164,21 @@ def _regime_text(answer: Recommendation, frontier: FrontierResult) -> str:
     if answer.regime is None:
         return "The chosen batch size has no place on the fitted frontier."
     return (f"Batch size {answer.batch_size} sits in the {answer.regime} regime of the steps–examples frontier "
-            f"fitted to {len(fit.batch_sizes)} batch sizes (B_crit ≈ {number(fit.b_crit)}): "
+            f"fitted to {len(fit.batch_sizes)} batch sizes (B_crit ≈ {number(fit.b_crit)}"
+            f"{in_tokens(fit.b_crit, answer.context)}): "
             f"{REGIME_MEANS[answer.regime]}.")
 
 
 def _scale_text(answer: Recommendation, noise: NoiseResult | None) -> str:
-    crit = f"Critical batch size B_crit ≈ {number(answer.b_crit)} (frontier fit)" if answer.b_crit else \
+    crit = (f"Critical batch size B_crit ≈ {number(answer.b_crit)}{in_tokens(answer.b_crit, answer.context)} "
+            "(frontier fit)") if answer.b_crit else \
         "No critical batch size (no frontier fit)"
     if noise is None:
         return crit + "; the gradient noise scale B_simple was not measured (set noise.every to measure it)."
     if not noise.to_target_trials:
         return crit + "; no B_simple was measured before the target was reached."
-    text = (f"{crit}; gradient noise scale B_simple ≈ {number(noise.to_target)}, averaged over training up to "
+    text = (f"{crit}; gradient noise scale B_simple ≈ {number(noise.to_target)}"
+            f"{in_tokens(noise.to_target, answer.context)}, averaged over training up to "
             f"the target (median over {noise.to_target_trials} trials, {noise.to_target_measurements} "
             "measurements).")
     return text + (" " + noise.advice() if noise.few else "")
@@ -299,13 +304,15 @@ def _efficiency(point, base) -> str:
     return f"scaling efficiency {base['examples'] / point['examples'] * 100:.0f}%"
 
 
-def _critical_text(frontier: FrontierResult, noise: NoiseResult | None, any_reached: bool) -> str:
+def _critical_text(frontier: FrontierResult, noise: NoiseResult | None, any_reached: bool,
+                   context: int | None = None) -> str:
     parts = []
     f = frontier.fit
     if f is not None:
         r2 = f"{f.r2:.2f}" if math.isfinite(f.r2) else "n/a (all steps equal)"
-        parts.append(f"Critical batch size from the steps-examples frontier: B_crit ≈ {number(f.b_crit)} "
-                     f"(S_min = {number(f.s_min)} steps, E_min = {number(f.e_min)} examples, R² = {r2}, "
+        e_min = f"{number(f.e_min)} examples{in_tokens(f.e_min, context)}"
+        parts.append(f"Critical batch size from the steps-examples frontier: B_crit ≈ {number(f.b_crit)}"
+                     f"{in_tokens(f.b_crit, context)} (S_min = {number(f.s_min)} steps, E_min = {e_min}, R² = {r2}, "
                      f"fitted on {len(f.batch_sizes)} batch sizes).")
         low, high = min(f.batch_sizes), max(f.batch_sizes)
         if f.b_crit > high:
@@ -319,7 +326,8 @@ def _critical_text(frontier: FrontierResult, noise: NoiseResult | None, any_reac
     elif any_reached:
         parts.append(f"No critical batch size: the frontier cannot be fitted ({frontier.reason}).")
     if noise is not None and noise.to_target_trials:
-        text = (f"Measured gradient noise scale B_simple ≈ {number(noise.to_target)}, averaged over training up to "
+        text = (f"Measured gradient noise scale B_simple ≈ {number(noise.to_target)}"
+                f"{in_tokens(noise.to_target, context)}, averaged over training up to "
                 f"the target (median over {noise.to_target_trials} trials of each trial's mean, "
                 f"{noise.to_target_measurements} measurements in all")
         if math.isfinite(noise.b_simple):
