@@ -181,3 +181,13 @@ def test_targets_beyond_the_model_vocabulary_are_one_line(tmp_path):
            "10" in out
     out = one_line(tmp_path, dataset={**TOY["dataset"], "num_classes": 4})
     assert "dataset.num_classes: 4, but the labels go up to 10" in out
+
+
+def test_the_noise_scale_and_max_batch_measure_a_sequence_model_and_state_tokens():
+    import batchlab
+
+    noise = batchlab.noise_scale(TOY, {"noise.batch_size": 64, "noise.small_batch_size": 8}, measurements=3)
+    assert noise["context"] == 8 and math.isfinite(noise["b_simple"])
+    assert noise["b_simple_tokens"] == pytest.approx(noise["b_simple"] * 8)
+    found = batchlab.find_max_batch({**TOY, "model": {"name": "seq_parts:AsObject"}}, max_batch=64)
+    assert (found.batch_size, found.context) == (64, 8)  # the cap fits: this toy is tiny

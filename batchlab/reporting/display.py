@@ -128,6 +128,8 @@ def time_to_accuracy(rec: SweepRecords, rows: pd.DataFrame, spread: bool = False
         if not rec.regression:
             out["final test acc"] = rows["final_test_accuracy"].map(accuracy)
         out["final test loss"] = rows["final_test_loss"].map(loss)
+        if rec.context:  # exp of the median loss is the median perplexity: exp is monotonic
+            out["final test ppl"] = np.exp(rows["final_test_loss"].astype(float).clip(upper=700)).map(loss)
     out["samples/s"] = rows["samples_per_second"].map(speed)
     if rec.context:
         out["tokens/s"] = rows["tokens_per_second"].map(speed)
