@@ -17,6 +17,7 @@ from batchlab.cli import app
 from batchlab.data import load_dataset
 from batchlab.data.text import corpus_text
 from batchlab.losses import build_loss
+from batchlab.reporting.build import build_report
 from batchlab.schema import DatasetConfig, LossConfig
 from batchlab.train import evaluate
 
@@ -191,3 +192,26 @@ def test_the_noise_scale_and_max_batch_measure_a_sequence_model_and_state_tokens
     assert noise["b_simple_tokens"] == pytest.approx(noise["b_simple"] * 8)
     found = batchlab.find_max_batch({**TOY, "model": {"name": "seq_parts:AsObject"}}, max_batch=64)
     assert (found.batch_size, found.context) == (64, 8)  # the cap fits: this toy is tiny
+
+
+def test_the_context_length_is_a_sweep_axis_and_tokens_per_batch_follow_it(tmp_path):
+    (np.arange(2000) * 3 % 40).astype(np.uint16).tofile(tmp_path / "train.bin")
+    result, summaries, _ = sweep(tmp_path, dataset={"name": "tokens", "path": str(tmp_path / "train.bin")},
+                                 model={"name": "gpt", "args": {"n_layer": 1, "n_head": 2, "n_embd": 16}},
+                                 budget={"steps": 2}, batch_size=4, sweep={"dataset.context": [8, 16]})
+    assert result.exit_code == 0, result.output
+    assert sorted((s["context"], s["tokens"]) for s in summaries) == [(8, 2 * 4 * 8), (16, 2 * 4 * 16)]
+    assert sorted(s["train_size"] for s in summaries) == [(1800 - 1) // 16, (1800 - 1) // 8]  # 10% held out
+
+
+def test_the_report_states_tokens_tokens_per_second_and_perplexity(tmp_path):
+    result, summaries, _ = sweep(tmp_path, target={"metric": "test_loss", "value": [1.5]},
+                                 sweep={"batch_size": [16, 64]})
+    assert result.exit_code == 0, result.output
+    build_report(tmp_path / "runs" / "seq", formats=["md"])  # the text alone: no figures to draw
+    text = (tmp_path / "runs" / "seq" / "report" / "report.md").read_text()
+    fastest = min((s for s in summaries if s["targets"]["1.5"]), key=lambda s: s["targets"]["1.5"]["seconds"])
+    assert f"Use batch size {fastest['batch_size']} ({fastest['batch_size'] * 8} tokens) with" in text
+    assert "| tokens | seeds reached |" in text and "| tokens/s |" in text and "| final test ppl |" in text
+    tokens_to_target = f"| {fastest['targets']['1.5']['tokens']:,} |"
+    assert tokens_to_target in text

@@ -170,9 +170,9 @@ def _regime_text(answer: Recommendation, frontier: FrontierResult) -> str:
 
 
 def _scale_text(answer: Recommendation, noise: NoiseResult | None) -> str:
-    crit = (f"Critical batch size B_crit ≈ {number(answer.b_crit)}{in_tokens(answer.b_crit, answer.context)} "
-            "(frontier fit)") if answer.b_crit else \
-        "No critical batch size (no frontier fit)"
+    crit = (f"Critical batch size B_crit ≈ {number(answer.b_crit)} "
+            f"({', '.join(filter(None, [display.tokens(answer.b_crit, answer.context), 'frontier fit']))})") \
+        if answer.b_crit else "No critical batch size (no frontier fit)"
     if noise is None:
         return crit + "; the gradient noise scale B_simple was not measured (set noise.every to measure it)."
     if not noise.to_target_trials:

@@ -76,11 +76,17 @@ def number(x: float) -> str:
     return f"{x:,.0f}" if abs(x) >= 1000 else f"{x:.3g}"
 
 
-def in_tokens(batch: float | None, context: int | None) -> str:
-    """' (N tokens)' after a batch size of a sequence task; nothing for others."""
+def tokens(batch: float | None, context: int | None) -> str:
+    """'N tokens' for a batch size of a sequence task; "" for others."""
     if not context or _missing(batch) or not math.isfinite(batch):
         return ""
-    return f" ({number(batch * context)} tokens)"
+    return f"{number(batch * context)} tokens"
+
+
+def in_tokens(batch: float | None, context: int | None) -> str:
+    """' (N tokens)' after a batch size of a sequence task; nothing for others."""
+    text = tokens(batch, context)
+    return f" ({text})" if text else ""
 
 
 def target_text(rec: SweepRecords, target: float) -> str:
