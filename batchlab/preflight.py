@@ -14,10 +14,11 @@ from batchlab.executors.base import DataCache
 from batchlab.grid import Trial
 from batchlab.noise import check_noise
 from batchlab.outputs import logits, takes_targets
+from batchlab.schedules import lr_schedule
 from batchlab.schema import Experiment
 from batchlab.train import build_parts, imported_names
 
-PARTS = ("dataset", "model", "loss", "optimizer")  # the config sections that name a callable
+PARTS = ("dataset", "model", "loss", "optimizer", "schedule")  # the config sections that name a callable
 
 
 def distinct(trials: list[Trial]) -> list[Trial]:
@@ -48,6 +49,7 @@ def check(trials: list[Trial], cache: DataCache) -> None:
         data = cache.get(cfg, torch.device("cpu"))
         model, criterion, _ = build_parts(cfg, data, torch.device("cpu"))
         check_output(cfg, model, criterion, data)
+        lr_schedule(cfg.schedule, steps_per_epoch=1, total_steps=1)  # an imported schedule builds and gives a value
 
 
 def check_output(cfg: Experiment, model: torch.nn.Module, criterion, data: Data) -> None:

@@ -50,7 +50,10 @@ def imported(s: ScheduleConfig, steps_per_epoch: int, total_steps: int) -> Calla
     function = partial(found, **s.args, **{k: v for k, v in offered.items() if k in parameters and k not in s.args})
 
     def called(step: int) -> float:
-        value = function(step)
+        try:
+            value = function(step)
+        except Exception as e:  # noqa: BLE001 -- the user's function raised
+            raise registry.ComponentError(KEY, f"{s.name}({step}) raised {type(e).__name__}: {e}") from None
         if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value) or value < 0:
             raise registry.ComponentError(KEY, f"{s.name}({step}) returned {value!r}; expected a finite "
                                                "multiplier of the lr, >= 0")

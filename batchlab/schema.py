@@ -188,6 +188,17 @@ class ScheduleConfig(Section):
     def _known_name(cls, name: str) -> str:
         return check_name(name, SCHEDULES)
 
+    @model_validator(mode="after")
+    def _fields_for_their_kind(self) -> ScheduleConfig:
+        misplaced = changed_from_default(self, ("step_epochs", "gamma", "final_fraction"))
+        if is_import_path(self.name) and misplaced:
+            raise ValueError(f"{', '.join(sorted(misplaced))}: for the built-in schedules only; "
+                             f"give {self.name}'s own arguments in schedule.args")
+        if not is_import_path(self.name) and self.args:
+            raise ValueError(f"args: for a schedule named by import path; {self.name} takes step_epochs, gamma, "
+                             "final_fraction")
+        return self
+
 
 UNITS = ("epochs", "steps", "examples", "tokens")  # what a budget can count
 

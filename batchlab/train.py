@@ -321,7 +321,7 @@ def now() -> str:
 
 def imported_names(cfg: Experiment) -> list[str]:
     """The import paths the config names (its user code)."""
-    names = (cfg.dataset.name, cfg.model.name, cfg.loss.name, cfg.optimizer.name)
+    names = (cfg.dataset.name, cfg.model.name, cfg.loss.name, cfg.optimizer.name, cfg.schedule.name)
     return [n for n in names if ":" in n]
 
 

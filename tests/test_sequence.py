@@ -215,3 +215,20 @@ def test_the_report_states_tokens_tokens_per_second_and_perplexity(tmp_path):
     assert "| tokens | seeds reached |" in text and "| tokens/s |" in text and "| final test ppl |" in text
     tokens_to_target = f"| {fastest['targets']['1.5']['tokens']:,} |"
     assert tokens_to_target in text
+
+
+def test_schedule_fields_of_the_other_kind_are_one_line(tmp_path):
+    out = one_line(tmp_path, schedule={"name": "torch.optim.lr_scheduler:StepLR", "gamma": 0.5})
+    assert "gamma: for the built-in schedules only; give torch.optim.lr_scheduler:StepLR's own arguments in " \
+           "schedule.args" in out
+    out = one_line(tmp_path, schedule={"name": "cosine", "args": {"T_max": 5}})
+    assert "args: for a schedule named by import path" in out
+
+
+def test_a_schedule_that_cannot_be_built_or_gives_no_number_is_one_line_before_training(tmp_path):
+    out = one_line(tmp_path, schedule={"name": "torch.optim.lr_scheduler:StepLR", "args": {"step_sise": 3}})
+    assert out.startswith("error: ") and "schedule.name: " in out and "step_sise" in out
+    out = one_line(tmp_path, schedule={"name": "seq_parts:halving", "args": {"every": 0}})
+    assert "schedule.name: " in out and "ZeroDivisionError" in out
+    trials = tmp_path / "runs" / "seq" / "trials"
+    assert not trials.exists() or not any(trials.iterdir())  # refused before any trial started
