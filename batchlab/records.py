@@ -95,7 +95,8 @@ class Summary:
     final: dict[str, float | None] = field(
         default_factory=lambda: {"train_loss": None, "test_loss": None, "test_accuracy": None})
     target_metric: str = "test_accuracy"
-    targets: dict[str, dict | None] = field(default_factory=dict)  # "0.97" -> {seconds, steps, epochs, examples[, tokens]}
+    # "0.97" -> {seconds, steps, epochs, examples[, tokens]} or None
+    targets: dict[str, dict | None] = field(default_factory=dict)
     noise: dict | None = None  # {g2, trace, b_simple, b_small, b_big, measurements}
     eval_split: str = "test"
     precision: str = "fp32"
