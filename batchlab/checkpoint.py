@@ -103,8 +103,9 @@ def set_random_streams(streams: dict) -> None:
     np.random.set_state((n["kind"], n["keys"].numpy().astype(np.uint32), n["position"], n["has_gauss"], n["gauss"]))
 
 
-PROGRESS = ("steps", "examples", "train_seconds", "eval_seconds", "noise_seconds", "compile_seconds", "initial", "final",
-            "targets", "noise", "resumed_from")  # the Summary fields a resumed trial carries on from
+# the Summary fields a resumed trial carries on from
+PROGRESS = ("steps", "examples", "tokens", "train_seconds", "eval_seconds", "noise_seconds", "compile_seconds",
+            "initial", "final", "targets", "noise", "resumed_from")
 
 
 class Checkpoints:

@@ -16,6 +16,7 @@ import yaml
 from pydantic import ValidationError
 
 from batchlab.errors import VALUE_CHARS, ConfigError, short
+from batchlab.schema import UNITS as BUDGET_UNITS
 from batchlab.schema import Experiment, message
 
 # What a config may hold. Real ones are a few levels deep and a few hundred values; beyond these bounds a
@@ -90,7 +91,6 @@ def check_size(value: Any, source: str) -> None:
             stack.extend((v, depth + 1) for v in node)
 
 
-BUDGET_UNITS = ("epochs", "steps", "examples")
 
 
 def apply_overrides(raw: dict, overrides: list[str] | dict[str, Any]) -> dict:

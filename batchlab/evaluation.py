@@ -7,6 +7,8 @@ import math
 
 import torch
 
+from batchlab.outputs import forward
+
 NEAR = 3  # standard errors: a subset's figure this close to a target has the whole split evaluated. A fixed
 # subset's error tends to keep its sign from one evaluation to the next, so without a margin a crossing is
 # often noticed late (measured: 1,000 of fashion-mnist's 10,000 test images, no margin: a target of 0.80
@@ -14,21 +16,34 @@ NEAR = 3  # standard errors: a subset's figure this close to a target has the wh
 
 
 @torch.inference_mode()
-def evaluate(model, split, criterion, task: str, batch_size: int, device: torch.device) -> tuple[float, float | None]:
-    """Mean loss and accuracy over a split, in large batches; one sync at the end."""
+def evaluate(model, split, criterion, task: str, batch_size: int, device: torch.device,
+             ignore_index: int = -100) -> tuple[float, float | None]:
+    """Mean loss and accuracy over a split, in large batches; one sync at the end. A sequence task's are per
+    labelled position (token): each batch's mean loss weighs by its labelled positions."""
     was_training = model.training
     model.eval()
     loss_sum = torch.zeros((), device=device)
     correct = torch.zeros((), device=device, dtype=torch.int64)
+    count = torch.zeros((), device=device, dtype=torch.int64)
     for x, target in split.batches(batch_size):
         x, target = x.to(device, non_blocking=True), target.to(device, non_blocking=True)
-        out = model(x).float()
-        loss_sum += criterion(out, target).float() * len(target)
+        out = forward(model, x, target).float()
+        labelled = target != ignore_index if task == "sequence" else None
+        weight = labelled.sum() if labelled is not None else len(target)
+        loss_sum += criterion(out, target).float() * weight
+        count += weight
         if task == "classification":
             correct += (out.argmax(-1) == target).sum()
+        elif task == "sequence":
+            correct += ((out.argmax(-1) == target) & labelled).sum()
     model.train(was_training)
-    n = len(split)
-    return loss_sum.item() / n, (correct.item() / n if task == "classification" else None)
+    n = max(int(count.item()), 1)
+    return loss_sum.item() / n, (correct.item() / n if task in ("classification", "sequence") else None)
+
+
+def perplexity(loss: float | None) -> float | None:
+    """exp(loss) of a per-token cross-entropy; None (the records' null) past a float's range."""
+    return math.exp(loss) if loss is not None and loss < 700 else None
 
 
 def reached(metric: str, value: float | None, threshold: float) -> bool:

@@ -12,6 +12,7 @@ import math
 from torch import nn
 
 from batchlab import registry
+from batchlab.gpt import gpt
 from batchlab.schema import ModelConfig
 
 ACTIVATIONS = {"relu": nn.ReLU, "tanh": nn.Tanh, "gelu": nn.GELU}
@@ -47,7 +48,7 @@ def lenet5(input_shape: tuple[int, ...], num_classes: int | None, activation: st
 
 
 # logreg is a linear layer on flattened input trained with cross-entropy: the task picks the loss
-BUILTIN = {"linear": linear, "logreg": linear, "mlp": mlp, "lenet5": lenet5}
+BUILTIN = {"linear": linear, "logreg": linear, "mlp": mlp, "lenet5": lenet5, "gpt": gpt}
 
 
 def build_model(cfg: ModelConfig, input_shape: tuple[int, ...], num_classes: int | None) -> nn.Module:

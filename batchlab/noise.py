@@ -61,6 +61,7 @@ from torch import nn
 from torch.func import functional_call, grad, vmap
 
 from batchlab.errors import ConfigError
+from batchlab.outputs import forward, logits
 from batchlab.schema import Experiment
 
 
@@ -70,7 +71,7 @@ def _trainable(model: nn.Module) -> list[tuple[str, torch.Tensor]]:
 
 def _chunk_gradient(model, loss_fn, x, y, params) -> torch.Tensor:
     """Flat float64 gradient of the mean loss over (x, y), without touching .grad."""
-    loss = loss_fn(model(x), y)
+    loss = loss_fn(forward(model, x, y), y)
     # autograd.grad returns the gradients instead of accumulating into .grad.
     grads = torch.autograd.grad(loss, params, allow_unused=True)
     flat = [
@@ -238,7 +239,7 @@ def exact(
     buffers = {name: b.detach() for name, b in model.named_buffers()}
 
     def example_loss(p, xi, yi):
-        out = functional_call(model, (p, buffers), (xi.unsqueeze(0),))
+        out = logits(functional_call(model, (p, buffers), (xi.unsqueeze(0),)))
         return loss_fn(out, yi.unsqueeze(0))
 
     per_example = vmap(grad(example_loss), in_dims=(None, 0, 0))
@@ -286,11 +287,11 @@ class NoiseMonitor:
     own, so measuring never changes the training data order.
     """
 
-    def __init__(self, cfg: Experiment, n: int, steps_per_epoch: int, criterion):
+    def __init__(self, cfg: Experiment, n: int, steps_per_epoch: int, criterion, context: int | None = None):
         self.every = max(1, round(cfg.noise.every * steps_per_epoch))  # in steps
         check_noise(cfg, n)
         self.b_small, self.b_big = noise_batch_sizes(cfg, n)
-        self.n, self.criterion = n, criterion
+        self.n, self.criterion, self.context = n, criterion, context
         self.scale = NoiseScale(n=n)  # finite-population correction: we sample without replacement from n
         self.generator = torch.Generator().manual_seed(cfg.seed + 1)
         self.count = 0
@@ -316,5 +317,6 @@ class NoiseMonitor:
 
     def summary(self) -> dict:
         g2, trace, b_simple = self.scale.value
-        return {"g2": g2, "trace": trace, "b_simple": b_simple, "b_small": self.b_small, "b_big": self.b_big,
-                "measurements": self.count}
+        in_tokens = {"b_simple_tokens": b_simple * self.context} if self.context else {}
+        return {"g2": g2, "trace": trace, "b_simple": b_simple, **in_tokens, "b_small": self.b_small,
+                "b_big": self.b_big, "measurements": self.count}

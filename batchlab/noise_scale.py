@@ -42,7 +42,7 @@ def noise_scale(experiment: Experiment, steps: int = 0, measurements: int = 20,
             metrics = MetricsWriter(Path(tmp) / "metrics.csv")
             model = train(short, data, device, Summary("noise", cfg.batch_size, cfg.lr, cfg.seed), metrics)
             metrics.close()
-        criterion = build_loss(cfg.loss, data.task)
+        criterion = build_loss(cfg.loss, data.task, data.ignore_index)
     else:
         model, criterion, _ = build_parts(cfg, data, device)
     n = len(data.train)
@@ -58,7 +58,9 @@ def noise_scale(experiment: Experiment, steps: int = 0, measurements: int = 20,
         traces.append(trace)
     g2, trace = statistics.fmean(g2s), statistics.fmean(traces)
     stderr = lambda xs: statistics.stdev(xs) / math.sqrt(len(xs)) if len(xs) > 1 else math.nan  # noqa: E731
+    b_simple = trace / g2 if g2 > 0 else math.nan
+    in_tokens = {"b_simple_tokens": b_simple * data.context, "context": data.context} if data.context else {}
     return {"g2": g2, "g2_stderr": stderr(g2s), "trace": trace, "trace_stderr": stderr(traces),
-            "b_simple": trace / g2 if g2 > 0 else math.nan, "steps": steps, "measurements": measurements,
+            "b_simple": b_simple, **in_tokens, "steps": steps, "measurements": measurements,
             "b_small": b_small, "b_big": b_big, "train_size": n, "batch_size": cfg.batch_size, "lr": cfg.lr,
             "device": str(device)}

@@ -13,10 +13,12 @@ from batchlab.errors import ConfigError, short
 from batchlab.executors.base import DataCache
 from batchlab.grid import Trial
 from batchlab.noise import check_noise
+from batchlab.outputs import logits, takes_targets
+from batchlab.schedules import lr_schedule
 from batchlab.schema import Experiment
 from batchlab.train import build_parts, imported_names
 
-PARTS = ("dataset", "model", "loss", "optimizer")  # the config sections that name a callable
+PARTS = ("dataset", "model", "loss", "optimizer", "schedule")  # the config sections that name a callable
 
 
 def distinct(trials: list[Trial]) -> list[Trial]:
@@ -47,6 +49,7 @@ def check(trials: list[Trial], cache: DataCache) -> None:
         data = cache.get(cfg, torch.device("cpu"))
         model, criterion, _ = build_parts(cfg, data, torch.device("cpu"))
         check_output(cfg, model, criterion, data)
+        lr_schedule(cfg.schedule, steps_per_epoch=1, total_steps=1)  # an imported schedule builds and gives a value
 
 
 def check_output(cfg: Experiment, model: torch.nn.Module, criterion, data: Data) -> None:
@@ -54,14 +57,25 @@ def check_output(cfg: Experiment, model: torch.nn.Module, criterion, data: Data)
     model.eval()
     try:
         with torch.no_grad():
-            out = model(x)
+            out = model(x, targets=y) if takes_targets(model) else model(x)
     except Exception as e:  # noqa: BLE001 -- the user's model fails on real examples
         raise registry.ComponentError("model.name", f"{cfg.model.name} fails on a batch of {len(x)} examples of shape "
                                                     f"{tuple(x.shape[1:])}: {type(e).__name__}: "
                                                     f"{short(str(e))}") from None
-    if not isinstance(out, torch.Tensor):
-        raise registry.ComponentError("model.name", f"{cfg.model.name} returned a {type(out).__name__}, expected a "
-                                                    "tensor of outputs")
+    try:
+        out = logits(out)
+    except TypeError as e:
+        raise registry.ComponentError("model.name", f"{cfg.model.name}: {e}") from None
+    if data.task == "sequence":
+        if out.dim() != 3 or out.shape[:2] != y.shape:
+            raise registry.ComponentError("model.name", f"{cfg.model.name} gives outputs of shape {tuple(out.shape)} "
+                                                        f"for targets of shape {tuple(y.shape)}; a sequence task needs "
+                                                        "(batch, positions, vocabulary)")
+        if out.shape[2] < data.num_classes:
+            raise registry.ComponentError("model.name", f"{cfg.model.name} outputs {out.shape[2]} values per position "
+                                                        f"(its vocabulary), but the tokens go up to "
+                                                        f"{data.num_classes - 1}: set its vocabulary to at least "
+                                                        f"{data.num_classes}")
     if data.task == "classification":
         if out.dim() != 2 or out.shape[0] != len(x):
             raise registry.ComponentError("model.name", f"{cfg.model.name} gives outputs of shape {tuple(out.shape)} "

@@ -57,7 +57,7 @@ FINISHED = (Status.COMPLETED, Status.DIVERGED, Status.FAILED, Status.RACED)
 INFEASIBLE = (Status.DIVERGED, Status.FAILED)
 
 METRIC_COLUMNS = [
-    "step", "epoch", "examples", "train_seconds", "lr",
+    "step", "epoch", "examples", "tokens", "train_seconds", "lr",  # tokens: sequence tasks (examples x context)
     "train_loss", "test_loss", "test_accuracy",  # test_*: the evaluation split (test, or val with val_fraction)
     "train_eval_loss", "train_eval_accuracy",  # a fixed train subset evaluated like the test set
     "noise_g2", "noise_trace", "noise_b_simple",  # gradient noise scale (smoothed), when noise.every is set
@@ -79,6 +79,8 @@ class Summary:
     budget_steps: int | None = None  # the steps its budget allowed: a target first met there had no margin
     epochs: float = 0.0
     examples: int = 0
+    tokens: int = 0  # sequence tasks: examples x context (0 for others)
+    context: int | None = None  # sequence tasks: tokens per example
     steps_per_epoch: int = 1
     train_size: int = 0
     micro_batch_size: int | None = None
@@ -87,13 +89,15 @@ class Summary:
     noise_seconds: float = 0.0
     compile_seconds: float | None = None
     samples_per_second: float | None = None
+    tokens_per_second: float | None = None  # sequence tasks
     peak_memory_bytes: int | None = None
     initial: dict[str, float | None] = field(
         default_factory=lambda: {"test_loss": None, "test_accuracy": None})  # the evaluation at step 0
     final: dict[str, float | None] = field(
         default_factory=lambda: {"train_loss": None, "test_loss": None, "test_accuracy": None})
     target_metric: str = "test_accuracy"
-    targets: dict[str, dict | None] = field(default_factory=dict)  # "0.97" -> {seconds, steps, epochs, examples}
+    # "0.97" -> {seconds, steps, epochs, examples[, tokens]} or None
+    targets: dict[str, dict | None] = field(default_factory=dict)
     noise: dict | None = None  # {g2, trace, b_simple, b_small, b_big, measurements}
     eval_split: str = "test"
     precision: str = "fp32"
@@ -137,10 +141,11 @@ class Summary:
 # finite numbers or nulls), targets, mapping, list, text. A trailing "?" allows null.
 SUMMARY_KINDS = {
     "batch_size": "count", "seed": "count", "steps": "count", "budget_steps": "count?", "examples": "count",
-    "steps_per_epoch": "count",
-    "train_size": "count", "micro_batch_size": "count?", "threads": "count?", "peak_memory_bytes": "count?",
+    "steps_per_epoch": "count", "train_size": "count", "micro_batch_size": "count?", "tokens": "count",
+    "context": "count?", "threads": "count?", "peak_memory_bytes": "count?",
     "lr": "number", "epochs": "number", "train_seconds": "number", "eval_seconds": "number",
     "noise_seconds": "number", "compile_seconds": "number?", "samples_per_second": "number?",
+    "tokens_per_second": "number?",
     "initial": "figures", "final": "figures", "noise": "figures?", "targets": "targets", "axes": "mapping",
     "code": "mapping", "resumed_from": "list", "error": "text?", "deadline": "number?",
 }

@@ -31,7 +31,8 @@ def smoke(experiment: Experiment) -> Experiment:
     raw.setdefault("dataset", {})["subset"] = SMOKE_EXAMPLES
     raw.setdefault("eval", {})["every"] = 1000.0  # evaluate at the start and after the last step only
     raw["sweep"] = {k: v for k, v in (raw.get("sweep") or {}).items()
-                    if k not in ("budget.epochs", "budget.steps", "budget.examples", "device", "dataset.subset")}
+                    if k not in ("budget.epochs", "budget.steps", "budget.examples", "budget.tokens", "device",
+                                 "dataset.subset")}
     return Experiment.model_validate(raw)
 
 

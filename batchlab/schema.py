@@ -17,10 +17,11 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationErr
 from batchlab.errors import VALUE_CHARS, short
 
 # The built-in names. Each registry (data sets, models, losses, optimizers) is checked against these by a test.
-DATASETS = ("digits", "mnist", "fashion-mnist", "linear", "npz", "image-folder")
-MODELS = ("linear", "logreg", "mlp", "lenet5")
+DATASETS = ("digits", "mnist", "fashion-mnist", "linear", "npz", "image-folder", "chars", "tokens")
+MODELS = ("linear", "logreg", "mlp", "lenet5", "gpt")
 LOSSES = ("auto", "cross_entropy", "mse")
 OPTIMIZERS = ("sgd", "adam", "adamw")
+SCHEDULES = ("constant", "step", "cosine")
 
 # package.module:attribute; `<locals>` appears in the path of a class handed over from Python (registry.give)
 IMPORT_PATH = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.<>]*$")
@@ -84,10 +85,19 @@ class Section(BaseModel):
 class DatasetConfig(Section):
     name: str = "digits"  # a built-in (DATASETS) or module:attribute, a factory returning arrays or Datasets
     args: Args = {}  # keyword arguments of an imported factory
-    path: str | None = None  # npz: the .npz file; image-folder: the folder with train/ and test/ (relative: to the cwd)
+    path: str | None = None  # npz: the .npz file; image-folder: the folder with train/ and test/; tokens: the token
+    # file, .bin (uint16, as nanoGPT's prepare scripts write) or .npy (relative: to the cwd)
+    val_path: str | None = None  # tokens: the validation token file; None: the last held_out of path
+    context: Count = Field(64, ge=1)  # chars, tokens: tokens per example (the model's block size); 64: a small
+    # char-LM's, which trains in seconds on a CPU
+    held_out: float = Field(0.1, gt=0.0, lt=1.0)  # chars (and tokens without val_path): the end of the text kept
+    # for evaluation, as nanoGPT's prepare scripts keep 10%
     num_workers: int = Field(0, ge=0, le=PARALLEL_MAX)  # DataLoader processes for Datasets; 0: the training one
-    task: Literal["classification", "regression"] | None = None  # None: inferred (integer targets: classification)
-    num_classes: Count | None = Field(None, ge=1)  # None: inferred, largest label + 1
+    task: Literal["classification", "regression", "sequence"] | None = None  # None: inferred (integer targets:
+    # classification; integer targets of shape (N, T): sequence, a label per position, e.g. the next token)
+    num_classes: Count | None = Field(None, ge=1)  # None: inferred, largest label + 1 (sequence: the vocabulary)
+    ignore_index: int = -100  # sequence: positions whose target is this count in neither loss nor accuracy (torch's
+    # cross_entropy default, so targets prepared for torch mean the same here)
     root: str | None = None  # data root for downloads; else $BATCHLAB_DATA, else a per-user cache dir
     download: bool = True  # False never touches the network (nor does BATCHLAB_OFFLINE=1)
     mirrors: list[str] | None = None  # base URLs tried in order; else $BATCHLAB_MIRRORS, else the public ones
@@ -102,8 +112,9 @@ class DatasetConfig(Section):
 
     @model_validator(mode="after")
     def _path_where_needed(self) -> DatasetConfig:
-        if self.name in ("npz", "image-folder") and not self.path:
-            example = "data.npz" if self.name == "npz" else "images/ (with train/<class>/ and test/<class>/)"
+        if self.name in ("npz", "image-folder", "tokens") and not self.path:
+            example = {"npz": "data.npz", "image-folder": "images/ (with train/<class>/ and test/<class>/)",
+                       "tokens": "train.bin"}[self.name]
             raise ValueError(f"dataset {self.name} needs a path, e.g. path: {example}")
         return self
 
@@ -166,30 +177,52 @@ class OptimizerConfig(Section):
 
 
 class ScheduleConfig(Section):
-    name: Literal["constant", "step", "cosine"] = "constant"
+    name: str = "constant"  # a built-in (SCHEDULES) or module:attribute: a torch.optim.lr_scheduler class (built
+    # with args, stepped once per optimizer step) or a function of the step (after warmup) returning a multiplier
+    args: Args = {}  # keyword arguments of an imported schedule
     warmup_epochs: Epochs = Field(0.0, ge=0.0)  # linear warmup from 0 to lr (Goyal et al. 2017)
     step_epochs: Epochs = Field(30.0, gt=0.0)  # step: multiply lr by gamma every this many epochs
     gamma: float = Field(0.1, gt=0.0)  # step
     final_fraction: float = Field(0.0, ge=0.0, le=1.0)  # cosine: lr at the end of the budget, as a fraction of lr
 
+    @field_validator("name")
+    @classmethod
+    def _known_name(cls, name: str) -> str:
+        return check_name(name, SCHEDULES)
+
+    @model_validator(mode="after")
+    def _fields_for_their_kind(self) -> ScheduleConfig:
+        misplaced = changed_from_default(self, ("step_epochs", "gamma", "final_fraction"))
+        if is_import_path(self.name) and misplaced:
+            raise ValueError(f"{', '.join(sorted(misplaced))}: for the built-in schedules only; "
+                             f"give {self.name}'s own arguments in schedule.args")
+        if not is_import_path(self.name) and self.args:
+            raise ValueError(f"args: for a schedule named by import path; {self.name} takes step_epochs, gamma, "
+                             "final_fraction")
+        return self
+
+
+UNITS = ("epochs", "steps", "examples", "tokens")  # what a budget can count
+
 
 class BudgetConfig(Section):
-    epochs: Epochs | None = Field(None, gt=0.0)  # at most one of epochs, steps, examples; none: one epoch
+    epochs: Epochs | None = Field(None, gt=0.0)  # at most one of epochs, steps, examples, tokens; none: one epoch
     steps: Count | None = Field(None, ge=1)
     examples: Count | None = Field(None, ge=1)
+    tokens: Count | None = Field(None, ge=1)  # sequence tasks: examples x context, as language models count
     stop_at_target: bool = False  # end a trial once its last target is met
 
     @model_validator(mode="after")
     def _at_most_one(self) -> BudgetConfig:
-        given = [k for k in ("epochs", "steps", "examples") if getattr(self, k) is not None]
+        given = [k for k in UNITS if getattr(self, k) is not None]
         if len(given) > 1:
-            raise ValueError(f"give exactly one of epochs, steps, examples (got {', '.join(given)})")
+            raise ValueError(f"give exactly one of epochs, steps, examples, tokens (got {', '.join(given)})")
         return self
 
     @property
     def length(self) -> tuple[str, float]:
         """(unit, amount): what the budget counts. One pass over the data unless told otherwise."""
-        for unit in ("steps", "examples", "epochs"):
+        for unit in ("steps", "examples", "tokens", "epochs"):
             if getattr(self, unit) is not None:
                 return unit, getattr(self, unit)
         return "epochs", 1.0

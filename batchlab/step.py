@@ -7,6 +7,8 @@ import contextlib
 
 import torch
 
+from batchlab.outputs import forward
+
 
 class Step:
     """`step(x, y)` moves a batch to the device, runs forward and backward (in micro-batches when `micro` is
@@ -35,14 +37,14 @@ class Step:
         self.optimizer.zero_grad(set_to_none=True)
         if self.micro is None or self.micro >= len(x):
             with self.autocast:
-                loss = self.criterion(self.model(x), y)
+                loss = self.criterion(forward(self.model, x, y), y)
             self.scaler.scale(loss).backward()
             total = loss.detach()
         else:  # accumulating: weight each micro-batch mean by its share of the batch
             total = None
             for xm, ym in zip(x.split(self.micro), y.split(self.micro)):
                 with self.autocast:
-                    loss = self.criterion(self.model(xm), ym) * (len(xm) / len(x))
+                    loss = self.criterion(forward(self.model, xm, ym), ym) * (len(xm) / len(x))
                 self.scaler.scale(loss).backward()
                 total = loss.detach() if total is None else total + loss.detach()
         if self.grad_clip:

@@ -20,14 +20,16 @@ from batchlab.data import Data
 from batchlab.data.splits import order_of
 from batchlab.disk import write_json_atomic, write_text
 from batchlab.errors import ConfigError, RecordsError, short
-from batchlab.evaluation import evaluate, near, reached
+from batchlab.evaluation import evaluate, near, perplexity, reached
 from batchlab.losses import build_loss
 from batchlab.memory import Peak
 from batchlab.models import build_model
 from batchlab.noise import NoiseMonitor
 from batchlab.optimizers import build_optimizer
+from batchlab.outputs import forward
 from batchlab.records import DONE, METRICS, MetricsWriter, Status, Summary, run_token
-from batchlab.schema import Experiment, ScheduleConfig
+from batchlab.schedules import lr_schedule
+from batchlab.schema import Experiment
 from batchlab.step import Step
 from batchlab.version import __version__
 
@@ -48,33 +50,14 @@ def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
         group["lr"] = lr
 
 
-def lr_schedule(s: ScheduleConfig, steps_per_epoch: int, total_steps: int) -> Callable[[int], float]:
-    """Multiplier of the peak lr before optimizer step `step` (0-based): warmup, then the schedule.
-
-    Set straight into the optimizer rather than through an LRScheduler, and only when it varies:
-    at batch size 1 a scheduler's per-step bookkeeping is a measurable part of a step.
-    """
-    warmup = round(s.warmup_epochs * steps_per_epoch)
-
-    def multiplier(step: int) -> float:
-        if step < warmup:
-            return (step + 1) / warmup
-        if s.name == "step":
-            return s.gamma ** math.floor(step / (s.step_epochs * steps_per_epoch))
-        if s.name == "cosine":
-            progress = (step - warmup) / max(1, total_steps - warmup)
-            return s.final_fraction + (1 - s.final_fraction) * 0.5 * (1 + math.cos(math.pi * progress))
-        return 1.0
-    multiplier.varies = warmup > 0 or s.name != "constant"
-    return multiplier
-
-
-def budget_steps(cfg: Experiment, steps_per_epoch: int, batch: int) -> int:
+def budget_steps(cfg: Experiment, steps_per_epoch: int, batch: int, tokens_per_example: int = 1) -> int:
     unit, amount = cfg.budget.length
     if unit == "steps":
         return int(amount)
     if unit == "examples":
         return max(1, math.ceil(amount / batch))
+    if unit == "tokens":
+        return max(1, math.ceil(amount / (batch * tokens_per_example)))
     return max(1, math.ceil(amount * steps_per_epoch))
 
 
@@ -133,7 +116,7 @@ def build_parts(cfg: Experiment, data: Data, device: torch.device):
     """(model, loss, optimizer) as the config names them, the model on the device, seeded by the trial."""
     torch.manual_seed(cfg.seed)
     model = build_model(cfg.model, data.input_shape, data.num_classes).to(device)
-    criterion = build_loss(cfg.loss, data.task)
+    criterion = build_loss(cfg.loss, data.task, data.ignore_index)
     optimizer = build_optimizer(cfg.optimizer, model.parameters(), cfg.lr)
     return model, criterion, optimizer
 
@@ -163,7 +146,8 @@ def train(cfg: Experiment, data: Data, device: torch.device, summary: Summary, m
         raise ValueError("micro_batch_size: auto must be resolved before training (batchlab.run.resolve_max)")
     micro = summary.micro_batch_size = min(cfg.micro_batch_size or batch, batch)  # gradient accumulation below batch
     spe = summary.steps_per_epoch = n // batch if cfg.drop_last else math.ceil(n / batch)
-    total = summary.budget_steps = budget_steps(cfg, spe, batch)
+    per = data.tokens_per_example
+    total = summary.budget_steps = budget_steps(cfg, spe, batch, per)
     schedule = lr_schedule(cfg.schedule, spe, total)
     eval_every = max(1, round(cfg.eval.every * spe))  # in steps; every step when one step is > eval.every
     log_every = max(1, min(eval_every, round(cfg.eval.log_every * spe)))
@@ -172,7 +156,7 @@ def train(cfg: Experiment, data: Data, device: torch.device, summary: Summary, m
     train_eval = data.train.head(cfg.eval.train_subset)
     subset = data.eval_subset(cfg.eval.subset)
     eval_batch = cfg.eval.batch_for(micro)
-    noise = NoiseMonitor(cfg, n, spe, criterion) if cfg.noise.every else None
+    noise = NoiseMonitor(cfg, n, spe, criterion, data.context) if cfg.noise.every else None
     targets_left = sorted(cfg.target.value)
     summary.targets = {f"{v:g}": None for v in cfg.target.value}
     hardest = hardest_target(cfg)
@@ -186,7 +170,8 @@ def train(cfg: Experiment, data: Data, device: torch.device, summary: Summary, m
     def evaluation(judge: bool) -> dict:
         """The evaluation split's figures now (and the train subset's), timed as evaluation; with `judge`, the
         whole split's wherever the subset's figure is near a target not yet met (the whole split judges it)."""
-        on = lambda split: evaluate(model, split, criterion, data.task, eval_batch, device)  # noqa: E731
+        on = lambda split: evaluate(model, split, criterion, data.task, eval_batch, device,  # noqa: E731
+                                    data.ignore_index)
         t0 = time.perf_counter()
         whole = summary.steps in (0, total)  # the start and the end: the whole split
         figures = dict(zip(("test_loss", "test_accuracy"), on(data.eval if whole else subset)))
@@ -197,12 +182,15 @@ def train(cfg: Experiment, data: Data, device: torch.device, summary: Summary, m
             figures.update(zip(("train_eval_loss", "train_eval_accuracy"), on(train_eval)))
         summary.eval_seconds += time.perf_counter() - t0
         summary.final.update(test_loss=figures["test_loss"], test_accuracy=figures["test_accuracy"])
+        if data.task == "sequence":
+            summary.final["test_perplexity"] = perplexity(figures["test_loss"])
         return figures
 
     def log(train_loss: float | None, with_eval: bool, judge: bool = True) -> dict:
         """Write a metrics row; with_eval: evaluate first, and with `judge` record the targets it reaches."""
         row = {"step": summary.steps, "epoch": summary.steps / spe, "examples": summary.examples,
-               "train_seconds": summary.train_seconds, "lr": optimizer.param_groups[0]["lr"], "train_loss": train_loss}
+               "tokens": summary.tokens if data.context else None, "train_seconds": summary.train_seconds,
+               "lr": optimizer.param_groups[0]["lr"], "train_loss": train_loss}
         if with_eval:
             with aside():
                 row.update(evaluation(judge))
@@ -211,7 +199,8 @@ def train(cfg: Experiment, data: Data, device: torch.device, summary: Summary, m
                 if reached(cfg.target.metric, row[cfg.target.metric], value):
                     targets_left.remove(value)
                     summary.targets[f"{value:g}"] = {"seconds": summary.train_seconds, "steps": summary.steps,
-                                                     "epochs": summary.steps / spe, "examples": summary.examples}
+                                                     "epochs": summary.steps / spe, "examples": summary.examples,
+                                                     **({"tokens": summary.tokens} if data.context else {})}
         if noise and summary.steps % noise.every == 0:
             t0 = time.perf_counter()
             with aside():
@@ -230,6 +219,8 @@ def train(cfg: Experiment, data: Data, device: torch.device, summary: Summary, m
     if not resumed:
         first = log(None, with_eval=True)  # the starting point of every curve
         summary.initial = {"test_loss": first["test_loss"], "test_accuracy": first["test_accuracy"]}
+        if data.task == "sequence":
+            summary.initial["test_perplexity"] = perplexity(first["test_loss"])
     model.train()
     clock = Clock(device)
     loss_sum, loss_count = torch.zeros((), device=device), 0
@@ -248,6 +239,7 @@ def train(cfg: Experiment, data: Data, device: torch.device, summary: Summary, m
             if schedule.varies:
                 set_lr(optimizer, cfg.lr * schedule(summary.steps))  # the lr of the next step
             summary.examples += len(x)
+            summary.tokens += len(x) * per
             if summary.deadline is not None and hardest in targets_left and clock.peek() > summary.deadline:
                 summary.train_seconds = clock.stop()
                 summary.status = Status.RACED
@@ -294,7 +286,7 @@ def compiled(model, step: Step, data: Data, batch: int, drop_last: bool, summary
     for size in sorted(shapes):
         x, y = data.train.take(torch.arange(size))
         x, y = x.to(step.device), y.to(step.device)
-        step.criterion(model(x), y).backward()
+        step.criterion(forward(model, x, y), y).backward()
     model.zero_grad(set_to_none=True)
     if step.device.type == "cuda":
         torch.cuda.synchronize(step.device)
@@ -316,7 +308,7 @@ def now() -> str:
 
 def imported_names(cfg: Experiment) -> list[str]:
     """The import paths the config names (its user code)."""
-    names = (cfg.dataset.name, cfg.model.name, cfg.loss.name, cfg.optimizer.name)
+    names = (cfg.dataset.name, cfg.model.name, cfg.loss.name, cfg.optimizer.name, cfg.schedule.name)
     return [n for n in names if ":" in n]
 
 
@@ -360,6 +352,9 @@ def run_trial(cfg: Experiment, trial_id: str, axes: dict, trial_dir: Path, data:
         metrics.close()
         summary.epochs = summary.steps / summary.steps_per_epoch
         summary.samples_per_second = summary.examples / summary.train_seconds if summary.train_seconds > 0 else None
+        if data.context:
+            summary.context = data.context
+            summary.tokens_per_second = summary.tokens / summary.train_seconds if summary.train_seconds > 0 else None
         summary.peak_memory_bytes = peak.bytes()
         summary.code = registry.source_hashes(imported_names(cfg))
         for key, value in machine_facts(device).items():

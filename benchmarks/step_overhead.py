@@ -32,7 +32,7 @@ import torch.nn.functional as F
 from batchlab.data import load_dataset, make_loader
 from batchlab.models import build_model
 from batchlab.schema import DatasetConfig, ModelConfig, ScheduleConfig
-from batchlab.train import lr_schedule
+from batchlab.schedules import lr_schedule
 
 
 def main() -> None:

@@ -25,7 +25,8 @@ def sweep_error(path, *args):
     ("name: x\nlr: -0.1\n", "line 2: lr: Input should be greater than 0"),
     ("name: x\nlr: fast\n", "lr: Input should be a valid number"),
     ("dataset: {name: imagenet}\n", "line 1: dataset.name: 'imagenet' is not one of digits, mnist, fashion-mnist, "
-                                    "linear, npz, image-folder, nor an import path like package.module:attribute"),
+                                    "linear, npz, image-folder, chars, tokens, nor an import path like "
+                                    "package.module:attribute"),
     ("model: {name: resnet}\n", "model.name: 'resnet' is not one of linear, logreg, mlp, lenet5"),
     ("optimizer: {name: lion}\n", "optimizer.name: 'lion' is not one of sgd, adam, adamw"),
     ("sweep:\n  batch_size: []\n", "sweep.batch_size: empty list"),

@@ -124,9 +124,9 @@ def test_default_eval_batch_follows_the_trials_batch(write_config, tmp_path, mon
     sizes = set()
     real = batchlab.train.evaluate
 
-    def spy(model, split, criterion, task, batch_size, device):
+    def spy(model, split, criterion, task, batch_size, *rest):
         sizes.add(batch_size)
-        return real(model, split, criterion, task, batch_size, device)
+        return real(model, split, criterion, task, batch_size, *rest)
 
     monkeypatch.setattr(batchlab.train, "evaluate", spy)
     sweep(write_config({"budget": {"steps": 2}, "micro_batch_size": micro, "eval": {"batch_size": given},

@@ -70,6 +70,9 @@ def test_tensorboard_scalars_and_hparams_are_the_records(sweep, tmp_path):
         for column in columns:
             # TensorBoard keeps scalars as float32: equal to the CSV value rounded to float32, row for row.
             expected = [(step, np.float32(value)) for step, value in recorded(rows, column)]
+            if not expected:  # a column this task never fills (tokens: sequence tasks only)
+                assert column not in events.Tags()["scalars"], column
+                continue
             assert [(e.step, e.value) for e in events.Scalars(column)] == expected, column
         by_examples = [(e.step, e.value) for e in events.Scalars("by_examples/test_accuracy")]
         assert by_examples == [(n, np.float32(v)) for n, v in recorded(rows, "test_accuracy", x="examples")]

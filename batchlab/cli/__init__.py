@@ -329,13 +329,18 @@ def max_batch(
     limit = parse_bytes(memory_limit)
     with user_errors():
         result = api.find_max_batch(config, list(set_ or []), memory_limit=limit, max_batch=largest)
-    typer.echo(f"{'batch size':>10}  {'fits':>4}  {'peak memory':>11}  {'samples/s':>10}")
+    per = result.context or 1
+    typer.echo(f"{'batch size':>10}  {'fits':>4}  {'peak memory':>11}  {'samples/s':>10}"
+               + (f"  {'tokens/s':>10}" if result.context else ""))
     for t in result.tries:
         speed = f"{t.samples_per_second:,.0f}" if t.samples_per_second else "-"
-        typer.echo(f"{t.batch_size:>10}  {'yes' if t.fits else 'no':>4}  {mib(t.peak_memory_bytes):>11}  {speed:>10}")
+        tokens = f"  {t.samples_per_second * per:>10,.0f}" if t.samples_per_second else f"  {'-':>10}"
+        typer.echo(f"{t.batch_size:>10}  {'yes' if t.fits else 'no':>4}  {mib(t.peak_memory_bytes):>11}  {speed:>10}"
+                   + (tokens if result.context else ""))
     cap = " (the largest tried)" if result.batch_size == result.max_batch else ""
     limit_text = f"a limit of {mib(result.limit_bytes)}" if result.limit_bytes else "the device's memory"
-    typer.echo(f"largest batch size that fits in {limit_text} on {result.device}: {result.batch_size}{cap}")
+    in_tokens = f" sequences of {per} tokens ({result.batch_size * per:,} tokens)" if result.context else ""
+    typer.echo(f"largest batch size that fits in {limit_text} on {result.device}: {result.batch_size}{in_tokens}{cap}")
 
 
 @app.command()
@@ -362,6 +367,8 @@ def noise(
     typer.echo(f"  |G|^2      {result['g2']:.4g} ± {result['g2_stderr']:.2g}")
     typer.echo(f"  tr(Sigma)  {result['trace']:.4g} ± {result['trace_stderr']:.2g}")
     typer.echo(f"  B_simple   {result['b_simple']:.4g}   (batches well below it waste steps, well above it examples)")
+    if result.get("b_simple_tokens") is not None:
+        typer.echo(f"             {result['b_simple_tokens']:.4g} tokens ({result['context']} tokens per sequence)")
 
 
 def main():

@@ -1,7 +1,7 @@
 """The built-in data sets. Each returns {x_train, y_train, x_test, y_test} arrays, as a user's factory may.
 
 Built-ins are called like any factory: with the dataset section's fields their signature names
-(root, download, mirrors, n, path).
+(root, download, mirrors, n, path, val_path, context, held_out).
 """
 
 from __future__ import annotations
@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
+from batchlab.data.text import chars, tokens
 from batchlab.errors import DataError
 
 
@@ -101,4 +102,4 @@ def image_folder(path: str) -> dict:
 
 
 BUILTIN = {"digits": digits, "mnist": idx("mnist"), "fashion-mnist": idx("fashion-mnist"), "linear": linear,
-           "npz": npz, "image-folder": image_folder}
+           "npz": npz, "image-folder": image_folder, "chars": chars, "tokens": tokens}

@@ -5,8 +5,10 @@ A data-set factory (built-in or imported) returns either
       x as float32, labels as int64 (classification) or float32 (regression); or
   (b) a pair of map-style torch Datasets `(train, test)`, each item an `(x, y)` pair: served by DataLoader
       workers, so per-example transforms run there.
-Integer targets mean classification, floating ones regression, unless `dataset.task` says; the number of
-classes is the largest label + 1 unless `dataset.num_classes` says.
+Integer targets mean classification, floating ones regression, unless `dataset.task` says; integer targets of
+shape (N, T), a label per position (the next token, say), mean a sequence task, whose integer inputs stay
+integer (token ids) and whose positions targeted `dataset.ignore_index` carry no label. The number of classes
+(a sequence task's vocabulary) is the largest label + 1 unless `dataset.num_classes` says.
 """
 
 from __future__ import annotations
@@ -32,10 +34,12 @@ KEYS = ("x_train", "y_train", "x_test", "y_test")
 class Data:
     train: Split
     eval: Split  # the test set, or the validation split when val_fraction > 0
-    task: str  # "classification" | "regression"
-    num_classes: int | None
+    task: str  # "classification" | "regression" | "sequence"
+    num_classes: int | None  # sequence: the vocabulary
     eval_split: str  # "test" | "val"
     input_shape: tuple[int, ...]  # one example's shape
+    context: int | None = None  # sequence: positions (tokens) per example; tokens = examples x context
+    ignore_index: int = -100  # sequence: the target of a position without a label
     subsets: dict[int, Split] = field(default_factory=dict, repr=False, compare=False)  # eval_subset's, kept
 
     def eval_subset(self, n: int | None) -> Split:
@@ -53,7 +57,11 @@ class Data:
 
     def to(self, device: torch.device) -> Data:
         return Data(self.train.to(device), self.eval.to(device), self.task, self.num_classes, self.eval_split,
-                    self.input_shape)
+                    self.input_shape, self.context, self.ignore_index)
+
+    @property
+    def tokens_per_example(self) -> int:
+        return self.context or 1
 
 
 def fits_on_device(data: Data, device: torch.device) -> bool:
@@ -69,7 +77,8 @@ def load_dataset(cfg: DatasetConfig, seed: int) -> Data:
     """The data set the config names, checked. Raises DataError (or ComponentError) naming dataset.name."""
     factory = registry.resolve("dataset.name", cfg.name, BUILTIN)
     args = cfg.args if cfg.name not in BUILTIN else {}
-    offered = {"root": cfg.root, "download": cfg.download, "mirrors": cfg.mirrors, "n": cfg.n, "path": cfg.path} \
+    offered = {"root": cfg.root, "download": cfg.download, "mirrors": cfg.mirrors, "n": cfg.n, "path": cfg.path,
+               "val_path": cfg.val_path, "context": cfg.context, "held_out": cfg.held_out} \
         if cfg.name in BUILTIN else {}
     result = registry.call("dataset.name", factory, args, **offered)
     if _is_dataset_pair(result):
@@ -86,8 +95,9 @@ def load_dataset(cfg: DatasetConfig, seed: int) -> Data:
         test, train, split = train.select(perm[:n_val]), train.select(perm[n_val:]), "val"
     if cfg.subset is not None:
         train = train.head(cfg.subset)
-    x0, _ = train.take(torch.tensor([0]))
-    return Data(train, test, task, num_classes, split, tuple(x0.shape[1:]))
+    x0, y0 = train.take(torch.tensor([0]))
+    return Data(train, test, task, num_classes, split, tuple(x0.shape[1:]),
+                y0.shape[1] if task == "sequence" else None, cfg.ignore_index)
 
 
 def _is_dataset_pair(result) -> bool:
@@ -127,7 +137,19 @@ def _tensors(cfg: DatasetConfig, result) -> tuple[TensorSplit, TensorSplit, str,
             raise _problem(cfg, f"the {name} set is empty")
     if xtr.shape[1:] != xte.shape[1:]:
         raise _problem(cfg, f"train and test examples differ in shape: {tuple(xtr.shape[1:])} and {tuple(xte.shape[1:])}")
-    task = cfg.task or ("regression" if torch.is_floating_point(ytr) else "classification")
+    task = cfg.task or infer_task(ytr)
+    if task == "sequence":
+        ytr, yte = _positions(cfg, ytr, "y_train"), _positions(cfg, yte, "y_test")
+        if xtr.shape[:2] != ytr.shape:
+            raise _problem(cfg, f"x_train has shape {tuple(xtr.shape)} but y_train {tuple(ytr.shape)}: a sequence "
+                                "task needs a target per input position")
+        labelled = [int(y[y != cfg.ignore_index].max()) for y in (ytr, yte) if (y != cfg.ignore_index).any()]
+        inputs = [int(x.max()) for x in (xtr, xte) if not torch.is_floating_point(x)]  # token ids: the vocabulary
+        num_classes = cfg.num_classes or max(labelled + inputs, default=0) + 1
+        _labels_below(cfg, max(labelled, default=0), num_classes)
+        keep = lambda x: x.long() if not torch.is_floating_point(x) else x.float()  # noqa: E731  (ids stay ids)
+        return (TensorSplit(keep(xtr).contiguous(), ytr.contiguous()),
+                TensorSplit(keep(xte).contiguous(), yte.contiguous()), task, num_classes)
     if task == "classification":
         ytr, yte = _labels(cfg, ytr, "y_train"), _labels(cfg, yte, "y_test")
         num_classes = cfg.num_classes or int(max(ytr.max(), yte.max())) + 1
@@ -137,6 +159,28 @@ def _tensors(cfg: DatasetConfig, result) -> tuple[TensorSplit, TensorSplit, str,
     floats = lambda x: x.float() if x.dtype != torch.float32 else x  # noqa: E731  (uint8 images, float64 arrays)
     return (TensorSplit(floats(xtr).contiguous(), ytr.contiguous()),
             TensorSplit(floats(xte).contiguous(), yte.contiguous()), task, num_classes)
+
+
+def infer_task(y: torch.Tensor) -> str:
+    """regression for floating targets; integer ones are classification, or sequence when they are (N, T)."""
+    if torch.is_floating_point(y):
+        return "regression"
+    return "sequence" if y.dim() == 2 else "classification"
+
+
+def _positions(cfg: DatasetConfig, y: torch.Tensor, name: str) -> torch.Tensor:
+    """A sequence task's targets: (N, T) integer labels, or ignore_index where a position has none."""
+    if y.dim() != 2:
+        raise _problem(cfg, f"{name} must be one label per position (shape (N, T)) for a sequence task, got shape "
+                            f"{tuple(y.shape)}")
+    if torch.is_floating_point(y) and not torch.equal(y, y.round()):
+        raise _problem(cfg, f"{name} holds fractional values, but a sequence task's targets are token ids")
+    y = y.long()
+    bad = y[(y < 0) & (y != cfg.ignore_index)]
+    if len(bad):
+        raise _problem(cfg, f"{name} has a negative target ({int(bad[0])}) other than dataset.ignore_index "
+                            f"({cfg.ignore_index})")
+    return y
 
 
 def _labels(cfg: DatasetConfig, y: torch.Tensor, name: str) -> torch.Tensor:
@@ -167,9 +211,13 @@ def _datasets(cfg: DatasetConfig, train, test) -> tuple[DatasetSplit, DatasetSpl
     shape = lambda x: tuple(torch.as_tensor(x).shape)  # noqa: E731
     if shape(x_train) != shape(x_test):
         raise _problem(cfg, f"train and test examples differ in shape: {shape(x_train)} and {shape(x_test)}")
-    floating = torch.is_floating_point(torch.as_tensor(y0))
-    task = cfg.task or ("regression" if floating else "classification")
+    task = cfg.task or infer_task(torch.as_tensor(y0)[None])
     num_classes = None
+    if task == "sequence":  # scanning every item of a token file would read it all: the Dataset says
+        num_classes = cfg.num_classes or getattr(train, "num_classes", None)
+        if num_classes is None:
+            raise _problem(cfg, "a sequence Dataset needs dataset.num_classes (the vocabulary), or a num_classes "
+                                "attribute")
     if task == "classification":
         num_classes = cfg.num_classes
         if num_classes is None:  # the largest label: from `targets` (torchvision's convention), else every item

@@ -62,4 +62,4 @@ def find_max_batch(experiment, memory_limit: int | None = None, start: int = 1, 
                           f"{first.error}", tries)
     return MaxBatch(batch_size=result["batch_size"], tries=tries, device=result["device"],
                     limit_bytes=result["limit_bytes"], max_batch=result["max_batch"],
-                    baseline_bytes=result["baseline_bytes"], steps=steps)
+                    baseline_bytes=result["baseline_bytes"], steps=steps, context=result["context"])

@@ -225,7 +225,7 @@ def child_search(conn, experiment, device: str, memory_limit: int | None, start:
 
     best, tries = search(run_try, start, cap)
     return {"batch_size": best, "tries": [asdict(t) for t in tries], "device": str(dev),
-            "limit_bytes": memory_limit, "max_batch": cap, "baseline_bytes": baseline_bytes}
+            "limit_bytes": memory_limit, "max_batch": cap, "baseline_bytes": baseline_bytes, "context": data.context}
 
 
 def train_steps(s: Setup, b: int, steps: int) -> float:

@@ -48,6 +48,7 @@ class MaxBatch:
     max_batch: int | None = None  # the cap of the search; batch_size == max_batch: the cap itself fitted
     baseline_bytes: int | None = None  # held before the tries (CPU: the child's RSS; CUDA: allocated memory)
     steps: int = 3  # optimizer steps per try, the first one untimed
+    context: int | None = None  # sequence tasks: tokens per example (a batch holds batch_size x context tokens)
 
 
 class NoBatchFits(BatchlabError):

@@ -34,7 +34,7 @@ from batchlab.frontier import largest_efficient_batch
 from batchlab.reporting import display
 from batchlab.reporting.answer_details import (WITHIN, critical_text, device_of, efficient_text, fastest_text,
                                                step_source)
-from batchlab.reporting.display import number
+from batchlab.reporting.display import in_tokens, number
 from batchlab.reporting.load import SweepRecords
 from batchlab.reporting.measured_noise import NoiseResult
 from batchlab.reporting.science import FrontierResult, Science
@@ -84,6 +84,7 @@ class Recommendation:
     fewest_steps_batch_size: int | None = None
     closest_batch_size: int | None = None  # nothing reached: the batch size that came closest
     device: str = ""
+    context: int | None = None  # sequence tasks: tokens per example; batch sizes are stated in tokens too
 
     def in_short(self) -> str | None:
         """'use batch size 256 with lr 0.1', or with batch sizes within the noise 'use batch size 256 (lr 0.1) or
@@ -125,7 +126,7 @@ def recommend(rec: SweepRecords, tables: Tables, science: Science) -> Recommenda
     fit = frontier.fit
     answer = Recommendation(target=tables.target, target_metric=rec.target_metric, reached=not reached.empty,
                             sentence="", device=device_of(rec),
-                            b_crit=fit.b_crit if fit else None)
+                            b_crit=fit.b_crit if fit else None, context=rec.context)
     if noise is not None and noise.to_target_trials:
         answer.b_simple = noise.to_target
         answer.b_simple_measurements = noise.to_target_measurements
@@ -158,7 +159,7 @@ def recommend(rec: SweepRecords, tables: Tables, science: Science) -> Recommenda
         answer.why = [_regime_text(answer, frontier), _scale_text(answer, noise),
                       _hardware_text(answer, rows, frontier) if cut.empty else _cut_text(cut)]
         answer.details = [fastest_text(rec, target, reached), step_source(rec, reached), efficient_text(frontier)]
-    critical = critical_text(frontier, noise, any_reached=not reached.empty)
+    critical = critical_text(frontier, noise, any_reached=not reached.empty, context=rec.context)
     if critical:
         answer.details.append(critical)
     if not answer.why and noise is not None and noise.advice():
@@ -181,7 +182,8 @@ def _sentence(answer: Recommendation, target: str, reached: int) -> str:
     if answer.within_noise:
         return _tie_sentence(answer, target)
     low, high = answer.predicted_interval
-    head = (f"Use batch size {answer.batch_size} with {_setting(answer)}: {display.seconds(answer.predicted_seconds)} s "
+    head = (f"Use batch size {answer.batch_size}{in_tokens(answer.batch_size, answer.context)} with "
+            f"{_setting(answer)}: {display.seconds(answer.predicted_seconds)} s "
             f"to {target} on this machine ({display.count(answer.steps)} steps x "
             f"{display.seconds(answer.seconds_per_step)} s a step; 95% interval {display.seconds(low)}–"
             f"{display.seconds(high)} s)")
@@ -225,18 +227,21 @@ def _regime_text(answer: Recommendation, frontier: FrontierResult) -> str:
     if answer.regime is None:
         return "The chosen batch size has no place on the fitted frontier."
     return (f"Batch size {answer.batch_size} sits in the {answer.regime} regime of the steps–examples frontier "
-            f"fitted to {len(fit.batch_sizes)} batch sizes (B_crit ≈ {number(fit.b_crit)}): "
+            f"fitted to {len(fit.batch_sizes)} batch sizes (B_crit ≈ {number(fit.b_crit)}"
+            f"{in_tokens(fit.b_crit, answer.context)}): "
             f"{REGIME_MEANS[answer.regime]}.")
 
 
 def _scale_text(answer: Recommendation, noise: NoiseResult | None) -> str:
-    crit = f"Critical batch size B_crit ≈ {number(answer.b_crit)} (frontier fit)" if answer.b_crit else \
-        "No critical batch size (no frontier fit)"
+    crit = (f"Critical batch size B_crit ≈ {number(answer.b_crit)} "
+            f"({', '.join(filter(None, [display.tokens(answer.b_crit, answer.context), 'frontier fit']))})") \
+        if answer.b_crit else "No critical batch size (no frontier fit)"
     if noise is None:
         return crit + "; the gradient noise scale B_simple was not measured (set noise.every to measure it)."
     if not noise.to_target_trials:
         return crit + "; no B_simple was measured before the target was reached."
-    text = (f"{crit}; gradient noise scale B_simple ≈ {number(noise.to_target)}, averaged over training up to "
+    text = (f"{crit}; gradient noise scale B_simple ≈ {number(noise.to_target)}"
+            f"{in_tokens(noise.to_target, answer.context)}, averaged over training up to "
             f"the target (median over {noise.to_target_trials} trials, {noise.to_target_measurements} "
             "measurements).")
     return text + (" " + noise.advice() if noise.few else "")

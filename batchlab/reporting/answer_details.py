@@ -8,7 +8,7 @@ import pandas as pd
 
 from batchlab.frontier import EFFICIENCY, largest_efficient_batch
 from batchlab.reporting import display
-from batchlab.reporting.display import number
+from batchlab.reporting.display import in_tokens, number
 from batchlab.reporting.load import SweepRecords
 from batchlab.reporting.decision import INTERLEAVED
 from batchlab.reporting.measured_noise import NoiseResult
@@ -101,13 +101,15 @@ def _efficiency(point, base) -> str:
     return f"scaling efficiency {base['examples'] / point['examples'] * 100:.0f}%"
 
 
-def critical_text(frontier: FrontierResult, noise: NoiseResult | None, any_reached: bool) -> str:
+def critical_text(frontier: FrontierResult, noise: NoiseResult | None, any_reached: bool,
+                  context: int | None = None) -> str:
     parts = []
     f = frontier.fit
     if f is not None:
         r2 = f"{f.r2:.2f}" if math.isfinite(f.r2) else "n/a (all steps equal)"
-        parts.append(f"Critical batch size from the steps-examples frontier: B_crit ≈ {number(f.b_crit)} "
-                     f"(S_min = {number(f.s_min)} steps, E_min = {number(f.e_min)} examples, R² = {r2}, "
+        e_min = f"{number(f.e_min)} examples{in_tokens(f.e_min, context)}"
+        parts.append(f"Critical batch size from the steps-examples frontier: B_crit ≈ {number(f.b_crit)}"
+                     f"{in_tokens(f.b_crit, context)} (S_min = {number(f.s_min)} steps, E_min = {e_min}, R² = {r2}, "
                      f"fitted on {len(f.batch_sizes)} batch sizes).")
         low, high = min(f.batch_sizes), max(f.batch_sizes)
         if f.b_crit > high:
@@ -121,8 +123,8 @@ def critical_text(frontier: FrontierResult, noise: NoiseResult | None, any_reach
     elif any_reached:
         parts.append(f"No critical batch size: the frontier cannot be fitted ({frontier.reason}).")
     if noise is not None and noise.to_target_trials:
-        text = (f"Measured gradient noise scale B_simple ≈ {number(noise.to_target)}, averaged over training up to "
-                f"the target (median over {noise.to_target_trials} trials of each trial's mean, "
+        text = (f"Measured gradient noise scale B_simple ≈ {number(noise.to_target)}"
+                f"{in_tokens(noise.to_target, context)}, averaged over training up to the target (median over {noise.to_target_trials} trials of each trial's mean, "
                 f"{noise.to_target_measurements} measurements in all")
         if math.isfinite(noise.b_simple):
             text += f"; {number(noise.b_simple)} when training ended"

@@ -82,6 +82,19 @@ def number(x: float) -> str:
     return f"{x:,.0f}" if abs(x) >= 1000 else f"{x:.3g}"
 
 
+def tokens(batch: float | None, context: int | None) -> str:
+    """'N tokens' for a batch size of a sequence task; "" for others."""
+    if not context or _missing(batch) or not math.isfinite(batch):
+        return ""
+    return f"{number(batch * context)} tokens"
+
+
+def in_tokens(batch: float | None, context: int | None) -> str:
+    """' (N tokens)' after a batch size of a sequence task; nothing for others."""
+    text = tokens(batch, context)
+    return f" ({text})" if text else ""
+
+
 def target_text(rec: SweepRecords, target: float) -> str:
     return f"{rec.target_metric} {'≤' if rec.regression else '≥'} {target:g}"
 
@@ -127,12 +140,18 @@ def time_to_accuracy(rec: SweepRecords, rows: pd.DataFrame, spread: bool = False
     if not compact:
         out["epochs"] = rows["epochs"].map(epochs)
     out["examples"] = rows["examples"].map(count)
+    if rec.context:
+        out["tokens"] = rows["tokens"].map(count)
     out["seeds reached"] = rows["seeds_reached"]
     if not compact:
         if not rec.regression:
             out["final test acc"] = rows["final_test_accuracy"].map(accuracy)
         out["final test loss"] = rows["final_test_loss"].map(loss)
+        if rec.context:  # exp of the median loss is the median perplexity: exp is monotonic
+            out["final test ppl"] = np.exp(rows["final_test_loss"].astype(float).clip(upper=700)).map(loss)
     out["samples/s"] = rows["samples_per_second"].map(speed)
+    if rec.context:
+        out["tokens/s"] = rows["tokens_per_second"].map(speed)
     if not compact:
         out["steps/epoch"] = rows["steps_per_epoch"].map(count)
     if rows["peak_memory_bytes"].notna().any():
@@ -207,10 +226,14 @@ def trials(rec: SweepRecords, table: pd.DataFrame) -> pd.DataFrame:
     out["epochs"] = table["epochs"].map(epochs)
     out["train s"] = table["train_seconds"].map(seconds)
     out["samples/s"] = table["samples_per_second"].map(speed)
+    if rec.context:
+        out["tokens/s"] = table["tokens_per_second"].map(speed)
     out["final train loss"] = table["final_train_loss"].map(loss)
     if not rec.regression:
         out["final test acc"] = table["final_test_accuracy"].map(accuracy)
     out["final test loss"] = table["final_test_loss"].map(loss)
+    if rec.context:
+        out["final test ppl"] = table["final_test_perplexity"].map(loss)
     for target in rec.targets:
         column = f"seconds_to_{target:g}"
         if column in table:
@@ -238,7 +261,7 @@ def budget(part: dict | None) -> str:
     if not isinstance(part, dict):
         return DASH
     limits = [f"{part[k]:g} {k}" if isinstance(part.get(k), float) else f"{part[k]} {k}"
-              for k in ("epochs", "steps", "examples") if part.get(k) is not None]
+              for k in ("epochs", "steps", "examples", "tokens") if part.get(k) is not None]
     text = " or ".join(limits) or "no limit recorded"
     return text + ("; stops once every target is reached" if part.get("stop_at_target") else "")
 

@@ -28,7 +28,8 @@ INCOMPLETE = Status.INCOMPLETE.value
 FINISHED = tuple(s.value for s in FINISHED_STATUSES)
 INFEASIBLE = tuple(s.value for s in INFEASIBLE_STATUSES)
 SUMMARY_NUMBERS = ("steps", "budget_steps", "epochs", "examples", "steps_per_epoch", "train_size",
-                   "train_seconds", "eval_seconds", "noise_seconds", "samples_per_second", "peak_memory_bytes")
+                   "train_seconds", "eval_seconds", "noise_seconds", "samples_per_second", "peak_memory_bytes",
+                   "tokens", "context", "tokens_per_second")  # the last three: sequence tasks
 TO_TARGET = ("seconds", "steps", "epochs", "examples")
 # summary.json "noise" {g2, trace, b_simple, measurements}, or null: trials columns noise_<key>.
 NOISE_NUMBERS = ("g2", "trace", "b_simple", "measurements")
@@ -66,6 +67,12 @@ class SweepRecords:
     @property
     def regression(self) -> bool:
         return self.target_metric == "test_loss"
+
+    @property
+    def context(self) -> int | None:
+        """Tokens per example of a sequence task (None for others): batch sizes are also stated in tokens."""
+        values = self.trials["context"].dropna() if "context" in self.trials else []
+        return int(values.median()) if len(values) else None
 
 
 def find_sweeps(path: Path) -> tuple[list[Path], bool]:
@@ -255,7 +262,7 @@ def _trial_row(trial_dir: Path, config: dict, record: Summary | None) -> tuple[d
     for key in SUMMARY_NUMBERS:
         row[key] = _number(summary.get(key))
     final = summary.get("final") if isinstance(summary.get("final"), dict) else {}
-    for key in ("train_loss", "test_loss", "test_accuracy"):
+    for key in ("train_loss", "test_loss", "test_accuracy", "test_perplexity"):
         row[f"final_{key}"] = _number(final.get(key))
     noise = summary.get("noise") if isinstance(summary.get("noise"), dict) else {}
     for key in NOISE_NUMBERS:

@@ -184,6 +184,7 @@ def _batch_facts(trials: pd.DataFrame) -> pd.DataFrame:
     facts = pd.DataFrame({
         # Throughput and memory belong to the batch size, not the lr: use every completed trial.
         "samples_per_second": completed.groupby("batch_size")["samples_per_second"].median(),
+        "tokens_per_second": completed.groupby("batch_size")["tokens_per_second"].median(),
         "steps_per_epoch": by_bs["steps_per_epoch"].median(),
         "peak_memory_bytes": completed.groupby("batch_size")["peak_memory_bytes"].max(),
         "infeasible": finished.groupby("batch_size")["status"].apply(lambda s: s.isin(INFEASIBLE).sum()),
@@ -229,16 +230,18 @@ def _time_to_accuracy(rec: SweepRecords, target: float, settings: pd.DataFrame,
         else:
             row.update(status=NO_RESULT, best_lr=math.nan, setting=None, seeds_reached="0/0",
                        reached=0, seeds=0, best_lr_on_edge=False)
+        row["tokens"] = row.get("examples", math.nan) * (rec.context or math.nan)
         row.update(samples_per_second=facts.loc[bs, "samples_per_second"],
+                   tokens_per_second=facts.loc[bs, "tokens_per_second"],
                    steps_per_epoch=facts.loc[bs, "steps_per_epoch"],
                    peak_memory_bytes=facts.loc[bs, "peak_memory_bytes"], eval_share=facts.loc[bs, "eval_share"],
                    infeasible=int(facts.loc[bs, "infeasible"]))
         rows.append(row)
     table = pd.DataFrame(rows)
     columns = ["target_metric", "target", "batch_size", "status", "best_lr", *rec.extra_axes,
-               "seeds_reached", "reached", "seeds", "seconds", "steps", "epochs", "examples", *SPREAD,
-               "final_test_accuracy", "final_test_loss", "samples_per_second", "steps_per_epoch",
-               "peak_memory_bytes", "eval_share", "infeasible", "best_lr_on_edge", "setting"]
+               "seeds_reached", "reached", "seeds", "seconds", "steps", "epochs", "examples", "tokens", *SPREAD,
+               "final_test_accuracy", "final_test_loss", "samples_per_second", "tokens_per_second",
+               "steps_per_epoch", "peak_memory_bytes", "eval_share", "infeasible", "best_lr_on_edge", "setting"]
     table = _whole_numbers(table.reindex(columns=columns), ("steps_per_epoch", "peak_memory_bytes"))
     decision.annotate(rec, table)
     for name, order in RANKINGS.items():
