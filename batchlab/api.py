@@ -226,16 +226,15 @@ def suggest(config: Config, out: str | Path = "runs", overrides: Overrides = Non
             budget: float | None = None, threads: int | None = None, command: str | None = None,
             on_stage: Callable[[str], None] | None = None, on_trial_start: Callable | None = None,
             on_trial_end: Callable | None = None, **parts: Callable | None):
-    """The time-optimal batch size for the config's model on this hardware (batchlab.suggest): a throughput
-    scan, a pilot measuring the noise scale, a prediction, and a race of the candidates to the target.
-    `target` overrides the config's; `budget`: training seconds for the whole search. Returns a Suggestion;
-    the trials are recorded under out/<name>-suggest."""
+    """The time-optimal batch size for the config's model on this hardware (batchlab.suggest): seconds per step
+    scanned interleaved, a pilot measuring the noise scale, a race of the candidates by steps x seconds per
+    step, and the winner confirmed on a second seed. `target` overrides the config's; `budget`: seconds for the
+    whole search, everything counted. Returns a Suggestion; the trials are recorded under out/<name>-suggest."""
     from batchlab.suggestion import suggest as search  # matplotlib, for its figure
 
     source = source_of(config)
     experiment = load_config(config, _with_threads(overrides, threads), **parts)
-    hooks = Hooks(on_trial_start or Hooks.trial_start, on_trial_end or Hooks.trial_end,
-                  on_steps_timed or Hooks.steps_timed)
+    hooks = Hooks(on_trial_start or Hooks.trial_start, on_trial_end or Hooks.trial_end)
     try:
         return search(experiment, Path(out), target=target, budget=budget, code_dirs=source.code_dirs,
                       command=command or f"batchlab.suggest({str(config) if isinstance(config, (str, Path)) else '<config>'!r})",

@@ -162,14 +162,15 @@ def build_parts(cfg: Experiment, data: Data, device: torch.device):
 
 def train(cfg: Experiment, data: Data, device: torch.device, summary: Summary, metrics: MetricsWriter,
           progress: Progress | None = None, checkpoints: Checkpoints | None = None,
-          deadline: float | None = None) -> torch.nn.Module:
+          deadline: float | None = None, deadline_steps: int | None = None) -> torch.nn.Module:
     """The loop. Returns the trained model; everything measured goes to `summary` and `metrics`.
 
     With `checkpoints`, the loop resumes from the trial's checkpoint when it has one, and writes one
     at a log point every `checkpoint.every` minutes of training. With a `deadline` (racing: the best
     training seconds to the hardest target measured so far), the trial stops as soon as its clock passes
     it before reaching that target: its time to the target can then only be longer, so it cannot be the
-    fastest. It is recorded `raced`.
+    fastest. It is recorded `raced`. `deadline_steps` is the same race in steps (suggest: the best predicted
+    seconds so far over this batch size's seconds per step): past that many steps without the target, stop.
     """
     model, criterion, optimizer = build_parts(cfg, data, device)
     channels_last = device.type == "cuda" and len(data.input_shape) == 3  # convolutions run faster NHWC on GPUs
@@ -193,6 +194,7 @@ def train(cfg: Experiment, data: Data, device: torch.device, summary: Summary, m
     summary.targets = {f"{v:g}": None for v in cfg.target.value}
     hardest = hardest_target(cfg)
     summary.deadline = deadline if hardest is not None else None
+    summary.deadline_steps = deadline_steps if hardest is not None else None
     epoch_batches = 0  # batches of the current epoch trained on
     resumed = checkpoints.resume(model, step, noise, summary, order_of(loader)) if checkpoints else None
     if resumed:
@@ -251,7 +253,9 @@ def train(cfg: Experiment, data: Data, device: torch.device, summary: Summary, m
             if schedule.varies:
                 set_lr(optimizer, cfg.lr * schedule(summary.steps))  # the lr of the next step
             summary.examples += len(x)
-            if summary.deadline is not None and hardest in targets_left and clock.peek() > summary.deadline:
+            if hardest in targets_left and ((summary.deadline is not None and clock.peek() > summary.deadline) or
+                                            (summary.deadline_steps is not None and
+                                             summary.steps > summary.deadline_steps)):
                 summary.train_seconds = clock.stop()
                 summary.status = Status.RACED
                 log(loss_sum.item() / loss_count if loss_count else None, with_eval=False)
@@ -322,12 +326,12 @@ def imported_names(cfg: Experiment) -> list[str]:
 
 def run_trial(cfg: Experiment, trial_id: str, axes: dict, trial_dir: Path, data: Data, device: torch.device,
               command: str, progress: Progress | None = None, judge: bool = True,
-              deadline: float | None = None) -> dict:
+              deadline: float | None = None, deadline_steps: int | None = None) -> dict:
     """Train and record one trial. A failure inside is recorded `failed` (traceback in error.txt) and the
     sweep goes on; Ctrl-C is recorded `interrupted` and re-raised. Returns the summary as written.
 
     judge: a trial that did not learn is recorded diverged (off for a smoke run: a few steps prove wiring).
-    deadline: racing (see train).
+    deadline, deadline_steps: racing (see train).
     """
     peak = Peak(device)
     summary = Summary(trial_id=trial_id, batch_size=cfg.batch_size, lr=cfg.lr, seed=cfg.seed, axes=axes,
@@ -336,7 +340,7 @@ def run_trial(cfg: Experiment, trial_id: str, axes: dict, trial_dir: Path, data:
     checkpoints = Checkpoints(cfg.checkpoint.every, trial_dir, trial_id)
     metrics = MetricsWriter(trial_dir / "metrics.csv", keep_rows=checkpoints.metrics_rows)
     try:
-        train(cfg, data, device, summary, metrics, progress, checkpoints, deadline)
+        train(cfg, data, device, summary, metrics, progress, checkpoints, deadline, deadline_steps)
         reason = did_not_learn(summary, data) if judge and summary.status == Status.COMPLETED else None
         if reason:
             summary.status, summary.error = Status.DIVERGED, reason
