@@ -10,8 +10,8 @@ it is stable, as the report decides (batchlab.reporting.decision):
 3. predict: T(B) = S_min (B + B_crit) / throughput(B) at both ends of the band; the candidates are the batch
    sizes within a margin of the best (predict.py);
 4. race: the candidates x the lrs (the config's list, or the rule's factors), each trial stopped once its
-   steps pass the best predicted seconds so far over its batch size's seconds per step; within a batch size
-   the lr with the fewest steps;
+   steps pass the best predicted seconds so far (with the decision's tie margin) over its batch size's
+   seconds per step; within a batch size the lr with the fewest steps;
 5. confirmation: the fastest (and a runner-up within the noise) trained on a second seed; the answer is
    decision.decide on both seeds' steps, and a setting that missed on a seed is only named as not confirmed.
 The trials are records like any sweep's, under <out>/<name>-suggest: `batchlab report` reads them.

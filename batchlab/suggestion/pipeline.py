@@ -18,7 +18,7 @@ from batchlab.errors import BatchlabError
 from batchlab.grid import expand
 from batchlab.maxbatch import find_max_batch
 from batchlab.records import SweepDir, read_summary
-from batchlab.reporting.decision import decide
+from batchlab.reporting.decision import TIE, decide
 from batchlab.reporting.measured_noise import b_simple_values
 from batchlab.run import Hooks, run_sweep
 from batchlab.schema import Experiment, LrRule
@@ -172,7 +172,9 @@ def suggest(experiment: Experiment, out: Path, *, target: float | None = None, b
         # best lr (or the rule's) first: the likeliest best, whose steps then cut the others short
         lrs = [pilot_lr] if b == pilot_b or listed else []
         lrs += [v for v in (listed or [rule.lr(b, f) for f in rule.factors]) if not any(math.isclose(v, w) for w in lrs)]
-        bar = min(steps * spb[c] for c, (_, steps) in best_lr.items())
+        # the best predicted seconds so far, with the margin within which the decision calls two settings a tie:
+        # a setting that close must finish, or it could never be named beside the fastest
+        bar = TIE * min(steps * spb[c] for c, (_, steps) in best_lr.items())
         chosen = _best_by_steps(search, "race", b, lrs, cfg.seed, bar / spb[b])
         if chosen is not None:
             best_lr[b] = (chosen["lr"], search.steps(chosen))
