@@ -149,7 +149,10 @@ def suggest(experiment: Experiment, out: Path, *, target: float | None = None, b
         candidates = prediction.candidates
     else:
         candidates = sorted(sizes, key=lambda b: abs(math.log2(b / pilot_b)))[:MOST]
-    candidates = [pilot_b] + [b for b in candidates if b != pilot_b]
+    # the pilot's batch size and its scanned neighbours too: the first pass's curve is a few short timings on
+    # a machine others share, and the prediction alone moved from run to run
+    i = sizes.index(pilot_b)
+    candidates = list(dict.fromkeys([pilot_b, *sizes[max(0, i - 1):i + 2], *candidates]))
     on_stage(f"scan: seconds per step at batch sizes {', '.join(map(str, sorted(candidates)))}, interleaved")
     found = interleaved(found, cfg, data, device, candidates)
     search.cost["scan"] = found.seconds
@@ -187,25 +190,11 @@ def suggest(experiment: Experiment, out: Path, *, target: float | None = None, b
     # confirmation on a second seed, then the decision on both seeds' steps
     ranking = sorted(best_lr, key=lambda b: (best_lr[b][1] * spb[b], b))
     costs = found.costs()
-    on_first_seed = decide({b: np.array([best_lr[b][1]]) for b in ranking}, costs)
-    wanted = {on_first_seed.fastest, *on_first_seed.within_noise[:1]}
     seed2 = cfg.seed + 1
-    both: dict[int, list[int]] = {}
-    tried = 0
-    for b in ranking:
-        if tried >= CONFIRM_MOST or (both and b not in wanted):
-            break
-        on_stage(f"confirmation: batch size {b}, lr {best_lr[b][0]:g}, seed {seed2}")
-        again = search.train("confirmation", b, best_lr[b][0], seed2)
-        if again is None:
-            notes.append(f"the budget was spent before batch size {b} was confirmed on seed {seed2}")
-            break
-        tried += 1
-        if search.steps(again) is not None:
-            both[b] = [best_lr[b][1], search.steps(again)]
-        else:
-            notes.append(f"batch size {b} with lr {best_lr[b][0]:g} reached {metric} {goal:g} on seed {cfg.seed} "
-                         f"but not on seed {seed2}")
+    on_stage(f"confirmation: the fastest on seed {cfg.seed} (batch size {ranking[0]}, lr {best_lr[ranking[0]][0]:g}) "
+             f"on seed {seed2}")
+    both = _confirm(search, ranking, best_lr, decide({b: np.array([best_lr[b][1]]) for b in ranking}, costs),
+                    seed2, notes)
     s = Suggestion(SweepDir(out, cfg.name).path, metric, goal, None, None, rates=found.rates,
                    throughput=found.speeds, candidates=candidates, stopped_by_budget=search.stopped)
     s.pilot = {"batch_size": pilot_b, "lr": pilot_lr, "steps": pilot_steps, "tries": tries[:tries.index(pilot_b) + 1]}
@@ -226,8 +215,37 @@ def suggest(experiment: Experiment, out: Path, *, target: float | None = None, b
         b = ranking[0]
         s.batch_size, s.lr, s.seeds, s.steps = b, best_lr[b][0], [cfg.seed], [best_lr[b][1]]
         s.seconds_per_step, s.predicted_seconds = spb[b], best_lr[b][1] * spb[b]
+        notes.append(f"no setting was confirmed: none tried reached {metric} {goal:g} on both seeds {cfg.seed} and "
+                     f"{seed2}" if not search.stopped else f"it was not confirmed on seed {seed2} within the budget")
     s.notes = notes
     return _finish(s, search, found, pilot_b, pilot_steps)
+
+
+def _confirm(search: _Search, ranking: list[int], best_lr: dict[int, tuple[float, int]], on_first_seed,
+             seed2: int, notes: list[str]) -> dict[int, list[int]]:
+    """Train the fastest setting of the first seed, and the runner-up when `on_first_seed` (the decision on
+    one seed) cannot tell them apart, on `seed2`; while none has reached the target on both, the next in
+    `ranking` too (CONFIRM_MOST trials at most). Returns {batch size: [steps on the first seed, on seed2]} of
+    those that reached it on both."""
+    wanted = {on_first_seed.fastest, *on_first_seed.within_noise[:1]}
+    metric, goal = search.cfg.target.metric, search.key
+    both: dict[int, list[int]] = {}
+    tried = 0
+    for b in ranking:
+        if tried >= CONFIRM_MOST or (both and b not in wanted):
+            break
+        lr, steps = best_lr[b]
+        again = search.train("confirmation", b, lr, seed2)
+        if again is None:
+            notes.append(f"the budget was spent before batch size {b} was confirmed on seed {seed2}")
+            break
+        tried += 1
+        if search.steps(again) is not None:
+            both[b] = [steps, search.steps(again)]
+        else:
+            notes.append(f"batch size {b} with lr {lr:g} reached {metric} {goal} on seed {search.cfg.seed} but not "
+                         f"on seed {seed2}")
+    return both
 
 
 def pilot_batch(cfg: Experiment, scanned: list[int]) -> int:
