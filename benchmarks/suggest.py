@@ -70,7 +70,7 @@ def main() -> int:
             s = batchlab.suggest(config, out=args.out / config.stem / f"seed{seed}", overrides={"seed": seed})
             mine = {s.batch_size, *(o["batch_size"] for o in s.within_noise)} - {None}
             answers.append(mine)
-            ratio = (max(s.batch_size, *named) / min(s.batch_size, *named)) if s.batch_size and named else None
+            ratio = min(max(s.batch_size, g) / min(s.batch_size, g) for g in named) if s.batch_size and named else None
             cost = s.cost
             rows.append({
                 "config": config.stem, "seed": seed, "grid": words,
@@ -78,7 +78,7 @@ def main() -> int:
                 + ("" if s.confirmed else " (not confirmed)"),
                 "reached on the grid's seeds": reached_everywhere(summaries, key, s.batch_size, s.lr)
                 if s.batch_size else "-",
-                "batch vs grid": f"{ratio:.2g}x" if ratio else "-",
+                "batch vs grid": f"{ratio:.2g}x" if ratio else "-",  # to the nearest batch size the grid named
                 "cost (scan/pilot/race/confirmation)": f"{cost['total']:.1f} s ({cost['scan']:.1f}/{cost['pilot']:.1f}/"
                                                          f"{cost['race']:.1f}/{cost['confirmation']:.1f})",
                 "of the grid's": f"{cost['total'] / grid_cost:.0%} of {grid_cost:.0f} s"})

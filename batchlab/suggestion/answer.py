@@ -26,7 +26,7 @@ class Suggestion:
     seconds_per_step: float | None = None  # median of the scan's interleaved rounds at its batch size
     predicted_seconds: float | None = None  # median steps x seconds per step
     predicted_interval: tuple[float, float] | None = None  # 95% bootstrap over seeds and timing rounds
-    confirmed: bool = False  # reached the target on every seed run (a second seed: the confirmation)
+    confirmed: bool = False  # reached the target on every seed run (the confirmation's seeds after the first)
     within_noise: list[dict] = field(default_factory=list)  # {batch_size, lr, steps, predicted_seconds}: as fast
     # within the noise of this machine and the seeds (batchlab.reporting.decision)
     pilot: dict = field(default_factory=dict)  # batch_size, lr, steps, tries (each pilot batch size tried)
@@ -65,8 +65,14 @@ def _evidence(s: Suggestion) -> str:
             f"to the pilot's target, every {s.noise_every_steps} steps); raced {', '.join(map(str, s.candidates))}")
 
 
+def listed(values: list) -> str:
+    """0, 1 and 2."""
+    words = [str(v) for v in values]
+    return words[0] if len(words) == 1 else ", ".join(words[:-1]) + " and " + words[-1]
+
+
 def _seeds(s: Suggestion) -> str:
-    return f"seed{'s' if len(s.seeds) > 1 else ''} {' and '.join(map(str, s.seeds))}"
+    return f"seed{'s' if len(s.seeds) > 1 else ''} {listed(s.seeds)}"
 
 
 def sentence(s: Suggestion) -> str:
