@@ -228,7 +228,7 @@ def suggest(config: Config, out: str | Path = "runs", overrides: Overrides = Non
             on_trial_end: Callable | None = None, **parts: Callable | None):
     """The time-optimal batch size for the config's model on this hardware (batchlab.suggest): seconds per step
     scanned interleaved, a pilot measuring the noise scale, a race of the candidates by steps x seconds per
-    step, and the winner confirmed on a second seed. `target` overrides the config's; `budget`: seconds for the
+    step, and the winner confirmed on two more seeds. `target` overrides the config's; `budget`: seconds for the
     whole search, everything counted. Returns a Suggestion; the trials are recorded under out/<name>-suggest."""
     from batchlab.suggestion import suggest as search  # matplotlib, for its figure
 

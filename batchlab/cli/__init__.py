@@ -311,7 +311,7 @@ def suggest(
     quiet: QuietOpt = False,
 ):
     """Suggest the time-optimal batch size and lr: a scan of seconds per step, a pilot measuring the noise scale,
-    a race of the candidates by steps x seconds per step, and the winner confirmed on a second seed, at a
+    a race of the candidates by steps x seconds per step, and the winner confirmed on two more seeds, at a
     fraction of a sweep's cost."""
     import json
 

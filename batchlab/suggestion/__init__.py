@@ -12,8 +12,9 @@ it is stable, as the report decides (batchlab.reporting.decision):
 4. race: the candidates x the lrs (the config's list, or the rule's factors), each trial stopped once its
    steps pass the best predicted seconds so far (with the decision's tie margin) over its batch size's
    seconds per step; within a batch size the lr with the fewest steps;
-5. confirmation: the fastest (and a runner-up within the noise) trained on a second seed; the answer is
-   decision.decide on both seeds' steps, and a setting that missed on a seed is only named as not confirmed.
+5. confirmation: the fastest (and those within the noise of it) trained on two more seeds; the answer is
+   decision.decide on the three seeds' steps, and a setting that missed on a seed is only named as not
+   confirmed.
 The trials are records like any sweep's, under <out>/<name>-suggest: `batchlab report` reads them.
 """
 
