@@ -83,8 +83,8 @@ def main() -> int:
                                                          f"{cost['race']:.1f}/{cost['confirmation']:.1f})",
                 "of the grid's": f"{cost['total'] / grid_cost:.0%} of {grid_cost:.0f} s"})
             print(rows[-1], file=sys.stderr, flush=True)
-        print(f"{config.stem}: same batch size or tie on every seed: {'yes' if len(set(map(frozenset, answers))) == 1 else 'no'}",
-              file=sys.stderr)
+        same = len(set(map(frozenset, answers))) == 1
+        print(f"{config.stem}: same batch size or tie on every seed: {'yes' if same else 'no'}", file=sys.stderr)
     columns = list(rows[0])
     print("| " + " | ".join(columns) + " |\n|" + "---|" * len(columns))
     for row in rows:

@@ -92,7 +92,8 @@ def sentence(s: Suggestion) -> str:
             f"on this machine, predicted ({steps} steps on {_seeds(s)} x {display.seconds(s.seconds_per_step)} s a "
             f"step")
     if s.predicted_interval:
-        head += f"; 95% interval {display.seconds(s.predicted_interval[0])}-{display.seconds(s.predicted_interval[1])} s"
+        low, high = s.predicted_interval
+        head += f"; 95% interval {display.seconds(low)}-{display.seconds(high)} s"
     head += ")"
     if not s.confirmed:  # never recommended unqualified
         head = "Not confirmed: " + head[0].lower() + head[1:] + f", but {s.notes[-1] if s.notes else 'unconfirmed'}"

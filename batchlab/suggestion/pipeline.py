@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import time
 from pathlib import Path
 from typing import Callable
 
@@ -176,7 +175,8 @@ def suggest(experiment: Experiment, out: Path, *, target: float | None = None, b
         # the config's list of lrs at every batch size, as its grid would; else the rule's factors. The pilot's
         # best lr (or the rule's) first: the likeliest best, whose steps then cut the others short
         lrs = [pilot_lr] if b == pilot_b or sweep_lrs else []
-        lrs += [v for v in (sweep_lrs or [rule.lr(b, f) for f in rule.factors]) if not any(math.isclose(v, w) for w in lrs)]
+        lrs += [v for v in (sweep_lrs or [rule.lr(b, f) for f in rule.factors])
+                if not any(math.isclose(v, w) for w in lrs)]
         # the best predicted seconds so far, with the margin within which the decision calls two settings a tie:
         # a setting that close must finish, or it could never be named beside the fastest
         bar = TIE * min(steps * spb[c] for c, (_, steps) in best_lr.items())
@@ -319,10 +319,12 @@ def _missed(search: _Search, cfg: Experiment, tries: list[int], metric: str, goa
     ran = [t["summary"] for t in search.trials.values()]
     closest = max(ran, key=lambda p: _progress(p, metric))
     best = closest["final"].get(metric)
+    last = "unknown" if best is None else f"{best:.4g}"
+    lrs = ", ".join(f"{v:g}" for v in _pilot_lrs(cfg, tries[0]))
     return SuggestError(
-        f"the pilot (batch size {' then '.join(map(str, tries))}, lr {', '.join(f'{v:g}' for v in _pilot_lrs(cfg, tries[0]))}) "
-        f"did not reach {metric} {goal:g} (batch size {closest['batch_size']}, lr {closest['lr']:g} came closest: "
-        f"{closest['status']}, {closest['epochs']:g} epochs, last {metric} {'unknown' if best is None else f'{best:.4g}'}): "
+        f"the pilot (batch size {' then '.join(map(str, tries))}, lr {lrs}) did not reach {metric} {goal:g} "
+        f"(batch size {closest['batch_size']}, lr {closest['lr']:g} came closest: {closest['status']}, "
+        f"{closest['epochs']:g} epochs, last {metric} {last}): "
         f"give a target it can reach (--target), a larger budget.epochs, or an lr that trains (the pilot's records "
         f"are in {SweepDir(search.out, cfg.name).path})")
 
