@@ -226,11 +226,11 @@ def suggest(config: Config, out: str | Path = "runs", overrides: Overrides = Non
             budget: float | None = None, threads: int | None = None, command: str | None = None,
             on_stage: Callable[[str], None] | None = None, on_trial_start: Callable | None = None,
             on_trial_end: Callable | None = None, restart: bool = False, **parts: Callable | None):
-    """The time-optimal batch size for the config's model on this hardware (batchlab.suggest): a throughput
-    scan, a pilot measuring the noise scale, a prediction, and a race of the candidates to the target.
-    `target` overrides the config's; `budget`: training seconds for the whole search; `restart`: delete the
-    earlier records under out/<name>-suggest and start over. Returns a Suggestion; the trials are recorded
-    under out/<name>-suggest."""
+    """The time-optimal batch size for the config's model on this hardware (batchlab.suggest): seconds per step
+    scanned interleaved, a pilot measuring the noise scale, a race of the candidates by steps x seconds per
+    step, and the winner confirmed on two more seeds. `target` overrides the config's; `budget`: seconds for the
+    whole search, everything counted; `restart`: delete the earlier records under
+    out/<name>-suggest and start over. Returns a Suggestion; the trials are recorded under out/<name>-suggest."""
     from batchlab.suggestion import suggest as search  # matplotlib, for its figure
 
     source = source_of(config)

@@ -42,7 +42,7 @@ class Status(str, Enum):
     DIVERGED = "diverged"  # the loss turned NaN/inf or exploded, or the trial did not learn (`error` says which)
     FAILED = "failed"  # an exception inside the trial (its message in `error`)
     INTERRUPTED = "interrupted"  # Ctrl-C or SIGTERM
-    RACED = "raced"  # stopped once its training time passed the best time to the target measured (racing)
+    RACED = "raced"  # stopped once its training time (or steps, in suggest) passed the best to the target (racing)
     INCOMPLETE = "incomplete"
 
     def __str__(self) -> str:
@@ -112,6 +112,7 @@ class Summary:
     run_token: str = ""  # the token of the run that wrote this summary (see read_summary)
     resumed_from: list[int] = field(default_factory=list)  # the steps it resumed from a checkpoint at
     deadline: float | None = None  # racing: the best training seconds to the target it had to beat
+    deadline_steps: int | None = None  # racing by steps (suggest): the steps it had to reach the target within
     command: str = ""
     started_at: str = ""
     finished_at: str = ""
@@ -148,6 +149,7 @@ SUMMARY_KINDS = {
     "tokens_per_second": "number?",
     "initial": "figures", "final": "figures", "noise": "figures?", "targets": "targets", "axes": "mapping",
     "code": "mapping", "resumed_from": "list", "error": "text?", "deadline": "number?",
+    "deadline_steps": "count?",
 }
 
 

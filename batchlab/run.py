@@ -76,7 +76,8 @@ class Hooks:
 
 def run_sweep(experiment: Experiment, trials: list[Trial], out: Path, command: str, restart: bool = False,
               hooks: Hooks = Hooks(), smoke: bool = False, executor: Executor | None = None,
-              code_dirs: tuple[str, ...] = (), race: bool = False, time_steps: bool = True) -> list[dict]:
+              code_dirs: tuple[str, ...] = (), race: bool = False, time_steps: bool = True,
+              deadline_steps: int | None = None) -> list[dict]:
     """Train every trial not already completed, diverged (or raced, when racing). Returns the summaries of the
     trials run.
 
@@ -84,7 +85,8 @@ def run_sweep(experiment: Experiment, trials: list[Trial], out: Path, command: s
     the planning, the checks, the records and the hooks are the same for all. `code_dirs` are made importable
     in every process that runs trials (the config's directory and the working directory). With `race`, each
     trial stops once its clock passes the best time to the target of its seed recorded when it starts
-    (train.train); without, trials recorded as raced are run again in full.
+    (train.train); without, trials recorded as raced are run again in full. `deadline_steps` races by steps
+    instead (suggest): each trial stops once past that many steps without the target, recorded raced.
     """
     executor = executor or Sequential()
     sweep = SweepDir(out, experiment.name)
@@ -94,12 +96,12 @@ def run_sweep(experiment: Experiment, trials: list[Trial], out: Path, command: s
     registry.make_importable(*code_dirs)
     with sweep.lock():
         todo = [t for t, status in plan(trials, sweep)
-                if restart or status not in DONE or (status == Status.RACED and not race)]
+                if restart or status not in DONE or (status == Status.RACED and not (race or deadline_steps))]
         if todo:
             executor.check(todo, eval_cap, code_dirs)
         names = sorted({n for t in trials for n in imported_names(t.config)})
         sweep.prepare(experiment, restart, registry.source_hashes(names))
-        jobs = [Job(t, command, eval_cap, code_dirs, race=race) for t in todo]
+        jobs = [Job(t, command, eval_cap, code_dirs, race=race, deadline_steps=deadline_steps) for t in todo]
         with closing(executor.run(jobs, sweep, hooks.trial_start)) as ended:
             for trial, summary in ended:
                 hooks.trial_end(trial, summary)

@@ -123,7 +123,8 @@ def build_parts(cfg: Experiment, data: Data, device: torch.device):
 
 def train(cfg: Experiment, data: Data, device: torch.device, summary: Summary, metrics: MetricsWriter,
           progress: Progress | None = None, checkpoints: Checkpoints | None = None,
-          deadline: float | None = None, peak: Peak | None = None) -> torch.nn.Module:
+          deadline: float | None = None, peak: Peak | None = None,
+          deadline_steps: int | None = None) -> torch.nn.Module:
     """The loop. Returns the trained model; everything measured goes to `summary` and `metrics`.
 
     With `checkpoints`, the loop resumes from the trial's checkpoint when it has one, and writes one
@@ -132,6 +133,8 @@ def train(cfg: Experiment, data: Data, device: torch.device, summary: Summary, m
     it before reaching that target: its time to the target can then only be longer, so it cannot be the
     fastest. It is recorded `raced`. With `peak`, what is not training (evaluation, noise measurement,
     checkpoint writing) runs outside its measured segments.
+    fastest. It is recorded `raced`. `deadline_steps` is the same race in steps (suggest: the best predicted
+    seconds so far over this batch size's seconds per step): past that many steps without the target, stop.
     """
     def aside():
         """Not training: outside the peak memory; at step 0, before training starts, the heap trimmed after."""
@@ -161,6 +164,7 @@ def train(cfg: Experiment, data: Data, device: torch.device, summary: Summary, m
     summary.targets = {f"{v:g}": None for v in cfg.target.value}
     hardest = hardest_target(cfg)
     summary.deadline = deadline if hardest is not None else None
+    summary.deadline_steps = deadline_steps if hardest is not None else None
     epoch_batches = 0  # batches of the current epoch trained on
     resumed = checkpoints.resume(model, step, noise, summary, order_of(loader)) if checkpoints else None
     if resumed:
@@ -240,7 +244,9 @@ def train(cfg: Experiment, data: Data, device: torch.device, summary: Summary, m
                 set_lr(optimizer, cfg.lr * schedule(summary.steps))  # the lr of the next step
             summary.examples += len(x)
             summary.tokens += len(x) * per
-            if summary.deadline is not None and hardest in targets_left and clock.peek() > summary.deadline:
+            if hardest in targets_left and ((summary.deadline is not None and clock.peek() > summary.deadline) or
+                                            (summary.deadline_steps is not None and
+                                             summary.steps > summary.deadline_steps)):
                 summary.train_seconds = clock.stop()
                 summary.status = Status.RACED
                 # its figures where it stopped (not the last evaluation's, maybe step 0's); no target judged
@@ -314,12 +320,12 @@ def imported_names(cfg: Experiment) -> list[str]:
 
 def run_trial(cfg: Experiment, trial_id: str, axes: dict, trial_dir: Path, data: Data, device: torch.device,
               command: str, progress: Progress | None = None, judge: bool = True,
-              deadline: float | None = None) -> dict:
+              deadline: float | None = None, deadline_steps: int | None = None) -> dict:
     """Train and record one trial. A failure inside is recorded `failed` (traceback in error.txt) and the
     sweep goes on; Ctrl-C is recorded `interrupted` and re-raised. Returns the summary as written.
 
     judge: a trial that did not learn is recorded diverged (off for a smoke run: a few steps prove wiring).
-    deadline: racing (see train).
+    deadline, deadline_steps: racing (see train).
     """
     data.eval_subset(cfg.eval.subset)  # drawn before the peak's start: it is data, kept like the splits
     peak = Peak(device)
@@ -330,12 +336,12 @@ def run_trial(cfg: Experiment, trial_id: str, axes: dict, trial_dir: Path, data:
     metrics = MetricsWriter(trial_dir / METRICS, keep_rows=checkpoints.metrics_rows)
     try:
         try:
-            train(cfg, data, device, summary, metrics, progress, checkpoints, deadline, peak)
+            train(cfg, data, device, summary, metrics, progress, checkpoints, deadline, peak, deadline_steps)
         except Unusable as e:  # raised before the first step: start over with fresh parts and an empty curve
             checkpoints.discard(str(e))
             metrics.close()
             metrics = MetricsWriter(trial_dir / METRICS)
-            train(cfg, data, device, summary, metrics, progress, checkpoints, deadline, peak)
+            train(cfg, data, device, summary, metrics, progress, checkpoints, deadline, peak, deadline_steps)
         reason = did_not_learn(summary, data) if judge and summary.status == Status.COMPLETED else None
         if reason:
             summary.status, summary.error = Status.DIVERGED, reason

@@ -1,26 +1,24 @@
 #!/usr/bin/env python
-"""`batchlab suggest` against the full sweep it saves: the batch size, the time to target, and the cost.
+"""`batchlab suggest` against the full grid it saves: the batch size, whether it holds on the grid's seeds, the cost.
 
-For each config: the full grid (`batchlab sweep`), then `batchlab suggest` on the same machine, then (with
---race) the same grid raced. Figures, all from the records:
-  - the full sweep's fastest (batch size, lr) by median training seconds to the target over seeds, and its time;
-  - suggest's answer and its measured time; their ratio in batch size (goal: within 2x) and in time
-    (goal: suggest's within 25% of the sweep's best);
-  - cost: training seconds (every trial's clock; suggest adds its throughput scan) of suggest over the
-    sweep's (goal: at most 15%);
-  - racing: the raced grid's cost over the full grid's, and whether each seed's fastest is the same.
-Records go under --out (one folder per config); an existing folder resumes, so a rerun only adds what is
-missing. Times are noisy here (+-25%): both sides ran on the same machine minutes apart.
+For each config: the full grid (`batchlab sweep`, or the records already in --grid DIR), its decision by the
+product's rule (`batchlab report`: median steps to the target over seeds x seconds per step timed interleaved,
+ties within the noise declared), then `batchlab suggest` once per --seeds value. Figures, all from the records:
+  - the grid's answer (batch size and lr, and those within the noise of it);
+  - suggest's answer on each seed: its batch size (or declared tie) and lr, and whether it was confirmed;
+  - whether suggest's setting reached the target on every seed of the grid (goal: yes), its batch size over the
+    grid's (goal: within 2x), and whether every suggest run gave the same batch size or tie (goal: yes);
+  - cost: everything suggest spent (scan, and every trial's training, evaluation and noise measurement) over
+    the grid's training and evaluation seconds (goal: at most 15%).
+Records go under --out (one folder per config and seed); an existing folder resumes.
 
-    python benchmarks/suggest.py configs/quickstart.yaml configs/fashion-mnist-critical-batch.yaml --race
+    python benchmarks/suggest.py configs/quickstart.yaml --seeds 0 1 2 --grid /work/grids/quickstart3
 """
 
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
-from collections import defaultdict
 from pathlib import Path
 
 _ROOT = Path(__file__).resolve().parents[1]
@@ -32,64 +30,65 @@ from batchlab.records import SweepDir  # noqa: E402
 from batchlab.train import hardest_target  # noqa: E402
 
 
-def fastest(summaries: list[dict], key: str, per_seed: bool = False):
-    """(batch size, lr) -> median seconds to target over seeds (a miss: inf); the best, or each seed's best."""
-    times = defaultdict(list)
-    for s in summaries:
-        hit = s["targets"].get(key)
-        times[(s["batch_size"], s["lr"]) + ((s["seed"],) if per_seed else ())].append(
-            hit["seconds"] if hit else float("inf"))
-    if per_seed:
-        best = {}
-        for (b, lr, seed), t in times.items():
-            if t[0] < best.get(seed, (None, float("inf")))[1]:
-                best[seed] = ((b, lr), t[0])
-        return best
-    medians = {k: statistics.median(v) for k, v in times.items()}
-    winner = min(medians, key=medians.get)
-    return winner, medians[winner]
+def grid_answer(path: Path) -> tuple[set[int], str, list[dict], float]:
+    """The grid's decision (the batch sizes it names), in words, its summaries, its training + eval seconds."""
+    answer = batchlab.report(path).recommendation
+    named = {answer.batch_size, *(o["batch_size"] for o in answer.within_noise)} - {None}
+    words = answer.in_short() or "nothing reached"
+    summaries = SweepDir(path.parent, path.name).summaries()
+    return named, words, summaries, sum(s["train_seconds"] + (s.get("eval_seconds") or 0) for s in summaries)
+
+
+def reached_everywhere(summaries: list[dict], key: str, batch_size: int, lr: float) -> str:
+    """'3/3': the grid's seeds of this setting that reached the target ('-' where the grid lacks the setting)."""
+    mine = [s for s in summaries if s["batch_size"] == batch_size and abs(s["lr"] - lr) <= 1e-9 * max(1.0, lr)]
+    return f"{sum(bool(s['targets'].get(key)) for s in mine)}/{len(mine)}" if mine else "-"
 
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("configs", nargs="+", type=Path)
+    p.add_argument("--seeds", nargs="+", type=int, default=[0])
+    p.add_argument("--grid", type=Path, help="the grid's records (a sweep directory) instead of running it; "
+                                             "with one config only")
     p.add_argument("--out", type=Path, default=Path("runs/suggest-benchmark"))
-    p.add_argument("--threads", type=int, default=1)
-    p.add_argument("--race", action="store_true", help="also run each grid raced")
     args = p.parse_args()
+    if args.grid and len(args.configs) > 1:
+        p.error("--grid takes one config")
     rows = []
     for config in args.configs:
-        out = args.out / config.stem
-        experiment = batchlab.load_config(config, {"threads": args.threads})
-        key = f"{hardest_target(experiment):g}"
-        print(f"{config}: full sweep", file=sys.stderr, flush=True)
-        full = batchlab.sweep(config, out=out / "full", overrides={"threads": args.threads})
-        everything = SweepDir(full.path.parent, full.path.name).summaries()
-        (b_full, lr_full), t_full = fastest(everything, key)
-        cost_full = sum(s["train_seconds"] for s in everything)
-        print(f"{config}: suggest", file=sys.stderr, flush=True)
-        s = batchlab.suggest(config, out=out / "suggest", overrides={"threads": args.threads})
-        row = {"config": config.stem, "sweep": f"{b_full} @ lr {lr_full:g}: {t_full:.3g} s",
-               "suggest": f"{s.batch_size} @ lr {s.lr:g}: {s.seconds:.3g} s" if s.batch_size else "none reached",
-               "batch ratio": f"{max(s.batch_size, b_full) / min(s.batch_size, b_full):.2g}x" if s.batch_size else "-",
-               "time ratio": f"{s.seconds / t_full:.2f}" if s.batch_size else "-",
-               "cost": f"{s.cost['total']:.1f} s / {cost_full:.1f} s = {s.cost['total'] / cost_full:.0%}",
-               "band": f"B_simple {s.b_simple:.0f}, B_crit {s.band[0]:.0f}-{s.band[1]:.0f}, "
-                       f"candidates {', '.join(map(str, s.candidates))}"}
-        if args.race:
-            print(f"{config}: raced sweep", file=sys.stderr, flush=True)
-            raced = batchlab.sweep(config, out=out / "raced", overrides={"threads": args.threads}, race=True)
-            raced_all = SweepDir(raced.path.parent, raced.path.name).summaries()
-            best_full, best_raced = fastest(everything, key, per_seed=True), fastest(raced_all, key, per_seed=True)
-            same = all(best_raced.get(seed, (None,))[0] == winner for seed, (winner, _) in best_full.items())
-            row["race"] = (f"{sum(x['train_seconds'] for x in raced_all) / cost_full:.0%} of the cost, "
-                           f"same fastest per seed: {'yes' if same else 'no'}")
-        rows.append(row)
-        print(row, file=sys.stderr, flush=True)
+        key = f"{hardest_target(batchlab.load_config(config)):g}"
+        if args.grid:
+            grid = args.grid if (args.grid / "trials").is_dir() else next(args.grid.glob("*/trials")).parent
+        else:
+            print(f"{config}: full grid", file=sys.stderr, flush=True)
+            grid = batchlab.sweep(config, out=args.out / config.stem / "grid").path
+        named, words, summaries, grid_cost = grid_answer(grid)
+        answers = []
+        for seed in args.seeds:
+            print(f"{config}: suggest, seed {seed}", file=sys.stderr, flush=True)
+            s = batchlab.suggest(config, out=args.out / config.stem / f"seed{seed}", overrides={"seed": seed})
+            mine = {s.batch_size, *(o["batch_size"] for o in s.within_noise)} - {None}
+            answers.append(mine)
+            ratio = min(max(s.batch_size, g) / min(s.batch_size, g) for g in named) if s.batch_size and named else None
+            cost = s.cost
+            rows.append({
+                "config": config.stem, "seed": seed, "grid": words,
+                "suggest": (f"{' or '.join(map(str, sorted(mine)))} @ lr {s.lr:g}" if s.batch_size else "none")
+                + ("" if s.confirmed else " (not confirmed)"),
+                "reached on the grid's seeds": reached_everywhere(summaries, key, s.batch_size, s.lr)
+                if s.batch_size else "-",
+                "batch vs grid": f"{ratio:.2g}x" if ratio else "-",  # to the nearest batch size the grid named
+                "cost (scan/pilot/race/confirmation)": f"{cost['total']:.1f} s ({cost['scan']:.1f}/{cost['pilot']:.1f}/"
+                                                         f"{cost['race']:.1f}/{cost['confirmation']:.1f})",
+                "of the grid's": f"{cost['total'] / grid_cost:.0%} of {grid_cost:.0f} s"})
+            print(rows[-1], file=sys.stderr, flush=True)
+        same = len(set(map(frozenset, answers))) == 1
+        print(f"{config.stem}: same batch size or tie on every seed: {'yes' if same else 'no'}", file=sys.stderr)
     columns = list(rows[0])
     print("| " + " | ".join(columns) + " |\n|" + "---|" * len(columns))
     for row in rows:
-        print("| " + " | ".join(row.get(c, "") for c in columns) + " |")
+        print("| " + " | ".join(str(row.get(c, "")) for c in columns) + " |")
     return 0
 
 

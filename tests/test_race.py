@@ -84,3 +84,19 @@ def test_racing_finds_the_same_fastest_setting_per_seed_at_a_fraction_of_the_cos
     rerun = runner.invoke(app, ["sweep", str(cfg), "--out", str(tmp_path / "raced"), "--quiet"])  # no --race:
     assert f"{len(stopped)} completed" in rerun.output or "diverged" in rerun.output  # the raced ones run in full
     assert all(s["status"] != "raced" for s in summaries(tmp_path / "raced"))
+
+
+def test_a_trial_raced_by_steps_stops_once_past_its_steps(tmp_path, fake_time):
+    """Suggest's race: a steps deadline (best predicted seconds over this batch size's seconds per step)."""
+    from batchlab.data import load_dataset
+    from batchlab.records import MetricsWriter, Summary
+    from batchlab.schema import Experiment
+
+    cfg = Experiment.model_validate({"dataset": {"name": "digits"}, "model": {"name": "mlp", "hidden": [16]},
+                                     "batch_size": 64, "lr": 0.01, "target": {"value": [0.999]},
+                                     "budget": {"epochs": 3}, "threads": 1})
+    summary, metrics = Summary(), MetricsWriter(tmp_path / "metrics.csv")
+    batchlab.train.train(cfg, load_dataset(cfg.dataset, 0), batchlab.train.resolve_device("cpu"), summary, metrics,
+                         deadline_steps=6)
+    assert summary.status == "raced" and summary.steps == 7  # the first step past 6
+    assert summary.deadline_steps == 6 and summary.deadline is None

@@ -278,8 +278,9 @@ def suggest(
     set_: SetOpt = None,
     target: Annotated[Optional[float], typer.Option("--target", help="The target to time, e.g. 0.85 "
                                                     "(default: the config's hardest target)")] = None,
-    budget: Annotated[Optional[str], typer.Option("--budget", help="Training time for the whole search, e.g. 5m: "
-                                                  "the race starts no trial once it is spent.")] = None,
+    budget: Annotated[Optional[str], typer.Option("--budget", help="Seconds for the whole search, e.g. 5m: the "
+                                                  "scan and every trial's training, evaluation and noise "
+                                                  "measurement; no trial starts once it is spent.")] = None,
     out: Annotated[str, typer.Option("--out", help="Records root; the trials go to OUT/<name>-suggest.")] = "runs",
     threads: Annotated[Optional[int], typer.Option("--threads", min=1, max=PARALLEL_MAX, help="torch CPU threads (recorded).")] = None,
     restart: Annotated[bool, typer.Option("--restart", help="Delete the trials under OUT/<name>-suggest and start "
@@ -287,8 +288,9 @@ def suggest(
     as_json: Annotated[bool, typer.Option("--json", help="Print the answer as one JSON object.")] = False,
     quiet: QuietOpt = False,
 ):
-    """Suggest the time-optimal batch size and lr: a throughput scan, a pilot measuring the noise scale, a
-    prediction, and a race of the candidates to the target, at a fraction of a sweep's cost."""
+    """Suggest the time-optimal batch size and lr: a scan of seconds per step, a pilot measuring the noise scale,
+    a race of the candidates by steps x seconds per step, and the winner confirmed on two more seeds, at a
+    fraction of a sweep's cost."""
     import json
 
     finite_target(target)

@@ -38,6 +38,7 @@ class Job:
     eval_cap: int | None = None  # a smoke run keeps this many evaluation examples (None: not a smoke run)
     code_dirs: tuple[str, ...] = ()  # importable first in every process: the config's directory, the driver's cwd
     race: bool = False  # stop once the clock passes the best time to the target recorded when the trial starts
+    deadline_steps: int | None = None  # stop once past this many steps without the target (suggest's race)
 
 
 class DataCache:
@@ -78,7 +79,8 @@ def run_job(job: Job, trial_dir: Path, cache: DataCache, threads: int | None = N
     device = resolve_device(cfg.device)
     return run_trial(cfg, job.trial.id, job.trial.axes, trial_dir, cache.get(cfg, device), device, job.command,
                      progress, judge=job.eval_cap is None,  # a smoke run proves wiring, not learning
-                     deadline=deadline(job.trial, trial_dir) if job.race else None)
+                     deadline=deadline(job.trial, trial_dir) if job.race else None,
+                     deadline_steps=job.deadline_steps)
 
 
 def deadline(trial: Trial, trial_dir: Path) -> float | None:

@@ -99,14 +99,15 @@ class Recommendation:
 
     def to_dict(self) -> dict:
         """JSON-safe: NaN and infinity become None, numpy numbers plain ones."""
-        return {key: _plain(value) for key, value in asdict(self).items()}
+        return {key: plain(value) for key, value in asdict(self).items()}
 
 
-def _plain(value):
+def plain(value):
+    """A value made strict JSON: NaN and infinity None (a missing figure), numpy numbers plain ones."""
     if isinstance(value, dict):
-        return {str(k): _plain(v) for k, v in value.items()}
+        return {str(k): plain(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
+        return [plain(v) for v in value]
     if isinstance(value, (bool, np.bool_)):
         return bool(value)
     if isinstance(value, (int, np.integer)):

@@ -1,12 +1,20 @@
 """`batchlab suggest`: the time-optimal batch size for a model on this hardware, at a fraction of a sweep's cost.
 
-1. scan: samples/s of real training steps at batch sizes 1, 2, 4, ... up to the largest that fits;
-2. pilot: one trial at the config's batch size, trained to the target while measuring the noise scale;
-   B_simple averaged up to the target gives a band for B_crit;
+Time to the target = steps to it (the optimisation's) x seconds per step (the hardware's), each measured where
+it is stable, as the report decides (batchlab.reporting.decision):
+1. scan: samples/s at batch sizes 1, 2, 4, ... up to the throughput plateau (a quick first pass), then the
+   batch sizes the search trains at timed interleaved (batchlab.steptime), so a slow minute slows them alike;
+2. pilot: the scanned batch size nearest the middle of the sweep's, trained to the target at the config's lrs
+   (the lr with the fewest steps kept; a miss is retried at a neighbouring batch size), then run again to
+   measure B_simple at least 10 times up to its steps to the target: the band for B_crit;
 3. predict: T(B) = S_min (B + B_crit) / throughput(B) at both ends of the band; the candidates are the batch
    sizes within a margin of the best (predict.py);
-4. race: the candidates x the lr rule's factors, trained to the target, each stopped as soon as its clock
-   passes the best time to the target already measured (it can no longer be the fastest).
+4. race: the candidates x the lrs (the config's list, or the rule's factors), each trial stopped once its
+   steps pass the best predicted seconds so far (with the decision's tie margin) over its batch size's
+   seconds per step; within a batch size the lr with the fewest steps;
+5. confirmation: the fastest (and those within the noise of it) trained on two more seeds; the answer is
+   decision.decide on the three seeds' steps, and a setting that missed on a seed is only named as not
+   confirmed.
 The trials are records like any sweep's, under <out>/<name>-suggest: `batchlab report` reads them.
 """
 

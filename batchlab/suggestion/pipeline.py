@@ -1,4 +1,4 @@
-"""The suggest pipeline: scan, pilot, predict, race (see the package docstring), and the answer it gives."""
+"""The suggest pipeline: scan, pilot, race, confirmation (see the package docstring), and the answer it gives."""
 
 from __future__ import annotations
 
@@ -6,121 +6,333 @@ import math
 from pathlib import Path
 from typing import Callable
 
+import numpy as np
 import pandas as pd
 import torch
 
 from batchlab import registry
 from batchlab.data import load_dataset
+from batchlab.disk import write_atomic, write_json_atomic
 from batchlab.errors import BatchlabError
 from batchlab.grid import expand
 from batchlab.maxbatch import find_max_batch
-from batchlab.disk import write_atomic, write_json_atomic
-from batchlab.records import SweepDir
+from batchlab.records import SweepDir, read_summary
+from batchlab.reporting.decision import TIE, decide
 from batchlab.reporting.measured_noise import b_simple_values
 from batchlab.run import Hooks, run_sweep
 from batchlab.schema import Experiment, LrRule
-from batchlab.suggestion.answer import Suggestion, sentence
+from batchlab.suggestion.answer import PHASES, Suggestion, listed, sentence
 from batchlab.suggestion.plot import suggest_png
-from batchlab.suggestion.predict import Prediction, predict
-from batchlab.suggestion.scan import Rate, scan
+from batchlab.suggestion.predict import predict
+from batchlab.suggestion.scan import Scan, first_pass, interleaved
 from batchlab.train import hardest_target, resolve_device
 
-BAND = (1.0, 8.0)  # B_crit between 1x and 8x the measured B_simple: McCandlish et al. (2018) find the critical
-# batch near the noise scale B_noise >= B_simple; fitted on sweeps here, B_crit was 2-15x B_simple averaged to target
+BAND = (1.0, 16.0)  # B_crit between 1x and 16x the pilot's B_simple: McCandlish et al. (2018) find the critical
+# batch near the noise scale B_noise >= B_simple; fitted on sweeps here, B_crit was 2-17x B_simple averaged to target
 MARGIN = 0.2  # a candidate's predicted time is within 20% of the best at some end of the band
-MOST = 4  # candidates raced at most: each one costs at least the best time before racing can stop it
-NOISE_EVERY = 0.05  # epochs between the pilot's noise measurements when the config sets none: several before a target
+MOST = 4  # candidates raced at most, besides the pilot's batch size
 FACTORS = (1.0, 0.5, 2.0)  # the lr search around a rule batchlab makes (the config's rule keeps its own factors)
+MEASUREMENTS = 10  # noise measurements the pilot's B_simple rests on at least: one or two are mostly noise
+CONFIRM_MOST = 3  # settings confirmed at most: the winner, those within the noise of it, the next if one missed
+CONFIRM_SEEDS = 2  # more seeds each is trained on: steps to the target varied by 20% over seeds here (256 @ 0.1
+# on Fashion-MNIST: 216 and 276), more than the tie margin, and two seeds left the answer moving with the seed
+NO_EVAL = 1e6  # epochs between evaluations of the noise run: it only measures, up to steps already known
 
 
 class SuggestError(BatchlabError):
     """A suggestion cannot be made (no target, or one the pilot cannot reach)."""
 
 
+class _Search:
+    """Runs the search's trials one at a time into one sweep directory, and counts what each phase spends."""
+
+    def __init__(self, cfg: Experiment, out: Path, command: str, code_dirs: tuple[str, ...], hooks: Hooks,
+                 budget: float | None, restart: bool = False):
+        self.cfg, self.out, self.command, self.code_dirs, self.hooks, self.budget = (
+            cfg, out, command, code_dirs, hooks, budget)
+        self.restart = restart  # the first trial run into the search's directory deletes its earlier records
+        self.key = f"{hardest_target(cfg):g}"
+        self.cost = dict.fromkeys(PHASES, 0.0)
+        self.trials: dict[str, dict] = {}  # trial id -> {phase, summary}, in the order first used
+        self.stopped = False
+
+    def spent(self) -> float:
+        return sum(self.cost.values())
+
+    def train(self, phase: str, batch_size: int, lr: float, seed: int, deadline_steps: int | None = None,
+              into: SweepDir | None = None, **update) -> dict | None:
+        """One trial (or its record, when already run): its summary. None, and nothing run, once the budget is
+        spent. `update`: config sections replaced (the noise run's)."""
+        if self.budget is not None and self.spent() >= self.budget:
+            self.stopped = True
+            return None
+        sweep = into or SweepDir(self.out, self.cfg.name)
+        grid = self.cfg.model_copy(update={"sweep": {"batch_size": [batch_size], "lr": [lr], "seed": [seed]},
+                                           "name": sweep.path.name, **update})
+        [trial] = expand(grid)
+        restart, self.restart = self.restart and into is None, self.restart and into is not None
+        run_sweep(grid, [trial], sweep.path.parent, self.command, restart=restart, hooks=self.hooks,
+                  code_dirs=self.code_dirs, time_steps=False, deadline_steps=deadline_steps)
+        summary = read_summary(sweep.trial_dir(trial.id))
+        if summary is None:
+            raise SuggestError(f"the trial {trial.id} left no readable summary in {sweep.path}")
+        if trial.id not in self.trials:
+            self.cost[phase] += sum(summary.get(k) or 0.0 for k in ("train_seconds", "eval_seconds", "noise_seconds",
+                                                                     "compile_seconds"))
+            self.trials[trial.id] = {"phase": phase, "summary": summary, "noise_run": into is not None}
+        return summary
+
+    def steps(self, summary: dict | None) -> int | None:
+        """Steps to the (hardest) target, None where it was not reached."""
+        hit = (summary or {}).get("targets", {}).get(self.key)
+        return hit["steps"] if hit else None
+
+
 def suggest(experiment: Experiment, out: Path, *, target: float | None = None, budget: float | None = None,
             code_dirs: tuple[str, ...] = (), command: str = "batchlab.suggest",
             on_stage: Callable[[str], None] = lambda text: None, hooks: Hooks = Hooks(),
             restart: bool = False) -> Suggestion:
-    """Scan, pilot, predict and race for `experiment` (its model, data, optimizer, lr or lr rule, target and
-    budget), recording the trials under out/<name>-suggest. `budget`: training seconds for the whole search
-    (the race stops starting trials once it is spent). `on_stage(text)` says what starts next. `restart`: delete
-    the records under out/<name>-suggest first (as the pilot starts)."""
+    """Scan, pilot, race and confirm for `experiment` (its model, data, optimizer, lr or lr rule, target and
+    budget), recording the trials under out/<name>-suggest. `budget`: seconds for the whole search, everything
+    counted (the scan, and each trial's training, evaluation and noise measurement): no trial starts once it is
+    spent. `on_stage(text)` says what starts next. `restart`: delete the records under
+    out/<name>-suggest first."""
     registry.make_importable(*code_dirs)
     cfg = _suggest_config(experiment, target)
     metric, goal = cfg.target.metric, hardest_target(cfg)
     device = resolve_device(cfg.device)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
-    cost = {"scan": 0.0, "pilot": 0.0, "race": 0.0}
+    search = _Search(cfg, out, command, code_dirs, hooks, budget, restart)
+    notes: list[str] = []
 
-    on_stage("throughput scan")
+    on_stage("scan: samples/s at batch sizes 1, 2, 4, ...")
     data = load_dataset(cfg.dataset, cfg.seed)
-    largest = len(data.train)
+    n = len(data.train)
+    sweep_sizes = cfg.sweep.get("batch_size")
+    # the grid's largest batch size bounds the question; without a list, the training set does
+    largest = min(n, max(sweep_sizes)) if isinstance(sweep_sizes, list) and sweep_sizes else n
     if device.type == "cuda":  # memory is the limit there; on the CPU the training set is
         largest = min(largest, find_max_batch(cfg, code_dirs=code_dirs).batch_size)
-    rates = scan(cfg, data.to(device), device, largest)
-    cost["scan"] = sum(r.seconds + r.warmup_seconds for r in rates)  # training time, as a trial's clock counts it
-    del data
+    data = data.to(device)
+    found = first_pass(cfg, data, device, largest)
+    search.cost["scan"] = found.seconds
+    sizes = list(found.speeds)
 
-    pilot_batch = min(cfg.batch_size, largest)
-    lrs = cfg.sweep.get("lr") if isinstance(cfg.sweep.get("lr"), list) else None
-    pilot_lr = cfg.lr_rule.model_copy(update={"factors": [1.0]}) if cfg.lr_rule else lrs or [cfg.lr]
-    on_stage(f"pilot: batch size {pilot_batch}, lr {_lrs(pilot_lr, pilot_batch)}, to {metric} {goal:g}")
-    pilot_grid = cfg.model_copy(update={"sweep": {"batch_size": [pilot_batch], "lr": pilot_lr}})
-    pilots = _run(pilot_grid, out, command, code_dirs, hooks, restart=restart)  # several lrs race each other
-    cost["pilot"] = sum(p["train_seconds"] for p in pilots)
-    key = f"{goal:g}"
-    reached = [p for p in pilots if p["targets"].get(key)]
-    if not reached:
-        closest = max(pilots, key=lambda p: _progress(p, metric))
-        best = closest["final"].get(metric)
-        raise SuggestError(
-            f"the pilot (batch size {pilot_batch}, lr {_lrs(pilot_lr, pilot_batch)}) did not reach {metric} {goal:g} "
-            f"(lr {closest['lr']:g} came closest: {closest['status']}, {closest['epochs']:g} epochs, last {metric} "
-            f"{'unknown' if best is None else f'{best:.4g}'}): give a target it can reach (--target), a larger "
-            f"budget.epochs, or an lr that trains (the pilot's records are in {SweepDir(out, cfg.name).path})")
-    pilot = min(reached, key=lambda p: p["targets"][key]["seconds"])
-    hit = pilot["targets"][key]
-    rule = cfg.lr_rule or LrRule(base=pilot["lr"], base_batch_size=pilot_batch,
+    # pilot: a batch size from the middle of the sweep's, the lrs the config gives it, chosen by steps
+    first = pilot_batch(cfg, sizes)
+    tries = [first] + [b for b in _neighbours(sizes, first)][:1]  # a miss is retried once at a neighbour
+    pilot = None
+    for b in tries:
+        lrs = _pilot_lrs(cfg, b)
+        on_stage(f"pilot: batch size {b}, lr {', '.join(f'{v:g}' for v in lrs)}, to {metric} {goal:g}")
+        pilot = _best_by_steps(search, "pilot", b, lrs, cfg.seed)
+        if pilot is not None:
+            break
+    if pilot is None:
+        if search.stopped:
+            raise SuggestError(f"the budget ({budget:g} s) was spent before the pilot reached {metric} {goal:g}: "
+                               "give a larger --budget")
+        raise _missed(search, cfg, tries, metric, goal)
+    pilot_b, pilot_lr, pilot_steps = pilot["batch_size"], pilot["lr"], search.steps(pilot)
+
+    on_stage(f"noise scale: B_simple at batch size {pilot_b} up to step {pilot_steps}, "
+             f"{MEASUREMENTS} measurements")
+    every, values = _noise(search, pilot_b, pilot_lr, pilot_steps, n)
+    b_simple = float(values.mean()) if len(values) else None
+    if b_simple is None:
+        notes.append(f"b_simple: no finite noise measurement up to step {pilot_steps}; the race takes every "
+                     "scanned batch size near the pilot's")
+    rule = cfg.lr_rule or LrRule(base=pilot_lr, base_batch_size=pilot_b,
                                  scale="linear" if cfg.optimizer.name == "sgd" else "sqrt", factors=list(FACTORS))
-    values = b_simple_values(_metrics(out, cfg.name, pilot["trial_id"]), hit["steps"])
-    if not len(values):
-        raise SuggestError(f"the pilot reached {metric} {goal:g} after {hit['steps']} steps, before any finite "
-                           f"noise-scale measurement: set a smaller noise.every (now {cfg.noise.every:g} epochs)")
-    b_simple = float(values.mean())
 
-    band = (BAND[0] * b_simple, BAND[1] * b_simple)
-    prediction = predict([r.batch_size for r in rates], [r.samples_per_second for r in rates], band, MARGIN, MOST)
-    spent = cost["scan"] + cost["pilot"]
-    race_grid = cfg.model_copy(update={"sweep": {"batch_size": prediction.candidates, "lr": rule}})
-    on_stage(f"race: batch sizes {', '.join(map(str, prediction.candidates))} x lr factors "
-             f"{', '.join(f'{f:g}' for f in rule.factors)}")
-    stopped = False
+    # race: candidates x lr factors, each stopped once its steps x seconds per step pass the best so far
+    band = prediction = None
+    if b_simple is not None:
+        band = (BAND[0] * b_simple, BAND[1] * b_simple)
+        prediction = predict(sizes, [found.speeds[b] for b in sizes], band, MARGIN, MOST)
+        candidates = prediction.candidates
+    else:
+        candidates = sorted(sizes, key=lambda b: abs(math.log2(b / pilot_b)))[:MOST]
+    # the pilot's batch size and its scanned neighbours too: the first pass's curve is a few short timings on
+    # a machine others share, and the prediction alone moved from run to run
+    i = sizes.index(pilot_b)
+    candidates = list(dict.fromkeys([pilot_b, *sizes[max(0, i - 1):i + 2], *candidates]))
+    on_stage(f"scan: seconds per step at batch sizes {', '.join(map(str, sorted(candidates)))}, interleaved")
+    found = interleaved(found, cfg, data, device, candidates)
+    search.cost["scan"] = found.seconds
+    del data
+    spb = found.seconds_per_step()
+    if pilot_b not in spb:
+        raise SuggestError(f"batch size {pilot_b} trained, but its steps could not be timed: "
+                           + "; ".join(f"{r.batch_size}: {r.error}" for r in found.rates if r.error))
+    for r in found.rates:
+        if r.error:
+            notes.append(f"batch size {r.batch_size} not raced: its step could not be timed ({r.error})")
+    candidates = [b for b in candidates if b in spb]
+    sweep_lrs = cfg.sweep.get("lr") if isinstance(cfg.sweep.get("lr"), list) else None
+    on_stage(f"race: batch sizes {', '.join(map(str, candidates))} x "
+             + (f"lrs {', '.join(f'{v:g}' for v in sweep_lrs)}" if sweep_lrs else
+                f"lr factors {', '.join(f'{f:g}' for f in rule.factors)}") + ", by steps x seconds per step")
+    best_lr: dict[int, tuple[float, int]] = {pilot_b: (pilot_lr, pilot_steps)}
+    for b in candidates:
+        # the config's list of lrs at every batch size, as its grid would; else the rule's factors. The pilot's
+        # best lr (or the rule's) first: the likeliest best, whose steps then cut the others short
+        lrs = [pilot_lr] if b == pilot_b or sweep_lrs else []
+        lrs += [v for v in (sweep_lrs or [rule.lr(b, f) for f in rule.factors])
+                if not any(math.isclose(v, w) for w in lrs)]
+        # the best predicted seconds so far, with the margin within which the decision calls two settings a tie:
+        # a setting that close must finish, or it could never be named beside the fastest
+        bar = TIE * min(steps * spb[c] for c, (_, steps) in best_lr.items())
+        chosen = _best_by_steps(search, "race", b, lrs, cfg.seed, bar / spb[b])
+        if chosen is not None:
+            best_lr[b] = (chosen["lr"], search.steps(chosen))
+        if search.stopped:
+            left = candidates[candidates.index(b) + 1:]
+            notes.append(f"the budget was spent during the race at batch size {b}"
+                         + (f"; not raced: {', '.join(map(str, left))}" if left else ""))
+            break
 
-    def trial_end(trial, summary):
-        nonlocal spent, stopped
-        hooks.trial_end(trial, summary)
-        cost["race"] += summary["train_seconds"]
-        spent += summary["train_seconds"]
-        if budget is not None and spent >= budget:
-            stopped = True
-            raise BudgetSpent
+    # confirmation on more seeds, then the decision on every seed's steps
+    ranking = sorted(best_lr, key=lambda b: (best_lr[b][1] * spb[b], b))
+    costs = found.costs()
+    seeds = [cfg.seed + k for k in range(1, CONFIRM_SEEDS + 1)]
+    on_stage(f"confirmation: the fastest on seed {cfg.seed} (batch size {ranking[0]}, lr {best_lr[ranking[0]][0]:g}) "
+             f"and those within the noise of it, on seeds {listed(seeds)}")
+    confirmed = _confirm(search, ranking, best_lr, decide({b: np.array([best_lr[b][1]]) for b in ranking}, costs),
+                    seeds, notes)
+    s = Suggestion(SweepDir(out, cfg.name).path, metric, goal, None, None, rates=found.rates,
+                   throughput=found.speeds, candidates=candidates, stopped_by_budget=search.stopped)
+    s.pilot = {"batch_size": pilot_b, "lr": pilot_lr, "steps": pilot_steps, "tries": tries[:tries.index(pilot_b) + 1]}
+    s.b_simple, s.measurements, s.noise_every_steps = b_simple, len(values), every
+    s.b_simple_range = (float(values.min()), float(values.max())) if len(values) else None
+    if prediction is not None:
+        s.band, s.predicted = band, prediction.best
+    if confirmed:
+        final = decide({b: np.array(v, dtype=float) for b, v in confirmed.items()}, costs)
+        b = final.fastest
+        s.batch_size, s.lr, s.seeds, s.steps, s.confirmed = b, best_lr[b][0], [cfg.seed, *seeds], confirmed[b], True
+        s.seconds_per_step = spb[b]
+        s.predicted_seconds, *interval = final.predicted[b]
+        s.predicted_interval = tuple(interval)
+        s.within_noise = [{"batch_size": o, "lr": best_lr[o][0], "steps": confirmed[o],
+                           "predicted_seconds": final.predicted[o][0]} for o in final.within_noise]
+    else:  # reached on one seed only, or not confirmed within the budget: named, but qualified
+        b = ranking[0]
+        s.batch_size, s.lr, s.seeds, s.steps = b, best_lr[b][0], [cfg.seed], [best_lr[b][1]]
+        s.seconds_per_step, s.predicted_seconds = spb[b], best_lr[b][1] * spb[b]
+        notes.append(f"no setting was confirmed: none tried reached {metric} {goal:g} on every seed of "
+                     f"{listed([cfg.seed, *seeds])}" if not search.stopped else
+                     f"it was not confirmed on seeds {listed(seeds)} within the budget")
+    s.notes = notes
+    return _finish(s, search, found, pilot_b, pilot_steps)
 
-    measured = {(p["batch_size"], p["lr"]) for p in pilots}  # the pilot's trials are contestants already
-    try:
-        _run(race_grid, out, command, code_dirs, Hooks(hooks.trial_start, trial_end), skip=measured)
-    except BudgetSpent:
-        pass
-    cost["total"] = cost["scan"] + cost["pilot"] + cost["race"]
-    return _answer(out, cfg, goal, pilot, prediction, b_simple, len(values), rates, cost, stopped)
+
+def _confirm(search: _Search, ranking: list[int], best_lr: dict[int, tuple[float, int]], on_first_seed,
+             seeds: list[int], notes: list[str]) -> dict[int, list[int]]:
+    """Train the fastest setting of the first seed, and those `on_first_seed` (the decision on one seed) cannot
+    tell apart from it, on `seeds`; while none has reached the target on every seed, the next in `ranking` too
+    (CONFIRM_MOST settings at most). Returns {batch size: steps on the first seed and on each of `seeds`} of
+    those that reached it on all."""
+    # one seed's interval holds the timing's noise but none of the seeds': the first CONFIRM_MOST settings are
+    # confirmed whatever it says, so the decision on every seed's steps can tell which stand apart
+    wanted = {on_first_seed.fastest, *on_first_seed.within_noise, *ranking[:CONFIRM_MOST]}
+    metric, goal = search.cfg.target.metric, search.key
+    every: dict[int, list[int]] = {}
+    tried = 0
+    for b in ranking:
+        if tried >= CONFIRM_MOST or (every and b not in wanted):
+            break
+        tried += 1
+        lr, steps = best_lr[b]
+        found = [steps]
+        for seed in seeds:
+            again = search.train("confirmation", b, lr, seed)
+            if again is None:
+                notes.append(f"the budget was spent before batch size {b} was confirmed on seed {seed}")
+                return every
+            if search.steps(again) is None:
+                notes.append(f"batch size {b} with lr {lr:g} reached {metric} {goal} on seed {search.cfg.seed} but "
+                             f"not on seed {seed}")
+                break
+            found.append(search.steps(again))
+        else:
+            every[b] = found
+    return every
 
 
-class BudgetSpent(Exception):
-    """Raised between trials once the search's budget is spent."""
+def pilot_batch(cfg: Experiment, scanned: list[int]) -> int:
+    """The scanned batch size nearest (in doublings) the middle of the sweep's batch sizes, or the config's
+    batch size without a list: a batch size the grid would train, whose step time the scan measured."""
+    sweep_sizes = cfg.sweep.get("batch_size")
+    wanted = [b for b in sweep_sizes if isinstance(b, int)] if isinstance(sweep_sizes, list) else []
+    middle = float(np.median(np.log2(wanted or [cfg.batch_size])))
+    return min(scanned, key=lambda b: (abs(math.log2(b) - middle), b))
 
 
-def _lrs(lr: LrRule | list[float], batch_size: int) -> str:
-    return f"{lr.lr(batch_size):g}" if isinstance(lr, LrRule) else ", ".join(f"{v:g}" for v in lr)
+def _neighbours(scanned: list[int], b: int) -> list[int]:
+    """Where a missed pilot is retried: the next smaller scanned batch size (more steps in the same epochs),
+    else the next larger."""
+    i = scanned.index(b)
+    return ([scanned[i - 1]] if i > 0 else []) + ([scanned[i + 1]] if i + 1 < len(scanned) else [])
+
+
+def _pilot_lrs(cfg: Experiment, batch_size: int) -> list[float]:
+    if cfg.lr_rule:
+        return [cfg.lr_rule.lr(batch_size)]
+    lrs = cfg.sweep.get("lr")
+    return list(lrs) if isinstance(lrs, list) and lrs else [cfg.lr]
+
+
+def _best_by_steps(search: _Search, phase: str, b: int, lrs: list[float], seed: int,
+                   bar: float | None = None) -> dict | None:
+    """Train batch size `b` at each lr; each trial stops once past the fewest steps to the target so far at
+    this batch size, or past `bar` steps (the best predicted time elsewhere over this batch size's seconds per
+    step). The summary with the fewest steps to the target (None: none reached it)."""
+    best = None
+    for lr in lrs:
+        limits = [x for x in (bar, search.steps(best)) if x is not None]
+        summary = search.train(phase, b, lr, seed, math.floor(min(limits)) if limits else None)
+        if summary is None:
+            break
+        steps = search.steps(summary)
+        if steps is not None and (best is None or steps < search.steps(best)):
+            best = summary
+    return best
+
+
+def _noise(search: _Search, b: int, lr: float, steps: int, n: int) -> tuple[int, np.ndarray]:
+    """B_simple up to the pilot's steps to the target, measured MEASUREMENTS times: the pilot's run again
+    (same seed, so the same steps), measuring every steps // MEASUREMENTS steps, evaluated only at its end.
+    Recorded apart (<records>/noise-scale), so the search's records stay one trial per setting and seed."""
+    cfg = search.cfg
+    every = max(1, steps // MEASUREMENTS)
+    per_epoch = n // b if cfg.drop_last else math.ceil(n / b)
+    into = SweepDir(SweepDir(search.out, cfg.name).path, "noise-scale")
+    summary = search.train(
+        "pilot", b, lr, cfg.seed, into=into,
+        noise=cfg.noise.model_copy(update={"every": every / per_epoch}),
+        budget=cfg.budget.model_copy(update={"epochs": None, "examples": None, "steps": steps,
+                                             "stop_at_target": False}),
+        eval=cfg.eval.model_copy(update={"every": NO_EVAL}))
+    if summary is None:
+        return every, np.array([])
+    frame = pd.read_csv(into.trial_dir(summary["trial_id"]) / "metrics.csv")
+    return every, b_simple_values(frame, steps)
+
+
+def _missed(search: _Search, cfg: Experiment, tries: list[int], metric: str, goal: float) -> SuggestError:
+    ran = [t["summary"] for t in search.trials.values()]
+    closest = max(ran, key=lambda p: _progress(p, metric))
+    best = closest["final"].get(metric)
+    last = "unknown" if best is None else f"{best:.4g}"
+    lrs = ", ".join(f"{v:g}" for v in _pilot_lrs(cfg, tries[0]))
+    return SuggestError(
+        f"the pilot (batch size {' then '.join(map(str, tries))}, lr {lrs}) did not reach {metric} {goal:g} "
+        f"(batch size {closest['batch_size']}, lr {closest['lr']:g} came closest: {closest['status']}, "
+        f"{closest['epochs']:g} epochs, last {metric} {last}): "
+        f"give a target it can reach (--target), a larger budget.epochs, or an lr that trains (the pilot's records "
+        f"are in {SweepDir(search.out, cfg.name).path})")
 
 
 def _progress(summary: dict, metric: str) -> float:
@@ -130,6 +342,8 @@ def _progress(summary: dict, metric: str) -> float:
 
 
 def _suggest_config(experiment: Experiment, target: float | None) -> Experiment:
+    """The config every trial of the search starts from: its own name, stopping at the target, no noise
+    measurement (only the noise run measures it)."""
     cfg = experiment
     if target is not None:
         cfg = cfg.model_copy(update={"target": cfg.target.model_copy(update={"value": [target]})})
@@ -139,45 +353,24 @@ def _suggest_config(experiment: Experiment, target: float | None) -> Experiment:
     return cfg.model_copy(update={
         "name": f"{cfg.name}-suggest",
         "budget": cfg.budget.model_copy(update={"stop_at_target": True}),
-        "noise": cfg.noise if cfg.noise.every else cfg.noise.model_copy(update={"every": NOISE_EVERY})})
+        "noise": cfg.noise.model_copy(update={"every": None})})
 
 
-def _run(grid: Experiment, out: Path, command: str, code_dirs: tuple[str, ...], hooks: Hooks,
-         skip: set[tuple[int, float]] = frozenset(), restart: bool = False) -> list[dict]:
-    """Run (or find recorded) the grid's trials one at a time, racing, less those whose (batch size, lr) is in
-    `skip`; their summaries in grid order."""
-    trials = [t for t in expand(grid) if not any(t.config.batch_size == b and math.isclose(t.config.lr, lr)
-                                                 for b, lr in skip)]
-    run_sweep(grid, trials, out, command, restart=restart, hooks=hooks, code_dirs=code_dirs, race=True)
-    sweep = SweepDir(out, grid.name)
-    by_id = {s["trial_id"]: s for s in sweep.summaries()}
-    return [by_id[t.id] for t in trials if t.id in by_id]
-
-
-def _metrics(out: Path, name: str, trial_id: str) -> pd.DataFrame:
-    return pd.read_csv(SweepDir(out, name).trial_dir(trial_id) / "metrics.csv")
-
-
-def _answer(out: Path, cfg: Experiment, goal: float, pilot: dict, prediction: Prediction, b_simple: float,
-            measurements: int, rates: list[Rate], cost: dict, stopped: bool) -> Suggestion:
-    key = f"{goal:g}"
-    trials = [{"batch_size": s["batch_size"], "lr": s["lr"], "status": s["status"], "train_seconds": s["train_seconds"],
-               "seconds": (s["targets"].get(key) or {}).get("seconds"), "steps": (s["targets"].get(key) or {}).get("steps")}
-              for s in SweepDir(out, cfg.name).summaries()]
-    reached = [t for t in trials if t["seconds"] is not None]
-    best = min(reached, key=lambda t: t["seconds"]) if reached else None
-    # T(B) = S_min (B + B_crit) / throughput(B), S_min from the pilot's steps at each end of the band
-    rate = {r.batch_size: r.samples_per_second for r in rates}
-    steps = pilot["targets"][key]["steps"]
-    chosen = best["batch_size"] if best else prediction.best[0]
-    predicted_seconds = tuple(steps / (1 + b_crit / pilot["batch_size"]) * (chosen + b_crit) / rate[chosen]
-                              if chosen in rate else math.nan for b_crit in prediction.band)
-    s = Suggestion(SweepDir(out, cfg.name).path, cfg.target.metric, goal,
-                   best and best["batch_size"], best and best["lr"], best and best["seconds"], b_simple, measurements,
-                   prediction.band, prediction.best, predicted_seconds, prediction.candidates, rates, trials, cost,
-                   stopped)
+def _finish(s: Suggestion, search: _Search, found: Scan, pilot_b: int, pilot_steps: int) -> Suggestion:
+    spb = found.seconds_per_step()
+    for trial_id, t in search.trials.items():
+        summary = t["summary"]
+        steps = None if t["noise_run"] else search.steps(summary)  # the noise run only measures
+        per_step = spb.get(summary["batch_size"])
+        s.trials.append({"trial_id": trial_id, "phase": t["phase"], "noise_run": t["noise_run"],
+                         "batch_size": summary["batch_size"],
+                         "lr": summary["lr"], "seed": summary["seed"], "status": summary["status"],
+                         "steps": steps, "steps_run": summary["steps"], "train_seconds": summary["train_seconds"],
+                         "eval_seconds": summary.get("eval_seconds"), "noise_seconds": summary.get("noise_seconds"),
+                         "predicted_seconds": steps * per_step if steps is not None and per_step else None})
+    s.cost = {**search.cost, "total": search.spent()}
     s.sentence = sentence(s)
     write_json_atomic(s.path / "suggest.json", s.to_dict())
-    figure = suggest_png(s, pilot["batch_size"], steps)
+    figure = suggest_png(s, pilot_b, pilot_steps)
     write_atomic(s.path / "suggest.png", lambda f: f.write(figure), binary=True)
     return s
