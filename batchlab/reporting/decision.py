@@ -36,7 +36,8 @@ from batchlab.reporting.load import FINISHED
 
 DRAWS = 2000  # bootstrap draws: the 2.5% tails rest on 50 draws each
 SEED = 0  # same records, same intervals, same answer
-TIE = 1.10  # predicted times within 10% are one answer: interleaved step-time ratios moved by up to ~X% here
+TIE = 1.10  # predicted times within 10% are one answer: re-timed under load, one batch size's prediction moved by
+# up to 9% from one measurement to the next here (benchmarks/answer_stability.py)
 INTERLEAVED, TRIALS = "interleaved", "trials"  # where seconds per step came from
 CPU_CLOCK = "thread CPU"  # step_times.json's clock when a step's cost was read on this thread's CPU time
 
