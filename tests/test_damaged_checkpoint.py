@@ -3,7 +3,11 @@ the trial starts over from step 0 with one `warning:` line naming the file and t
 removed. A curve never loses rows silently."""
 
 import json
+import os
+import subprocess
+import sys
 import warnings
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -136,3 +140,32 @@ def test_an_unusable_checkpoint_is_removed_as_soon_as_it_is_found(interrupted):
     assert found.found is None and found.metrics_rows == 0
     assert not (trial / "checkpoint.pt").exists()
     assert [w.category for w in caught] == [BatchlabWarning]
+
+
+def test_a_worker_process_says_it_started_a_trial_over_in_the_drivers_one_line(write_config, tmp_path, monkeypatch):
+    """With --workers, the trial and its checkpoint are read in a worker process: its warning reaches the user
+    as the same one line the in-process sweep prints, through the driver, and nothing else is written."""
+    config, out = write_config({**ONE_TRIAL, "sweep": {"lr": [0.1, 0.2]}}), tmp_path / "runs"
+    with monkeypatch.context() as m:
+        m.setattr(batchlab.train, "remove_checkpoint", lambda trial_dir: None)
+        result = sweep(config, out)
+    assert result.exit_code == 0, result.output
+    trials = sorted((out / "tiny" / "trials").iterdir())
+    whole = {trial: pd.read_csv(trial / "metrics.csv")["step"].tolist() for trial in trials}
+    for trial in trials:
+        (trial / "summary.json").unlink()
+    (trials[0] / "checkpoint.pt").write_bytes(b"not a checkpoint")
+    edit_checkpoint(trials[1], lambda state: state.pop("metrics_rows"))
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).parents[1]), os.environ.get("PYTHONPATH", "")])}
+    done = subprocess.run([sys.executable, "-m", "batchlab", "sweep", str(config), "--out", str(out), "--quiet",
+                           "--workers", "2"], capture_output=True, text=True, timeout=300, env=env)
+    assert done.returncode == 0, done.stderr
+    lines = sorted(done.stderr.splitlines())
+    assert len(lines) == 2, done.stderr
+    for line, trial, reason in zip(lines, trials, ["unreadable (", "keys missing or malformed: metrics_rows"]):
+        assert line.startswith(f"warning: {trial / 'checkpoint.pt'}: {reason}"), line
+        assert line.endswith("; the trial starts over from step 0"), line
+    for trial in trials:
+        assert json.loads((trial / "summary.json").read_text())["status"] == "completed"
+        assert pd.read_csv(trial / "metrics.csv")["step"].tolist() == whole[trial]  # started over, whole
+        assert not (trial / "checkpoint.pt").exists()

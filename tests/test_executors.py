@@ -1,6 +1,7 @@
 """How trials run: in-process, in a local process pool (--workers), on a Dask cluster; and what happens when a
 process dies or the user stops the sweep. Real processes, real signals; every server binds 127.0.0.1."""
 
+import contextlib
 import json
 import math
 import os
@@ -389,3 +390,27 @@ def test_dask_ctrl_c_keeps_finished_trials_and_a_rerun_does_the_rest(client, wri
     assert all(after[t] == before[t] for t in finished)  # kept as they were
     assert len(after) == 4 and all(s["status"] == "completed" for s in after.values())
 
+
+
+# ---------------------------------------------------------------- a driver killed alone
+
+
+@pytest.mark.parametrize("executor", [[], ["--executor", "dask"]], ids=["pool", "dask"])
+def test_a_driver_killed_alone_leaves_no_process_and_no_semaphore_behind(write_config, tmp_path, executor):
+    """SIGKILL to the driver's pid alone (not its process group): every process it started ends, and none of
+    the named semaphores it created is left for multiprocessing's resource tracker to report ("There appear to
+    be 6 leaked semaphore objects": the pool's queues; 12 with Dask: each Nanny's two queues)."""
+    cfg, out = write_config(FAULT_GRID), tmp_path / "runs"
+    proc = start_sweep(cfg, out, "--workers", "2", *executor)
+    try:
+        wait_for(lambda: len(list(out.glob(f"tiny/trials/*steps{LONG}-*/config.json"))) == 2, timeout=180,
+                 what="the long trials to start")
+        started = tree(proc.pid)[1:]  # the workers, the resource tracker
+        assert len(started) >= 3
+        proc.kill()
+        output, _ = proc.communicate(timeout=120)  # to its end: every process holding the output has ended
+        assert output == ""
+        wait_for(lambda: not alive(started), timeout=30, what="every process of the sweep to end")
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)

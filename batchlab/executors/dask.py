@@ -30,8 +30,9 @@ from typing import Iterator
 
 import dask
 from distributed import Client, KilledWorker, LocalCluster, Nanny, Scheduler, SpecCluster, get_worker
+from distributed.core import Status as ProcessStatus
 
-from batchlab import preflight, registry
+from batchlab import preflight, processes, registry
 from batchlab.errors import ConfigError
 from batchlab.executors.base import (Executor, Job, StartProgress, describe, format_traceback, process_cache,
                                      record_without_run, run_job)
@@ -87,6 +88,7 @@ class DaskExecutor(Executor):
                                   f"({describe(e)})") from None
         else:
             self.cluster = local_cluster(self.workers, self.gpus_per_trial, self.retries)
+            self.release_semaphore_names()
             self.client = Client(self.cluster)
             self.threads = max(1, (os.cpu_count() or 1) // len(self.cluster.workers))
         return self.client
@@ -97,6 +99,18 @@ class DaskExecutor(Executor):
         if self.cluster is not None:
             self.cluster.close()
         self.client = self.cluster = None
+
+    def release_semaphore_names(self) -> None:
+        """Each Nanny of batchlab's own cluster hands its worker process two multiprocessing queues (six named
+        semaphores) as it starts it, or starts it again: once the worker runs, their names are unlinked, so that
+        a driver killed with SIGKILL leaves none behind (processes.release_semaphore_names)."""
+        if self.cluster is None:
+            return
+        for nanny in list(self.cluster.workers.values()):
+            process = getattr(nanny, "process", None)
+            if process is not None and process.status == ProcessStatus.running:
+                processes.release_semaphore_names(getattr(process, "init_result_q", None),
+                                                  getattr(process, "child_stop_q", None))
 
     def resources(self) -> dict | None:
         return {"GPU": self.gpus_per_trial} if self.gpus_per_trial else None
@@ -163,6 +177,7 @@ class DaskExecutor(Executor):
         try:
             while left:
                 kind, value = events.get()
+                self.release_semaphore_names()  # of a worker started again since
                 if kind == "start":
                     t = tracked.get(value["trial"])
                     if t is None or t.done:

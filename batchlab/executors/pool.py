@@ -2,24 +2,28 @@
 
 Workers are started with "spawn" (a forked child would inherit libgomp's thread pool in a broken state), are not
 daemonic (a Dataset's DataLoader may start processes in them) and die with the driver, even a driver killed with
-SIGKILL (processes.die_with_parent). They ignore Ctrl-C, which
-a terminal sends to the whole process group: the driver decides, and stops them with SIGTERM, on which a
-worker records its running trial as interrupted and ends without a word. The driver hands a worker its next
-trial only when one is free, so a trial's directory exists once it runs.
+SIGKILL (processes.die_with_parent). Each talks to the driver over a pipe of its own: no queue shared by all, so
+no named semaphore that a killed driver could leave behind (multiprocessing's resource tracker would report it
+as leaked), and a worker that dies is seen at once. They ignore Ctrl-C, which a terminal sends to the whole
+process group: the driver decides, and stops them with SIGTERM, on which a worker records its running trial as
+interrupted and ends without a word. The driver hands a worker its next trial only when it is free, so a
+trial's directory exists once it runs. A library warning (BatchlabWarning) raised in a worker is sent to the
+driver and raised there, so that the command line shows it as its one `warning:` line.
 """
 
 from __future__ import annotations
 
 import multiprocessing
-import multiprocessing.context
-import multiprocessing.pool
+import multiprocessing.connection
+import contextlib
 import os
-import queue
 import signal
+import warnings
+from dataclasses import dataclass
 from typing import Iterator
 
 from batchlab import preflight, processes
-from batchlab.errors import RecordsError
+from batchlab.errors import BatchlabWarning, RecordsError
 from batchlab.executors.base import (DataCache, Executor, Job, StartProgress, describe, format_traceback,
                                      process_cache, record_without_run, run_job)
 from batchlab.grid import Trial
@@ -44,69 +48,91 @@ class ProcessPool(Executor):
         preflight.check(trials, DataCache(eval_cap))
 
     def run(self, jobs: list[Job], sweep: SweepDir, start_progress: StartProgress) -> Iterator[tuple[Trial, dict]]:
-        if not jobs:
-            return
-        context = multiprocessing.get_context("spawn")
-        gpu_ids = None
-        if self.gpus:  # each worker takes one id as it starts
-            gpu_ids = context.SimpleQueue()
-            for gpu in self.gpus:
-                gpu_ids.put(gpu)
-        ended: queue.Queue = queue.Queue()  # (job, trial_dir, started_at, summary or None, error or None)
-        pool = Pool(self.workers, worker_start, (gpu_ids, os.getpid()), context=context)
         waiting = list(reversed(jobs))
+        workers: list[Worker] = []
 
-        def hand_over() -> None:
+        def hand_over(worker: Worker) -> None:
             job = waiting.pop()
-            trial_dir, started = sweep.start_trial(job.trial.id, job.trial.resolved()), now()
-            pool.apply_async(worker_run, (job, trial_dir, job.trial.config.threads or self.threads),
-                             callback=lambda s: ended.put((job, trial_dir, started, s, None)),
-                             error_callback=lambda e: ended.put((job, trial_dir, started, None, e)))
+            worker.job, worker.trial_dir = job, sweep.start_trial(job.trial.id, job.trial.resolved())
+            worker.started = now()
+            worker.conn.send((job, worker.trial_dir, job.trial.config.threads or self.threads))
 
         try:
-            running = 0
-            while waiting and running < self.workers:
-                hand_over()
-                running += 1
-            while running:
-                job, trial_dir, started, summary, error = ended.get()
-                running -= 1
-                if isinstance(error, RecordsError):  # the records cannot be written (a full or read-only disk)
-                    raise error  # ... the sweep stops, as it does in one process
-                if error is not None:  # raised outside the trial's own recording (e.g. its data did not load)
-                    summary = record_without_run(job, trial_dir, Status.FAILED, describe(error), started,
-                                                 format_traceback(error))
-                if waiting:
-                    hand_over()
-                    running += 1
-                yield job.trial, summary
-            pool.close()
+            for slot in range(min(self.workers, len(jobs))):
+                workers.append(Worker.start(self.gpus[slot] if self.gpus else None))
+                hand_over(workers[-1])
+            while busy := [w for w in workers if w.job is not None]:
+                multiprocessing.connection.wait([w.conn for w in busy] + [w.process.sentinel for w in busy])
+                for worker in busy:
+                    ended = worker.receive()
+                    if ended is None:
+                        continue
+                    job, summary = worker.job, self.summary(worker, *ended)
+                    worker.job = None
+                    if not worker.process.is_alive():  # it died: a fresh one takes its place
+                        workers[workers.index(worker)] = worker = Worker.start(worker.gpu)
+                    if waiting:
+                        hand_over(worker)
+                    yield job.trial, summary
+            for worker in workers:
+                with contextlib.suppress(OSError):  # one that died idle has ended already
+                    worker.conn.send(None)  # no more trials: end
         except BaseException:  # Ctrl-C, SIGTERM, or the caller stopped: running trials record themselves
-            pool.terminate()
+            for worker in workers:
+                worker.process.terminate()
             raise
         finally:
-            pool.join()
-
-
-class WorkerProcess(multiprocessing.context.SpawnProcess):
-    """A pool worker that may start processes of its own (a Dataset's DataLoader workers), which a daemonic
-    process may not. It still never outlives the driver (die_with_parent), and the pool always joins it."""
-
-    @property
-    def daemon(self) -> bool:
-        return False
-
-    @daemon.setter
-    def daemon(self, value: bool) -> None:
-        pass  # multiprocessing.Pool makes its workers daemonic
-
-
-class Pool(multiprocessing.pool.Pool):
-    """multiprocessing's Pool, of WorkerProcess workers."""
+            for worker in workers:
+                worker.process.join()
+                worker.conn.close()
 
     @staticmethod
-    def Process(ctx, *args, **kwargs):  # noqa: N802 -- the name multiprocessing.Pool calls
-        return WorkerProcess(*args, **kwargs)
+    def summary(worker: Worker, kind: str, value, details: str | None = None) -> dict:
+        """The ended trial's summary: as it recorded it, or recorded here when it could not (it raised outside
+        its own recording, e.g. its data did not load, or its worker died)."""
+        if kind == "done":
+            return value
+        if isinstance(value, RecordsError):  # the records cannot be written (a full or read-only disk)
+            raise value  # ... the sweep stops, as it does in one process
+        return record_without_run(worker.job, worker.trial_dir, Status.FAILED, value, worker.started, details)
+
+
+@dataclass(eq=False)
+class Worker:
+    """One worker process, the driver's end of its pipe, and the trial it runs (None: idle)."""
+    process: multiprocessing.process.BaseProcess
+    conn: multiprocessing.connection.Connection
+    gpu: int | None
+    job: Job | None = None
+    trial_dir: os.PathLike | None = None
+    started: str = ""
+
+    @classmethod
+    def start(cls, gpu: int | None) -> Worker:
+        context = multiprocessing.get_context("spawn")
+        here, there = context.Pipe()
+        process = context.Process(target=worker_main, args=(there, gpu, os.getpid()), name="batchlab-worker")
+        process.start()
+        there.close()
+        return cls(process, here, gpu)
+
+    def receive(self) -> tuple | None:
+        """Read what the worker sent: warnings are raised here; returns how its trial ended, once it has
+        ("done", summary), ("error", error, traceback) or, for a worker that died, ("error", reason)."""
+        try:
+            while self.conn.poll():
+                message = self.conn.recv()
+                if message[0] != "warning":
+                    return message
+                warnings.warn(message[1], BatchlabWarning, stacklevel=1)
+        except (EOFError, OSError):
+            pass
+        if self.process.is_alive():
+            return None
+        self.process.join()
+        code = self.process.exitcode
+        how = f"killed by {signal.Signals(-code).name}" if code < 0 else f"exit code {code}"
+        return "error", f"its worker process died ({how})"
 
 
 # ---------------------------------------------------------------- in a worker process
@@ -115,12 +141,24 @@ running_trial = False  # whether this worker is inside a trial (SIGTERM then rec
 stopping = False  # whether the driver is stopping the pool (SIGTERM came)
 
 
-def worker_start(gpu_ids, parent_pid: int) -> None:
+def worker_main(conn, gpu: int | None, parent_pid: int) -> None:
     processes.die_with_parent(parent_pid)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole process group; the driver decides
     signal.signal(signal.SIGTERM, stop)
-    if gpu_ids is not None:  # one GPU per worker: before CUDA starts, this process sees only its own
-        os.environ["CUDA_VISIBLE_DEVICES"] = str(gpu_ids.get())
+    if gpu is not None:  # one GPU per worker: before CUDA starts, this process sees only its own
+        os.environ["CUDA_VISIBLE_DEVICES"] = str(gpu)
+    shown = warnings.showwarning
+
+    def to_driver(message, category, *where, **kw):
+        if issubclass(category, BatchlabWarning):
+            conn.send(("warning", str(message)))
+        else:
+            shown(message, category, *where, **kw)
+
+    warnings.simplefilter("always", BatchlabWarning)  # the driver's filters decide what is shown
+    warnings.showwarning = to_driver
+    while (task := conn.recv()) is not None:
+        conn.send(worker_run(*task))
 
 
 def stop(signum, frame) -> None:
@@ -133,14 +171,16 @@ def stop(signum, frame) -> None:
     os._exit(0)
 
 
-def worker_run(job: Job, trial_dir, threads: int) -> dict:
+def worker_run(job: Job, trial_dir, threads: int) -> tuple:
+    """One trial: ("done", its summary), or ("error", what it raised, the traceback) when it raised outside its
+    own recording."""
     global running_trial
     running_trial = True
     try:
-        return run_job(job, trial_dir, process_cache(job.eval_cap), threads)
-    except BaseException:
+        return "done", run_job(job, trial_dir, process_cache(job.eval_cap), threads)
+    except BaseException as e:
         if stopping:  # recorded as interrupted (or, on a full disk, as far as it could be); the driver says so,
-            os._exit(130)  # once. A worker that handed an error back now could block on a pool being torn down
-        raise
+            os._exit(130)  # once
+        return "error", e if isinstance(e, RecordsError) else describe(e), format_traceback(e)
     finally:
         running_trial = False
