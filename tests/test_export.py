@@ -1,10 +1,16 @@
 """`batchlab export` on a real tiny sweep, read back with TensorBoard's and MLflow's own readers."""
 
+import contextlib
 import csv
 import json
+import os
 import shutil
+import signal
+import subprocess
 import sys
+import time
 from datetime import datetime
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -292,3 +298,73 @@ def test_an_export_cut_short_is_completed_by_the_next(sweep, tmp_path, monkeypat
     for run in runs:
         if run.info.run_name != "report":
             assert run.data.params["batch_size"] and run.data.metrics["summary/final_test_accuracy"] >= 0
+
+
+@pytest.fixture(scope="module")
+def many(tmp_path_factory):
+    """A sweep of 60 short trials: an export of it takes long enough to be killed mid-way."""
+    tmp = tmp_path_factory.mktemp("many")
+    cfg = tmp / "exp.yaml"
+    cfg.write_text(json.dumps({
+        "name": "many", "dataset": {"name": "digits"}, "model": {"name": "mlp", "hidden": [8]}, "threads": 1,
+        "budget": {"steps": 4}, "eval": {"every": 0.5}, "target": {"value": [0.3]},
+        "sweep": {"batch_size": [8, 16, 32, 64, 128], "lr": [0.01, 0.02, 0.05, 0.1, 0.2, 0.5],
+                  "optimizer.momentum": [0.0, 0.9]}}))
+    result = runner.invoke(app, ["sweep", str(cfg), "--out", str(tmp), "--quiet"])
+    assert result.exit_code == 0, result.output
+    return tmp / "many"
+
+
+def runs_logged(store: str) -> int:
+    """Runs created so far in the store, read beside the export that writes them (0 while it is locked)."""
+    if store.startswith("sqlite:///"):
+        import sqlite3
+        try:
+            with contextlib.closing(sqlite3.connect(store.removeprefix("sqlite:///"), timeout=0.1)) as db:
+                return db.execute("SELECT count(*) FROM runs").fetchone()[0]
+        except sqlite3.Error:
+            return 0
+    return len([p for p in Path(store).glob("*/*/meta.yaml")])
+
+
+def test_an_export_killed_with_sigkill_is_completed_by_the_next(many, store, tmp_path):
+    """`export --to mlflow` killed with SIGKILL part-way through a sweep: the rerun leaves every trial one
+    FINISHED run with its params and metrics, and no RUNNING run."""
+    pytest.importorskip("mlflow")
+    from mlflow.tracking import MlflowClient
+
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).parents[1]), os.environ.get("PYTHONPATH", "")])}
+    command = [sys.executable, "-m", "batchlab", "export", str(many), "--to", "mlflow", store]
+    proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+    try:
+        deadline = time.time() + 300
+        while proc.poll() is None and runs_logged(store) < 3 and time.time() < deadline:
+            time.sleep(0.01)
+        proc.kill()
+        proc.wait(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == -signal.SIGKILL, "the export ended before it could be killed"
+    trials = sorted((many / "trials").iterdir())
+    assert 3 <= runs_logged(store) < len(trials)  # killed part-way
+
+    done = subprocess.run(command, capture_output=True, text=True, timeout=300, env=env)
+    assert done.returncode == 0, done.stderr
+    client = MlflowClient(tracking_uri=store)
+    experiment = client.get_experiment_by_name("many").experiment_id
+    runs = client.search_runs([experiment], max_results=1000)
+    assert sorted(r.info.run_name for r in runs) == [t.name for t in trials]  # one each, none twice
+    assert {r.info.status for r in runs} == {"FINISHED"}
+    for run in runs:
+        trial = many / "trials" / run.info.run_name
+        config, summary = (json.loads((trial / name).read_text()) for name in ("config.json", "summary.json"))
+        assert (run.data.params["batch_size"], run.data.params["lr"]) == (str(config["batch_size"]),
+                                                                         str(config["lr"]))
+        assert run.data.metrics["summary/final_test_accuracy"] == summary["final"]["test_accuracy"]
+        with open(trial / "metrics.csv", newline="") as f:
+            rows = list(csv.DictReader(f))
+        history = sorted(client.get_metric_history(run.info.run_id, "test_accuracy"), key=lambda m: m.step)
+        assert [(m.step, m.value) for m in history] == recorded(rows, "test_accuracy")
+    again = subprocess.run(command, capture_output=True, text=True, timeout=300, env=env)
+    assert again.returncode == 0 and f"many: 0 runs written, {len(trials)} unchanged" in again.stdout, again.stdout
