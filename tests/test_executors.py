@@ -10,6 +10,7 @@ import subprocess
 import sys
 import threading
 import time
+import warnings
 from pathlib import Path
 
 import distributed  # the test extra installs batchlab[dask]
@@ -19,7 +20,7 @@ from typer.testing import CliRunner
 
 import batchlab
 from batchlab.cli import app
-from batchlab.errors import ConfigError
+from batchlab.errors import BatchlabWarning, ConfigError
 from batchlab.records import METRIC_COLUMNS
 from batchlab.reporting import build_report
 
@@ -98,6 +99,30 @@ def test_pool_workers_die_with_a_killed_driver(write_config, tmp_path):
     finally:
         for pid in alive([proc.pid, *workers]):
             os.kill(pid, signal.SIGKILL)
+
+
+def test_a_pool_worker_that_dies_fails_its_trial_and_the_sweep_goes_on(write_config, tmp_path):
+    """A worker killed mid-trial (the kernel's OOM killer, a user's kill): its trial is recorded failed, a fresh
+    worker takes its place, and the sweep ends instead of waiting for it forever."""
+    cfg, out = write_config({**FAULT_GRID, "sweep": {**FAULT_GRID["sweep"], "budget.steps": [SHORT, 20_000]}}), \
+        tmp_path / "runs"
+    proc = start_sweep(cfg, out, "--workers", "2")
+    try:
+        wait_for(lambda: [rows(d) >= 3 for d in out.glob("tiny/trials/*steps20000-*")] == [True, True],
+                 timeout=180, what="both long trials to train")  # each worker runs one, for seconds yet
+        victim = psutil.Process(proc.pid).children()[-1]  # a worker (the resource tracker starts first)
+        assert "multiprocessing.spawn" in " ".join(victim.cmdline())
+        victim.kill()
+        output, _ = proc.communicate(timeout=300)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert proc.returncode == 0 and "3 completed, 1 failed" in output, output  # a failed trial is a result
+    found = summaries(out)
+    assert len(found) == 4 and all(s is not None for s in found.values()), found
+    failed = [s for s in found.values() if s["status"] == "failed"]
+    assert len(failed) == 1 and failed[0]["error"] == "its worker process died (killed by SIGKILL)", found
+    assert sorted(s["status"] for s in found.values()) == ["completed", "completed", "completed", "failed"]
 
 
 @pytest.mark.parametrize("how", ["ctrl-c", "sigterm"])
@@ -348,6 +373,34 @@ def test_dask_a_trial_raising_in_user_code_fails_alone(client, write_config, tmp
     assert broken["error"] == "RuntimeError: broken after 5 steps" and broken["steps"] == 5
     error_txt = tmp_path / "runs" / "tiny" / "trials" / broken["trial_id"] / "error.txt"
     assert "raise RuntimeError" in error_txt.read_text()  # the traceback came back from the worker
+
+
+def test_dask_a_warning_raised_in_a_trial_is_raised_in_the_driver(client, write_config, tmp_path):
+    """A library warning (BatchlabWarning) raised as a trial trains on a worker is raised again in the driver,
+    where the command line prints it as its one `warning:` line."""
+    (tmp_path / "warns.py").write_text(
+        "import math, warnings\n"
+        "import torch\n"
+        "from batchlab.errors import BatchlabWarning\n"
+        "class Warns(torch.nn.Module):\n"
+        "    def __init__(self, input_shape, num_classes):\n"
+        "        super().__init__()\n"
+        "        self.layer = torch.nn.Linear(math.prod(input_shape), num_classes)\n"
+        "        self.calls = 0\n"
+        "    def forward(self, x):\n"
+        "        self.calls += self.training\n"
+        "        if self.calls == 3:\n"
+        "            warnings.warn(f'pid {__import__(\"os\").getpid()} at step 3', BatchlabWarning)\n"
+        "        return self.layer(x.flatten(1))\n")
+    cfg = write_config({"budget": {"steps": 5}, "model": {"name": "warns:Warns"}, "sweep": {"lr": [0.1, 0.2]}})
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        result = batchlab.sweep(cfg, tmp_path / "runs", executor=client)
+    assert result.counts == {"completed": 2}
+    workers = {str(pid) for pid in client.run(os.getpid).values()}
+    said = [str(w.message) for w in caught if issubclass(w.category, BatchlabWarning)]
+    assert len(said) == 2, said
+    assert all(m.endswith(" at step 3") and m.split()[1] in workers for m in said), said
 
 
 def test_dask_without_the_extra_is_one_line(write_config, tmp_path, monkeypatch):

@@ -24,6 +24,7 @@ import queue
 import shutil
 import signal
 import uuid
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
@@ -33,7 +34,7 @@ from distributed import Client, KilledWorker, LocalCluster, Nanny, Scheduler, Sp
 from distributed.core import Status as ProcessStatus
 
 from batchlab import preflight, processes, registry
-from batchlab.errors import ConfigError
+from batchlab.errors import BatchlabWarning, ConfigError
 from batchlab.executors.base import (Executor, Job, StartProgress, describe, format_traceback, process_cache,
                                      record_without_run, run_job)
 from batchlab.grid import Trial
@@ -151,7 +152,8 @@ class DaskExecutor(Executor):
         client = self.connect()
         topic = f"batchlab-{uuid.uuid4().hex}"  # this sweep's start events; other sweeps on the cluster have theirs
         events: queue.Queue = queue.Queue()
-        client.subscribe_topic(topic, lambda event: events.put(("start", event[1])))
+        client.subscribe_topic(topic, lambda event: events.put(("warning" if "warning" in event[1] else "start",
+                                                                event[1])))
         tracked = {job.trial.id: Tracked(job, uuid.uuid4().hex) for job in jobs}
 
         def submit(t: Tracked) -> None:
@@ -178,6 +180,9 @@ class DaskExecutor(Executor):
             while left:
                 kind, value = events.get()
                 self.release_semaphore_names()  # of a worker started again since
+                if kind == "warning":  # raised in a trial on a worker: the driver's, as in one process
+                    warnings.warn(value["warning"], BatchlabWarning, stacklevel=1)
+                    continue
                 if kind == "start":
                     t = tracked.get(value["trial"])
                     if t is None or t.done:
@@ -313,10 +318,21 @@ def run_on_worker(job: Job, token: str, topic: str, threads: int | None) -> dict
         if task is None or task.state == "cancelled":  # the driver gave the trial up (Ctrl-C): stop here
             raise KeyboardInterrupt
 
-    try:
-        run_job(job, scratch, process_cache(job.eval_cap), threads, cancelled)
-    except KeyboardInterrupt:
-        pass  # recorded as interrupted; nobody waits for the result
+    with warnings.catch_warnings():
+        warnings.simplefilter("always", BatchlabWarning)  # the driver's filters decide what is shown
+        shown = warnings.showwarning
+
+        def to_driver(message, category, *where, **kw):
+            if issubclass(category, BatchlabWarning):
+                worker.log_event(topic, {"warning": str(message)})
+            else:
+                shown(message, category, *where, **kw)
+
+        warnings.showwarning = to_driver
+        try:
+            run_job(job, scratch, process_cache(job.eval_cap), threads, cancelled)
+        except KeyboardInterrupt:
+            pass  # recorded as interrupted; nobody waits for the result
     files = {p.name: p.read_bytes() for p in scratch.iterdir() if p.is_file()}
     shutil.rmtree(scratch, ignore_errors=True)
     return files
