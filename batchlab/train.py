@@ -20,7 +20,7 @@ from batchlab.data import Data
 from batchlab.data.splits import kept_torch_stream, order_of
 from batchlab.disk import write_json_atomic, write_text
 from batchlab.errors import ConfigError, RecordsError, short
-from batchlab.evaluation import evaluate, near, perplexity, reached
+from batchlab.evaluation import did_not_learn, evaluate, near, perplexity, reached
 from batchlab.losses import build_loss
 from batchlab.memory import Peak
 from batchlab.models import build_model
@@ -30,7 +30,7 @@ from batchlab.outputs import forward
 from batchlab.records import DONE, METRICS, MetricsWriter, Status, Summary, run_token
 from batchlab.schedules import lr_schedule
 from batchlab.schema import Experiment
-from batchlab.step import Step
+from batchlab.step import Step, compiled
 from batchlab.version import __version__
 
 Progress = Callable[[int, int, dict], None]  # (step, total_steps, latest figures)
@@ -86,23 +86,6 @@ class Clock:
 
 
 EXPLODED = 100  # a training loss this many times the initial loss has diverged, NaN or not
-
-
-def did_not_learn(summary: Summary, data: Data) -> str | None:
-    """Why a trial that ran to its end did not learn (its final evaluation no better than its initial one, or
-    than chance for classification), or None. Such a trial is recorded diverged, with this reason."""
-    if summary.steps == 0:
-        return None
-    if data.task == "classification":
-        first, last, chance = summary.initial["test_accuracy"], summary.final["test_accuracy"], 1 / data.num_classes
-        if first is not None and last is not None and last <= max(first, chance):
-            return (f"it did not learn: final test accuracy {last:.4f} is no better than at the start ({first:.4f}) "
-                    f"or chance ({chance:.4f})")
-        return None
-    first, last = summary.initial["test_loss"], summary.final["test_loss"]
-    if first is not None and last is not None and last >= first:
-        return f"it did not learn: final test loss {last:.4g} is no lower than at the start ({first:.4g})"
-    return None
 
 
 def hardest_target(cfg: Experiment) -> float | None:
@@ -338,24 +321,6 @@ def train(cfg: Experiment, data: Data, device: torch.device, summary: Summary, m
     summary.train_seconds = clock.stop()
     if sizes and summary.budget_steps is None:  # follow: the steps its budget took, known now
         summary.budget_steps = summary.steps
-    return model
-
-
-def compiled(model, step: Step, data: Data, batch: int, drop_last: bool, summary: Summary) -> torch.nn.Module:
-    """torch.compile the model and compile it now, off the training clock: a forward and backward at the
-    batch shapes training will see (the full batch, and the last partial one), gradients then dropped."""
-    model = step.model = torch.compile(model)
-    n = len(data.train)
-    shapes = {batch} | ({n % batch} if n % batch and not drop_last else set())
-    t0 = time.perf_counter()
-    for size in sorted(shapes):
-        x, y = data.train.take(torch.arange(size))
-        x, y = x.to(step.device), y.to(step.device)
-        step.criterion(forward(model, x, y), y).backward()
-    model.zero_grad(set_to_none=True)
-    if step.device.type == "cuda":
-        torch.cuda.synchronize(step.device)
-    summary.compile_seconds = time.perf_counter() - t0
     return model
 
 
