@@ -13,6 +13,7 @@ import yaml
 from typer.testing import CliRunner
 
 import batchlab
+from batchlab import batches
 from batchlab.batches import label, steps_by_batch
 from batchlab.cli import app
 from batchlab.grid import expand
@@ -165,6 +166,9 @@ def test_a_schedule_from_python_overrides(tmp_path):
     assert (cfg.batch_size, cfg.batch_schedule.at(19999), cfg.batch_schedule.at(20000)) == (32, 32, 128)
     again = batchlab.load_config(cfg, ["batch_size=64"])  # an int replaces the schedule
     assert (again.batch_size, again.batch_schedule) == (64, None)
+    axis = batchlab.load_config(BASE, {"sweep.batch_size": [64, {"schedule": [[0, 16], [4000, 256]]}]})
+    assert [(t.config.batch_size, label(batches.as_json(t.config.batch_schedule))) for t in expand(axis)] == \
+        [(64, ""), (16, "16→256")]
 
 
 # Writes one checkpoint, at step CHECKPOINT_AT, and kills itself right after the metrics row of step KILL_AT.
