@@ -246,3 +246,20 @@ def test_bad_schedules_are_one_line(tmp_path, batch_size, expected):
     assert len(lines) == 1 and lines[0].startswith("error: ") and "Traceback" not in result.stderr
     assert expected in lines[0] and f"{config}, line " in lines[0]
     assert not (tmp_path / "runs").exists()
+
+
+def test_a_schedule_in_tokens_on_a_sequence_task(tmp_path):
+    """unit: tokens counts examples x context; a budget in tokens ends at the first step past it."""
+    seq = {"name": "seq", "dataset": {"name": "seq_parts:successor", "args": {"n": 256, "context": 8, "vocab": 11}},
+           "model": {"name": "seq_parts:TokenLM"}, "optimizer": {"name": "adam"}, "lr": 0.05, "threads": 1,
+           "batch_size": {"schedule": [[0, 8], [512, 32]], "unit": "tokens"}, "budget": {"tokens": 4096},
+           "eval": {"every": 0.5, "log_every": 0.125, "train_subset": 0}}
+    [summary] = batchlab.sweep(seq, out=tmp_path / "runs", time_steps=False).summaries
+    n, context = summary["train_size"], 8
+    examples, sizes = simulate([[0, 8], [512 // context, 32]], n, 200)  # 512 tokens = 64 examples
+    steps = next(s for s, e in enumerate(examples) if e * context >= 4096)
+    assert (summary["steps"], summary["tokens"], summary["budget_steps"]) == (steps, examples[steps] * context, steps)
+    first = sizes.index(32) + 1
+    assert summary["batch_changes"][1] == {"step": first - 1, "examples": examples[first - 1],
+                                           "tokens": examples[first - 1] * context, "batch_size": 32,
+                                           "lr": 0.05}
