@@ -118,6 +118,8 @@ def train(cfg: Experiment, data: Data, device: torch.device, summary: Summary, m
     checkpoint writing) runs outside its measured segments.
     fastest. It is recorded `raced`. `deadline_steps` is the same race in steps (suggest: the best predicted
     seconds so far over this batch size's seconds per step): past that many steps without the target, stop.
+    With a batch-size schedule (cfg.batch_schedule), each step trains at the batch size batches.Sizes wants
+    after the examples so far; its budget, evaluations and lr schedule count examples (batches.budget).
     """
     def aside():
         """Not training: outside the peak memory; at step 0, before training starts, the heap trimmed after."""
@@ -176,8 +178,8 @@ def train(cfg: Experiment, data: Data, device: torch.device, summary: Summary, m
         return sizes.lr * schedule(summary.examples // batch if by_examples else summary.steps)
 
     def resize() -> bool:
-        """Move to the batch size the schedule wants now, if it wants another; whether it did."""
-        if sizes is None or sizes.wanted(summary.examples, summary.tokens) == sizes.batch:
+        """Move to the batch size the schedule wants now, if it wants another (and a step is left); whether it did."""
+        if sizes is None or sizes.wanted(summary.examples, summary.tokens) == sizes.batch or ended():
             return False
         summary.batch_changes.append(sizes.change(summary.steps, summary.examples, summary.tokens))
         order.batch_size = sizes.batch

@@ -63,7 +63,7 @@ def test_the_batch_size_changes_at_the_given_points_exactly(tmp_path):
     assert summary["budget_steps"] == summary["steps"] and summary["epochs"] == summary["examples"] / n
     for row in metrics.itertuples():
         assert row.examples == examples[row.step]
-        assert row.batch_size == (sizes[row.step] if row.step < len(sizes) else min(at(POINTS, row.examples), n))
+        assert row.batch_size == sizes[min(row.step, len(sizes) - 1)]  # the next step's (the last row: the last)
         assert row.epoch == pytest.approx(row.examples / n)
     changes = [0] + [s for s in range(1, len(sizes)) if sizes[s] != sizes[s - 1]]
     assert [(c["step"], c["examples"], c["batch_size"]) for c in summary["batch_changes"]] == \
