@@ -5,6 +5,7 @@
     result.trials                                   # a DataFrame, a row per trial
     batchlab.sweep({"name": "nb", "model": {"name": "mlp"}}, model=SmallCNN)   # a class from a notebook
     batchlab.sweep("configs/my-cnn.yaml", executor=dask_client, gpus_per_trial=1)   # on a Dask cluster
+    batchlab.sweep("configs/my-cnn.yaml", overrides={"batch_size": {"schedule": [[0, 32], [20000, 128]]}})
 
 A config is a YAML file's path, a dict of the same shape, or an Experiment (load_config). `overrides` are
 `{"budget.epochs": 2}` or `["budget.epochs=2"]`. `model`, `dataset`, `loss`, `optimizer` hand a callable

@@ -3,8 +3,8 @@
 A checkpoint is written at a log point (where the running loss sum is empty and the clock stopped) once
 `checkpoint.every` minutes of training have passed since the last. It holds what the loop needs to go on
 as if it had never stopped: model, optimizer and loss-scaler states; the figures so far; the noise
-monitor's averages; where the epoch began and how many of its batches were trained on; every random
-stream (torch CPU and CUDA, Python, numpy); and how many rows metrics.csv had. Resumed, a trial on the
+monitor's averages; where the epoch began and how many of its batches (and examples) were trained on; a
+batch-size schedule's state; every random stream (torch CPU and CUDA, Python, numpy); and how many rows metrics.csv had. Resumed, a trial on the
 CPU gives metrics bit-identical to an uninterrupted one (timing columns aside).
 
 The file is written atomically (temp file + rename) and read with torch.load(weights_only=True): it
@@ -105,7 +105,7 @@ def set_random_streams(streams: dict) -> None:
 
 # the Summary fields a resumed trial carries on from
 PROGRESS = ("steps", "examples", "tokens", "train_seconds", "eval_seconds", "noise_seconds", "compile_seconds",
-            "initial", "final", "targets", "noise", "resumed_from")
+            "initial", "final", "targets", "noise", "resumed_from", "batch_changes")
 
 
 class Checkpoints:
@@ -132,7 +132,7 @@ class Checkpoints:
         return self.every is not None and train_seconds - self.last >= self.every
 
     def save(self, model, step, noise, summary, order, targets_left: list, epoch_batches: int,
-             metrics_rows: int) -> None:
+             metrics_rows: int, epoch_examples: int | None = None, sizes=None) -> None:
         save(self.trial_dir, {
             "trial_id": self.trial_id,
             "model": getattr(model, "_orig_mod", model).state_dict(),  # the module inside torch.compile's
@@ -143,15 +143,18 @@ class Checkpoints:
             "targets_left": list(targets_left),
             "epoch_state": order.epoch_state,
             "epoch_batches": epoch_batches,
+            "epoch_examples": epoch_examples,  # absent from older checkpoints: a constant batch size's
+            "sizes": sizes.state() if sizes else None,  # batches.Sizes: the batch size it trains at
             "metrics_rows": metrics_rows,
             "random": random_streams(),
         })
         self.last = summary.train_seconds
 
-    def resume(self, model, step, noise, summary, order) -> dict | None:
+    def resume(self, model, step, noise, summary, order, sizes=None) -> dict | None:
         """Load the checkpoint found into the trial's parts; None when there is none.
 
-        Returns what the loop itself carries on from: targets_left, epoch_batches and the random streams
+        Returns what the loop itself carries on from: targets_left, epoch_batches, epoch_examples and the random
+        streams
         (set by the loop once it has started the epoch, whose DataLoader draws from them). Raises Unusable when
         the states do not load; the summary is then untouched."""
         state, self.found = self.found, None
@@ -163,12 +166,17 @@ class Checkpoints:
             step.scaler.load_state_dict(state["scaler"])
             if noise and state["noise"]:
                 noise.load_state(state["noise"])
-            order.resume(state["epoch_state"], state["epoch_batches"])
+            if sizes and state.get("sizes"):
+                sizes.load_state(state["sizes"])
+                order.batch_size = sizes.batch
+            order.resume(state["epoch_state"], state["epoch_batches"], state.get("epoch_examples"))
         except Exception as e:  # noqa: BLE001 -- the caller starts the trial over with fresh parts
             raise Unusable(f"it does not fit this trial ({type(e).__name__}: {short(str(e), 200)})") from None
         for key, value in state["summary"].items():
             setattr(summary, key, value)
         summary.resumed_from = [*summary.resumed_from, summary.steps]
         self.last = summary.train_seconds
+        examples = state.get("epoch_examples")
         return {"targets_left": state["targets_left"], "epoch_batches": state["epoch_batches"],
+                "epoch_examples": state["epoch_batches"] * order.batch_size if examples is None else examples,
                 "random": state["random"]}

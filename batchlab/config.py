@@ -114,6 +114,8 @@ def apply_overrides(raw: dict, overrides: list[str] | dict[str, Any]) -> dict:
             for unit in BUDGET_UNITS:
                 node.pop(unit, None)
         node[keys[-1]] = value
+        if keys == ["batch_size"]:
+            raw.pop("batch_schedule", None)  # a batch size given replaces the schedule (a dump's) as a whole
     return raw
 
 
@@ -144,7 +146,7 @@ def describe(error: ValidationError, source: str, text: str | None) -> str:
         msg = message(err)
         key = ".".join(loc)
         # a sweep-level check names its own path in the message (`sweep.x: ...`)
-        if msg.startswith("sweep.") and key in ("", "sweep"):
+        if (msg.startswith("sweep.") and key in ("", "sweep")) or (msg.startswith("batch_size: ") and not key):
             key, _, msg = msg.partition(": ")
         place = where(source, text, key)
         key, msg = short(key, VALUE_CHARS), short(msg)  # a key or a value can be a user's 100,000 characters
@@ -191,6 +193,8 @@ def set_path(raw: dict, dotted: str, value: Any) -> None:
             raise ConfigError(f"{'.'.join(parents[:i + 1])} is {short(repr(raw), VALUE_CHARS)}, not a mapping "
                               f"that could hold {last}")
     raw[last] = value
+    if dotted == "batch_size":
+        raw.pop("batch_schedule", None)  # a batch size given replaces the schedule (a dump's) as a whole
 
 
 def where(source: str, text: str | None, key: str) -> str:

@@ -4,10 +4,15 @@ near enough a target that the whole split must judge it."""
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
 import torch
 
 from batchlab.outputs import forward
+
+if TYPE_CHECKING:
+    from batchlab.data import Data
+    from batchlab.records import Summary
 
 NEAR = 3  # standard errors: a subset's figure this close to a target has the whole split evaluated. A fixed
 # subset's error tends to keep its sign from one evaluation to the next, so without a margin a crossing is
@@ -61,3 +66,20 @@ def near(metric: str, value: float | None, threshold: float, n: int) -> bool:
     if metric == "test_accuracy":
         return value >= threshold - NEAR * math.sqrt(threshold * (1 - threshold) / n)
     return value <= threshold * (1 + NEAR / math.sqrt(n))
+
+
+def did_not_learn(summary: Summary, data: Data) -> str | None:
+    """Why a trial that ran to its end did not learn (its final evaluation no better than its initial one, or
+    than chance for classification), or None. Such a trial is recorded diverged, with this reason."""
+    if summary.steps == 0:
+        return None
+    if data.task == "classification":
+        first, last, chance = summary.initial["test_accuracy"], summary.final["test_accuracy"], 1 / data.num_classes
+        if first is not None and last is not None and last <= max(first, chance):
+            return (f"it did not learn: final test accuracy {last:.4f} is no better than at the start ({first:.4f}) "
+                    f"or chance ({chance:.4f})")
+        return None
+    first, last = summary.initial["test_loss"], summary.final["test_loss"]
+    if first is not None and last is not None and last >= first:
+        return f"it did not learn: final test loss {last:.4g} is no lower than at the start ({first:.4g})"
+    return None

@@ -9,6 +9,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+from batchlab import batches
 from batchlab.config import set_path, validate
 from batchlab.errors import VALUE_CHARS, ConfigError, short
 from batchlab.schema import Experiment, LrRule
@@ -49,11 +50,13 @@ def trial_id(config: Experiment, axes: dict[str, Any]) -> str:
     The hash is of the whole resolved config, so the same trial gets the same id in any grid,
     and a trial under a changed fixed field never reuses an old one's id.
     """
-    parts = [f"bs{config.batch_size:04d}", f"lr{config.lr:g}", f"s{config.seed}"]
+    size = batches.id_part(config.batch_schedule) if config.batch_schedule else f"bs{config.batch_size:04d}"
+    parts = [size, f"lr{config.lr:g}", f"s{config.seed}"]
     for path, value in axes.items():
         if path not in ("batch_size", "lr", "seed"):
             parts.append(f"{'lrx' if path == 'lr_factor' else path.split('.')[-1]}{fmt(value)}")
-    blob = json.dumps(config.model_dump(mode="json", exclude=NOT_IN_ID), sort_keys=True)
+    constant = {"batch_schedule"} if config.batch_schedule is None else set()  # the ids of before schedules
+    blob = json.dumps(config.model_dump(mode="json", exclude=NOT_IN_ID | constant), sort_keys=True)
     readable = "-".join(parts)[:ID_MAX - 7]  # long axis values are cut: the hash tells the trials apart
     return readable + "-" + hashlib.sha256(blob.encode()).hexdigest()[:6]
 
@@ -84,9 +87,12 @@ def expand(experiment: Experiment, allow_many: bool = False) -> list[Trial]:
                 if path != "lr_factor":
                     set_path(trial_raw, path, value)
             config = validate(trial_raw, "sweep")
-            if rule:
+            if rule:  # the lr at the starting batch size; a schedule moves it by the rule's scale
                 point = {"lr": rule.lr(config.batch_size, point["lr_factor"]), **point}
+                trial_raw = config.model_dump(mode="json")
                 trial_raw["lr"] = point["lr"]
+                if config.batch_schedule and config.batch_schedule.lr_scale is None:
+                    trial_raw["batch_schedule"]["lr_scale"] = rule.scale
                 if rule.warmup_epochs is not None:
                     set_path(trial_raw, "schedule.warmup_epochs", rule.warmup_epochs)
                 config = validate(trial_raw, "sweep")

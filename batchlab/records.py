@@ -58,6 +58,7 @@ INFEASIBLE = (Status.DIVERGED, Status.FAILED)
 
 METRIC_COLUMNS = [
     "step", "epoch", "examples", "tokens", "train_seconds", "lr",  # tokens: sequence tasks (examples x context)
+    "batch_size",  # with lr: what the next step trains at (a batch-size schedule changes it)
     "train_loss", "test_loss", "test_accuracy",  # test_*: the evaluation split (test, or val with val_fraction)
     "train_eval_loss", "train_eval_accuracy",  # a fixed train subset evaluated like the test set
     "noise_g2", "noise_trace", "noise_b_simple",  # gradient noise scale (smoothed), when noise.every is set
@@ -69,7 +70,11 @@ class Summary:
     """summary.json: what a trial did, written last and atomically. Train fills it as it goes; the report
     reads it back with from_json, which checks every field it knows (older records lack some: defaults)."""
     trial_id: str = ""
-    batch_size: int = 0  # as configured; above the training set it ran full-batch steps
+    batch_size: int = 0  # as configured (a schedule's first); above the training set it ran full-batch steps
+    batch_schedule: dict | None = None  # the config's batch-size schedule (batchlab.batches); None: constant
+    # one entry per batch size used, in order, the first at step 0: {step, examples, tokens (sequence tasks),
+    # batch_size, lr}: from step `step` on it trained at batch_size with lr (before the lr schedule's multiplier)
+    batch_changes: list[dict] | None = None
     lr: float = 0.0
     seed: int = 0
     axes: dict[str, Any] = field(default_factory=dict)
@@ -149,7 +154,7 @@ SUMMARY_KINDS = {
     "tokens_per_second": "number?",
     "initial": "figures", "final": "figures", "noise": "figures?", "targets": "targets", "axes": "mapping",
     "code": "mapping", "resumed_from": "list", "error": "text?", "deadline": "number?",
-    "deadline_steps": "count?",
+    "deadline_steps": "count?", "batch_schedule": "mapping?", "batch_changes": "list?",
 }
 
 

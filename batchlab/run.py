@@ -49,7 +49,9 @@ def resolve_max(experiment: Experiment, memory_limit: int | None = None,
     if not wants_max and experiment.micro_batch_size != "auto":
         return experiment, []
     base = experiment.model_copy(update={"micro_batch_size": None})
-    result = find_max_batch(base, memory_limit=memory_limit, code_dirs=code_dirs)
+    # a schedule's micro-batch need not exceed its largest batch: the search stops there
+    cap = experiment.batch_schedule.largest if experiment.batch_schedule and not wants_max else None
+    result = find_max_batch(base, memory_limit=memory_limit, code_dirs=code_dirs, max_batch=cap)
     largest = result.batch_size
     update, found = {}, []
     if wants_max:

@@ -14,6 +14,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from batchlab import batches
+from batchlab.batches import BatchSchedule
 from batchlab.errors import VALUE_CHARS, short
 
 # The built-in names. Each registry (data sets, models, losses, optimizers) is checked against these by a test.
@@ -301,8 +303,7 @@ class LrRule(Section):
         return self
 
     def lr(self, batch_size: int, factor: float = 1.0) -> float:
-        ratio = batch_size / self.base_batch_size
-        return self.base * factor * {"linear": ratio, "sqrt": ratio ** 0.5, "none": 1.0}[self.scale]
+        return self.base * factor * batches.scaled(self.scale, batch_size / self.base_batch_size)
 
 
 class Experiment(Section):
@@ -318,7 +319,9 @@ class Experiment(Section):
     eval: EvalConfig = EvalConfig()
     noise: NoiseConfig = NoiseConfig()
     checkpoint: CheckpointConfig = CheckpointConfig()  # how a trial is saved, not what it computes: not in its id
-    batch_size: Count = Field(128, ge=1)  # examples per optimizer step (the effective batch)
+    batch_size: Count = Field(128, ge=1)  # examples per optimizer step (the effective batch); given as a mapping
+    # (batchlab.batches), a schedule: batch_size is then its starting batch size and the schedule batch_schedule
+    batch_schedule: BatchSchedule | None = None  # None: a constant batch size
     micro_batch_size: Annotated[Count, Field(ge=1)] | Literal["auto"] | None = None  # < batch_size: accumulate the
     # gradients of micro-batches; auto: the largest batch that fits (`batchlab max-batch`), found before the sweep
     lr: float = Field(0.1, gt=0.0)  # peak learning rate, after warmup
@@ -357,6 +360,16 @@ class Experiment(Section):
                                  f"got {short(repr(values), VALUE_CHARS)}")
             axes[path] = values
         return axes
+
+    @model_validator(mode="before")
+    @classmethod
+    def _batch_schedule(cls, data: Any) -> Any:
+        return batches.split(data)  # a mapping batch_size: its starting batch size, and the schedule
+
+    @model_validator(mode="after")
+    def _schedule_is_sound(self) -> Experiment:
+        batches.check(self.batch_schedule, self.batch_size, self.noise.every)
+        return self
 
     @model_validator(mode="after")
     def _sweep_is_sound(self) -> Experiment:

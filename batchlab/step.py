@@ -4,10 +4,16 @@ so precision, gradient accumulation, clipping and memory format are the same in 
 from __future__ import annotations
 
 import contextlib
+import time
+from typing import TYPE_CHECKING
 
 import torch
 
 from batchlab.outputs import forward
+
+if TYPE_CHECKING:
+    from batchlab.data import Data
+    from batchlab.records import Summary
 
 
 class Step:
@@ -53,3 +59,21 @@ class Step:
         self.scaler.step(self.optimizer)
         self.scaler.update()
         return total.float()
+
+
+def compiled(model, step: Step, data: Data, batch: int, drop_last: bool, summary: Summary) -> torch.nn.Module:
+    """torch.compile the model and compile it now, off the training clock: a forward and backward at the
+    batch shapes training will see (the full batch, and the last partial one), gradients then dropped."""
+    model = step.model = torch.compile(model)
+    n = len(data.train)
+    shapes = {batch} | ({n % batch} if n % batch and not drop_last else set())
+    t0 = time.perf_counter()
+    for size in sorted(shapes):
+        x, y = data.train.take(torch.arange(size))
+        x, y = x.to(step.device), y.to(step.device)
+        step.criterion(forward(model, x, y), y).backward()
+    model.zero_grad(set_to_none=True)
+    if step.device.type == "cuda":
+        torch.cuda.synchronize(step.device)
+    summary.compile_seconds = time.perf_counter() - t0
+    return model

@@ -13,14 +13,14 @@ from typing import Callable
 
 import torch
 
-from batchlab import registry
+from batchlab import batches, registry
 from batchlab.checkpoint import Checkpoints, Unusable, set_random_streams
 from batchlab.checkpoint import remove as remove_checkpoint
 from batchlab.data import Data
-from batchlab.data.splits import order_of
+from batchlab.data.splits import kept_torch_stream, order_of
 from batchlab.disk import write_json_atomic, write_text
 from batchlab.errors import ConfigError, RecordsError, short
-from batchlab.evaluation import evaluate, near, perplexity, reached
+from batchlab.evaluation import did_not_learn, evaluate, near, perplexity, reached
 from batchlab.losses import build_loss
 from batchlab.memory import Peak
 from batchlab.models import build_model
@@ -30,7 +30,7 @@ from batchlab.outputs import forward
 from batchlab.records import DONE, METRICS, MetricsWriter, Status, Summary, run_token
 from batchlab.schedules import lr_schedule
 from batchlab.schema import Experiment
-from batchlab.step import Step
+from batchlab.step import Step, compiled
 from batchlab.version import __version__
 
 Progress = Callable[[int, int, dict], None]  # (step, total_steps, latest figures)
@@ -88,23 +88,6 @@ class Clock:
 EXPLODED = 100  # a training loss this many times the initial loss has diverged, NaN or not
 
 
-def did_not_learn(summary: Summary, data: Data) -> str | None:
-    """Why a trial that ran to its end did not learn (its final evaluation no better than its initial one, or
-    than chance for classification), or None. Such a trial is recorded diverged, with this reason."""
-    if summary.steps == 0:
-        return None
-    if data.task == "classification":
-        first, last, chance = summary.initial["test_accuracy"], summary.final["test_accuracy"], 1 / data.num_classes
-        if first is not None and last is not None and last <= max(first, chance):
-            return (f"it did not learn: final test accuracy {last:.4f} is no better than at the start ({first:.4f}) "
-                    f"or chance ({chance:.4f})")
-        return None
-    first, last = summary.initial["test_loss"], summary.final["test_loss"]
-    if first is not None and last is not None and last >= first:
-        return f"it did not learn: final test loss {last:.4g} is no lower than at the start ({first:.4g})"
-    return None
-
-
 def hardest_target(cfg: Experiment) -> float | None:
     """The target a trial reaches last (the highest accuracy, the lowest loss): what racing times."""
     if not cfg.target.value:
@@ -135,6 +118,8 @@ def train(cfg: Experiment, data: Data, device: torch.device, summary: Summary, m
     checkpoint writing) runs outside its measured segments.
     fastest. It is recorded `raced`. `deadline_steps` is the same race in steps (suggest: the best predicted
     seconds so far over this batch size's seconds per step): past that many steps without the target, stop.
+    With a batch-size schedule (cfg.batch_schedule), each step trains at the batch size batches.Sizes wants
+    after the examples so far; its budget, evaluations and lr schedule count examples (batches.budget).
     """
     def aside():
         """Not training: outside the peak memory; at step 0, before training starts, the heap trimmed after."""
@@ -147,29 +132,66 @@ def train(cfg: Experiment, data: Data, device: torch.device, summary: Summary, m
     batch = min(cfg.batch_size, n)  # a batch larger than the data set is the full batch
     if cfg.micro_batch_size == "auto":
         raise ValueError("micro_batch_size: auto must be resolved before training (batchlab.run.resolve_max)")
-    micro = summary.micro_batch_size = min(cfg.micro_batch_size or batch, batch)  # gradient accumulation below batch
-    spe = summary.steps_per_epoch = n // batch if cfg.drop_last else math.ceil(n / batch)
+    sizes = batches.Sizes(cfg.batch_schedule, cfg.lr, n, data.context) if cfg.batch_schedule else None
+    micro = min(cfg.micro_batch_size or batch, batch)  # gradient accumulation below batch (a schedule's: any batch)
+    micro = summary.micro_batch_size = cfg.micro_batch_size if sizes else micro
+    spe = summary.steps_per_epoch = n // batch if cfg.drop_last else math.ceil(n / batch)  # a schedule's: at its start
     per = data.tokens_per_example
     total = summary.budget_steps = budget_steps(cfg, spe, batch, per)
-    schedule = lr_schedule(cfg.schedule, spe, total)
-    eval_every = max(1, round(cfg.eval.every * spe))  # in steps; every step when one step is > eval.every
-    log_every = max(1, min(eval_every, round(cfg.eval.log_every * spe)))
+    budget_examples = None  # a schedule's budget (but steps) counts examples: its steps depend on its batch sizes
+    if sizes:
+        total, budget_examples, summary.budget_steps = batches.budget(sizes.schedule, cfg.budget.length, n,
+                                                                     cfg.drop_last, per)
+    by_examples = budget_examples is not None  # the lr schedule by examples (in steps of the starting batch)
+    schedule = lr_schedule(cfg.schedule, spe, math.ceil(budget_examples / batch) if by_examples else total)
+    # evaluation, logging and noise cadence in steps; a schedule's in examples (its steps per epoch change)
+    unit = n if sizes else spe
+    eval_every = max(1, round(cfg.eval.every * unit))  # every step when one step is > eval.every
+    log_every = max(1, min(eval_every, round(cfg.eval.log_every * unit)))
     loader = data.train.loader(batch, cfg.drop_last, cfg.seed)
     step = Step(model, optimizer, criterion, device, cfg.precision, micro, cfg.optimizer.grad_clip, channels_last)
     train_eval = data.train.head(cfg.eval.train_subset)
     subset = data.eval_subset(cfg.eval.subset)
-    eval_batch = cfg.eval.batch_for(micro)
+    eval_batch = cfg.eval.batch_for(micro or batch)
     noise = NoiseMonitor(cfg, n, spe, criterion, data.context) if cfg.noise.every else None
+    noise_every = (max(1, round(cfg.noise.every * unit)) if sizes else noise.every) if noise else None
+    summary.batch_schedule = batches.as_json(cfg.batch_schedule)
     targets_left = sorted(cfg.target.value)
     summary.targets = {f"{v:g}": None for v in cfg.target.value}
     hardest = hardest_target(cfg)
     summary.deadline = deadline if hardest is not None else None
     summary.deadline_steps = deadline_steps if hardest is not None else None
-    epoch_batches = 0  # batches of the current epoch trained on
-    resumed = checkpoints.resume(model, step, noise, summary, order_of(loader)) if checkpoints else None
+    epoch_batches = epoch_examples = 0  # batches (examples) of the current epoch trained on
+    order = order_of(loader)
+    resumed = checkpoints.resume(model, step, noise, summary, order, sizes) if checkpoints else None
     if resumed:
         targets_left, epoch_batches = resumed["targets_left"], resumed["epoch_batches"]
-    set_lr(optimizer, cfg.lr * schedule(summary.steps))
+        epoch_examples = resumed["epoch_examples"]
+    elif sizes:
+        summary.batch_changes = [sizes.change(0, 0, 0)]
+
+    def lr_now() -> float:
+        """The lr of the next step: the schedule's multiplier (by examples for a batch schedule) of the lr at
+        the batch size it trains at."""
+        if sizes is None:
+            return cfg.lr * schedule(summary.steps)
+        return sizes.lr * schedule(summary.examples // batch if by_examples else summary.steps)
+
+    def resize() -> bool:
+        """Move to the batch size the schedule wants now, if it wants another (and a step is left); whether it did."""
+        if sizes is None or sizes.wanted(summary.examples, summary.tokens) == sizes.batch or ended():
+            return False
+        summary.batch_changes.append(sizes.change(summary.steps, summary.examples, summary.tokens))
+        order.batch_size = sizes.batch
+        set_lr(optimizer, lr_now())
+        return True
+
+    def epochs() -> float:
+        return summary.examples / n if sizes else summary.steps / spe
+
+    def ended() -> bool:
+        return summary.steps >= total or (by_examples and summary.examples >= budget_examples)
+    set_lr(optimizer, lr_now())
 
     def evaluation(judge: bool) -> dict:
         """The evaluation split's figures now (and the train subset's), timed as evaluation; with `judge`, the
@@ -177,7 +199,7 @@ def train(cfg: Experiment, data: Data, device: torch.device, summary: Summary, m
         on = lambda split: evaluate(model, split, criterion, data.task, eval_batch, device,  # noqa: E731
                                     data.ignore_index)
         t0 = time.perf_counter()
-        whole = summary.steps in (0, total)  # the start and the end: the whole split
+        whole = summary.steps == 0 or ended()  # the start and the end: the whole split
         figures = dict(zip(("test_loss", "test_accuracy"), on(data.eval if whole else subset)))
         if not whole and judge and subset is not data.eval and any(
                 near(cfg.target.metric, figures[cfg.target.metric], v, len(subset)) for v in targets_left):
@@ -190,11 +212,13 @@ def train(cfg: Experiment, data: Data, device: torch.device, summary: Summary, m
             summary.final["test_perplexity"] = perplexity(figures["test_loss"])
         return figures
 
-    def log(train_loss: float | None, with_eval: bool, judge: bool = True) -> dict:
-        """Write a metrics row; with_eval: evaluate first, and with `judge` record the targets it reaches."""
-        row = {"step": summary.steps, "epoch": summary.steps / spe, "examples": summary.examples,
+    def log(train_loss: float | None, with_eval: bool, judge: bool = True, with_noise: bool = False) -> dict:
+        """Write a metrics row; with_eval: evaluate first, and with `judge` record the targets it reaches;
+        with_noise: measure the gradient noise scale (a batch size that follows it moves)."""
+        row = {"step": summary.steps, "epoch": epochs(), "examples": summary.examples,
                "tokens": summary.tokens if data.context else None, "train_seconds": summary.train_seconds,
-               "lr": optimizer.param_groups[0]["lr"], "train_loss": train_loss}
+               "lr": optimizer.param_groups[0]["lr"], "batch_size": sizes.batch if sizes else batch,
+               "train_loss": train_loss}
         if with_eval:
             with aside():
                 row.update(evaluation(judge))
@@ -203,14 +227,18 @@ def train(cfg: Experiment, data: Data, device: torch.device, summary: Summary, m
                 if reached(cfg.target.metric, row[cfg.target.metric], value):
                     targets_left.remove(value)
                     summary.targets[f"{value:g}"] = {"seconds": summary.train_seconds, "steps": summary.steps,
-                                                     "epochs": summary.steps / spe, "examples": summary.examples,
+                                                     "epochs": epochs(), "examples": summary.examples,
                                                      **({"tokens": summary.tokens} if data.context else {})}
-        if noise and summary.steps % noise.every == 0:
+        if noise and with_noise:
             t0 = time.perf_counter()
             with aside():
                 row.update(noise.measure(model, data, device))
             summary.noise_seconds += time.perf_counter() - t0
             summary.noise = noise.summary()
+            if sizes and summary.steps > 0:  # follow: noise starts at min; each later measurement moves it
+                sizes.observe(row["noise_b_simple"])
+                if resize():
+                    row.update(batch_size=sizes.batch, lr=optimizer.param_groups[0]["lr"])
         if train_loss is not None:
             summary.final["train_loss"] = train_loss
         metrics.write(row)
@@ -221,7 +249,7 @@ def train(cfg: Experiment, data: Data, device: torch.device, summary: Summary, m
     if cfg.compile:
         model = compiled(model, step, data, batch, cfg.drop_last, summary)
     if not resumed:
-        first = log(None, with_eval=True)  # the starting point of every curve
+        first = log(None, with_eval=True, with_noise=True)  # the starting point of every curve
         summary.initial = {"test_loss": first["test_loss"], "test_accuracy": first["test_accuracy"]}
         if data.task == "sequence":
             summary.initial["test_perplexity"] = perplexity(first["test_loss"])
@@ -230,20 +258,27 @@ def train(cfg: Experiment, data: Data, device: torch.device, summary: Summary, m
     loss_sum, loss_count = torch.zeros((), device=device), 0
     clock.start()
     streams = resumed["random"] if resumed else None  # the random streams as they were at the checkpoint
-    while summary.steps < total:
-        batches = iter(loader)  # a new epoch (a tensor loader draws its seed from the global stream here)
+    resized = False  # the batch size changed mid-epoch: the epoch goes on from the same place, at the new size
+    while not ended():
+        with kept_torch_stream() if resized else nullcontext():  # the same place in the epoch: no new seed
+            epoch = iter(loader)  # a new epoch (a tensor loader draws its seed from the global stream here)
+        resized, size = False, order.batch_size
         if streams is not None:  # ... so a checkpoint's streams are set after it
             set_random_streams(streams)
             streams = None
-        for x, y in batches:
+        for x, y in epoch:
             loss_sum += step(x, y)  # stays on the device: no sync per step
             loss_count += 1
             epoch_batches += 1
+            epoch_examples += len(x)
+            before = summary.examples if sizes else summary.steps  # what the cadence counts
             summary.steps += 1
-            if schedule.varies:
-                set_lr(optimizer, cfg.lr * schedule(summary.steps))  # the lr of the next step
             summary.examples += len(x)
             summary.tokens += len(x) * per
+            if not resize() and schedule.varies:
+                set_lr(optimizer, lr_now())  # the lr of the next step
+            now = summary.examples if sizes else summary.steps
+            measure = noise is not None and now // noise_every != before // noise_every
             if hardest in targets_left and ((summary.deadline is not None and clock.peek() > summary.deadline) or
                                             (summary.deadline_steps is not None and
                                              summary.steps > summary.deadline_steps)):
@@ -251,10 +286,12 @@ def train(cfg: Experiment, data: Data, device: torch.device, summary: Summary, m
                 summary.status = Status.RACED
                 # its figures where it stopped (not the last evaluation's, maybe step 0's); no target judged
                 # there: its steps would be the clock's, not an evaluation's
-                log(loss_sum.item() / loss_count if loss_count else None, with_eval=True, judge=False)
+                log(loss_sum.item() / loss_count if loss_count else None, with_eval=True, judge=False,
+                    with_noise=measure)
                 return model
-            is_eval = summary.steps % eval_every == 0 or summary.steps == total
-            if is_eval or summary.steps % log_every == 0 or (noise and summary.steps % noise.every == 0):
+            at_end = ended()
+            is_eval = now // eval_every != before // eval_every or at_end
+            if is_eval or now // log_every != before // log_every or measure:
                 summary.train_seconds = clock.stop()
                 train_loss = loss_sum.item() / loss_count  # micro-batch losses add up to their step's loss
                 loss_sum.zero_()
@@ -265,38 +302,27 @@ def train(cfg: Experiment, data: Data, device: torch.device, summary: Summary, m
                     summary.error = (f"the training loss became {train_loss}" if not math.isfinite(train_loss) else
                                      f"the training loss {train_loss:.4g} exceeded {EXPLODED}x the initial loss "
                                      f"({initial:.4g})")
-                    log(train_loss, with_eval=False)
+                    log(train_loss, with_eval=False, with_noise=measure)
                     return model
-                log(train_loss, with_eval=is_eval)
+                log(train_loss, with_eval=is_eval, with_noise=measure)
                 if cfg.budget.stop_at_target and cfg.target.value and not targets_left:
                     return model
-                if checkpoints and checkpoints.due(summary.train_seconds) and summary.steps < total:
+                if checkpoints and checkpoints.due(summary.train_seconds) and not at_end:
                     with aside():
-                        checkpoints.save(model, step, noise, summary, order_of(loader), targets_left, epoch_batches,
-                                         metrics.rows)
+                        checkpoints.save(model, step, noise, summary, order, targets_left, epoch_batches,
+                                         metrics.rows, epoch_examples, sizes)
                 clock.start()
-            if summary.steps == total:
+            if at_end:
                 break
-        epoch_batches = 0
+            if order.batch_size != size:  # the rest of the epoch at the new batch size, from the same place
+                order.resume(order.epoch_state, epoch_batches, epoch_examples)
+                resized = True
+                break
+        else:
+            epoch_batches = epoch_examples = 0
     summary.train_seconds = clock.stop()
-    return model
-
-
-def compiled(model, step: Step, data: Data, batch: int, drop_last: bool, summary: Summary) -> torch.nn.Module:
-    """torch.compile the model and compile it now, off the training clock: a forward and backward at the
-    batch shapes training will see (the full batch, and the last partial one), gradients then dropped."""
-    model = step.model = torch.compile(model)
-    n = len(data.train)
-    shapes = {batch} | ({n % batch} if n % batch and not drop_last else set())
-    t0 = time.perf_counter()
-    for size in sorted(shapes):
-        x, y = data.train.take(torch.arange(size))
-        x, y = x.to(step.device), y.to(step.device)
-        step.criterion(forward(model, x, y), y).backward()
-    model.zero_grad(set_to_none=True)
-    if step.device.type == "cuda":
-        torch.cuda.synchronize(step.device)
-    summary.compile_seconds = time.perf_counter() - t0
+    if sizes and summary.budget_steps is None:  # follow: the steps its budget took, known now
+        summary.budget_steps = summary.steps
     return model
 
 
@@ -356,7 +382,8 @@ def run_trial(cfg: Experiment, trial_id: str, axes: dict, trial_dir: Path, data:
         write_text(trial_dir / "error.txt", traceback.format_exc())
     finally:
         metrics.close()
-        summary.epochs = summary.steps / summary.steps_per_epoch
+        summary.epochs = (summary.examples / summary.train_size if summary.batch_schedule and summary.train_size
+                          else summary.steps / summary.steps_per_epoch)  # a schedule's: epochs of examples
         summary.samples_per_second = summary.examples / summary.train_seconds if summary.train_seconds > 0 else None
         if data.context:
             summary.context = data.context

@@ -16,7 +16,6 @@ epoch there and skip the batches already trained on (`resume`): a checkpoint's w
 
 from __future__ import annotations
 
-import itertools
 import math
 import random
 from contextlib import contextmanager
@@ -32,34 +31,50 @@ Batch = tuple[torch.Tensor, torch.Tensor]
 class ShuffledBatches(Sampler):
     """Yields index tensors, a fresh permutation each epoch from the trial's generator.
 
-    Used as a DataLoader's sampler with batch_size=None, so one sampler item is one batch.
+    Used as a DataLoader's sampler with batch_size=None, so one sampler item is one batch. Each batch is the
+    next `batch_size` positions of the epoch's permutation, read as it is drawn: a batch-size schedule sets it
+    between batches, and the epoch goes on from the same place (positions count examples, not batches).
     """
 
     def __init__(self, n: int, batch_size: int, drop_last: bool, generator: torch.Generator):
         self.n, self.batch_size, self.drop_last, self.generator = n, batch_size, drop_last, generator
         self.epoch_state: torch.Tensor | None = None  # the generator's state when the current epoch began
         self.skip = 0  # batches at the start of the next epoch not to yield (they were trained on)
+        self.skip_examples: int | None = None  # ... and the examples they held (None: skip full batches)
 
     def __len__(self) -> int:
         return self.n // self.batch_size if self.drop_last else math.ceil(self.n / self.batch_size)
 
-    def resume(self, epoch_state: torch.Tensor, skip: int) -> None:
-        """Make the next epoch the one that began at `epoch_state`, less its first `skip` batches."""
+    def resume(self, epoch_state: torch.Tensor, skip: int, skip_examples: int | None = None) -> None:
+        """Make the next epoch the one that began at `epoch_state`, less its first `skip` batches (holding
+        `skip_examples` examples when the batch size changed within the epoch)."""
         self.generator.set_state(epoch_state)
-        self.skip = skip
+        self.skip, self.skip_examples = skip, skip_examples
 
     def __iter__(self):
         self.epoch_state = self.generator.get_state()
-        skip, self.skip = self.skip, 0
-        return itertools.islice(self.epoch(), skip, None)
+        return (index for _, index in self.positioned(*self.taken()))
 
-    def epoch(self) -> Iterator[torch.Tensor | slice]:
-        if self.batch_size >= self.n:  # the full batch: its mean gradient does not depend on the order
-            yield slice(None)  # a view of the whole set, not a 60,000-row gather per step
+    def taken(self) -> tuple[int, int]:
+        """(batches, examples) of this epoch already trained on, as `resume` said; then none for the next."""
+        skip, start = self.skip, self.skip_examples
+        self.skip, self.skip_examples = 0, None
+        return skip, skip * self.batch_size if start is None else start
+
+    def positioned(self, skip: int, start: int) -> Iterator[tuple[int, torch.Tensor | slice]]:
+        """(the batch's place in the epoch, its indices), from `start` examples into the epoch on."""
+        if self.batch_size >= self.n and (start == 0 or start >= self.n):  # the full batch: its mean gradient
+            if start == 0:  # does not depend on the order: a view of the whole set, not a 60,000-row gather
+                yield 0, slice(None)
             return
         perm = torch.randperm(self.n, generator=self.generator, device=self.generator.device)
-        for i in range(len(self)):
-            yield perm[i * self.batch_size:(i + 1) * self.batch_size]
+        position = skip
+        while start < self.n:
+            end = start + self.batch_size
+            if end > self.n and self.drop_last:
+                return
+            yield position, perm[start:end]
+            start, position = end, position + 1
 
 
 class SeededBatch(list):
@@ -76,9 +91,9 @@ class IndexLists(ShuffledBatches):
 
     def __iter__(self):
         self.epoch_state = self.generator.get_state()
-        skip, self.skip = self.skip, 0
+        taken = self.taken()
         epoch_seed = int(torch.randint(2**62, (), generator=self.generator))
-        for position, index in itertools.islice(enumerate(self.epoch()), skip, None):
+        for position, index in self.positioned(*taken):
             yield SeededBatch(range(self.n) if isinstance(index, slice) else index.tolist(), epoch_seed + position)
 
 

@@ -1,0 +1,265 @@
+"""A batch size that changes during training: where it changes, the lr that moves with it, what is recorded,
+checkpoints across a change, follow: noise, the grid, and bad input as one line."""
+
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+import batchlab
+from batchlab import batches
+from batchlab.batches import label, steps_by_batch
+from batchlab.cli import app
+from batchlab.grid import expand
+
+runner = CliRunner()
+BASE = {"name": "bs", "dataset": {"name": "digits"}, "model": {"name": "mlp", "hidden": [32]}, "threads": 1,
+        "optimizer": {"name": "sgd", "momentum": 0.9},
+        "lr": 0.05, "budget": {"epochs": 3}, "target": {"value": [0.6]},
+        "eval": {"every": 0.5, "log_every": 0.1, "train_subset": 0}}
+POINTS = [[0, 32], [1000, 128], [3000, 512]]
+
+
+def run(tmp_path: Path, **update) -> tuple[dict, pd.DataFrame]:
+    """One trial of BASE (updated) through the Python API: its summary and metrics."""
+    cfg = {**BASE, **update}
+    result = batchlab.sweep(cfg, out=tmp_path / "runs", time_steps=False)
+    [summary] = result.summaries
+    metrics = pd.read_csv(result.path / "trials" / summary["trial_id"] / "metrics.csv")
+    return summary, metrics
+
+
+def at(points, progress):
+    return [b for p, b in points if p <= progress][-1]
+
+
+def simulate(points, n, steps, drop_last=False):
+    """(examples after each step, batch size of each step) for a schedule over a data set of n, epoch by epoch:
+    an epoch's last batch holds what is left of it (dropped with drop_last)."""
+    examples, sizes, done, position = [0], [], 0, 0
+    while len(sizes) < steps:
+        b = min(at(points, done), n)
+        if drop_last and position + b > n:
+            position = 0
+            continue
+        take = min(b, n - position)
+        done, position = done + take, (position + take) % n
+        examples.append(done)
+        sizes.append(b)
+    return examples, sizes
+
+
+def test_the_batch_size_changes_at_the_given_points_exactly(tmp_path):
+    summary, metrics = run(tmp_path, batch_size={"schedule": POINTS})
+    n = summary["train_size"]
+    examples, sizes = simulate(POINTS, n, summary["steps"])
+    assert summary["examples"] == examples[-1] >= 3 * n > examples[-2]  # a budget in epochs is epochs of examples
+    assert summary["budget_steps"] == summary["steps"] and summary["epochs"] == summary["examples"] / n
+    for row in metrics.itertuples():
+        assert row.examples == examples[row.step]
+        assert row.batch_size == sizes[min(row.step, len(sizes) - 1)]  # the next step's (the last row: the last)
+        assert row.epoch == pytest.approx(row.examples / n)
+    changes = [0] + [s for s in range(1, len(sizes)) if sizes[s] != sizes[s - 1]]
+    assert [(c["step"], c["examples"], c["batch_size"]) for c in summary["batch_changes"]] == \
+        [(s, examples[s], sizes[s]) for s in changes]
+    assert summary["batch_changes"][1]["examples"] >= 1000 > examples[changes[1] - 1]  # the first step past 1000
+    assert summary["batch_schedule"] == {"schedule": POINTS, "unit": "examples", "lr_scale": None}
+    assert summary["batch_size"] == 32 and summary["trial_id"].startswith("bs0032to0512-lr0.05-s0-")
+    # the target: its steps and examples are those of the first evaluation that met it
+    hit = metrics[metrics["test_accuracy"] >= 0.6].iloc[0]
+    assert summary["targets"]["0.6"]["steps"] == hit.step and summary["targets"]["0.6"]["examples"] == hit.examples
+    assert summary["targets"]["0.6"]["examples"] == examples[int(hit.step)]
+    # evaluations every 0.5 epochs of examples: where the examples cross a multiple of round(0.5 n)
+    every = round(0.5 * n)
+    evaluated = metrics[metrics["test_accuracy"].notna()]["step"].tolist()
+    assert evaluated == [0] + [s for s in range(1, summary["steps"] + 1)
+                               if examples[s] // every != examples[s - 1] // every or s == summary["steps"]]
+
+
+@pytest.mark.parametrize("scale, factor", [("linear", lambda r: r), ("sqrt", math.sqrt), ("none", lambda r: 1.0)])
+def test_the_lr_follows_lr_scale(tmp_path, scale, factor):
+    summary, metrics = run(tmp_path, batch_size={"schedule": POINTS, "lr_scale": scale}, budget={"steps": 55})
+    for row in metrics.itertuples():
+        assert row.lr == pytest.approx(0.05 * factor(row.batch_size / 32), rel=1e-12)
+    assert [c["lr"] for c in summary["batch_changes"]] == pytest.approx([0.05 * factor(b / 32) for b in (32, 128, 512)])
+    assert summary["steps"] == 55  # a budget in steps is steps, whatever the batch sizes
+
+
+def test_the_lr_schedule_runs_by_examples_and_multiplies_the_scaled_lr(tmp_path):
+    """Warmup of 1 epoch: in steps of the starting batch (n/32), counted by examples."""
+    summary, metrics = run(tmp_path, batch_size={"schedule": POINTS, "lr_scale": "linear"},
+                           schedule={"name": "constant", "warmup_epochs": 1.0})
+    n = summary["train_size"]
+    warmup = round(n / 32)
+    for row in metrics.itertuples():
+        step0 = row.examples // 32  # the lr schedule's step: examples in steps of the starting batch
+        multiplier = (step0 + 1) / warmup if step0 < warmup else 1.0
+        assert row.lr == pytest.approx(0.05 * row.batch_size / 32 * multiplier, rel=1e-12)
+
+
+def test_a_budget_in_examples_ends_at_the_first_step_past_it(tmp_path):
+    summary, _ = run(tmp_path, batch_size={"schedule": POINTS}, budget={"examples": 2000}, drop_last=True)
+    examples, sizes = simulate(POINTS, summary["train_size"], 200, drop_last=True)
+    steps = next(s for s, e in enumerate(examples) if e >= 2000)
+    assert (summary["steps"], summary["examples"], summary["budget_steps"]) == (steps, examples[steps], steps)
+
+
+def test_steps_by_batch_and_label():
+    changes = [{"step": 0, "batch_size": 32}, {"step": 10, "batch_size": 128}, {"step": 14, "batch_size": 512}]
+    assert steps_by_batch(changes, 20) == {32: 10, 128: 4, 512: 6}
+    assert steps_by_batch(changes, 12) == {32: 10, 128: 2}
+    assert label({"schedule": POINTS, "unit": "examples"}) == "32→128→512"
+    assert label({"follow": "noise", "min": 16, "max": 1024}) == "noise 16→1024"
+
+
+def test_gradient_accumulation_follows_a_changing_batch(tmp_path):
+    """micro_batch_size 32 accumulates the batches of 128 and 512: the same training, up to rounding."""
+    whole, a = run(tmp_path / "a", batch_size={"schedule": POINTS}, budget={"steps": 52})
+    micro, b = run(tmp_path / "b", batch_size={"schedule": POINTS}, budget={"steps": 52}, micro_batch_size=32)
+    assert micro["micro_batch_size"] == 32 and whole["examples"] == micro["examples"]
+    assert b["train_loss"].dropna().to_numpy() == pytest.approx(a["train_loss"].dropna().to_numpy(), rel=1e-4)
+
+
+def test_follow_noise_raises_the_batch_size_as_the_measured_noise_scale_grows(tmp_path):
+    summary, metrics = run(tmp_path, batch_size={"follow": "noise", "min": 8, "max": 32, "lr_scale": "sqrt"},
+                           optimizer={"name": "sgd", "momentum": 0.9}, budget={"epochs": 8},
+                           noise={"every": 0.25, "batch_size": 512, "small_batch_size": 32})
+    measured = metrics[metrics["noise_b_simple"].notna()]
+    current, expected = 8, [(0, 8)]
+    for row in measured.itertuples():
+        if row.step == 0:
+            continue  # it starts at min
+        wanted = min(32, max(8, 2 ** int(math.log2(row.noise_b_simple)))) if row.noise_b_simple >= 1 else current
+        if max(current, wanted) != current:
+            current = max(current, wanted)
+            expected.append((row.step, current))
+        assert row.batch_size == current
+    got = [(c["step"], c["batch_size"]) for c in summary["batch_changes"]]
+    assert got == expected
+    assert [b for _, b in got] == sorted(b for _, b in got) and got[-1][1] == 32  # grew to max, never past it
+    assert measured["noise_b_simple"].max() > 64  # the measurement asked for more than max: clamped
+    assert summary["trial_id"].startswith("bsnoise0008to0032-")
+    assert summary["budget_steps"] == summary["steps"] and summary["examples"] >= 8 * summary["train_size"]
+
+
+def test_a_sweep_axis_mixes_constant_and_scheduled_batch_sizes_under_an_lr_rule():
+    cfg = batchlab.load_config({**BASE, "sweep": {
+        "batch_size": [64, {"schedule": [[0, 32], [500, 128]]}, {"schedule": [[0, 16], [500, 64]], "lr_scale": "none"}],
+        "lr": {"base": 0.1, "base_batch_size": 64, "scale": "sqrt"}}})
+    constant, scheduled, own_scale = expand(cfg)
+    assert constant.config.batch_schedule is None and constant.config.lr == pytest.approx(0.1)
+    assert scheduled.config.batch_size == 32 and scheduled.config.lr == pytest.approx(0.1 * math.sqrt(32 / 64))
+    assert scheduled.config.batch_schedule.lr_scale == "sqrt"  # the rule's scale, filled in
+    assert own_scale.config.batch_schedule.lr_scale == "none"  # one given is kept
+    assert scheduled.id.startswith("bs0032to0128-lr0.0707107-s0-") and own_scale.id.startswith("bs0016to0064-")
+    assert batchlab.load_config(scheduled.config.model_dump(mode="json")) == scheduled.config  # a dump round-trips
+
+
+def test_a_schedule_from_python_overrides(tmp_path):
+    cfg = batchlab.load_config(BASE, {"batch_size": {"schedule": [[0, 32], [20000, 128]]}})
+    assert (cfg.batch_size, cfg.batch_schedule.at(19999), cfg.batch_schedule.at(20000)) == (32, 32, 128)
+    again = batchlab.load_config(cfg, ["batch_size=64"])  # an int replaces the schedule
+    assert (again.batch_size, again.batch_schedule) == (64, None)
+    axis = batchlab.load_config(BASE, {"sweep.batch_size": [64, {"schedule": [[0, 16], [4000, 256]]}]})
+    assert [(t.config.batch_size, label(batches.as_json(t.config.batch_schedule))) for t in expand(axis)] == \
+        [(64, ""), (16, "16→256")]
+
+
+# Writes one checkpoint, at step CHECKPOINT_AT, and kills itself right after the metrics row of step KILL_AT.
+KILLED_RUN = """
+import os, signal, sys
+import batchlab.checkpoint, batchlab.records
+from batchlab.cli import main
+CHECKPOINT_AT, KILL_AT = int(sys.argv.pop(1)), int(sys.argv.pop(1))
+save = batchlab.checkpoint.Checkpoints.save
+def save_once(self, model, step, noise, summary, *args):
+    if summary.steps == CHECKPOINT_AT:
+        save(self, model, step, noise, summary, *args)
+batchlab.checkpoint.Checkpoints.due = lambda self, seconds: True
+batchlab.checkpoint.Checkpoints.save = save_once
+write = batchlab.records.MetricsWriter.write
+def write_then_die(self, row):
+    write(self, row)
+    if row["step"] == KILL_AT:
+        os.kill(os.getpid(), signal.SIGKILL)
+batchlab.records.MetricsWriter.write = write_then_die
+sys.argv = ["batchlab"] + sys.argv[1:]
+main()
+"""
+RESUMED = {**BASE, "optimizer": {"name": "sgd", "momentum": 0.9}, "schedule": {"name": "cosine", "warmup_epochs": 0.5},
+           "model": {"name": "mlp", "hidden": [32], "activation": "tanh"}, "checkpoint": {"every": 1e-6},
+           "noise": {"every": 0.25, "batch_size": 256, "small_batch_size": 32}}
+
+
+@pytest.mark.parametrize("batch_size, checkpoint_at, kill_at", [
+    ({"schedule": [[0, 32], [1000, 128], [1700, 64]], "lr_scale": "sqrt"}, 27, 40),  # changes at 32 and 39
+    ({"follow": "noise", "min": 8, "max": 64, "lr_scale": "linear"}, 36, 57),  # changes at 45 and 136
+    ({"follow": "noise", "min": 8, "max": 64, "lr_scale": "linear"}, 57, 140),  # after one change, before the next
+], ids=["points", "follow-noise", "follow-noise-after-a-change"])
+def test_a_checkpoint_taken_before_a_change_resumes_bit_identically_across_it(tmp_path, batch_size, checkpoint_at,
+                                                                              kill_at):
+    config = tmp_path / "bs.yaml"
+    config.write_text(yaml.safe_dump({**RESUMED, "batch_size": batch_size}))
+
+    def sweep(out: str, killed: bool = False):
+        code = ["-c", KILLED_RUN, str(checkpoint_at), str(kill_at)] if killed else ["-m", "batchlab"]
+        return subprocess.run([sys.executable, *code, "sweep", str(config), "--out", str(tmp_path / out), "--quiet"],
+                              capture_output=True, text=True, timeout=300, cwd=tmp_path)
+
+    assert sweep("whole").returncode == 0
+    assert sweep("resumed", killed=True).returncode == -9
+    [trial] = (tmp_path / "resumed" / "bs" / "trials").iterdir()
+    assert (trial / "checkpoint.pt").exists()
+    assert sweep("resumed").returncode == 0
+    summary = json.loads((trial / "summary.json").read_text())
+    [reference] = (tmp_path / "whole" / "bs" / "trials").iterdir()
+    expected = json.loads((reference / "summary.json").read_text())
+    assert summary["resumed_from"] == [checkpoint_at]
+    changed = [c["step"] for c in summary["batch_changes"]]
+    assert any(checkpoint_at < step <= kill_at for step in changed)  # a change between checkpoint and kill
+    assert summary["batch_changes"] == expected["batch_changes"] and summary["final"] == expected["final"]
+    got = pd.read_csv(trial / "metrics.csv").drop(columns="train_seconds")
+    want = pd.read_csv(reference / "metrics.csv").drop(columns="train_seconds")
+    pd.testing.assert_frame_equal(got, want)
+
+
+@pytest.mark.parametrize("batch_size, expected", [
+    ({"schedule": [[0, 32], [100, 64], [100, 128]]}, "batch_size: progress must be strictly increasing, got 100 after 100"),
+    ({"schedule": [[0, 32], [100, 0]]}, "batch_size: schedule point 2: the batch size must be a whole number >= 1, got 0"),
+    ({"schedule": [[0, 32.5]]}, "batch_size: schedule point 1: the batch size must be a whole number >= 1, got 32.5"),
+    ({"schedule": [[10, 32]]}, "batch_size: the first point must be at progress 0, got 10"),
+    ({"follow": "noise", "min": 16, "max": 1024}, "batch_size: follow: noise needs noise.every"),
+    ({"follow": "noise", "min": 64, "max": 16}, "batch_size: min (64) must not exceed max (16)"),
+])
+def test_bad_schedules_are_one_line(tmp_path, batch_size, expected):
+    config = tmp_path / "bad.yaml"
+    config.write_text(yaml.safe_dump({**BASE, "batch_size": batch_size}))
+    result = runner.invoke(app, ["sweep", str(config), "--out", str(tmp_path / "runs"), "--quiet"])
+    assert result.exit_code == 2, result.output
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and "Traceback" not in result.stderr
+    assert expected in lines[0] and f"{config}, line " in lines[0]
+    assert not (tmp_path / "runs").exists()
+
+
+def test_a_schedule_in_tokens_on_a_sequence_task(tmp_path):
+    """unit: tokens counts examples x context; a budget in tokens ends at the first step past it."""
+    seq = {"name": "seq", "dataset": {"name": "seq_parts:successor", "args": {"n": 256, "context": 8, "vocab": 11}},
+           "model": {"name": "seq_parts:TokenLM"}, "optimizer": {"name": "adam"}, "lr": 0.05, "threads": 1,
+           "batch_size": {"schedule": [[0, 8], [512, 32]], "unit": "tokens"}, "budget": {"tokens": 4096},
+           "eval": {"every": 0.5, "log_every": 0.125, "train_subset": 0}}
+    [summary] = batchlab.sweep(seq, out=tmp_path / "runs", time_steps=False).summaries
+    n, context = summary["train_size"], 8
+    examples, sizes = simulate([[0, 8], [512 // context, 32]], n, 200)  # 512 tokens = 64 examples
+    steps = next(s for s, e in enumerate(examples) if e * context >= 4096)
+    assert (summary["steps"], summary["tokens"], summary["budget_steps"]) == (steps, examples[steps] * context, steps)
+    first = sizes.index(32) + 1
+    assert summary["batch_changes"][1] == {"step": first - 1, "examples": examples[first - 1],
+                                           "tokens": examples[first - 1] * context, "batch_size": 32,
+                                           "lr": 0.05}
