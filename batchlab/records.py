@@ -69,7 +69,9 @@ class Summary:
     """summary.json: what a trial did, written last and atomically. Train fills it as it goes; the report
     reads it back with from_json, which checks every field it knows (older records lack some: defaults)."""
     trial_id: str = ""
-    batch_size: int = 0  # as configured; above the training set it ran full-batch steps
+    batch_size: int = 0  # as configured; above the training set it ran full-batch steps; a schedule's first
+    batch_schedule: dict | None = None  # the config's batch-size schedule as JSON; None: a constant batch size
+    batch_changes: list[dict] | None = None  # a schedule's batch sizes in order: {step, examples, batch_size, lr}
     lr: float = 0.0
     seed: int = 0
     axes: dict[str, Any] = field(default_factory=dict)
@@ -149,7 +151,7 @@ SUMMARY_KINDS = {
     "tokens_per_second": "number?",
     "initial": "figures", "final": "figures", "noise": "figures?", "targets": "targets", "axes": "mapping",
     "code": "mapping", "resumed_from": "list", "error": "text?", "deadline": "number?",
-    "deadline_steps": "count?",
+    "deadline_steps": "count?", "batch_schedule": "mapping?", "batch_changes": "list?",
 }
 
 

@@ -225,7 +225,7 @@ def report(
         where = r.out_dir / "report.html" if "html" in chosen else r.out_dir
         answer = r.recommendation
         typer.echo(f"In short: {answer.in_short()}; report: {where}"
-                   if answer.batch_size is not None else f"report: {where}")  # the answer again, last on screen
+                   if answer.in_short() is not None else f"report: {where}")  # the answer again, last on screen
 
 
 @app.command()
