@@ -13,7 +13,7 @@ import pandas as pd
 from rich.table import Table
 
 from batchlab.errors import RecordsError
-from batchlab.reporting import display
+from batchlab.reporting import display, schedule_display
 from batchlab.reporting.answer import Recommendation, recommend
 from batchlab.reporting.document import blocks
 from batchlab.reporting.load import SweepRecords, find_sweeps, read_sweeps
@@ -61,6 +61,10 @@ class SweepReport:
         title = (f"{self.name}: time to {display.target_text(self.records, self.target)} "
                  f"({display.status_line(self.counts)})")
         return display.terminal_table(self.records, self.tables.headline_rows, title)
+
+    def schedule_table(self) -> Table | None:
+        """The batch-size schedules against the fastest constant batch size (None: no schedule ran)."""
+        return schedule_display.terminal_table(self.tables.schedules) if self.tables is not None else None
 
     def write(self, out_dir: Path | str | None = None, formats: Iterable[str] = FORMATS) -> list[Path]:
         """Write the chosen formats (md, html, csv, png) to `out_dir` (default <sweep>/report) and
@@ -172,6 +176,9 @@ def _write_csvs(tables: Tables, science: Science, out_dir: Path) -> list[Path]:
         "trials.csv": tables.trials,
         "frontier.csv": science.frontier.table(),
     }
+    if tables.schedules is not None:
+        written["schedules.csv"] = tables.schedules.table
+        written["schedule_seeds.csv"] = tables.schedules.seeds
     if science.noise is not None:
         written["noise_scale.csv"] = science.noise.table(science.frontier)
     if science.gap is not None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from batchlab.reporting import display
+from batchlab.reporting import display, schedule_display
 from batchlab.reporting.answer import Recommendation
 from batchlab.reporting.figures import Plot
 from batchlab.reporting.load import FINISHED, INFEASIBLE, SweepRecords
@@ -51,6 +51,7 @@ def blocks(rec: SweepRecords, tables: Tables, counts: dict[str, int], plots: lis
         out.append(Block("h3", f"Other target: {display.target_text(rec, other)}"))
         out.append(_tta_table(rec, rows, "", compact=True))
 
+    out += schedule_display.section(tables.schedules, target)
     out += frontier_section(rec, tables, science, by_name)
     out += noise_section(science, by_name)
 

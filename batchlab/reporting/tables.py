@@ -324,11 +324,13 @@ def _grids(rec: SweepRecords, settings: pd.DataFrame) -> tuple[pd.DataFrame, pd.
 
 
 def _trials_table(rec: SweepRecords) -> pd.DataFrame:
-    trials = rec.trials.copy()
+    """trials.csv: every trial, batch-size schedules' too (their column schedule names it)."""
+    trials = pd.concat([rec.trials, rec.scheduled], ignore_index=True) if len(rec.scheduled) else rec.trials.copy()
     for target in rec.targets:
         hits = rec.hits[np.isclose(rec.hits["target"], target)].set_index("trial_id")["seconds"]
         trials[f"seconds_to_{target:g}"] = trials["trial_id"].map(hits)
-    first = ["trial_id", "status", "batch_size", "lr", "seed", *rec.extra_axes]
+    first = ["trial_id", "status", "batch_size", *(["schedule"] if "schedule" in trials else []), "lr", "seed",
+             *rec.extra_axes]
     last = ["device", "device_name", "precision", "torch_version", "error", "started_at", "finished_at"]
     middle = [c for c in trials.columns if c not in first + last + ["setting", "command", "threads"]]
     trials = _whole_numbers(trials, WHOLE_NUMBERS)
@@ -368,7 +370,7 @@ def _last(values: pd.Series) -> float:
 
 def status_counts(rec: SweepRecords) -> dict[str, int]:
     """Trials per status, in a fixed order; 'damaged' counts trials left out."""
-    counts = rec.trials["status"].value_counts()
+    counts = pd.concat([rec.trials["status"], rec.scheduled.get("status", pd.Series(dtype=object))]).value_counts()
     ordered = {s: int(counts.get(s, 0)) for s in (*FINISHED, "interrupted", INCOMPLETE) if counts.get(s, 0)}
     if rec.damaged:
         ordered["damaged"] = rec.damaged
