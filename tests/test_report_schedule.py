@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 from batchlab import batches, steptime
 from batchlab.cli import app
 from batchlab.reporting import analyse
-from report_fixtures import hit, make_schedule_trial, make_step_times, make_sweep, make_trial
+from report_fixtures import check_png, hit, make_schedule_trial, make_step_times, make_sweep, make_trial
 
 runner = CliRunner()
 ROUND = (1.0, 1.04, 0.97, 1.02, 0.99)  # the machine's speed in each timing round (median 1.0)
@@ -175,9 +175,11 @@ def test_without_step_times_each_batch_size_takes_the_trials_own_clocks(tmp_path
 
 def test_the_documents_and_the_terminal_show_the_schedules(tmp_path):
     report = sweep_with(tmp_path, 0.05)
-    files = report.write(formats={"md", "csv"})
+    files = report.write(formats={"md", "csv", "png"})
     markdown = (report.out_dir / "report.md").read_text()
     assert "## Batch-size schedules" in markdown
+    assert check_png(report.out_dir / "batch_size_schedules.png") == "schedule trials drawn: 2"
+    assert markdown.index("batch_size_schedules.png") > markdown.index("## Batch-size schedules")
     assert "| 32→128→512 | 0 | 50@32 30@128 20@512 | 100 | 150 | 33% |" in markdown
     assert report.out_dir / "schedules.csv" in files and report.out_dir / "schedule_seeds.csv" in files
     result = runner.invoke(app, ["report", str(report.sweep_dir), "--format", "md"])

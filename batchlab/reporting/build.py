@@ -20,6 +20,7 @@ from batchlab.reporting.load import SweepRecords, find_sweeps, read_sweeps
 from batchlab.reporting.plots import make_plots
 from batchlab.reporting.render import html_document, markdown
 from batchlab.reporting.science import Science, build_science
+from batchlab.reporting.schedule_plots import schedule_plots
 from batchlab.reporting.science_plots import make_science_plots
 from batchlab.reporting.tables import Tables, build_tables, status_counts
 
@@ -148,7 +149,7 @@ def _write(report: SweepReport, out_dir: Path, formats: set[str]) -> list[Path]:
     rec, tables, science, answer = report.records, report.tables, report.science, report.recommendation
     # The HTML embeds the images, so they are drawn whenever either format wants them.
     plots = make_plots(rec, tables, science, answer) + make_science_plots(rec, tables, science) \
-        if formats & {"png", "html"} else []
+        + schedule_plots(rec, tables) if formats & {"png", "html"} else []
     files: list[Path] = []
     try:
         out_dir.mkdir(parents=True, exist_ok=True)

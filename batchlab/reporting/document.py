@@ -51,7 +51,7 @@ def blocks(rec: SweepRecords, tables: Tables, counts: dict[str, int], plots: lis
         out.append(Block("h3", f"Other target: {display.target_text(rec, other)}"))
         out.append(_tta_table(rec, rows, "", compact=True))
 
-    out += schedule_display.section(tables.schedules, target)
+    out += schedule_display.section(tables.schedules, target, by_name)
     out += frontier_section(rec, tables, science, by_name)
     out += noise_section(science, by_name)
 
@@ -73,7 +73,7 @@ def blocks(rec: SweepRecords, tables: Tables, counts: dict[str, int], plots: lis
     out += lr_section(science, by_name)
     out += gap_section(rec, science, by_name)
 
-    rest = [plot for plot in plots if plot.filename not in (HEADLINE, *SCIENCE_PLOTS)]
+    rest = [plot for plot in plots if plot.filename not in (HEADLINE, *SCIENCE_PLOTS, schedule_display.PLOT)]
     if rest:
         out.append(Block("h2", "Plots"))
         out += [Block("image", plot=plot) for plot in rest]

@@ -11,7 +11,9 @@ from rich.text import Text as RichText
 
 from batchlab.reporting import display
 from batchlab.reporting.answer_schedules import lr_text, statement
+from batchlab.reporting.figures import Plot
 from batchlab.reporting.render import Block
+from batchlab.reporting.schedule_plots import FILENAME as PLOT
 from batchlab.reporting.schedules import STEPS_SAVED, Schedules
 from batchlab.reporting.tables import REACHED
 
@@ -75,11 +77,12 @@ def seeds_table(schedules: Schedules) -> pd.DataFrame:
     })
 
 
-def section(schedules: Schedules | None, target: str) -> list[Block]:
-    """The report's "Batch-size schedules" section (nothing when no schedule ran)."""
+def section(schedules: Schedules | None, target: str, plots: dict[str, Plot]) -> list[Block]:
+    """The report's "Batch-size schedules" section (nothing when no schedule ran), with its figure if drawn."""
     if schedules is None:
         return []
     rows = schedules.headline_rows.set_index("schedule")
+    figure = [Block("image", plot=plots[PLOT])] if PLOT in plots else []
     return [
         Block("h2", "Batch-size schedules"),
         Block("p", f"Each schedule's best lr (its lr at the starting batch size) to {target}, decided with the "
@@ -92,6 +95,7 @@ def section(schedules: Schedules | None, target: str) -> list[Block]:
         Block("table", table=seeds_table(schedules), id=f"{SECTION_ID}-seeds", literal_columns=("schedule",)),
         Block("list", items=[statement(rows.loc[s], schedules.headline_seeds, target) for s in rows.index],
               id=f"{SECTION_ID}-statements"),
+        *figure,
     ]
 
 
