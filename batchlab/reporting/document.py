@@ -79,7 +79,8 @@ def blocks(rec: SweepRecords, tables: Tables, counts: dict[str, int], plots: lis
         out += [Block("image", plot=plot) for plot in rest]
 
     out.append(Block("h2", "How to read this report"))
-    out.append(Block("list", items=RULES + SCIENCE_RULES))
+    schedule_rules = [schedule_display.RULE] if tables.schedules is not None else []
+    out.append(Block("list", items=RULES + schedule_rules + SCIENCE_RULES))
     out.append(Block("h2", "Trials"))
     trials = display.trials(rec, tables.trials)
     out.append(Block("details", text=f"All {len(tables.trials)} trials", table=trials, id="trials",

@@ -18,6 +18,14 @@ from batchlab.reporting.schedules import STEPS_SAVED, Schedules
 from batchlab.reporting.tables import REACHED
 
 SECTION_ID = "batch-size-schedules"
+RULE = (
+    "A batch-size schedule is its own setting, named by its label, its best lr chosen as a batch size's; its "
+    "predicted time per seed is the sum over the batch sizes it trained at up to the target of the steps there "
+    "x that batch size's seconds per step, the median over seeds decided with the batch sizes by the same rule "
+    "(interval, ties, every seed reached). The frontier, B_crit, B_simple and the other-hardware limits use the "
+    "constant batch sizes only. It is compared seed by seed with the fastest constant batch size's trial of the "
+    "same seed."
+)  # for "How to read this report"
 
 
 def _percent(x) -> str:
