@@ -203,3 +203,24 @@ def test_step_times_cover_every_batch_size_a_schedule_used():
     assert timed[256].batch_size == 256 and timed[256].batch_schedule is None  # timed as a constant batch
     assert timed[64] is constant.config  # shared with the constant trial at 64
     assert [s.key[0] for s in steptime.subjects([scheduled])] == [32]  # no records yet: its starting batch size
+
+
+def test_a_sweep_of_schedules_alone(tmp_path):
+    sweep = make_sweep(tmp_path, "alone")
+    for seed, at in ((0, 100), (1, 90)):
+        make_schedule_trial(sweep, [(0, 32), (50, 128)], 0.05, seed, reached_at=at)
+    make_step_times(sweep, {32: [0.01 * r for r in ROUND], 128: [0.02 * r for r in ROUND]})
+    [report] = analyse(sweep)
+    answer = report.recommendation
+    assert answer.schedule == "32→128"
+    assert answer.predicted_seconds == pytest.approx(statistics.median([50 * 0.01 + 50 * 0.02, 50 * 0.01 + 40 * 0.02]))
+    assert answer.sentence.endswith("; no constant batch size ran.")
+    assert report.time_to_accuracy.empty
+    assert report.write(formats={"md", "png"})[0].name == "batch_size_schedules.png"
+    missed = make_sweep(tmp_path, "missed")
+    for seed, at in ((0, 100), (1, None)):
+        make_schedule_trial(missed, [(0, 32), (50, 128)], 0.05, seed, reached_at=at)
+    [report] = analyse(missed)
+    assert report.recommendation.sentence.startswith("No batch-size schedule reached test_accuracy ≥ 0.9 on every "
+                                                     "seed")
+    assert report.recommendation.in_short() is None

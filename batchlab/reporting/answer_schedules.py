@@ -34,8 +34,12 @@ def apply(answer, rec: SweepRecords, tables: Tables, target: str) -> None:
     if schedules is None:
         return
     rows = schedules.headline_rows.set_index("schedule")
-    answer.details += [statement(rows.loc[s], schedules.headline_seeds, target) for s in rows.index]
     decision = schedules.decision
+    if tables.headline_rows.empty:  # only schedules ran: what the constant batch sizes' answer said is not so
+        answer.sentence = (f"No batch-size schedule reached {target} on every seed, so none can be recommended "
+                           "yet (see the batch-size schedules); train longer or set an easier target.")
+        answer.details = [answer.sentence]
+    answer.details += [statement(rows.loc[s], schedules.headline_seeds, target) for s in rows.index]
     if decision is None or decision.fastest is None:
         return
     named = [decision.fastest, *decision.within_noise]
@@ -62,7 +66,8 @@ def apply(answer, rec: SweepRecords, tables: Tables, target: str) -> None:
                       f"the frontier, B_crit and the other-hardware limits are the constant batch sizes'."] + [
             line for line in answer.why[1:]]
     answer.within_noise = [{k: v for k, v in e.items() if k != "text"} for e in entries[1:]]
-    answer.sentence = _tie_sentence(entries, target) if len(entries) > 1 else _sentence(answer, first, target)
+    answer.sentence = (_tie_sentence(entries, target) if len(entries) > 1
+                       else _sentence(answer, first, target, constants_ran=not constants.empty))
 
 
 def _entry(key, rows: pd.DataFrame, constants: pd.DataFrame) -> dict:
@@ -81,13 +86,14 @@ def _called(entry: dict) -> str:
     return name(entry["schedule"]) if "schedule" in entry else f"batch size {entry['batch_size']}"
 
 
-def _sentence(answer, entry: dict, target: str) -> str:
+def _sentence(answer, entry: dict, target: str, constants_ran: bool) -> str:
     low, high = answer.predicted_interval
     head = (f"Use {name(answer.schedule)} ({entry['text']}): {display.seconds(answer.predicted_seconds)} s to "
             f"{target} on this machine (median {display.count(answer.steps)} steps over its seeds, each at its "
             f"batch size's seconds per step; 95% interval {display.seconds(low)}–{display.seconds(high)} s)")
     if answer.baseline_batch_size is None:
-        return head + "; no constant batch size reached it on every seed."
+        return head + ("; no constant batch size reached it on every seed." if constants_ran
+                       else "; no constant batch size ran.")
     return (head + f", {answer.speedup:.2g}× as fast as batch size {answer.baseline_batch_size}, the fastest "
             "constant batch size.")
 

@@ -148,8 +148,9 @@ def _analyse(rec: SweepRecords, target: float | None) -> SweepReport:
 def _write(report: SweepReport, out_dir: Path, formats: set[str]) -> list[Path]:
     rec, tables, science, answer = report.records, report.tables, report.science, report.recommendation
     # The HTML embeds the images, so they are drawn whenever either format wants them.
-    plots = make_plots(rec, tables, science, answer) + make_science_plots(rec, tables, science) \
-        + schedule_plots(rec, tables) if formats & {"png", "html"} else []
+    constant = make_plots(rec, tables, science, answer) + make_science_plots(rec, tables, science) \
+        if len(rec.trials) else []  # a sweep of batch-size schedules alone has only their figure
+    plots = constant + schedule_plots(rec, tables) if formats & {"png", "html"} else []
     files: list[Path] = []
     try:
         out_dir.mkdir(parents=True, exist_ok=True)

@@ -166,6 +166,11 @@ def annotate(rec, table: pd.DataFrame) -> Decision:
     cut_by_race (see tables.py)."""
     from batchlab.reporting.tables import REACHED  # (tables imports this module)
 
+    if table.empty:  # no constant batch size ran (only batch-size schedules): nothing to decide among them
+        for column in ("seconds_per_step", "step_time_source", "predicted_seconds", "predicted_low",
+                       "predicted_high", "within_noise", "at_budget_end", "cut_by_race"):
+            table[column] = pd.Series(dtype=object if column == "step_time_source" else float)
+        return decide({}, {})
     hits = rec.hits[np.isclose(rec.hits["target"], table["target"].iloc[0])].set_index("trial_id")["steps"]
     trials = rec.trials.assign(steps_to=rec.trials["trial_id"].map(hits))
     finished = trials[trials["status"].isin(FINISHED)]

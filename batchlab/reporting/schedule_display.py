@@ -18,6 +18,7 @@ from batchlab.reporting.schedules import STEPS_SAVED, Schedules
 from batchlab.reporting.tables import REACHED
 
 SECTION_ID = "batch-size-schedules"
+BAR = f"≥ {STEPS_SAVED:.0%} fewer steps, no more examples"
 RULE = (
     "A batch-size schedule is its own setting, named by its label, its best lr chosen as a batch size's; its "
     "predicted time per seed is the sum over the batch sizes it trained at up to the target of the steps there "
@@ -49,7 +50,8 @@ def table(schedules: Schedules) -> pd.DataFrame:
     out = pd.DataFrame({
         "schedule": rows["schedule"],
         "lr": [lr_text(r.best_lr, int(r.start_batch_size), r.lr_scale) for r in rows.itertuples()],
-        "predicted s": [display.seconds(p) if ok else display.DASH for p, ok in zip(rows["predicted_seconds"], reached)],
+        "predicted s": [display.seconds(p) if ok else display.DASH
+                        for p, ok in zip(rows["predicted_seconds"], reached)],
         "steps": [display.count(s) if ok else display.DASH for s, ok in zip(rows["steps"], reached)],
         "examples": [display.count(e) if ok else display.DASH for e, ok in zip(rows["examples"], reached)],
         "measured s": [display.seconds(s) if ok else status for s, ok, status in
@@ -57,9 +59,9 @@ def table(schedules: Schedules) -> pd.DataFrame:
         "reached": rows["seeds_reached"],
         f"steps saved vs {base}": rows["steps_saved"].map(_percent),
         f"examples vs {base}": rows["examples_ratio"].map(_ratio),
-        f"≥ {STEPS_SAVED:.0%} fewer steps, no more examples": [
-            f"{'every seed' if every else 'not every seed'} ({n}/{int(seeds)})" for every, n, seeds in
-            zip(rows["clears_bar_every_seed"], rows["seeds_clearing_bar"], rows["seeds"])],
+        BAR: [display.DASH if base_missing else f"{'every seed' if every else 'not every seed'} ({n}/{int(seeds)})"
+              for every, n, seeds, base_missing in zip(rows["clears_bar_every_seed"], rows["seeds_clearing_bar"],
+                                                       rows["seeds"], rows["best_constant"].isna())],
         "note": ["★ fastest" if fast else "≈ as fast within the noise" if tie else ""
                  for fast, tie in zip(rows["fastest"], rows["within_noise"])],
     })
@@ -111,11 +113,15 @@ def terminal_table(schedules: Schedules | None) -> Table | None:
     """The schedules beside the terminal's time-to-accuracy table (None when no schedule ran)."""
     if schedules is None:
         return None
-    text = table(schedules)
-    out = Table(title="batch-size schedules (against the fastest constant batch size)", title_justify="left",
-                header_style="bold")
+    base = _base(schedules)
+    text = table(schedules).drop(columns=["lr", "measured s"]).rename(columns={  # fits 120 columns
+        f"steps saved vs {base}": "steps saved", f"examples vs {base}": "examples ×",
+        BAR: "bar"})
+    text["bar"] = text["bar"].str.replace("not every seed", "not all").str.replace("every seed", "all")
+    out = Table(title=f"batch-size schedules against {base} (the fastest constant); bar: {BAR} on every seed",
+                title_justify="left", header_style="bold")
     for column in text.columns:
-        out.add_column(column, justify="left" if column in ("schedule", "lr", "note") else "right")
+        out.add_column(column, justify="left" if column in ("schedule", "note") else "right")
     for row in text.itertuples(index=False):
         out.add_row(*(RichText(str(cell)) for cell in row))
     return out

@@ -19,11 +19,11 @@ def schedule_plots(rec: SweepRecords, tables: Tables) -> list[Plot]:
     schedules = tables.schedules
     if schedules is None:
         return []
-    style = batch_style(rec, tables)
+    style = batch_style(rec, tables) if len(rec.trials) else None  # None: no constant batch size ran
     metric = rec.target_metric
     fig, (sizes_ax, metric_ax) = figure(PAIR, 2, "Batch-size schedules against the constant batch sizes", style)
     best = schedules.headline_rows
-    drawn, ticks = 0, set(style.sizes)
+    drawn, ticks = 0, set(style.sizes if style else [])
     for color, row in zip(SCHEDULE_COLORS * 10, best.itertuples(index=False)):
         trials = rec.scheduled[(rec.scheduled["schedule"] == row.schedule)
                                & np.isclose(rec.scheduled["lr"], row.best_lr)]
@@ -38,7 +38,7 @@ def schedule_plots(rec: SweepRecords, tables: Tables) -> list[Plot]:
         line = curve(frames, "examples", metric, positive=False) if frames else None
         if line is not None:
             metric_ax.plot(line[0], line[1], color=color, lw=2.5, label=row.schedule)
-    for bs, choice in sorted(tables.plotted.items()):
+    for bs, choice in sorted(tables.plotted.items()) if style else []:
         frames = [rec.metrics[t] for t in choice.trial_ids if t in rec.metrics]
         line = curve(frames, "examples", metric, positive=False) if frames else None
         if line is None:
