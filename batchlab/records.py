@@ -69,9 +69,11 @@ class Summary:
     """summary.json: what a trial did, written last and atomically. Train fills it as it goes; the report
     reads it back with from_json, which checks every field it knows (older records lack some: defaults)."""
     trial_id: str = ""
-    batch_size: int = 0  # as configured; above the training set it ran full-batch steps; a schedule's first
-    batch_schedule: dict | None = None  # the config's batch-size schedule as JSON; None: a constant batch size
-    batch_changes: list[dict] | None = None  # a schedule's batch sizes in order: {step, examples, batch_size, lr}
+    batch_size: int = 0  # as configured (a schedule's first); above the training set it ran full-batch steps
+    batch_schedule: dict | None = None  # the config's batch-size schedule (batchlab.batches); None: constant
+    # one entry per batch size used, in order, the first at step 0: {step, examples, tokens (sequence tasks),
+    # batch_size, lr}: from step `step` on it trained at batch_size with lr (before the lr schedule's multiplier)
+    batch_changes: list[dict] | None = None
     lr: float = 0.0
     seed: int = 0
     axes: dict[str, Any] = field(default_factory=dict)

@@ -224,7 +224,7 @@ def make_schedule_trial(sweep: Path, changes: list[tuple[int, int]], lr: float, 
     examples = lambda step: schedule_examples(changes, step)  # noqa: E731
     lines = ["step,epoch,examples,train_seconds,lr,batch_size,train_loss,test_loss,test_accuracy"]
     for step in range(0, total_steps + 1, 10):
-        batch = [b for s, b in changes if s < max(step, 1)][-1]
+        batch = [b for s, b in changes if s <= step][-1]  # the batch size the next step trains at
         accuracy = min(0.95, 0.5 + 0.4 * step / (reached_at or 10 * total_steps))
         lines.append(f"{step},{examples(step) / train_size:.6g},{examples(step)},"
                      f"{examples(step) * seconds_per_example:.6g},{lr:g},{batch},{1.0 - accuracy / 2:.4g},"

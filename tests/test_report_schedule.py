@@ -224,3 +224,13 @@ def test_a_sweep_of_schedules_alone(tmp_path):
     assert report.recommendation.sentence.startswith("No batch-size schedule reached test_accuracy ≥ 0.9 on every "
                                                      "seed")
     assert report.recommendation.in_short() is None
+
+
+def test_a_schedule_without_lr_scaling_says_its_lr_stays(tmp_path):
+    sweep = make_sweep(tmp_path, "held")
+    for seed in (0, 1):
+        make_trial(sweep, 128, 0.1, seed, hits={0.9: hit(1.0, 150, 128, 8)})
+        make_schedule_trial(sweep, CHANGES, 0.05, seed, reached_at=100, lr_scale=None)
+    [report] = analyse(sweep)
+    assert report.recommendation.sentence.startswith("Use the batch-size schedule 32→128→512 (lr 0.05 at every "
+                                                     "batch size): ")

@@ -18,9 +18,11 @@ from batchlab.reporting.tables import REACHED, Tables
 
 
 def lr_text(lr: float, start: int, lr_scale: str | None) -> str:
-    """'lr 0.05 at 32, sqrt-scaled': the trial's lr is the lr at its starting batch size."""
-    scale = {"linear": ", linear-scaled", "sqrt": ", sqrt-scaled", "none": ", held"}.get(lr_scale or "", "")
-    return f"lr {lr:g} at {start}{scale}"
+    """'lr 0.05 at 32, sqrt-scaled': the trial's lr is the lr at its starting batch size; without a scale (none,
+    or null) the lr stays as the batch size changes."""
+    if lr_scale in ("linear", "sqrt"):
+        return f"lr {lr:g} at {start}, {lr_scale}-scaled"
+    return f"lr {lr:g} at every batch size"
 
 
 def name(schedule: str) -> str:

@@ -86,7 +86,7 @@ def _one_target(rec: SweepRecords, target: float, constant_rows: pd.DataFrame,
         for trial in trials.itertuples(index=False):
             to = float(hits["steps"].get(trial.trial_id, math.nan))
             if math.isfinite(to) and trial.trial_id in rec.batch_changes:
-                steps[int(trial.seed)] = batches.steps_by_batch(rec.batch_changes[trial.trial_id], to)
+                steps[int(trial.seed)] = batches.steps_by_batch(rec.batch_changes[trial.trial_id], int(to))
         seed_steps[b.schedule] = steps
         if status == REACHED and len(steps) == len(trials):
             sizes = sorted({size for by_size in steps.values() for size in by_size})
