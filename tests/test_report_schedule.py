@@ -234,3 +234,16 @@ def test_a_schedule_without_lr_scaling_says_its_lr_stays(tmp_path):
     [report] = analyse(sweep)
     assert report.recommendation.sentence.startswith("Use the batch-size schedule 32→128→512 (lr 0.05 at every "
                                                      "batch size): ")
+
+
+def test_a_schedule_still_running_has_no_row_yet(tmp_path):
+    sweep = make_sweep(tmp_path, "running")
+    for seed in (0, 1):
+        make_trial(sweep, 128, 0.1, seed, hits={0.9: hit(1.0, 150, 128, 8)})
+        make_schedule_trial(sweep, CHANGES, 0.05, seed, reached_at=None, status="interrupted")
+    [report] = analyse(sweep)
+    assert report.tables.schedules.headline_rows.empty
+    assert report.recommendation.batch_size == 128 and report.recommendation.schedule is None
+    assert report.counts == {"completed": 2, "interrupted": 2}
+    report.write(formats={"md"})
+    assert "## Batch-size schedules" in (report.out_dir / "report.md").read_text()

@@ -30,6 +30,10 @@ STEPS_SAVED = 0.25  # the bar stated for a schedule: a quarter of the best const
 # with no more examples, on every seed (what a schedule must show to be worth its extra setting)
 
 
+ROW_COLUMNS = ["target_metric", "target", "schedule", "status", "best_lr", "start_batch_size", "lr_scale",
+               "seeds_reached", "reached", "seeds", "batch_sizes", "seconds", "steps", "examples", "step_time_source"]
+
+
 @dataclass
 class Schedules:
     table: pd.DataFrame  # schedules.csv: a row per target and schedule
@@ -96,7 +100,7 @@ def _one_target(rec: SweepRecords, target: float, constant_rows: pd.DataFrame,
             row["step_time_source"] = INTERLEAVED if all(c.source == INTERLEAVED for c in costs) else TRIALS
         rows.append(row)
     joint = decide(constant.steps, constant.costs, mixed)
-    table = pd.DataFrame(rows)
+    table = pd.DataFrame(rows, columns=[*ROW_COLUMNS[:6], *rec.extra_axes, *ROW_COLUMNS[6:]])  # none finished: empty
     for i, column in enumerate(("predicted_seconds", "predicted_low", "predicted_high")):
         table[column] = table["schedule"].map({k: p[i] for k, p in joint.predicted.items() if k in mixed})
     table["fastest"] = table["schedule"] == joint.fastest
@@ -169,11 +173,13 @@ def _against_constant(rec: SweepRecords, target: float, best_trials: dict[str, p
 
 def _saved(steps: pd.Series, base: pd.Series) -> pd.Series:
     """1 - steps / base steps: the share of the base's steps saved (NaN where either is unknown or a miss)."""
+    steps, base = steps.astype(float), base.astype(float)
     ok = np.isfinite(steps) & np.isfinite(base) & (base > 0)
     return (1 - steps / base).where(ok)
 
 
 def _ratio(examples: pd.Series, base: pd.Series) -> pd.Series:
+    examples, base = examples.astype(float), base.astype(float)
     ok = np.isfinite(examples) & np.isfinite(base) & (base > 0)
     return (examples / base).where(ok)
 
