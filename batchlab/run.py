@@ -116,12 +116,16 @@ def run_sweep(experiment: Experiment, trials: list[Trial], out: Path, command: s
 
 def time_steps_of(trials: list[Trial], sweep: SweepDir, cache: DataCache, ran: bool,
                   on_round: Callable[[int, int], None]) -> steptime.StepTimes | None:
-    """Seconds per step at every batch size of the grid (and each other axis that may change a step's cost),
-    timed round-robin in one go (batchlab.steptime) into <sweep>/step_times.json: what the report multiplies each
-    batch size's steps to the target by. Skipped (None) when no trial ran now and the file covers the grid.
-    Timed at the thread count most of the recorded trials ran with."""
+    """Seconds per step at every batch size of the grid and every one its schedules trained at (and each other
+    axis that may change a step's cost), timed round-robin in one go (batchlab.steptime) into
+    <sweep>/step_times.json: what the report multiplies each batch size's steps to the target by. Skipped (None)
+    when no trial ran now and the file covers the grid. Timed at the thread count most of the recorded trials
+    ran with."""
     path = sweep.path / steptime.FILE
-    subjects = steptime.subjects(trials)
+    ids = {t.id for t in trials}
+    used = {s["trial_id"]: s["batch_changes"] for s in sweep.summaries()
+            if s.get("trial_id") in ids and isinstance(s.get("batch_changes"), list)}
+    subjects = steptime.subjects(trials, used)
     if not subjects or (not ran and (steptime.recorded_keys(path) or set()) >= {s.key for s in subjects}):
         return None
     device = resolve_device(trials[0].config.device)

@@ -175,13 +175,24 @@ def cost_key(axes: dict) -> str:
     return json.dumps({k: v for k, v in sorted(axes.items()) if k not in NOT_COST}, sort_keys=True, default=str)
 
 
-def subjects(trials) -> list[Subject]:
+def subjects(trials, used: dict[str, list[dict]] | None = None) -> list[Subject]:
     """One subject per distinct step cost among `trials` (grid.Trial): trials that differ only in lr or seed
-    share one, timed with the first such trial's config. Key: (batch size, the other axes as JSON)."""
+    share one, timed with the first such trial's config. Key: (batch size, the other axes as JSON). A trial whose
+    batch size follows a schedule is timed at every batch size it trained at (`used`: trial id -> its records'
+    batch_changes; its starting batch size until it has some), each as a constant batch size of its config."""
     found: dict[tuple, Subject] = {}
     for trial in trials:
-        key = (trial.config.batch_size, cost_key(trial.axes))
-        found.setdefault(key, Subject(key, trial.config))
+        if getattr(trial.config, "batch_schedule", None) is None:
+            key = (trial.config.batch_size, cost_key(trial.axes))
+            found.setdefault(key, Subject(key, trial.config))
+            continue
+        changes = (used or {}).get(trial.id) or [{"batch_size": trial.config.batch_size}]
+        sizes = [c["batch_size"] for c in changes if isinstance(c, dict) and isinstance(c.get("batch_size"), int)]
+        for size in dict.fromkeys(sizes):
+            key = (size, cost_key(trial.axes))
+            if key not in found:
+                found[key] = Subject(key, trial.config.model_copy(update={"batch_size": size,
+                                                                          "batch_schedule": None}))
     return sorted(found.values(), key=lambda s: s.key)
 
 

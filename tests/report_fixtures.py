@@ -186,3 +186,67 @@ def make_step_times(sweep: Path, per_step: dict[int, list[float]], threads: int 
                                 "cost_seconds": sum(t["seconds"] for t in timings), "errors": [],
                                 "timings": timings}))
     return path
+
+
+def schedule_examples(changes: list[tuple[int, int]], step: int) -> int:
+    """Examples after `step` steps of a schedule that trains at batch b from step s on, for each (s, b)."""
+    total = 0
+    for i, (start, batch) in enumerate(changes):
+        end = changes[i + 1][0] if i + 1 < len(changes) else step
+        total += max(0, min(end, step) - start) * batch
+    return total
+
+
+def make_schedule_trial(sweep: Path, changes: list[tuple[int, int]], lr: float, seed: int = 0, *,
+                        reached_at: int | None, total_steps: int = 200, lr_scale: str | None = "sqrt",
+                        status: str = "completed", target: float = 0.9, seconds_per_example: float = 1e-4,
+                        train_size: int = 100_000) -> Path:
+    """A trial whose batch size followed a schedule, as the records contract has it: config.json's batch_size is
+    the starting one and batch_schedule the schedule (points in examples); summary.json's batch_changes the batch
+    sizes it used from which step; metrics.csv a batch_size column. `changes`: (from step, batch size), the
+    first at step 0; `reached_at`: the step it reached `target` (None: never)."""
+    points = [[schedule_examples(changes, start), batch] for start, batch in changes]
+    schedule = {"schedule": points, "unit": "examples", "lr_scale": lr_scale}
+    start, last = changes[0][1], changes[-1][1]
+    number = sum(1 for _ in (sweep / "trials").iterdir())
+    trial_id = f"bs{start:04d}to{last:04d}-lr{lr:g}-s{seed}-{number:06x}"
+    trial = sweep / "trials" / trial_id
+    trial.mkdir(parents=True)
+    axes = {"batch_size": schedule, "lr": lr, "seed": seed}
+    config = {"name": sweep.name, "dataset": {"name": "digits", "train_size": train_size},
+              "model": {"name": "mlp", "hidden": [64]}, "optimizer": {"name": "sgd", "momentum": 0.9},
+              "schedule": {"name": "constant", "warmup_epochs": 0.0},
+              "budget": {"epochs": None, "steps": total_steps, "examples": None, "stop_at_target": False},
+              "target": {"metric": "test_accuracy", "value": [target]}, "eval": {"every": 0.5, "batch_size": 500},
+              "batch_size": start, "batch_schedule": schedule, "lr": lr, "seed": seed, "device": "cpu",
+              "precision": "fp32", "axes": axes, "noise": {"every": None}, "lr_rule": None}
+    (trial / "config.json").write_text(json.dumps(config))
+    examples = lambda step: schedule_examples(changes, step)  # noqa: E731
+    lines = ["step,epoch,examples,train_seconds,lr,batch_size,train_loss,test_loss,test_accuracy"]
+    for step in range(0, total_steps + 1, 10):
+        batch = [b for s, b in changes if s <= step][-1]  # the batch size the next step trains at
+        accuracy = min(0.95, 0.5 + 0.4 * step / (reached_at or 10 * total_steps))
+        lines.append(f"{step},{examples(step) / train_size:.6g},{examples(step)},"
+                     f"{examples(step) * seconds_per_example:.6g},{lr:g},{batch},{1.0 - accuracy / 2:.4g},"
+                     f"{1.1 - accuracy / 2:.4g},{accuracy:.4f}")
+    (trial / "metrics.csv").write_text("\n".join(lines) + "\n")
+    hit_entry = None if reached_at is None else {
+        "seconds": examples(reached_at) * seconds_per_example, "steps": reached_at,
+        "epochs": examples(reached_at) / train_size, "examples": examples(reached_at)}
+    summary = {
+        "status": status, "trial_id": trial_id, "batch_size": start, "lr": lr, "seed": seed, "axes": axes,
+        "batch_schedule": schedule,
+        "batch_changes": [{"step": s, "examples": examples(s), "batch_size": b, "lr": lr} for s, b in changes],
+        "steps": total_steps, "epochs": examples(total_steps) / train_size, "examples": examples(total_steps),
+        "steps_per_epoch": 1, "train_size": train_size,
+        "train_seconds": examples(total_steps) * seconds_per_example, "eval_seconds": 0.5,
+        "samples_per_second": 1 / seconds_per_example, "peak_memory_bytes": None,
+        "final": {"train_loss": 0.55, "test_loss": 0.6, "test_accuracy": 0.95 if reached_at else 0.85},
+        "target_metric": "test_accuracy", "targets": {f"{target:g}": hit_entry}, "noise": None,
+        "device": "cpu", "device_name": "Test CPU", "threads": 2, "precision": "fp32",
+        "torch_version": "2.13.0", "batchlab_version": "0.1.0", "python_version": "3.11.2",
+        "command": f"batchlab sweep configs/{sweep.name}.yaml", "error": None,
+        "started_at": "2025-01-01T00:00:00", "finished_at": "2025-01-01T00:01:00",
+    }
+    (trial / "summary.json").write_text(json.dumps(summary))
+    return trial

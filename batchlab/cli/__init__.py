@@ -222,10 +222,12 @@ def report(
         for line in r.recommendation.why:
             typer.echo(f"- {line}")
         console.print(r.table())
+        if r.schedule_table() is not None:
+            console.print(r.schedule_table())
         where = r.out_dir / "report.html" if "html" in chosen else r.out_dir
         answer = r.recommendation
         typer.echo(f"In short: {answer.in_short()}; report: {where}"
-                   if answer.batch_size is not None else f"report: {where}")  # the answer again, last on screen
+                   if answer.in_short() is not None else f"report: {where}")  # the answer again, last on screen
 
 
 @app.command()

@@ -31,6 +31,7 @@ import numpy as np
 import pandas as pd
 
 from batchlab.frontier import largest_efficient_batch
+from batchlab.reporting import answer_schedules as schedules
 from batchlab.reporting import display
 from batchlab.reporting.answer_details import (WITHIN, critical_text, device_of, efficient_text, fastest_text,
                                                step_source)
@@ -59,7 +60,8 @@ class Recommendation:
     sentence: str  # the one sentence to act on
     why: list[str] = field(default_factory=list)  # regime; B_crit and B_simple; other hardware
     details: list[str] = field(default_factory=list)  # the detailed statements with their evidence
-    batch_size: int | None = None  # fastest to the target on this machine
+    batch_size: int | None = None  # fastest to the target on this machine (None too when a schedule is)
+    schedule: str | None = None  # the batch-size schedule fastest to the target, by its label (batches.label)
     lr: float | None = None  # its best lr
     axes: dict = field(default_factory=dict)  # its values of any other swept axis
     seconds: float | None = None  # median training seconds to the target over the best lr's seeds, as measured
@@ -89,8 +91,12 @@ class Recommendation:
     def in_short(self) -> str | None:
         """'use batch size 256 with lr 0.1', or with batch sizes within the noise 'use batch size 256 (lr 0.1) or
         64 (lr 0.05)'; None when nothing reached the target."""
-        if self.batch_size is None:
+        if self.batch_size is None and self.schedule is None:
             return None
+        if any("schedule" in o for o in self.within_noise) or self.schedule is not None:
+            names = [_short(self.schedule, self.batch_size, self.lr)] + [
+                _short(o.get("schedule"), o.get("batch_size"), o["lr"]) for o in self.within_noise]
+            return "use " + (f"{', '.join(names[:-1])} or {names[-1]}" if len(names) > 1 else names[0])
         if not self.within_noise:
             return f"use batch size {self.batch_size} with lr {self.lr:g}"
         names = [f"{self.batch_size} (lr {self.lr:g})"] + [f"{o['batch_size']} (lr {o['lr']:g})"
@@ -100,6 +106,11 @@ class Recommendation:
     def to_dict(self) -> dict:
         """JSON-safe: NaN and infinity become None, numpy numbers plain ones."""
         return {key: plain(value) for key, value in asdict(self).items()}
+
+
+def _short(schedule: str | None, batch_size: int | None, lr: float) -> str:
+    return f"the batch-size schedule {schedule} (lr {lr:g} at its start)" if schedule else \
+        f"batch size {batch_size} (lr {lr:g})"
 
 
 def plain(value):
@@ -160,6 +171,7 @@ def recommend(rec: SweepRecords, tables: Tables, science: Science) -> Recommenda
         answer.why = [_regime_text(answer, frontier), _scale_text(answer, noise),
                       _hardware_text(answer, rows, frontier) if cut.empty else _cut_text(cut)]
         answer.details = [fastest_text(rec, target, reached), step_source(rec, reached), efficient_text(frontier)]
+    schedules.apply(answer, rec, tables, target)
     critical = critical_text(frontier, noise, any_reached=not reached.empty, context=rec.context)
     if critical:
         answer.details.append(critical)

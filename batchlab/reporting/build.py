@@ -13,13 +13,14 @@ import pandas as pd
 from rich.table import Table
 
 from batchlab.errors import RecordsError
-from batchlab.reporting import display
+from batchlab.reporting import display, schedule_display
 from batchlab.reporting.answer import Recommendation, recommend
 from batchlab.reporting.document import blocks
 from batchlab.reporting.load import SweepRecords, find_sweeps, read_sweeps
 from batchlab.reporting.plots import make_plots
 from batchlab.reporting.render import html_document, markdown
 from batchlab.reporting.science import Science, build_science
+from batchlab.reporting.schedule_plots import schedule_plots
 from batchlab.reporting.science_plots import make_science_plots
 from batchlab.reporting.tables import Tables, build_tables, status_counts
 
@@ -61,6 +62,10 @@ class SweepReport:
         title = (f"{self.name}: time to {display.target_text(self.records, self.target)} "
                  f"({display.status_line(self.counts)})")
         return display.terminal_table(self.records, self.tables.headline_rows, title)
+
+    def schedule_table(self) -> Table | None:
+        """The batch-size schedules against the fastest constant batch size (None: no schedule ran)."""
+        return schedule_display.terminal_table(self.tables.schedules) if self.tables is not None else None
 
     def write(self, out_dir: Path | str | None = None, formats: Iterable[str] = FORMATS) -> list[Path]:
         """Write the chosen formats (md, html, csv, png) to `out_dir` (default <sweep>/report) and
@@ -143,8 +148,9 @@ def _analyse(rec: SweepRecords, target: float | None) -> SweepReport:
 def _write(report: SweepReport, out_dir: Path, formats: set[str]) -> list[Path]:
     rec, tables, science, answer = report.records, report.tables, report.science, report.recommendation
     # The HTML embeds the images, so they are drawn whenever either format wants them.
-    plots = make_plots(rec, tables, science, answer) + make_science_plots(rec, tables, science) \
-        if formats & {"png", "html"} else []
+    constant = make_plots(rec, tables, science, answer) + make_science_plots(rec, tables, science) \
+        if len(rec.trials) else []  # a sweep of batch-size schedules alone has only their figure
+    plots = constant + schedule_plots(rec, tables) if formats & {"png", "html"} else []
     files: list[Path] = []
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
@@ -172,6 +178,9 @@ def _write_csvs(tables: Tables, science: Science, out_dir: Path) -> list[Path]:
         "trials.csv": tables.trials,
         "frontier.csv": science.frontier.table(),
     }
+    if tables.schedules is not None:
+        written["schedules.csv"] = tables.schedules.table
+        written["schedule_seeds.csv"] = tables.schedules.seeds
     if science.noise is not None:
         written["noise_scale.csv"] = science.noise.table(science.frontier)
     if science.gap is not None:

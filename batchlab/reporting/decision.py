@@ -19,6 +19,11 @@ Time to a target = steps to it (the optimisation's: exact for a seed, varying ov
   under TIE x the fastest's, or it came out faster in at least 2.5% of the bootstrap draws (the one-sided
   end of the 95% interval of the ratio of the two times). Both are named in the answer.
 
+A batch-size schedule (schedules.py) is decided among the batch sizes as one more setting: each seed's predicted
+seconds are the sum, over the batch sizes it trained at up to its steps to the target, of its steps there x that
+batch size's seconds per step (timed interleaved like the others, the same rounds resampled together), and its
+figure is the median over seeds (Mixed).
+
 The measured wall-clock seconds to the target stay in the tables beside the prediction. Everything here is
 deterministic for the same records (the bootstrap's generator has a fixed seed).
 """
@@ -26,7 +31,7 @@ deterministic for the same records (the bootstrap's generator has a fixed seed).
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
@@ -59,59 +64,92 @@ class StepCost:
 
 
 @dataclass
+class Mixed:
+    """A setting that trained at several batch sizes (a batch-size schedule): per seed, its steps to the target at
+    each batch size; its seconds to the target are the sum over them of steps x that batch size's seconds per
+    step, so it compares with a constant batch size on the same footing."""
+    steps: np.ndarray  # seeds x batch sizes
+    costs: list[StepCost]  # seconds per step of each column's batch size
+
+    def seconds(self) -> np.ndarray:
+        """Each seed's predicted seconds to the target."""
+        return self.steps @ np.array([cost.value for cost in self.costs])
+
+
+@dataclass
 class Decision:
     seconds_per_step: dict[int, float]
     source: dict[int, str]
-    predicted: dict[int, tuple[float, float, float]]  # batch size -> (median, low, high) seconds to the target
-    fastest: int | None
-    within_noise: list[int]  # other batch sizes that cannot be told apart from the fastest, fastest first
+    predicted: dict[int | str, tuple[float, float, float]]  # setting -> (median, low, high) seconds to the target
+    fastest: int | str | None  # a batch size, or a schedule's label
+    within_noise: list[int | str]  # other settings that cannot be told apart from the fastest, fastest first
+    steps: dict[int, np.ndarray] = field(default_factory=dict)  # what decided (decide's arguments)
+    costs: dict[int, StepCost] = field(default_factory=dict)
 
 
 def step_costs(rec, rows: pd.DataFrame, best_trials: dict[int, pd.DataFrame]) -> dict[int, StepCost]:
     """Seconds per step for each row's batch size (and its best setting's other axes)."""
     costs = {}
-    timings = rec.step_times
     for row in rows.itertuples(index=False):
         trials = best_trials.get(int(row.batch_size))
         if trials is None or trials.empty:
             continue
-        key = trials["cost_key"].iloc[0]
-        if timings is not None:
-            mine = timings[(timings["batch_size"] == row.batch_size) & (timings["cost_key"] == key)]
-            if len(mine):
-                costs[int(row.batch_size)] = StepCost(INTERLEAVED, mine.sort_values("round")["seconds_per_step"]
-                                                      .to_numpy(dtype=float), rec.step_facts.get("clock") == CPU_CLOCK)
-                continue
-        same = rec.trials[(rec.trials["batch_size"] == row.batch_size) & (rec.trials["cost_key"] == key)
-                          & (rec.trials["status"] == "completed") & (rec.trials["steps"] > 0)]
-        values = (same["train_seconds"] / same["steps"]).to_numpy(dtype=float)
-        costs[int(row.batch_size)] = StepCost(TRIALS, values[np.isfinite(values)])
+        costs[int(row.batch_size)] = step_cost(rec, int(row.batch_size), trials["cost_key"].iloc[0])
     return costs
 
 
-def decide(steps: dict[int, np.ndarray], costs: dict[int, StepCost]) -> Decision:
+def step_cost(rec, batch_size: int, key: str) -> StepCost:
+    """Seconds per step at `batch_size` with the other axes `key` (steptime.cost_key): step_times.json's rounds,
+    else the completed constant trials' own clocks (no values: neither has it)."""
+    timings = rec.step_times
+    if timings is not None:
+        mine = timings[(timings["batch_size"] == batch_size) & (timings["cost_key"] == key)]
+        if len(mine):
+            return StepCost(INTERLEAVED, mine.sort_values("round")["seconds_per_step"].to_numpy(dtype=float),
+                            rec.step_facts.get("clock") == CPU_CLOCK)
+    same = rec.trials[(rec.trials["batch_size"] == batch_size) & (rec.trials["cost_key"] == key)
+                      & (rec.trials["status"] == "completed") & (rec.trials["steps"] > 0)]
+    values = (same["train_seconds"] / same["steps"]).to_numpy(dtype=float)
+    return StepCost(TRIALS, values[np.isfinite(values)])
+
+
+def decide(steps: dict[int, np.ndarray], costs: dict[int, StepCost], mixed: dict[str, Mixed] | None = None) -> Decision:
     """`steps`: per batch size, the steps to the target of each seed (all finite); `costs`: its seconds per step,
-    interleaved ones in round order (the same rounds for every batch size, so their draws stay paired)."""
+    interleaved ones in round order (the same rounds for every batch size, so their draws stay paired). `mixed`:
+    settings that trained at several batch sizes (batch-size schedules), by name, decided among the others: per
+    seed, the sum of steps x seconds per step over the batch sizes, then the median over seeds."""
+    mixed = mixed or {}
     rng = np.random.default_rng(SEED)
     sizes = [b for b in sorted(steps) if b in costs and len(costs[b].values) and len(steps[b])]
+    names = [n for n in sorted(mixed) if len(mixed[n].steps) and all(len(c.values) for c in mixed[n].costs)]
     draws = {}
-    n_rounds = min((len(costs[b].values) for b in sizes if costs[b].source == INTERLEAVED), default=0)
+    interleaved = [costs[b] for b in sizes] + [c for n in names for c in mixed[n].costs]
+    n_rounds = min((len(c.values) for c in interleaved if c.source == INTERLEAVED), default=0)
     shared = rng.integers(0, n_rounds, size=(DRAWS, n_rounds)) if n_rounds else None
+
+    def per_step(cost: StepCost) -> np.ndarray:
+        if cost.source == INTERLEAVED and shared is not None:
+            return cost.of(cost.values[:n_rounds][shared], axis=1)
+        return cost.of(cost.values[rng.integers(0, len(cost.values), size=(DRAWS, len(cost.values)))], axis=1)
+
     for b in sizes:
         s = np.asarray(steps[b], dtype=float)
         seed_medians = np.median(s[rng.integers(0, len(s), size=(DRAWS, len(s)))], axis=1)
-        cost = costs[b]
-        if cost.source == INTERLEAVED and shared is not None:
-            per_step = cost.of(cost.values[:n_rounds][shared], axis=1)
-        else:
-            per_step = cost.of(cost.values[rng.integers(0, len(cost.values), size=(DRAWS, len(cost.values)))], axis=1)
-        draws[b] = seed_medians * per_step
+        draws[b] = seed_medians * per_step(costs[b])
     predicted = {b: (float(np.median(steps[b]) * costs[b].value), *map(float, np.percentile(draws[b], [2.5, 97.5])))
                  for b in sizes}
-    fastest = min(sizes, key=lambda b: (predicted[b][0], b)) if sizes else None
+    for name in names:  # after the batch sizes: their draws stay what they were without schedules
+        mix = mixed[name]
+        seeds = rng.integers(0, len(mix.steps), size=(DRAWS, len(mix.steps)))
+        costs_drawn = np.stack([per_step(cost) for cost in mix.costs], axis=1)  # DRAWS x batch sizes
+        draws[name] = np.median(np.einsum("dsk,dk->ds", mix.steps[seeds], costs_drawn), axis=1)
+        predicted[name] = (float(np.median(mix.seconds())), *map(float, np.percentile(draws[name], [2.5, 97.5])))
+    everything = sizes + names
+    order = {k: i for i, k in enumerate(everything)}  # ties: batch sizes (smaller first), then schedules
+    fastest = min(everything, key=lambda k: (predicted[k][0], order[k])) if everything else None
     within = []
     if fastest is not None:
-        for b in sorted(sizes, key=lambda b: (predicted[b][0], b)):
+        for b in sorted(everything, key=lambda k: (predicted[k][0], order[k])):
             if b == fastest:
                 continue
             close = predicted[b][0] <= TIE * predicted[fastest][0]
@@ -119,7 +157,7 @@ def decide(steps: dict[int, np.ndarray], costs: dict[int, StepCost]) -> Decision
             if close or sometimes_faster:
                 within.append(b)
     return Decision({b: costs[b].value for b in costs}, {b: costs[b].source for b in costs}, predicted, fastest,
-                    within)
+                    within, dict(steps), dict(costs))
 
 
 def annotate(rec, table: pd.DataFrame) -> Decision:
@@ -128,6 +166,11 @@ def annotate(rec, table: pd.DataFrame) -> Decision:
     cut_by_race (see tables.py)."""
     from batchlab.reporting.tables import REACHED  # (tables imports this module)
 
+    if table.empty:  # no constant batch size ran (only batch-size schedules): nothing to decide among them
+        for column in ("seconds_per_step", "step_time_source", "predicted_seconds", "predicted_low",
+                       "predicted_high", "within_noise", "at_budget_end", "cut_by_race"):
+            table[column] = pd.Series(dtype=object if column == "step_time_source" else float)
+        return decide({}, {})
     hits = rec.hits[np.isclose(rec.hits["target"], table["target"].iloc[0])].set_index("trial_id")["steps"]
     trials = rec.trials.assign(steps_to=rec.trials["trial_id"].map(hits))
     finished = trials[trials["status"].isin(FINISHED)]

@@ -216,7 +216,8 @@ def trials(rec: SweepRecords, table: pd.DataFrame) -> pd.DataFrame:
     out = pd.DataFrame({
         "trial": table["trial_id"],
         "status": table["status"],
-        "batch size": table["batch_size"].map(str),
+        "batch size": [str(b) if not isinstance(named, str) else named for b, named in
+                       zip(table["batch_size"], table.get("schedule", pd.Series(index=table.index, dtype=object)))],
         "lr": table["lr"].map(lr),
         "seed": table["seed"].map(str),
     })

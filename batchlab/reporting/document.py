@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from batchlab.reporting import display
+from batchlab.reporting import display, schedule_display
 from batchlab.reporting.answer import Recommendation
 from batchlab.reporting.figures import Plot
 from batchlab.reporting.load import FINISHED, INFEASIBLE, SweepRecords
@@ -51,6 +51,7 @@ def blocks(rec: SweepRecords, tables: Tables, counts: dict[str, int], plots: lis
         out.append(Block("h3", f"Other target: {display.target_text(rec, other)}"))
         out.append(_tta_table(rec, rows, "", compact=True))
 
+    out += schedule_display.section(tables.schedules, target, by_name)
     out += frontier_section(rec, tables, science, by_name)
     out += noise_section(science, by_name)
 
@@ -72,13 +73,14 @@ def blocks(rec: SweepRecords, tables: Tables, counts: dict[str, int], plots: lis
     out += lr_section(science, by_name)
     out += gap_section(rec, science, by_name)
 
-    rest = [plot for plot in plots if plot.filename not in (HEADLINE, *SCIENCE_PLOTS)]
+    rest = [plot for plot in plots if plot.filename not in (HEADLINE, *SCIENCE_PLOTS, schedule_display.PLOT)]
     if rest:
         out.append(Block("h2", "Plots"))
         out += [Block("image", plot=plot) for plot in rest]
 
     out.append(Block("h2", "How to read this report"))
-    out.append(Block("list", items=RULES + SCIENCE_RULES))
+    schedule_rules = [schedule_display.RULE] if tables.schedules is not None else []
+    out.append(Block("list", items=RULES + schedule_rules + SCIENCE_RULES))
     out.append(Block("h2", "Trials"))
     trials = display.trials(rec, tables.trials)
     out.append(Block("details", text=f"All {len(tables.trials)} trials", table=trials, id="trials",

@@ -7,7 +7,6 @@ run of the trial than the one that last started there (its run token differs) co
 
 from __future__ import annotations
 
-import io
 import json
 import math
 from collections import Counter
@@ -16,11 +15,12 @@ from pathlib import Path
 
 import pandas as pd
 
-from batchlab import steptime
+from batchlab import batches, steptime
 from batchlab.errors import RecordsError
-from batchlab.records import METRIC_COLUMNS, Status, Summary, SweepDir, run_token
+from batchlab.records import Status, Summary, SweepDir, run_token
 from batchlab.records import FINISHED as FINISHED_STATUSES
 from batchlab.records import INFEASIBLE as INFEASIBLE_STATUSES
+from batchlab.reporting.metrics_file import Damaged, metrics_or_warning
 
 # As the frames hold them: plain strings. A trial that ran to an end we can judge (FINISHED) counts a missing
 # target as missed; an interrupted or incomplete one stopped early and counts as neither.
@@ -33,15 +33,6 @@ SUMMARY_NUMBERS = ("steps", "budget_steps", "epochs", "examples", "steps_per_epo
 TO_TARGET = ("seconds", "steps", "epochs", "examples")
 # summary.json "noise" {g2, trace, b_simple, measurements}, or null: trials columns noise_<key>.
 NOISE_NUMBERS = ("g2", "trace", "b_simple", "measurements")
-
-
-class Damaged(Exception):
-    """A record file that cannot be used; the message names the file and says why."""
-
-
-class Contradicts(Damaged):
-    """A metrics.csv that cannot belong to its trial's summary (no rows, steps going backwards): the trial is
-    left out, not just its curves."""
 
 
 @dataclass
@@ -63,6 +54,10 @@ class SweepRecords:
     running: bool  # a sweep held the lock: it was still running
     warnings: list[str] = field(default_factory=list)
     damaged: int = 0  # trials left out because a record was damaged
+    # Trials whose batch size followed a schedule, as `trials` (batch_size: the starting one) with the columns
+    # schedule (its label) and lr_scale: apart, so that every table grouped by batch size holds constant ones.
+    scheduled: pd.DataFrame = field(default_factory=pd.DataFrame)
+    batch_changes: dict[str, list[dict]] = field(default_factory=dict)  # trial_id -> Summary.batch_changes
 
     @property
     def regression(self) -> bool:
@@ -121,20 +116,24 @@ def load_sweep(sweep_dir: Path) -> SweepRecords:
         raise RecordsError(f"{sweep_dir} holds no trials yet ({trials_dir} is missing or empty)")
 
     warnings: list[str] = []
-    rows, hits, metrics, configs = [], [], {}, []
+    rows, hits, metrics, configs, changes = [], [], {}, [], {}
     damaged = 0
     for trial_dir in trial_dirs:
         try:
             config = _read_json(trial_dir / "config.json")
             _check_config(config, trial_dir / "config.json")
             summary = _read_summary(trial_dir, warnings)
-            frame = _metrics_or_warning(trial_dir / "metrics.csv", summary is not None, warnings)
+            frame = metrics_or_warning(trial_dir / "metrics.csv", summary is not None, warnings)
+            schedule = _schedule(trial_dir, config, summary)
         except Damaged as exc:
             warnings.append(f"{exc}; trial skipped")
             damaged += 1
             continue
         row, trial_hits = _trial_row(trial_dir, config, summary)
+        row.update(schedule)
         rows.append(row)
+        if summary is not None and summary.batch_changes:
+            changes[row["trial_id"]] = summary.batch_changes
         hits.extend(trial_hits)
         configs.append(config)
         if frame is not None:
@@ -147,7 +146,9 @@ def load_sweep(sweep_dir: Path) -> SweepRecords:
     target_metric, targets = _sweep_targets(configs, warnings)
     extra_axes = sorted({axis_column(k) for c in configs for k in c.get("axes", {})
                          if k not in ("batch_size", "lr", "seed")})
-    trials = _trials_frame(rows, extra_axes)
+    everything = _trials_frame(rows, extra_axes)
+    constant = everything["schedule"].isna()
+    trials = everything[constant].drop(columns=["schedule", "lr_scale"]).reset_index(drop=True)
     hits_frame = pd.DataFrame(hits, columns=["trial_id", "target", *TO_TARGET])
     hits_frame = hits_frame.astype({c: float for c in ("target", *TO_TARGET)})
     names = Counter(c.get("name") for c in configs if isinstance(c.get("name"), str))
@@ -166,6 +167,8 @@ def load_sweep(sweep_dir: Path) -> SweepRecords:
         running=SweepDir(sweep_dir.parent, sweep_dir.name).is_running(),
         warnings=warnings,
         damaged=damaged,
+        scheduled=everything[~constant].reset_index(drop=True),
+        batch_changes=changes,
     )
 
 
@@ -194,6 +197,29 @@ def _read_json(path: Path) -> dict:
 
 def _is_number(value) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _schedule(trial_dir: Path, config: dict, summary: Summary | None) -> dict:
+    """The trials columns schedule (the label of the trial's batch-size schedule; None: a constant batch size)
+    and lr_scale, from the summary (else, for a trial still running, its config). Raises Damaged when the
+    schedule or the batch sizes it used are not what a trial writes."""
+    path = trial_dir / ("summary.json" if summary is not None else "config.json")
+    schedule = summary.batch_schedule if summary is not None else config.get("batch_schedule")
+    if schedule is None:
+        return {"schedule": None, "lr_scale": None}
+    try:
+        name = batches.label(schedule)
+    except (AttributeError, KeyError, TypeError, ValueError):
+        raise Damaged(f"{path}: 'batch_schedule' is not a batch-size schedule") from None
+    changes = summary.batch_changes if summary is not None else None
+    if changes is not None:
+        ok = all(isinstance(c, dict) and _is_number(c.get("step")) and _is_number(c.get("batch_size"))
+                 and c["batch_size"] >= 1 for c in changes)
+        if not ok or not changes or changes[0]["step"] != 0 or any(
+                b["step"] < a["step"] for a, b in zip(changes, changes[1:])):
+            raise Damaged(f"{path}: 'batch_changes' must list {{step, batch_size}} from step 0, in step order")
+    scale = schedule.get("lr_scale")
+    return {"schedule": name, "lr_scale": scale if isinstance(scale, str) else None}
 
 
 def _check_config(config: dict, path: Path) -> None:
@@ -332,60 +358,3 @@ def _trials_frame(rows: list[dict], extra_axes: list[str]) -> pd.DataFrame:
     keys = trials[["lr", *extra_axes]].astype(object).where(trials[["lr", *extra_axes]].notna(), None)
     trials["setting"] = [json.dumps(list(values), default=str) for values in keys.itertuples(index=False)]
     return trials
-
-
-def _metrics_or_warning(path: Path, complete: bool, warnings: list[str]) -> pd.DataFrame | None:
-    """metrics.csv as numbers; None, with a warning, when the file is damaged (the trial keeps its summary).
-    Raises Contradicts when the file cannot belong to the trial's summary: the trial is skipped."""
-    try:
-        return _read_metrics(path, complete)
-    except Contradicts:
-        raise
-    except Damaged as exc:
-        warnings.append(f"{exc}; its curves are left out")
-        return None
-
-
-def _read_metrics(path: Path, complete: bool) -> pd.DataFrame | None:
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        if complete:
-            raise Damaged(f"{path}: missing") from None
-        return None  # a trial that has just started has logged nothing yet
-    except OSError as exc:
-        raise Damaged(f"{path}: cannot be read ({exc})") from None
-    if not data.endswith(b"\n") and data:
-        if complete:
-            raise Damaged(f"{path}: truncated (the last line is incomplete)")
-        # A running trial may be mid-way through writing a line: drop that line only.
-        data = data[: data.rfind(b"\n") + 1]
-    if not data.strip():
-        if complete:
-            raise Damaged(f"{path}: empty")
-        return None
-    # The header is one plain line (names without quotes or commas), cheaper to split by hand
-    # than to ask pandas twice.
-    header = data[: data.find(b"\n")].decode("utf-8", errors="replace").strip().split(",")
-    if "step" not in header:
-        raise Damaged(f"{path}: no 'step' column in the header")
-    known = [c for c in METRIC_COLUMNS if c in header]  # unknown columns are tolerated, and skipped
-    try:
-        frame = pd.read_csv(io.BytesIO(data), usecols=known, dtype=dict.fromkeys(known, float))
-    except (pd.errors.ParserError, UnicodeDecodeError, ValueError, TypeError) as exc:
-        raise Damaged(f"{path}: not a valid metrics CSV ({str(exc).strip()})") from None
-    # pandas fills a short row with empty cells; a row without a step is a damaged row.
-    if frame["step"].isna().any():
-        raise Damaged(f"{path}: a row has no step (short or damaged row)")
-    if complete and frame.empty:
-        raise Contradicts(f"{path}: holds only its header, though the trial ended")
-    for column in ("step", "examples", "train_seconds"):
-        if column not in frame:
-            continue
-        values = frame[column].to_numpy()
-        if (values < 0).any():
-            raise Contradicts(f"{path}: a negative {column} ({values[values < 0][0]:g})")
-        if (values[1:] < values[:-1]).any():
-            row = int((values[1:] < values[:-1]).argmax()) + 2
-            raise Contradicts(f"{path}: {column} goes backwards at row {row}")
-    return frame.reindex(columns=list(METRIC_COLUMNS))  # columns not written: all empty

@@ -254,7 +254,8 @@ def _headline(rec: SweepRecords, tables: Tables, style: Style,
                        label=f"chosen: batch size {chosen}")
             ax.annotate(f"bs {chosen}", (chosen, value), xytext=(8, -14), textcoords="offset points", fontsize=9)
         log_y(ax)
-        ax.legend(loc="best", fontsize=8)
+        if ax.get_legend_handles_labels()[0]:  # none on the seconds panel when a schedule is chosen
+            ax.legend(loc="best", fontsize=8)
     if open_range:
         axes[0].text(0.02, 0.03, "▲ a seed missed the target: range open above", transform=axes[0].transAxes,
                      fontsize=8.5, color="0.3", va="bottom")

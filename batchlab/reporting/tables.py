@@ -34,12 +34,16 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 
 from batchlab.reporting import decision
 from batchlab.reporting.load import FINISHED, INFEASIBLE, INCOMPLETE, SweepRecords
+
+if TYPE_CHECKING:
+    from batchlab.reporting.schedules import Schedules
 
 REACHED = "reached"
 PARTLY = "partly reached"  # some seeds of the best setting reached the target, not all
@@ -77,6 +81,7 @@ class Tables:
     final_grid: pd.DataFrame  # lr x batch size: median final test accuracy (test loss for regression)
     grid_notes: pd.DataFrame  # lr x batch size: "diverged", "not reached", ... for the documents
     plotted: dict[int, PlotChoice]
+    schedules: Schedules | None = None  # batch-size schedules against the constant batch sizes (None: none ran)
 
     @property
     def headline_rows(self) -> pd.DataFrame:
@@ -94,9 +99,12 @@ def build_tables(rec: SweepRecords, target: float | None) -> Tables:
             rec.warnings.append(
                 f"target {target:g} is not among the recorded targets "
                 f"({', '.join(f'{t:g}' for t in rec.targets)}); showing all of them")
+    from batchlab.reporting.schedules import build_schedules  # (it ranks settings with this module's rules)
+
     settings = {t: _settings(rec, t) for t in targets}
     facts = _batch_facts(rec.trials)
-    tta = pd.concat([_time_to_accuracy(rec, t, settings[t], facts) for t in targets], ignore_index=True)
+    made = {t: _time_to_accuracy(rec, t, settings[t], facts) for t in targets}
+    tta = pd.concat([table for table, _ in made.values()], ignore_index=True)
     headline = _headline_target(tta, targets, rec.regression)
     lr_grid, steps_grid, final_grid, notes = _grids(rec, settings[headline])
     best = tta[np.isclose(tta["target"], headline)]
@@ -109,18 +117,22 @@ def build_tables(rec: SweepRecords, target: float | None) -> Tables:
         final_grid=final_grid,
         grid_notes=notes,
         plotted=_plot_choices(rec, best),
+        schedules=build_schedules(rec, made, headline),
     )
 
 
-def _settings(rec: SweepRecords, target: float) -> pd.DataFrame:
-    """One row per (batch size, setting): its seeds' results for `target`, finished trials only."""
+def _settings(rec: SweepRecords, target: float, trials: pd.DataFrame | None = None,
+              by: str = "batch_size") -> pd.DataFrame:
+    """One row per (batch size, setting): its seeds' results for `target`, finished trials only. `trials`
+    (default: rec.trials) grouped by `by` instead (batch-size schedules: by their label)."""
     hits = rec.hits[np.isclose(rec.hits["target"], target)].drop(columns="target")
     hits = hits.rename(columns={c: f"{c}_to" for c in ("seconds", "steps", "epochs", "examples")})
-    trials = rec.trials[rec.trials["status"].isin(FINISHED)].merge(hits, on="trial_id")
+    trials = rec.trials if trials is None else trials
+    trials = trials[trials["status"].isin(FINISHED)].merge(hits, on="trial_id")
     trials["reached"] = np.isfinite(trials["seconds_to"])
     trials["infeasible"] = trials["status"].isin(INFEASIBLE)
     firsts = {axis: (axis, "first") for axis in ["lr", *rec.extra_axes]}
-    grouped = trials.groupby(["batch_size", "setting"], sort=True, dropna=False)
+    grouped = trials.groupby([by, "setting"], sort=True, dropna=False)
     return grouped.agg(
         **firsts,
         seeds=("trial_id", "size"),
@@ -160,20 +172,25 @@ def _q3(values: pd.Series) -> float:
     return _quantile(values, 0.75)
 
 
-def _ranked(settings: pd.DataFrame, regression: bool) -> pd.DataFrame:
-    """Settings sorted best first within each batch size, by SETTING_ORDER."""
+def _ranked(settings: pd.DataFrame, regression: bool, by: str = "batch_size") -> pd.DataFrame:
+    """Settings sorted best first within each batch size (each `by`), by SETTING_ORDER."""
     final = settings["final_test_loss"] if regression else -settings["final_test_accuracy"]
     ranked = settings.assign(
         _missed=settings["seeds"] - settings["reached"],
         _final=final.fillna(np.inf),
         _train_loss=settings["final_train_loss"].fillna(np.inf),
-    ).sort_values(["batch_size", *SETTING_ORDER], na_position="last", kind="stable")
+    ).sort_values([by, *SETTING_ORDER], na_position="last", kind="stable")
     return ranked.drop(columns=["_missed", "_final", "_train_loss"])
 
 
-def _best_settings(settings: pd.DataFrame, regression: bool) -> pd.DataFrame:
-    """The best setting of each batch size, by the ranking in the module docstring."""
-    return _ranked(settings, regression).drop_duplicates("batch_size")
+def _best_settings(settings: pd.DataFrame, regression: bool, by: str = "batch_size") -> pd.DataFrame:
+    """The best setting of each batch size (each `by`), by the ranking in the module docstring."""
+    return _ranked(settings, regression, by).drop_duplicates(by)
+
+
+def best_settings(rec: SweepRecords, target: float, trials: pd.DataFrame, by: str) -> pd.DataFrame:
+    """The best setting of each `by` group of `trials` for `target`, ranked as a batch size's are."""
+    return _best_settings(_settings(rec, target, trials, by), rec.regression, by)
 
 
 def _batch_facts(trials: pd.DataFrame) -> pd.DataFrame:
@@ -206,7 +223,8 @@ def _eval_share(trials: pd.DataFrame) -> pd.Series:
 
 
 def _time_to_accuracy(rec: SweepRecords, target: float, settings: pd.DataFrame,
-                      facts: pd.DataFrame) -> pd.DataFrame:
+                      facts: pd.DataFrame) -> tuple[pd.DataFrame, decision.Decision]:
+    """The target's rows (with the best setting's `setting` key) and the decision among them."""
     best = _best_settings(settings, rec.regression).set_index("batch_size")
     rows = []
     for bs in facts.index:
@@ -243,10 +261,10 @@ def _time_to_accuracy(rec: SweepRecords, target: float, settings: pd.DataFrame,
                "final_test_accuracy", "final_test_loss", "samples_per_second", "tokens_per_second",
                "steps_per_epoch", "peak_memory_bytes", "eval_share", "infeasible", "best_lr_on_edge", "setting"]
     table = _whole_numbers(table.reindex(columns=columns), ("steps_per_epoch", "peak_memory_bytes"))
-    decision.annotate(rec, table)
+    decided = decision.annotate(rec, table)
     for name, order in RANKINGS.items():
         table[name] = _first(table, order)
-    return table
+    return table, decided
 
 
 def _whole_numbers(frame: pd.DataFrame, columns) -> pd.DataFrame:
@@ -306,11 +324,13 @@ def _grids(rec: SweepRecords, settings: pd.DataFrame) -> tuple[pd.DataFrame, pd.
 
 
 def _trials_table(rec: SweepRecords) -> pd.DataFrame:
-    trials = rec.trials.copy()
+    """trials.csv: every trial, batch-size schedules' too (their column schedule names it)."""
+    trials = pd.concat([rec.trials, rec.scheduled], ignore_index=True) if len(rec.scheduled) else rec.trials.copy()
     for target in rec.targets:
         hits = rec.hits[np.isclose(rec.hits["target"], target)].set_index("trial_id")["seconds"]
         trials[f"seconds_to_{target:g}"] = trials["trial_id"].map(hits)
-    first = ["trial_id", "status", "batch_size", "lr", "seed", *rec.extra_axes]
+    first = ["trial_id", "status", "batch_size", *(["schedule"] if "schedule" in trials else []), "lr", "seed",
+             *rec.extra_axes]
     last = ["device", "device_name", "precision", "torch_version", "error", "started_at", "finished_at"]
     middle = [c for c in trials.columns if c not in first + last + ["setting", "command", "threads"]]
     trials = _whole_numbers(trials, WHOLE_NUMBERS)
@@ -350,7 +370,7 @@ def _last(values: pd.Series) -> float:
 
 def status_counts(rec: SweepRecords) -> dict[str, int]:
     """Trials per status, in a fixed order; 'damaged' counts trials left out."""
-    counts = rec.trials["status"].value_counts()
+    counts = pd.concat([rec.trials["status"], rec.scheduled.get("status", pd.Series(dtype=object))]).value_counts()
     ordered = {s: int(counts.get(s, 0)) for s in (*FINISHED, "interrupted", INCOMPLETE) if counts.get(s, 0)}
     if rec.damaged:
         ordered["damaged"] = rec.damaged

@@ -1,0 +1,249 @@
+"""Batch-size schedules in the report: decided against the constant batch sizes by the same rule, compared seed by
+seed with the fastest constant one, and kept out of everything that needs a single batch size. Records are
+written by hand (tests/report_fixtures.py); expected numbers are worked out here."""
+
+from __future__ import annotations
+
+import statistics
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from batchlab import batches, steptime
+from batchlab.cli import app
+from batchlab.reporting import analyse
+from report_fixtures import check_png, hit, make_schedule_trial, make_step_times, make_sweep, make_trial
+
+runner = CliRunner()
+ROUND = (1.0, 1.04, 0.97, 1.02, 0.99)  # the machine's speed in each timing round (median 1.0)
+CHANGES = [(0, 32), (50, 128), (80, 512)]  # from step 50 on batch 128, from step 80 on batch 512
+REACHED_AT = {0: 100, 1: 110}  # the schedule's steps to the target, per seed
+CONSTANT = {32: (400, 440), 128: (150, 160)}  # the constant batch sizes' steps to the target, seeds 0 and 1
+COST = {32: 0.01, 128: 0.02}  # seconds per step, timed interleaved
+
+
+def sweep_with(tmp_path, cost_512: float | None, reached_at=REACHED_AT, constants=CONSTANT):
+    """Constant batch sizes 32 and 128 (2 seeds each) and the schedule 32→128→512 (2 seeds); step_times.json at
+    32, 128 and 512 (cost_512 a step at 512), or none (None)."""
+    sweep = make_sweep(tmp_path, "sched")
+    for bs, steps in constants.items():
+        for seed, s in enumerate(steps):
+            make_trial(sweep, bs, 0.1 if bs >= 128 else 0.05, seed, hits={0.9: hit(1.0, s, bs, 1000 // bs)})
+    for seed, at in reached_at.items():
+        make_schedule_trial(sweep, CHANGES, 0.05, seed, reached_at=at)
+    if cost_512 is not None:
+        make_step_times(sweep, {**{bs: [c * r for r in ROUND] for bs, c in COST.items()},
+                                512: [cost_512 * r for r in ROUND]})
+    [report] = analyse(sweep)
+    return report
+
+
+def by_hand(at: int) -> dict[int, int]:
+    """Steps at each batch size up to step `at`: 50 at 32, 30 at 128, the rest at 512."""
+    return {32: 50, 128: 30, 512: at - 80}
+
+
+def test_steps_by_batch_counts_the_steps_at_each_batch_size():
+    changes = [{"step": s, "batch_size": b} for s, b in CHANGES]
+    assert batches.steps_by_batch(changes, 100) == by_hand(100)
+    assert batches.steps_by_batch(changes, 60) == {32: 50, 128: 10}
+    assert batches.steps_by_batch(changes, 50) == {32: 50}
+    assert batches.label({"schedule": [[0, 32], [1600, 128], [5440, 512]], "unit": "examples"}) == "32→128→512"
+    assert batches.label({"follow": "noise", "min": 16, "max": 1024}) == "noise 16→1024"
+
+
+def test_a_schedule_is_predicted_from_its_steps_at_each_batch_size(tmp_path):
+    report = sweep_with(tmp_path, 0.05)
+    cost = {**COST, 512: 0.05}
+    per_seed = {seed: sum(steps * cost[b] for b, steps in by_hand(at).items()) for seed, at in REACHED_AT.items()}
+    assert per_seed == pytest.approx({0: 2.1, 1: 2.6})  # 50 x 0.01 + 30 x 0.02 + 20 (30) x 0.05
+    schedules = report.tables.schedules
+    row = schedules.headline_rows.set_index("schedule").loc["32→128→512"]
+    assert row["status"] == "reached" and row["seeds_reached"] == "2/2"
+    assert row["predicted_seconds"] == pytest.approx(statistics.median(per_seed.values()))
+    assert row["predicted_low"] < row["predicted_seconds"] < row["predicted_high"]
+    assert row["step_time_source"] == "interleaved"
+    seeds = schedules.headline_seeds.set_index("seed")
+    assert seeds["predicted_seconds"].to_dict() == pytest.approx(per_seed)
+    assert seeds.loc[0, "steps_by_batch"] == "50@32 30@128 20@512"
+
+
+def test_steps_saved_and_examples_against_the_fastest_constant_per_seed(tmp_path):
+    report = sweep_with(tmp_path, 0.05)
+    rows = report.time_to_accuracy.set_index("batch_size")
+    assert rows.loc[128, "fastest"]  # 155 x 0.02 = 3.1 s against 420 x 0.01 = 4.2 s: the best constant
+    examples = {seed: 50 * 32 + 30 * 128 + (at - 80) * 512 for seed, at in REACHED_AT.items()}
+    constant_examples = {seed: s * 128 for seed, s in enumerate(CONSTANT[128])}
+    seeds = report.tables.schedules.headline_seeds.set_index("seed")
+    for seed, at in REACHED_AT.items():
+        assert seeds.loc[seed, "best_constant"] == 128
+        assert seeds.loc[seed, "steps_saved"] == pytest.approx(1 - at / CONSTANT[128][seed])
+        assert seeds.loc[seed, "examples_ratio"] == pytest.approx(examples[seed] / constant_examples[seed])
+    # seed 0: 33% fewer steps with 0.82x the examples; seed 1: 31% fewer but 1.02x the examples
+    assert seeds["clears_bar"].tolist() == [True, False]
+    row = report.tables.schedules.headline_rows.iloc[0]
+    assert row["steps_saved"] == pytest.approx(1 - 105 / 155)
+    assert (row["seeds_clearing_bar"], row["clears_bar_every_seed"]) == (1, False)
+    statement = [d for d in report.recommendation.details if d.startswith("Batch-size schedule 32→128→512")]
+    assert len(statement) == 1
+    assert "seed 0: 100 steps against 150 (33% fewer), 0.82× its examples" in statement[0]
+    assert "seed 1: 110 steps against 160 (31% fewer), 1.02× its examples" in statement[0]
+    assert statement[0].endswith("≥ 25% fewer steps with no more examples on 1 of 2 seeds: not on every seed.")
+
+
+def test_the_bar_holds_on_every_seed_when_each_seed_clears_it(tmp_path):
+    report = sweep_with(tmp_path, 0.05, constants={32: (400, 440), 128: (150, 170)})  # 170 x 128 > 20,800
+    row = report.tables.schedules.headline_rows.iloc[0]
+    assert (row["seeds_clearing_bar"], row["clears_bar_every_seed"]) == (2, True)
+    assert "on every seed (2 of 2): yes." in " ".join(report.recommendation.details)
+
+
+def test_the_answer_names_the_schedule_when_it_is_faster(tmp_path):
+    report = sweep_with(tmp_path, 0.05)  # 2.35 s against batch size 128's 3.1 s
+    answer = report.recommendation
+    assert (answer.schedule, answer.batch_size, answer.lr) == ("32→128→512", None, 0.05)
+    assert answer.within_noise == []
+    assert answer.predicted_seconds == pytest.approx(2.35)
+    assert answer.baseline_batch_size == 128 and answer.speedup == pytest.approx(3.1 / 2.35)
+    assert answer.sentence.startswith("Use the batch-size schedule 32→128→512 (lr 0.05 at 32, sqrt-scaled): 2.35 s "
+                                      "to test_accuracy ≥ 0.9 on this machine (median 105 steps over its seeds")
+    assert answer.sentence.endswith("1.3× as fast as batch size 128, the fastest constant batch size.")
+    assert answer.in_short() == "use the batch-size schedule 32→128→512 (lr 0.05 at its start)"
+    assert answer.to_dict()["schedule"] == "32→128→512"
+
+
+def test_the_answer_names_the_constant_when_the_schedule_is_slower(tmp_path):
+    report = sweep_with(tmp_path, 0.2)  # seed 0: 0.5 + 0.6 + 20 x 0.2 = 5.1 s against 3.1 s
+    answer = report.recommendation
+    assert (answer.schedule, answer.batch_size, answer.within_noise) == (None, 128, [])
+    assert answer.sentence.startswith("Use batch size 128 with lr 0.1: 3.1 s")
+    row = report.tables.schedules.headline_rows.iloc[0]
+    assert row["predicted_seconds"] == pytest.approx(statistics.median([5.1, 7.1]))
+    assert not row["fastest"] and not row["within_noise"]
+
+
+def test_a_schedule_within_the_noise_is_named_beside_the_constant(tmp_path):
+    report = sweep_with(tmp_path, 0.085)  # median of 2.8 and 3.65 = 3.225 s: within 10% of 3.1 s
+    answer = report.recommendation
+    assert answer.batch_size == 128
+    assert [o.get("schedule") for o in answer.within_noise] == ["32→128→512"]
+    assert answer.sentence.startswith("Use batch size 128 or the batch-size schedule 32→128→512: they cannot be "
+                                      "told apart on this machine")
+    assert answer.in_short() == ("use batch size 128 (lr 0.1) or the batch-size schedule 32→128→512 "
+                                 "(lr 0.05 at its start)")
+
+
+def test_a_schedule_that_missed_a_seed_is_partly_reached_and_not_recommended(tmp_path):
+    report = sweep_with(tmp_path, 0.05, reached_at={0: 100, 1: None})  # seed 0 alone would be fastest
+    row = report.tables.schedules.headline_rows.iloc[0]
+    assert (row["status"], row["seeds_reached"]) == ("partly reached", "1/2")
+    assert np.isnan(row["predicted_seconds"]) and not row["fastest"]
+    answer = report.recommendation
+    assert (answer.schedule, answer.batch_size) == (None, 128)
+    assert any(d.startswith("Batch-size schedule 32→128→512 (lr 0.05 at 32, sqrt-scaled) partly reached "
+                            "test_accuracy ≥ 0.9 (1/2 seeds)") for d in answer.details)
+    seeds = report.tables.schedules.headline_seeds.set_index("seed")
+    assert bool(seeds.loc[1, "reached"]) is False and not seeds.loc[1, "clears_bar"]
+
+
+def test_the_frontier_and_the_batch_size_tables_leave_schedules_out(tmp_path):
+    report = sweep_with(tmp_path, 0.05, constants={**CONSTANT, 512: (80, 84)})
+    rows = report.time_to_accuracy.set_index("batch_size")
+    assert sorted(rows.index) == [32, 128, 512]
+    assert rows.loc[32, "seeds"] == 2 and rows.loc[32, "steps"] == 420  # not merged with the schedule starting at 32
+    frontier = report.science.frontier
+    assert sorted(frontier.points["batch_size"]) == [32, 128, 512]
+    assert frontier.fit is not None and sorted(frontier.fit.batch_sizes) == [32, 128, 512]
+    assert set(report.tables.trials["schedule"].dropna()) == {"32→128→512"}  # trials.csv lists them all
+    assert report.counts == {"completed": 8}
+
+
+def test_without_step_times_each_batch_size_takes_the_trials_own_clocks(tmp_path):
+    """Constant trials ran at bs/1000 s a step; no constant trial ran at 512, so the schedule's own metrics.csv
+    rows at 512 give it: 512 examples x 1e-4 s each."""
+    report = sweep_with(tmp_path, None)
+    cost = {32: 0.032, 128: 0.128, 512: 512 * 1e-4}
+    per_seed = [sum(steps * cost[b] for b, steps in by_hand(at).items()) for at in REACHED_AT.values()]
+    row = report.tables.schedules.headline_rows.iloc[0]
+    assert row["step_time_source"] == "trials"
+    assert row["predicted_seconds"] == pytest.approx(statistics.median(per_seed))
+    assert report.recommendation.schedule == "32→128→512"  # 6.72 s against 155 x 0.128 = 19.8 s
+    assert "each trial's own clock" in " ".join(report.recommendation.details)
+
+
+def test_the_documents_and_the_terminal_show_the_schedules(tmp_path):
+    report = sweep_with(tmp_path, 0.05)
+    files = report.write(formats={"md", "csv", "png"})
+    markdown = (report.out_dir / "report.md").read_text()
+    assert "## Batch-size schedules" in markdown
+    assert check_png(report.out_dir / "batch_size_schedules.png") == "schedule trials drawn: 2"
+    assert markdown.index("batch_size_schedules.png") > markdown.index("## Batch-size schedules")
+    assert "| 32→128→512 | 0 | 50@32 30@128 20@512 | 100 | 150 | 33% |" in markdown
+    assert report.out_dir / "schedules.csv" in files and report.out_dir / "schedule_seeds.csv" in files
+    result = runner.invoke(app, ["report", str(report.sweep_dir), "--format", "md"])
+    assert result.exit_code == 0, result.output
+    assert "batch-size schedules" in result.output
+    assert "In short: use the batch-size schedule 32→128→512" in result.output
+
+
+def test_step_times_cover_every_batch_size_a_schedule_used():
+    class Config(SimpleNamespace):
+        def model_copy(self, update):
+            return Config(**{**vars(self), **update})
+
+    constant = SimpleNamespace(id="c", config=Config(batch_size=64, batch_schedule=None), axes={"batch_size": 64})
+    scheduled = SimpleNamespace(id="s", config=Config(batch_size=32, batch_schedule={"schedule": [[0, 32]]}),
+                                axes={"batch_size": {"schedule": [[0, 32]]}})
+    used = {"s": [{"step": 0, "batch_size": 32}, {"step": 50, "batch_size": 64}, {"step": 80, "batch_size": 256}]}
+    found = steptime.subjects([constant, scheduled], used)
+    assert [s.key[0] for s in found] == [32, 64, 256]
+    timed = {s.key[0]: s.config for s in found}
+    assert timed[256].batch_size == 256 and timed[256].batch_schedule is None  # timed as a constant batch
+    assert timed[64] is constant.config  # shared with the constant trial at 64
+    assert [s.key[0] for s in steptime.subjects([scheduled])] == [32]  # no records yet: its starting batch size
+
+
+def test_a_sweep_of_schedules_alone(tmp_path):
+    sweep = make_sweep(tmp_path, "alone")
+    for seed, at in ((0, 100), (1, 90)):
+        make_schedule_trial(sweep, [(0, 32), (50, 128)], 0.05, seed, reached_at=at)
+    make_step_times(sweep, {32: [0.01 * r for r in ROUND], 128: [0.02 * r for r in ROUND]})
+    [report] = analyse(sweep)
+    answer = report.recommendation
+    assert answer.schedule == "32→128"
+    assert answer.predicted_seconds == pytest.approx(statistics.median([50 * 0.01 + 50 * 0.02, 50 * 0.01 + 40 * 0.02]))
+    assert answer.sentence.endswith("; no constant batch size ran.")
+    assert report.time_to_accuracy.empty
+    assert report.write(formats={"md", "png"})[0].name == "batch_size_schedules.png"
+    missed = make_sweep(tmp_path, "missed")
+    for seed, at in ((0, 100), (1, None)):
+        make_schedule_trial(missed, [(0, 32), (50, 128)], 0.05, seed, reached_at=at)
+    [report] = analyse(missed)
+    assert report.recommendation.sentence.startswith("No batch-size schedule reached test_accuracy ≥ 0.9 on every "
+                                                     "seed")
+    assert report.recommendation.in_short() is None
+
+
+def test_a_schedule_without_lr_scaling_says_its_lr_stays(tmp_path):
+    sweep = make_sweep(tmp_path, "held")
+    for seed in (0, 1):
+        make_trial(sweep, 128, 0.1, seed, hits={0.9: hit(1.0, 150, 128, 8)})
+        make_schedule_trial(sweep, CHANGES, 0.05, seed, reached_at=100, lr_scale=None)
+    [report] = analyse(sweep)
+    assert report.recommendation.sentence.startswith("Use the batch-size schedule 32→128→512 (lr 0.05 at every "
+                                                     "batch size): ")
+
+
+def test_a_schedule_still_running_has_no_row_yet(tmp_path):
+    sweep = make_sweep(tmp_path, "running")
+    for seed in (0, 1):
+        make_trial(sweep, 128, 0.1, seed, hits={0.9: hit(1.0, 150, 128, 8)})
+        make_schedule_trial(sweep, CHANGES, 0.05, seed, reached_at=None, status="interrupted")
+    [report] = analyse(sweep)
+    assert report.tables.schedules.headline_rows.empty
+    assert report.recommendation.batch_size == 128 and report.recommendation.schedule is None
+    assert report.counts == {"completed": 2, "interrupted": 2}
+    report.write(formats={"md"})
+    assert "## Batch-size schedules" in (report.out_dir / "report.md").read_text()
