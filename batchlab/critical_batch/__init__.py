@@ -10,10 +10,10 @@ The procedure:
   examples.
 - The definition. The loss level L* is what the smallest batch of the ladder reaches after a window of W
   examples (its best lr). E_B is the examples batch B needs to reach L* (its best lr; interpolated between
-  evaluations; a branch runs at most (1 + tolerance) W examples). The critical batch size CBS(t) is the batch
-  at which E_B = 2 E_min (McCandlish et al. 2018: twice the examples of the small-batch limit), from
-  E_B = E_min (1 + B / B_crit) fitted across the ladder (batchlab.frontier): `cbs` (`cbs_fit`). Beside it,
-  Merrill et al.'s "largest batch within tolerance": the largest batch of the ladder with
+  evaluations, one step at least; a branch runs at most (1 + tolerance) W examples). The critical batch size
+  CBS(t) is the batch at which E_B = 2 E_min (McCandlish et al. 2018: twice the examples of the small-batch
+  limit), from E_B = E_min (1 + B / B_crit) fitted across the ladder (batchlab.frontier): `cbs` (`cbs_fit`).
+  Beside it, Merrill et al.'s "largest batch within tolerance": the largest batch of the ladder with
   E_B <= (1 + tolerance) E_ref, E_ref the smallest batch's (`cbs_tolerance`).
 Defaults (points, window, tolerance, ladder): batchlab.schema's CBS_* with their reasons.
 """
@@ -124,12 +124,12 @@ def plan(experiment: Experiment, n: int, batch_sizes: list[int] | None, points: 
     unit, amount = cfg.budget.length
     budget = int(amount) if unit == "examples" else total_steps * b0
     window = window if window is not None else max(ladder[-1], round(budget * CBS_WINDOW))
-    if window > budget:
-        raise ConfigError(f"--window {window:,}: longer than the reference run's budget ({budget:,} examples); give "
-                          "a shorter window or a longer budget (e.g. --set budget.epochs=2)")
-    if window < ladder[-1]:
-        raise ConfigError(f"--window {window:,}: shorter than the largest batch of the ladder ({ladder[-1]:,}), "
-                          "which must take a step at least; give a longer window or smaller batch sizes")
+    if window > max(budget, n):
+        raise ConfigError(f"--window {window:,}: longer than both the reference run's budget ({budget:,} examples) "
+                          f"and an epoch ({n:,}); give a shorter window or a longer budget (e.g. --set budget.epochs=2)")
+    if (1 + tolerance) * window < ladder[-1]:
+        raise ConfigError(f"--window {window:,}: the largest batch of the ladder ({ladder[-1]:,}) takes no step in "
+                          f"(1 + tolerance) windows; give a longer window or smaller batch sizes")
     at = sorted({max(b0, int(round(e))) for e in np.geomspace(budget * CBS_FIRST, budget, points)}
                 if points > 1 else {budget})
     return Setup(cfg, ladder, {b: lr_search(experiment, b) for b in ladder}, at, window, tolerance, budget,

@@ -163,5 +163,7 @@ def _figures(point: Point, batch: int, lr: float, steps: int, examples: int, sec
 
 
 def examples_to(figures: dict, target: float) -> float | None:
-    """E_B of a branch: the examples its curve takes to reach `target`."""
-    return crossing([(e, loss) for e, loss in figures["curve"]], target)
+    """E_B of a branch: the examples its curve takes to reach `target`, one step's at least (within a step
+    the loss does not move by degrees: interpolating there would credit a large batch with part of a step)."""
+    found = crossing([(e, loss) for e, loss in figures["curve"]], target)
+    return None if found is None else max(found, float(figures["batch_size"]))
