@@ -80,6 +80,24 @@ def test_recommend_clamps_skips_missing_values_and_refuses_what_it_cannot_do():
     assert yaml.safe_load(yaml_line([[0, 64], [12000, 256]])) == {"batch_size": {"schedule": [[0, 64], [12000, 256]]}}
 
 
+def test_a_point_where_the_smallest_batch_made_no_progress_has_no_cbs():
+    from batchlab.critical_batch.analysis import critical
+
+    def made(batch, curve):
+        return {"batch_size": batch, "curve": curve, "loss_after_window": curve[-1][1],
+                "examples_to_target": None}
+    flat = [made(8, [[0, 1.0], [64, 1.01]]), made(32, [[0, 1.0], [64, 0.9]])]
+    found = critical(flat, 1.0)
+    assert found["cbs_fit"] is None and found["cbs_tolerance"] is None and "longer window" in found["note"]
+    falling = [made(8, [[0, 1.0], [64, 0.8]]), made(32, [[0, 1.0], [64, 0.9], [128, 0.7]]),
+               made(128, [[0, 1.0], [128, 0.95], [256, 0.9]])]
+    falling[0]["examples_to_target"], falling[1]["examples_to_target"] = 64.0, 96.0
+    found = critical(falling, 1.0)
+    assert found["target_loss"] == 0.8 and found["e_ref"] == 64.0 and found["cbs_tolerance"] == 32
+    assert found["cbs_fit"] is None  # two batch sizes reached it: a fit needs three
+    assert [b["best"] for b in falling] == [True, True, True]
+
+
 TINY = {"name": "tiny", "dataset": {"name": "digits"}, "model": {"name": "mlp", "hidden": [16]},
         "budget": {"epochs": 2}, "batch_size": 32, "threads": 1, "noise": {"batch_size": 256, "small_batch_size": 32},
         "sweep": {"lr": {"base": 0.2, "base_batch_size": 32, "scale": "sqrt", "factors": [0.5, 1, 2]}}}
@@ -117,9 +135,14 @@ def test_the_cli_writes_consistent_files(tmp_path):
     with open(where / "cbs.csv") as f:
         rows = list(csv.DictReader(f))
     for row, point in zip(rows, data["points"], strict=True):
+        assert float(row["examples"]) == point["examples"] and float(row["b_simple"]) == pytest.approx(point["b_simple"])
+        assert str(point["examples"]) in result.output.replace(",", "")
         mine = [b for b in data["branches"] if b["point"] == point["point"]]
         level = min(b["loss_after_window"] for b in mine if b["batch_size"] == 4)
         assert point["target_loss"] == pytest.approx(level)
+        if level >= point["loss"]:  # no progress at the smallest batch: nothing to measure
+            assert point["cbs"] is None and point["cbs_tolerance"] is None and "longer window" in point["note"]
+            continue
         best = {}
         for b in mine:
             e = crossing(b["curve"], level)
@@ -135,8 +158,6 @@ def test_the_cli_writes_consistent_files(tmp_path):
             assert point["ratio"] == pytest.approx(point["cbs"] / point["b_simple"])
         else:
             assert point["cbs"] is None
-        assert float(row["examples"]) == point["examples"] and float(row["b_simple"]) == pytest.approx(point["b_simple"])
-        assert str(point["examples"]) in result.output.replace(",", "")
     values = [(p["examples"], p["cbs"]) for p in data["points"]]
     if any(v for _, v in values):
         assert data["schedule"] == recommend(values, 4, 256)

@@ -128,6 +128,9 @@ def show_table(result) -> None:
             line += (f"  {figure(p.get('cbs')):>8}  {figure(p.get('cbs_tolerance'), ','):>10}  "
                      f"{figure(p.get('ratio'), '.2f'):>12}")
         typer.echo(line)
+    for p in result.points:
+        if p.get("note"):
+            typer.echo(f"point {p['point']}: no CBS: {p['note']}")
     cost = f"cost: reference {result.reference_seconds:,.1f} s of training"
     if branching:
         cost += f", {len(result.branches)} branches {result.branch_seconds:,.1f} s"

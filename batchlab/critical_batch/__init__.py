@@ -95,11 +95,16 @@ def lr_search(experiment: Experiment, batch: int) -> list[float]:
     return [float(v) for v in values] if isinstance(values, list) else [experiment.lr]
 
 
+def first_seed(experiment: Experiment) -> int:
+    """The reference's seed: the first of the sweep's seed axis, else the config's."""
+    seeds = experiment.sweep.get("seed")
+    return int(seeds[0]) if isinstance(seeds, list) else experiment.seed
+
+
 def plan(experiment: Experiment, n: int, batch_sizes: list[int] | None, points: int, window: int | None,
          tolerance: float, tokens_per_example: int = 1) -> Setup:
     """Check the options against the config and the data; raise ConfigError with the reason."""
-    seeds = experiment.sweep.get("seed")
-    seed = int(seeds[0]) if isinstance(seeds, list) else experiment.seed
+    seed = first_seed(experiment)
     rule = experiment.lr_rule
     b0 = experiment.batch_size
     schedule = experiment.schedule
@@ -156,7 +161,7 @@ def measure(experiment: Experiment, out: Path, *, batch_sizes: list[int] | None 
     device = resolve_device(experiment.device)
     if experiment.threads:
         torch.set_num_threads(experiment.threads)
-    data = load_dataset(experiment.dataset, experiment.seed).to(device)
+    data = load_dataset(experiment.dataset, first_seed(experiment)).to(device)
     setup = plan(experiment, len(data.train), batch_sizes, points, window, tolerance, data.tokens_per_example)
     setup.evals = evals
     cfg = setup.cfg

@@ -57,7 +57,9 @@ def level(smallest: list[dict]) -> float | None:
 
 def critical(branches: list[dict], tolerance: float) -> dict:
     """A point's figures from its branches (each with batch_size, examples_to_target, loss_after_window):
-    {target_loss, e_ref, examples_by_batch, cbs_fit, cbs_tolerance, fit_r2}. Marks each branch `best`."""
+    {target_loss, e_ref, examples_by_batch, cbs_fit, cbs_tolerance, fit_r2, note}. Marks each branch `best`.
+    No figures (a note why) where L* is not below the point's loss: the window was too short to measure
+    progress at the smallest batch (one evaluation's noise exceeds it)."""
     by_batch: dict[int, list[dict]] = {}
     for b in branches:
         by_batch.setdefault(b["batch_size"], []).append(b)
@@ -65,6 +67,12 @@ def critical(branches: list[dict], tolerance: float) -> dict:
     chosen = {size: best(by_batch[size]) for size in sizes}
     for b in branches:
         b["best"] = b is chosen[b["batch_size"]]
+    target = level(by_batch[sizes[0]]) if sizes else None
+    start = branches[0]["curve"][0][1] if branches else None
+    if target is None or start is None or not target < start:  # every batch "reaches" it at once: no measure
+        return {"target_loss": target, "e_ref": None, "examples_by_batch": {str(s): None for s in sizes},
+                "cbs_fit": None, "fit_r2": None, "cbs_tolerance": None,
+                "note": "the smallest batch ended the window no lower than the point's loss: give a longer window"}
     examples = {size: (c["examples_to_target"] if c else None) for size, c in chosen.items()}
     e_ref = examples[sizes[0]] if sizes else None
     within = [s for s in sizes if e_ref and examples[s] is not None and examples[s] <= (1 + tolerance) * e_ref]
@@ -74,6 +82,5 @@ def critical(branches: list[dict], tolerance: float) -> dict:
         cbs_fit, r2 = frontier.b_crit, frontier.r2
     except TooFewPoints:
         cbs_fit, r2 = None, None
-    return {"target_loss": level(by_batch[sizes[0]]) if sizes else None, "e_ref": e_ref,
-            "examples_by_batch": {str(s): e for s, e in examples.items()}, "cbs_fit": cbs_fit, "fit_r2": r2,
-            "cbs_tolerance": max(within) if within else None}
+    return {"target_loss": target, "e_ref": e_ref, "examples_by_batch": {str(s): e for s, e in examples.items()},
+            "cbs_fit": cbs_fit, "fit_r2": r2, "cbs_tolerance": max(within) if within else None, "note": None}
