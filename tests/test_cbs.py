@@ -135,7 +135,8 @@ def test_the_cli_writes_consistent_files(tmp_path):
     with open(where / "cbs.csv") as f:
         rows = list(csv.DictReader(f))
     for row, point in zip(rows, data["points"], strict=True):
-        assert float(row["examples"]) == point["examples"] and float(row["b_simple"]) == pytest.approx(point["b_simple"])
+        assert float(row["examples"]) == point["examples"]
+        assert float(row["b_simple"]) == pytest.approx(point["b_simple"])
         assert str(point["examples"]) in result.output.replace(",", "")
         mine = [b for b in data["branches"] if b["point"] == point["point"]]
         level = min(b["loss_after_window"] for b in mine if b["batch_size"] == 4)
