@@ -256,6 +256,30 @@ def noise_scale(config: Config, overrides: Overrides = None, steps: int = 0, mea
         raise source.locate(e) from None
 
 
+def cbs(config: Config, out: str | Path = "runs", overrides: Overrides = None, *,
+        batch_sizes: list[int] | None = None, points: int | None = None, window: int | None = None,
+        tolerance: float | None = None, source: str = "branching", min_batch: int | None = None,
+        max_batch: int | None = None, eval_examples: int | None = None, measurements: int | None = None,
+        on_progress: Callable[[str, int, int], None] | None = None, **parts: Callable | None):
+    """The critical batch size measured as training goes, by branching from one reference run (Merrill et al.
+    2025), beside B_simple at the same points, and a batch-size schedule recommended from it (batchlab.
+    critical_batch states the definition). `source="noise"`: B_simple(t) alone, no branches. Writes
+    out/<name>/cbs/ and returns a batchlab.critical_batch.Cbs (`.to_dict()`: what cbs.json holds)."""
+    from batchlab import critical_batch as procedure
+    from batchlab.schema import CBS_EVAL_EXAMPLES, CBS_MEASUREMENTS, CBS_POINTS, CBS_TOLERANCE
+
+    source_file = source_of(config)
+    experiment = load_config(config, overrides, **parts)
+    try:
+        return procedure.measure(
+            experiment, Path(out), batch_sizes=batch_sizes, points=points or CBS_POINTS, window=window,
+            tolerance=CBS_TOLERANCE if tolerance is None else tolerance, source=source, min_batch=min_batch,
+            max_batch=max_batch, eval_examples=eval_examples or CBS_EVAL_EXAMPLES,
+            measurements=measurements or CBS_MEASUREMENTS, progress=on_progress, code_dirs=source_file.code_dirs)
+    except BatchlabError as e:
+        raise source_file.locate(e) from None
+
+
 def find_max_batch(config: Config, overrides: Overrides = None, memory_limit: int | None = None,
                    max_batch: int | None = None, **parts: Callable | None) -> MaxBatch:
     """The largest batch size the config's model trains at without running out of memory (see max-batch)."""

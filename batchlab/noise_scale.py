@@ -45,6 +45,16 @@ def noise_scale(experiment: Experiment, steps: int = 0, measurements: int = 20,
         criterion = build_loss(cfg.loss, data.task, data.ignore_index)
     else:
         model, criterion, _ = build_parts(cfg, data, device)
+    figures = at_fixed_parameters(cfg, model, criterion, data, device, measurements)
+    in_tokens = {"b_simple_tokens": figures["b_simple"] * data.context, "context": data.context} if data.context else {}
+    return {**figures, **in_tokens, "steps": steps, "batch_size": cfg.batch_size, "lr": cfg.lr,
+            "device": str(device)}
+
+
+def at_fixed_parameters(cfg: Experiment, model, criterion, data, device: torch.device, measurements: int) -> dict:
+    """B_simple of `model` as it is: `measurements` independent draws of noise.batch_size examples (the draws'
+    generator seeded from cfg.seed, as the monitor's), each estimate averaged plainly (the parameters do not
+    move), B_simple the ratio of the two means. Also `batchlab cbs`'s B_simple at each of its points."""
     n = len(data.train)
     check_noise(cfg, n)
     b_small, b_big = noise_batch_sizes(cfg, n)
@@ -59,8 +69,6 @@ def noise_scale(experiment: Experiment, steps: int = 0, measurements: int = 20,
     g2, trace = statistics.fmean(g2s), statistics.fmean(traces)
     stderr = lambda xs: statistics.stdev(xs) / math.sqrt(len(xs)) if len(xs) > 1 else math.nan  # noqa: E731
     b_simple = trace / g2 if g2 > 0 else math.nan
-    in_tokens = {"b_simple_tokens": b_simple * data.context, "context": data.context} if data.context else {}
     return {"g2": g2, "g2_stderr": stderr(g2s), "trace": trace, "trace_stderr": stderr(traces),
-            "b_simple": b_simple, **in_tokens, "steps": steps, "measurements": measurements,
-            "b_small": b_small, "b_big": b_big, "train_size": n, "batch_size": cfg.batch_size, "lr": cfg.lr,
-            "device": str(device)}
+            "b_simple": b_simple, "measurements": measurements, "b_small": b_small, "b_big": b_big,
+            "train_size": n}

@@ -21,7 +21,7 @@ def workdir(tmp_path_factory):
 
 
 def test_every_command_is_fuzzed():
-    assert sorted(command_tree()) == ["export", "max-batch", "noise", "report", "suggest", "sweep"]
+    assert sorted(command_tree()) == ["cbs", "export", "max-batch", "noise", "report", "suggest", "sweep"]
 
 
 @settings(max_examples=40)

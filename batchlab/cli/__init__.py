@@ -375,5 +375,8 @@ def noise(
         typer.echo(f"             {result['b_simple_tokens']:.4g} tokens ({result['context']} tokens per sequence)")
 
 
+from batchlab.cli import cbs as _cbs  # noqa: E402,F401 -- registers `batchlab cbs` on the app
+
+
 def main():
     app()

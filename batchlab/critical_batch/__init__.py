@@ -1,0 +1,232 @@
+"""`batchlab cbs`: the critical batch size measured as training goes, by branching (Merrill et al. 2025,
+"Critical batch size revisited"), beside the gradient noise scale B_simple over the same run.
+
+The procedure:
+- A reference run: the config at its batch size B0 (the lr its sweep's lr rule gives B0, else its lr; the
+  first seed of its sweep), its state kept at K points geometric in examples over the budget, where B_simple is
+  measured at fixed parameters (batchlab.noise_scale.at_fixed_parameters).
+- From each point, a branch for every batch size B of a ladder and every lr of its small search (the rule's
+  factors at B; without a rule, the sweep's lr values or the config's lr), each evaluated on the same held-out
+  examples.
+- The definition. The loss level L* is what the smallest batch of the ladder reaches after a window of W
+  examples (its best lr). E_B is the examples batch B needs to reach L* (its best lr; interpolated between
+  evaluations, one step at least; a branch runs at most (1 + tolerance) W examples). The critical batch size
+  CBS(t) is the batch at which E_B = 2 E_min (McCandlish et al. 2018: twice the examples of the small-batch
+  limit), from E_B = E_min (1 + B / B_crit) fitted across the ladder (batchlab.frontier): `cbs` (`cbs_fit`).
+  Beside it, Merrill et al.'s "largest batch within tolerance": the largest batch of the ladder with
+  E_B <= (1 + tolerance) E_ref, E_ref the smallest batch's (`cbs_tolerance`).
+Defaults (points, window, tolerance, ladder): batchlab.schema's CBS_* with their reasons.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+
+from batchlab import registry
+from batchlab.critical_batch import analysis
+from batchlab.critical_batch.branching import Parts, branch, examples_to, reference
+from batchlab.data import load_dataset
+from batchlab.errors import ConfigError
+from batchlab.recommend import recommend, yaml_line
+from batchlab.schema import (CBS_EVAL_EXAMPLES, CBS_EVALS, CBS_FIRST, CBS_LADDER, CBS_MEASUREMENTS, CBS_POINTS,
+                             CBS_TOLERANCE, CBS_TOLERANCE_MAX, CBS_WINDOW, Experiment)
+from batchlab.train import budget_steps, machine_facts, resolve_device
+
+SOURCES = ("branching", "noise")
+Progress = Callable[[str, int, int], None]  # (stage: "reference" | "branches", done, total)
+
+
+@dataclass
+class Cbs:
+    """What `batchlab cbs` measured: per point (`points`) and per branch (`branches`), the recommended
+    schedule, and the cost in training seconds."""
+    name: str
+    source: str  # branching: CBS(t) by branching; noise: B_simple(t) alone
+    batch_size: int  # B0, the reference's
+    lr: float  # the reference's
+    seed: int
+    ladder: list[int]
+    lrs: dict[str, list[float]]  # each batch size's lr search
+    window: int  # W, examples
+    tolerance: float
+    budget_examples: int
+    context: int | None  # sequence tasks: tokens per example
+    points: list[dict] = field(default_factory=list)
+    branches: list[dict] = field(default_factory=list)
+    schedule: list[list[int]] | None = None
+    schedule_line: str | None = None
+    schedule_note: str | None = None  # why there is none
+    reference_seconds: float = 0.0
+    branch_seconds: float = 0.0
+    interrupted: bool = False
+    machine: dict = field(default_factory=dict)
+    path: str | None = None  # where the files went
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class Setup:
+    """The validated plan: the reference config, the ladder and each batch size's lrs, the points, the window."""
+    cfg: Experiment
+    ladder: list[int]
+    lrs: dict[int, list[float]]
+    at: list[int]  # examples of the points
+    window: int
+    tolerance: float
+    budget_examples: int
+    total_steps: int
+    evals: int = CBS_EVALS
+
+
+def lr_search(experiment: Experiment, batch: int) -> list[float]:
+    """The lrs tried at `batch`: the lr rule's at every factor; else the sweep's lr values; else the config's."""
+    rule = experiment.lr_rule
+    if rule is not None:
+        return [rule.lr(batch, f) for f in rule.factors]
+    values = experiment.sweep.get("lr")
+    return [float(v) for v in values] if isinstance(values, list) else [experiment.lr]
+
+
+def first_seed(experiment: Experiment) -> int:
+    """The reference's seed: the first of the sweep's seed axis, else the config's."""
+    seeds = experiment.sweep.get("seed")
+    return int(seeds[0]) if isinstance(seeds, list) else experiment.seed
+
+
+def plan(experiment: Experiment, n: int, batch_sizes: list[int] | None, points: int, window: int | None,
+         tolerance: float, tokens_per_example: int = 1) -> Setup:
+    """Check the options against the config and the data; raise ConfigError with the reason."""
+    seed = first_seed(experiment)
+    rule = experiment.lr_rule
+    b0 = experiment.batch_size
+    schedule = experiment.schedule
+    if rule is not None and rule.warmup_epochs is not None:
+        schedule = schedule.model_copy(update={"warmup_epochs": rule.warmup_epochs})
+    cfg = experiment.model_copy(update={"sweep": {}, "seed": seed, "schedule": schedule,
+                                        "lr": rule.lr(b0) if rule else experiment.lr})
+    if b0 > n:
+        raise ConfigError(f"batch_size: {b0} is larger than the training set ({n:,} examples)")
+    if batch_sizes:
+        ladder = sorted(set(batch_sizes))
+    else:
+        ladder = [b0 * 2 ** k if k >= 0 else b0 // 2 ** -k for k in range(CBS_LADDER[0], CBS_LADDER[1] + 1)]
+        ladder = sorted({b for b in ladder if 1 <= b <= n})
+    if ladder[0] < 1 or ladder[-1] > n:
+        raise ConfigError(f"--batch-sizes: each must be from 1 to the training set's {n:,} examples, "
+                          f"got {', '.join(map(str, ladder))}")
+    if len(ladder) < 2:
+        raise ConfigError(f"--batch-sizes: branching compares batch sizes, give at least two (got {ladder[0]})")
+    spe = n // b0 if cfg.drop_last else math.ceil(n / b0)
+    total_steps = budget_steps(cfg, spe, b0, tokens_per_example)
+    unit, amount = cfg.budget.length
+    budget = int(amount) if unit == "examples" else total_steps * b0
+    window = window if window is not None else max(ladder[-1], round(budget * CBS_WINDOW))
+    if window > max(budget, n):
+        raise ConfigError(f"--window {window:,}: longer than both the reference run's budget ({budget:,} examples) "
+                          f"and an epoch ({n:,}); give a shorter window or a longer budget "
+                          "(e.g. --set budget.epochs=2)")
+    if (1 + tolerance) * window < ladder[-1]:
+        raise ConfigError(f"--window {window:,}: the largest batch of the ladder ({ladder[-1]:,}) takes no step in "
+                          f"(1 + tolerance) windows; give a longer window or smaller batch sizes")
+    at = sorted({max(b0, int(round(e))) for e in np.geomspace(budget * CBS_FIRST, budget, points)}
+                if points > 1 else {budget})
+    return Setup(cfg, ladder, {b: lr_search(experiment, b) for b in ladder}, at, window, tolerance, budget,
+                 total_steps)
+
+
+def measure(experiment: Experiment, out: Path, *, batch_sizes: list[int] | None = None, points: int = CBS_POINTS,
+            window: int | None = None, tolerance: float = CBS_TOLERANCE, source: str = "branching",
+            min_batch: int | None = None, max_batch: int | None = None, eval_examples: int = CBS_EVAL_EXAMPLES,
+            measurements: int = CBS_MEASUREMENTS, evals: int = CBS_EVALS, progress: Progress | None = None,
+            code_dirs: tuple[str, ...] = ()) -> Cbs:
+    """Run the procedure and write <out>/<name>/cbs/ (cbs.json, cbs.csv, branches.csv, cbs.png). Ctrl-C keeps
+    what was measured: the files are written with the points finished so far, then KeyboardInterrupt goes on."""
+    from batchlab.critical_batch.files import write
+
+    if source not in SOURCES:
+        raise ConfigError(f"--from {source!r}: choose from {', '.join(SOURCES)}")
+    if not 0 < tolerance <= CBS_TOLERANCE_MAX:  # NaN too
+        raise ConfigError(f"--tolerance {tolerance}: expected a number above 0, at most {CBS_TOLERANCE_MAX}, e.g. 1 "
+                          "(twice the examples)")
+    if min_batch and max_batch and min_batch > max_batch:
+        raise ConfigError(f"--min-batch {min_batch} is above --max-batch {max_batch}")
+    registry.make_importable(*code_dirs)
+    device = resolve_device(experiment.device)
+    if experiment.threads:
+        torch.set_num_threads(experiment.threads)
+    data = load_dataset(experiment.dataset, first_seed(experiment)).to(device)
+    setup = plan(experiment, len(data.train), batch_sizes, points, window, tolerance, data.tokens_per_example)
+    setup.evals = evals
+    cfg = setup.cfg
+    result = Cbs(cfg.name, source, cfg.batch_size, cfg.lr, cfg.seed, setup.ladder,
+                 {str(b): lrs for b, lrs in setup.lrs.items()}, setup.window, tolerance, setup.budget_examples,
+                 data.context, machine=machine_facts(device))
+    result.path = str(out / cfg.name / "cbs")
+    parts = Parts(cfg, data, device, eval_examples, measurements)
+    report = progress or (lambda stage, done, total: None)
+    try:
+        kept, result.reference_seconds = reference(parts, setup.at, setup.total_steps,
+                                                   lambda e: report("reference", min(e, setup.at[-1]), setup.at[-1]))
+        for p in kept:
+            result.points.append({"point": p.index, "examples": p.examples, "steps": p.steps,
+                                  **({"tokens": p.examples * data.context} if data.context else {}),
+                                  "loss": p.loss, "b_simple": p.noise["b_simple"], "noise": p.noise})
+        if source == "branching":
+            total = len(kept) * sum(len(v) for v in setup.lrs.values())
+            for p, figures in zip(kept, result.points):
+                figures.update(branches_at(parts, setup, p, result, lambda: report("branches",
+                                                                                  len(result.branches), total)))
+    except KeyboardInterrupt:
+        result.interrupted = True
+        finish(result, setup, min_batch, max_batch)
+        write(result, Path(result.path))
+        raise
+    finish(result, setup, min_batch, max_batch)
+    write(result, Path(result.path))
+    return result
+
+
+def branches_at(parts: Parts, setup: Setup, point, result: Cbs, done: Callable[[], None]) -> dict:
+    """Every branch from one point, the smallest batch first (it sets L*); the point's figures."""
+    smallest, *others = setup.ladder
+    mine: list[dict] = []
+
+    def run(batch: int, target: float | None):
+        for lr in setup.lrs[batch]:
+            figures = branch(parts, point, batch, lr, setup.window, math.ceil((1 + setup.tolerance) * setup.window),
+                             setup.evals, target)
+            mine.append(figures)
+            result.branches.append(figures)
+            result.branch_seconds += figures["train_seconds"]
+            done()
+
+    run(smallest, None)
+    target = analysis.level(mine)
+    for batch in others:
+        run(batch, target)
+    for figures in mine:
+        figures["examples_to_target"] = examples_to(figures, target) if target is not None else None
+    found = analysis.critical(mine, setup.tolerance)
+    return {**found, "cbs": found["cbs_fit"]}
+
+
+def finish(result: Cbs, setup: Setup, min_batch: int | None, max_batch: int | None) -> None:
+    """Each point's ratio CBS / B_simple, and the schedule recommended from CBS(t) (or B_simple(t))."""
+    for p in result.points:
+        cbs, b_simple = p.get("cbs"), p.get("b_simple")
+        p["ratio"] = cbs / b_simple if cbs and b_simple and math.isfinite(b_simple) and b_simple > 0 else None
+    key = "cbs" if result.source == "branching" else "b_simple"
+    low, high = min_batch or setup.ladder[0], max_batch or setup.ladder[-1]
+    try:
+        result.schedule = recommend([(p["examples"], p.get(key)) for p in result.points], low, high)
+        result.schedule_line = yaml_line(result.schedule)
+    except ValueError as e:
+        result.schedule_note = str(e)

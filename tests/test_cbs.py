@@ -1,0 +1,214 @@
+"""`batchlab cbs`: the critical batch size by branching, against a problem whose critical batch is known in
+closed form; the recommended schedule; the files and their consistency; bad input as one line."""
+
+import csv
+import json
+import math
+
+import numpy as np
+import pytest
+import yaml
+from scipy.optimize import brentq, least_squares
+from typer.testing import CliRunner
+
+import batchlab
+from batchlab.cli import app
+from batchlab.critical_batch import branching
+from batchlab.recommend import recommend, yaml_line
+
+runner = CliRunner()
+
+D, SIGMA, N = 62, 0.1, 20_000  # B_noise ~ d + 2 ~ 64 while the excess loss is well above sigma^2
+
+
+def regression():
+    """y = w*.x + sigma xi, x ~ N(0, I_d), |w*| = 1."""
+    rng = np.random.default_rng(0)
+    w = rng.standard_normal(D)
+    w /= np.linalg.norm(w)
+    x = rng.standard_normal((2 * N, D)).astype(np.float32)
+    y = (x @ w + SIGMA * rng.standard_normal(2 * N)).astype(np.float32)
+    return {"x_train": x[:N], "y_train": y[:N], "x_test": x[N:], "y_test": y[N:]}
+
+
+def test_branching_recovers_the_critical_batch_of_linear_regression(tmp_path):
+    """The built-in linear model (weights w and a bias b, the true bias 0), MSE loss (the mean of squared
+    errors), plain SGD. With D2 = |w - w*|^2 + b^2 the excess loss over sigma^2, and per-example gradients
+    g = 2 r (x, 1), r = (w - w*).x + b - sigma xi: G = 2 (w - w*, b), |G|^2 = 4 D2, and (Gaussian fourth
+    moments) tr(Sigma) = 4 [(d + 2)|w - w*|^2 + d b^2 + (d + 1) sigma^2]. The Hessian is 2 I, so
+    B_noise = B_simple = tr(Sigma) / |G|^2, between d + (d + 1) sigma^2 / D2 and d + 2 + (d + 1) sigma^2 / D2.
+    One SGD step at lr eta multiplies the expected D2 by 1 - 4 eta + 4 eta^2 (1 + B_noise / B), least at
+    eta = 1 / (2 (1 + B_noise / B)): by B_noise / (B + B_noise). So reaching a level takes
+    S(B) = log(D2 / D2*) / log(1 + B / B_noise) steps, E(B) = B S(B) examples, E_min = log(D2 / D2*) B_noise as
+    B -> 0, and E(B) = 2 E_min at B = u B_noise, u solving u / log(1 + u) = 2 (u ~ 2.5): the critical batch,
+    in closed form, whatever the window. The branching CBS (the fit) and the largest batch within tolerance
+    must both be within a factor of 2 of it (the lr search moves in factors of 2, B_noise rises a little over
+    the window as sigma^2 begins to count, and the ladder itself is a factor of 2 apart)."""
+    cfg = {"name": "synthetic", "model": {"name": "linear"}, "batch_size": 8, "lr": 0.01, "budget": {"steps": 1},
+           "threads": 1, "sweep": {"lr": [0.5 * 2 ** -k for k in range(7)]}}
+    result = batchlab.cbs(cfg, out=tmp_path, dataset=regression, batch_sizes=[2 ** k for k in range(2, 10)],
+                          points=1, window=256, eval_examples=4096)
+    [point] = result.points
+    d2 = point["loss"] - SIGMA ** 2  # the held-out excess loss at the point
+    b_noise = (D + 1) * (1 + SIGMA ** 2 / d2)  # the middle of its bounds above (they are 2 apart, ~64)
+    assert point["b_simple"] == pytest.approx(b_noise, rel=0.15)  # the monitor's machinery agrees
+    u = brentq(lambda v: v / math.log1p(v) - 2, 0.1, 100)
+    expected = u * b_noise
+    assert expected / 2 <= point["cbs"] <= expected * 2, (point, expected)
+    assert expected / 2 <= point["cbs_tolerance"] <= expected * 2, (point, expected)
+
+
+def test_recommend_rounds_down_to_powers_of_two_and_never_decreases():
+    points = [(1000, 20), (2000, 70), (4000, 50), (8000, 130), (16000, 600), (32000, 3000)]
+    schedule = recommend(points, 16, 1024)
+    assert schedule == [[0, 16], [2000, 64], [8000, 128], [16000, 512], [32000, 1024]]
+    assert all(b & (b - 1) == 0 for _, b in schedule)  # powers of 2
+    assert [b for _, b in schedule] == sorted(b for _, b in schedule)
+    assert [p for p, _ in schedule] == sorted({p for p, _ in schedule})
+    # 50 after 70 is noise: no step back; 70 -> 130 crosses 128 only at 8000
+    assert recommend([(10, 40), (20, 63.9), (30, 64)], 1, 4096) == [[0, 32], [30, 64]]
+
+
+def test_recommend_clamps_skips_missing_values_and_refuses_what_it_cannot_do():
+    assert recommend([(100, 3), (200, None), (300, math.nan), (400, 1e6)], 8, 300) == [[0, 8], [400, 256]]
+    assert recommend([(0, 100), (50, 300)], 1, 1024) == [[0, 64], [50, 256]]
+    assert recommend([(0, 100), (0, 300)], 1, 1024) == [[0, 256]]  # both at the start: the larger
+    for args in (([(1, 10)], 64, 32), ([(1, 10)], 0, 32), ([(1, 10)], 33, 63), ([(1, None)], 1, 64)):
+        with pytest.raises(ValueError):
+            recommend(*args)
+    assert yaml_line([[0, 64], [12000, 256]]) == "batch_size: {schedule: [[0, 64], [12000, 256]]}"
+    assert yaml.safe_load(yaml_line([[0, 64], [12000, 256]])) == {"batch_size": {"schedule": [[0, 64], [12000, 256]]}}
+
+
+def test_a_point_where_the_smallest_batch_made_no_progress_has_no_cbs():
+    from batchlab.critical_batch.analysis import critical
+
+    def made(batch, curve):
+        return {"batch_size": batch, "curve": curve, "loss_after_window": curve[-1][1],
+                "examples_to_target": None}
+    flat = [made(8, [[0, 1.0], [64, 1.01]]), made(32, [[0, 1.0], [64, 0.9]])]
+    found = critical(flat, 1.0)
+    assert found["cbs_fit"] is None and found["cbs_tolerance"] is None and "longer window" in found["note"]
+    falling = [made(8, [[0, 1.0], [64, 0.8]]), made(32, [[0, 1.0], [64, 0.9], [128, 0.7]]),
+               made(128, [[0, 1.0], [128, 0.95], [256, 0.9]])]
+    falling[0]["examples_to_target"], falling[1]["examples_to_target"] = 64.0, 96.0
+    found = critical(falling, 1.0)
+    assert found["target_loss"] == 0.8 and found["e_ref"] == 64.0 and found["cbs_tolerance"] == 32
+    assert found["cbs_fit"] is None  # two batch sizes reached it: a fit needs three
+    assert [b["best"] for b in falling] == [True, True, True]
+
+
+TINY = {"name": "tiny", "dataset": {"name": "digits"}, "model": {"name": "mlp", "hidden": [16]},
+        "budget": {"epochs": 2}, "batch_size": 32, "threads": 1, "noise": {"batch_size": 256, "small_batch_size": 32},
+        "sweep": {"lr": {"base": 0.2, "base_batch_size": 32, "scale": "sqrt", "factors": [0.5, 1, 2]}}}
+
+
+def crossing(curve, level):
+    """First examples at which the loss is <= level, linear between evaluations (written apart from the tool's)."""
+    e, loss = np.array(curve, dtype=float).T
+    below = np.nonzero(loss <= level)[0]
+    if not len(below):
+        return None
+    i = below[0]
+    return e[0] if i == 0 else e[i - 1] + (loss[i - 1] - level) / (loss[i - 1] - loss[i]) * (e[i] - e[i - 1])
+
+
+def fitted_b_crit(sizes, examples):
+    """E_B = E_min (1 + B / B_crit), i.e. steps S = S_min + E_min / B, least squares on log S."""
+    b, s = np.array(sizes, float), np.array(examples, float) / np.array(sizes, float)
+    fit = least_squares(lambda p: np.log(p[0] + p[1] / b) - np.log(s), [s.min(), s.max() * b.min()],
+                        bounds=([1e-12, 1e-12], [np.inf, np.inf]))
+    return fit.x[1] / fit.x[0]
+
+
+def test_the_cli_writes_consistent_files(tmp_path):
+    config = tmp_path / "tiny.yaml"
+    config.write_text(yaml.safe_dump(TINY))
+    result = runner.invoke(app, ["cbs", str(config), "--out", str(tmp_path), "--points", "3",
+                                 "--batch-sizes", "4,16,64,256", "--window", "384"])
+    assert result.exit_code == 0, result.output
+    where = tmp_path / "tiny" / "cbs"
+    data = json.loads((where / "cbs.json").read_text())
+    assert (where / "cbs.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert len(data["points"]) == 3 and len(data["branches"]) == 3 * 4 * 3  # points x ladder x factors
+    assert data["lrs"]["64"] == pytest.approx([0.2 * math.sqrt(64 / 32) * f for f in (0.5, 1, 2)])  # the rule
+    with open(where / "cbs.csv") as f:
+        rows = list(csv.DictReader(f))
+    for row, point in zip(rows, data["points"], strict=True):
+        assert float(row["examples"]) == point["examples"]
+        assert float(row["b_simple"]) == pytest.approx(point["b_simple"])
+        assert str(point["examples"]) in result.output.replace(",", "")
+        mine = [b for b in data["branches"] if b["point"] == point["point"]]
+        level = min(b["loss_after_window"] for b in mine if b["batch_size"] == 4)
+        assert point["target_loss"] == pytest.approx(level)
+        if level >= point["loss"]:  # no progress at the smallest batch: nothing to measure
+            assert point["cbs"] is None and point["cbs_tolerance"] is None and "longer window" in point["note"]
+            continue
+        best = {}
+        for b in mine:
+            e = crossing(b["curve"], level)
+            e = None if e is None else max(e, b["batch_size"])
+            assert b["examples_to_target"] == pytest.approx(e)
+            if e is not None and e < best.get(b["batch_size"], math.inf):
+                best[b["batch_size"]] = e
+        assert {int(k): v for k, v in point["examples_by_batch"].items() if v is not None} == pytest.approx(best)
+        e_ref = best[4]
+        assert point["cbs_tolerance"] == max(b for b, e in best.items() if e <= 2 * e_ref)
+        if len(best) >= 3:
+            assert point["cbs"] == pytest.approx(fitted_b_crit(list(best), list(best.values())), rel=1e-3)
+            assert point["ratio"] == pytest.approx(point["cbs"] / point["b_simple"])
+        else:
+            assert point["cbs"] is None
+    values = [(p["examples"], p["cbs"]) for p in data["points"]]
+    if any(v for _, v in values):
+        assert data["schedule"] == recommend(values, 4, 256)
+        assert data["schedule_line"] in result.output
+    assert data["reference_seconds"] > 0
+    assert data["branch_seconds"] == pytest.approx(sum(b["train_seconds"] for b in data["branches"]))
+    assert "cost: reference" in result.output
+
+
+def test_noise_only_and_an_interruption_keep_what_was_measured(tmp_path, monkeypatch):
+    config = tmp_path / "tiny.yaml"
+    config.write_text(yaml.safe_dump(TINY))
+    noise = batchlab.cbs(config, out=tmp_path, source="noise", points=4)
+    assert noise.branches == [] and len(noise.points) == 4
+    assert noise.schedule == recommend([(p["examples"], p["b_simple"]) for p in noise.points], 8, 256)
+
+    real, calls = branching.branch, []
+
+    def interrupted(*args, **kwargs):
+        if len(calls) == 5:
+            raise KeyboardInterrupt
+        calls.append(1)
+        return real(*args, **kwargs)
+    monkeypatch.setattr("batchlab.critical_batch.branch", interrupted)
+    result = runner.invoke(app, ["cbs", str(config), "--out", str(tmp_path), "--points", "2",
+                                 "--batch-sizes", "8,32,128", "--window", "256"])
+    assert result.exit_code == 130
+    assert result.output.strip().splitlines()[-1].startswith("error: interrupted: what was measured so far is in")
+    data = json.loads((tmp_path / "tiny" / "cbs" / "cbs.json").read_text())
+    assert data["interrupted"] and len(data["branches"]) == 5 and len(data["points"]) == 2
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--batch-sizes", "8,x"], "--batch-sizes '8,x': expected comma-separated batch sizes"),
+    (["--batch-sizes", "8,0"], "--batch-sizes '8,0': expected comma-separated batch sizes"),
+    (["--batch-sizes", "32"], "--batch-sizes: branching compares batch sizes, give at least two"),
+    (["--batch-sizes", "8,5000"], "--batch-sizes: each must be from 1 to the training set's 1,437 examples"),
+    (["--window", "100000"], "--window 100,000: longer than both the reference run's budget"),
+    (["--window", "10", "--batch-sizes", "8,256"], "--window 10: the largest batch of the ladder (256) takes no step"),
+    (["--from", "magic"], "--from 'magic': choose from branching, noise"),
+    (["--tolerance", "0"], "--tolerance 0.0: expected a number above 0"),
+    (["--tolerance", "nan"], "--tolerance nan: expected a number above 0"),
+    (["--min-batch", "64", "--max-batch", "16"], "--min-batch 64 is above --max-batch 16"),
+    (["--points", "0"], "Invalid value for '--points'"),
+    (["--set", "batch_size=5000"], "batch_size: 5000 is larger than the training set (1,437 examples)"),
+])
+def test_bad_input_is_one_line_and_exit_2(tmp_path, args, message):
+    config = tmp_path / "tiny.yaml"
+    config.write_text(yaml.safe_dump(TINY))
+    result = runner.invoke(app, ["cbs", str(config), "--out", str(tmp_path), *args])
+    assert result.exit_code == 2, result.output
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], result.output
