@@ -226,12 +226,14 @@ def load_records(path: str | Path) -> Records:
 def suggest(config: Config, out: str | Path = "runs", overrides: Overrides = None, *, target: float | None = None,
             budget: float | None = None, threads: int | None = None, command: str | None = None,
             on_stage: Callable[[str], None] | None = None, on_trial_start: Callable | None = None,
-            on_trial_end: Callable | None = None, restart: bool = False, **parts: Callable | None):
+            on_trial_end: Callable | None = None, restart: bool = False, schedule: bool = False,
+            **parts: Callable | None):
     """The time-optimal batch size for the config's model on this hardware (batchlab.suggest): seconds per step
     scanned interleaved, a pilot measuring the noise scale, a race of the candidates by steps x seconds per
     step, and the winner confirmed on two more seeds. `target` overrides the config's; `budget`: seconds for the
     whole search, everything counted; `restart`: delete the earlier records under
-    out/<name>-suggest and start over. Returns a Suggestion; the trials are recorded under out/<name>-suggest."""
+    out/<name>-suggest and start over; `schedule`: then propose a batch-size schedule from the measured noise
+    scale and race it against the answer (Suggestion.schedule). Returns a Suggestion; the trials are recorded under out/<name>-suggest."""
     from batchlab.suggestion import suggest as search  # matplotlib, for its figure
 
     source = source_of(config)
@@ -240,7 +242,8 @@ def suggest(config: Config, out: str | Path = "runs", overrides: Overrides = Non
     try:
         return search(experiment, Path(out), target=target, budget=budget, code_dirs=source.code_dirs,
                       command=command or f"batchlab.suggest({str(config) if isinstance(config, (str, Path)) else '<config>'!r})",
-                      on_stage=on_stage or (lambda text: None), hooks=hooks, restart=restart)
+                      on_stage=on_stage or (lambda text: None), hooks=hooks, restart=restart,
+                      schedule=schedule)
     except BatchlabError as e:
         raise source.locate(e) from None
 

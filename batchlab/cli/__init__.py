@@ -287,6 +287,9 @@ def suggest(
     threads: Annotated[Optional[int], typer.Option("--threads", min=1, max=PARALLEL_MAX, help="torch CPU threads (recorded).")] = None,
     restart: Annotated[bool, typer.Option("--restart", help="Delete the trials under OUT/<name>-suggest and start "
                                           "over.")] = False,
+    schedule: Annotated[bool, typer.Option("--schedule", help="Then propose a batch-size schedule from the noise "
+                                           "scale measured over the pilot (B_simple(t) scaled to the answer) and "
+                                           "race it against the answer on its seeds.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the answer as one JSON object.")] = False,
     quiet: QuietOpt = False,
 ):
@@ -302,11 +305,12 @@ def suggest(
     stage = (lambda text: None) if quiet or as_json else (lambda text: typer.echo(f"suggest: {text}"))
     sigterm_as_interrupt()
     extra = ((["--target", str(target)] if target is not None else []) + (["--budget", budget] if budget else [])
-             + ["--out", str(out)] + (["--threads", str(threads)] if threads else []))
+             + ["--out", str(out)] + (["--threads", str(threads)] if threads else [])
+             + (["--schedule"] if schedule else []))
     try:
         with user_errors(), display:
             answer = api.suggest(config, out, list(set_ or []), target=target, budget=seconds, threads=threads,
-                                 restart=restart,
+                                 restart=restart, schedule=schedule,
                                  command=command_line(config, list(set_ or []), extra, "suggest"), on_stage=stage,
                                  on_trial_start=display.trial_start, on_trial_end=display.trial_end)
     except KeyboardInterrupt:

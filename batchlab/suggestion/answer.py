@@ -8,8 +8,10 @@ from pathlib import Path
 from batchlab.reporting import display
 from batchlab.reporting.answer import plain
 from batchlab.suggestion.scan import Rate
+from batchlab.suggestion.schedule import sentence as schedule_sentence
 
-PHASES = ("scan", "pilot", "race", "confirmation")  # what the search spends its seconds on, in order
+PHASES = ("scan", "pilot", "race", "confirmation", "schedule")  # what the search spends its seconds on, in order
+# (schedule: `--schedule`'s race of a batch-size schedule against the answer; 0 without it)
 
 
 @dataclass
@@ -42,6 +44,8 @@ class Suggestion:
     trials: list[dict] = field(default_factory=list)  # every trial: phase, batch_size, lr, seed, status, steps
     # to the target, steps_run, predicted_seconds (steps to the target x the scan's seconds per step), seconds
     cost: dict[str, float] = field(default_factory=dict)  # seconds spent: scan, pilot, race, confirmation, total
+    schedule: dict | None = None  # --schedule: the schedule proposed, its trials, steps saved per seed, the
+    # decision against the answer (batchlab.suggestion.schedule.race)
     stopped_by_budget: bool = False
     notes: list[str] = field(default_factory=list)  # why a figure is missing, or what qualifies the answer
     sentence: str = ""
@@ -54,7 +58,7 @@ class Suggestion:
 
 def cost_text(cost: dict) -> str:
     return (f"cost {display.seconds(cost['total'])} s ("
-            + ", ".join(f"{phase} {display.seconds(cost[phase])}" for phase in PHASES) + ")")
+            + ", ".join(f"{phase} {display.seconds(cost[phase])}" for phase in PHASES if phase in cost) + ")")
 
 
 def _evidence(s: Suggestion) -> str:
@@ -76,6 +80,11 @@ def _seeds(s: Suggestion) -> str:
 
 
 def sentence(s: Suggestion) -> str:
+    """The answer, and with --schedule what the schedule's race found."""
+    return _answer(s) + (" " + schedule_sentence(s.schedule) if s.schedule else "")
+
+
+def _answer(s: Suggestion) -> str:
     tail = f"; {_evidence(s)}; {cost_text(s.cost)}."
     if s.batch_size is None:
         return f"No setting reached {s.metric} {s.target:g}" + tail

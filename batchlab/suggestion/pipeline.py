@@ -24,7 +24,10 @@ from batchlab.schema import Experiment, LrRule
 from batchlab.suggestion.answer import PHASES, Suggestion, listed, sentence
 from batchlab.suggestion.plot import suggest_png
 from batchlab.suggestion.predict import predict
+from batchlab.recommend import yaml_line
 from batchlab.suggestion.scan import Scan, first_pass, interleaved
+from batchlab.suggestion.schedule import lr_scale, propose
+from batchlab.suggestion.schedule import race as race_schedule
 from batchlab.train import hardest_target, resolve_device
 
 BAND = (1.0, 16.0)  # B_crit between 1x and 16x the pilot's B_simple: McCandlish et al. (2018) find the critical
@@ -59,10 +62,11 @@ class _Search:
     def spent(self) -> float:
         return sum(self.cost.values())
 
-    def train(self, phase: str, batch_size: int, lr: float, seed: int, deadline_steps: int | None = None,
+    def train(self, phase: str, batch_size: int | dict, lr: float, seed: int, deadline_steps: int | None = None,
               into: SweepDir | None = None, **update) -> dict | None:
         """One trial (or its record, when already run): its summary. None, and nothing run, once the budget is
-        spent. `update`: config sections replaced (the noise run's)."""
+        spent. `batch_size`: a constant one, or a schedule (`{schedule: ..., lr_scale: ...}`). `update`: config
+        sections replaced (the noise run's)."""
         if self.budget is not None and self.spent() >= self.budget:
             self.stopped = True
             return None
@@ -82,21 +86,35 @@ class _Search:
             self.trials[trial.id] = {"phase": phase, "summary": summary, "noise_run": into is not None}
         return summary
 
+    def hit(self, summary: dict | None) -> dict | None:
+        """The (hardest) target's record in a summary: steps, examples, seconds; None where it was not reached."""
+        return (summary or {}).get("targets", {}).get(self.key)
+
     def steps(self, summary: dict | None) -> int | None:
         """Steps to the (hardest) target, None where it was not reached."""
-        hit = (summary or {}).get("targets", {}).get(self.key)
+        hit = self.hit(summary)
         return hit["steps"] if hit else None
+
+    def trial_summary(self, batch_size: int, lr: float, seed: int) -> dict | None:
+        """The summary of a constant batch size's trial the search ran (not the noise run), if any."""
+        for t in self.trials.values():
+            s = t["summary"]
+            if (not t["noise_run"] and s.get("batch_schedule") is None and s["batch_size"] == batch_size
+                    and math.isclose(s["lr"], lr) and s["seed"] == seed):
+                return s
+        return None
 
 
 def suggest(experiment: Experiment, out: Path, *, target: float | None = None, budget: float | None = None,
             code_dirs: tuple[str, ...] = (), command: str = "batchlab.suggest",
             on_stage: Callable[[str], None] = lambda text: None, hooks: Hooks = Hooks(),
-            restart: bool = False) -> Suggestion:
+            restart: bool = False, schedule: bool = False) -> Suggestion:
     """Scan, pilot, race and confirm for `experiment` (its model, data, optimizer, lr or lr rule, target and
     budget), recording the trials under out/<name>-suggest. `budget`: seconds for the whole search, everything
     counted (the scan, and each trial's training, evaluation and noise measurement): no trial starts once it is
     spent. `on_stage(text)` says what starts next. `restart`: delete the records under
-    out/<name>-suggest first."""
+    out/<name>-suggest first. `schedule`: then propose a batch-size schedule from the noise run's B_simple(t)
+    and race it against the answer on its seeds (batchlab.suggestion.schedule)."""
     registry.make_importable(*code_dirs)
     cfg = _suggest_config(experiment, target)
     metric, goal = cfg.target.metric, hardest_target(cfg)
@@ -111,7 +129,8 @@ def suggest(experiment: Experiment, out: Path, *, target: float | None = None, b
     n = len(data.train)
     sweep_sizes = cfg.sweep.get("batch_size")
     # the grid's largest batch size bounds the question; without a list, the training set does
-    largest = min(n, max(sweep_sizes)) if isinstance(sweep_sizes, list) and sweep_sizes else n
+    constants = [b for b in sweep_sizes if isinstance(b, int)] if isinstance(sweep_sizes, list) else []
+    largest = min(n, max(constants)) if constants else n  # (a schedule in the list is no batch size to scan)
     if device.type == "cuda":  # memory is the limit there; on the CPU the training set is
         largest = min(largest, find_max_batch(cfg, code_dirs=code_dirs).batch_size)
     data = data.to(device)
@@ -138,7 +157,7 @@ def suggest(experiment: Experiment, out: Path, *, target: float | None = None, b
 
     on_stage(f"noise scale: B_simple at batch size {pilot_b} up to step {pilot_steps}, "
              f"{MEASUREMENTS} measurements")
-    every, values = _noise(search, pilot_b, pilot_lr, pilot_steps, n)
+    every, values, noise_points = _noise(search, pilot_b, pilot_lr, pilot_steps, n)
     b_simple = float(values.mean()) if len(values) else None
     if b_simple is None:
         notes.append(f"b_simple: no finite noise measurement up to step {pilot_steps}; the race takes every "
@@ -158,8 +177,10 @@ def suggest(experiment: Experiment, out: Path, *, target: float | None = None, b
     # a machine others share, and the prediction alone moved from run to run
     i = sizes.index(pilot_b)
     candidates = list(dict.fromkeys([pilot_b, *sizes[max(0, i - 1):i + 2], *candidates]))
-    on_stage(f"scan: seconds per step at batch sizes {', '.join(map(str, sorted(candidates)))}, interleaved")
-    found = interleaved(found, cfg, data, device, candidates)
+    # a schedule may train at any scanned batch size between the candidates: those are timed too
+    timed = [b for b in sizes if min(candidates) <= b <= max(candidates)] if schedule else candidates
+    on_stage(f"scan: seconds per step at batch sizes {', '.join(map(str, sorted(timed)))}, interleaved")
+    found = interleaved(found, cfg, data, device, timed)
     search.cost["scan"] = found.seconds
     del data
     spb = found.seconds_per_step()
@@ -224,6 +245,16 @@ def suggest(experiment: Experiment, out: Path, *, target: float | None = None, b
         notes.append(f"no setting was confirmed: none tried reached {metric} {goal:g} on every seed of "
                      f"{listed([cfg.seed, *seeds])}" if not search.stopped else
                      f"it was not confirmed on seeds {listed(seeds)} within the budget")
+    if schedule:
+        proposed = propose(noise_points, s.batch_size, sorted(spb)) if s.confirmed else None
+        if proposed is None:
+            notes.append("no schedule raced: " + ("the answer was not confirmed" if not s.confirmed else
+                                                  "B_simple did not grow over the pilot's run (or fewer than 3 "
+                                                  "measurements were finite)"))
+        else:
+            on_stage(f"schedule: {yaml_line(proposed)} against batch size {s.batch_size}, on seeds {listed(s.seeds)}")
+            scale = lr_scale({b: v[0] for b, v in best_lr.items()}, rule.scale)
+            s.schedule = race_schedule(search, proposed, s.batch_size, s.lr, scale, s.seeds, s.steps, costs)
     s.notes = notes
     return _finish(s, search, found, pilot_b, pilot_steps)
 
@@ -301,10 +332,11 @@ def _best_by_steps(search: _Search, phase: str, b: int, lrs: list[float], seed: 
     return best
 
 
-def _noise(search: _Search, b: int, lr: float, steps: int, n: int) -> tuple[int, np.ndarray]:
+def _noise(search: _Search, b: int, lr: float, steps: int, n: int) -> tuple[int, np.ndarray, list]:
     """B_simple up to the pilot's steps to the target, measured MEASUREMENTS times: the pilot's run again
     (same seed, so the same steps), measuring every steps // MEASUREMENTS steps, evaluated only at its end.
-    Recorded apart (<records>/noise-scale), so the search's records stay one trial per setting and seed."""
+    Recorded apart (<records>/noise-scale), so the search's records stay one trial per setting and seed.
+    Returns the steps between measurements, the measurements, and (examples trained, B_simple) at each."""
     cfg = search.cfg
     every = max(1, steps // MEASUREMENTS)
     per_epoch = n // b if cfg.drop_last else math.ceil(n / b)
@@ -316,9 +348,10 @@ def _noise(search: _Search, b: int, lr: float, steps: int, n: int) -> tuple[int,
                                              "stop_at_target": False}),
         eval=cfg.eval.model_copy(update={"every": NO_EVAL}))
     if summary is None:
-        return every, np.array([])
+        return every, np.array([]), []
     frame = pd.read_csv(into.trial_dir(summary["trial_id"]) / "metrics.csv")
-    return every, b_simple_values(frame, steps)
+    measured = frame[(frame["step"] <= steps) & frame["noise_b_simple"].notna()]
+    return every, b_simple_values(frame, steps), list(zip(measured["examples"], measured["noise_b_simple"]))
 
 
 def _missed(search: _Search, cfg: Experiment, tries: list[int], metric: str, goal: float) -> SuggestError:
@@ -361,7 +394,7 @@ def _finish(s: Suggestion, search: _Search, found: Scan, pilot_b: int, pilot_ste
     for trial_id, t in search.trials.items():
         summary = t["summary"]
         steps = None if t["noise_run"] else search.steps(summary)  # the noise run only measures
-        per_step = spb.get(summary["batch_size"])
+        per_step = None if t["phase"] == "schedule" else spb.get(summary["batch_size"])  # a schedule: several
         s.trials.append({"trial_id": trial_id, "phase": t["phase"], "noise_run": t["noise_run"],
                          "batch_size": summary["batch_size"],
                          "lr": summary["lr"], "seed": summary["seed"], "status": summary["status"],
