@@ -32,7 +32,7 @@ def test_any_mutation_of_a_shipped_config_is_a_valid_config_or_one_line(workdir,
 def test_the_judge_tells_the_outcomes_apart(workdir, monkeypatch):
     """The fuzzer's judge itself: the shipped configs are valid, a mistake is one line, and a crash or a hang
     inside the command is caught as such."""
-    assert len(SHIPPED) == 7  # configs/*.yaml (charlm among them) and the examples
+    assert len(SHIPPED) == 9  # configs/*.yaml (charlm and the two schedule configs among them) and the examples
     for path in SHIPPED:
         assert outcome(path.read_text(), workdir) == ("valid", "")
     result, line = outcome("name: x\nlr: -1\n", workdir)
