@@ -33,10 +33,6 @@ class Form(BaseModel):
     # None: the sweep's lr rule's scale when it has one (the grid fills it in), else none (the lr stays)
     lr_scale: Scale | None = None
 
-    def lr(self, lr: float, batch_size: int) -> float:
-        """The lr at `batch_size`, before the lr schedule's multiplier; `lr` is the lr at the start."""
-        return lr * scaled(self.lr_scale or "none", batch_size / self.start)
-
 
 class Points(Form):
     """`{schedule: [[progress, batch size], ...], unit: examples | tokens}`."""
