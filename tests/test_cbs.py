@@ -204,6 +204,8 @@ def test_noise_only_and_an_interruption_keep_what_was_measured(tmp_path, monkeyp
     (["--min-batch", "64", "--max-batch", "16"], "--min-batch 64 is above --max-batch 16"),
     (["--points", "0"], "Invalid value for '--points'"),
     (["--set", "batch_size=5000"], "batch_size: 5000 is larger than the training set (1,437 examples)"),
+    (["--set", "batch_size={schedule: [[0, 32], [500, 64]]}"], "batch_size: a schedule; the reference run needs a "
+                                                               "constant batch size (e.g. --set batch_size=32)"),
 ])
 def test_bad_input_is_one_line_and_exit_2(tmp_path, args, message):
     config = tmp_path / "tiny.yaml"
@@ -212,3 +214,33 @@ def test_bad_input_is_one_line_and_exit_2(tmp_path, args, message):
     assert result.exit_code == 2, result.output
     lines = result.output.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], result.output
+
+
+def test_a_branch_goes_on_with_the_examples_the_reference_would_train_on_next():
+    """A point kept 24 examples into an epoch (3 steps of 8): a branch at 16 must start with examples 24-39 of
+    that epoch's order, as the reference's own next two steps do, not at 16 (24 // 16 whole batches of 16)."""
+    import torch
+
+    from batchlab.data import load_dataset
+    from batchlab.schema import Experiment
+
+    cfg = Experiment.model_validate({"dataset": {"name": "digits"}, "model": {"name": "mlp", "hidden": [8]},
+                                     "batch_size": 8, "lr": 0.01, "threads": 1, "budget": {"steps": 10}})
+    data = load_dataset(cfg.dataset, 0)
+    parts = branching.Parts(cfg, data, torch.device("cpu"), 64, 2)
+    seen = []
+
+    def recording(step):
+        def train(x, y):
+            seen.append(x.clone())
+            return step(x, y)
+        return train
+
+    make_step = parts.step
+    parts.step = lambda *a: recording(make_step(*a))
+    [point, _], _ = branching.reference(parts, [24, 40], 10)
+    reference_next = torch.cat(seen[3:5])  # the reference's steps 4 and 5: examples 24-39 of the epoch
+    seen.clear()
+    branching.branch(parts, point, 16, 0.01, window=16, longest=16, evals=1, target=None)
+    assert point.epoch_position == 24
+    assert torch.equal(seen[0], reference_next)

@@ -114,6 +114,9 @@ def plan(experiment: Experiment, n: int, batch_sizes: list[int] | None, points: 
                                         "lr": rule.lr(b0) if rule else experiment.lr})
     if b0 > n:
         raise ConfigError(f"batch_size: {b0} is larger than the training set ({n:,} examples)")
+    if experiment.batch_schedule is not None:  # the reference run is the constant batch the ladder is built on
+        raise ConfigError(f"batch_size: a schedule; the reference run needs a constant batch size "
+                          f"(e.g. --set batch_size={b0})")
     if batch_sizes:
         ladder = sorted(set(batch_sizes))
     else:

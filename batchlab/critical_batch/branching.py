@@ -128,7 +128,8 @@ def branch(parts: Parts, point: Point, batch: int, lr: float, window: int, longe
     set_lr(optimizer, lr * point.lr_multiplier)
     criterion = parts.criterion
     loader = data.train.loader(batch, cfg.drop_last, cfg.seed)
-    order_of(loader).resume(point.epoch_state.clone(), point.epoch_position // batch)
+    # From the point's place in the epoch, in examples: a batch other than the reference's must not round it
+    order_of(loader).resume(point.epoch_state.clone(), point.epoch_position // batch, point.epoch_position)
     step = parts.step(model, optimizer, criterion, batch)
     every = max(1, round(window / evals))
     curve, examples, steps, next_eval = [(0, point.loss)], 0, 0, every
