@@ -67,6 +67,11 @@ def test_suggest_answers_by_steps_x_seconds_per_step_confirmed_on_more_seeds(wri
     assert answer["predicted_seconds"] == pytest.approx(confirmed[b])
     assert answer["seconds_per_step"] == pytest.approx(per_step[b])
     assert confirmed[b] == min(confirmed.values())  # the least predicted time among the confirmed
+    # confirmed: every setting within 1.5x of the first seed's fastest (4 at most), whatever that seed's noise says
+    first = {size: steps * per_step[size] for size, (_, steps) in best.items()}
+    near = sorted((t, size) for size, t in first.items() if t <= 1.5 * min(first.values()))[:4]
+    again = {s["batch_size"] for s in trials if s["seed"] in (1, 2)}
+    assert {size for _, size in near} <= again and len(again) <= 4
     for s in trials:  # a raced trial was cut by steps, never by its clock
         if s["status"] == "raced":
             assert s["deadline"] is None and s["steps"] == s["deadline_steps"] + 1

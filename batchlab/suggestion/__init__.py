@@ -8,13 +8,14 @@ it is stable, as the report decides (batchlab.reporting.decision):
    (the lr with the fewest steps kept; a miss is retried at a neighbouring batch size), then run again to
    measure B_simple at least 10 times up to its steps to the target: the band for B_crit;
 3. predict: T(B) = S_min (B + B_crit) / throughput(B) at both ends of the band; the candidates are the batch
-   sizes within a margin of the best (predict.py);
+   sizes within a margin of the best (predict.py), and two scanned batch sizes on each side of the pilot's;
 4. race: the candidates x the lrs (the config's list, or the rule's factors), each trial stopped once its
-   steps pass the best predicted seconds so far (with the decision's tie margin) over its batch size's
-   seconds per step; within a batch size the lr with the fewest steps;
-5. confirmation: the fastest (and those within the noise of it) trained on two more seeds; the answer is
-   decision.decide on the three seeds' steps, and a setting that missed on a seed is only named as not
-   confirmed.
+   steps pass 1.5x the best predicted seconds so far over its batch size's seconds per step (one seed's steps
+   are not the others': what is that close may tie over three); within a batch size the lr with the fewest
+   steps;
+5. confirmation: every setting within 1.5x of the fastest on the first seed (4 at most) trained on two more
+   seeds; the answer is decision.decide on the three seeds' steps, and a setting that missed on a seed is only
+   named as not confirmed.
 The trials are records like any sweep's, under <out>/<name>-suggest: `batchlab report` reads them.
 """
 
