@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 
 import batchlab.suggestion.pipeline as pipeline
 from batchlab.cli import app
-from batchlab.suggestion.schedule import STEPS_SAVED, lr_scale, propose
+from batchlab.suggestion.schedule import STEPS_SAVED, Verdict, lr_scale, propose
 
 runner = CliRunner()
 DIGITS = {"name": "tiny", "dataset": {"name": "digits"}, "model": {"name": "mlp", "hidden": [32]},
@@ -86,12 +86,12 @@ def test_suggest_schedule_races_the_schedule_on_the_answers_seeds(write_config, 
         hit = summary["targets"]["0.9"]
         assert summary["lr"] == pytest.approx(s["lr"]) and summary["batch_schedule"]["schedule"] == s["schedule"]
         if hit is None:
-            assert s["verdict"] == "missed"
+            assert s["verdict"] == Verdict.MISSED
             continue
         assert (run["steps"], run["examples"]) == (hit["steps"], hit["examples"])
         before = min(hit["steps"], math.ceil(300 / best))  # steps at the first batch size: until 300 examples
         assert run["by_batch"] == {str(b): n for b, n in ((best, before), (2 * best, hit["steps"] - before)) if n}
-    if s["verdict"] != "missed":
+    if s["verdict"] != Verdict.MISSED:
         constant = {t["seed"]: t["targets"]["0.9"]["steps"] for t in trials.values()
                     if not t["batch_schedule"] and t["batch_size"] == best and t["lr"] == lr}
         saved = [1 - r["steps"] / constant[r["seed"]] for r in s["runs"]]
@@ -99,7 +99,7 @@ def test_suggest_schedule_races_the_schedule_on_the_answers_seeds(write_config, 
         assert s["bar"] == all(x >= STEPS_SAVED and r <= 1 for x, r in zip(saved, s["examples_ratio"]))
         per_step = {r["batch_size"]: r for r in answer["rates"]}
         assert all(b in per_step for r in s["runs"] for b in map(int, r["by_batch"]))
-        assert s["verdict"] in ("faster", "tie", "slower") and s["label"] in answer["sentence"]
+        assert s["verdict"] in (Verdict.FASTER, Verdict.TIE, Verdict.SLOWER) and s["label"] in answer["sentence"]
     cost = answer["cost"]
     spent = sum(trials[r["trial_id"]].get(k) or 0 for r in s["runs"] for k in COSTS)
     assert spent > 0 and cost["schedule"] == pytest.approx(spent)

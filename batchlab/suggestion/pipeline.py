@@ -227,7 +227,8 @@ def suggest(experiment: Experiment, out: Path, *, target: float | None = None, b
     predicted = {b: steps * spb[b] for b, (_, steps) in best_lr.items()}
     near = [b for b in ranking if predicted[b] <= CONFIRM_WITHIN * predicted[ranking[0]]]
     on_stage(f"confirmation: the fastest on seed {cfg.seed} (batch size {ranking[0]}, lr {best_lr[ranking[0]][0]:g}) "
-             f"and those within {CONFIRM_WITHIN:g}x of it ({listed(near[1:CONFIRM_MOST]) if len(near) > 1 else 'none'}), "
+             f"and those within {CONFIRM_WITHIN:g}x of it "
+             f"({listed(near[1:CONFIRM_MOST]) if len(near) > 1 else 'none'}), "
              f"on seeds {listed(seeds)}")
     confirmed = _confirm(search, ranking, best_lr, near, seeds, notes)
     s = Suggestion(SweepDir(out, cfg.name).path, metric, goal, None, None, rates=found.rates,

@@ -14,6 +14,8 @@ The schedule trains on the seeds the answer was confirmed on and is decided agai
 
 from __future__ import annotations
 
+from enum import Enum
+
 import numpy as np
 
 from batchlab import batches
@@ -22,12 +24,21 @@ from batchlab.reporting.decision import Mixed, StepCost, decide
 from batchlab.reporting.schedules import STEPS_SAVED  # the bar, held to as the report holds it
 
 
+class Verdict(str, Enum):
+    """What the race found for the schedule, against the answer (suggest.json's `verdict`)."""
+    FASTER = "faster"  # the decision names it alone
+    TIE = "tie"  # within the noise of the answer
+    SLOWER = "slower"
+    MISSED = "missed"  # the target, on some seed (or not trained within the budget): never the answer
+    UNTIMED = "untimed"  # a batch size it trained at could not be timed: not decided
+
 
 def propose(points: list[tuple[float, float]], best: int, timed: list[int]) -> list[list[int]] | None:
     """[[examples, batch size], ...] from B_simple(t) (`points`: (examples trained, B_simple)): its trend, a power
     law fitted to the measurements after the start (one noisy measurement must not set the schedule, and the
     running maximum `recommend` takes would keep it), scaled so its median over the points is `best`, rounded to
-    the nearest power of 2 among `timed`. None when B_simple does not grow over the run (a constant batch size is then the answer)
+    the nearest power of 2 among `timed`. None when B_simple does not grow over the run (a constant batch size is
+    then the answer)
     or fewer than 3 measurements are finite."""
     kept = np.array([(e, v) for e, v in points if e > 0 and np.isfinite(v) and v > 0], dtype=float).reshape(-1, 2)
     powers = [b for b in timed if b & (b - 1) == 0]
@@ -76,22 +87,23 @@ def race(search, schedule: list[list[int]], best: int, lr: float, scale: str, se
     out = {"schedule": schedule, "yaml": yaml_line(schedule), "label": label, "lr_scale": scale, "lr": first_lr,
            "against": {"batch_size": best, "lr": lr}, "runs": runs, "reached_every_seed": False}
     if len(runs) < len(seeds) or any(r["steps"] is None for r in runs):
-        out["verdict"] = "missed"  # on some seed (or not trained within the budget): never the answer
+        out["verdict"] = Verdict.MISSED.value
         return out
     sizes = sorted({b for r in runs for b in r["by_batch"]})
     if any(b not in costs for b in sizes):
-        out["verdict"] = "untimed"
+        out["verdict"] = Verdict.UNTIMED.value
         return out
     mixed = Mixed(np.array([[r["by_batch"].get(b, 0) for b in sizes] for r in runs], dtype=float),
                   [costs[b] for b in sizes])
     decision = decide({best: np.array(steps, dtype=float)}, costs, {label: mixed})
     saved = [1 - r["steps"] / r["constant_steps"] for r in runs]
     ratios = [r["examples"] / r["constant_examples"] if r["constant_examples"] else None for r in runs]
-    out.update(reached_every_seed=True, predicted=decision.predicted[label], constant_predicted=decision.predicted[best],
+    out.update(reached_every_seed=True, predicted=decision.predicted[label],
+               constant_predicted=decision.predicted[best],
                steps_saved=saved, examples_ratio=ratios,
                bar=all(s >= STEPS_SAVED and x is not None and x <= 1 for s, x in zip(saved, ratios)),
-               verdict="faster" if decision.fastest == label and not decision.within_noise else
-               "tie" if decision.within_noise else "slower")
+               verdict=(Verdict.FASTER if decision.fastest == label and not decision.within_noise else
+                        Verdict.TIE if decision.within_noise else Verdict.SLOWER).value)
     return out
 
 
@@ -99,16 +111,16 @@ def sentence(result: dict) -> str:
     """What the race found, one sentence after suggest's answer."""
     against = f"batch size {result['against']['batch_size']}"
     head = f"Schedule {result['label']} ({result['yaml']}, lr {result['lr']:g} at the start, {result['lr_scale']})"
-    if result["verdict"] == "missed":
+    if result["verdict"] == Verdict.MISSED:
         return f"{head} did not reach the target on every seed: keep {against}."
-    if result["verdict"] == "untimed":
+    if result["verdict"] == Verdict.UNTIMED:
         return f"{head}: a batch size it trained at could not be timed; not decided."
     steps = "/".join(str(r["steps"]) for r in result["runs"])
     constant = "/".join(str(r["constant_steps"]) for r in result["runs"])
     saved = "/".join(f"{s:.0%} fewer" if s >= 0 else f"{-s:.0%} more" for s in result["steps_saved"])
     seconds = f"{result['predicted'][0]:.3g} s against {result['constant_predicted'][0]:.3g} s predicted"
-    verdict = {"faster": f"use it instead of {against}", "tie": f"it cannot be told apart from {against}",
-               "slower": f"keep {against}"}[result["verdict"]]
+    verdict = {Verdict.FASTER: f"use it instead of {against}", Verdict.TIE: f"it cannot be told apart from {against}",
+               Verdict.SLOWER: f"keep {against}"}[Verdict(result["verdict"])]
     return (f"{head}: {steps} steps against {constant} ({saved}), {seconds}: {verdict}"
             + ("" if result["bar"] else f" (not {STEPS_SAVED:.0%} fewer steps with no more examples on every seed)")
             + ".")
