@@ -72,6 +72,8 @@ def test_suggest_answers_by_steps_x_seconds_per_step_confirmed_on_more_seeds(wri
     near = sorted((t, size) for size, t in first.items() if t <= 1.5 * min(first.values()))[:4]
     again = {s["batch_size"] for s in trials if s["seed"] in (1, 2)}
     assert {size for _, size in near} <= again and len(again) <= 4
+    for d in (records / "trials").iterdir():  # periodic evaluations on a subset: the config set none
+        assert json.loads((d / "config.json").read_text())["eval"]["subset"] == 2000
     for s in trials:  # a raced trial was cut by steps, never by its clock
         if s["status"] == "raced":
             assert s["deadline"] is None and s["steps"] == s["deadline_steps"] + 1
