@@ -205,11 +205,13 @@ def suggest(experiment: Experiment, out: Path, *, target: float | None = None, b
              + (f"lrs {', '.join(f'{v:g}' for v in sweep_lrs)}" if sweep_lrs else
                 f"lr factors {', '.join(f'{f:g}' for f in rule.factors)}") + ", by steps x seconds per step")
     best_lr: dict[int, tuple[float, int]] = {pilot_b: (pilot_lr, pilot_steps)}
+    lead = 0  # the rule's factor the last batch size raced did best with: the likeliest best at the next one too
     for b in candidates:
-        # the config's list of lrs at every batch size, as its grid would; else the rule's factors. The pilot's
-        # best lr (or the rule's) first: the likeliest best, whose steps then cut the others short
+        # the config's list of lrs at every batch size, as its grid would; else the rule's factors. The likeliest
+        # best first (the pilot's lr, else the last winner's factor), whose steps then cut the others short
+        factors = [rule.factors[lead], *(f for i, f in enumerate(rule.factors) if i != lead)]
         lrs = [pilot_lr] if b == pilot_b or sweep_lrs else []
-        lrs += [v for v in (sweep_lrs or [rule.lr(b, f) for f in rule.factors])
+        lrs += [v for v in (sweep_lrs or [rule.lr(b, f) for f in factors])
                 if not any(math.isclose(v, w) for w in lrs)]
         # the best predicted seconds so far, with the margin within which other seeds may still make it a tie: a
         # setting that close must finish, or it could never be confirmed and named beside the fastest
@@ -217,6 +219,8 @@ def suggest(experiment: Experiment, out: Path, *, target: float | None = None, b
         chosen = _best_by_steps(search, "race", b, lrs, cfg.seed, bar / spb[b])
         if chosen is not None:
             best_lr[b] = (chosen["lr"], search.steps(chosen))
+            lead = min(range(len(rule.factors)),
+                       key=lambda i: abs(math.log(rule.lr(b, rule.factors[i]) / chosen["lr"])))
         if search.stopped:
             left = candidates[candidates.index(b) + 1:]
             notes.append(f"the budget was spent during the race at batch size {b}"
