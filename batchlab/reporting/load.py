@@ -60,6 +60,11 @@ class SweepRecords:
     batch_changes: dict[str, list[dict]] = field(default_factory=dict)  # trial_id -> Summary.batch_changes
 
     @property
+    def all_trials(self) -> pd.DataFrame:
+        """Every trial, constant and scheduled (column schedule: NaN for a constant batch size)."""
+        return pd.concat([self.trials, self.scheduled], ignore_index=True) if len(self.scheduled) else self.trials
+
+    @property
     def regression(self) -> bool:
         return self.target_metric == "test_loss"
 
