@@ -247,3 +247,27 @@ def test_a_schedule_still_running_has_no_row_yet(tmp_path):
     assert report.counts == {"completed": 2, "interrupted": 2}
     report.write(formats={"md"})
     assert "## Batch-size schedules" in (report.out_dir / "report.md").read_text()
+
+
+def test_schedules_of_the_same_batch_sizes_are_not_pooled(tmp_path):
+    """32→128 switching at step 50 or 100, and at 50 without lr scaling: three schedules, each its own seeds and
+    median steps, named apart; trials.csv names each trial's."""
+    runs = {"32→128 at 1600 examples (lr sqrt)": ([(0, 32), (50, 128)], "sqrt", {0: 100, 1: 110}),
+            "32→128 at 3200 examples (lr sqrt)": ([(0, 32), (100, 128)], "sqrt", {0: 150, 1: 160}),
+            "32→128 at 1600 examples (lr none)": ([(0, 32), (50, 128)], None, {0: 120, 1: 140})}
+    sweep = make_sweep(tmp_path, "apart")
+    for changes, scale, reached in runs.values():
+        for seed, at in reached.items():
+            make_schedule_trial(sweep, changes, 0.05, seed, reached_at=at, lr_scale=scale)
+    [report] = analyse(sweep)
+    rows = report.tables.schedules.headline_rows.set_index("schedule")
+    assert sorted(rows.index) == sorted(runs)
+    assert {name: s if isinstance(s, str) else None for name, s in rows["lr_scale"].items()} == \
+        {name: scale for name, (_, scale, _) in runs.items()}
+    for name, (changes, scale, reached) in runs.items():
+        assert rows.loc[name, "seeds"] == 2
+        assert rows.loc[name, "steps"] == statistics.median(reached.values())
+        seeds = report.tables.schedules.headline_seeds.query("schedule == @name").set_index("seed")
+        assert seeds["steps"].to_dict() == reached
+    trials = report.tables.trials.set_index("trial_id")["schedule"]
+    assert sorted(trials.value_counts().items()) == sorted((name, 2) for name in runs)

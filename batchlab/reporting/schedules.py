@@ -1,9 +1,9 @@
 """Batch-size schedules against the constant batch sizes, by the same decision rule (decision.py).
 
-A schedule is its own setting, named by its label (batches.label): its trials are grouped by it as a constant
-batch size's are by the batch size, and its best setting (lr, other axes) is ranked by the same rules
-(tables.py). It "reached" the target only when every seed of its best setting did. Its predicted seconds to the
-target, per seed: the sum over the batch sizes it trained at up to its steps to the target
+A schedule is its own setting, named by its label (batches.names: one name per schedule): its trials are grouped
+by it as a constant batch size's are by the batch size, and its best setting (lr, other axes) is ranked by the
+same rules (tables.py). It "reached" the target only when every seed of its best setting did. Its predicted seconds
+to the target, per seed: the sum over the batch sizes it trained at up to its steps to the target
 (batches.steps_by_batch on Summary.batch_changes) of the steps there x that batch size's seconds per step
 (step_times.json, timed interleaved with the constant ones; without it, the trials' own clocks: the constant
 trials' at that batch size, else the schedule trials' own rows at it in metrics.csv). The median over seeds, with
