@@ -271,3 +271,19 @@ def test_schedules_of_the_same_batch_sizes_are_not_pooled(tmp_path):
         assert seeds["steps"].to_dict() == reached
     trials = report.tables.trials.set_index("trial_id")["schedule"]
     assert sorted(trials.value_counts().items()) == sorted((name, 2) for name in runs)
+
+
+def test_the_batch_sizes_of_a_schedule_are_every_seed_s(tmp_path):
+    """follow: noise trains at the sizes each seed measured: schedules.csv lists each seed's where they differ, and
+    the one list where every seed trained at the same sizes."""
+    follow = {"follow": "noise", "min": 32, "max": 512, "lr_scale": "sqrt"}
+    used = {0: [(0, 32), (50, 128), (80, 512)], 1: [(0, 32), (60, 256)]}
+    sweep = make_sweep(tmp_path, "follow")
+    for seed, changes in used.items():
+        make_schedule_trial(sweep, changes, 0.05, seed, reached_at=100, schedule=follow)
+    [report] = analyse(sweep)
+    [row] = report.tables.schedules.headline_rows.itertuples()
+    sizes = {seed: " ".join(str(b) for _, b in changes) for seed, changes in used.items()}
+    assert (row.schedule, row.batch_sizes) == ("noise 32→512", f"seed 0: {sizes[0]}; seed 1: {sizes[1]}")
+    same = sweep_with(tmp_path / "same", 0.05)
+    assert same.tables.schedules.headline_rows["batch_sizes"].tolist() == [" ".join(str(b) for _, b in CHANGES)]
