@@ -203,7 +203,8 @@ def report(path: str | Path, target: float | None = None):
 
 @dataclass
 class Records:
-    """A sweep's records as DataFrames: `trials` (a row per trial: axes, status, summary figures) and `metrics`
+    """A sweep's records as DataFrames: `trials` (a row per trial: axes, status, summary figures; a trial whose batch
+    size followed a schedule: its starting batch_size, the schedule named in the column schedule) and `metrics`
     (every metrics.csv row, with its trial_id). `warnings` name records that were damaged and left out."""
     trials: Any
     metrics: Any
@@ -219,7 +220,7 @@ def load_records(path: str | Path) -> Records:
     records = load_sweep(Path(path))
     metrics = [frame.assign(trial_id=trial_id) for trial_id, frame in records.metrics.items()]
     metrics = pd.concat(metrics, ignore_index=True) if metrics else pd.DataFrame(columns=["trial_id"])
-    return Records(records.trials, metrics[["trial_id", *[c for c in metrics.columns if c != "trial_id"]]],
+    return Records(records.all_trials, metrics[["trial_id", *[c for c in metrics.columns if c != "trial_id"]]],
                    list(records.warnings))
 
 

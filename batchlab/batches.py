@@ -12,7 +12,9 @@ The lr moves with it: lr(B) = lr x scale(B / B_start), where `lr` is the trial's
 
 from __future__ import annotations
 
+import json
 import math
+from collections.abc import Iterable
 from typing import Annotated, Any, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, field_validator, model_validator
@@ -147,14 +149,39 @@ def check(schedule: BatchSchedule | None, batch_size: int, noise_every: float | 
         raise ValueError("batch_size: follow: noise needs noise.every (the measurements it follows)")
 
 
-def label(batch_schedule: dict | BaseModel | None) -> str:
-    """A schedule named for display: "32→128→512", "noise 16→1024"; a constant one is ""."""
+def label(batch_schedule: dict | BaseModel | None, points: bool = False, scale: bool = False) -> str:
+    """A schedule named for display: "32→128→512", "noise 16→1024"; a constant one is "". Only the batch sizes,
+    unless asked for what tells apart schedules of the same batch sizes: `points`, where a points schedule
+    switches ("32→128 at 1600 examples"); `scale`, its lr scale ("32→128 (lr sqrt)")."""
     if batch_schedule is None:
         return ""
     s = batch_schedule.model_dump() if isinstance(batch_schedule, BaseModel) else batch_schedule
     if "follow" in s:
-        return f"{s['follow']} {s['min']}→{s['max']}"
-    return "→".join(str(b) for _, b in s["schedule"])
+        name = f"{s['follow']} {s['min']}→{s['max']}"
+    else:
+        name = "→".join(str(b) for _, b in s["schedule"])
+        if points and len(s["schedule"]) > 1:
+            name += f" at {', '.join(repr(p) for p, _ in s['schedule'][1:])} {s.get('unit', 'examples')}"
+    return name + (f" (lr {s.get('lr_scale') or 'none'})" if scale else "")
+
+
+def key(batch_schedule: dict | BaseModel) -> str:
+    """A schedule's identity: canonical JSON of all that shapes training (points and unit, or follow's bounds;
+    the lr scale, where none is the same as none given). Raises ValueError for what is not a schedule."""
+    schedule = batch_schedule if isinstance(batch_schedule, BaseModel) else parse(batch_schedule)
+    data = as_json(schedule)
+    return json.dumps({**data, "lr_scale": data["lr_scale"] or "none"}, sort_keys=True)
+
+
+def names(keys: Iterable[str]) -> dict[str, str]:
+    """A readable name for each schedule (by its key), distinct for distinct schedules: their labels, with the
+    switch points and/or the lr scale added to every name when two schedules would otherwise share one."""
+    schedules = {k: json.loads(k) for k in set(keys)}
+    for points, scale in ((False, False), (True, False), (False, True), (True, True)):
+        named = {k: label(s, points, scale) for k, s in schedules.items()}
+        if len(set(named.values())) == len(named):
+            return named
+    return {k: f"{named[k]} {k}" for k in schedules}  # alike but for what no label states (a lone point's unit)
 
 
 def id_part(schedule: BatchSchedule) -> str:

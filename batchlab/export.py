@@ -14,6 +14,7 @@ What each trial becomes (the same names in both):
   A missed target (or one not recorded) is left out, never NaN: an empty cell reads "not reached".
 - TensorBoard: hparams (batch_size, lr, seed, the other axes, status, sweep) for the HParams tab.
   MLflow: params (the trial's config.json flattened) and tags (trial_id, sweep, status, device, torch...).
+  A trial whose batch size followed a schedule: batch_size is its starting one, and both name the schedule.
 
 Exporting again never duplicates: TensorBoard rewrites a trial's event files; MLflow keeps a run whose
 record is unchanged (tag `batchlab.record`) and replaces (deletes, then logs anew) one whose record changed.
@@ -46,7 +47,7 @@ CURVES = ("train_loss", "test_loss", "test_accuracy", "train_eval_loss", "train_
 # batchlab status -> MLflow run status (diverged is a result of the lr, not a crash; raced, of the race).
 MLFLOW_STATUS = {Status.COMPLETED: "FINISHED", Status.DIVERGED: "FINISHED", Status.RACED: "FINISHED",
                  Status.FAILED: "FAILED", Status.INTERRUPTED: "KILLED", Status.INCOMPLETE: "KILLED"}
-MLFLOW_TAGS = ("status", "device", "device_name", "precision", "torch_version", "threads", "error")
+MLFLOW_TAGS = ("status", "schedule", "device", "device_name", "precision", "torch_version", "threads", "error")
 REPORT_RUN = "report"  # the run holding a sweep's report/ directory as artifacts
 
 Progress = Callable[[int, int], None]  # (trials done, trials in all)
@@ -73,7 +74,7 @@ def export(path: Path, to: str, dest: str, progress: Progress | None = None) -> 
     if to not in DESTINATIONS:
         raise BatchlabError(f"cannot export to {short(repr(to), VALUE_CHARS)}: choose from {', '.join(DESTINATIONS)}")
     sweeps, warnings = readable_sweeps(Path(path).resolve())
-    total, done = sum(len(r.trials) for r in sweeps), 0
+    total, done = sum(len(r.all_trials) for r in sweeps), 0
 
     def step():
         nonlocal done
@@ -178,7 +179,7 @@ def to_tensorboard(records: SweepRecords, log_dir: Path, writer, step: Callable[
 
     sweep = records.sweep_dir.name
     names = figure_names(records)
-    for row in records.trials.to_dict("records"):
+    for row in records.all_trials.to_dict("records"):
         run_dir = log_dir / sweep / row["trial_id"]
         for old in run_dir.glob("events.out.tfevents.*"):
             old.unlink()  # the trial is written anew, not appended to
@@ -187,6 +188,8 @@ def to_tensorboard(records: SweepRecords, log_dir: Path, writer, step: Callable[
             with writer(log_dir=str(run_dir)) as w:
                 # The HParams tab's columns: the same metric list for every trial of the sweep.
                 hp = {**axes(records, row), "status": row["status"], "sweep": sweep}
+                if plain(row.get("schedule")) is not None:  # batch_size is where the schedule started
+                    hp["schedule"] = row["schedule"]
                 for summary in hparams(hp, dict.fromkeys(names, 0.0)):
                     w.file_writer.add_summary(summary)
                 for column, at, examples, seconds, value in series(records, row["trial_id"]):
@@ -198,7 +201,7 @@ def to_tensorboard(records: SweepRecords, log_dir: Path, writer, step: Callable[
         except OSError as exc:
             raise BatchlabError(f"cannot write to {run_dir}: {exc.strerror or exc}") from None
         step()
-    return Exported(sweep, str(log_dir / sweep), len(records.trials))
+    return Exported(sweep, str(log_dir / sweep), len(records.all_trials))
 
 
 # --- MLflow ---
@@ -269,12 +272,12 @@ def to_mlflow(records: SweepRecords, client, uri: str, step: Callable[[], None])
         if "batchlab.record" in run.data.tags:  # runs exported by batchlab; any other run is left alone
             by_trial.setdefault(run.data.tags.get("trial_id", REPORT_RUN), []).append(run)
     written = unchanged = 0
-    for row in records.trials.to_dict("records"):
+    for row in records.all_trials.to_dict("records"):
         key = record_key(records, row)
         if replace(client, by_trial.get(row["trial_id"], []), key):
             start, end = clock(row)
             tags = {"trial_id": row["trial_id"], "sweep": sweep, "batchlab.record": key,
-                    **{k: row[k] for k in MLFLOW_TAGS}}
+                    **{k: row.get(k) for k in MLFLOW_TAGS}}  # schedule: only where one ran
             run = client.create_run(experiment, start_time=int(start * 1000), run_name=row["trial_id"],
                                     tags={k: str(v) for k, v in tags.items() if plain(v) is not None})
             # The reader skipped trials whose config.json it could not parse: this one parses.

@@ -200,13 +200,14 @@ def schedule_examples(changes: list[tuple[int, int]], step: int) -> int:
 def make_schedule_trial(sweep: Path, changes: list[tuple[int, int]], lr: float, seed: int = 0, *,
                         reached_at: int | None, total_steps: int = 200, lr_scale: str | None = "sqrt",
                         status: str = "completed", target: float = 0.9, seconds_per_example: float = 1e-4,
-                        train_size: int = 100_000) -> Path:
+                        train_size: int = 100_000, schedule: dict | None = None) -> Path:
     """A trial whose batch size followed a schedule, as the records contract has it: config.json's batch_size is
     the starting one and batch_schedule the schedule (points in examples); summary.json's batch_changes the batch
     sizes it used from which step; metrics.csv a batch_size column. `changes`: (from step, batch size), the
-    first at step 0; `reached_at`: the step it reached `target` (None: never)."""
+    first at step 0; `reached_at`: the step it reached `target` (None: never). `schedule`: the recorded schedule
+    (e.g. follow: noise, whose changes differ by seed) in place of the one the changes follow."""
     points = [[schedule_examples(changes, start), batch] for start, batch in changes]
-    schedule = {"schedule": points, "unit": "examples", "lr_scale": lr_scale}
+    schedule = schedule or {"schedule": points, "unit": "examples", "lr_scale": lr_scale}
     start, last = changes[0][1], changes[-1][1]
     number = sum(1 for _ in (sweep / "trials").iterdir())
     trial_id = f"bs{start:04d}to{last:04d}-lr{lr:g}-s{seed}-{number:06x}"

@@ -17,3 +17,16 @@ def test_every_api_name_is_the_api_function_after_importing_every_module():
     for name in batchlab.__all__:
         if name != "__version__":
             assert getattr(batchlab, name) is getattr(api, name), name
+
+
+def test_load_records_holds_the_schedule_trials_too(tmp_path):
+    from report_fixtures import hit, make_schedule_trial, make_sweep, make_trial
+
+    sweep = make_sweep(tmp_path, "mixed")
+    constant = make_trial(sweep, 64, 0.1, hits={0.9: hit(1.0, 40, 64, 16)})
+    scheduled = make_schedule_trial(sweep, [(0, 32), (50, 128)], 0.05, reached_at=60)
+    records = batchlab.load_records(sweep)
+    trials = records.trials.set_index("trial_id")
+    assert sorted(trials.index) == sorted([constant.name, scheduled.name])
+    assert trials.loc[scheduled.name, "schedule"] == "32→128" and trials.loc[scheduled.name, "batch_size"] == 32
+    assert set(records.metrics["trial_id"]) == set(trials.index)

@@ -118,6 +118,29 @@ def test_steps_by_batch_and_label():
     assert label({"follow": "noise", "min": 16, "max": 1024}) == "noise 16→1024"
 
 
+def test_schedules_of_the_same_batch_sizes_get_distinct_names():
+    """A label is only the batch sizes: where two schedules share one, the switch points or the lr scale tell them
+    apart; a schedule without lr scaling is the same schedule whether it says none or nothing."""
+    early, late = [[0, 32], [1600, 128]], [[0, 32], [3200, 128]]
+    key = lambda points, scale="sqrt": batches.key({"schedule": points, "lr_scale": scale})  # noqa: E731
+    assert key(early) != key(late) != key(early, "linear")
+    assert key(early, None) == key(early, "none") == key([(0.0, 32), (1600.0, 128)], "none")
+    assert batches.names([key(early), key([[0, 32], [4000, 64]])]) == {
+        key(early): "32→128", key([[0, 32], [4000, 64]]): "32→64"}  # nothing shared: the labels
+    assert batches.names([key(early), key(late)]) == {
+        key(early): "32→128 at 1600 examples", key(late): "32→128 at 3200 examples"}
+    assert batches.names([key(early), key(early, "linear")]) == {
+        key(early): "32→128 (lr sqrt)", key(early, "linear"): "32→128 (lr linear)"}
+    three = [key(early), key(late), key(early, None)]
+    assert batches.names(three) == {key(early): "32→128 at 1600 examples (lr sqrt)",
+                                    key(late): "32→128 at 3200 examples (lr sqrt)",
+                                    key(early, None): "32→128 at 1600 examples (lr none)"}
+    tokens = batches.key({"schedule": [[0, 32]], "unit": "tokens"})
+    assert len(set(batches.names([tokens, key([[0, 32]], None)]).values())) == 2  # one batch size, alike but the unit
+    with pytest.raises(ValueError):
+        batches.key({"schedule": [[5, 32]]})
+
+
 def test_gradient_accumulation_follows_a_changing_batch(tmp_path):
     """micro_batch_size 32 accumulates the batches of 128 and 512: the same training, up to rounding."""
     whole, a = run(tmp_path / "a", batch_size={"schedule": POINTS}, budget={"steps": 52})

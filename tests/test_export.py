@@ -368,3 +368,39 @@ def test_an_export_killed_with_sigkill_is_completed_by_the_next(many, store, tmp
         assert [(m.step, m.value) for m in history] == recorded(rows, "test_accuracy")
     again = subprocess.run(command, capture_output=True, text=True, timeout=300, env=env)
     assert again.returncode == 0 and f"many: 0 runs written, {len(trials)} unchanged" in again.stdout, again.stdout
+
+
+def test_a_schedule_trial_is_exported_beside_the_constant_ones(tmp_path, monkeypatch):
+    """A trial whose batch size followed a schedule is a run like any other, its schedule named."""
+    from mlflow.tracking import MlflowClient
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    from tensorboard.plugins.hparams import plugin_data_pb2
+
+    from report_fixtures import hit, make_schedule_trial, make_sweep, make_trial
+
+    sweep = make_sweep(tmp_path / "records", "mixed")
+    constant = make_trial(sweep, 64, 0.1, hits={0.9: hit(1.0, 40, 64, 16)})
+    scheduled = make_schedule_trial(sweep, [(0, 32), (50, 128)], 0.05, reached_at=60)
+    rows = list(csv.DictReader((scheduled / "metrics.csv").open(newline="")))
+
+    results, warnings = export(sweep, "tensorboard", str(tmp_path / "tb"))
+    assert warnings == [] and [(r.sweep, r.written) for r in results] == [("mixed", 2)]
+    assert sorted(p.name for p in (tmp_path / "tb" / "mixed").iterdir()) == sorted([constant.name, scheduled.name])
+    events = EventAccumulator(str(tmp_path / "tb" / "mixed" / scheduled.name), size_guidance={"scalars": 0})
+    events.Reload()
+    assert [(e.step, e.value) for e in events.Scalars("batch_size")] == recorded(rows, "batch_size")
+    hparams = plugin_data_pb2.HParamsPluginData.FromString(
+        events.PluginTagToContent("hparams")["_hparams_/session_start_info"]).session_start_info.hparams
+    assert (hparams["batch_size"].number_value, hparams["schedule"].string_value) == (32, "32→128")
+
+    monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")
+    store = str(tmp_path / "mlruns")
+    [result], _ = export(sweep, "mlflow", store)
+    assert (result.written, result.unchanged) == (2, 0)
+    client = MlflowClient(tracking_uri=store)
+    runs = {r.info.run_name: r for r in client.search_runs([client.get_experiment_by_name("mixed").experiment_id])}
+    assert sorted(runs) == sorted([constant.name, scheduled.name])
+    run = runs[scheduled.name]
+    assert run.data.tags["schedule"] == "32→128" and "schedule" not in runs[constant.name].data.tags
+    history = sorted(client.get_metric_history(run.info.run_id, "batch_size"), key=lambda m: m.step)
+    assert [(m.step, m.value) for m in history] == recorded(rows, "batch_size")

@@ -23,7 +23,7 @@ import pytest
 from batchlab.errors import RecordsError
 from batchlab.records import SweepDir
 from batchlab.reporting import build_report
-from report_fixtures import check_png, hit, make_sweep, make_trial
+from report_fixtures import check_png, hit, make_schedule_trial, make_sweep, make_trial
 
 TARGETS = (0.9, 0.95)
 
@@ -594,6 +594,25 @@ def test_unknown_format_is_refused(tmp_path):
     sweep = _linear(tmp_path)
     with pytest.raises(ValueError, match="pdf"):
         build_report(sweep, formats={"pdf"})
+
+
+def test_csv_alone_draws_no_figure(tmp_path, monkeypatch):
+    """Figures are for png and html: a report asked for as csv neither draws nor writes one."""
+    from batchlab.reporting import build
+
+    sweep = make_sweep(tmp_path, "csvonly")
+    for bs in (32, 64):
+        make_trial(sweep, bs, 0.1, hits={0.9: hit(1.0, 10, bs, math.ceil(1000 / bs))})
+    make_schedule_trial(sweep, [(0, 32), (50, 128)], 0.1, reached_at=60)
+    drawn = []
+    for name in ("make_plots", "make_science_plots", "schedule_plots"):
+        monkeypatch.setattr(build, name, lambda *args, name=name: drawn.append(name) or [])
+    [report] = build_report(sweep, formats={"csv"})
+    assert drawn == []
+    assert report.files and {f.suffix for f in report.files} == {".csv"}
+    assert not list(report.out_dir.glob("*.png"))
+    build_report(sweep, formats={"html"})
+    assert sorted(drawn) == ["make_plots", "make_science_plots", "schedule_plots"]  # html still draws them
 
 
 def test_a_thousand_trials_take_seconds(tmp_path):

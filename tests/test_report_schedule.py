@@ -247,3 +247,43 @@ def test_a_schedule_still_running_has_no_row_yet(tmp_path):
     assert report.counts == {"completed": 2, "interrupted": 2}
     report.write(formats={"md"})
     assert "## Batch-size schedules" in (report.out_dir / "report.md").read_text()
+
+
+def test_schedules_of_the_same_batch_sizes_are_not_pooled(tmp_path):
+    """32→128 switching at step 50 or 100, and at 50 without lr scaling: three schedules, each its own seeds and
+    median steps, named apart; trials.csv names each trial's."""
+    runs = {"32→128 at 1600 examples (lr sqrt)": ([(0, 32), (50, 128)], "sqrt", {0: 100, 1: 110}),
+            "32→128 at 3200 examples (lr sqrt)": ([(0, 32), (100, 128)], "sqrt", {0: 150, 1: 160}),
+            "32→128 at 1600 examples (lr none)": ([(0, 32), (50, 128)], None, {0: 120, 1: 140})}
+    sweep = make_sweep(tmp_path, "apart")
+    for changes, scale, reached in runs.values():
+        for seed, at in reached.items():
+            make_schedule_trial(sweep, changes, 0.05, seed, reached_at=at, lr_scale=scale)
+    [report] = analyse(sweep)
+    rows = report.tables.schedules.headline_rows.set_index("schedule")
+    assert sorted(rows.index) == sorted(runs)
+    assert {name: s if isinstance(s, str) else None for name, s in rows["lr_scale"].items()} == \
+        {name: scale for name, (_, scale, _) in runs.items()}
+    for name, (changes, scale, reached) in runs.items():
+        assert rows.loc[name, "seeds"] == 2
+        assert rows.loc[name, "steps"] == statistics.median(reached.values())
+        seeds = report.tables.schedules.headline_seeds.query("schedule == @name").set_index("seed")
+        assert seeds["steps"].to_dict() == reached
+    trials = report.tables.trials.set_index("trial_id")["schedule"]
+    assert sorted(trials.value_counts().items()) == sorted((name, 2) for name in runs)
+
+
+def test_the_batch_sizes_of_a_schedule_are_every_seed_s(tmp_path):
+    """follow: noise trains at the sizes each seed measured: schedules.csv lists each seed's where they differ, and
+    the one list where every seed trained at the same sizes."""
+    follow = {"follow": "noise", "min": 32, "max": 512, "lr_scale": "sqrt"}
+    used = {0: [(0, 32), (50, 128), (80, 512)], 1: [(0, 32), (60, 256)]}
+    sweep = make_sweep(tmp_path, "follow")
+    for seed, changes in used.items():
+        make_schedule_trial(sweep, changes, 0.05, seed, reached_at=100, schedule=follow)
+    [report] = analyse(sweep)
+    [row] = report.tables.schedules.headline_rows.itertuples()
+    sizes = {seed: " ".join(str(b) for _, b in changes) for seed, changes in used.items()}
+    assert (row.schedule, row.batch_sizes) == ("noise 32→512", f"seed 0: {sizes[0]}; seed 1: {sizes[1]}")
+    same = sweep_with(tmp_path / "same", 0.05)
+    assert same.tables.schedules.headline_rows["batch_sizes"].tolist() == [" ".join(str(b) for _, b in CHANGES)]

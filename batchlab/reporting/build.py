@@ -147,10 +147,12 @@ def _analyse(rec: SweepRecords, target: float | None) -> SweepReport:
 
 def _write(report: SweepReport, out_dir: Path, formats: set[str]) -> list[Path]:
     rec, tables, science, answer = report.records, report.tables, report.science, report.recommendation
-    # The HTML embeds the images, so they are drawn whenever either format wants them.
-    constant = make_plots(rec, tables, science, answer) + make_science_plots(rec, tables, science) \
-        if len(rec.trials) else []  # a sweep of batch-size schedules alone has only their figure
-    plots = constant + schedule_plots(rec, tables) if formats & {"png", "html"} else []
+    # The HTML embeds the images, so they are drawn whenever either format wants them, and never else.
+    plots = []
+    if formats & {"png", "html"}:
+        if len(rec.trials):  # a sweep of batch-size schedules alone has only their figure
+            plots = make_plots(rec, tables, science, answer) + make_science_plots(rec, tables, science)
+        plots += schedule_plots(rec, tables)
     files: list[Path] = []
     try:
         out_dir.mkdir(parents=True, exist_ok=True)

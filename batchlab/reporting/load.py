@@ -55,9 +55,15 @@ class SweepRecords:
     warnings: list[str] = field(default_factory=list)
     damaged: int = 0  # trials left out because a record was damaged
     # Trials whose batch size followed a schedule, as `trials` (batch_size: the starting one) with the columns
-    # schedule (its label) and lr_scale: apart, so that every table grouped by batch size holds constant ones.
+    # schedule (its name, one per distinct schedule: batches.names) and lr_scale: apart, so that every table
+    # grouped by batch size holds constant ones.
     scheduled: pd.DataFrame = field(default_factory=pd.DataFrame)
     batch_changes: dict[str, list[dict]] = field(default_factory=dict)  # trial_id -> Summary.batch_changes
+
+    @property
+    def all_trials(self) -> pd.DataFrame:
+        """Every trial, constant and scheduled (column schedule: NaN for a constant batch size)."""
+        return pd.concat([self.trials, self.scheduled], ignore_index=True) if len(self.scheduled) else self.trials
 
     @property
     def regression(self) -> bool:
@@ -149,6 +155,9 @@ def load_sweep(sweep_dir: Path) -> SweepRecords:
     everything = _trials_frame(rows, extra_axes)
     constant = everything["schedule"].isna()
     trials = everything[constant].drop(columns=["schedule", "lr_scale"]).reset_index(drop=True)
+    scheduled = everything[~constant].reset_index(drop=True)
+    # A name per distinct schedule (one to one with its key): every table groups by it and shows it.
+    scheduled["schedule"] = scheduled["schedule"].map(batches.names(scheduled["schedule"]))
     hits_frame = pd.DataFrame(hits, columns=["trial_id", "target", *TO_TARGET])
     hits_frame = hits_frame.astype({c: float for c in ("target", *TO_TARGET)})
     names = Counter(c.get("name") for c in configs if isinstance(c.get("name"), str))
@@ -167,7 +176,7 @@ def load_sweep(sweep_dir: Path) -> SweepRecords:
         running=SweepDir(sweep_dir.parent, sweep_dir.name).is_running(),
         warnings=warnings,
         damaged=damaged,
-        scheduled=everything[~constant].reset_index(drop=True),
+        scheduled=scheduled,
         batch_changes=changes,
     )
 
@@ -200,15 +209,15 @@ def _is_number(value) -> bool:
 
 
 def _schedule(trial_dir: Path, config: dict, summary: Summary | None) -> dict:
-    """The trials columns schedule (the label of the trial's batch-size schedule; None: a constant batch size)
-    and lr_scale, from the summary (else, for a trial still running, its config). Raises Damaged when the
-    schedule or the batch sizes it used are not what a trial writes."""
+    """The trials columns schedule (the key of the trial's batch-size schedule, batches.key; None: a constant
+    batch size) and lr_scale, from the summary (else, for a trial still running, its config). Raises Damaged
+    when the schedule or the batch sizes it used are not what a trial writes."""
     path = trial_dir / ("summary.json" if summary is not None else "config.json")
     schedule = summary.batch_schedule if summary is not None else config.get("batch_schedule")
     if schedule is None:
         return {"schedule": None, "lr_scale": None}
     try:
-        name = batches.label(schedule)
+        identity = batches.key(schedule)
     except (AttributeError, KeyError, TypeError, ValueError):
         raise Damaged(f"{path}: 'batch_schedule' is not a batch-size schedule") from None
     changes = summary.batch_changes if summary is not None else None
@@ -219,7 +228,7 @@ def _schedule(trial_dir: Path, config: dict, summary: Summary | None) -> dict:
                 b["step"] < a["step"] for a, b in zip(changes, changes[1:])):
             raise Damaged(f"{path}: 'batch_changes' must list {{step, batch_size}} from step 0, in step order")
     scale = schedule.get("lr_scale")
-    return {"schedule": name, "lr_scale": scale if isinstance(scale, str) else None}
+    return {"schedule": identity, "lr_scale": scale if isinstance(scale, str) else None}
 
 
 def _check_config(config: dict, path: Path) -> None:

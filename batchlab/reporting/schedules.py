@@ -1,9 +1,9 @@
 """Batch-size schedules against the constant batch sizes, by the same decision rule (decision.py).
 
-A schedule is its own setting, named by its label (batches.label): its trials are grouped by it as a constant
-batch size's are by the batch size, and its best setting (lr, other axes) is ranked by the same rules
-(tables.py). It "reached" the target only when every seed of its best setting did. Its predicted seconds to the
-target, per seed: the sum over the batch sizes it trained at up to its steps to the target
+A schedule is its own setting, named by its label (batches.names: one name per schedule): its trials are grouped
+by it as a constant batch size's are by the batch size, and its best setting (lr, other axes) is ranked by the
+same rules (tables.py). It "reached" the target only when every seed of its best setting did. Its predicted seconds
+to the target, per seed: the sum over the batch sizes it trained at up to its steps to the target
 (batches.steps_by_batch on Summary.batch_changes) of the steps there x that batch size's seconds per step
 (step_times.json, timed interleaved with the constant ones; without it, the trials' own clocks: the constant
 trials' at that batch size, else the schedule trials' own rows at it in metrics.csv). The median over seeds, with
@@ -78,12 +78,11 @@ def _one_target(rec: SweepRecords, target: float, constant_rows: pd.DataFrame,
         best_trials[b.schedule] = trials
         status = REACHED if b.reached == b.seeds > 0 else PARTLY if b.reached else NOT_REACHED
         first = trials.iloc[0]
-        changes = rec.batch_changes.get(first["trial_id"], [])
         row = {"target_metric": rec.target_metric, "target": target, "schedule": b.schedule, "status": status,
                "best_lr": b.lr, "start_batch_size": int(first["batch_size"]), "lr_scale": first["lr_scale"],
                **{axis: getattr(b, axis) for axis in rec.extra_axes},
                "seeds_reached": f"{int(b.reached)}/{int(b.seeds)}", "reached": int(b.reached),
-               "seeds": int(b.seeds), "batch_sizes": " ".join(str(int(c["batch_size"])) for c in changes)}
+               "seeds": int(b.seeds), "batch_sizes": _batch_sizes(rec, trials)}
         known = bool(np.isfinite(b.steps))
         row.update({what: getattr(b, what) if known else math.nan for what in ("seconds", "steps", "examples")})
         steps = {}
@@ -108,6 +107,16 @@ def _one_target(rec: SweepRecords, target: float, constant_rows: pd.DataFrame,
     per_seed = _against_constant(rec, target, best_trials, mixed, seed_steps, constant_rows, constant, hits)
     _summarise(table, per_seed, constant_rows, constant)
     return table, per_seed, joint
+
+
+def _batch_sizes(rec: SweepRecords, trials: pd.DataFrame) -> str:
+    """The batch sizes the trials trained at, in order: one list where every seed's is the same (a points
+    schedule), else each seed's (follow: noise moves as each seed measures)."""
+    used = {int(t.seed): " ".join(str(int(c["batch_size"])) for c in rec.batch_changes.get(t.trial_id, []))
+            for t in trials.sort_values("seed").itertuples(index=False)}
+    if len(set(used.values())) <= 1:
+        return next(iter(used.values()), "")
+    return "; ".join(f"seed {seed}: {sizes}" for seed, sizes in used.items())
 
 
 def _cost(rec: SweepRecords, trials: pd.DataFrame, size: int) -> StepCost:

@@ -325,7 +325,7 @@ def _grids(rec: SweepRecords, settings: pd.DataFrame) -> tuple[pd.DataFrame, pd.
 
 def _trials_table(rec: SweepRecords) -> pd.DataFrame:
     """trials.csv: every trial, batch-size schedules' too (their column schedule names it)."""
-    trials = pd.concat([rec.trials, rec.scheduled], ignore_index=True) if len(rec.scheduled) else rec.trials.copy()
+    trials = rec.all_trials.copy()
     for target in rec.targets:
         hits = rec.hits[np.isclose(rec.hits["target"], target)].set_index("trial_id")["seconds"]
         trials[f"seconds_to_{target:g}"] = trials["trial_id"].map(hits)
@@ -370,7 +370,7 @@ def _last(values: pd.Series) -> float:
 
 def status_counts(rec: SweepRecords) -> dict[str, int]:
     """Trials per status, in a fixed order; 'damaged' counts trials left out."""
-    counts = pd.concat([rec.trials["status"], rec.scheduled.get("status", pd.Series(dtype=object))]).value_counts()
+    counts = rec.all_trials["status"].value_counts()
     ordered = {s: int(counts.get(s, 0)) for s in (*FINISHED, "interrupted", INCOMPLETE) if counts.get(s, 0)}
     if rec.damaged:
         ordered["damaged"] = rec.damaged
