@@ -264,10 +264,12 @@ def cbs(config: Config, out: str | Path = "runs", overrides: Overrides = None, *
         batch_sizes: list[int] | None = None, points: int | None = None, window: int | None = None,
         tolerance: float | None = None, source: str = "branching", min_batch: int | None = None,
         max_batch: int | None = None, eval_examples: int | None = None, measurements: int | None = None,
-        on_progress: Callable[[str, int, int], None] | None = None, **parts: Callable | None):
+        by: str = "fit", fraction: float = 1.0, on_progress: Callable[[str, int, int], None] | None = None,
+        **parts: Callable | None):
     """The critical batch size measured as training goes, by branching from one reference run (Merrill et al.
     2025), beside B_simple at the same points, and a batch-size schedule recommended from it (batchlab.
-    critical_batch states the definition). `source="noise"`: B_simple(t) alone, no branches. Writes
+    critical_batch states the definition). `source="noise"`: B_simple(t) alone, no branches. The schedule
+    trains at `fraction` of the CBS fit (`by="fit"`) or of the largest batch within tolerance (`by="tolerance"`). Writes
     out/<name>/cbs/ and returns a batchlab.critical_batch.Cbs (`.to_dict()`: what cbs.json holds)."""
     from batchlab import critical_batch as procedure
     from batchlab.schema import CBS_EVAL_EXAMPLES, CBS_MEASUREMENTS, CBS_POINTS, CBS_TOLERANCE
@@ -279,7 +281,8 @@ def cbs(config: Config, out: str | Path = "runs", overrides: Overrides = None, *
             experiment, Path(out), batch_sizes=batch_sizes, points=points or CBS_POINTS, window=window,
             tolerance=CBS_TOLERANCE if tolerance is None else tolerance, source=source, min_batch=min_batch,
             max_batch=max_batch, eval_examples=eval_examples or CBS_EVAL_EXAMPLES,
-            measurements=measurements or CBS_MEASUREMENTS, progress=on_progress, code_dirs=source_file.code_dirs)
+            measurements=measurements or CBS_MEASUREMENTS, progress=on_progress, code_dirs=source_file.code_dirs,
+            by=by, fraction=fraction)
     except BatchlabError as e:
         raise source_file.locate(e) from None
 

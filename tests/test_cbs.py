@@ -168,6 +168,21 @@ def test_the_cli_writes_consistent_files(tmp_path):
     assert "cost: reference" in result.output
 
 
+def test_the_schedule_from_a_fraction_of_the_largest_batch_within_tolerance(tmp_path):
+    config = tmp_path / "tiny.yaml"
+    config.write_text(yaml.safe_dump(TINY))
+    result = runner.invoke(app, ["cbs", str(config), "--out", str(tmp_path), "--points", "3", "--batch-sizes",
+                                 "4,16,64,256", "--window", "384", "--by", "tolerance", "--fraction", "0.5"])
+    assert result.exit_code == 0, result.output
+    data = json.loads((tmp_path / "tiny" / "cbs" / "cbs.json").read_text())
+    assert data["by"] == "tolerance" and data["fraction"] == 0.5
+    halves = [(p["examples"], p["cbs_tolerance"] / 2 if p["cbs_tolerance"] else None) for p in data["points"]]
+    assert any(v for _, v in halves), data["points"]
+    assert data["schedule"] == recommend(halves, 4, 256)
+    assert f"recommended schedule (from 0.5 x the largest batch within tolerance): {data['schedule_line']}" \
+        in result.output
+
+
 def test_noise_only_and_an_interruption_keep_what_was_measured(tmp_path, monkeypatch):
     config = tmp_path / "tiny.yaml"
     config.write_text(yaml.safe_dump(TINY))
@@ -201,6 +216,9 @@ def test_noise_only_and_an_interruption_keep_what_was_measured(tmp_path, monkeyp
     (["--from", "magic"], "--from 'magic': choose from branching, noise"),
     (["--tolerance", "0"], "--tolerance 0.0: expected a number above 0"),
     (["--tolerance", "nan"], "--tolerance nan: expected a number above 0"),
+    (["--by", "median"], "--by 'median': choose from fit, tolerance"),
+    (["--fraction", "0"], "--fraction 0.0: expected a number above 0, at most 1"),
+    (["--fraction", "2"], "--fraction 2.0: expected a number above 0, at most 1"),
     (["--min-batch", "64", "--max-batch", "16"], "--min-batch 64 is above --max-batch 16"),
     (["--points", "0"], "Invalid value for '--points'"),
     (["--set", "batch_size=5000"], "batch_size: 5000 is larger than the training set (1,437 examples)"),

@@ -56,6 +56,12 @@ def cbs(
                                              "branches run (1 + this) W at most.")] = CBS_TOLERANCE,
     source: Annotated[str, typer.Option("--from", help="branching: CBS(t) by branching; noise: B_simple(t) "
                                         "alone, no branches (cheap), the schedule from it.")] = "branching",
+    by: Annotated[str, typer.Option("--by", help="The schedule's measure: fit (CBS, where E_B = 2 E_min) or "
+                                    "tolerance (the largest batch within tolerance).")] = "fit",
+    fraction: Annotated[float, typer.Option("--fraction", help="The schedule trains at this fraction of the "
+                                            "measured batch: 1 at it (about twice the small-batch examples, by "
+                                            "the definition); 0.5 half of it, nearer a constant batch size's "
+                                            "examples.")] = 1.0,
     min_batch: Annotated[Size, typer.Option("--min-batch", min=1, max=COUNT_MAX, help="The schedule's smallest "
                                             "batch. (default: the ladder's)")] = None,
     max_batch: Annotated[Size, typer.Option("--max-batch", min=1, max=COUNT_MAX, help="The schedule's largest "
@@ -96,6 +102,7 @@ def cbs(
             try:
                 result = api.cbs(config, out_dir, list(set_ or []), batch_sizes=sizes, points=points, window=window,
                                  tolerance=tolerance, source=source, min_batch=min_batch, max_batch=max_batch,
+                                 by=by, fraction=fraction,
                                  eval_examples=eval_examples, measurements=measurements, on_progress=progress)
             finally:
                 for bar in bars.values():
@@ -135,6 +142,9 @@ def show_table(result) -> None:
     if branching:
         cost += f", {len(result.branches)} branches {result.branch_seconds:,.1f} s"
     typer.echo(cost)
-    typer.echo(f"recommended schedule: {result.schedule_line}" if result.schedule_line
+    measure = ({"fit": "CBS", "tolerance": "the largest batch within tolerance"}[result.by] if branching
+               else "B_simple")
+    measure = measure if result.fraction == 1 else f"{result.fraction:g} x {measure}"
+    typer.echo(f"recommended schedule (from {measure}): {result.schedule_line}" if result.schedule_line
                else f"no schedule recommended: {result.schedule_note}")
     typer.echo(f"files: {result.path}/cbs.json, cbs.csv, branches.csv, cbs.png")

@@ -39,6 +39,7 @@ from batchlab.schema import (CBS_EVAL_EXAMPLES, CBS_EVALS, CBS_FIRST, CBS_LADDER
 from batchlab.train import budget_steps, machine_facts, resolve_device
 
 SOURCES = ("branching", "noise")
+MEASURES = {"fit": "cbs", "tolerance": "cbs_tolerance"}  # --by: the point's figure a schedule is recommended from
 Progress = Callable[[str, int, int], None]  # (stage: "reference" | "branches", done, total)
 
 
@@ -59,6 +60,8 @@ class Cbs:
     context: int | None  # sequence tasks: tokens per example
     points: list[dict] = field(default_factory=list)
     branches: list[dict] = field(default_factory=list)
+    by: str = "fit"  # the schedule's measure (MEASURES; B_simple with source noise)
+    fraction: float = 1.0  # the schedule trains at this fraction of it
     schedule: list[list[int]] | None = None
     schedule_line: str | None = None
     schedule_note: str | None = None  # why there is none
@@ -149,13 +152,18 @@ def measure(experiment: Experiment, out: Path, *, batch_sizes: list[int] | None 
             window: int | None = None, tolerance: float = CBS_TOLERANCE, source: str = "branching",
             min_batch: int | None = None, max_batch: int | None = None, eval_examples: int = CBS_EVAL_EXAMPLES,
             measurements: int = CBS_MEASUREMENTS, evals: int = CBS_EVALS, progress: Progress | None = None,
-            code_dirs: tuple[str, ...] = ()) -> Cbs:
+            code_dirs: tuple[str, ...] = (), by: str = "fit", fraction: float = 1.0) -> Cbs:
     """Run the procedure and write <out>/<name>/cbs/ (cbs.json, cbs.csv, branches.csv, cbs.png). Ctrl-C keeps
     what was measured: the files are written with the points finished so far, then KeyboardInterrupt goes on."""
     from batchlab.critical_batch.files import write
 
     if source not in SOURCES:
         raise ConfigError(f"--from {source!r}: choose from {', '.join(SOURCES)}")
+    if by not in MEASURES:
+        raise ConfigError(f"--by {by!r}: choose from {', '.join(MEASURES)}")
+    if not 0 < fraction <= 1:  # NaN too
+        raise ConfigError(f"--fraction {fraction}: expected a number above 0, at most 1, e.g. 0.5 (half the "
+                          "measured batch)")
     if not 0 < tolerance <= CBS_TOLERANCE_MAX:  # NaN too
         raise ConfigError(f"--tolerance {tolerance}: expected a number above 0, at most {CBS_TOLERANCE_MAX}, e.g. 1 "
                           "(twice the examples)")
@@ -171,7 +179,7 @@ def measure(experiment: Experiment, out: Path, *, batch_sizes: list[int] | None 
     cfg = setup.cfg
     result = Cbs(cfg.name, source, cfg.batch_size, cfg.lr, cfg.seed, setup.ladder,
                  {str(b): lrs for b, lrs in setup.lrs.items()}, setup.window, tolerance, setup.budget_examples,
-                 data.context, machine=machine_facts(device))
+                 data.context, by=by, fraction=fraction, machine=machine_facts(device))
     result.path = str(out / cfg.name / "cbs")
     parts = Parts(cfg, data, device, eval_examples, measurements)
     report = progress or (lambda stage, done, total: None)
@@ -226,10 +234,11 @@ def finish(result: Cbs, setup: Setup, min_batch: int | None, max_batch: int | No
     for p in result.points:
         cbs, b_simple = p.get("cbs"), p.get("b_simple")
         p["ratio"] = cbs / b_simple if cbs and b_simple and math.isfinite(b_simple) and b_simple > 0 else None
-    key = "cbs" if result.source == "branching" else "b_simple"
+    key = MEASURES[result.by] if result.source == "branching" else "b_simple"
     low, high = min_batch or setup.ladder[0], max_batch or setup.ladder[-1]
     try:
-        result.schedule = recommend([(p["examples"], p.get(key)) for p in result.points], low, high)
+        result.schedule = recommend([(p["examples"], p[key] * result.fraction if p.get(key) else None)
+                                     for p in result.points], low, high)
         result.schedule_line = yaml_line(result.schedule)
     except ValueError as e:
         result.schedule_note = str(e)
