@@ -268,9 +268,13 @@ def to_mlflow(records: SweepRecords, client, uri: str, step: Callable[[], None])
     sweep = records.sweep_dir.name
     experiment = experiment_id(client, sweep, uri)
     by_trial: dict[str, list] = {}
+    ours = {*records.all_trials["trial_id"], REPORT_RUN}
     for run in active_runs(client, experiment):
         if "batchlab.record" in run.data.tags:  # runs exported by batchlab; any other run is left alone
             by_trial.setdefault(run.data.tags.get("trial_id", REPORT_RUN), []).append(run)
+        elif run.info.status == "RUNNING" and run.info.run_name in ours:  # one cut short before its tags were
+            # written (a file store writes them after the run): replaced like any RUNNING run
+            by_trial.setdefault(run.info.run_name, []).append(run)
     written = unchanged = 0
     for row in records.all_trials.to_dict("records"):
         key = record_key(records, row)

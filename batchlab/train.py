@@ -26,7 +26,6 @@ from batchlab.memory import Peak
 from batchlab.models import build_model
 from batchlab.noise import NoiseMonitor
 from batchlab.optimizers import build_optimizer
-from batchlab.outputs import forward
 from batchlab.records import DONE, METRICS, MetricsWriter, Status, Summary, run_token
 from batchlab.schedules import lr_schedule
 from batchlab.schema import Experiment

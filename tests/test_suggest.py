@@ -134,10 +134,11 @@ def test_the_race_goes_by_steps_x_seconds_per_step_not_by_the_trials_clocks(writ
 def test_the_budget_counts_evaluation_and_stops_the_search(tmp_path):
     from batchlab.run import Hooks
     from batchlab.schema import Experiment
-    from batchlab.suggestion.pipeline import _Search, _suggest_config
+    from batchlab.suggestion.pipeline import _suggest_config
+    from batchlab.suggestion.search import Search
 
     cfg = _suggest_config(Experiment.model_validate({**DIGITS, "eval": {"every": 0.05}}), None)
-    search = _Search(cfg, tmp_path, "test", (), Hooks(), budget=1e9)
+    search = Search(cfg, tmp_path, "test", (), Hooks(), budget=1e9)
     summary = search.train("race", 64, 0.3, 0)
     assert summary["eval_seconds"] > 0
     assert search.cost["race"] == pytest.approx(sum(summary.get(k) or 0 for k in COSTS))
@@ -145,10 +146,16 @@ def test_the_budget_counts_evaluation_and_stops_the_search(tmp_path):
     before = search.cost["race"]
     again = search.train("race", 64, 0.3, 0)  # recorded already: read back, counted once
     assert again["trial_id"] == summary["trial_id"] and search.cost["race"] == before
+    cut = search.train("race", 32, 0.3, 0, deadline_steps=2)  # raced, then trained again in full: counted again
+    assert cut["status"] == "raced"
+    before = search.cost["race"] + search.cost["confirmation"]
+    whole = search.train("confirmation", 32, 0.3, 0)
+    assert whole["trial_id"] == cut["trial_id"] and whole["status"] == "completed" and whole["steps"] > cut["steps"]
+    assert search.cost["race"] + search.cost["confirmation"] == pytest.approx(
+        before + sum(whole.get(k) or 0 for k in COSTS))
     search.budget = search.spent()
     assert search.train("confirmation", 64, 0.3, 1) is None and search.stopped
-    assert search.cost["confirmation"] == 0
-    assert len(list((tmp_path / "tiny-suggest" / "trials").iterdir())) == 1  # nothing more started
+    assert len(list((tmp_path / "tiny-suggest" / "trials").iterdir())) == 2  # nothing more started
 
 
 def test_suggest_says_so_when_the_pilot_cannot_reach_the_target_at_two_batch_sizes(write_config, tmp_path):
@@ -167,3 +174,37 @@ def test_suggest_bad_input_is_one_line(write_config, tmp_path, args, expected):
     result = runner.invoke(app, ["suggest", str(cfg), "--out", str(tmp_path), *args])
     assert result.exit_code == 2 and expected in result.output
     assert result.output.count("\n") == 1
+
+
+def test_a_batch_size_the_race_cut_between_two_near_settings_is_trained_again_and_confirmed():
+    """128 and 512 are near the fastest on the first seed; 256, between them, was cut by that seed's steps: T(B)
+    has one minimum, so it is trained again in full (at the lr whose cut trial came closest) and confirmed too.
+    1024, outside them, is not."""
+    from types import SimpleNamespace
+
+    from batchlab.suggestion.search import between
+
+    def summary(b, lr, accuracy, steps=None):
+        return {"batch_size": b, "lr": lr, "seed": 3, "batch_schedule": None, "final": {"test_accuracy": accuracy},
+                "targets": {"0.9": {"steps": steps} if steps else None}}
+
+    class Fake:
+        cfg = SimpleNamespace(seed=3, target=SimpleNamespace(metric="test_accuracy"))
+        trials = {f"t{i}": {"noise_run": False, "summary": s} for i, s in enumerate(
+            [summary(256, 0.05, 0.71), summary(256, 0.1, 0.86), summary(256, 0.2, 0.52), summary(1024, 0.2, 0.8)])}
+        def __init__(self):
+            self.calls = []
+
+        def train(self, phase, b, lr, seed):
+            self.calls.append((phase, b, lr, seed))
+            return summary(b, lr, 0.91, steps=276)
+
+        def steps(self, s):
+            return (s["targets"]["0.9"] or {}).get("steps")
+
+    best_lr = {128: (0.07, 299), 512: (0.14, 150), 64: (0.05, 658)}
+    search = Fake()
+    assert between(search, [512, 128, 256, 1024, 64], best_lr, near=[128, 64, 512]) == [256]
+    assert search.calls == [("confirmation", 256, 0.1, 3)]  # the lr that came closest, on the first seed
+    assert best_lr[256] == (0.1, 276)
+    assert between(Fake(), [512, 128, 256], {128: (0.07, 299), 256: (0.1, 216)}, near=[128, 256]) == []

@@ -362,7 +362,6 @@ def noise(
 ):
     """Estimate the gradient noise scale B_simple = tr(Sigma)/|G|^2 (McCandlish et al. 2018)."""
     import json
-    import math
 
     with user_errors():
         name = api.load_config(config, list(set_ or [])).name

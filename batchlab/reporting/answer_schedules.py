@@ -65,7 +65,7 @@ def apply(answer, rec: SweepRecords, tables: Tables, target: str) -> None:
         answer.speedup = (float(row["constant_predicted_seconds"]) / answer.predicted_seconds
                           if answer.baseline_batch_size is not None and answer.predicted_seconds > 0 else None)
         answer.why = ["A schedule has no single batch size, so it has no place on the steps–examples frontier: "
-                      f"the frontier, B_crit and the other-hardware limits are the constant batch sizes'."] + [
+                      "the frontier, B_crit and the other-hardware limits are the constant batch sizes'."] + [
             line for line in answer.why[1:]]
     answer.within_noise = [{k: v for k, v in e.items() if k != "text"} for e in entries[1:]]
     answer.sentence = (_tie_sentence(entries, target) if len(entries) > 1

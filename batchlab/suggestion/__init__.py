@@ -13,9 +13,10 @@ it is stable, as the report decides (batchlab.reporting.decision):
    steps pass 1.5x the best predicted seconds so far over its batch size's seconds per step (one seed's steps
    are not the others': what is that close may tie over three); within a batch size the lr with the fewest
    steps;
-5. confirmation: every setting within 1.5x of the fastest on the first seed (4 at most) trained on two more
-   seeds; the answer is decision.decide on the three seeds' steps, and a setting that missed on a seed is only
-   named as not confirmed.
+5. confirmation: every setting within 1.5x of the fastest on the first seed (4 at most), and any batch size the
+   race cut between two of them (trained again in full first: T(B) has one minimum), trained on two more seeds
+   (search.py); the answer is decision.decide on the three seeds' steps, and a setting that missed on a seed is
+   only named as not confirmed.
 The trials are records like any sweep's, under <out>/<name>-suggest: `batchlab report` reads them.
 """
 

@@ -13,19 +13,19 @@ import torch
 from batchlab import registry
 from batchlab.data import load_dataset
 from batchlab.disk import write_atomic, write_json_atomic
-from batchlab.errors import BatchlabError
-from batchlab.grid import expand
 from batchlab.maxbatch import find_max_batch
-from batchlab.records import SweepDir, read_summary
+from batchlab.records import SweepDir
 from batchlab.reporting.decision import decide
 from batchlab.reporting.measured_noise import b_simple_values
-from batchlab.run import Hooks, run_sweep
+from batchlab.run import Hooks
 from batchlab.schema import Experiment, LrRule
-from batchlab.suggestion.answer import PHASES, Suggestion, listed, sentence
+from batchlab.suggestion.answer import Suggestion, listed, sentence
 from batchlab.suggestion.plot import suggest_png
 from batchlab.suggestion.predict import predict
 from batchlab.recommend import yaml_line
 from batchlab.suggestion.scan import Scan, first_pass, interleaved
+from batchlab.suggestion.search import (CONFIRM_MOST, CONFIRM_SEEDS, CONFIRM_WITHIN, Search, SuggestError,
+                                        best_by_steps, between, confirm, progress)
 from batchlab.suggestion.schedule import lr_scale, propose
 from batchlab.suggestion.schedule import race as race_schedule
 from batchlab.train import hardest_target, resolve_device
@@ -36,82 +36,12 @@ MARGIN = 0.2  # a candidate's predicted time is within 20% of the best at some e
 MOST = 4  # candidates raced at most, besides the pilot's batch size
 FACTORS = (1.0, 0.5, 2.0)  # the lr search around a rule batchlab makes (the config's rule keeps its own factors)
 MEASUREMENTS = 10  # noise measurements the pilot's B_simple rests on at least: one or two are mostly noise
-CONFIRM_MOST = 4  # settings confirmed at most: the winner, those within CONFIRM_WITHIN of it, the next if one
-# missed
-CONFIRM_WITHIN = 1.5  # a setting this much slower than the fastest on the first seed may still tie it over three:
-# one seed's steps to the target differed by 1.8x at batch size 64 here (658 and 1,175; Fashion-MNIST), so the
-# race lets such settings finish and confirmation takes them all, not the first seed's nearest few
 NEIGHBOURS = 2  # scanned batch sizes on each side of the pilot's raced whatever B_simple predicts (it moves with
 # the seed: the candidates, and so the answer's tie, moved with it when only one was taken)
-CONFIRM_SEEDS = 2  # more seeds each is trained on: steps to the target varied by 20% over seeds here (256 @ 0.1
-# on Fashion-MNIST: 216 and 276), more than the tie margin, and two seeds left the answer moving with the seed
 EVAL_SUBSET = 2000  # eval.subset when the config sets none: the search reads only steps to the target, which the
 # whole split still judges (evaluated whenever the subset is near it); evaluating all of Fashion-MNIST's 10,000
 # test images at every evaluation was over half of what suggest spent there
 NO_EVAL = 1e6  # epochs between evaluations of the noise run: it only measures, up to steps already known
-
-
-class SuggestError(BatchlabError):
-    """A suggestion cannot be made (no target, or one the pilot cannot reach)."""
-
-
-class _Search:
-    """Runs the search's trials one at a time into one sweep directory, and counts what each phase spends."""
-
-    def __init__(self, cfg: Experiment, out: Path, command: str, code_dirs: tuple[str, ...], hooks: Hooks,
-                 budget: float | None, restart: bool = False):
-        self.cfg, self.out, self.command, self.code_dirs, self.hooks, self.budget = (
-            cfg, out, command, code_dirs, hooks, budget)
-        self.restart = restart  # the first trial run into the search's directory deletes its earlier records
-        self.key = f"{hardest_target(cfg):g}"
-        self.cost = dict.fromkeys(PHASES, 0.0)
-        self.trials: dict[str, dict] = {}  # trial id -> {phase, summary}, in the order first used
-        self.stopped = False
-
-    def spent(self) -> float:
-        return sum(self.cost.values())
-
-    def train(self, phase: str, batch_size: int | dict, lr: float, seed: int, deadline_steps: int | None = None,
-              into: SweepDir | None = None, **update) -> dict | None:
-        """One trial (or its record, when already run): its summary. None, and nothing run, once the budget is
-        spent. `batch_size`: a constant one, or a schedule (`{schedule: ..., lr_scale: ...}`). `update`: config
-        sections replaced (the noise run's)."""
-        if self.budget is not None and self.spent() >= self.budget:
-            self.stopped = True
-            return None
-        sweep = into or SweepDir(self.out, self.cfg.name)
-        grid = self.cfg.model_copy(update={"sweep": {"batch_size": [batch_size], "lr": [lr], "seed": [seed]},
-                                           "name": sweep.path.name, **update})
-        [trial] = expand(grid)
-        restart, self.restart = self.restart and into is None, self.restart and into is not None
-        run_sweep(grid, [trial], sweep.path.parent, self.command, restart=restart, hooks=self.hooks,
-                  code_dirs=self.code_dirs, time_steps=False, deadline_steps=deadline_steps)
-        summary = read_summary(sweep.trial_dir(trial.id))
-        if summary is None:
-            raise SuggestError(f"the trial {trial.id} left no readable summary in {sweep.path}")
-        if trial.id not in self.trials:
-            self.cost[phase] += sum(summary.get(k) or 0.0 for k in ("train_seconds", "eval_seconds", "noise_seconds",
-                                                                     "compile_seconds"))
-            self.trials[trial.id] = {"phase": phase, "summary": summary, "noise_run": into is not None}
-        return summary
-
-    def hit(self, summary: dict | None) -> dict | None:
-        """The (hardest) target's record in a summary: steps, examples, seconds; None where it was not reached."""
-        return (summary or {}).get("targets", {}).get(self.key)
-
-    def steps(self, summary: dict | None) -> int | None:
-        """Steps to the (hardest) target, None where it was not reached."""
-        hit = self.hit(summary)
-        return hit["steps"] if hit else None
-
-    def trial_summary(self, batch_size: int, lr: float, seed: int) -> dict | None:
-        """The summary of a constant batch size's trial the search ran (not the noise run), if any."""
-        for t in self.trials.values():
-            s = t["summary"]
-            if (not t["noise_run"] and s.get("batch_schedule") is None and s["batch_size"] == batch_size
-                    and math.isclose(s["lr"], lr) and s["seed"] == seed):
-                return s
-        return None
 
 
 def suggest(experiment: Experiment, out: Path, *, target: float | None = None, budget: float | None = None,
@@ -130,7 +60,7 @@ def suggest(experiment: Experiment, out: Path, *, target: float | None = None, b
     device = resolve_device(cfg.device)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
-    search = _Search(cfg, out, command, code_dirs, hooks, budget, restart)
+    search = Search(cfg, out, command, code_dirs, hooks, budget, restart)
     notes: list[str] = []
 
     on_stage("scan: samples/s at batch sizes 1, 2, 4, ...")
@@ -154,7 +84,7 @@ def suggest(experiment: Experiment, out: Path, *, target: float | None = None, b
     for b in tries:
         lrs = _pilot_lrs(cfg, b)
         on_stage(f"pilot: batch size {b}, lr {', '.join(f'{v:g}' for v in lrs)}, to {metric} {goal:g}")
-        pilot = _best_by_steps(search, "pilot", b, lrs, cfg.seed)
+        pilot = best_by_steps(search, "pilot", b, lrs, cfg.seed)
         if pilot is not None:
             break
     if pilot is None:
@@ -216,7 +146,7 @@ def suggest(experiment: Experiment, out: Path, *, target: float | None = None, b
         # the best predicted seconds so far, with the margin within which other seeds may still make it a tie: a
         # setting that close must finish, or it could never be confirmed and named beside the fastest
         bar = CONFIRM_WITHIN * min(steps * spb[c] for c, (_, steps) in best_lr.items())
-        chosen = _best_by_steps(search, "race", b, lrs, cfg.seed, bar / spb[b])
+        chosen = best_by_steps(search, "race", b, lrs, cfg.seed, bar / spb[b])
         if chosen is not None:
             best_lr[b] = (chosen["lr"], search.steps(chosen))
             lead = min(range(len(rule.factors)),
@@ -233,11 +163,16 @@ def suggest(experiment: Experiment, out: Path, *, target: float | None = None, b
     seeds = [cfg.seed + k for k in range(1, CONFIRM_SEEDS + 1)]
     predicted = {b: steps * spb[b] for b, (_, steps) in best_lr.items()}
     near = [b for b in ranking if predicted[b] <= CONFIRM_WITHIN * predicted[ranking[0]]]
+    for b in between(search, candidates, best_lr, near):  # what one seed's steps cut between two near settings
+        predicted[b] = best_lr[b][1] * spb[b]
+        near.append(b)
+    near.sort(key=lambda b: (predicted[b], b))
+    ranking = sorted(best_lr, key=lambda b: (b not in near, predicted[b], b))  # the near ones are confirmed first
     on_stage(f"confirmation: the fastest on seed {cfg.seed} (batch size {ranking[0]}, lr {best_lr[ranking[0]][0]:g}) "
              f"and those within {CONFIRM_WITHIN:g}x of it "
              f"({listed(near[1:CONFIRM_MOST]) if len(near) > 1 else 'none'}), "
              f"on seeds {listed(seeds)}")
-    confirmed = _confirm(search, ranking, best_lr, near, seeds, notes)
+    confirmed = confirm(search, ranking, best_lr, near, seeds, notes)
     s = Suggestion(SweepDir(out, cfg.name).path, metric, goal, None, None, rates=found.rates,
                    throughput=found.speeds, candidates=candidates, stopped_by_budget=search.stopped)
     s.pilot = {"batch_size": pilot_b, "lr": pilot_lr, "steps": pilot_steps, "tries": tries[:tries.index(pilot_b) + 1]}
@@ -275,37 +210,6 @@ def suggest(experiment: Experiment, out: Path, *, target: float | None = None, b
     return _finish(s, search, found, pilot_b, pilot_steps)
 
 
-def _confirm(search: _Search, ranking: list[int], best_lr: dict[int, tuple[float, int]], near: list[int],
-             seeds: list[int], notes: list[str]) -> dict[int, list[int]]:
-    """Train the settings `near` the fastest of the first seed (`ranking`'s first, by predicted seconds) on
-    `seeds`; while none has reached the target on every seed, the next in `ranking` too (CONFIRM_MOST settings
-    at most). Returns {batch size: steps on the first seed and on each of `seeds`} of those that reached it on
-    all."""
-    wanted = set(near)
-    metric, goal = search.cfg.target.metric, search.key
-    every: dict[int, list[int]] = {}
-    tried = 0
-    for b in ranking:
-        if tried >= CONFIRM_MOST or (every and b not in wanted):
-            break
-        tried += 1
-        lr, steps = best_lr[b]
-        found = [steps]
-        for seed in seeds:
-            again = search.train("confirmation", b, lr, seed)
-            if again is None:
-                notes.append(f"the budget was spent before batch size {b} was confirmed on seed {seed}")
-                return every
-            if search.steps(again) is None:
-                notes.append(f"batch size {b} with lr {lr:g} reached {metric} {goal} on seed {search.cfg.seed} but "
-                             f"not on seed {seed}")
-                break
-            found.append(search.steps(again))
-        else:
-            every[b] = found
-    return every
-
-
 def pilot_batch(cfg: Experiment, scanned: list[int]) -> int:
     """The scanned batch size nearest (in doublings) the middle of the sweep's batch sizes, or the config's
     batch size without a list: a batch size the grid would train, whose step time the scan measured."""
@@ -329,24 +233,7 @@ def _pilot_lrs(cfg: Experiment, batch_size: int) -> list[float]:
     return list(lrs) if isinstance(lrs, list) and lrs else [cfg.lr]
 
 
-def _best_by_steps(search: _Search, phase: str, b: int, lrs: list[float], seed: int,
-                   bar: float | None = None) -> dict | None:
-    """Train batch size `b` at each lr; each trial stops once past the fewest steps to the target so far at
-    this batch size, or past `bar` steps (the best predicted time elsewhere over this batch size's seconds per
-    step). The summary with the fewest steps to the target (None: none reached it)."""
-    best = None
-    for lr in lrs:
-        limits = [x for x in (bar, search.steps(best)) if x is not None]
-        summary = search.train(phase, b, lr, seed, math.floor(min(limits)) if limits else None)
-        if summary is None:
-            break
-        steps = search.steps(summary)
-        if steps is not None and (best is None or steps < search.steps(best)):
-            best = summary
-    return best
-
-
-def _noise(search: _Search, b: int, lr: float, steps: int, n: int) -> tuple[int, np.ndarray, list]:
+def _noise(search: Search, b: int, lr: float, steps: int, n: int) -> tuple[int, np.ndarray, list]:
     """B_simple up to the pilot's steps to the target, measured MEASUREMENTS times: the pilot's run again
     (same seed, so the same steps), measuring every steps // MEASUREMENTS steps, evaluated only at its end.
     Recorded apart (<records>/noise-scale), so the search's records stay one trial per setting and seed.
@@ -368,9 +255,9 @@ def _noise(search: _Search, b: int, lr: float, steps: int, n: int) -> tuple[int,
     return every, b_simple_values(frame, steps), list(zip(measured["examples"], measured["noise_b_simple"]))
 
 
-def _missed(search: _Search, cfg: Experiment, tries: list[int], metric: str, goal: float) -> SuggestError:
+def _missed(search: Search, cfg: Experiment, tries: list[int], metric: str, goal: float) -> SuggestError:
     ran = [t["summary"] for t in search.trials.values()]
-    closest = max(ran, key=lambda p: _progress(p, metric))
+    closest = max(ran, key=lambda p: progress(p, metric))
     best = closest["final"].get(metric)
     last = "unknown" if best is None else f"{best:.4g}"
     lrs = ", ".join(f"{v:g}" for v in _pilot_lrs(cfg, tries[0]))
@@ -380,12 +267,6 @@ def _missed(search: _Search, cfg: Experiment, tries: list[int], metric: str, goa
         f"{closest['epochs']:g} epochs, last {metric} {last}): "
         f"give a target it can reach (--target), a larger budget.epochs, or an lr that trains (the pilot's records "
         f"are in {SweepDir(search.out, cfg.name).path})")
-
-
-def _progress(summary: dict, metric: str) -> float:
-    """How near a trial came to the target: its last accuracy, or minus its last loss."""
-    value = summary["final"].get(metric)
-    return -math.inf if value is None else value if metric == "test_accuracy" else -value
 
 
 def _suggest_config(experiment: Experiment, target: float | None) -> Experiment:
@@ -405,7 +286,7 @@ def _suggest_config(experiment: Experiment, target: float | None) -> Experiment:
         "noise": cfg.noise.model_copy(update={"every": None})})
 
 
-def _finish(s: Suggestion, search: _Search, found: Scan, pilot_b: int, pilot_steps: int) -> Suggestion:
+def _finish(s: Suggestion, search: Search, found: Scan, pilot_b: int, pilot_steps: int) -> Suggestion:
     spb = found.seconds_per_step()
     for trial_id, t in search.trials.items():
         summary = t["summary"]

@@ -1,0 +1,168 @@
+"""The suggest search's trials: one at a time into one sweep directory, with what each phase spends; an lr
+chosen by steps at a batch size; the confirmation of the settings near the fastest on more seeds."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+from batchlab.errors import BatchlabError
+from batchlab.grid import expand
+from batchlab.records import SweepDir, read_summary
+from batchlab.run import Hooks, run_sweep
+from batchlab.schema import Experiment
+from batchlab.suggestion.answer import PHASES
+from batchlab.train import hardest_target
+
+CONFIRM_MOST = 4  # settings confirmed at most: the winner, those within CONFIRM_WITHIN of it, the next if one
+# missed
+CONFIRM_WITHIN = 1.5  # a setting this much slower than the fastest on the first seed may still tie it over three:
+# one seed's steps to the target differed by 1.8x at batch size 64 here (658 and 1,175; Fashion-MNIST), so the
+# race lets such settings finish and confirmation takes them all, not the first seed's nearest few
+CONFIRM_SEEDS = 2  # more seeds each is trained on: steps to the target varied by 20% over seeds here (256 @ 0.1
+# on Fashion-MNIST: 216 and 276), more than the tie margin, and two seeds left the answer moving with the seed
+
+
+class SuggestError(BatchlabError):
+    """A suggestion cannot be made (no target, or one the pilot cannot reach)."""
+
+
+class Search:
+    """Runs the search's trials one at a time into one sweep directory, and counts what each phase spends."""
+
+    def __init__(self, cfg: Experiment, out: Path, command: str, code_dirs: tuple[str, ...], hooks: Hooks,
+                 budget: float | None, restart: bool = False):
+        self.cfg, self.out, self.command, self.code_dirs, self.hooks, self.budget = (
+            cfg, out, command, code_dirs, hooks, budget)
+        self.restart = restart  # the first trial run into the search's directory deletes its earlier records
+        self.key = f"{hardest_target(cfg):g}"
+        self.cost = dict.fromkeys(PHASES, 0.0)
+        self.trials: dict[str, dict] = {}  # trial id -> {phase, summary}, in the order first used
+        self.stopped = False
+
+    def spent(self) -> float:
+        return sum(self.cost.values())
+
+    def train(self, phase: str, batch_size: int | dict, lr: float, seed: int, deadline_steps: int | None = None,
+              into: SweepDir | None = None, **update) -> dict | None:
+        """One trial (or its record, when already run): its summary. None, and nothing run, once the budget is
+        spent. `batch_size`: a constant one, or a schedule (`{schedule: ..., lr_scale: ...}`). `update`: config
+        sections replaced (the noise run's)."""
+        if self.budget is not None and self.spent() >= self.budget:
+            self.stopped = True
+            return None
+        sweep = into or SweepDir(self.out, self.cfg.name)
+        grid = self.cfg.model_copy(update={"sweep": {"batch_size": [batch_size], "lr": [lr], "seed": [seed]},
+                                           "name": sweep.path.name, **update})
+        [trial] = expand(grid)
+        restart, self.restart = self.restart and into is None, self.restart and into is not None
+        run_sweep(grid, [trial], sweep.path.parent, self.command, restart=restart, hooks=self.hooks,
+                  code_dirs=self.code_dirs, time_steps=False, deadline_steps=deadline_steps)
+        summary = read_summary(sweep.trial_dir(trial.id))
+        if summary is None:
+            raise SuggestError(f"the trial {trial.id} left no readable summary in {sweep.path}")
+        known = self.trials.get(trial.id)
+        if known is None or known["summary"].get("run_token") != summary.get("run_token"):  # run now (a raced
+            # trial trained again in full counts again)
+            self.cost[phase] += sum(summary.get(k) or 0.0 for k in ("train_seconds", "eval_seconds", "noise_seconds",
+                                                                     "compile_seconds"))
+            self.trials[trial.id] = {"phase": phase, "summary": summary, "noise_run": into is not None}
+        return summary
+
+    def hit(self, summary: dict | None) -> dict | None:
+        """The (hardest) target's record in a summary: steps, examples, seconds; None where it was not reached."""
+        return (summary or {}).get("targets", {}).get(self.key)
+
+    def steps(self, summary: dict | None) -> int | None:
+        """Steps to the (hardest) target, None where it was not reached."""
+        hit = self.hit(summary)
+        return hit["steps"] if hit else None
+
+    def trial_summary(self, batch_size: int, lr: float, seed: int) -> dict | None:
+        """The summary of a constant batch size's trial the search ran (not the noise run), if any."""
+        for t in self.trials.values():
+            s = t["summary"]
+            if (not t["noise_run"] and s.get("batch_schedule") is None and s["batch_size"] == batch_size
+                    and math.isclose(s["lr"], lr) and s["seed"] == seed):
+                return s
+        return None
+
+
+def best_by_steps(search: Search, phase: str, b: int, lrs: list[float], seed: int,
+                   bar: float | None = None) -> dict | None:
+    """Train batch size `b` at each lr; each trial stops once past the fewest steps to the target so far at
+    this batch size, or past `bar` steps (the best predicted time elsewhere over this batch size's seconds per
+    step). The summary with the fewest steps to the target (None: none reached it)."""
+    best = None
+    for lr in lrs:
+        limits = [x for x in (bar, search.steps(best)) if x is not None]
+        summary = search.train(phase, b, lr, seed, math.floor(min(limits)) if limits else None)
+        if summary is None:
+            break
+        steps = search.steps(summary)
+        if steps is not None and (best is None or steps < search.steps(best)):
+            best = summary
+    return best
+
+
+def between(search: Search, candidates: list[int], best_lr: dict[int, tuple[float, int]],
+             near: list[int]) -> list[int]:
+    """The raced batch sizes between the smallest and the largest of `near` that the race cut on the first seed,
+    each trained there again to the target at the lr that came closest (its last evaluated figure), unraced; those
+    that reached it join `best_lr`. Returned in order. The time to the target, S_min (B + B_crit) / throughput(B),
+    has one minimum in B, so a batch size between two settings near the fastest is near it too: one seed's steps
+    (256 @ lr 0.1 on Fashion-MNIST: 276, then 216 and 216) had cut it by 3 steps, and the answer's tie moved with
+    the seed."""
+    cfg, added = search.cfg, []
+    for b in sorted(candidates):
+        if not min(near) < b < max(near) or b in best_lr:
+            continue
+        cut = [t["summary"] for t in search.trials.values() if not t["noise_run"] and t["summary"]["batch_size"] == b
+               and t["summary"]["seed"] == cfg.seed and t["summary"].get("batch_schedule") is None]
+        if not cut:
+            continue
+        lr = max(cut, key=lambda s: progress(s, cfg.target.metric))["lr"]
+        again = search.train("confirmation", b, lr, cfg.seed)
+        if again is None:
+            break
+        if search.steps(again) is not None:
+            best_lr[b] = (lr, search.steps(again))
+            added.append(b)
+    return added
+
+
+def confirm(search: Search, ranking: list[int], best_lr: dict[int, tuple[float, int]], near: list[int],
+             seeds: list[int], notes: list[str]) -> dict[int, list[int]]:
+    """Train the settings `near` the fastest of the first seed (`ranking`'s first, by predicted seconds) on
+    `seeds`; while none has reached the target on every seed, the next in `ranking` too (CONFIRM_MOST settings
+    at most). Returns {batch size: steps on the first seed and on each of `seeds`} of those that reached it on
+    all."""
+    wanted = set(near)
+    metric, goal = search.cfg.target.metric, search.key
+    every: dict[int, list[int]] = {}
+    tried = 0
+    for b in ranking:
+        if tried >= CONFIRM_MOST or (every and b not in wanted):
+            break
+        tried += 1
+        lr, steps = best_lr[b]
+        found = [steps]
+        for seed in seeds:
+            again = search.train("confirmation", b, lr, seed)
+            if again is None:
+                notes.append(f"the budget was spent before batch size {b} was confirmed on seed {seed}")
+                return every
+            if search.steps(again) is None:
+                notes.append(f"batch size {b} with lr {lr:g} reached {metric} {goal} on seed {search.cfg.seed} but "
+                             f"not on seed {seed}")
+                break
+            found.append(search.steps(again))
+        else:
+            every[b] = found
+    return every
+
+
+def progress(summary: dict, metric: str) -> float:
+    """How near a trial came to the target: its last accuracy, or minus its last loss."""
+    value = summary["final"].get(metric)
+    return -math.inf if value is None else value if metric == "test_accuracy" else -value
