@@ -184,14 +184,15 @@ def test_a_batch_size_the_race_cut_between_two_near_settings_is_trained_again_an
 
     from batchlab.suggestion.search import between
 
-    def summary(b, lr, accuracy, steps=None):
+    def summary(b, lr, accuracy, steps=None, status="raced"):
         return {"batch_size": b, "lr": lr, "seed": 3, "batch_schedule": None, "final": {"test_accuracy": accuracy},
-                "targets": {"0.9": {"steps": steps} if steps else None}}
+                "status": "completed" if steps else status, "targets": {"0.9": {"steps": steps} if steps else None}}
 
     class Fake:
         cfg = SimpleNamespace(seed=3, target=SimpleNamespace(metric="test_accuracy"))
         trials = {f"t{i}": {"noise_run": False, "summary": s} for i, s in enumerate(
-            [summary(256, 0.05, 0.71), summary(256, 0.1, 0.86), summary(256, 0.2, 0.52), summary(1024, 0.2, 0.8)])}
+            [summary(256, 0.05, 0.71), summary(256, 0.1, 0.86), summary(256, 0.2, 0.52), summary(1024, 0.2, 0.8),
+             summary(256, 0.4, 0.88, status="completed")])}  # ran its whole budget and missed: no lr to try again
         def __init__(self):
             self.calls = []
 
@@ -204,7 +205,8 @@ def test_a_batch_size_the_race_cut_between_two_near_settings_is_trained_again_an
 
     best_lr = {128: (0.07, 299), 512: (0.14, 150), 64: (0.05, 658)}
     search = Fake()
-    assert between(search, [512, 128, 256, 1024, 64], best_lr, near=[128, 64, 512]) == [256]
+    assert between(Fake(), [512, 128, 256, 1024, 64], dict(best_lr), near=[128, 64, 512], room=0) == []
+    assert between(search, [512, 128, 256, 1024, 64], best_lr, near=[128, 64, 512], room=1) == [256]
     assert search.calls == [("confirmation", 256, 0.1, 3)]  # the lr that came closest, on the first seed
     assert best_lr[256] == (0.1, 276)
-    assert between(Fake(), [512, 128, 256], {128: (0.07, 299), 256: (0.1, 216)}, near=[128, 256]) == []
+    assert between(Fake(), [512, 128, 256], {128: (0.07, 299), 256: (0.1, 216)}, near=[128, 256], room=2) == []

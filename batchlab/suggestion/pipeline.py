@@ -162,15 +162,15 @@ def suggest(experiment: Experiment, out: Path, *, target: float | None = None, b
     costs = found.costs()
     seeds = [cfg.seed + k for k in range(1, CONFIRM_SEEDS + 1)]
     predicted = {b: steps * spb[b] for b, (_, steps) in best_lr.items()}
-    near = [b for b in ranking if predicted[b] <= CONFIRM_WITHIN * predicted[ranking[0]]]
-    for b in between(search, candidates, best_lr, near):  # what one seed's steps cut between two near settings
+    near = [b for b in ranking if predicted[b] <= CONFIRM_WITHIN * predicted[ranking[0]]][:CONFIRM_MOST]
+    for b in between(search, candidates, best_lr, near, CONFIRM_MOST - len(near)):  # what one seed's steps cut between two near settings
         predicted[b] = best_lr[b][1] * spb[b]
         near.append(b)
     near.sort(key=lambda b: (predicted[b], b))
     ranking = sorted(best_lr, key=lambda b: (b not in near, predicted[b], b))  # the near ones are confirmed first
     on_stage(f"confirmation: the fastest on seed {cfg.seed} (batch size {ranking[0]}, lr {best_lr[ranking[0]][0]:g}) "
-             f"and those within {CONFIRM_WITHIN:g}x of it "
-             f"({listed(near[1:CONFIRM_MOST]) if len(near) > 1 else 'none'}), "
+             f"and those within {CONFIRM_WITHIN:g}x of it or between them "
+             f"({listed(near[1:]) if len(near) > 1 else 'none'}), "
              f"on seeds {listed(seeds)}")
     confirmed = confirm(search, ranking, best_lr, near, seeds, notes)
     s = Suggestion(SweepDir(out, cfg.name).path, metric, goal, None, None, rates=found.rates,

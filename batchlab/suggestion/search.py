@@ -8,7 +8,7 @@ from pathlib import Path
 
 from batchlab.errors import BatchlabError
 from batchlab.grid import expand
-from batchlab.records import SweepDir, read_summary
+from batchlab.records import Status, SweepDir, read_summary
 from batchlab.run import Hooks, run_sweep
 from batchlab.schema import Experiment
 from batchlab.suggestion.answer import PHASES
@@ -96,29 +96,34 @@ def best_by_steps(search: Search, phase: str, b: int, lrs: list[float], seed: in
     best = None
     for lr in lrs:
         limits = [x for x in (bar, search.steps(best)) if x is not None]
-        summary = search.train(phase, b, lr, seed, math.floor(min(limits)) if limits else None)
+        limit = math.floor(min(limits)) if limits else None
+        summary = search.train(phase, b, lr, seed, limit)
         if summary is None:
             break
-        steps = search.steps(summary)
-        if steps is not None and (best is None or steps < search.steps(best)):
+        steps = search.steps(summary)  # past the limit only where a record trained in full was read back (a rerun
+        # of a search whose confirmation had trained a cut trial again): still cut, as the first run found it
+        if steps is not None and (limit is None or steps <= limit) and (best is None or steps < search.steps(best)):
             best = summary
     return best
 
 
 def between(search: Search, candidates: list[int], best_lr: dict[int, tuple[float, int]],
-             near: list[int]) -> list[int]:
+            near: list[int], room: int) -> list[int]:
     """The raced batch sizes between the smallest and the largest of `near` that the race cut on the first seed,
     each trained there again to the target at the lr that came closest (its last evaluated figure), unraced; those
-    that reached it join `best_lr`. Returned in order. The time to the target, S_min (B + B_crit) / throughput(B),
+    that reached it join `best_lr` (`room` of them at most: confirmation takes no more). Returned in order. The time to the target, S_min (B + B_crit) / throughput(B),
     has one minimum in B, so a batch size between two settings near the fastest is near it too: one seed's steps
     (256 @ lr 0.1 on Fashion-MNIST: 276, then 216 and 216) had cut it by 3 steps, and the answer's tie moved with
     the seed."""
     cfg, added = search.cfg, []
     for b in sorted(candidates):
+        if len(added) >= room:
+            break
         if not min(near) < b < max(near) or b in best_lr:
             continue
         cut = [t["summary"] for t in search.trials.values() if not t["noise_run"] and t["summary"]["batch_size"] == b
-               and t["summary"]["seed"] == cfg.seed and t["summary"].get("batch_schedule") is None]
+               and t["summary"]["seed"] == cfg.seed and t["summary"].get("batch_schedule") is None
+               and t["summary"]["status"] == Status.RACED]
         if not cut:
             continue
         lr = max(cut, key=lambda s: progress(s, cfg.target.metric))["lr"]
