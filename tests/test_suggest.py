@@ -182,7 +182,7 @@ def test_a_batch_size_the_race_cut_between_two_near_settings_is_trained_again_an
     1024, outside them, is not."""
     from types import SimpleNamespace
 
-    from batchlab.suggestion.search import between
+    from batchlab.suggestion.search import Search, between
 
     def summary(b, lr, accuracy, steps=None, status="raced"):
         return {"batch_size": b, "lr": lr, "seed": 3, "batch_schedule": None, "final": {"test_accuracy": accuracy},
@@ -193,6 +193,8 @@ def test_a_batch_size_the_race_cut_between_two_near_settings_is_trained_again_an
         trials = {f"t{i}": {"noise_run": False, "summary": s} for i, s in enumerate(
             [summary(256, 0.05, 0.71), summary(256, 0.1, 0.86), summary(256, 0.2, 0.52), summary(1024, 0.2, 0.8),
              summary(256, 0.4, 0.88, status="completed")])}  # ran its whole budget and missed: no lr to try again
+        constant_summaries = Search.constant_summaries
+
         def __init__(self):
             self.calls = []
 

@@ -158,16 +158,17 @@ def suggest(experiment: Experiment, out: Path, *, target: float | None = None, b
             break
 
     # confirmation on more seeds, then the decision on every seed's steps
-    ranking = sorted(best_lr, key=lambda b: (best_lr[b][1] * spb[b], b))
     costs = found.costs()
     seeds = [cfg.seed + k for k in range(1, CONFIRM_SEEDS + 1)]
-    predicted = {b: steps * spb[b] for b, (_, steps) in best_lr.items()}
-    near = [b for b in ranking if predicted[b] <= CONFIRM_WITHIN * predicted[ranking[0]]][:CONFIRM_MOST]
-    for b in between(search, candidates, best_lr, near, CONFIRM_MOST - len(near)):  # what one seed's steps cut between two near settings
-        predicted[b] = best_lr[b][1] * spb[b]
-        near.append(b)
-    near.sort(key=lambda b: (predicted[b], b))
-    ranking = sorted(best_lr, key=lambda b: (b not in near, predicted[b], b))  # the near ones are confirmed first
+
+    def predicted(b: int) -> float:  # on the first seed
+        return best_lr[b][1] * spb[b]
+
+    ranking = sorted(best_lr, key=lambda b: (predicted(b), b))
+    near = [b for b in ranking if predicted(b) <= CONFIRM_WITHIN * predicted(ranking[0])][:CONFIRM_MOST]
+    near += between(search, candidates, best_lr, near, CONFIRM_MOST - len(near))  # cut by one seed's steps
+    near.sort(key=lambda b: (predicted(b), b))
+    ranking = sorted(best_lr, key=lambda b: (b not in near, predicted(b), b))  # the near ones are confirmed first
     on_stage(f"confirmation: the fastest on seed {cfg.seed} (batch size {ranking[0]}, lr {best_lr[ranking[0]][0]:g}) "
              f"and those within {CONFIRM_WITHIN:g}x of it or between them "
              f"({listed(near[1:]) if len(near) > 1 else 'none'}), "
@@ -192,7 +193,7 @@ def suggest(experiment: Experiment, out: Path, *, target: float | None = None, b
     else:  # reached on one seed only, or not confirmed within the budget: named, but qualified
         b = ranking[0]
         s.batch_size, s.lr, s.seeds, s.steps = b, best_lr[b][0], [cfg.seed], [best_lr[b][1]]
-        s.seconds_per_step, s.predicted_seconds = spb[b], best_lr[b][1] * spb[b]
+        s.seconds_per_step, s.predicted_seconds = spb[b], predicted(b)
         notes.append(f"no setting was confirmed: none tried reached {metric} {goal:g} on every seed of "
                      f"{listed([cfg.seed, *seeds])}" if not search.stopped else
                      f"it was not confirmed on seeds {listed(seeds)} within the budget")

@@ -78,18 +78,19 @@ class Search:
         hit = self.hit(summary)
         return hit["steps"] if hit else None
 
+    def constant_summaries(self, batch_size: int, seed: int) -> list[dict]:
+        """The summaries of the trials the search ran at a constant batch size on a seed (not the noise run)."""
+        return [t["summary"] for t in self.trials.values()
+                if not t["noise_run"] and t["summary"].get("batch_schedule") is None
+                and t["summary"]["batch_size"] == batch_size and t["summary"]["seed"] == seed]
+
     def trial_summary(self, batch_size: int, lr: float, seed: int) -> dict | None:
         """The summary of a constant batch size's trial the search ran (not the noise run), if any."""
-        for t in self.trials.values():
-            s = t["summary"]
-            if (not t["noise_run"] and s.get("batch_schedule") is None and s["batch_size"] == batch_size
-                    and math.isclose(s["lr"], lr) and s["seed"] == seed):
-                return s
-        return None
+        return next((s for s in self.constant_summaries(batch_size, seed) if math.isclose(s["lr"], lr)), None)
 
 
 def best_by_steps(search: Search, phase: str, b: int, lrs: list[float], seed: int,
-                   bar: float | None = None) -> dict | None:
+                  bar: float | None = None) -> dict | None:
     """Train batch size `b` at each lr; each trial stops once past the fewest steps to the target so far at
     this batch size, or past `bar` steps (the best predicted time elsewhere over this batch size's seconds per
     step). The summary with the fewest steps to the target (None: none reached it)."""
@@ -111,19 +112,17 @@ def between(search: Search, candidates: list[int], best_lr: dict[int, tuple[floa
             near: list[int], room: int) -> list[int]:
     """The raced batch sizes between the smallest and the largest of `near` that the race cut on the first seed,
     each trained there again to the target at the lr that came closest (its last evaluated figure), unraced; those
-    that reached it join `best_lr` (`room` of them at most: confirmation takes no more). Returned in order. The time to the target, S_min (B + B_crit) / throughput(B),
-    has one minimum in B, so a batch size between two settings near the fastest is near it too: one seed's steps
-    (256 @ lr 0.1 on Fashion-MNIST: 276, then 216 and 216) had cut it by 3 steps, and the answer's tie moved with
-    the seed."""
+    that reached it join `best_lr` (`room` of them at most: confirmation takes no more). Returned in order.
+    The time to the target, S_min (B + B_crit) / throughput(B), has one minimum in B, so a batch size between
+    two settings near the fastest is near it too: one seed's steps (256 @ lr 0.1 on Fashion-MNIST: 276, then 216
+    and 216) had cut it by 3 steps, and the answer's tie moved with the seed."""
     cfg, added = search.cfg, []
     for b in sorted(candidates):
         if len(added) >= room:
             break
         if not min(near) < b < max(near) or b in best_lr:
             continue
-        cut = [t["summary"] for t in search.trials.values() if not t["noise_run"] and t["summary"]["batch_size"] == b
-               and t["summary"]["seed"] == cfg.seed and t["summary"].get("batch_schedule") is None
-               and t["summary"]["status"] == Status.RACED]
+        cut = [s for s in search.constant_summaries(b, cfg.seed) if s["status"] == Status.RACED]
         if not cut:
             continue
         lr = max(cut, key=lambda s: progress(s, cfg.target.metric))["lr"]
@@ -137,7 +136,7 @@ def between(search: Search, candidates: list[int], best_lr: dict[int, tuple[floa
 
 
 def confirm(search: Search, ranking: list[int], best_lr: dict[int, tuple[float, int]], near: list[int],
-             seeds: list[int], notes: list[str]) -> dict[int, list[int]]:
+            seeds: list[int], notes: list[str]) -> dict[int, list[int]]:
     """Train the settings `near` the fastest of the first seed (`ranking`'s first, by predicted seconds) on
     `seeds`; while none has reached the target on every seed, the next in `ranking` too (CONFIRM_MOST settings
     at most). Returns {batch size: steps on the first seed and on each of `seeds`} of those that reached it on
