@@ -1,14 +1,21 @@
 """A batch-size schedule recommended from a measured batch size over training (the critical batch size of
 `batchlab cbs`, or the gradient noise scale B_simple): the config's `batch_size: {schedule: ...}` form.
 
-Powers of 2 only, never decreasing, and a change only where the measured value crosses the next power of 2:
-a schedule is read by people and compared against constant batch sizes, which grids take in powers of 2, and
-a measured value's noise should not turn into a change of batch size at every point.
+Powers of 2 only, never decreasing, and a change only where the measured value's monotone fit crosses the next
+power of 2: a schedule is read by people and compared against constant batch sizes, which grids take in powers of
+2, and a measured value's noise should not turn into a change of batch size at every point. The fit is isotonic
+regression (least squares under "never decreases": the critical batch size rises, then plateaus, Merrill et al.
+2025): one high point is averaged with the lower ones after it. A running maximum kept it: on Fashion-MNIST one
+point's 4,096 (within tolerance, L* 0.002 below the point's loss) put 2,048 into the schedule, and the schedule
+spent 12-55% more examples than the best constant batch size (README, "Result: a batch size that grows").
 """
 
 from __future__ import annotations
 
 import math
+
+import numpy as np
+from sklearn.isotonic import IsotonicRegression
 
 
 def power_below(value: float) -> int:
@@ -24,8 +31,9 @@ def power_above(value: float) -> int:
 def recommend(points: list[tuple[float, float | None]], min_batch: int, max_batch: int) -> list[list[int]]:
     """[[progress, batch], ...] from measured (progress, batch size) points: the first at progress 0.
 
-    Each batch is the largest power of 2 at or below the running maximum of the measured values so far,
-    clamped to the powers of 2 within [min_batch, max_batch]; a point is added only where that batch grows.
+    Each batch is the largest power of 2 at or below the isotonic (non-decreasing least-squares) fit of the
+    measured values against progress, clamped to the powers of 2 within [min_batch, max_batch]; a point is
+    added only where that batch grows.
     Points without a finite positive value (a fit that failed) are skipped. Raises ValueError on bounds that
     hold no power of 2, or when no point has a value.
     """
@@ -37,11 +45,11 @@ def recommend(points: list[tuple[float, float | None]], min_batch: int, max_batc
     measured = sorted((p, v) for p, v in points if v is not None and math.isfinite(v) and v > 0)
     if not measured:
         raise ValueError("no measured batch size to recommend a schedule from")
+    progress_, values = np.array(measured, dtype=float).T
+    fitted = IsotonicRegression(increasing=True).fit_transform(progress_, values)
     schedule: list[list[int]] = []
-    peak = 0.0
-    for progress, value in measured:
-        peak = max(peak, value)
-        batch = min(max(power_below(peak), low), high)
+    for (progress, _), value in zip(measured, fitted):
+        batch = min(max(power_below(value), low), high)
         at = int(round(progress))
         if not schedule or (batch > schedule[-1][1] and at <= schedule[-1][0]):  # at 0: the start's batch
             schedule[-1:] = [[schedule[-1][0] if schedule else 0, batch]]

@@ -61,18 +61,28 @@ def test_branching_recovers_the_critical_batch_of_linear_regression(tmp_path):
 def test_recommend_rounds_down_to_powers_of_two_and_never_decreases():
     points = [(1000, 20), (2000, 70), (4000, 50), (8000, 130), (16000, 600), (32000, 3000)]
     schedule = recommend(points, 16, 1024)
-    assert schedule == [[0, 16], [2000, 64], [8000, 128], [16000, 512], [32000, 1024]]
+    # 70 then 50 break "never decreases": the monotone least-squares fit pools them at their mean, 60
+    assert schedule == [[0, 16], [2000, 32], [8000, 128], [16000, 512], [32000, 1024]]
     assert all(b & (b - 1) == 0 for _, b in schedule)  # powers of 2
     assert [b for _, b in schedule] == sorted(b for _, b in schedule)
     assert [p for p, _ in schedule] == sorted({p for p, _ in schedule})
-    # 50 after 70 is noise: no step back; 70 -> 130 crosses 128 only at 8000
-    assert recommend([(10, 40), (20, 63.9), (30, 64)], 1, 4096) == [[0, 32], [30, 64]]
+    assert recommend([(10, 40), (20, 63.9), (30, 64)], 1, 4096) == [[0, 32], [30, 64]]  # 64 crossed only at 30
+
+
+def test_recommend_averages_one_high_point_with_the_lower_ones_after_it():
+    # 1000 followed by 100, 100: pooled to (1000 + 100 + 100) / 3 = 400 from progress 2 on; a running maximum
+    # would have put 512 there for the rest of training
+    assert recommend([(1, 100), (2, 1000), (3, 100), (4, 100)], 1, 4096) == [[0, 64], [2, 256]]
+    # the Fashion-MNIST measurement (README): half the largest batch within tolerance at six points
+    tolerance = [(3840, 256), (7552, 512), (15104, 1024), (30080, 4096), (60128, 512), (120128, 2048)]
+    halves = [(e, b / 2) for e, b in tolerance]  # (4096 + 512 + 2048) / 3 / 2 = 1109 from 30,080 on
+    assert recommend(halves, 32, 4096) == [[0, 128], [7552, 256], [15104, 512], [30080, 1024]]
 
 
 def test_recommend_clamps_skips_missing_values_and_refuses_what_it_cannot_do():
     assert recommend([(100, 3), (200, None), (300, math.nan), (400, 1e6)], 8, 300) == [[0, 8], [400, 256]]
     assert recommend([(0, 100), (50, 300)], 1, 1024) == [[0, 64], [50, 256]]
-    assert recommend([(0, 100), (0, 300)], 1, 1024) == [[0, 256]]  # both at the start: the larger
+    assert recommend([(0, 100), (0, 300)], 1, 1024) == [[0, 128]]  # both at the start: their mean, 200
     for args in (([(1, 10)], 64, 32), ([(1, 10)], 0, 32), ([(1, 10)], 33, 63), ([(1, None)], 1, 64)):
         with pytest.raises(ValueError):
             recommend(*args)
