@@ -192,24 +192,32 @@ def train(cfg: Experiment, data: Data, device: torch.device, summary: Summary, m
         return summary.steps >= total or (by_examples and summary.examples >= budget_examples)
     set_lr(optimizer, lr_now())
 
-    def evaluation(judge: bool) -> dict:
-        """The evaluation split's figures now (and the train subset's), timed as evaluation; with `judge`, the
-        whole split's wherever the subset's figure is near a target not yet met (the whole split judges it)."""
+    gap = None  # the whole split's figure minus the subset's at the last judgement (evaluation.near)
+
+    def evaluation(judge: bool) -> tuple[dict, bool]:
+        """The evaluation split's figures now (and the train subset's), timed as evaluation, and whether they are
+        the whole split's (the only figures a target is judged on); with `judge`, the whole split is read
+        wherever the subset's figure is near a target not yet met."""
+        nonlocal gap
         on = lambda split: evaluate(model, split, criterion, data.task, eval_batch, device,  # noqa: E731
                                     data.ignore_index)
         t0 = time.perf_counter()
-        whole = summary.steps == 0 or ended()  # the start and the end: the whole split
+        whole = summary.steps == 0 or ended() or subset is data.eval  # the start and the end: the whole split
         figures = dict(zip(("test_loss", "test_accuracy"), on(data.eval if whole else subset)))
-        if not whole and judge and subset is not data.eval and any(
-                near(cfg.target.metric, figures[cfg.target.metric], v, len(subset)) for v in targets_left):
+        metric = cfg.target.metric
+        if not whole and judge and any(
+                near(metric, figures[metric], v, len(subset), len(data.eval), gap) for v in targets_left):
+            on_subset = figures[metric]
             figures.update(zip(("test_loss", "test_accuracy"), on(data.eval)))  # the whole split decides
+            whole = True
+            gap = figures[metric] - on_subset if figures[metric] is not None and on_subset is not None else None
         if cfg.eval.train_subset:
             figures.update(zip(("train_eval_loss", "train_eval_accuracy"), on(train_eval)))
         summary.eval_seconds += time.perf_counter() - t0
         summary.final.update(test_loss=figures["test_loss"], test_accuracy=figures["test_accuracy"])
         if data.task == "sequence":
             summary.final["test_perplexity"] = perplexity(figures["test_loss"])
-        return figures
+        return figures, whole
 
     def log(train_loss: float | None, with_eval: bool, judge: bool = True, with_noise: bool = False) -> dict:
         """Write a metrics row; with_eval: evaluate first, and with `judge` record the targets it reaches;
@@ -218,10 +226,12 @@ def train(cfg: Experiment, data: Data, device: torch.device, summary: Summary, m
                "tokens": summary.tokens if data.context else None, "train_seconds": summary.train_seconds,
                "lr": optimizer.param_groups[0]["lr"], "batch_size": sizes.batch if sizes else batch,
                "train_loss": train_loss}
+        whole = False
         if with_eval:
             with aside():
-                row.update(evaluation(judge))
-        if with_eval and judge:
+                figures, whole = evaluation(judge)
+            row.update(figures)
+        if whole and judge:
             for value in list(targets_left):
                 if reached(cfg.target.metric, row[cfg.target.metric], value):
                     targets_left.remove(value)

@@ -28,7 +28,9 @@ def read(trial_dir):
 
 def test_eval_subset_reads_drawn_examples_and_the_whole_split_decides_targets(write_config, tmp_path, monkeypatch):
     """Periodic evaluations read the same 100 drawn test examples; step 0, the last step and every evaluation at
-    which the subset comes within 3 standard errors of a target read all 360, and those figures (the ones targets are judged on) equal a
+    which the subset comes near a target read all 360 (within 3 standard errors; once the whole split has been
+    read beside the subset, the subset's figure corrected by their difference then, within 2 standard errors of
+    a 100-of-360 subset's difference from the whole; always when the subset's figure reaches it), and those figures (the ones targets are judged on) equal a
     run without a subset at the same step: evaluating never changes the training."""
     calls = []  # (examples evaluated, their inputs, accuracy), in order
     real = batchlab.train.evaluate
@@ -55,18 +57,25 @@ def test_eval_subset_reads_drawn_examples_and_the_whole_split_decides_targets(wr
     rows = m.dropna(subset=["test_accuracy"]).reset_index(drop=True)
     exact_rows = exact_m.dropna(subset=["test_accuracy"]).set_index("step")["test_accuracy"]
     assert list(rows["step"]) == list(exact_rows.index)  # the same evaluation steps
-    left, whole_steps, i = [0.5, 0.9], [], 0
+    left, whole_steps, i, gap, corrected = [0.5, 0.9], [], 0, None, 0
     for step, accuracy in zip(rows["step"], rows["test_accuracy"]):
         n, x, first = subset_calls[i]
         if step in (0, s["steps"]):
             assert n == 360
         else:
             assert n == 100 and torch.equal(x, test.x[drawn])  # the drawn examples, the same every time
-            # within 3 standard errors of a target (binomial, 100 examples): the whole split decides
-            if any(first >= v - 3 * (v * (1 - v) / 100) ** 0.5 for v in left):
+            # near a target (binomial standard errors of 100 examples): the whole split decides
+            if gap is None:
+                near = any(first >= v - 3 * (v * (1 - v) / 100) ** 0.5 for v in left)
+            else:
+                corrected += 1
+                near = any(first >= v or first + gap >= v - 2 * (v * (1 - v) / 100 * (1 - 100 / 360)) ** 0.5 for v in left)
+            if near:
+                on_subset = first
                 i += 1
                 n, x, first = subset_calls[i]
                 assert n == 360
+                gap = first - on_subset
         i += 1
         assert accuracy == first
         if n == 360:
@@ -82,6 +91,7 @@ def test_eval_subset_reads_drawn_examples_and_the_whole_split_decides_targets(wr
             assert hit["steps"] in whole_steps and exact_rows[hit["steps"]] >= float(key)
             assert hit["steps"] >= exact_hit["steps"]  # the subset can only notice a target later, never earlier
     assert 2 < len(whole_steps) < len(rows)  # some evaluations read the subset alone
+    assert corrected > 0  # some were judged by the corrected figure
 
 
 def test_eval_subset_larger_than_the_split_is_the_whole_split(write_config, tmp_path):
@@ -262,3 +272,17 @@ def test_a_subset_figure_near_a_target_calls_for_the_whole_split(metric, value, 
     from batchlab.evaluation import near
 
     assert near(metric, value, threshold, n) is expected
+
+
+@pytest.mark.parametrize("value, gap, expected", [
+    (0.790, 0.0, True),  # 2 standard errors of a 1,000-of-5,000 subset's difference at 0.8: 2 x 0.01131 = 0.0226
+    (0.775, 0.0, False),  # 3 standard errors (0.0379) without the gap would have read the whole split
+    (0.790, -0.02, False),  # the subset reads 0.02 above the whole split: 0.77 corrected
+    (0.770, 0.02, True),
+    (0.805, -0.05, True),  # the subset says reached: only the whole split may say so, whatever the gap
+])
+def test_once_the_whole_split_was_read_the_subset_is_corrected_by_its_difference(value, gap, expected):
+    from batchlab.evaluation import near
+
+    assert near("test_accuracy", value, 0.8, 1000, 5000, gap) is expected
+    assert near("test_accuracy", value, 0.8, 1000) is (value >= 0.8 - 3 * (0.8 * 0.2 / 1000) ** 0.5)  # no gap yet

@@ -194,6 +194,7 @@ def test_a_batch_size_the_race_cut_between_two_near_settings_is_trained_again_an
             [summary(256, 0.05, 0.71), summary(256, 0.1, 0.86), summary(256, 0.2, 0.52), summary(1024, 0.2, 0.8),
              summary(256, 0.4, 0.88, status="completed")])}  # ran its whole budget and missed: no lr to try again
         constant_summaries = Search.constant_summaries
+        stopped = False
 
         def __init__(self):
             self.calls = []
@@ -212,3 +213,50 @@ def test_a_batch_size_the_race_cut_between_two_near_settings_is_trained_again_an
     assert search.calls == [("confirmation", 256, 0.1, 3)]  # the lr that came closest, on the first seed
     assert best_lr[256] == (0.1, 276)
     assert between(Fake(), [512, 128, 256], {128: (0.07, 299), 256: (0.1, 216)}, near=[128, 256], room=2) == []
+
+
+def test_the_fastest_is_named_only_beside_both_its_neighbours_confirmed_on_the_same_seeds():
+    """Seed 1's race made 128 the fastest and cut 256 (276 steps there); confirmed on seeds 2 and 3, 256 (216,
+    216) beats 128 (391, 437), so 256's other neighbour, 512, is confirmed too; then 256's neighbours are both in
+    and the search stops: 1024 and 2048 are never trained again."""
+    from types import SimpleNamespace
+
+    from batchlab.suggestion.search import Search, neighbours
+
+    steps = {(256, 1): 276, (256, 2): 216, (256, 3): 216, (512, 2): 120, (512, 3): 180}
+    seconds = {64: 0.00129, 128: 0.00194, 256: 0.00326, 512: 0.00596, 1024: 0.0113, 2048: 0.0224}
+
+    def summary(b, lr, seed, status):
+        hit = steps.get((b, seed)) if status == "completed" else None
+        return {"batch_size": b, "lr": lr, "seed": seed, "batch_schedule": None, "status": status,
+                "final": {"test_accuracy": 0.83}, "targets": {"0.84": {"steps": hit} if hit else None}}
+
+    class Fake:
+        cfg = SimpleNamespace(seed=1, target=SimpleNamespace(metric="test_accuracy"))
+        key, stopped = "0.84", False
+        trials = {"t0": {"noise_run": False, "summary": summary(256, 0.1, 1, "raced")},
+                  "t1": {"noise_run": False, "summary": summary(1024, 0.2, 1, "raced")}}
+        constant_summaries = Search.constant_summaries
+
+        def __init__(self):
+            self.calls = []
+
+        def train(self, phase, b, lr, seed):
+            self.calls.append((phase, b, lr, seed))
+            return summary(b, lr, seed, "completed")
+
+        def steps(self, s):
+            return (s["targets"]["0.84"] or {}).get("steps")
+
+    def fastest(every):  # median steps over the seeds x seconds a step
+        return min(every, key=lambda b: sorted(every[b])[1] * seconds[b])
+
+    best_lr = {128: (0.0707, 299), 64: (0.05, 658), 512: (0.141, 150), 2048: (0.28, 39)}
+    confirmed = {128: [299, 391, 437], 64: [658, 799, 1128]}
+    search = Fake()
+    neighbours(search, [512, 128, 256, 1024, 2048, 64], best_lr, confirmed, [2, 3], [], fastest)
+    assert search.calls == [("confirmation", 256, 0.1, 1), ("confirmation", 256, 0.1, 2),
+                            ("confirmation", 256, 0.1, 3), ("confirmation", 512, 0.141, 2),
+                            ("confirmation", 512, 0.141, 3)]
+    assert confirmed == {128: [299, 391, 437], 64: [658, 799, 1128], 256: [276, 216, 216], 512: [150, 120, 180]}
+    assert best_lr[256] == (0.1, 276) and fastest(confirmed) == 256

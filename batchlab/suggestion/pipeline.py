@@ -25,7 +25,7 @@ from batchlab.suggestion.predict import predict
 from batchlab.recommend import yaml_line
 from batchlab.suggestion.scan import Scan, first_pass, interleaved
 from batchlab.suggestion.search import (CONFIRM_MOST, CONFIRM_SEEDS, CONFIRM_WITHIN, Search, SuggestError,
-                                        best_by_steps, between, confirm, progress)
+                                        best_by_steps, between, confirm, neighbours, progress)
 from batchlab.suggestion.schedule import lr_scale, propose
 from batchlab.suggestion.schedule import race as race_schedule
 from batchlab.train import hardest_target, resolve_device
@@ -174,6 +174,11 @@ def suggest(experiment: Experiment, out: Path, *, target: float | None = None, b
              f"({listed(near[1:]) if len(near) > 1 else 'none'}), "
              f"on seeds {listed(seeds)}")
     confirmed = confirm(search, ranking, best_lr, near, seeds, notes)
+
+    def decided(every: dict[int, list[int]]):
+        return decide({b: np.array(v, dtype=float) for b, v in every.items()}, costs)
+
+    neighbours(search, candidates, best_lr, confirmed, seeds, notes, lambda every: decided(every).fastest)
     s = Suggestion(SweepDir(out, cfg.name).path, metric, goal, None, None, rates=found.rates,
                    throughput=found.speeds, candidates=candidates, stopped_by_budget=search.stopped)
     s.pilot = {"batch_size": pilot_b, "lr": pilot_lr, "steps": pilot_steps, "tries": tries[:tries.index(pilot_b) + 1]}
@@ -182,7 +187,7 @@ def suggest(experiment: Experiment, out: Path, *, target: float | None = None, b
     if prediction is not None:
         s.band, s.predicted = band, prediction.best
     if confirmed:
-        final = decide({b: np.array(v, dtype=float) for b, v in confirmed.items()}, costs)
+        final = decided(confirmed)
         b = final.fastest
         s.batch_size, s.lr, s.seeds, s.steps, s.confirmed = b, best_lr[b][0], [cfg.seed, *seeds], confirmed[b], True
         s.seconds_per_step = spb[b]
@@ -271,19 +276,23 @@ def _missed(search: Search, cfg: Experiment, tries: list[int], metric: str, goal
 
 
 def _suggest_config(experiment: Experiment, target: float | None) -> Experiment:
-    """The config every trial of the search starts from: its own name, stopping at the target, periodic
-    evaluations on a subset unless the config says otherwise, no noise measurement (only the noise run measures
-    it)."""
+    """The config every trial of the search starts from: its own name, stopping at the one target it times
+    (--target, else the config's hardest: an easier one would only call for whole-split evaluations near it),
+    periodic evaluations on a subset and no train-subset figures unless the config says otherwise (the search
+    reads steps to the target alone), no noise measurement (only the noise run measures it)."""
     cfg = experiment
-    if target is not None:
-        cfg = cfg.model_copy(update={"target": cfg.target.model_copy(update={"value": [target]})})
-    if not cfg.target.value:
+    if target is None and not cfg.target.value:
         raise SuggestError("suggest needs a target to time: give --target (e.g. --target 0.9) or target.value "
                            "in the config")
+    goal = target if target is not None else hardest_target(cfg)
+    evaluation = {"subset": cfg.eval.subset or EVAL_SUBSET}
+    if "train_subset" not in cfg.eval.model_fields_set:
+        evaluation["train_subset"] = 0
     return cfg.model_copy(update={
         "name": f"{cfg.name}-suggest",
+        "target": cfg.target.model_copy(update={"value": [goal]}),
         "budget": cfg.budget.model_copy(update={"stop_at_target": True}),
-        "eval": cfg.eval if cfg.eval.subset else cfg.eval.model_copy(update={"subset": EVAL_SUBSET}),
+        "eval": cfg.eval.model_copy(update=evaluation),
         "noise": cfg.noise.model_copy(update={"every": None})})
 
 

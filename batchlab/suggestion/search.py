@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
+from typing import Callable
 
 from batchlab.errors import BatchlabError
 from batchlab.grid import expand
@@ -108,31 +109,62 @@ def best_by_steps(search: Search, phase: str, b: int, lrs: list[float], seed: in
     return best
 
 
+def again(search: Search, b: int) -> tuple[float, int] | None:
+    """Batch size `b`, which the race cut on the first seed, trained there again to the target, unraced, at the lr
+    its cut trials came closest with (their last evaluated figure): (lr, steps), or None when it missed or was
+    not trained (the budget)."""
+    cfg = search.cfg
+    cut = [s for s in search.constant_summaries(b, cfg.seed) if s["status"] == Status.RACED]
+    if not cut:
+        return None
+    lr = max(cut, key=lambda s: progress(s, cfg.target.metric))["lr"]
+    summary = search.train("confirmation", b, lr, cfg.seed)
+    steps = None if summary is None else search.steps(summary)
+    return None if steps is None else (lr, steps)
+
+
 def between(search: Search, candidates: list[int], best_lr: dict[int, tuple[float, int]],
             near: list[int], room: int) -> list[int]:
     """The raced batch sizes between the smallest and the largest of `near` that the race cut on the first seed,
-    each trained there again to the target at the lr that came closest (its last evaluated figure), unraced; those
-    that reached it join `best_lr` (`room` of them at most: confirmation takes no more). Returned in order.
+    each trained there again (`again`); those that reached the target join `best_lr` (`room` of them at most:
+    confirmation takes no more). Returned in order.
     The time to the target, S_min (B + B_crit) / throughput(B), has one minimum in B, so a batch size between
     two settings near the fastest is near it too: one seed's steps (256 @ lr 0.1 on Fashion-MNIST: 276, then 216
     and 216) had cut it by 3 steps, and the answer's tie moved with the seed."""
-    cfg, added = search.cfg, []
+    added = []
     for b in sorted(candidates):
-        if len(added) >= room:
+        if len(added) >= room or search.stopped:
             break
-        if not min(near) < b < max(near) or b in best_lr:
-            continue
-        cut = [s for s in search.constant_summaries(b, cfg.seed) if s["status"] == Status.RACED]
-        if not cut:
-            continue
-        lr = max(cut, key=lambda s: progress(s, cfg.target.metric))["lr"]
-        again = search.train("confirmation", b, lr, cfg.seed)
-        if again is None:
-            break
-        if search.steps(again) is not None:
-            best_lr[b] = (lr, search.steps(again))
+        if min(near) < b < max(near) and b not in best_lr and (found := again(search, b)) is not None:
+            best_lr[b] = found
             added.append(b)
     return added
+
+
+def neighbours(search: Search, candidates: list[int], best_lr: dict[int, tuple[float, int]],
+               confirmed: dict[int, list[int]], seeds: list[int], notes: list[str],
+               fastest: Callable[[dict[int, list[int]]], int]) -> None:
+    """Until the fastest of `confirmed` (by `fastest`, the decision over every seed) has both its neighbours among
+    the raced batch sizes confirmed too, or they cannot be (missed the target on some seed, or the budget): each
+    missing neighbour trained on the first seed (`again`, if the race cut it) and on `seeds`, into `confirmed`.
+    T(B) has one minimum, so a batch size is named fastest only beside both its neighbours measured on the same
+    seeds: on seed 1 of Fashion-MNIST, 128 was fastest by its first seed's steps, and the race had cut 256 there
+    (276 steps, then 216 and 216 on the next seeds); the answer was 128 alone where the other seeds said 256."""
+    ladder, tried = sorted(candidates), set(confirmed)
+    while confirmed and not search.stopped:
+        best = fastest(confirmed)
+        if best not in ladder:
+            return
+        i = ladder.index(best)
+        missing = [b for b in ladder[max(0, i - 1):i + 2] if b not in tried]
+        if not missing:
+            return
+        for b in missing:
+            tried.add(b)
+            if b not in best_lr and (found := again(search, b)) is not None:
+                best_lr[b] = found
+            if b in best_lr:
+                confirmed.update(confirm(search, [b], best_lr, [b], seeds, notes))
 
 
 def confirm(search: Search, ranking: list[int], best_lr: dict[int, tuple[float, int]], near: list[int],
