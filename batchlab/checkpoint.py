@@ -132,7 +132,7 @@ class Checkpoints:
         return self.every is not None and train_seconds - self.last >= self.every
 
     def save(self, model, step, noise, summary, order, targets_left: list, epoch_batches: int,
-             metrics_rows: int, epoch_examples: int | None = None, sizes=None) -> None:
+             metrics_rows: int, epoch_examples: int | None = None, sizes=None, gap: float | None = None) -> None:
         save(self.trial_dir, {
             "trial_id": self.trial_id,
             "model": getattr(model, "_orig_mod", model).state_dict(),  # the module inside torch.compile's
@@ -146,6 +146,7 @@ class Checkpoints:
             "epoch_examples": epoch_examples,  # absent from older checkpoints: a constant batch size's
             "sizes": sizes.state() if sizes else None,  # batches.Sizes: the batch size it trains at
             "metrics_rows": metrics_rows,
+            "gap": gap,  # evaluation.near's whole-split-minus-subset difference (absent from older checkpoints)
             "random": random_streams(),
         })
         self.last = summary.train_seconds
@@ -153,9 +154,9 @@ class Checkpoints:
     def resume(self, model, step, noise, summary, order, sizes=None) -> dict | None:
         """Load the checkpoint found into the trial's parts; None when there is none.
 
-        Returns what the loop itself carries on from: targets_left, epoch_batches, epoch_examples and the random
-        streams
-        (set by the loop once it has started the epoch, whose DataLoader draws from them). Raises Unusable when
+        Returns what the loop itself carries on from: targets_left, epoch_batches, epoch_examples, the subset's
+        gap (evaluation.near) and the random streams (set by the loop once it has started the epoch, whose
+        DataLoader draws from them). Raises Unusable when
         the states do not load; the summary is then untouched."""
         state, self.found = self.found, None
         if state is None:
@@ -179,4 +180,4 @@ class Checkpoints:
         examples = state.get("epoch_examples")
         return {"targets_left": state["targets_left"], "epoch_batches": state["epoch_batches"],
                 "epoch_examples": state["epoch_batches"] * order.batch_size if examples is None else examples,
-                "random": state["random"]}
+                "gap": state.get("gap"), "random": state["random"]}

@@ -21,9 +21,10 @@ NEAR = 3  # standard errors: a subset's figure this close to a target has the wh
 NEAR_GAP = 2  # standard errors of the subset's difference from the whole split, once a trial has measured that
 # difference: the subset's figure corrected by it. Measured on 18 fashion-mnist trials (batch sizes 64-1024, 3
 # seeds, 2,000 of 10,000 test images, evaluated every 3,000 examples, targets 0.80 and 0.84): the difference
-# keeps a bias (-0.008) and moves by 0.0045 (sd) between evaluations; the whole split was evaluated at 39% of
-# the evaluations instead of 66% by NEAR alone, and every one of the 36 crossings was noticed at the same
-# evaluation as with the whole split every time (2 x 0.0073 = 0.0146 here; 1 standard error missed one).
+# keeps a bias (-0.008) and varies around it by 0.0045 (sd; 0.006 from one evaluation to the next); the whole
+# split was evaluated at 39% of the evaluations instead of 66% by NEAR alone, and every one of the 36 crossings
+# was noticed at the same evaluation as with the whole split every time (the margin: 2 x 0.0073 = 0.0146 at
+# 0.84, 0.016 at 0.80; a margin of 1 standard error missed one).
 
 
 @torch.inference_mode()
@@ -68,7 +69,7 @@ def near(metric: str, value: float | None, threshold: float, n: int, total: int 
     """Whether a figure measured on n examples is within NEAR standard errors of reaching `threshold`, so that
     the whole split may reach it. Accuracy: the binomial standard error at the threshold, sqrt(t (1 - t) / n).
     A loss: 1/sqrt(n) of the threshold, taking a per-example loss's spread to be about its mean.
-    With `gap` (the whole split's figure minus the subset's at this trial's last whole-split evaluation) and
+    With `gap` (the whole split's figure minus the subset's at this trial's last evaluation that read both) and
     `total` (the whole split's size): the figure corrected by the gap, within NEAR_GAP standard errors of the
     subset's difference from the whole split (the one above x sqrt(1 - n / total), the subset being part of it).
     A figure that reaches the threshold on the subset is always near."""

@@ -5,7 +5,8 @@ Powers of 2 only, never decreasing, and a change only where the measured value's
 power of 2: a schedule is read by people and compared against constant batch sizes, which grids take in powers of
 2, and a measured value's noise should not turn into a change of batch size at every point. The fit is isotonic
 regression (least squares under "never decreases": the critical batch size rises, then plateaus, Merrill et al.
-2025): one high point is averaged with the lower ones after it. A running maximum kept it: on Fashion-MNIST one
+2025): a high point is averaged with the lower ones after it (a high last point has none, and still sets the
+last step). A running maximum kept it: on Fashion-MNIST one
 point's 4,096 (within tolerance, L* 0.002 below the point's loss) put 2,048 into the schedule, and the schedule
 spent 12-55% more examples than the best constant batch size (README, "Result: a batch size that grows").
 """
@@ -15,7 +16,6 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from sklearn.isotonic import IsotonicRegression
 
 
 def power_below(value: float) -> int:
@@ -45,6 +45,8 @@ def recommend(points: list[tuple[float, float | None]], min_batch: int, max_batc
     measured = sorted((p, v) for p, v in points if v is not None and math.isfinite(v) and v > 0)
     if not measured:
         raise ValueError("no measured batch size to recommend a schedule from")
+    from sklearn.isotonic import IsotonicRegression  # here: `yaml_line`'s importers need no scikit-learn
+
     progress_, values = np.array(measured, dtype=float).T
     fitted = IsotonicRegression(increasing=True).fit_transform(progress_, values)
     schedule: list[list[int]] = []

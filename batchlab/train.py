@@ -192,7 +192,8 @@ def train(cfg: Experiment, data: Data, device: torch.device, summary: Summary, m
         return summary.steps >= total or (by_examples and summary.examples >= budget_examples)
     set_lr(optimizer, lr_now())
 
-    gap = None  # the whole split's figure minus the subset's at the last judgement (evaluation.near)
+    # the whole split's figure minus the subset's at the last evaluation that read both (evaluation.near)
+    gap = resumed["gap"] if resumed else None
 
     def evaluation(judge: bool) -> tuple[dict, bool]:
         """The evaluation split's figures now (and the train subset's), timed as evaluation, and whether they are
@@ -319,7 +320,7 @@ def train(cfg: Experiment, data: Data, device: torch.device, summary: Summary, m
                 if checkpoints and checkpoints.due(summary.train_seconds) and not at_end:
                     with aside():
                         checkpoints.save(model, step, noise, summary, order, targets_left, epoch_batches,
-                                         metrics.rows, epoch_examples, sizes)
+                                         metrics.rows, epoch_examples, sizes, gap)
                 clock.start()
             if at_end:
                 break

@@ -30,8 +30,9 @@ def test_eval_subset_reads_drawn_examples_and_the_whole_split_decides_targets(wr
     """Periodic evaluations read the same 100 drawn test examples; step 0, the last step and every evaluation at
     which the subset comes near a target read all 360 (within 3 standard errors; once the whole split has been
     read beside the subset, the subset's figure corrected by their difference then, within 2 standard errors of
-    a 100-of-360 subset's difference from the whole; always when the subset's figure reaches it), and those figures (the ones targets are judged on) equal a
-    run without a subset at the same step: evaluating never changes the training."""
+    a 100-of-360 subset's difference from the whole; always when the subset's figure reaches it), and those
+    figures (the ones targets are judged on) equal a run without a subset at the same step: evaluating never
+    changes the training."""
     calls = []  # (examples evaluated, their inputs, accuracy), in order
     real = batchlab.train.evaluate
 
@@ -69,7 +70,8 @@ def test_eval_subset_reads_drawn_examples_and_the_whole_split_decides_targets(wr
                 near = any(first >= v - 3 * (v * (1 - v) / 100) ** 0.5 for v in left)
             else:
                 corrected += 1
-                near = any(first >= v or first + gap >= v - 2 * (v * (1 - v) / 100 * (1 - 100 / 360)) ** 0.5 for v in left)
+                margin = lambda v: 2 * (v * (1 - v) / 100 * (1 - 100 / 360)) ** 0.5  # noqa: E731
+                near = any(first >= v or first + gap >= v - margin(v) for v in left)
             if near:
                 on_subset = first
                 i += 1
@@ -286,3 +288,15 @@ def test_once_the_whole_split_was_read_the_subset_is_corrected_by_its_difference
 
     assert near("test_accuracy", value, 0.8, 1000, 5000, gap) is expected
     assert near("test_accuracy", value, 0.8, 1000) is (value >= 0.8 - 3 * (0.8 * 0.2 / 1000) ** 0.5)  # no gap yet
+
+
+@pytest.mark.parametrize("value, gap, expected", [
+    (0.60, -0.02, True),  # a loss: 0.5 x (1 + 2 x sqrt(1 - 100/400) / sqrt(100)) = 0.5866; 0.58 corrected
+    (0.62, -0.02, False),  # 0.60 corrected (3 standard errors without a gap, 0.65, would have read the whole)
+    (0.49, 0.2, True),  # the subset reaches 0.5 itself
+])
+def test_a_loss_on_the_subset_is_corrected_the_same_way(value, gap, expected):
+    from batchlab.evaluation import near
+
+    assert near("test_loss", value, 0.5, 100, 400, gap) is expected
+    assert near("test_loss", value, 0.5, 100) is (value <= 0.65)

@@ -215,16 +215,12 @@ def test_a_batch_size_the_race_cut_between_two_near_settings_is_trained_again_an
     assert between(Fake(), [512, 128, 256], {128: (0.07, 299), 256: (0.1, 216)}, near=[128, 256], room=2) == []
 
 
-def test_the_fastest_is_named_only_beside_both_its_neighbours_confirmed_on_the_same_seeds():
-    """Seed 1's race made 128 the fastest and cut 256 (276 steps there); confirmed on seeds 2 and 3, 256 (216,
-    216) beats 128 (391, 437), so 256's other neighbour, 512, is confirmed too; then 256's neighbours are both in
-    and the search stops: 1024 and 2048 are never trained again."""
+def fake_search(first_seed, steps, summaries, budget_trials=None):
+    """A search whose trials are `steps[(batch size, seed)]` (absent: missed the target), with `summaries` already
+    recorded, that stops after `budget_trials` trainings."""
     from types import SimpleNamespace
 
-    from batchlab.suggestion.search import Search, neighbours
-
-    steps = {(256, 1): 276, (256, 2): 216, (256, 3): 216, (512, 2): 120, (512, 3): 180}
-    seconds = {64: 0.00129, 128: 0.00194, 256: 0.00326, 512: 0.00596, 1024: 0.0113, 2048: 0.0224}
+    from batchlab.suggestion.search import Search
 
     def summary(b, lr, seed, status):
         hit = steps.get((b, seed)) if status == "completed" else None
@@ -232,31 +228,97 @@ def test_the_fastest_is_named_only_beside_both_its_neighbours_confirmed_on_the_s
                 "final": {"test_accuracy": 0.83}, "targets": {"0.84": {"steps": hit} if hit else None}}
 
     class Fake:
-        cfg = SimpleNamespace(seed=1, target=SimpleNamespace(metric="test_accuracy"))
+        cfg = SimpleNamespace(seed=first_seed, target=SimpleNamespace(metric="test_accuracy"))
         key, stopped = "0.84", False
-        trials = {"t0": {"noise_run": False, "summary": summary(256, 0.1, 1, "raced")},
-                  "t1": {"noise_run": False, "summary": summary(1024, 0.2, 1, "raced")}}
+        trials = {f"t{i}": {"noise_run": False, "summary": summary(*args)} for i, args in enumerate(summaries)}
         constant_summaries = Search.constant_summaries
 
         def __init__(self):
             self.calls = []
 
         def train(self, phase, b, lr, seed):
+            if budget_trials is not None and len(self.calls) >= budget_trials:
+                self.stopped = True
+                return None
             self.calls.append((phase, b, lr, seed))
             return summary(b, lr, seed, "completed")
 
         def steps(self, s):
             return (s["targets"]["0.84"] or {}).get("steps")
 
-    def fastest(every):  # median steps over the seeds x seconds a step
-        return min(every, key=lambda b: sorted(every[b])[1] * seconds[b])
+    return Fake()
 
+
+SECONDS = {64: 0.00129, 128: 0.00194, 256: 0.00326, 512: 0.00596, 1024: 0.0113, 2048: 0.0224}
+
+
+def fastest(every):  # median steps over the seeds x seconds a step
+    return min(every, key=lambda b: statistics.median(every[b]) * SECONDS[b])
+
+
+def test_the_fastest_is_named_only_beside_both_its_neighbours_confirmed_on_the_same_seeds():
+    """Seed 1's race made 128 the fastest and cut 256 (276 steps there); confirmed on seeds 2 and 3, 256 (216,
+    216) beats 128 (391, 437), so 256's other neighbour, 512, is confirmed too; then 256's neighbours are both in
+    and the search stops: 1024 and 2048 are never trained again."""
+    from batchlab.suggestion.search import neighbours
+
+    steps = {(256, 1): 276, (256, 2): 216, (256, 3): 216, (512, 2): 120, (512, 3): 180}
+    search = fake_search(1, steps, [(256, 0.1, 1, "raced"), (1024, 0.2, 1, "raced")])
     best_lr = {128: (0.0707, 299), 64: (0.05, 658), 512: (0.141, 150), 2048: (0.28, 39)}
-    confirmed = {128: [299, 391, 437], 64: [658, 799, 1128]}
-    search = Fake()
-    neighbours(search, [512, 128, 256, 1024, 2048, 64], best_lr, confirmed, [2, 3], [], fastest)
+    confirmed, notes = {128: [299, 391, 437], 64: [658, 799, 1128]}, []
+    neighbours(search, [512, 128, 256, 1024, 2048, 64], best_lr, confirmed, {128, 64}, [2, 3], notes, fastest)
     assert search.calls == [("confirmation", 256, 0.1, 1), ("confirmation", 256, 0.1, 2),
                             ("confirmation", 256, 0.1, 3), ("confirmation", 512, 0.141, 2),
                             ("confirmation", 512, 0.141, 3)]
     assert confirmed == {128: [299, 391, 437], 64: [658, 799, 1128], 256: [276, 216, 216], 512: [150, 120, 180]}
-    assert best_lr[256] == (0.1, 276) and fastest(confirmed) == 256
+    assert best_lr[256] == (0.1, 276) and fastest(confirmed) == 256 and notes == []
+
+
+def test_a_neighbour_that_misses_or_a_spent_budget_leaves_the_answer_as_confirmed():
+    """512 reaches the target on seed 2 but not on seed 3: not confirmed, said once; a neighbour confirmation
+    tried (and missed) is not tried again. With the budget spent after one trial, the search stops where it is."""
+    from batchlab.suggestion.search import neighbours
+
+    steps = {(256, 2): 216, (256, 3): 216, (512, 2): 120}
+    search = fake_search(1, steps, [])
+    best_lr = {128: (0.0707, 299), 256: (0.1, 276), 512: (0.141, 150)}
+    confirmed, notes = {128: [299, 391, 437]}, []
+    neighbours(search, [128, 256, 512], best_lr, confirmed, {128, 512}, [2, 3], notes, fastest)
+    assert confirmed == {128: [299, 391, 437], 256: [276, 216, 216]}  # 512 was tried by confirmation already
+    assert [c[1] for c in search.calls] == [256, 256]
+    search = fake_search(1, steps, [])
+    confirmed, notes = {128: [299, 391, 437]}, []
+    neighbours(search, [128, 256, 512], best_lr, confirmed, {128}, [2, 3], notes, fastest)
+    assert confirmed == {128: [299, 391, 437], 256: [276, 216, 216]}
+    assert notes == ["batch size 512 with lr 0.141 reached test_accuracy 0.84 on seed 1 but not on seed 3"]
+    search = fake_search(1, steps, [], budget_trials=1)
+    confirmed, notes = {128: [299, 391, 437]}, []
+    neighbours(search, [128, 256, 512], best_lr, confirmed, {128}, [2, 3], notes, fastest)
+    assert confirmed == {128: [299, 391, 437]} and search.stopped
+    assert notes == ["the budget was spent before batch size 256 was confirmed on seed 3"]
+
+
+def test_a_rerun_reads_back_the_batch_size_an_earlier_run_trained_again():
+    """The first run trained 256 again in full at lr 0.1 (the cut trial that came closest); a rerun finds that
+    record finished (276 steps, past the race's limit) beside the other lrs' cut ones, and takes the same lr."""
+    from batchlab.suggestion.search import again
+
+    search = fake_search(1, {(256, 1): 276}, [(256, 0.1, 1, "completed"), (256, 0.05, 1, "raced")])
+    assert again(search, 256) == (0.1, 276)
+    assert search.calls == [("confirmation", 256, 0.1, 1)]
+
+
+def test_suggest_trials_time_one_target_on_a_subset_without_train_figures_unless_the_config_says_so(write_config):
+    """suggest times the hardest target (or --target): an easier one would only call for whole-split
+    evaluations near it. The train subset is off unless the config sets it; eval.subset 2,000 unless it sets one."""
+    from batchlab.config import load_config
+    from batchlab.suggestion.pipeline import EVAL_SUBSET, _suggest_config
+
+    cfg = _suggest_config(load_config(write_config({"target": {"metric": "test_accuracy", "value": [0.5, 0.9]}})),
+                          None)
+    assert (cfg.target.value, cfg.eval.train_subset, cfg.eval.subset) == ([0.9], 0, EVAL_SUBSET)
+    cfg = _suggest_config(load_config(write_config({"target": {"metric": "test_loss", "value": [2.4, 2.0]},
+                                                    "eval": {"train_subset": 1000, "subset": 50}})), 2.2)
+    assert (cfg.target.value, cfg.eval.train_subset, cfg.eval.subset) == ([2.2], 1000, 50)
+    cfg = _suggest_config(load_config(write_config({"target": {"metric": "test_loss", "value": [2.4, 2.0]}})), None)
+    assert cfg.target.value == [2.0]

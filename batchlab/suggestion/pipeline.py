@@ -173,12 +173,13 @@ def suggest(experiment: Experiment, out: Path, *, target: float | None = None, b
              f"and those within {CONFIRM_WITHIN:g}x of it or between them "
              f"({listed(near[1:]) if len(near) > 1 else 'none'}), "
              f"on seeds {listed(seeds)}")
-    confirmed = confirm(search, ranking, best_lr, near, seeds, notes)
+    tried: set[int] = set()
+    confirmed = confirm(search, ranking, best_lr, near, seeds, notes, tried)
 
     def decided(every: dict[int, list[int]]):
         return decide({b: np.array(v, dtype=float) for b, v in every.items()}, costs)
 
-    neighbours(search, candidates, best_lr, confirmed, seeds, notes, lambda every: decided(every).fastest)
+    neighbours(search, candidates, best_lr, confirmed, tried, seeds, notes, lambda every: decided(every).fastest)
     s = Suggestion(SweepDir(out, cfg.name).path, metric, goal, None, None, rates=found.rates,
                    throughput=found.speeds, candidates=candidates, stopped_by_budget=search.stopped)
     s.pilot = {"batch_size": pilot_b, "lr": pilot_lr, "steps": pilot_steps, "tries": tries[:tries.index(pilot_b) + 1]}

@@ -15,8 +15,8 @@ from batchlab.schema import Experiment
 from batchlab.suggestion.answer import PHASES
 from batchlab.train import hardest_target
 
-CONFIRM_MOST = 4  # settings confirmed at most: the winner, those within CONFIRM_WITHIN of it, the next if one
-# missed
+CONFIRM_MOST = 4  # settings confirmation takes at most: the winner, those within CONFIRM_WITHIN of it, the next
+# if one missed (the fastest's neighbours are confirmed after it whatever this says: `neighbours`)
 CONFIRM_WITHIN = 1.5  # a setting this much slower than the fastest on the first seed may still tie it over three:
 # one seed's steps to the target differed by 1.8x at batch size 64 here (658 and 1,175; Fashion-MNIST), so the
 # race lets such settings finish and confirmation takes them all, not the first seed's nearest few
@@ -114,10 +114,17 @@ def again(search: Search, b: int) -> tuple[float, int] | None:
     its cut trials came closest with (their last evaluated figure): (lr, steps), or None when it missed or was
     not trained (the budget)."""
     cfg = search.cfg
-    cut = [s for s in search.constant_summaries(b, cfg.seed) if s["status"] == Status.RACED]
-    if not cut:
+    summaries = search.constant_summaries(b, cfg.seed)
+    cut = [s for s in summaries if s["status"] == Status.RACED]
+    # a rerun reads back what an earlier run trained again: a finished record that reached the target (past the
+    # race's limit, or best_by_steps would have taken it)
+    again_before = [s for s in summaries if s["status"] != Status.RACED and search.steps(s) is not None]
+    if again_before:
+        lr = min(again_before, key=search.steps)["lr"]
+    elif cut:
+        lr = max(cut, key=lambda s: progress(s, cfg.target.metric))["lr"]
+    else:
         return None
-    lr = max(cut, key=lambda s: progress(s, cfg.target.metric))["lr"]
     summary = search.train("confirmation", b, lr, cfg.seed)
     steps = None if summary is None else search.steps(summary)
     return None if steps is None else (lr, steps)
@@ -142,15 +149,16 @@ def between(search: Search, candidates: list[int], best_lr: dict[int, tuple[floa
 
 
 def neighbours(search: Search, candidates: list[int], best_lr: dict[int, tuple[float, int]],
-               confirmed: dict[int, list[int]], seeds: list[int], notes: list[str],
+               confirmed: dict[int, list[int]], tried: set[int], seeds: list[int], notes: list[str],
                fastest: Callable[[dict[int, list[int]]], int]) -> None:
     """Until the fastest of `confirmed` (by `fastest`, the decision over every seed) has both its neighbours among
     the raced batch sizes confirmed too, or they cannot be (missed the target on some seed, or the budget): each
-    missing neighbour trained on the first seed (`again`, if the race cut it) and on `seeds`, into `confirmed`.
+    missing neighbour not `tried` by confirmation yet trained on the first seed (`again`, if the race cut it) and
+    on `seeds`, into `confirmed`. Not capped by CONFIRM_MOST: at most the candidates.
     T(B) has one minimum, so a batch size is named fastest only beside both its neighbours measured on the same
     seeds: on seed 1 of Fashion-MNIST, 128 was fastest by its first seed's steps, and the race had cut 256 there
     (276 steps, then 216 and 216 on the next seeds); the answer was 128 alone where the other seeds said 256."""
-    ladder, tried = sorted(candidates), set(confirmed)
+    ladder = sorted(candidates)
     while confirmed and not search.stopped:
         best = fastest(confirmed)
         if best not in ladder:
@@ -164,23 +172,25 @@ def neighbours(search: Search, candidates: list[int], best_lr: dict[int, tuple[f
             if b not in best_lr and (found := again(search, b)) is not None:
                 best_lr[b] = found
             if b in best_lr:
-                confirmed.update(confirm(search, [b], best_lr, [b], seeds, notes))
+                confirmed.update(confirm(search, [b], best_lr, [b], seeds, notes, tried))
 
 
 def confirm(search: Search, ranking: list[int], best_lr: dict[int, tuple[float, int]], near: list[int],
-            seeds: list[int], notes: list[str]) -> dict[int, list[int]]:
+            seeds: list[int], notes: list[str], tried: set[int] | None = None) -> dict[int, list[int]]:
     """Train the settings `near` the fastest of the first seed (`ranking`'s first, by predicted seconds) on
     `seeds`; while none has reached the target on every seed, the next in `ranking` too (CONFIRM_MOST settings
     at most). Returns {batch size: steps on the first seed and on each of `seeds`} of those that reached it on
-    all."""
+    all; each batch size taken is added to `tried`."""
     wanted = set(near)
     metric, goal = search.cfg.target.metric, search.key
     every: dict[int, list[int]] = {}
-    tried = 0
+    count = 0
     for b in ranking:
-        if tried >= CONFIRM_MOST or (every and b not in wanted):
+        if count >= CONFIRM_MOST or (every and b not in wanted):
             break
-        tried += 1
+        count += 1
+        if tried is not None:
+            tried.add(b)
         lr, steps = best_lr[b]
         found = [steps]
         for seed in seeds:
