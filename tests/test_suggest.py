@@ -304,8 +304,28 @@ def test_a_rerun_reads_back_the_batch_size_an_earlier_run_trained_again():
     from batchlab.suggestion.search import again
 
     search = fake_search(1, {(256, 1): 276}, [(256, 0.1, 1, "completed"), (256, 0.05, 1, "raced")])
-    assert again(search, 256) == (0.1, 276)
+    assert again(search, 256, {}) == (0.1, 276)
     assert search.calls == [("confirmation", 256, 0.1, 1)]
+
+
+def test_a_cut_batch_size_is_trained_again_at_the_lr_its_neighbours_point_to():
+    """Cut at 263 steps, 256 @ lr 0.05 read higher (0.86) than 256 @ lr 0.1 (0.84): one evaluation's figure. The
+    best lrs at 128 and 512 (0.0707, 0.1414) interpolate to 0.1 at 256 (log lr linear in log batch size): that
+    one is trained again. With a neighbour on one side only, the closest figure decides."""
+    from batchlab.suggestion.search import again, interpolated
+
+    assert interpolated(256, {128: (0.0707, 299), 512: (0.1414, 150)}) == pytest.approx(0.1, rel=1e-3)
+    assert interpolated(256, {128: (0.02, 1), 1024: (0.16, 1)}) == pytest.approx(0.04)  # 1/3 of the way in log
+    assert interpolated(256, {512: (0.1, 1)}) is None
+    cut = [(256, 0.05, 1, "raced"), (256, 0.1, 1, "raced"), (256, 0.2, 1, "raced")]
+    figures = {0.05: 0.86, 0.1: 0.84, 0.2: 0.52}
+    search = fake_search(1, {(256, 1): 276}, cut)
+    for t in search.trials.values():
+        t["summary"]["final"]["test_accuracy"] = figures[t["summary"]["lr"]]
+    assert again(search, 256, {128: (0.0707, 299), 512: (0.1414, 150)}) == (0.1, 276)
+    search.calls.clear()
+    assert again(search, 256, {512: (0.1414, 150)}) == (0.05, 276)
+    assert search.calls == [("confirmation", 256, 0.05, 1)]
 
 
 def test_suggest_trials_time_one_target_on_a_subset_without_train_figures_unless_the_config_says_so(write_config):

@@ -109,18 +109,23 @@ def best_by_steps(search: Search, phase: str, b: int, lrs: list[float], seed: in
     return best
 
 
-def again(search: Search, b: int) -> tuple[float, int] | None:
+def again(search: Search, b: int, best_lr: dict[int, tuple[float, int]]) -> tuple[float, int] | None:
     """Batch size `b`, which the race cut on the first seed, trained there again to the target, unraced, at the lr
-    its cut trials came closest with (their last evaluated figure): (lr, steps), or None when it missed or was
-    not trained (the budget)."""
+    of its cut trials that the best lrs of the batch sizes on either side point to (`interpolated`), else the one
+    that came closest (their last evaluated figure: noisy, a subset's): (lr, steps), or None when it missed or
+    was not trained (the budget). Measured: at 263 steps 256 @ lr 0.05 read closer than 256 @ lr 0.1, which then
+    took 312 steps against 276; the best lrs at 128 and 512, 0.0707 and 0.141, point to 0.1."""
     cfg = search.cfg
     summaries = search.constant_summaries(b, cfg.seed)
     cut = [s for s in summaries if s["status"] == Status.RACED]
     # a rerun reads back what an earlier run trained again: a finished record that reached the target (past the
     # race's limit, or best_by_steps would have taken it)
     again_before = [s for s in summaries if s["status"] != Status.RACED and search.steps(s) is not None]
+    pointed = interpolated(b, best_lr)
     if again_before:
         lr = min(again_before, key=search.steps)["lr"]
+    elif cut and pointed is not None:
+        lr = min(cut, key=lambda s: abs(math.log(s["lr"] / pointed)))["lr"]
     elif cut:
         lr = max(cut, key=lambda s: progress(s, cfg.target.metric))["lr"]
     else:
@@ -128,6 +133,17 @@ def again(search: Search, b: int) -> tuple[float, int] | None:
     summary = search.train("confirmation", b, lr, cfg.seed)
     steps = None if summary is None else search.steps(summary)
     return None if steps is None else (lr, steps)
+
+
+def interpolated(b: int, best_lr: dict[int, tuple[float, int]]) -> float | None:
+    """The best lr at `b` interpolated from the nearest batch sizes below and above it in `best_lr` (log lr linear
+    in log batch size, as lr rules scale it); None without one on each side."""
+    below = max((c for c in best_lr if c < b), default=None)
+    above = min((c for c in best_lr if c > b), default=None)
+    if below is None or above is None:
+        return None
+    t = math.log(b / below) / math.log(above / below)
+    return math.exp((1 - t) * math.log(best_lr[below][0]) + t * math.log(best_lr[above][0]))
 
 
 def between(search: Search, candidates: list[int], best_lr: dict[int, tuple[float, int]],
@@ -142,7 +158,7 @@ def between(search: Search, candidates: list[int], best_lr: dict[int, tuple[floa
     for b in sorted(candidates):
         if len(added) >= room or search.stopped:
             break
-        if min(near) < b < max(near) and b not in best_lr and (found := again(search, b)) is not None:
+        if min(near) < b < max(near) and b not in best_lr and (found := again(search, b, best_lr)) is not None:
             best_lr[b] = found
             added.append(b)
     return added
@@ -169,7 +185,7 @@ def neighbours(search: Search, candidates: list[int], best_lr: dict[int, tuple[f
             return
         for b in missing:
             tried.add(b)
-            if b not in best_lr and (found := again(search, b)) is not None:
+            if b not in best_lr and (found := again(search, b, best_lr)) is not None:
                 best_lr[b] = found
             if b in best_lr:
                 confirmed.update(confirm(search, [b], best_lr, [b], seeds, notes, tried))
