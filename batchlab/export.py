@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import math
 import os
+import shutil
 import sqlite3
 import time
 from collections.abc import Callable
@@ -31,6 +32,9 @@ from contextlib import closing, contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
+from urllib.parse import urlparse
+
+import yaml
 
 from batchlab.errors import VALUE_CHARS, BatchlabError, short
 from batchlab.config import flatten
@@ -252,6 +256,24 @@ def experiment_id(client, name: str, uri: str) -> str:
     return experiment.experiment_id
 
 
+def drop_unreadable_runs(uri: str, experiment: str) -> None:
+    """A file store's run folders (in `experiment`) whose meta.yaml is empty or not a run's: an export killed
+    with SIGKILL just after MLflow created the file leaves one, and MLflow's own search then fails on it
+    (AttributeError deep in its file store). Nothing was logged into such a run; the export writes the trial's
+    run again. Other stores (sqlite, a server) write a run in one transaction: nothing to do."""
+    parsed = urlparse(uri)
+    if parsed.scheme not in ("", "file"):
+        return
+    folder = Path(parsed.path if parsed.scheme else uri) / experiment
+    for meta in folder.glob("*/meta.yaml"):
+        try:
+            info = yaml.safe_load(meta.read_text())
+        except (OSError, UnicodeDecodeError, yaml.YAMLError):
+            info = None
+        if not (isinstance(info, dict) and info.get("run_id")):
+            shutil.rmtree(meta.parent, ignore_errors=True)
+
+
 def active_runs(client, experiment: str) -> list:
     runs, token = [], None
     while True:
@@ -267,6 +289,7 @@ def to_mlflow(records: SweepRecords, client, uri: str, step: Callable[[], None])
 
     sweep = records.sweep_dir.name
     experiment = experiment_id(client, sweep, uri)
+    drop_unreadable_runs(uri, experiment)
     by_trial: dict[str, list] = {}
     ours = {*records.all_trials["trial_id"], REPORT_RUN}
     for run in active_runs(client, experiment):

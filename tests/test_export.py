@@ -327,6 +327,31 @@ def runs_logged(store: str) -> int:
     return len([p for p in Path(store).glob("*/*/meta.yaml")])
 
 
+def test_a_run_folder_a_killed_export_left_without_its_meta_is_written_again(sweep, tmp_path, monkeypatch):
+    """SIGKILL just after MLflow's file store created a run's meta.yaml leaves it empty (or cut short), and
+    MLflow's own search fails on it: the next export removes such a folder and exports every trial once."""
+    from mlflow.tracking import MlflowClient
+
+    monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")
+    store = tmp_path / "mlruns"
+    export(sweep, "mlflow", str(store))
+    client = MlflowClient(tracking_uri=str(store))
+    experiment = client.get_experiment_by_name("tiny").experiment_id
+    [killed, *_] = sorted(p.parent for p in (store / experiment).glob("*/meta.yaml"))
+    (killed / "meta.yaml").write_text("")  # as the kill left it
+    cut = store / experiment / ("0" * 32)
+    cut.mkdir()
+    (cut / "meta.yaml").write_text("artifact_uri: file")  # written part-way
+    with pytest.raises((AttributeError, KeyError)):
+        client.search_runs([experiment])  # what MLflow itself does with them
+
+    results, warnings = export(sweep, "mlflow", f"file://{store}")
+    assert warnings == [] and (results[0].written, results[0].unchanged) == (1, 3)  # the killed one, again
+    assert not killed.exists() and not cut.exists()
+    runs = client.search_runs([experiment])
+    assert sorted(r.info.run_name for r in runs) == sorted([*(p.name for p in (sweep / "trials").iterdir()), "report"])
+
+
 def test_an_export_killed_with_sigkill_is_completed_by_the_next(many, store, tmp_path):
     """`export --to mlflow` killed with SIGKILL part-way through a sweep: the rerun leaves every trial one
     FINISHED run with its params and metrics, and no RUNNING run."""
