@@ -156,8 +156,8 @@ class Checkpoints:
 
         Returns what the loop itself carries on from: targets_left, epoch_batches, epoch_examples, the subset's
         gap (evaluation.near) and the random streams (set by the loop once it has started the epoch, whose
-        DataLoader draws from them). Raises Unusable when
-        the states do not load; the summary is then untouched."""
+        DataLoader draws from them). Raises Unusable when the states do not load; the summary is then
+        untouched."""
         state, self.found = self.found, None
         if state is None:
             return None

@@ -6,9 +6,9 @@ power of 2: a schedule is read by people and compared against constant batch siz
 2, and a measured value's noise should not turn into a change of batch size at every point. The fit is isotonic
 regression (least squares under "never decreases": the critical batch size rises, then plateaus, Merrill et al.
 2025): a high point is averaged with the lower ones after it (a high last point has none, and still sets the
-last step). A running maximum kept it: on Fashion-MNIST one
-point's 4,096 (within tolerance, L* 0.002 below the point's loss) put 2,048 into the schedule, and the schedule
-spent 12-55% more examples than the best constant batch size (README, "Result: a batch size that grows").
+last step). A running maximum kept it: on Fashion-MNIST one point's 4,096 (within tolerance, L* 0.002 below the
+point's loss) put 2,048 into the schedule, and the schedule spent 12-55% more examples than the best constant
+batch size (README, "Result: a batch size that grows").
 """
 
 from __future__ import annotations
