@@ -203,7 +203,7 @@ def train(cfg: Experiment, data: Data, device: torch.device, summary: Summary, m
         on = lambda split: evaluate(model, split, criterion, data.task, eval_batch, device,  # noqa: E731
                                     data.ignore_index)
         t0 = time.perf_counter()
-        whole = summary.steps == 0 or ended() or subset is data.eval  # the start and the end: the whole split
+        whole = summary.steps == 0 or ended() or subset is data.eval  # the start, the end, no subset: the whole
         figures = dict(zip(("test_loss", "test_accuracy"), on(data.eval if whole else subset)))
         metric = cfg.target.metric
         if not whole and judge and any(

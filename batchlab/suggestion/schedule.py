@@ -36,8 +36,9 @@ class Verdict(str, Enum):
 def propose(points: list[tuple[float, float]], best: int, timed: list[int]) -> list[list[int]] | None:
     """[[examples, batch size], ...] from B_simple(t) (`points`: (examples trained, B_simple)): its trend, a power
     law fitted to the measurements after the start (one noisy measurement must not set the schedule), scaled so
-    its median over the points is `best`, rounded to the nearest power of 2 among `timed`. None when B_simple does not grow over the run (a constant batch size is
-    then the answer) or fewer than 3 measurements are finite."""
+    its median over the points is `best`, rounded to the nearest power of 2 among `timed`. None when B_simple
+    does not grow over the run (a constant batch size is then the answer) or fewer than 3 measurements are
+    finite."""
     kept = np.array([(e, v) for e, v in points if e > 0 and np.isfinite(v) and v > 0], dtype=float).reshape(-1, 2)
     powers = [b for b in timed if b & (b - 1) == 0]
     if len(kept) < 3 or not powers:
