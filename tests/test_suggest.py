@@ -176,61 +176,22 @@ def test_suggest_bad_input_is_one_line(write_config, tmp_path, args, expected):
     assert result.output.count("\n") == 1
 
 
-def test_a_batch_size_the_race_cut_between_two_near_settings_is_trained_again_and_confirmed():
-    """128 and 512 are near the fastest on the first seed; 256, between them, was cut by that seed's steps: T(B)
-    has one minimum, so it is trained again in full (at the lr whose cut trial came closest) and confirmed too.
-    1024, outside them, is not."""
-    from types import SimpleNamespace
-
-    from batchlab.suggestion.search import Search, between
-
-    def summary(b, lr, accuracy, steps=None, status="raced"):
-        return {"batch_size": b, "lr": lr, "seed": 3, "batch_schedule": None, "final": {"test_accuracy": accuracy},
-                "status": "completed" if steps else status, "targets": {"0.9": {"steps": steps} if steps else None}}
-
-    class Fake:
-        cfg = SimpleNamespace(seed=3, target=SimpleNamespace(metric="test_accuracy"))
-        trials = {f"t{i}": {"noise_run": False, "summary": s} for i, s in enumerate(
-            [summary(256, 0.05, 0.71), summary(256, 0.1, 0.86), summary(256, 0.2, 0.52), summary(1024, 0.2, 0.8),
-             summary(256, 0.4, 0.88, status="completed")])}  # ran its whole budget and missed: no lr to try again
-        constant_summaries = Search.constant_summaries
-        stopped = False
-
-        def __init__(self):
-            self.calls = []
-
-        def train(self, phase, b, lr, seed):
-            self.calls.append((phase, b, lr, seed))
-            return summary(b, lr, 0.91, steps=276)
-
-        def steps(self, s):
-            return (s["targets"]["0.9"] or {}).get("steps")
-
-    best_lr = {128: (0.07, 299), 512: (0.14, 150), 64: (0.05, 658)}
-    search = Fake()
-    assert between(Fake(), [512, 128, 256, 1024, 64], dict(best_lr), near=[128, 64, 512], room=0) == []
-    assert between(search, [512, 128, 256, 1024, 64], best_lr, near=[128, 64, 512], room=1) == [256]
-    assert search.calls == [("confirmation", 256, 0.1, 3)]  # the lr that came closest, on the first seed
-    assert best_lr[256] == (0.1, 276)
-    assert between(Fake(), [512, 128, 256], {128: (0.07, 299), 256: (0.1, 216)}, near=[128, 256], room=2) == []
-
-
-def fake_search(first_seed, steps, summaries, budget_trials=None):
-    """A search whose trials are `steps[(batch size, seed)]` (absent: missed the target), with `summaries` already
-    recorded, that stops after `budget_trials` trainings."""
+def fake_search(first_seed, steps, recorded, budget_trials=None):
+    """A search whose trials are `steps[(batch size, seed)]` (absent: missed the target), with the trials in
+    `recorded` already run ((batch size, lr, seed, status[, last accuracy[, steps to the target]])), that stops
+    after `budget_trials` trainings."""
     from types import SimpleNamespace
 
     from batchlab.suggestion.search import Search
 
-    def summary(b, lr, seed, status):
-        hit = steps.get((b, seed)) if status == "completed" else None
+    def summary(b, lr, seed, status, accuracy=0.83, hit=None):
         return {"batch_size": b, "lr": lr, "seed": seed, "batch_schedule": None, "status": status,
-                "final": {"test_accuracy": 0.83}, "targets": {"0.84": {"steps": hit} if hit else None}}
+                "final": {"test_accuracy": accuracy}, "targets": {"0.84": {"steps": hit} if hit else None}}
 
     class Fake:
         cfg = SimpleNamespace(seed=first_seed, target=SimpleNamespace(metric="test_accuracy"))
         key, stopped = "0.84", False
-        trials = {f"t{i}": {"noise_run": False, "summary": summary(*args)} for i, args in enumerate(summaries)}
+        trials = {f"t{i}": {"noise_run": False, "summary": summary(*args)} for i, args in enumerate(recorded)}
         constant_summaries = Search.constant_summaries
 
         def __init__(self):
@@ -241,12 +202,31 @@ def fake_search(first_seed, steps, summaries, budget_trials=None):
                 self.stopped = True
                 return None
             self.calls.append((phase, b, lr, seed))
-            return summary(b, lr, seed, "completed")
+            return summary(b, lr, seed, "completed", hit=steps.get((b, seed)))
 
         def steps(self, s):
             return (s["targets"]["0.84"] or {}).get("steps")
 
     return Fake()
+
+
+def test_a_batch_size_the_race_cut_between_two_near_settings_is_trained_again_and_confirmed():
+    """128 and 512 are near the fastest on the first seed; 256, between them, was cut by that seed's steps: T(B)
+    has one minimum, so it is trained again in full (at the lr of its cut trials that 128's and 512's best lrs
+    point to, which also came closest) and confirmed too. 1024, outside them, is not."""
+    from batchlab.suggestion.search import between
+
+    recorded = [(256, 0.05, 3, "raced", 0.71), (256, 0.1, 3, "raced", 0.86), (256, 0.2, 3, "raced", 0.52),
+                (1024, 0.2, 3, "raced", 0.8),
+                (256, 0.4, 3, "completed", 0.88)]  # ran its whole budget and missed: no lr to try again
+    fake = lambda: fake_search(3, {(256, 3): 276}, recorded)  # noqa: E731
+    best_lr = {128: (0.07, 299), 512: (0.14, 150), 64: (0.05, 658)}
+    search = fake()
+    assert between(fake(), [512, 128, 256, 1024, 64], dict(best_lr), near=[128, 64, 512], room=0) == []
+    assert between(search, [512, 128, 256, 1024, 64], best_lr, near=[128, 64, 512], room=1) == [256]
+    assert search.calls == [("confirmation", 256, 0.1, 3)]  # on the first seed
+    assert best_lr[256] == (0.1, 276)
+    assert between(fake(), [512, 128, 256], {128: (0.07, 299), 256: (0.1, 216)}, near=[128, 256], room=2) == []
 
 
 SECONDS = {64: 0.00129, 128: 0.00194, 256: 0.00326, 512: 0.00596, 1024: 0.0113, 2048: 0.0224}
@@ -303,7 +283,7 @@ def test_a_rerun_reads_back_the_batch_size_an_earlier_run_trained_again():
     record finished (276 steps, past the race's limit) beside the other lrs' cut ones, and takes the same lr."""
     from batchlab.suggestion.search import again
 
-    search = fake_search(1, {(256, 1): 276}, [(256, 0.1, 1, "completed"), (256, 0.05, 1, "raced")])
+    search = fake_search(1, {(256, 1): 276}, [(256, 0.1, 1, "completed", 0.84, 276), (256, 0.05, 1, "raced")])
     assert again(search, 256, {}) == (0.1, 276)
     assert search.calls == [("confirmation", 256, 0.1, 1)]
 
@@ -317,11 +297,8 @@ def test_a_cut_batch_size_is_trained_again_at_the_lr_its_neighbours_point_to():
     assert interpolated(256, {128: (0.0707, 299), 512: (0.1414, 150)}) == pytest.approx(0.1, rel=1e-3)
     assert interpolated(256, {128: (0.02, 1), 1024: (0.16, 1)}) == pytest.approx(0.04)  # 1/3 of the way in log
     assert interpolated(256, {512: (0.1, 1)}) is None
-    cut = [(256, 0.05, 1, "raced"), (256, 0.1, 1, "raced"), (256, 0.2, 1, "raced")]
-    figures = {0.05: 0.86, 0.1: 0.84, 0.2: 0.52}
+    cut = [(256, 0.05, 1, "raced", 0.86), (256, 0.1, 1, "raced", 0.84), (256, 0.2, 1, "raced", 0.52)]
     search = fake_search(1, {(256, 1): 276}, cut)
-    for t in search.trials.values():
-        t["summary"]["final"]["test_accuracy"] = figures[t["summary"]["lr"]]
     assert again(search, 256, {128: (0.0707, 299), 512: (0.1414, 150)}) == (0.1, 276)
     search.calls.clear()
     assert again(search, 256, {512: (0.1414, 150)}) == (0.05, 276)
