@@ -96,6 +96,11 @@ def test_suggest_answers_by_steps_x_seconds_per_step_confirmed_on_more_seeds(wri
     check_png(records / "suggest.png")
     report = runner.invoke(app, ["report", str(records)])  # the records are a sweep's like any other
     assert report.exit_code == 0, report.output
+    rerun = runner.invoke(app, ["suggest", str(write_config({**DIGITS, "batch_size": 100})), "--out", str(tmp_path)])
+    assert rerun.exit_code == 0, rerun.output  # the trials read back, the steps timed again: the sentence, then
+    again = strict((records / "suggest.json").read_text())  # each note on its own line
+    assert again["notes"] and rerun.output.splitlines()[-2 - len(again["notes"]):-1] == (
+        [again["sentence"]] + [f"note: {n}" for n in again["notes"]])
 
 
 def test_the_race_goes_by_steps_x_seconds_per_step_not_by_the_trials_clocks(write_config, tmp_path, monkeypatch):
@@ -276,6 +281,24 @@ def test_a_neighbour_that_misses_or_a_spent_budget_leaves_the_answer_as_confirme
     neighbours(search, [128, 256, 512], best_lr, confirmed, {128}, [2, 3], notes, fastest)
     assert confirmed == {128: [299, 391, 437]} and search.stopped
     assert notes == ["the budget was spent before batch size 256 was confirmed on seed 3"]
+
+
+def test_the_answer_says_which_batch_sizes_beside_its_tie_were_not_measured():
+    """Seed 0's race cut 64 and 1024; confirmation trained 128, 256 and 512, and 128 and 512 tie with 256: their
+    outer neighbours were never trained on seeds 1 and 2, and the answer says so. A neighbour confirmation tried
+    (it missed, or was measured outside the noise) is not named; nor is one next to no member of the answer."""
+    from batchlab.suggestion.search import unmeasured
+
+    ladder = [512, 128, 256, 1024, 2048, 64]
+    assert unmeasured(ladder, [256, 128, 512], {128, 256, 512}, [1, 2]) == [
+        "batch size 64, next to 128 in the answer, was not trained on seeds 1 and 2: whether it is within the "
+        "noise too was not measured",
+        "batch size 1024, next to 512 in the answer, was not trained on seeds 1 and 2: whether it is within the "
+        "noise too was not measured"]
+    assert unmeasured(ladder, [256, 128, 512], {64, 128, 256, 512, 1024}, [1, 2]) == []
+    assert unmeasured(ladder, [256], {128, 256}, [3]) == [
+        "batch size 512, next to 256 in the answer, was not trained on seed 3: whether it is within the noise too "
+        "was not measured"]
 
 
 def test_a_rerun_reads_back_the_batch_size_an_earlier_run_trained_again():

@@ -320,6 +320,8 @@ def suggest(
         typer.echo(json.dumps(answer.to_dict(), default=str))
         return
     typer.echo(answer.sentence)
+    for note in answer.notes:
+        typer.echo(f"note: {note}")
     typer.echo(f"records: {answer.path} (batchlab report {answer.path}); figure: {answer.path / 'suggest.png'}")
 
 

@@ -25,7 +25,7 @@ from batchlab.suggestion.predict import predict
 from batchlab.recommend import yaml_line
 from batchlab.suggestion.scan import Scan, first_pass, interleaved
 from batchlab.suggestion.search import (CONFIRM_MOST, CONFIRM_SEEDS, CONFIRM_WITHIN, Search, SuggestError,
-                                        best_by_steps, between, confirm, neighbours, progress)
+                                        best_by_steps, between, confirm, neighbours, progress, unmeasured)
 from batchlab.suggestion.schedule import lr_scale, propose
 from batchlab.suggestion.schedule import race as race_schedule
 from batchlab.train import hardest_target, resolve_device
@@ -196,6 +196,7 @@ def suggest(experiment: Experiment, out: Path, *, target: float | None = None, b
         s.predicted_interval = tuple(interval)
         s.within_noise = [{"batch_size": o, "lr": best_lr[o][0], "steps": confirmed[o],
                            "predicted_seconds": final.predicted[o][0]} for o in final.within_noise]
+        notes.extend(unmeasured(candidates, [b, *final.within_noise], tried, seeds))
     else:  # reached on one seed only, or not confirmed within the budget: named, but qualified
         b = ranking[0]
         s.batch_size, s.lr, s.seeds, s.steps = b, best_lr[b][0], [cfg.seed], [best_lr[b][1]]
