@@ -283,6 +283,16 @@ def test_a_neighbour_that_misses_or_a_spent_budget_leaves_the_answer_as_confirme
     assert notes == ["the budget was spent before batch size 256 was confirmed on seed 3"]
 
 
+def test_a_batch_size_beyond_one_the_race_cut_is_not_raced():
+    """256 is the fastest so far and the race cut 1024: 2048, past it, is slower still (one minimum in B); 64,
+    on the other side, and 512, between the fastest and the cut one, are raced."""
+    from batchlab.suggestion.search import past_cut
+
+    assert past_cut(2048, 256, [1024]) == 1024 and past_cut(4096, 256, [2048, 1024]) == 1024
+    assert past_cut(64, 256, [1024]) is None and past_cut(512, 256, [1024]) is None
+    assert past_cut(16, 256, [64, 1024]) == 64 and past_cut(2048, 256, []) is None
+
+
 def test_the_answer_says_which_batch_sizes_beside_its_tie_were_not_measured():
     """Seed 0's race cut 64 and 1024; confirmation trained 128, 256 and 512, and 128 and 512 tie with 256: their
     outer neighbours were never trained on seeds 1 and 2, and the answer says so. A neighbour confirmation tried

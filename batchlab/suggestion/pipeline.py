@@ -25,7 +25,8 @@ from batchlab.suggestion.predict import predict
 from batchlab.recommend import yaml_line
 from batchlab.suggestion.scan import Scan, first_pass, interleaved
 from batchlab.suggestion.search import (CONFIRM_MOST, CONFIRM_SEEDS, CONFIRM_WITHIN, Search, SuggestError,
-                                        best_by_steps, between, confirm, neighbours, progress, unmeasured)
+                                        best_by_steps, between, confirm, neighbours, past_cut, progress,
+                                        unmeasured)
 from batchlab.suggestion.schedule import lr_scale, propose
 from batchlab.suggestion.schedule import race as race_schedule
 from batchlab.train import hardest_target, resolve_device
@@ -136,7 +137,14 @@ def suggest(experiment: Experiment, out: Path, *, target: float | None = None, b
                 f"lr factors {', '.join(f'{f:g}' for f in rule.factors)}") + ", by steps x seconds per step")
     best_lr: dict[int, tuple[float, int]] = {pilot_b: (pilot_lr, pilot_steps)}
     lead = 0  # the rule's factor the last batch size raced did best with: the likeliest best at the next one too
-    for b in candidates:
+    cut: list[int] = []  # batch sizes none of whose lrs reached the target within the race's limit
+    for b in list(candidates):
+        fastest = min(best_lr, key=lambda c: (best_lr[c][1] * spb[c], c))
+        if (beyond := past_cut(b, fastest, cut)) is not None:
+            candidates.remove(b)
+            notes.append(f"batch size {b} not raced: {beyond}, between it and {fastest}, the fastest so far, was "
+                         f"cut by the race on seed {cfg.seed}")
+            continue
         # the config's list of lrs at every batch size, as its grid would; else the rule's factors. The likeliest
         # best first (the pilot's lr, else the last winner's factor), whose steps then cut the others short
         factors = [rule.factors[lead], *(f for i, f in enumerate(rule.factors) if i != lead)]
@@ -151,6 +159,8 @@ def suggest(experiment: Experiment, out: Path, *, target: float | None = None, b
             best_lr[b] = (chosen["lr"], search.steps(chosen))
             lead = min(range(len(rule.factors)),
                        key=lambda i: abs(math.log(rule.lr(b, rule.factors[i]) / chosen["lr"])))
+        else:
+            cut.append(b)
         if search.stopped:
             left = candidates[candidates.index(b) + 1:]
             notes.append(f"the budget was spent during the race at batch size {b}"
