@@ -352,3 +352,19 @@ def test_suggest_trials_time_one_target_on_a_subset_without_train_figures_unless
     assert (cfg.target.value, cfg.eval.train_subset, cfg.eval.subset) == ([2.2], 1000, 50)
     cfg = _suggest_config(load_config(write_config({"target": {"metric": "test_loss", "value": [2.4, 2.0]}})), None)
     assert cfg.target.value == [2.0]
+
+
+def test_restart_starts_the_noise_run_over_too(write_config, tmp_path):
+    """A changed config with --restart: the noise run's own records (<name>-suggest/noise-scale) are of the old
+    config too, and are started over with the trials', not refused as another experiment's."""
+    cfg = write_config(DIGITS)
+
+    def suggest(*args):
+        return runner.invoke(app, ["suggest", str(cfg), "--out", str(tmp_path), "--quiet", *args])
+
+    assert suggest().exit_code == 0
+    result = suggest("--set", "model.hidden=[16]", "--restart")
+    assert result.exit_code == 0, result.output
+    noise = tmp_path / "tiny-suggest" / "noise-scale" / "trials"
+    [trial] = noise.iterdir()
+    assert json.loads((trial / "config.json").read_text())["model"]["hidden"] == [16]

@@ -35,7 +35,8 @@ class Search:
                  budget: float | None, restart: bool = False):
         self.cfg, self.out, self.command, self.code_dirs, self.hooks, self.budget = (
             cfg, out, command, code_dirs, hooks, budget)
-        self.restart = restart  # the first trial run into the search's directory deletes its earlier records
+        self.restart = restart  # the first trial run into each of the search's directories (its trials, the noise
+        self.restarted: set[Path] = set()  # run's) deletes that directory's earlier records
         self.key = f"{hardest_target(cfg):g}"
         self.cost = dict.fromkeys(PHASES, 0.0)
         self.trials: dict[str, dict] = {}  # trial id -> {phase, summary}, in the order first used
@@ -56,7 +57,8 @@ class Search:
         grid = self.cfg.model_copy(update={"sweep": {"batch_size": [batch_size], "lr": [lr], "seed": [seed]},
                                            "name": sweep.path.name, **update})
         [trial] = expand(grid)
-        restart, self.restart = self.restart and into is None, self.restart and into is not None
+        restart = self.restart and sweep.path not in self.restarted
+        self.restarted.add(sweep.path)
         run_sweep(grid, [trial], sweep.path.parent, self.command, restart=restart, hooks=self.hooks,
                   code_dirs=self.code_dirs, time_steps=False, deadline_steps=deadline_steps)
         summary = read_summary(sweep.trial_dir(trial.id))
