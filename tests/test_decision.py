@@ -14,8 +14,8 @@ from typer.testing import CliRunner
 
 from batchlab.cli import app
 from batchlab.reporting import analyse
-from batchlab.reporting.decision import StepCost, decide
-from report_fixtures import hit, make_step_times, make_sweep, make_trial
+from batchlab.reporting.decision import Mixed, StepCost, decide
+from report_fixtures import hit, make_schedule_trial, make_step_times, make_sweep, make_trial
 
 runner = CliRunner()
 ROUND = (1.0, 1.04, 0.97, 1.02, 0.99)
@@ -107,6 +107,41 @@ def test_a_target_met_only_at_the_budgets_last_step_is_flagged(tmp_path):
     answer = report.recommendation
     assert answer.batch_size == 64 and answer.at_budget_end == 1  # 60 x 0.012 = 0.72 s against 1 s
     assert "1 of its seeds met the target only at the budget's last step" in answer.sentence
+
+
+def test_a_missed_seed_is_not_counted_as_met_at_the_budgets_end(tmp_path):
+    """64's seed 0 met the target at step 60 of its 80; seed 1 missed it: that is no seed at the budget's end."""
+    sweep = make_sweep(tmp_path, "missed")
+    for seed, hits in ((0, {0.9: hit(1.0, 60, 64, 16)}), (1, {0.9: None})):
+        trial = make_trial(sweep, 64, 0.1, seed, hits=hits, total_steps=80)
+        summary = json.loads((trial / "summary.json").read_text())
+        (trial / "summary.json").write_text(json.dumps({**summary, "budget_steps": 80}))
+    make_step_times(sweep, {64: [0.01] * 5})
+    [report] = analyse(sweep)
+    row = report.time_to_accuracy.set_index("batch_size").loc[64]
+    assert row["at_budget_end"] == 0 and row["seeds_reached"] == "1/2"
+
+
+def test_a_schedule_that_met_the_target_at_step_0_is_decided_not_a_crash(tmp_path):
+    """The first evaluation already met the target: no batch size trained, 0 seconds, on every seed."""
+    sweep = make_sweep(tmp_path, "instant")
+    for seed in (0, 1):
+        for bs in (32, 128):
+            make_trial(sweep, bs, 0.05, seed, hits={0.9: hit(1.0, 50, bs, 10)}, train_size=100_000)
+        make_schedule_trial(sweep, [(0, 32), (50, 128)], 0.05, seed, reached_at=0)
+    make_step_times(sweep, {32: [0.01] * 5, 128: [0.03] * 5})
+    [report] = analyse(sweep)
+    assert report.recommendation.sentence.endswith("it met the target before its first step.")
+    mixed = decide({32: np.array([50.0, 50.0])}, {32: StepCost("interleaved", np.full(5, 0.01))},
+                   {"at once": Mixed(np.zeros((2, 0)), [])})
+    assert mixed.fastest == "at once" and mixed.predicted["at once"] == (0.0, 0.0, 0.0)
+
+
+def test_a_batch_size_with_an_unknown_seed_takes_no_part_in_the_decision():
+    """Steps to the target must be finite on every seed: a NaN (a record without its hit) is not a prediction."""
+    costs = {32: StepCost("interleaved", np.full(5, 0.01)), 64: StepCost("interleaved", np.full(5, 0.015))}
+    decision = decide({32: np.array([np.nan, 100.0]), 64: np.array([60.0, 61.0])}, costs)
+    assert decision.fastest == 64 and 32 not in decision.predicted and decision.within_noise == []
 
 
 def test_a_race_cut_frontier_is_not_fitted_to_the_survivors(tmp_path):

@@ -96,6 +96,8 @@ def _sentence(answer, entry: dict, target: str, constants_ran: bool) -> str:
     if answer.baseline_batch_size is None:
         return head + ("; no constant batch size reached it on every seed." if constants_ran
                        else "; no constant batch size ran.")
+    if answer.speedup is None:  # 0 s: the first evaluation met the target
+        return head + "; it met the target before its first step."
     return (head + f", {answer.speedup:.2g}× as fast as batch size {answer.baseline_batch_size}, the fastest "
             "constant batch size.")
 

@@ -120,7 +120,8 @@ def decide(steps: dict[int, np.ndarray], costs: dict[int, StepCost], mixed: dict
     seed, the sum of steps x seconds per step over the batch sizes, then the median over seeds."""
     mixed = mixed or {}
     rng = np.random.default_rng(SEED)
-    sizes = [b for b in sorted(steps) if b in costs and len(costs[b].values) and len(steps[b])]
+    sizes = [b for b in sorted(steps) if b in costs and len(costs[b].values) and len(steps[b])
+             and np.isfinite(steps[b]).all()]
     names = [n for n in sorted(mixed) if len(mixed[n].steps) and all(len(c.values) for c in mixed[n].costs)]
     draws = {}
     interleaved = [costs[b] for b in sizes] + [c for n in names for c in mixed[n].costs]
@@ -141,7 +142,8 @@ def decide(steps: dict[int, np.ndarray], costs: dict[int, StepCost], mixed: dict
     for name in names:  # after the batch sizes: their draws stay what they were without schedules
         mix = mixed[name]
         seeds = rng.integers(0, len(mix.steps), size=(DRAWS, len(mix.steps)))
-        costs_drawn = np.stack([per_step(cost) for cost in mix.costs], axis=1)  # DRAWS x batch sizes
+        costs_drawn = (np.stack([per_step(cost) for cost in mix.costs], axis=1) if mix.costs  # DRAWS x batch sizes
+                       else np.zeros((DRAWS, 0)))  # reached at step 0: no batch size trained, 0 s
         draws[name] = np.median(np.einsum("dsk,dk->ds", mix.steps[seeds], costs_drawn), axis=1)
         predicted[name] = (float(np.median(mix.seconds())), *map(float, np.percentile(draws[name], [2.5, 97.5])))
     everything = sizes + names
@@ -184,7 +186,8 @@ def annotate(rec, table: pd.DataFrame) -> Decision:
         table[column] = table["batch_size"].map({b: p[i] for b, p in decision.predicted.items()})
     table["within_noise"] = table["batch_size"].isin(decision.within_noise)
     table["at_budget_end"] = table["batch_size"].map(
-        {b: int((t["steps_to"] >= t["budget_steps"]).sum()) for b, t in best.items()}).fillna(0).astype(int)
+        {b: int((np.isfinite(t["steps_to"]) & (t["steps_to"] >= t["budget_steps"])).sum())  # a missed seed: inf
+         for b, t in best.items()}).fillna(0).astype(int)
     raced = trials[trials["status"] == Status.RACED.value]
     table["cut_by_race"] = [bool(len(cut := raced[raced["batch_size"] == r.batch_size])) and
                             (r.status != REACHED or bool((cut["steps"] < r.steps).any()))
