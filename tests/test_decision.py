@@ -213,3 +213,31 @@ def test_without_step_times_the_report_says_it_used_the_trials_clocks(tmp_path):
     if report.recommendation.batch_size is not None:
         assert any(line.startswith("Seconds per step from each trial's own clock") for line in
                    report.recommendation.details)
+
+
+def test_an_exact_tie_is_broken_as_the_tables_break_it(tmp_path):
+    """32 @ 100 steps x 0.032 s and 64 @ 50 x 0.064 s both predict 3.2 s: fewer steps first, in the decision as in
+    the table's fastest flag, so the answer names 64 first and 32 beside it (it read "64 or 64")."""
+    sweep = make_sweep(tmp_path, "even")
+    for bs, steps in ((32, 100), (64, 50)):
+        make_trial(sweep, bs, 0.1, hits={0.9: hit(1.0, steps, bs, math.ceil(1000 / bs))})
+    make_step_times(sweep, {32: [0.032] * 5, 64: [0.064] * 5})
+    [report] = analyse(sweep)
+    rows = report.time_to_accuracy.set_index("batch_size")
+    assert bool(rows.loc[64, "fastest"]) and not bool(rows.loc[32, "fastest"])
+    answer = report.recommendation
+    assert answer.batch_size == 64 and [e["batch_size"] for e in answer.within_noise] == [32]
+    assert answer.sentence.startswith("Use batch size 64 or 32: they cannot be told apart")
+
+
+def test_a_batch_size_whose_trials_diverged_after_the_target_is_timed_by_their_clocks(tmp_path):
+    """No step_times.json: 64's only trial reached the target, then diverged. Its clock up to then is a clock: the
+    prediction is its steps x its seconds a step, never NaN in the answer."""
+    sweep = make_sweep(tmp_path, "blew-up")
+    make_trial(sweep, 32, 0.1, hits={0.9: hit(1.0, 100, 32, 32)})
+    late = make_trial(sweep, 64, 0.1, status="diverged", hits={0.9: hit(1.0, 40, 64, 16)}, total_steps=60)
+    summary = json.loads((late / "summary.json").read_text())
+    [report] = analyse(sweep)
+    rows = report.time_to_accuracy.set_index("batch_size")
+    assert rows.loc[64, "predicted_seconds"] == pytest.approx(40 * summary["train_seconds"] / summary["steps"])
+    assert "nan" not in report.recommendation.sentence.lower()

@@ -100,7 +100,8 @@ def step_costs(rec, rows: pd.DataFrame, best_trials: dict[int, pd.DataFrame]) ->
 
 def step_cost(rec, batch_size: int, key: str) -> StepCost:
     """Seconds per step at `batch_size` with the other axes `key` (steptime.cost_key): step_times.json's rounds,
-    else the completed constant trials' own clocks (no values: neither has it)."""
+    else the completed constant trials' own clocks, without one the other finished trials' (no values: none
+    has it)."""
     timings = rec.step_times
     if timings is not None:
         mine = timings[(timings["batch_size"] == batch_size) & (timings["cost_key"] == key)]
@@ -108,7 +109,9 @@ def step_cost(rec, batch_size: int, key: str) -> StepCost:
             return StepCost(INTERLEAVED, mine.sort_values("round")["seconds_per_step"].to_numpy(dtype=float),
                             rec.step_facts.get("clock") == CPU_CLOCK)
     same = rec.trials[(rec.trials["batch_size"] == batch_size) & (rec.trials["cost_key"] == key)
-                      & (rec.trials["status"] == "completed") & (rec.trials["steps"] > 0)]
+                      & rec.trials["status"].isin(FINISHED) & (rec.trials["steps"] > 0)]
+    completed = same[same["status"] == Status.COMPLETED.value]
+    same = completed if len(completed) else same  # else a diverged or raced trial's clock: it did train those steps
     values = (same["train_seconds"] / same["steps"]).to_numpy(dtype=float)
     return StepCost(TRIALS, values[np.isfinite(values)])
 
@@ -147,11 +150,18 @@ def decide(steps: dict[int, np.ndarray], costs: dict[int, StepCost], mixed: dict
         draws[name] = np.median(np.einsum("dsk,dk->ds", mix.steps[seeds], costs_drawn), axis=1)
         predicted[name] = (float(np.median(mix.seconds())), *map(float, np.percentile(draws[name], [2.5, 97.5])))
     everything = sizes + names
-    order = {k: i for i, k in enumerate(everything)}  # ties: batch sizes (smaller first), then schedules
-    fastest = min(everything, key=lambda k: (predicted[k][0], order[k])) if everything else None
+    median_steps = {**{b: float(np.median(steps[b])) for b in sizes},
+                    **{n: float(np.median(mixed[n].steps.sum(axis=1))) for n in names}}
+    order = {k: i for i, k in enumerate(everything)}  # ties: fewer steps (as tables.RANKINGS), then batch sizes
+    # (smaller first), then schedules
+
+    def rank(k):
+        return predicted[k][0], median_steps[k], order[k]
+
+    fastest = min(everything, key=rank) if everything else None
     within = []
     if fastest is not None:
-        for b in sorted(everything, key=lambda k: (predicted[k][0], order[k])):
+        for b in sorted(everything, key=rank):
             if b == fastest:
                 continue
             close = predicted[b][0] <= TIE * predicted[fastest][0]

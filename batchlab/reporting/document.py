@@ -114,7 +114,7 @@ RULES = [
     "smallest batch size that reached the target. Its regime comes from the frontier fit, B_simple is the average up to the target (below), and "
     "the other-hardware line names the data-efficient batch size (the largest within 10% of perfect "
     "scaling) and the one with the fewest steps.",
-    "Only finished trials (completed, diverged, failed) count: a target a finished trial never "
+    "Only finished trials (completed, diverged, failed, raced) count: a target a finished trial never "
     "reached counts as +inf seconds. Incomplete and interrupted trials count as neither reached nor "
     "missed; their curves are still drawn.",
     "Best lr of a batch size: the lr (with any other swept axis) whose seeds missed the target least often, "

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
+from batchlab.records import Status
 from batchlab.reporting.load import FINISHED, SweepRecords
 from batchlab.reporting.tables import REACHED, Tables
 
@@ -89,7 +90,7 @@ def measured_noise(rec: SweepRecords, tables: Tables) -> tuple[NoiseResult | Non
     noise_config = rec.config.get("noise") if isinstance(rec.config.get("noise"), dict) else {}
     every = noise_config.get("every")
     every = float(every) if isinstance(every, (int, float)) and not isinstance(every, bool) else None
-    completed = rec.trials[rec.trials["status"] == "completed"]
+    completed = rec.trials[rec.trials["status"] == Status.COMPLETED.value]
     summary = completed["noise_b_simple"].astype(float)
     summary = summary[np.isfinite(summary) & (summary > 0)]
     starts, ends = [], []

@@ -197,6 +197,7 @@ def _summarise(table: pd.DataFrame, per_seed: pd.DataFrame, constant_rows: pd.Da
                constant: Decision) -> None:
     """The table's columns against the best constant batch size: its figures, the median steps saved and
     examples ratio, and whether the bar held on every seed (False where a seed is missing or missed)."""
+    from batchlab.reporting.tables import REACHED  # (tables imports this module)
     base = constant.fastest
     by_bs = constant_rows.set_index("batch_size")
     table["best_constant"] = base
@@ -207,5 +208,5 @@ def _summarise(table: pd.DataFrame, per_seed: pd.DataFrame, constant_rows: pd.Da
     seeds = per_seed.groupby("schedule")
     table["seeds_clearing_bar"] = table["schedule"].map(seeds["clears_bar"].sum()).fillna(0).astype(int)
     table["clears_bar_every_seed"] = [
-        bool(n == row.seeds > 0 and row.status == "reached")
+        bool(n == row.seeds > 0 and row.status == REACHED)
         for n, row in zip(table["seeds_clearing_bar"], table.itertuples(index=False))]

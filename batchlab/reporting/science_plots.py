@@ -15,6 +15,7 @@ import numpy as np
 from matplotlib.lines import Line2D
 from matplotlib.ticker import NullLocator
 
+from batchlab.records import Status
 from batchlab.reporting.display import target_text
 from batchlab.reporting.figures import (FIT_COLOR, NOTHING_REACHED, PAIR, SINGLE, Plot, batch_axis, batch_style,
                                         curve, figure, log_x, log_y, png, say, short)
@@ -145,8 +146,8 @@ def _lr(rec: SweepRecords, tables: Tables, science: Science, style) -> tuple[byt
     fig, (ax,) = figure(SINGLE, 1, f"Best lr per batch size (to {target_text(rec, tables.target)}); faint: lrs tried",
                          style)
     handles = []
-    ok = lr.tried[lr.tried["status"] == "completed"]
-    bad = lr.tried[lr.tried["status"] != "completed"]
+    ok = lr.tried[lr.tried["status"] == Status.COMPLETED.value]
+    bad = lr.tried[lr.tried["status"] != Status.COMPLETED.value]
     if len(ok):
         ax.scatter(ok["batch_size"], ok["lr"], s=22, color="0.55", alpha=0.35, zorder=1, lw=0)
         handles.append(Line2D([], [], ls="", marker="o", color="0.55", alpha=0.5, label="lr tried"))

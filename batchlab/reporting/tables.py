@@ -1,7 +1,7 @@
 """The report's tables, computed with pandas from the loaded records.
 
 Rules (report.md states them too, under "How to read this report"):
-- Only finished trials (completed, diverged, failed) count for or against a target. A target a
+- Only finished trials (completed, diverged, failed, raced) count for or against a target. A target a
   finished trial never reached counts as +inf seconds. Incomplete and interrupted trials are
   neither reached nor missed.
 - A "setting" is what we tune at one batch size: the lr plus any other swept axis. Within one
@@ -39,6 +39,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
+from batchlab.records import Status
 from batchlab.reporting import decision
 from batchlab.reporting.load import FINISHED, INFEASIBLE, INCOMPLETE, SweepRecords
 
@@ -195,7 +196,7 @@ def best_settings(rec: SweepRecords, target: float, trials: pd.DataFrame, by: st
 
 def _batch_facts(trials: pd.DataFrame) -> pd.DataFrame:
     """Target-independent figures per batch size."""
-    completed = trials[trials["status"] == "completed"]
+    completed = trials[trials["status"] == Status.COMPLETED.value]
     finished = trials[trials["status"].isin(FINISHED)]
     by_bs = trials.groupby("batch_size")
     facts = pd.DataFrame({
