@@ -29,6 +29,7 @@ class Suggestion:
     predicted_seconds: float | None = None  # median steps x seconds per step
     predicted_interval: tuple[float, float] | None = None  # 95% bootstrap over seeds and timing rounds
     confirmed: bool = False  # reached the target on every seed run (the confirmation's seeds after the first)
+    unconfirmed: str = ""  # why not, when not (also among `notes`)
     within_noise: list[dict] = field(default_factory=list)  # {batch_size, lr, steps, predicted_seconds}: as fast
     # within the noise of this machine and the seeds (batchlab.reporting.decision)
     pilot: dict = field(default_factory=dict)  # batch_size, lr, steps, tries (each pilot batch size tried)
@@ -105,5 +106,5 @@ def _answer(s: Suggestion) -> str:
         head += f"; 95% interval {display.seconds(low)}-{display.seconds(high)} s"
     head += ")"
     if not s.confirmed:  # never recommended unqualified
-        head = "Not confirmed: " + head[0].lower() + head[1:] + f", but {s.notes[-1] if s.notes else 'unconfirmed'}"
+        head = "Not confirmed: " + head[0].lower() + head[1:] + f", but {s.unconfirmed or 'unconfirmed'}"
     return head + tail

@@ -211,9 +211,10 @@ def suggest(experiment: Experiment, out: Path, *, target: float | None = None, b
         b = ranking[0]
         s.batch_size, s.lr, s.seeds, s.steps = b, best_lr[b][0], [cfg.seed], [best_lr[b][1]]
         s.seconds_per_step, s.predicted_seconds = spb[b], predicted(b)
-        notes.append(f"no setting was confirmed: none tried reached {metric} {goal:g} on every seed of "
-                     f"{listed([cfg.seed, *seeds])}" if not search.stopped else
-                     f"it was not confirmed on seeds {listed(seeds)} within the budget")
+        s.unconfirmed = (f"no setting was confirmed: none tried reached {metric} {goal:g} on every seed of "
+                         f"{listed([cfg.seed, *seeds])}" if not search.stopped else
+                         f"it was not confirmed on seeds {listed(seeds)} within the budget")
+        notes.append(s.unconfirmed)
     if schedule:
         proposed = propose(noise_points, s.batch_size, sorted(spb)) if s.confirmed else None
         if proposed is None:
