@@ -31,6 +31,9 @@ from batchlab.schema import Experiment
 from batchlab.step import Step
 from batchlab.train import Clock, build_parts
 
+WALL_CLOCK, CPU_CLOCK = "wall", "thread CPU"  # how a step's cost was read: synchronised wall clock, or this thread's
+# CPU time (uses_cpu_clock)
+
 ROUNDS = 5  # timings of each batch size: a median and a spread that one slow moment cannot move
 SECONDS = 0.1  # timed per batch size and round: 5 rounds x 10 batch sizes cost about 5 s
 MIN_STEPS = 2  # timed steps at least, however long one takes
@@ -62,7 +65,7 @@ class StepTimes:
     timings: list[Timing] = field(default_factory=list)
     warmup_seconds: float = 0.0  # the untimed warm-up steps: with the timed ones, what the measurement cost
     errors: dict[tuple, str] = field(default_factory=dict)  # subjects that could not be timed, and why
-    clock: str = "wall"  # "wall" (synchronised) or "thread CPU" (see uses_cpu_clock): how the report reads them
+    clock: str = WALL_CLOCK  # or CPU_CLOCK (see uses_cpu_clock): how the report reads them
 
     @property
     def cost(self) -> float:
@@ -140,7 +143,7 @@ def measure(subjects: list[Subject], data_for: Callable[[Experiment], Data], dev
             continue
         result.warmup_seconds += runner.warmup_seconds
         runners[subject.key] = runner
-        result.clock = "thread CPU" if runner.cpu_clock else "wall"
+        result.clock = CPU_CLOCK if runner.cpu_clock else WALL_CLOCK
     for r in range(rounds):
         keys = list(runners)
         shift = (r // 2) % len(keys) if keys else 0

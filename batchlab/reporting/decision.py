@@ -37,6 +37,7 @@ import numpy as np
 import pandas as pd
 
 from batchlab.records import Status
+from batchlab.steptime import CPU_CLOCK
 from batchlab.reporting.load import FINISHED
 
 DRAWS = 2000  # bootstrap draws: the 2.5% tails rest on 50 draws each
@@ -44,7 +45,6 @@ SEED = 0  # same records, same intervals, same answer
 TIE = 1.10  # predicted times within 10% are one answer: re-timed under load, one batch size's prediction moved by
 # up to 9% from one measurement to the next here (benchmarks/answer_stability.py)
 INTERLEAVED, TRIALS = "interleaved", "trials"  # where seconds per step came from
-CPU_CLOCK = "thread CPU"  # step_times.json's clock when a step's cost was read on this thread's CPU time
 
 
 @dataclass

@@ -36,7 +36,8 @@ PLATEAU_GAIN = 1.05
 
 @dataclass
 class Rate:
-    """One batch size of the scan: the median over the interleaved rounds, and the rounds themselves."""
+    """One batch size of the scan: its seconds per step over the interleaved rounds, as the report summarises them
+    (the least on a thread's CPU clock, else the median: decision.StepCost), and the rounds themselves."""
     batch_size: int
     seconds_per_step: float | None  # None: it could not be timed (see error)
     rounds: list[float]  # seconds per step, one a round, in round order
@@ -53,14 +54,15 @@ class Scan:
     rates: list[Rate]  # the batch sizes the search trains at, timed interleaved, ascending
     seconds: float  # training seconds of both passes' steps, timed or warm-up: what the scan cost, as a trial's
     # clock counts its own
+    least: bool = False  # the rounds were read on this thread's CPU clock: the least of them is a step's cost
 
     def costs(self) -> dict[int, StepCost]:
         """Seconds per step as the decision takes them (interleaved rounds, paired across batch sizes)."""
-        return {r.batch_size: StepCost(INTERLEAVED, np.asarray(r.rounds, dtype=float))
+        return {r.batch_size: StepCost(INTERLEAVED, np.asarray(r.rounds, dtype=float), self.least)
                 for r in self.rates if r.seconds_per_step}
 
     def seconds_per_step(self) -> dict[int, float]:
-        """The median seconds per step of every batch size timed interleaved (those that could be)."""
+        """The seconds per step of every batch size timed interleaved (those that could be)."""
         return {r.batch_size: r.seconds_per_step for r in self.rates if r.seconds_per_step}
 
 
@@ -115,11 +117,13 @@ def interleaved(found: Scan, cfg: Experiment, data: Data, device: torch.device, 
     sizes = sorted(set(sizes))
     subjects = [steptime.Subject((b,), cfg.model_copy(update={"batch_size": b})) for b in sizes]
     times = steptime.measure(subjects, lambda _: data, device, rounds, seconds)
+    least = times.clock == steptime.CPU_CLOCK
     rates = []
     for b in sizes:
         values = times.seconds_per_step((b,))
-        rates.append(Rate(b, float(np.median(values)) if values else None, values, times.errors.get((b,))))
-    return Scan(found.speeds, rates, found.seconds + times.cost)
+        cost = StepCost(INTERLEAVED, np.asarray(values, dtype=float), least).value if values else None
+        rates.append(Rate(b, cost, values, times.errors.get((b,))))
+    return Scan(found.speeds, rates, found.seconds + times.cost, least)
 
 
 def _endless(loader):
