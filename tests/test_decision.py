@@ -241,3 +241,17 @@ def test_a_batch_size_whose_trials_diverged_after_the_target_is_timed_by_their_c
     rows = report.time_to_accuracy.set_index("batch_size")
     assert rows.loc[64, "predicted_seconds"] == pytest.approx(40 * summary["train_seconds"] / summary["steps"])
     assert "nan" not in report.recommendation.sentence.lower()
+
+
+def test_two_loss_targets_below_numpys_tolerance_are_two_targets(tmp_path):
+    """Loss targets 5e-9 and 1e-9 are distinct targets (np.isclose's default absolute tolerance, 1e-8, made them
+    one, and the report failed on the duplicated hits)."""
+    sweep = make_sweep(tmp_path, "tiny-loss")
+    for seed in (0, 1):
+        for bs in (32, 64):
+            make_trial(sweep, bs, 0.1, seed, target_metric="test_loss", targets=(5e-9, 1e-9), final_loss=1e-10,
+                       hits={5e-9: hit(2.0, 60, bs, 1000 // bs), 1e-9: hit(3.0, 90, bs, 1000 // bs)})
+    [report] = analyse(sweep)
+    assert report.recommendation.target == 1e-9  # the hardest reached
+    assert sorted(report.time_to_accuracy["target"].unique()) == [1e-9, 5e-9]
+    assert set(report.time_to_accuracy.query("target == 1e-9")["steps"]) == {90}

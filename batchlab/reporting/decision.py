@@ -38,7 +38,7 @@ import pandas as pd
 
 from batchlab.records import Status
 from batchlab.steptime import CPU_CLOCK
-from batchlab.reporting.load import FINISHED
+from batchlab.reporting.load import FINISHED, same_target
 
 DRAWS = 2000  # bootstrap draws: the 2.5% tails rest on 50 draws each
 SEED = 0  # same records, same intervals, same answer
@@ -183,7 +183,7 @@ def annotate(rec, table: pd.DataFrame) -> Decision:
                        "predicted_high", "within_noise", "at_budget_end", "cut_by_race"):
             table[column] = pd.Series(dtype=object if column == "step_time_source" else float)
         return decide({}, {})
-    hits = rec.hits[np.isclose(rec.hits["target"], table["target"].iloc[0])].set_index("trial_id")["steps"]
+    hits = rec.hits[same_target(rec.hits["target"], table["target"].iloc[0])].set_index("trial_id")["steps"]
     trials = rec.trials.assign(steps_to=rec.trials["trial_id"].map(hits))
     finished = trials[trials["status"].isin(FINISHED)]
     best = {int(r.batch_size): finished[(finished["batch_size"] == r.batch_size) & (finished["setting"] == r.setting)]

@@ -13,6 +13,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from batchlab import batches, steptime
@@ -26,6 +27,12 @@ from batchlab.reporting.metrics_file import Damaged, metrics_or_warning
 # target as missed; an interrupted or incomplete one stopped early and counts as neither.
 INCOMPLETE = Status.INCOMPLETE.value
 FINISHED = tuple(s.value for s in FINISHED_STATUSES)
+
+
+def same_target(values, target: float):
+    """Which of `values` (the records' target column) are the target value `target`: equal up to float rounding,
+    without numpy's absolute tolerance of 1e-8, which makes two loss targets below it one."""
+    return np.isclose(values, target, rtol=1e-9, atol=1e-12)
 INFEASIBLE = tuple(s.value for s in INFEASIBLE_STATUSES)
 SUMMARY_NUMBERS = ("steps", "budget_steps", "epochs", "examples", "steps_per_epoch", "train_size",
                    "train_seconds", "eval_seconds", "noise_seconds", "samples_per_second", "peak_memory_bytes",

@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 
 from batchlab.records import Status
-from batchlab.reporting.load import FINISHED, SweepRecords
+from batchlab.reporting.load import FINISHED, SweepRecords, same_target
 from batchlab.reporting.tables import REACHED, Tables
 
 if TYPE_CHECKING:
@@ -138,7 +138,7 @@ def b_simple_values(frame: pd.DataFrame | None, last_step: float = math.inf) -> 
 def _to_target(rec: SweepRecords, tables: Tables) -> tuple[list[float], list[int]]:
     """Per trial of a reached batch size's best setting that itself reached the headline target:
     the mean of its measurements up to its steps to target, and how many there were."""
-    steps_to = rec.hits[np.isclose(rec.hits["target"], tables.target)].set_index("trial_id")["steps"]
+    steps_to = rec.hits[same_target(rec.hits["target"], tables.target)].set_index("trial_id")["steps"]
     status = rec.trials.set_index("trial_id")["status"]
     rows = tables.headline_rows
     means, counts = [], []

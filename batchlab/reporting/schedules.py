@@ -24,7 +24,7 @@ import pandas as pd
 
 from batchlab import batches
 from batchlab.reporting.decision import INTERLEAVED, TRIALS, Decision, Mixed, StepCost, decide, step_cost
-from batchlab.reporting.load import FINISHED, SweepRecords
+from batchlab.reporting.load import FINISHED, SweepRecords, same_target
 
 STEPS_SAVED = 0.25  # the bar stated for a schedule: a quarter of the best constant batch size's steps saved,
 # with no more examples, on every seed (what a schedule must show to be worth its extra setting)
@@ -43,11 +43,11 @@ class Schedules:
 
     @property
     def headline_rows(self) -> pd.DataFrame:
-        return self.table[np.isclose(self.table["target"], self.target)]
+        return self.table[same_target(self.table["target"], self.target)]
 
     @property
     def headline_seeds(self) -> pd.DataFrame:
-        return self.seeds[np.isclose(self.seeds["target"], self.target)]
+        return self.seeds[same_target(self.seeds["target"], self.target)]
 
 
 def build_schedules(rec: SweepRecords, made: dict[float, tuple[pd.DataFrame, Decision]],
@@ -69,7 +69,7 @@ def _one_target(rec: SweepRecords, target: float, constant_rows: pd.DataFrame,
                 constant: Decision) -> tuple[pd.DataFrame, pd.DataFrame, Decision]:
     from batchlab.reporting.tables import NOT_REACHED, PARTLY, REACHED, best_settings
 
-    hits = rec.hits[np.isclose(rec.hits["target"], target)].set_index("trial_id")
+    hits = rec.hits[same_target(rec.hits["target"], target)].set_index("trial_id")
     best = best_settings(rec, target, rec.scheduled, "schedule")
     finished = rec.scheduled[rec.scheduled["status"].isin(FINISHED)]
     rows, mixed, seed_steps, best_trials = [], {}, {}, {}

@@ -30,7 +30,7 @@ import pandas as pd
 from batchlab.records import Status
 from batchlab.frontier import Frontier, fit
 from batchlab.reporting import display
-from batchlab.reporting.load import SweepRecords
+from batchlab.reporting.load import SweepRecords, same_target
 from batchlab.reporting.measured_noise import NoiseResult, measured_noise
 from batchlab.reporting.tables import REACHED, Tables
 
@@ -91,7 +91,7 @@ def build_science(rec: SweepRecords, tables: Tables) -> Science:
     fitted S at that batch size) and regime."""
     frontier = _frontier(rec, tables)
     tta = tables.time_to_accuracy
-    headline = np.isclose(tta["target"], tables.target)
+    headline = same_target(tta["target"], tables.target)
     tta["frontier_steps"] = np.where(headline, tta["batch_size"].map(frontier.fitted_steps), np.nan)
     tta["regime"] = tta["batch_size"].map(frontier.regimes).where(headline, None)
     noise, noise_note = measured_noise(rec, tables)
@@ -161,7 +161,7 @@ def _batch_used(batch_size, train_size) -> int:
 def _gap(rec: SweepRecords, tables: Tables) -> tuple[GapResult | None, str]:
     kind = "loss" if rec.regression else "accuracy"
     train_col, test_col = f"train_eval_{kind}", f"test_{kind}"
-    hits = rec.hits[np.isclose(rec.hits["target"], tables.target)].set_index("trial_id")["steps"]
+    hits = rec.hits[same_target(rec.hits["target"], tables.target)].set_index("trial_id")["steps"]
     rows, curves = [], {}
     for bs, choice in sorted(tables.plotted.items()):
         ends, at_target, seeds = [], [], []

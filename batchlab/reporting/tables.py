@@ -41,7 +41,7 @@ import pandas as pd
 
 from batchlab.records import Status
 from batchlab.reporting import decision
-from batchlab.reporting.load import FINISHED, INFEASIBLE, INCOMPLETE, SweepRecords
+from batchlab.reporting.load import FINISHED, INCOMPLETE, INFEASIBLE, SweepRecords, same_target
 
 if TYPE_CHECKING:
     from batchlab.reporting.schedules import Schedules
@@ -86,14 +86,14 @@ class Tables:
 
     @property
     def headline_rows(self) -> pd.DataFrame:
-        return self.time_to_accuracy[np.isclose(self.time_to_accuracy["target"], self.target)]
+        return self.time_to_accuracy[same_target(self.time_to_accuracy["target"], self.target)]
 
 
 def build_tables(rec: SweepRecords, target: float | None) -> Tables:
     """All tables of one sweep. `target` limits the time-to-accuracy table to that target."""
     targets = rec.targets
     if target is not None:
-        matches = [t for t in rec.targets if math.isclose(t, target, rel_tol=1e-9, abs_tol=1e-12)]
+        matches = [t for t in rec.targets if same_target(t, target)]
         if matches:
             targets = matches[:1]
         else:
@@ -108,7 +108,7 @@ def build_tables(rec: SweepRecords, target: float | None) -> Tables:
     tta = pd.concat([table for table, _ in made.values()], ignore_index=True)
     headline = _headline_target(tta, targets, rec.regression)
     lr_grid, steps_grid, final_grid, notes = _grids(rec, settings[headline])
-    best = tta[np.isclose(tta["target"], headline)]
+    best = tta[same_target(tta["target"], headline)]
     return Tables(
         trials=_trials_table(rec),
         time_to_accuracy=tta.drop(columns="setting"),
@@ -126,7 +126,7 @@ def _settings(rec: SweepRecords, target: float, trials: pd.DataFrame | None = No
               by: str = "batch_size") -> pd.DataFrame:
     """One row per (batch size, setting): its seeds' results for `target`, finished trials only. `trials`
     (default: rec.trials) grouped by `by` instead (batch-size schedules: by their label)."""
-    hits = rec.hits[np.isclose(rec.hits["target"], target)].drop(columns="target")
+    hits = rec.hits[same_target(rec.hits["target"], target)].drop(columns="target")
     hits = hits.rename(columns={c: f"{c}_to" for c in ("seconds", "steps", "epochs", "examples")})
     trials = rec.trials if trials is None else trials
     trials = trials[trials["status"].isin(FINISHED)].merge(hits, on="trial_id")
@@ -328,7 +328,7 @@ def _trials_table(rec: SweepRecords) -> pd.DataFrame:
     """trials.csv: every trial, batch-size schedules' too (their column schedule names it)."""
     trials = rec.all_trials.copy()
     for target in rec.targets:
-        hits = rec.hits[np.isclose(rec.hits["target"], target)].set_index("trial_id")["seconds"]
+        hits = rec.hits[same_target(rec.hits["target"], target)].set_index("trial_id")["seconds"]
         trials[f"seconds_to_{target:g}"] = trials["trial_id"].map(hits)
     first = ["trial_id", "status", "batch_size", *(["schedule"] if "schedule" in trials else []), "lr", "seed",
              *rec.extra_axes]
