@@ -17,13 +17,14 @@ from __future__ import annotations
 
 import os
 import re
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
 from batchlab import config as config_file
 from batchlab import maxbatch, registry
-from batchlab.errors import BatchlabError, ConfigError, DataError, RecordsError
+from batchlab.errors import BatchlabError, BatchlabWarning, ConfigError, DataError, RecordsError
 from batchlab.executors import make_executor
 from batchlab.grid import Trial, expand
 from batchlab.maxbatch import MaxBatch
@@ -113,7 +114,10 @@ def plan_sweep(config: Config, out: str | Path = "runs", overrides: Overrides = 
         experiment, notes = resolve_max(experiment, memory_limit, source.code_dirs)
     except BatchlabError as e:
         raise source.locate(e) from None
-    trials = expand(experiment, allow_many=allow_many)
+    try:
+        trials = expand(experiment, allow_many=allow_many)
+    except BatchlabError as e:
+        raise source.locate(e) from None
     return Plan(experiment, trials, SweepDir(Path(out), experiment.name), source, notes)
 
 
@@ -183,6 +187,10 @@ def sweep(config: Config, out: str | Path = "runs", overrides: Overrides = None,
                                   code_dirs=plan.source.code_dirs, race=race, time_steps=time_steps)
     except BatchlabError as e:
         raise plan.source.locate(e) from None
+    if not plan.experiment.target.value and not smoke:
+        warnings.warn(f"{plan.source.name}: no target.value: the trials trained to their budget, and `batchlab "
+                      "report` needs a target to time them (e.g. target: {value: [0.9]})", BatchlabWarning,
+                      stacklevel=2)
     return SweepResult(plan.sweep_dir.path, summaries, len(plan.trials) - len(summaries))
 
 

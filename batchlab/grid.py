@@ -70,8 +70,12 @@ def expand(experiment: Experiment, allow_many: bool = False) -> list[Trial]:
     axes = {("lr_factor" if rule and k == "lr" else k): (v.factors if k == "lr" and rule else v)
             for k, v in experiment.sweep.items()}
     count = 1
-    for values in axes.values():
+    for path, values in axes.items():
         count *= len(values)
+        if (twice := next((v for i, v in enumerate(values) if v in values[:i]), None)) is not None:
+            name = "lr" if path == "lr_factor" else path  # (a rule's factors)
+            raise ConfigError(f"sweep.{name}: {short(repr(twice), VALUE_CHARS)} is listed twice; each value is a "
+                              "trial of its own, so give it once")
     if count > TRIALS_LIMIT:
         raise ConfigError(f"the sweep expands to {count:,} trials, over the {TRIALS_LIMIT:,} one sweep can plan; "
                           "split it into several sweeps (e.g. one per seed)")

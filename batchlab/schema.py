@@ -261,6 +261,19 @@ class TargetConfig(Section):
             data = {**data, "value": [data["value"]]}
         return data
 
+    @model_validator(mode="after")
+    def _reachable(self) -> TargetConfig:
+        if wrong := unreachable(self.metric, self.value):
+            raise ValueError(wrong)
+        return self
+
+
+def unreachable(metric: str, values: list[float]) -> str | None:
+    """Why target `values` of `metric` can never be met, or None."""
+    if metric == "test_accuracy" and (wrong := [v for v in values if not 0 < v <= 1]):
+        return f"an accuracy target lies above 0 and at most 1 (got {', '.join(map(str, wrong))})"
+    return None
+
 
 # The default evaluation batch: the trial's micro-batch size (its batch size without accumulation), kept
 # within these bounds. At or below the trial's own batch an evaluation needs less memory than a training step

@@ -96,3 +96,33 @@ def test_an_empty_directory_is_refused_not_taken_for_the_working_directory(confi
     one_line([a.replace("{config}", config).replace("{dir}", str(tmp_path / "records")) for a in args], tmp_path,
              "expected a directory")
     assert sorted(p.name for p in tmp_path.iterdir()) == before  # nothing written where the command ran
+
+
+@pytest.mark.parametrize("args, expected", [
+    (["sweep", "{config}", "--dry-run", "--set", "target.value=[1.5]"], "target: an accuracy target lies above 0 "
+                                                                         "and at most 1 (got 1.5)"),
+    (["suggest", "{config}", "--target", "2"], "--target 2: an accuracy target lies above 0 and at most 1"),
+    (["sweep", "{config}", "--dry-run", "--set", "sweep.batch_size=[16, 16]"], "sweep.batch_size: 16 is listed "
+                                                                                "twice"),
+])
+def test_a_sweep_that_could_time_nothing_or_twice_is_refused_before_it_trains(config, tmp_path, args, expected):
+    """A target no accuracy can reach (suggest trained a 10-trial pilot first), or an axis value given twice (the
+    same trial trained twice into one folder)."""
+    line = one_line([a.replace("{config}", config) for a in args], tmp_path, expected)
+    assert not (tmp_path / "runs").exists()  # suggest trained nothing
+
+
+def test_a_sweep_without_a_target_is_warned_and_its_report_says_why_it_cannot_be_made(config, tmp_path):
+    """Without target.value the trials train to their budget: the sweep says the report will need a target, and
+    the report names the missing target (it had called every trial's config damaged)."""
+    from typer.testing import CliRunner
+
+    from batchlab.cli import app
+
+    runner = CliRunner()
+    swept = runner.invoke(app, ["sweep", config, "--out", str(tmp_path), "--set", "target.value=[]", "--quiet",
+                                "--no-time-steps"])
+    assert swept.exit_code == 0, swept.output
+    assert "warning: " in swept.stderr and "no target.value: the trials trained to their budget" in swept.stderr
+    line = one_line(["report", str(tmp_path / "tiny")], tmp_path)
+    assert "config.json: no target.value; the report is built on the times to a target" in line

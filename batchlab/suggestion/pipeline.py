@@ -18,7 +18,7 @@ from batchlab.records import SweepDir
 from batchlab.reporting.decision import decide
 from batchlab.reporting.measured_noise import b_simple_values
 from batchlab.run import Hooks
-from batchlab.schema import Experiment, LrRule
+from batchlab.schema import Experiment, LrRule, unreachable
 from batchlab.suggestion.answer import Suggestion, listed, sentence
 from batchlab.suggestion.plot import suggest_png
 from batchlab.suggestion.predict import predict
@@ -298,6 +298,8 @@ def _suggest_config(experiment: Experiment, target: float | None) -> Experiment:
         raise SuggestError("suggest needs a target to time: give --target (e.g. --target 0.9) or target.value "
                            "in the config")
     goal = target if target is not None else hardest_target(cfg)
+    if wrong := unreachable(cfg.target.metric, [goal]):
+        raise SuggestError(f"--target {goal:g}: {wrong}")
     evaluation = {"subset": cfg.eval.subset or EVAL_SUBSET}
     if "train_subset" not in cfg.eval.model_fields_set:
         evaluation["train_subset"] = 0
