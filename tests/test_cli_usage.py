@@ -105,10 +105,10 @@ def test_an_empty_directory_is_refused_not_taken_for_the_working_directory(confi
     (["sweep", "{config}", "--dry-run", "--set", "sweep.batch_size=[16, 16]"], "sweep.batch_size: 16 is listed "
                                                                                 "twice"),
 ])
-def test_a_sweep_that_could_time_nothing_or_twice_is_refused_before_it_trains(config, tmp_path, args, expected):
+def test_a_target_out_of_reach_or_a_value_given_twice_is_refused_before_training(config, tmp_path, args, expected):
     """A target no accuracy can reach (suggest trained a 10-trial pilot first), or an axis value given twice (the
     same trial trained twice into one folder)."""
-    line = one_line([a.replace("{config}", config) for a in args], tmp_path, expected)
+    one_line([a.replace("{config}", config) for a in args], tmp_path, expected)
     assert not (tmp_path / "runs").exists()  # suggest trained nothing
 
 
