@@ -30,7 +30,7 @@ from batchlab.grid import Trial, expand
 from batchlab.maxbatch import MaxBatch
 from batchlab.noise_scale import noise_scale as measure_noise_scale
 from batchlab.records import Status, SweepDir
-from batchlab.run import Hooks, plan, resolve_max, run_sweep, smoke as smoke_config
+from batchlab.run import Hooks, check_sweep, plan, resolve_max, run_sweep, smoke as smoke_config
 from batchlab.schema import Experiment
 
 Config = str | Path | dict | Experiment
@@ -119,6 +119,21 @@ def plan_sweep(config: Config, out: str | Path = "runs", overrides: Overrides = 
     except BatchlabError as e:
         raise source.locate(e) from None
     return Plan(experiment, trials, SweepDir(Path(out), experiment.name), source, notes)
+
+
+def check_plan(plan: Plan, *, restart: bool = False, smoke: bool = False, race: bool = False, executor: Any = None,
+               workers: int | None = None, gpus: list[int] | None = None, scheduler: str | None = None,
+               gpus_per_trial: float | None = None, retries: int | None = None) -> None:
+    """Raise what `sweep` with these arguments would refuse before training, training and writing nothing (what
+    `--dry-run` checks beside showing the plan): the executor's options (no cluster is contacted), user code and
+    data (checked on this machine), records of another experiment or of changed code."""
+    try:
+        make_executor(executor, workers=workers, gpus=gpus, scheduler=scheduler, gpus_per_trial=gpus_per_trial,
+                      retries=retries)
+        check_sweep(plan.experiment, plan.trials, plan.sweep_dir.path.parent, restart, smoke, race,
+                    plan.source.code_dirs)
+    except BatchlabError as e:
+        raise plan.source.locate(e) from None
 
 
 def _with_threads(overrides: Overrides, threads: int | None) -> Overrides:

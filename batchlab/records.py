@@ -280,13 +280,17 @@ class SweepDir:
         return self.trials / trial_id
 
     def status(self, trial_id: str) -> Status | None:
-        """The recorded status; INCOMPLETE without a readable summary; None if never started."""
+        """The recorded status; INCOMPLETE without a readable summary, config.json or metrics.csv (a report
+        leaves such a trial out: it is run again); None if never started."""
         d = self.trial_dir(trial_id)
         if not d.exists():
             return None
         summary = read_summary(d)
+        metrics = d / METRICS
+        if not summary or read_json(d / "config.json") is None or not metrics.is_file() or not metrics.stat().st_size:
+            return Status.INCOMPLETE
         try:
-            return Status(summary.get("status")) if summary else Status.INCOMPLETE
+            return Status(summary.get("status"))
         except ValueError:
             return Status.INCOMPLETE
 
@@ -334,26 +338,34 @@ class SweepDir:
         if restart and self.trials.exists():
             with writing(self.trials):
                 shutil.rmtree(self.trials)
-        elif old_file.exists() and self.trials.exists():
-            try:
-                old = validate(yaml.safe_load(old_file.read_text()) or {}, str(old_file))
-            except (ConfigError, yaml.YAMLError) as e:
-                raise RecordsError(f"{old_file} cannot be read ({e}); use --restart to start over") from None
-            changed = changed_fields(old, experiment)
-            if changed:
-                raise RecordsError(
-                    f"{self.path} holds trials of a different experiment: {', '.join(changed)} changed; "
-                    "their trials could not be compared. Use --restart to start over, or give a new name")
-            for module, recorded in self.recorded_code().items():
-                now = code.get(module)
-                if now is not None and now["sha256"] != recorded["sha256"]:
-                    raise RecordsError(
-                        f"{now['file']} changed since {self.path}'s trials were recorded with it (module {module}); "
-                        "their results could not be compared. Use --restart to start over, or give a new name")
+        elif not restart:
+            self.check(experiment, code)
         with writing(self.trials):
             self.trials.mkdir(parents=True, exist_ok=True)
         text = yaml.safe_dump(experiment.model_dump(mode="json", exclude_unset=True), sort_keys=False)
         write_atomic(old_file, lambda f: f.write(text))  # a full disk leaves the old sweep.yaml, never half of one
+
+    def check(self, experiment: Experiment, code: dict[str, dict[str, str]]) -> None:
+        """Raise RecordsError unless the trials here can be extended by this experiment and this code (`prepare`
+        without --restart; writes nothing)."""
+        old_file = self.path / "sweep.yaml"
+        if not (old_file.exists() and self.trials.exists()):
+            return
+        try:
+            old = validate(yaml.safe_load(old_file.read_text()) or {}, str(old_file))
+        except (ConfigError, yaml.YAMLError) as e:
+            raise RecordsError(f"{old_file} cannot be read ({e}); use --restart to start over") from None
+        changed = changed_fields(old, experiment)
+        if changed:
+            raise RecordsError(
+                f"{self.path} holds trials of a different experiment: {', '.join(changed)} changed; "
+                "their trials could not be compared. Use --restart to start over, or give a new name")
+        for module, recorded in self.recorded_code().items():
+            now = code.get(module)
+            if now is not None and now["sha256"] != recorded["sha256"]:
+                raise RecordsError(
+                    f"{now['file']} changed since {self.path}'s trials were recorded with it (module {module}); "
+                    "their results could not be compared. Use --restart to start over, or give a new name")
 
     def summaries(self) -> list[dict]:
         """Every readable summary.json, in trial-id order (trials without one are running or were killed)."""

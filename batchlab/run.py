@@ -10,7 +10,7 @@ from typing import Callable
 
 import torch
 
-from batchlab import registry, steptime
+from batchlab import preflight, registry, steptime
 from batchlab.executors import Executor, Job, Sequential
 from batchlab.executors.base import DataCache
 from batchlab.grid import Trial
@@ -97,12 +97,10 @@ def run_sweep(experiment: Experiment, trials: list[Trial], out: Path, command: s
     code_dirs = tuple(code_dirs)
     registry.make_importable(*code_dirs)
     with sweep.lock():
-        todo = [t for t, status in plan(trials, sweep)
-                if restart or status not in DONE or (status == Status.RACED and not (race or deadline_steps))]
+        todo = _todo(trials, sweep, restart, race or bool(deadline_steps))
         if todo:
             executor.check(todo, eval_cap, code_dirs)
-        names = sorted({n for t in trials for n in imported_names(t.config)})
-        sweep.prepare(experiment, restart, registry.source_hashes(names))
+        sweep.prepare(experiment, restart, _code(trials))
         jobs = [Job(t, command, eval_cap, code_dirs, race=race, deadline_steps=deadline_steps) for t in todo]
         with closing(executor.run(jobs, sweep, hooks.trial_start)) as ended:
             for trial, summary in ended:
@@ -112,6 +110,30 @@ def run_sweep(experiment: Experiment, trials: list[Trial], out: Path, command: s
             time_steps_of(trials, sweep, getattr(executor, "cache", None) or DataCache(), ran=bool(todo),
                           on_round=hooks.steps_timed)
     return summaries
+
+
+def check_sweep(experiment: Experiment, trials: list[Trial], out: Path, restart: bool = False, smoke: bool = False,
+                race: bool = False, code_dirs: tuple[str, ...] = ()) -> None:
+    """What run_sweep refuses before anything trains, found without training or writing anything (`--dry-run`):
+    user code that does not import or build and data that does not load (checked here, whatever the executor),
+    records of another experiment or of changed code."""
+    sweep = SweepDir(out, experiment.name)
+    registry.make_importable(*code_dirs)
+    if todo := _todo(trials, sweep, restart, race):
+        preflight.check(todo, DataCache(SMOKE_EXAMPLES if smoke else None))
+    if not restart:
+        sweep.check(experiment, _code(trials))
+
+
+def _todo(trials: list[Trial], sweep: SweepDir, restart: bool, racing: bool) -> list[Trial]:
+    """The trials to run: all with restart, else those not done (a raced one again in full unless racing)."""
+    return [t for t, status in plan(trials, sweep)
+            if restart or status not in DONE or (status == Status.RACED and not racing)]
+
+
+def _code(trials: list[Trial]) -> dict[str, dict[str, str]]:
+    """The user modules the trials import, hashed (registry.source_hashes)."""
+    return registry.source_hashes(sorted({n for t in trials for n in imported_names(t.config)}))
 
 
 def time_steps_of(trials: list[Trial], sweep: SweepDir, cache: DataCache, ran: bool,

@@ -107,6 +107,28 @@ def test_dry_run_prints_the_trial_table(write_config):
     assert "4 trials, 4 to run" in result.output
 
 
+def test_dry_run_refuses_what_the_run_would_refuse_before_training(write_config, tmp_path):
+    """It said "4 trials, 4 to run" where the run then refused the records (a changed budget), an unknown
+    executor, or dask's options without dask; and it writes nothing."""
+    cfg = str(write_config({"budget": {"steps": 2}, "sweep": {"batch_size": [64], "lr": [0.1]}}))
+    out = str(tmp_path / "runs")
+    assert runner.invoke(app, ["sweep", cfg, "--out", out, "--quiet", "--no-time-steps"]).exit_code == 0
+    recorded = sorted(p.name for p in (tmp_path / "runs" / "tiny" / "trials").iterdir())
+    for args, expected in (
+            (["--set", "budget.steps=3"], "holds trials of a different experiment: budget.steps changed"),
+            (["--executor", "foo"], "executor 'foo': choose from local, dask"),
+            (["--retries", "3"], "are for the dask executor (--executor dask)")):
+        result = runner.invoke(app, ["sweep", cfg, "--out", out, "--dry-run", *args])
+        assert result.exit_code == 2 and expected in result.output, (args, result.output)
+        assert result.output.count("\n") == 1 and "to run" not in result.output
+    assert sorted(p.name for p in (tmp_path / "runs" / "tiny" / "trials").iterdir()) == recorded
+    missing = str(write_config({"model": {"name": "nosuchmodule:Net"}}, name="missing.yaml"))
+    result = runner.invoke(app, ["sweep", missing, "--out", out, "--dry-run"])  # user code that does not import
+    assert result.exit_code == 2 and "model.name: cannot import 'nosuchmodule'" in result.output, result.output
+    fresh = runner.invoke(app, ["sweep", cfg, "--out", str(tmp_path / "elsewhere"), "--dry-run"])
+    assert fresh.exit_code == 0 and "1 trials, 1 to run" in fresh.output and not (tmp_path / "elsewhere").exists()
+
+
 @pytest.mark.parametrize("scale, expected", [("linear", lambda b: 0.1 * b / 128), ("sqrt", lambda b: 0.1 * (b / 128) ** 0.5),
                                              ("none", lambda b: 0.1)])
 def test_lr_rule_gives_each_batch_size_its_lr_and_factors(write_config, scale, expected):

@@ -93,3 +93,29 @@ def test_summary_from_json_refuses_what_a_trial_never_writes():
                           ({"status": "incomplete"}, "never written"), ({"steps": True}, "'steps' is True")]:
         with pytest.raises(ValueError, match=expected.replace("(", r"\(").replace("{", r"\{")):
             Summary.from_json({**good, **bad})
+
+
+def test_a_rerun_trains_again_a_trial_whose_config_or_metrics_were_lost(tmp_path):
+    """The report leaves out a trial whose config.json is missing or not JSON, or whose metrics.csv is empty; the
+    same sweep run again counted it as done for ever. It trains it again, and the report has no warning left."""
+    config = tmp_path / "exp.yaml"
+    config.write_text("name: lost\ndataset: {name: digits, subset: 200}\nmodel: {hidden: [8]}\n"
+                      "budget: {steps: 3}\ntarget: {value: [0.2]}\nthreads: 1\nsweep: {lr: [0.1, 0.2, 0.3, 0.4]}\n")
+    runner = CliRunner()
+
+    def sweep():
+        result = runner.invoke(app, ["sweep", str(config), "--out", str(tmp_path / "runs"), "--quiet",
+                                     "--no-time-steps"])
+        assert result.exit_code == 0, result.output
+        return result.output
+
+    sweep()
+    trials = sorted((tmp_path / "runs" / "lost" / "trials").iterdir())
+    (trials[0] / "config.json").unlink()
+    (trials[1] / "config.json").write_text("{not json")
+    (trials[2] / "metrics.csv").write_text("")
+    [damaged] = analyse(tmp_path / "runs" / "lost")
+    assert len(damaged.warnings) == 3
+    assert "3 completed (1 already recorded)" in sweep()
+    [report] = analyse(tmp_path / "runs" / "lost")
+    assert report.warnings == [] and len(report.records.trials) == 4
