@@ -181,7 +181,7 @@ def test_noise_on_a_tiny_training_set_is_refused_before_training(write_config, t
     """With noise on, a training set of one example recorded ZeroDivisionError in every trial."""
     path = write_config({"dataset": dataset, "noise": {"every": 0.5}})
     assert one_line_error(path) == (f"error: {path}, line 27: noise.every: a training set of {n} example is too "
-                                    "small to measure the gradient noise scale (B_small 0, B_big 0)")
+                                    "small to measure the gradient noise scale (two examples at least)")
     assert not (tmp_path / "runs" / "tiny" / "trials").exists()  # refused before any trial started
 
 
@@ -200,7 +200,20 @@ def test_the_noise_command_on_a_tiny_training_set_is_one_line(write_config):
     result = runner.invoke(app, ["noise", str(path)])
     assert result.exit_code == 2 and "Traceback" not in result.output
     assert result.stderr == (f"error: {path}: noise.every: a training set of 1 example is too small to measure the "
-                             "gradient noise scale (B_small 0, B_big 0)\n")
+                             "gradient noise scale (two examples at least)\n")
+
+
+def test_a_small_batch_over_half_the_training_set_is_named_as_the_cause(write_config):
+    """It blamed noise.every and the data set's size, which the default noise settings measure well."""
+    path = write_config({"dataset": {"name": "digits", "subset": 100}})  # 100 training examples
+    result = runner.invoke(app, ["noise", str(path), "--set", "noise.small_batch_size=80", "--set",
+                                 "noise.batch_size=64"])
+    assert result.exit_code == 2 and result.stderr.count("\n") == 1
+    assert result.stderr.endswith("noise.small_batch_size: 80 is over half the training set (100 examples) and of "
+                                  "noise.batch_size (64): give at most 32\n")
+    fine = runner.invoke(app, ["noise", str(path), "--set", "noise.small_batch_size=32", "--set",
+                               "noise.batch_size=64", "--measurements", "2"])
+    assert fine.exit_code == 0, fine.output  # the advice holds
 
 
 def test_a_sweep_axis_below_a_value_that_is_no_mapping_is_one_line(write_config):

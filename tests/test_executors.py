@@ -138,7 +138,7 @@ def test_pool_stops_with_one_line_and_keeps_what_finished(write_config, tmp_path
     output, _ = proc.communicate(timeout=60)
     assert proc.returncode == 130, output
     assert output.strip().splitlines() == [
-        f"error: interrupted: the running trials are recorded as interrupted in {out / 'tiny'}; "
+        f"error: interrupted: any trial that was running is recorded as interrupted in {out / 'tiny'}; "
         "run the same command again to resume"]
     statuses = {trial: s["status"] for trial, s in summaries(out).items()}
     assert sorted(statuses.values()) == ["completed", "completed", "interrupted", "interrupted"], statuses
@@ -430,7 +430,7 @@ def test_dask_ctrl_c_keeps_finished_trials_and_a_rerun_does_the_rest(client, wri
     output, _ = proc.communicate(timeout=60)
     assert proc.returncode == 130, output
     assert output.strip().splitlines() == [
-        f"error: interrupted: the running trials are recorded as interrupted in {out / 'tiny'}; "
+        f"error: interrupted: any trial that was running is recorded as interrupted in {out / 'tiny'}; "
         "run the same command again to resume"]
     wait_for(lambda: not alive(processes_of_the_sweep), timeout=20, what="every process of the sweep to end")
     before = summaries(out)  # the trials that had started: finished ones completed, running ones interrupted

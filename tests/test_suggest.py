@@ -364,6 +364,9 @@ def test_restart_starts_the_noise_run_over_too(write_config, tmp_path):
         return runner.invoke(app, ["suggest", str(cfg), "--out", str(tmp_path), "--quiet", *args])
 
     assert suggest().exit_code == 0
+    other = runner.invoke(app, ["suggest", str(cfg), "--out", str(tmp_path), "--target", "0.8"])
+    assert other.exit_code == 2 and "holds trials of a different experiment: target.value changed" in other.output
+    assert other.output.count("\n") == 1  # refused before the scan, not after it and the pilot
     result = suggest("--set", "model.hidden=[16]", "--restart")
     assert result.exit_code == 0, result.output
     noise = tmp_path / "tiny-suggest" / "noise-scale" / "trials"

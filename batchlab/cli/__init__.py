@@ -158,7 +158,7 @@ def sweep(
                                retries=retries, time_steps=time_steps, on_trial_start=display.trial_start,
                                on_trial_end=display.trial_end, on_steps_timed=display.steps_timed)
     except KeyboardInterrupt:
-        raise fail(f"interrupted: the running trials are recorded as interrupted in {plan.sweep_dir.path}; "
+        raise fail(f"interrupted: any trial that was running is recorded as interrupted in {plan.sweep_dir.path}; "
                    "run the same command again to resume", code=130) from None
     done = ", ".join(f"{n} {status}" for status, n in result.counts.items()) or "nothing to run"
     skipped = f" ({result.skipped} already recorded)" if result.skipped else ""
@@ -319,7 +319,8 @@ def suggest(
                                  command=command_line(config, list(set_ or []), extra, "suggest"), on_stage=stage,
                                  on_trial_start=display.trial_start, on_trial_end=display.trial_end)
     except KeyboardInterrupt:
-        raise fail("interrupted: the running trial is recorded as interrupted; run the same command again to resume",
+        raise fail("interrupted: a trial that was running is recorded as interrupted; run the same command again "
+                   "to resume",
                    code=130) from None
     if as_json:
         typer.echo(json.dumps(answer.to_dict(), default=str))

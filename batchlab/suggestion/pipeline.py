@@ -58,6 +58,8 @@ def suggest(experiment: Experiment, out: Path, *, target: float | None = None, b
     registry.make_importable(*code_dirs)
     cfg = _suggest_config(experiment, target)
     metric, goal = cfg.target.metric, hardest_target(cfg)
+    if not restart:  # records of another config (another --target, say) are refused now, not after the scan
+        SweepDir(out, cfg.name).check(cfg, {})
     device = resolve_device(cfg.device)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
