@@ -104,7 +104,9 @@ def test_a_point_where_the_smallest_batch_made_no_progress_has_no_cbs():
     falling[0]["examples_to_target"], falling[1]["examples_to_target"] = 64.0, 96.0
     found = critical(falling, 1.0)
     assert found["target_loss"] == 0.8 and found["e_ref"] == 64.0 and found["cbs_tolerance"] == 32
-    assert found["cbs_fit"] is None  # two batch sizes reached it: a fit needs three
+    assert found["cbs_fit"] is None  # two batch sizes reached it: a fit needs three, and the note says so
+    assert found["note"] == ("2 batch sizes of the ladder reached L* within their branches, a fit needs 3 (a longer "
+                             "--window gives the larger ones room)")
     assert [b["best"] for b in falling] == [True, True, True]
 
 
@@ -222,6 +224,7 @@ def test_noise_only_and_an_interruption_keep_what_was_measured(tmp_path, monkeyp
     (["--batch-sizes", "32"], "--batch-sizes: branching compares batch sizes, give at least two"),
     (["--batch-sizes", "8,5000"], "--batch-sizes: each must be from 1 to the training set's 1,437 examples"),
     (["--window", "100000"], "--window 100,000: longer than both the reference run's budget"),
+    (["--window", "100000"], "or a budget that holds it (--set budget.epochs=70)"),  # 100,000 / 1,437 examples
     (["--window", "10", "--batch-sizes", "8,256"], "--window 10: the largest batch of the ladder (256) takes no step"),
     (["--from", "magic"], "--from 'magic': choose from branching, noise"),
     (["--tolerance", "0"], "--tolerance 0.0: expected a number above 0"),

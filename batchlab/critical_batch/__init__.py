@@ -137,8 +137,8 @@ def plan(experiment: Experiment, n: int, batch_sizes: list[int] | None, points: 
     window = window if window is not None else max(ladder[-1], round(budget * CBS_WINDOW))
     if window > max(budget, n):
         raise ConfigError(f"--window {window:,}: longer than both the reference run's budget ({budget:,} examples) "
-                          f"and an epoch ({n:,}); give a shorter window or a longer budget "
-                          "(e.g. --set budget.epochs=2)")
+                          f"and an epoch ({n:,}); give --window {max(budget, n):,} at most, or a budget that holds "
+                          f"it (--set budget.epochs={math.ceil(window / n)})")
     if (1 + tolerance) * window < ladder[-1]:
         raise ConfigError(f"--window {window:,}: the largest batch of the ladder ({ladder[-1]:,}) takes no step in "
                           f"(1 + tolerance) windows; give a longer window or smaller batch sizes")

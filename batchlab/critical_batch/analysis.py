@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import math
 
-from batchlab.frontier import TooFewPoints, fit
+from batchlab.frontier import MIN_POINTS, TooFewPoints, fit
 
 Curve = list[tuple[float, float]]
 
@@ -77,10 +77,13 @@ def critical(branches: list[dict], tolerance: float) -> dict:
     e_ref = examples[sizes[0]] if sizes else None
     within = [s for s in sizes if e_ref and examples[s] is not None and examples[s] <= (1 + tolerance) * e_ref]
     reached = [(s, e) for s, e in examples.items() if e is not None and e > 0]
+    note = None
     try:
         frontier = fit([s for s, _ in reached], [e / s for s, e in reached])
         cbs_fit, r2 = frontier.b_crit, frontier.r2
     except TooFewPoints:
         cbs_fit, r2 = None, None
+        note = (f"{len(reached)} batch size{'s' * (len(reached) != 1)} of the ladder reached L* within "
+                f"their branches, a fit needs {MIN_POINTS} (a longer --window gives the larger ones room)")
     return {"target_loss": target, "e_ref": e_ref, "examples_by_batch": {str(s): e for s, e in examples.items()},
-            "cbs_fit": cbs_fit, "fit_r2": r2, "cbs_tolerance": max(within) if within else None, "note": None}
+            "cbs_fit": cbs_fit, "fit_r2": r2, "cbs_tolerance": max(within) if within else None, "note": note}
