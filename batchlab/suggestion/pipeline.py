@@ -140,10 +140,12 @@ def suggest(experiment: Experiment, out: Path, *, target: float | None = None, b
     best_lr: dict[int, tuple[float, int]] = {pilot_b: (pilot_lr, pilot_steps)}
     lead = 0  # the rule's factor the last batch size raced did best with: the likeliest best at the next one too
     cut: list[int] = []  # batch sizes none of whose lrs reached the target within the race's limit
+    skipped: list[int] = []  # not raced: past a cut one (past_cut)
     for b in list(candidates):
         fastest = min(best_lr, key=lambda c: (best_lr[c][1] * spb[c], c))
         if (beyond := past_cut(b, fastest, cut)) is not None:
             candidates.remove(b)
+            skipped.append(b)
             notes.append(f"batch size {b} not raced: {beyond}, between it and {fastest}, the fastest so far, was "
                          f"cut by the race on seed {cfg.seed}")
             continue
@@ -208,7 +210,7 @@ def suggest(experiment: Experiment, out: Path, *, target: float | None = None, b
         s.predicted_interval = tuple(interval)
         s.within_noise = [{"batch_size": o, "lr": best_lr[o][0], "steps": confirmed[o],
                            "predicted_seconds": final.predicted[o][0]} for o in final.within_noise]
-        notes.extend(unmeasured(candidates, [b, *final.within_noise], tried, seeds))
+        notes.extend(unmeasured(candidates + skipped, [b, *final.within_noise], tried, seeds))
     else:  # reached on one seed only, or not confirmed within the budget: named, but qualified
         b = ranking[0]
         s.batch_size, s.lr, s.seeds, s.steps = b, best_lr[b][0], [cfg.seed], [best_lr[b][1]]

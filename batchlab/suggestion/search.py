@@ -202,8 +202,9 @@ def neighbours(search: Search, candidates: list[int], best_lr: dict[int, tuple[f
 
 
 def unmeasured(candidates: list[int], named: list[int], tried: set[int], seeds: list[int]) -> list[str]:
-    """Notes on the raced batch sizes next to those the answer names (the fastest and those within the noise of
-    it) that confirmation never trained on `seeds`: whether they are within the noise too was not measured. The
+    """Notes on the batch sizes of the race (`candidates`: raced, or skipped past a cut one) next to those the
+    answer names (the fastest and those within the noise of it) that confirmation never trained on `seeds`:
+    whether they are within the noise too was not measured. The
     neighbours of the fastest are confirmed (`neighbours`), those of a tie's other members are not: on
     Fashion-MNIST, 64 joined "128, 256 or 512" on seeds 1-3 (658 steps on seed 1) and not on seeds 2-4, and a run
     whose race cut 64 on seed 0 could not say."""
