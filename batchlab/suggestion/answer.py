@@ -42,8 +42,9 @@ class Suggestion:
     candidates: list[int] = field(default_factory=list)  # the batch sizes raced
     throughput: dict[int, float] = field(default_factory=dict)  # the scan's first pass: samples/s at 1, 2, 4, ...
     rates: list[Rate] = field(default_factory=list)  # seconds per step of the batch sizes trained, interleaved
-    trials: list[dict] = field(default_factory=list)  # every trial: phase, batch_size, lr, seed, status, steps
-    # to the target, steps_run, predicted_seconds (steps to the target x the scan's seconds per step), seconds
+    trials: list[dict] = field(default_factory=list)  # every trial run: phase, batch_size, lr, seed, status, steps
+    # to the target, steps_run, predicted_seconds (steps to the target x the scan's seconds per step), seconds;
+    # `replaced`: a run a later one of the same trial replaced on disk (a raced trial trained again in full)
     cost: dict[str, float] = field(default_factory=dict)  # seconds spent: scan, pilot, race, confirmation, total
     schedule: dict | None = None  # --schedule: the schedule proposed, its trials, steps saved per seed, the
     # decision against the answer (batchlab.suggestion.schedule.race)

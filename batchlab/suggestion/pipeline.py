@@ -24,7 +24,7 @@ from batchlab.suggestion.plot import suggest_png
 from batchlab.suggestion.predict import predict
 from batchlab.recommend import yaml_line
 from batchlab.suggestion.scan import Scan, first_pass, interleaved
-from batchlab.suggestion.search import (CONFIRM_MOST, CONFIRM_SEEDS, CONFIRM_WITHIN, Search, SuggestError,
+from batchlab.suggestion.search import (CONFIRM_MOST, CONFIRM_SEEDS, CONFIRM_WITHIN, COSTS, Search, SuggestError,
                                         best_by_steps, between, confirm, neighbours, past_cut, progress,
                                         unmeasured)
 from batchlab.suggestion.schedule import lr_scale, propose
@@ -317,15 +317,16 @@ def _suggest_config(experiment: Experiment, target: float | None) -> Experiment:
 
 def _finish(s: Suggestion, search: Search, found: Scan, pilot_b: int, pilot_steps: int) -> Suggestion:
     spb = found.seconds_per_step()
-    for trial_id, t in search.trials.items():
+    runs = [(t, True) for t in search.replaced] + [(t, False) for t in search.trials.values()]
+    for t, replaced in runs:
         summary = t["summary"]
         steps = None if t["noise_run"] else search.steps(summary)  # the noise run only measures
         per_step = None if t["phase"] == "schedule" else spb.get(summary["batch_size"])  # a schedule: several
-        s.trials.append({"trial_id": trial_id, "phase": t["phase"], "noise_run": t["noise_run"],
-                         "batch_size": summary["batch_size"],
+        s.trials.append({"trial_id": summary["trial_id"], "phase": t["phase"], "noise_run": t["noise_run"],
+                         "replaced": replaced, "batch_size": summary["batch_size"],
                          "lr": summary["lr"], "seed": summary["seed"], "status": summary["status"],
-                         "steps": steps, "steps_run": summary["steps"], "train_seconds": summary["train_seconds"],
-                         "eval_seconds": summary.get("eval_seconds"), "noise_seconds": summary.get("noise_seconds"),
+                         "steps": steps, "steps_run": summary["steps"],
+                         **{k: summary.get(k) for k in COSTS},
                          "predicted_seconds": steps * per_step if steps is not None and per_step else None})
     s.cost = {**search.cost, "total": search.spent()}
     s.sentence = sentence(s)

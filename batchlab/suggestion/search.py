@@ -24,6 +24,9 @@ CONFIRM_SEEDS = 2  # more seeds each is trained on: steps to the target varied b
 # on Fashion-MNIST: 216 and 276), more than the tie margin, and two seeds left the answer moving with the seed
 
 
+COSTS = ("train_seconds", "eval_seconds", "noise_seconds", "compile_seconds")  # what a trial spent, by its summary
+
+
 class SuggestError(BatchlabError):
     """A suggestion cannot be made (no target, or one the pilot cannot reach)."""
 
@@ -39,7 +42,9 @@ class Search:
         self.restarted: set[Path] = set()  # run's) deletes that directory's earlier records
         self.key = f"{hardest_target(cfg):g}"
         self.cost = dict.fromkeys(PHASES, 0.0)
-        self.trials: dict[str, dict] = {}  # trial id -> {phase, summary}, in the order first used
+        self.trials: dict[str, dict] = {}  # trial id -> {phase, summary, noise_run}, in the order first used
+        self.replaced: list[dict] = []  # earlier runs of a trial run again (a raced one trained again in full):
+        # their seconds are in the cost, their records were replaced by the later run's
         self.stopped = False
 
     def spent(self) -> float:
@@ -67,8 +72,9 @@ class Search:
         known = self.trials.get(trial.id)
         if known is None or known["summary"].get("run_token") != summary.get("run_token"):  # run now (a raced
             # trial trained again in full counts again)
-            self.cost[phase] += sum(summary.get(k) or 0.0 for k in ("train_seconds", "eval_seconds", "noise_seconds",
-                                                                     "compile_seconds"))
+            self.cost[phase] += sum(summary.get(k) or 0.0 for k in COSTS)
+            if known is not None:
+                self.replaced.append(known)
             self.trials[trial.id] = {"phase": phase, "summary": summary, "noise_run": into is not None}
         return summary
 
