@@ -266,6 +266,27 @@ def test_the_fastest_is_named_only_beside_both_its_neighbours_confirmed_on_the_s
     assert best_lr[256] == (0.1, 276) and fastest(confirmed) == 256 and notes == []
 
 
+def test_a_batch_size_the_race_skipped_is_raced_when_the_fastest_needs_it_as_a_neighbour():
+    """Seed 1 cut 256 (276 steps) and the race skipped 512 past it; confirmed, 256 is the fastest, so 512, its
+    neighbour with no trial on the first seed, is raced there (the callback: its lrs) and confirmed, not silently
+    left out of the ladder."""
+    from batchlab.suggestion.search import neighbours
+
+    steps = {(256, 1): 276, (256, 2): 216, (256, 3): 216, (512, 1): 150, (512, 2): 120, (512, 3): 180}
+    search = fake_search(1, steps, [(256, 0.1, 1, "raced")])
+    raced = []
+
+    def race(b):
+        raced.append(b)
+        return 0.141, search.steps(search.train("confirmation", b, 0.141, 1))
+
+    best_lr = {128: (0.0707, 299), 64: (0.05, 658)}
+    confirmed = {128: [299, 391, 437], 64: [658, 799, 1128]}
+    neighbours(search, [128, 256, 64, 512], best_lr, confirmed, {128, 64}, [2, 3], [], fastest, race)
+    assert raced == [512] and confirmed[512] == [150, 120, 180] and best_lr[512] == (0.141, 150)
+    assert fastest(confirmed) == 256 and ("confirmation", 256, 0.1, 1) in search.calls  # 256 via again()
+
+
 def test_a_neighbour_that_misses_or_a_spent_budget_leaves_the_answer_as_confirmed():
     """512 reaches the target on seed 2 but not on seed 3: not confirmed, said once; a neighbour confirmation
     tried (and missed) is not tried again. With the budget spent after one trial, the search stops where it is."""

@@ -141,6 +141,19 @@ def suggest(experiment: Experiment, out: Path, *, target: float | None = None, b
     lead = 0  # the rule's factor the last batch size raced did best with: the likeliest best at the next one too
     cut: list[int] = []  # batch sizes none of whose lrs reached the target within the race's limit
     skipped: list[int] = []  # not raced: past a cut one (past_cut)
+
+    def lrs_at(b: int) -> list[float]:
+        # the config's list of lrs at every batch size, as its grid would; else the rule's factors. The likeliest
+        # best first (the pilot's lr, else the last winner's factor), whose steps then cut the others short
+        factors = [rule.factors[lead], *(f for i, f in enumerate(rule.factors) if i != lead)]
+        lrs = [pilot_lr] if b == pilot_b or sweep_lrs else []
+        return lrs + [v for v in (sweep_lrs or [rule.lr(b, f) for f in factors])
+                      if not any(math.isclose(v, w) for w in lrs)]
+
+    def race_skipped(b: int) -> tuple[float, int] | None:  # one the race skipped, needed beside the fastest after
+        chosen = best_by_steps(search, "confirmation", b, lrs_at(b), cfg.seed)  # all: its lrs on the first seed
+        return None if chosen is None else (chosen["lr"], search.steps(chosen))
+
     for b in list(candidates):
         fastest = min(best_lr, key=lambda c: (best_lr[c][1] * spb[c], c))
         if (beyond := past_cut(b, fastest, cut)) is not None:
@@ -149,12 +162,7 @@ def suggest(experiment: Experiment, out: Path, *, target: float | None = None, b
             notes.append(f"batch size {b} not raced: {beyond}, between it and {fastest}, the fastest so far, was "
                          f"cut by the race on seed {cfg.seed}")
             continue
-        # the config's list of lrs at every batch size, as its grid would; else the rule's factors. The likeliest
-        # best first (the pilot's lr, else the last winner's factor), whose steps then cut the others short
-        factors = [rule.factors[lead], *(f for i, f in enumerate(rule.factors) if i != lead)]
-        lrs = [pilot_lr] if b == pilot_b or sweep_lrs else []
-        lrs += [v for v in (sweep_lrs or [rule.lr(b, f) for f in factors])
-                if not any(math.isclose(v, w) for w in lrs)]
+        lrs = lrs_at(b)
         # the best predicted seconds so far, with the margin within which other seeds may still make it a tie: a
         # setting that close must finish, or it could never be confirmed and named beside the fastest
         bar = CONFIRM_WITHIN * min(steps * spb[c] for c, (_, steps) in best_lr.items())
@@ -193,7 +201,8 @@ def suggest(experiment: Experiment, out: Path, *, target: float | None = None, b
     def decided(every: dict[int, list[int]]):
         return decide({b: np.array(v, dtype=float) for b, v in every.items()}, costs)
 
-    neighbours(search, candidates, best_lr, confirmed, tried, seeds, notes, lambda every: decided(every).fastest)
+    neighbours(search, candidates + skipped, best_lr, confirmed, tried, seeds, notes,
+               lambda every: decided(every).fastest, race_skipped)
     s = Suggestion(SweepDir(out, cfg.name).path, metric, goal, None, None, rates=found.rates,
                    throughput=found.speeds, candidates=candidates, stopped_by_budget=search.stopped)
     s.pilot = {"batch_size": pilot_b, "lr": pilot_lr, "steps": pilot_steps, "tries": tries[:tries.index(pilot_b) + 1]}
@@ -210,7 +219,7 @@ def suggest(experiment: Experiment, out: Path, *, target: float | None = None, b
         s.predicted_interval = tuple(interval)
         s.within_noise = [{"batch_size": o, "lr": best_lr[o][0], "steps": confirmed[o],
                            "predicted_seconds": final.predicted[o][0]} for o in final.within_noise]
-        notes.extend(unmeasured(candidates + skipped, [b, *final.within_noise], tried, seeds))
+        notes.extend(unmeasured(candidates + skipped, [b, *final.within_noise], tried, seeds, skipped))
     else:  # reached on one seed only, or not confirmed within the budget: named, but qualified
         b = ranking[0]
         s.batch_size, s.lr, s.seeds, s.steps = b, best_lr[b][0], [cfg.seed], [best_lr[b][1]]

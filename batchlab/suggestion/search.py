@@ -182,11 +182,13 @@ def between(search: Search, candidates: list[int], best_lr: dict[int, tuple[floa
 
 def neighbours(search: Search, candidates: list[int], best_lr: dict[int, tuple[float, int]],
                confirmed: dict[int, list[int]], tried: set[int], seeds: list[int], notes: list[str],
-               fastest: Callable[[dict[int, list[int]]], int]) -> None:
+               fastest: Callable[[dict[int, list[int]]], int],
+               race: Callable[[int], tuple[float, int] | None] | None = None) -> None:
     """Until the fastest of `confirmed` (by `fastest`, the decision over every seed) has both its neighbours among
-    the raced batch sizes confirmed too, or they cannot be (missed the target on some seed, or the budget): each
-    missing neighbour not `tried` by confirmation yet trained on the first seed (`again`, if the race cut it) and
-    on `seeds`, into `confirmed`. Not capped by CONFIRM_MOST: at most the candidates.
+    the race's batch sizes confirmed too, or they cannot be (missed the target on some seed, or the budget): each
+    missing neighbour not `tried` by confirmation yet trained on the first seed (`again`, if the race cut it;
+    `race`, (lr, steps) or None, if the race skipped it past a cut one) and on `seeds`, into `confirmed`. Not
+    capped by CONFIRM_MOST: at most the candidates.
     T(B) has one minimum, so a batch size is named fastest only beside both its neighbours measured on the same
     seeds: on seed 1 of Fashion-MNIST, 128 was fastest by its first seed's steps, and the race had cut 256 there
     (276 steps, then 216 and 216 on the next seeds); the answer was 128 alone where the other seeds said 256."""
@@ -201,13 +203,16 @@ def neighbours(search: Search, candidates: list[int], best_lr: dict[int, tuple[f
             return
         for b in missing:
             tried.add(b)
-            if b not in best_lr and (found := again(search, b, best_lr)) is not None:
-                best_lr[b] = found
+            if b not in best_lr:
+                skipped = race is not None and not search.constant_summaries(b, search.cfg.seed)
+                if (found := race(b) if skipped else again(search, b, best_lr)) is not None:
+                    best_lr[b] = found
             if b in best_lr:
                 confirmed.update(confirm(search, [b], best_lr, [b], seeds, notes, tried))
 
 
-def unmeasured(candidates: list[int], named: list[int], tried: set[int], seeds: list[int]) -> list[str]:
+def unmeasured(candidates: list[int], named: list[int], tried: set[int], seeds: list[int],
+               skipped: list[int] = ()) -> list[str]:
     """Notes on the batch sizes of the race (`candidates`: raced, or skipped past a cut one) next to those the
     answer names (the fastest and those within the noise of it) that confirmation never trained on `seeds`:
     whether they are within the noise too was not measured. The
@@ -219,9 +224,10 @@ def unmeasured(candidates: list[int], named: list[int], tried: set[int], seeds: 
     for i, b in enumerate(ladder):
         beside = [n for n in ladder[max(0, i - 1):i + 2] if n in named and n != b]
         if b not in named and b not in tried and beside:
-            notes.append(f"batch size {b}, next to {listed(beside)} in the answer, was not trained on seed"
-                         f"{'s' if len(seeds) > 1 else ''} {listed(seeds)}: whether it is within the noise too was "
-                         f"not measured")
+            trained = ("was not trained (the race skipped it past a cut one)" if b in skipped else
+                       f"was not trained on seed{'s' if len(seeds) > 1 else ''} {listed(seeds)}")
+            notes.append(f"batch size {b}, next to {listed(beside)} in the answer, {trained}: whether it is within "
+                         f"the noise too was not measured")
     return notes
 
 
