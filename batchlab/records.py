@@ -199,6 +199,15 @@ def _finite(obj):
     return obj
 
 
+def _has_rows(path: Path) -> bool:
+    """Whether a CSV file has a line after its header (reads two lines, whatever its size)."""
+    try:
+        with path.open("rb") as f:
+            return bool(f.readline()) and bool(f.readline().strip())
+    except OSError:
+        return False
+
+
 def read_json(path: Path) -> dict | None:
     try:
         value = json.loads(path.read_text())
@@ -280,14 +289,14 @@ class SweepDir:
         return self.trials / trial_id
 
     def status(self, trial_id: str) -> Status | None:
-        """The recorded status; INCOMPLETE without a readable summary, config.json or metrics.csv (a report
-        leaves such a trial out: it is run again); None if never started."""
+        """The recorded status; INCOMPLETE without a readable summary or config.json, or without a row in
+        metrics.csv (the report leaves such a trial, or its curves, out: it is run again); None if never
+        started."""
         d = self.trial_dir(trial_id)
         if not d.exists():
             return None
         summary = read_summary(d)
-        metrics = d / METRICS
-        if not summary or read_json(d / "config.json") is None or not metrics.is_file() or not metrics.stat().st_size:
+        if not summary or read_json(d / "config.json") is None or not _has_rows(d / METRICS):
             return Status.INCOMPLETE
         try:
             return Status(summary.get("status"))

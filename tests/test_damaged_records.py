@@ -96,8 +96,9 @@ def test_summary_from_json_refuses_what_a_trial_never_writes():
 
 
 def test_a_rerun_trains_again_a_trial_whose_config_or_metrics_were_lost(tmp_path):
-    """The report leaves out a trial whose config.json is missing or not JSON, or whose metrics.csv is empty; the
-    same sweep run again counted it as done for ever. It trains it again, and the report has no warning left."""
+    """The report leaves out a trial whose config.json is missing or not JSON, or whose metrics.csv holds only its
+    header, and the curves of one whose metrics.csv is empty; the same sweep run again counted them as done for
+    ever. It trains them again, and the report has no warning left."""
     config = tmp_path / "exp.yaml"
     config.write_text("name: lost\ndataset: {name: digits, subset: 200}\nmodel: {hidden: [8]}\n"
                       "budget: {steps: 3}\ntarget: {value: [0.2]}\nthreads: 1\nsweep: {lr: [0.1, 0.2, 0.3, 0.4]}\n")
@@ -114,8 +115,10 @@ def test_a_rerun_trains_again_a_trial_whose_config_or_metrics_were_lost(tmp_path
     (trials[0] / "config.json").unlink()
     (trials[1] / "config.json").write_text("{not json")
     (trials[2] / "metrics.csv").write_text("")
+    header = (trials[3] / "metrics.csv").read_text().splitlines()[0]
+    (trials[3] / "metrics.csv").write_text(header + "\n")
     [damaged] = analyse(tmp_path / "runs" / "lost")
-    assert len(damaged.warnings) == 3
-    assert "3 completed (1 already recorded)" in sweep()
+    assert len(damaged.warnings) == 4 and len(damaged.records.trials) == 1  # three skipped, one without curves
+    assert "4 completed" in sweep()
     [report] = analyse(tmp_path / "runs" / "lost")
     assert report.warnings == [] and len(report.records.trials) == 4
