@@ -70,21 +70,17 @@ def expand(experiment: Experiment, allow_many: bool = False) -> list[Trial]:
     axes = {("lr_factor" if rule and k == "lr" else k): (v.factors if k == "lr" and rule else v)
             for k, v in experiment.sweep.items()}
     count = 1
-    for path, values in axes.items():
+    for values in axes.values():
         count *= len(values)
-        if (twice := next((v for i, v in enumerate(values) if v in values[:i]), None)) is not None:
-            name = "lr" if path == "lr_factor" else path  # (a rule's factors)
-            raise ConfigError(f"sweep.{name}: {short(repr(twice), VALUE_CHARS)} is listed twice; each value is a "
-                              "trial of its own, so give it once")
     if count > TRIALS_LIMIT:
         raise ConfigError(f"the sweep expands to {count:,} trials, over the {TRIALS_LIMIT:,} one sweep can plan; "
                           "split it into several sweeps (e.g. one per seed)")
     if count > MAX_TRIALS and not allow_many:
         raise ConfigError(f"the sweep expands to {count:,} trials (over {MAX_TRIALS:,}); pass --yes if you mean it")
     base = experiment.model_dump(mode="json", exclude={"sweep"})
-    trials = []
-    for combo in itertools.product(*axes.values()):
-        point = dict(zip(axes, combo))
+    trials, seen = [], {}
+    for at in itertools.product(*(range(len(v)) for v in axes.values())):
+        point = {axis: values[i] for (axis, values), i in zip(axes.items(), at)}
         trial_raw = json.loads(json.dumps(base))  # a deep copy of plain JSON data
         try:
             for path, value in point.items():
@@ -103,5 +99,13 @@ def expand(experiment: Experiment, allow_many: bool = False) -> list[Trial]:
         except ConfigError as e:
             where = ", ".join(f"{p}={short(repr(v), VALUE_CHARS)}" for p, v in point.items())
             raise ConfigError(f"{e} (in the trial {where})") from None
-        trials.append(Trial(trial_id(config, point), config, point, rule))
+        trial = Trial(trial_id(config, point), config, point, rule)
+        if (before := seen.setdefault(trial.id, at)) is not at:  # one trial twice: trained twice into one folder
+            k = next(k for k, (i, j) in enumerate(zip(before, at)) if i != j)  # the axis whose values coincide
+            axis, values = list(axes.items())[k]
+            first, again = (short(repr(values[i]), VALUE_CHARS) for i in (before[k], at[k]))
+            same = f"{first} is listed twice" if first == again else f"{first} and {again} are the same value"
+            raise ConfigError(f"sweep.{'lr' if axis == 'lr_factor' else axis}: {same}; each trial runs once, so "
+                              "give it once")
+        trials.append(trial)
     return trials

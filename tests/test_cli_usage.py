@@ -104,6 +104,8 @@ def test_an_empty_directory_is_refused_not_taken_for_the_working_directory(confi
     (["suggest", "{config}", "--target", "2"], "--target 2: an accuracy target lies above 0 and at most 1"),
     (["sweep", "{config}", "--dry-run", "--set", "sweep.batch_size=[16, 16]"], "sweep.batch_size: 16 is listed "
                                                                                 "twice"),
+    (["sweep", "{config}", "--dry-run", "--set", "sweep.lr=[0.1, '0.1']"], "sweep.lr: 0.1 and '0.1' are the same "
+                                                                           "value"),  # one trial id: one folder
 ])
 def test_a_target_out_of_reach_or_a_value_given_twice_is_refused_before_training(config, tmp_path, args, expected):
     """A target no accuracy can reach (suggest trained a 10-trial pilot first), or an axis value given twice (the
