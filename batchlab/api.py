@@ -121,17 +121,16 @@ def plan_sweep(config: Config, out: str | Path = "runs", overrides: Overrides = 
     return Plan(experiment, trials, SweepDir(Path(out), experiment.name), source, notes)
 
 
-def check_plan(plan: Plan, *, restart: bool = False, smoke: bool = False, race: bool = False, executor: Any = None,
+def check_plan(plan: Plan, *, restart: bool = False, race: bool = False, executor: Any = None,
                workers: int | None = None, gpus: list[int] | None = None, scheduler: str | None = None,
                gpus_per_trial: float | None = None, retries: int | None = None) -> None:
-    """Raise what `sweep` with these arguments would refuse before training, training and writing nothing (what
-    `--dry-run` checks beside showing the plan): the executor's options (no cluster is contacted), user code and
-    data (checked on this machine), records of another experiment or of changed code."""
+    """Raise what `sweep` with these arguments would refuse before training, found without loading data,
+    training or writing anything (what `--dry-run` checks beside showing the plan): the executor's options (no
+    cluster is contacted), user code that does not import, records of another experiment or of changed code."""
     try:
         make_executor(executor, workers=workers, gpus=gpus, scheduler=scheduler, gpus_per_trial=gpus_per_trial,
                       retries=retries)
-        check_sweep(plan.experiment, plan.trials, plan.sweep_dir.path.parent, restart, smoke, race,
-                    plan.source.code_dirs)
+        check_sweep(plan.experiment, plan.trials, plan.sweep_dir.path.parent, restart, race, plan.source.code_dirs)
     except BatchlabError as e:
         raise plan.source.locate(e) from None
 

@@ -112,15 +112,15 @@ def run_sweep(experiment: Experiment, trials: list[Trial], out: Path, command: s
     return summaries
 
 
-def check_sweep(experiment: Experiment, trials: list[Trial], out: Path, restart: bool = False, smoke: bool = False,
-                race: bool = False, code_dirs: tuple[str, ...] = ()) -> None:
-    """What run_sweep refuses before anything trains, found without training or writing anything (`--dry-run`):
-    user code that does not import or build and data that does not load (checked here, whatever the executor),
-    records of another experiment or of changed code."""
+def check_sweep(experiment: Experiment, trials: list[Trial], out: Path, restart: bool = False, race: bool = False,
+                code_dirs: tuple[str, ...] = ()) -> None:
+    """Of what run_sweep refuses before anything trains, what can be found without loading data, training or
+    writing anything (`--dry-run`): user code that does not import, records of another experiment or of changed
+    code. (Data is checked by the run: it may have to be downloaded, or exist on a cluster's workers alone.)"""
     sweep = SweepDir(out, experiment.name)
     registry.make_importable(*code_dirs)
     if todo := _todo(trials, sweep, restart, race):
-        preflight.check(todo, DataCache(SMOKE_EXAMPLES if smoke else None))
+        preflight.check_imports(todo)
     if not restart:
         sweep.check(experiment, _code(trials))
 

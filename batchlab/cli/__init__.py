@@ -85,9 +85,9 @@ def sweep(
     set_: SetOpt = None,
     out: Annotated[Optional[str], typer.Option("--out", help="Records root; the sweep goes to OUT/<name>. "
                                                 "(default: runs, or a temporary directory with --smoke)")] = None,
-    dry_run: Annotated[bool, typer.Option("--dry-run", help="Check what the run checks before training (user code, "
-                                          "data, existing records, options), print the expanded trial table; train "
-                                          "nothing.")] = False,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Check the options, that user code imports and that "
+                                          "existing records can be extended, print the expanded trial table; load "
+                                          "no data, train nothing.")] = False,
     smoke: Annotated[bool, typer.Option("--smoke", help="Every trial a few steps on a slice of the data, on CPU; "
                                         "fails if any trial fails. For a project's CI.")] = False,
     restart: Annotated[bool, typer.Option("--restart", help="Delete this sweep's trials and start over.")] = False,
@@ -142,7 +142,7 @@ def sweep(
         typer.echo(line)
     if dry_run:
         with user_errors():
-            api.check_plan(plan, restart=restart, smoke=smoke, race=race, executor=executor, workers=workers,
+            api.check_plan(plan, restart=restart, race=race, executor=executor, workers=workers,
                            gpus=gpu_ids, scheduler=scheduler, gpus_per_trial=gpus_per_trial, retries=retries)
         show_plan(plan, restart)
         return
