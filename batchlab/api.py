@@ -17,14 +17,13 @@ from __future__ import annotations
 
 import os
 import re
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
 from batchlab import config as config_file
 from batchlab import maxbatch, registry
-from batchlab.errors import BatchlabError, BatchlabWarning, ConfigError, DataError, RecordsError
+from batchlab.errors import BatchlabError, ConfigError, DataError, RecordsError
 from batchlab.executors import make_executor
 from batchlab.grid import Trial, expand
 from batchlab.maxbatch import MaxBatch
@@ -94,7 +93,7 @@ class Plan:
     trials: list[Trial]
     sweep_dir: SweepDir
     source: Source
-    notes: list[str] = field(default_factory=list)  # values found for `max` / `auto`, for the user
+    notes: list[str] = field(default_factory=list)  # for the user: values found for `max` / `auto`, a missing target
 
     def statuses(self) -> list[tuple[Trial, Status | None]]:
         return plan(self.trials, self.sweep_dir)
@@ -118,6 +117,9 @@ def plan_sweep(config: Config, out: str | Path = "runs", overrides: Overrides = 
         trials = expand(experiment, allow_many=allow_many)
     except BatchlabError as e:
         raise source.locate(e) from None
+    if not experiment.target.value and not smoke:
+        notes = [*notes, "no target.value: the trials train to their budget, and `batchlab report` needs a target "
+                         "to time them (set one, e.g. target: {value: [0.9]}; with --restart once trials are recorded)"]
     return Plan(experiment, trials, SweepDir(Path(out), experiment.name), source, notes)
 
 
@@ -201,10 +203,6 @@ def sweep(config: Config, out: str | Path = "runs", overrides: Overrides = None,
                                   code_dirs=plan.source.code_dirs, race=race, time_steps=time_steps)
     except BatchlabError as e:
         raise plan.source.locate(e) from None
-    if not plan.experiment.target.value and not smoke:
-        warnings.warn(f"{plan.source.name}: no target.value: the trials trained to their budget, and `batchlab "
-                      "report` needs a target to time them (e.g. target: {value: [0.9]})", BatchlabWarning,
-                      stacklevel=2)
     return SweepResult(plan.sweep_dir.path, summaries, len(plan.trials) - len(summaries))
 
 

@@ -228,7 +228,7 @@ def test_bad_user_code_is_one_line_naming_file_line_and_key(tmp_path, section, e
     (tmp_path / "exits.py").write_text("import sys\nsys.exit(3)\n")
     (tmp_path / "exits_quietly.py").write_text("raise SystemExit\n")
     config = {"name": "bad", "dataset": {"name": "digits"}, "model": {"name": "mlp"}, "budget": {"steps": 1},
-              "threads": 1, **section}
+              "target": {"value": [0.5]}, "threads": 1, **section}
     path = tmp_path / "bad.yaml"
     path.write_text(yaml.safe_dump(config, sort_keys=False))
     result = invoke("sweep", path, "--out", tmp_path / "runs", "--quiet")

@@ -164,7 +164,8 @@ def test_the_corpus_is_the_python_reference_offline_in_windows_shifted_by_one():
 
 
 def one_line(tmp_path, **update) -> str:
-    result, _, _ = sweep(tmp_path, **update)
+    result, _, _ = sweep(tmp_path, **{"target": {"metric": "test_loss", "value": [0.5]}, **update})  # (a sweep
+    # without a target prints a note first)
     assert result.exit_code == 2, result.output
     assert "Traceback" not in result.output and len(result.output.strip().splitlines()) == 1, result.output
     return result.output

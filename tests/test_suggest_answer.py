@@ -40,9 +40,9 @@ def test_one_answer_states_its_steps_seconds_per_step_and_interval():
 
 def test_a_setting_that_missed_on_a_seed_is_not_recommended_unqualified():
     missed = "no setting was confirmed: none tried reached test_accuracy 0.95 on every seed of 0, 1 and 2"
-    later = "no schedule raced: the answer was not confirmed"  # --schedule's note, after the reason
+    later = "no schedule raced: the answer was not confirmed"  # --schedule's note (the CLI prints notes after)
     text = sentence(answer(confirmed=False, seeds=[0], steps=[48], predicted_interval=None, unconfirmed=missed,
-                           notes=[missed, later]))
+                           notes=[later]))
     assert text.startswith("Not confirmed: use batch size 256 with lr 1") and f"but {missed};" in text
     assert not text.startswith("Use") and later not in text
 

@@ -247,8 +247,9 @@ def _check_config(config: dict, path: Path) -> None:
         raise Damaged(f"{path}: 'target' must name test_accuracy or test_loss")
     values = target.get("value")
     values = values if isinstance(values, list) else [values]
-    if not values:  # (sweep refuses such a config now)
-        raise Damaged(f"{path}: no target.value; the report is built on the times to a target: sweep again with one")
+    if not values:  # (sweep says so before it trains)
+        raise Damaged(f"{path}: no target.value; the report is built on the times to a target: sweep again with one "
+                      "(and --restart)")
     if not all(_is_number(v) for v in values):
         raise Damaged(f"{path}: 'target.value' must be a list of numbers")
     if not isinstance(config.get("axes", {}), dict):

@@ -29,7 +29,7 @@ class Suggestion:
     predicted_seconds: float | None = None  # median steps x seconds per step
     predicted_interval: tuple[float, float] | None = None  # 95% bootstrap over seeds and timing rounds
     confirmed: bool = False  # reached the target on every seed run (the confirmation's seeds after the first)
-    unconfirmed: str = ""  # why not, when not (also among `notes`)
+    unconfirmed: str = ""  # why not, when not (the sentence says it; `notes` say the rest)
     within_noise: list[dict] = field(default_factory=list)  # {batch_size, lr, steps, predicted_seconds}: as fast
     # within the noise of this machine and the seeds (batchlab.reporting.decision)
     pilot: dict = field(default_factory=dict)  # batch_size, lr, steps, tries (each pilot batch size tried)

@@ -227,7 +227,6 @@ def suggest(experiment: Experiment, out: Path, *, target: float | None = None, b
         s.unconfirmed = (f"no setting was confirmed: none tried reached {metric} {goal:g} on every seed of "
                          f"{listed([cfg.seed, *seeds])}" if not search.stopped else
                          f"it was not confirmed on seeds {listed(seeds)} within the budget")
-        notes.append(s.unconfirmed)
     if schedule:
         proposed = propose(noise_points, s.batch_size, sorted(spb)) if s.confirmed else None
         if proposed is None:
