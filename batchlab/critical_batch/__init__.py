@@ -136,9 +136,11 @@ def plan(experiment: Experiment, n: int, batch_sizes: list[int] | None, points: 
     budget = int(amount) if unit == "examples" else total_steps * b0
     window = window if window is not None else max(ladder[-1], round(budget * CBS_WINDOW))
     if window > max(budget, n):
+        longer = {"epochs": math.ceil(window / (spe * b0)), "steps": math.ceil(window / b0), "examples": window,
+                  "tokens": window * (tokens_per_example or 1)}[unit]  # a budget in its own unit that holds it
         raise ConfigError(f"--window {window:,}: longer than both the reference run's budget ({budget:,} examples) "
                           f"and an epoch ({n:,}); give --window {max(budget, n):,} at most, or a budget that holds "
-                          f"it (--set budget.epochs={math.ceil(window / n)})")
+                          f"it (--set budget.{unit}={longer})")
     if (1 + tolerance) * window < ladder[-1]:
         raise ConfigError(f"--window {window:,}: the largest batch of the ladder ({ladder[-1]:,}) takes no step in "
                           f"(1 + tolerance) windows; give a longer window or smaller batch sizes")

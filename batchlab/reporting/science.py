@@ -30,7 +30,7 @@ import pandas as pd
 from batchlab.records import Status
 from batchlab.frontier import Frontier, fit
 from batchlab.reporting import display
-from batchlab.reporting.load import SweepRecords, same_target
+from batchlab.reporting.load import INFEASIBLE, SweepRecords, same_target
 from batchlab.reporting.measured_noise import NoiseResult, measured_noise
 from batchlab.reporting.tables import REACHED, Tables
 
@@ -226,6 +226,6 @@ def _lr(rec: SweepRecords, tables: Tables) -> LrResult:
                           "reached": (rows["status"] == REACHED).to_numpy()})
     table["rule_lr"] = rule_lr(rule, table["batch_size"]) if rule else math.nan
     table["best_over_rule"] = table["best_lr"] / table["rule_lr"]
-    finished = rec.trials[rec.trials["status"].isin([s.value for s in (Status.COMPLETED, Status.DIVERGED, Status.FAILED)])]
+    finished = rec.trials[rec.trials["status"].isin((Status.COMPLETED.value, *INFEASIBLE))]  # raced: not run out
     tried = finished[["batch_size", "lr", "status"]].drop_duplicates().reset_index(drop=True)
     return LrResult(rule, table, tried)
