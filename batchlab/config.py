@@ -70,6 +70,9 @@ def parse_yaml(text: str, source: str) -> Any:
         raise ConfigError(f"{source}{where}: YAML syntax error: {short(problem)}") from None
     except RecursionError:  # PyYAML composes nested nodes recursively: a few hundred levels exhaust Python's stack
         raise ConfigError(f"{source}: nested more than {MAX_DEPTH} levels deep") from None
+    except (ValueError, IndexError, TypeError, OverflowError) as e:  # a tagged scalar PyYAML cannot construct
+        raise ConfigError(f"{source}: a YAML value cannot be read ({type(e).__name__}: {short(str(e), 80)}), e.g. "
+                          "an empty or malformed !!float, !!int or !!timestamp") from None
     check_size(value, source)
     return value
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import collections
 import signal
+import shutil
 import sys
 import tempfile
 from contextlib import contextmanager
@@ -24,7 +25,8 @@ from typer.testing import CliRunner
 from batchlab.cli import app
 
 ROOT = Path(__file__).parent.parent
-SHIPPED = sorted(ROOT.glob("configs/*.yaml")) + [ROOT / "examples" / "custom" / "custom.yaml"]
+EXAMPLE_CODE = ROOT / "examples" / "custom"
+SHIPPED = sorted(ROOT.glob("configs/*.yaml")) + [EXAMPLE_CODE / "custom.yaml"]
 HANG_SECONDS = 30  # a dry run takes 1.5 s at most (100,000-character values) on an idle core: 20 times that
 OUTCOMES = ("valid", "one-line exit", "traceback", "hang")
 
@@ -141,6 +143,9 @@ def outcome(text: str, directory: Path) -> tuple[str, str]:
     """Run `batchlab sweep --dry-run` on the config text: (one of OUTCOMES, what it printed or raised)."""
     config = directory / "fuzzed.yaml"
     config.write_text(text, encoding="utf-8", errors="surrogatepass")
+    for module in EXAMPLE_CODE.glob("*.py"):  # the dry run imports the user code a config names, from its folder
+        if not (directory / module.name).exists():
+            shutil.copy(module, directory)
     try:
         with time_limit(HANG_SECONDS):
             result = CliRunner().invoke(app, ["sweep", str(config), "--dry-run", "--out", str(directory / "runs")])

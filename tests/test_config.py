@@ -20,6 +20,8 @@ def sweep_error(path, *args):
 
 @pytest.mark.parametrize("text, expected", [
     ("name: x\nmodle: {name: mlp}\n", "line 2: modle: unknown key"),
+    ("!!float ", "a YAML value cannot be read (IndexError"),  # PyYAML's own crash, found by the fuzzer
+    ("name: !!int abc\n", "a YAML value cannot be read (ValueError: invalid literal for int()"),
     ("name: x\nmodel:\n  name: mlp\n  hiden: [3]\n", "line 4: model.hiden: unknown key"),
     ("name: x\nbatch_size: 0\n", "line 2: batch_size: Input should be greater than or equal to 1"),
     ("name: x\nlr: -0.1\n", "line 2: lr: Input should be greater than 0"),
