@@ -151,7 +151,8 @@ def suggest(experiment: Experiment, out: Path, *, target: float | None = None, b
                       if not any(math.isclose(v, w) for w in lrs)]
 
     def race_skipped(b: int) -> tuple[float, int] | None:  # one the race skipped, needed beside the fastest after
-        chosen = best_by_steps(search, "confirmation", b, lrs_at(b), cfg.seed)  # all: its lrs on the first seed
+        notes.append(f"batch size {b} trained after all: it is next to the fastest")  # all: its lrs, first seed
+        chosen = best_by_steps(search, "confirmation", b, lrs_at(b), cfg.seed)
         return None if chosen is None else (chosen["lr"], search.steps(chosen))
 
     for b in list(candidates):
