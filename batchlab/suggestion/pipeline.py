@@ -26,7 +26,7 @@ from batchlab.recommend import yaml_line
 from batchlab.suggestion.scan import Scan, first_pass, interleaved
 from batchlab.suggestion.search import (CONFIRM_MOST, CONFIRM_SEEDS, CONFIRM_WITHIN, COSTS, Search, SuggestError,
                                         best_by_steps, between, confirm, neighbours, past_cut, progress,
-                                        unmeasured)
+                                        settle, unmeasured)
 from batchlab.suggestion.schedule import lr_scale, propose
 from batchlab.suggestion.schedule import race as race_schedule
 from batchlab.train import hardest_target, resolve_device
@@ -204,6 +204,8 @@ def suggest(experiment: Experiment, out: Path, *, target: float | None = None, b
 
     neighbours(search, candidates + skipped, best_lr, confirmed, tried, seeds, notes,
                lambda every: decided(every).fastest, race_skipped)
+    if confirmed and not search.stopped:  # the tie's edge on one more seed where three leave it to one seed
+        settle(search, decided(confirmed), confirmed, best_lr, seeds[-1] + 1, notes)
     s = Suggestion(SweepDir(out, cfg.name).path, metric, goal, None, None, rates=found.rates,
                    throughput=found.speeds, candidates=candidates, stopped_by_budget=search.stopped)
     s.pilot = {"batch_size": pilot_b, "lr": pilot_lr, "steps": pilot_steps, "tries": tries[:tries.index(pilot_b) + 1]}
