@@ -53,19 +53,20 @@ def test_suggest_answers_by_steps_x_seconds_per_step_confirmed_on_more_seeds(wri
     assert answer["pilot"]["batch_size"] == 128  # the scanned batch size nearest the config's
     assert {s["batch_size"] for s in trials} <= set(per_step) <= set(scanned)  # every batch size trained was timed
 
-    # seed 0: each batch size's lr with the fewest steps; seeds 1 and 2: the confirmation
-    best = {}
+    # seed 0: each batch size's lr with the fewest steps; seeds 1 and 2: the confirmation (seed 3: a setting in
+    best = {}  # the tie by the bootstrap alone, `settle`)
     for s in trials:
         if s["seed"] == 0 and steps_to(s) is not None and steps_to(s) < best.get(s["batch_size"], (0, 1e9))[1]:
             best[s["batch_size"]] = (s["lr"], steps_to(s))
     confirmed = {}
     for size, (lr, steps) in best.items():
-        later = [steps_to(s) for s in trials if (s["batch_size"], s["lr"]) == (size, lr) and s["seed"] in (1, 2)]
-        if len(later) == 2 and None not in later:
+        later = [steps_to(s) for s in trials if (s["batch_size"], s["lr"]) == (size, lr) and s["seed"] in (1, 2, 3)]
+        if len(later) >= 2 and None not in later:
             confirmed[size] = statistics.median([steps, *later]) * per_step[size]
-    assert answer["confirmed"] and answer["seeds"] == [0, 1, 2]
+    assert answer["confirmed"] and answer["seeds"][:3] == [0, 1, 2]
     b = answer["batch_size"]
-    assert answer["lr"] == best[b][0] and answer["steps"][0] == best[b][1] and len(answer["steps"]) == 3
+    assert answer["lr"] == best[b][0] and answer["steps"][0] == best[b][1]
+    assert len(answer["steps"]) == len(answer["seeds"]) in (3, 4)
     assert answer["predicted_seconds"] == pytest.approx(confirmed[b])
     assert answer["seconds_per_step"] == pytest.approx(per_step[b])
     assert confirmed[b] == min(confirmed.values())  # the least predicted time among the confirmed

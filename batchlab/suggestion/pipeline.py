@@ -216,7 +216,8 @@ def suggest(experiment: Experiment, out: Path, *, target: float | None = None, b
     if confirmed:
         final = decided(confirmed)
         b = final.fastest
-        s.batch_size, s.lr, s.seeds, s.steps, s.confirmed = b, best_lr[b][0], [cfg.seed, *seeds], confirmed[b], True
+        s.batch_size, s.lr, s.steps, s.confirmed = b, best_lr[b][0], confirmed[b], True
+        s.seeds = [cfg.seed, *seeds, seeds[-1] + 1][:len(confirmed[b])]  # a fourth when settle trained it
         s.seconds_per_step = spb[b]
         s.predicted_seconds, *interval = final.predicted[b]
         s.predicted_interval = tuple(interval)
