@@ -12,13 +12,13 @@ from typer.testing import CliRunner
 
 import batchlab.train
 from batchlab.cli import app
+from batchlab.suggestion.search import COSTS
 from report_fixtures import check_png
 
 runner = CliRunner()
 DIGITS = {"name": "tiny", "dataset": {"name": "digits"}, "model": {"name": "mlp", "hidden": [32]},
           "budget": {"epochs": 6}, "target": {"value": [0.9]}, "threads": 1,
           "sweep": {"lr": [0.3, 1.0]}}  # the pilot races these at its batch size, and the race at each candidate
-COSTS = ("train_seconds", "eval_seconds", "noise_seconds", "compile_seconds")
 
 
 def strict(text: str) -> dict:
