@@ -4,6 +4,7 @@ near enough a target that the whole split must judge it."""
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import torch
@@ -27,11 +28,28 @@ NEAR_GAP = 2  # standard errors of the subset's difference from the whole split,
 # 0.84, 0.016 at 0.80; a margin of 1 standard error missed one).
 
 
+@dataclass(frozen=True)
+class Totals:
+    """What an evaluation adds up over examples: the loss summed, the correct predictions, the labelled count
+    (examples; a sequence task's labelled positions). Two disjoint parts of a split add to the whole's."""
+    loss_sum: float
+    correct: int
+    count: int
+
+    def __add__(self, other: Totals) -> Totals:
+        return Totals(self.loss_sum + other.loss_sum, self.correct + other.correct, self.count + other.count)
+
+    def figures(self, task: str) -> tuple[float, float | None]:
+        """Mean loss, and accuracy where the task has one."""
+        n = max(self.count, 1)
+        return self.loss_sum / n, (self.correct / n if task in ("classification", "sequence") else None)
+
+
 @torch.inference_mode()
-def evaluate(model, split, criterion, task: str, batch_size: int, device: torch.device,
-             ignore_index: int = -100) -> tuple[float, float | None]:
-    """Mean loss and accuracy over a split, in large batches; one sync at the end. A sequence task's are per
-    labelled position (token): each batch's mean loss weighs by its labelled positions."""
+def tally(model, split, criterion, task: str, batch_size: int, device: torch.device,
+          ignore_index: int = -100) -> Totals:
+    """The Totals of a split, in large batches; one sync at the end. A sequence task's count labelled positions
+    (tokens): each batch's mean loss weighs by its labelled positions."""
     was_training = model.training
     model.eval()
     loss_sum = torch.zeros((), device=device)
@@ -49,8 +67,13 @@ def evaluate(model, split, criterion, task: str, batch_size: int, device: torch.
         elif task == "sequence":
             correct += ((out.argmax(-1) == target) & labelled).sum()
     model.train(was_training)
-    n = max(int(count.item()), 1)
-    return loss_sum.item() / n, (correct.item() / n if task in ("classification", "sequence") else None)
+    return Totals(loss_sum.item(), int(correct.item()), int(count.item()))
+
+
+def evaluate(model, split, criterion, task: str, batch_size: int, device: torch.device,
+             ignore_index: int = -100) -> tuple[float, float | None]:
+    """Mean loss and accuracy over a split (per labelled position for a sequence task)."""
+    return tally(model, split, criterion, task, batch_size, device, ignore_index).figures(task)
 
 
 def perplexity(loss: float | None) -> float | None:

@@ -20,7 +20,7 @@ from batchlab.data import Data
 from batchlab.data.splits import kept_torch_stream, order_of
 from batchlab.disk import write_json_atomic, write_text
 from batchlab.errors import ConfigError, RecordsError, short
-from batchlab.evaluation import did_not_learn, evaluate, near, perplexity, reached
+from batchlab.evaluation import did_not_learn, near, perplexity, reached, tally
 from batchlab.losses import build_loss
 from batchlab.memory import Peak
 from batchlab.models import build_model
@@ -200,20 +200,23 @@ def train(cfg: Experiment, data: Data, device: torch.device, summary: Summary, m
         the whole split's (the only figures a target is judged on); with `judge`, the whole split is read
         wherever the subset's figure is near a target not yet met."""
         nonlocal gap
-        on = lambda split: evaluate(model, split, criterion, data.task, eval_batch, device,  # noqa: E731
-                                    data.ignore_index)
+        on = lambda split: tally(model, split, criterion, data.task, eval_batch, device,  # noqa: E731
+                                 data.ignore_index)
+        named = lambda totals: dict(zip(("test_loss", "test_accuracy"), totals.figures(data.task)))  # noqa: E731
         t0 = time.perf_counter()
         whole = summary.steps == 0 or ended() or subset is data.eval  # the start, the end, no subset: the whole
-        figures = dict(zip(("test_loss", "test_accuracy"), on(data.eval if whole else subset)))
+        read = on(data.eval if whole else subset)
+        figures = named(read)
         metric = cfg.target.metric
         if not whole and judge and any(
                 near(metric, figures[metric], v, len(subset), len(data.eval), gap) for v in targets_left):
             on_subset = figures[metric]
-            figures.update(zip(("test_loss", "test_accuracy"), on(data.eval)))  # the whole split decides
+            # the whole split decides: the subset read above plus the rest of the split (the subset is part of it)
+            figures.update(named(read + on(data.eval_rest(len(subset)))))
             whole = True
             gap = figures[metric] - on_subset if figures[metric] is not None and on_subset is not None else None
         if cfg.eval.train_subset:
-            figures.update(zip(("train_eval_loss", "train_eval_accuracy"), on(train_eval)))
+            figures.update(zip(("train_eval_loss", "train_eval_accuracy"), on(train_eval).figures(data.task)))
         summary.eval_seconds += time.perf_counter() - t0
         summary.final.update(test_loss=figures["test_loss"], test_accuracy=figures["test_accuracy"])
         if data.task == "sequence":

@@ -81,7 +81,7 @@ def main() -> int:
                 "batch vs grid": f"{ratio:.2g}x" if ratio else "-",  # to the nearest batch size the grid named
                 "cost (scan/pilot/race/confirmation)": f"{cost['total']:.1f} s ({cost['scan']:.1f}/{cost['pilot']:.1f}/"
                                                          f"{cost['race']:.1f}/{cost['confirmation']:.1f})",
-                "of the grid's": f"{cost['total'] / grid_cost:.0%} of {grid_cost:.0f} s"})
+                "of the grid's": f"{cost['total'] / grid_cost:.1%} of {grid_cost:.0f} s"})
             print(rows[-1], file=sys.stderr, flush=True)
         same = len(set(map(frozenset, answers))) == 1
         print(f"{config.stem}: same batch size or tie on every seed: {'yes' if same else 'no'}", file=sys.stderr)

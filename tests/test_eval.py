@@ -33,15 +33,15 @@ def test_eval_subset_reads_drawn_examples_and_the_whole_split_decides_targets(wr
     a 100-of-360 subset's difference from the whole; always when the subset's figure reaches it), and those
     figures (the ones targets are judged on) equal a run without a subset at the same step: evaluating never
     changes the training."""
-    calls = []  # (examples evaluated, their inputs, accuracy), in order
-    real = batchlab.train.evaluate
+    calls = []  # (examples evaluated, their inputs, correct predictions), in order
+    real = batchlab.train.tally
 
     def spy(model, split, *args):
         result = real(model, split, *args)
-        calls.append((len(split), split.x.clone(), result[1]))
+        calls.append((len(split), split.x.clone(), result.correct))
         return result
 
-    monkeypatch.setattr(batchlab.train, "evaluate", spy)
+    monkeypatch.setattr(batchlab.train, "tally", spy)
     update = {"eval": {"every": 0.25, "train_subset": 0, "subset": 100}, "budget": {"epochs": 3},
               "target": {"metric": "test_accuracy", "value": [0.5, 0.9]},
               "sweep": {"batch_size": [64], "lr": [0.5]}}
@@ -53,14 +53,16 @@ def test_eval_subset_reads_drawn_examples_and_the_whole_split_decides_targets(wr
     exact_s, exact_m = read(exact)
 
     test = load_dataset(DatasetConfig(name="digits"), 0).eval
-    drawn = torch.randperm(len(test), generator=torch.Generator().manual_seed(0))[:100].sort().values
+    order = torch.randperm(len(test), generator=torch.Generator().manual_seed(0))
+    drawn, rest = order[:100].sort().values, order[100:].sort().values
     assert len(test) == 360
     rows = m.dropna(subset=["test_accuracy"]).reset_index(drop=True)
     exact_rows = exact_m.dropna(subset=["test_accuracy"]).set_index("step")["test_accuracy"]
     assert list(rows["step"]) == list(exact_rows.index)  # the same evaluation steps
     left, whole_steps, i, gap, corrected = [0.5, 0.9], [], 0, None, 0
     for step, accuracy in zip(rows["step"], rows["test_accuracy"]):
-        n, x, first = subset_calls[i]
+        n, x, correct = subset_calls[i]
+        first = correct / n
         if step in (0, s["steps"]):
             assert n == 360
         else:
@@ -72,11 +74,12 @@ def test_eval_subset_reads_drawn_examples_and_the_whole_split_decides_targets(wr
                 corrected += 1
                 margin = lambda v: 2 * (v * (1 - v) / 100 * (1 - 100 / 360)) ** 0.5  # noqa: E731
                 near = any(first >= v or first + gap >= v - margin(v) for v in left)
-            if near:
+            if near:  # the rest of the split is read, and with the subset's makes the whole split's figure
                 on_subset = first
                 i += 1
-                n, x, first = subset_calls[i]
-                assert n == 360
+                n, x, rest_correct = subset_calls[i]
+                assert n == 260 and torch.equal(x, test.x[rest])
+                n, first = 360, (correct + rest_correct) / 360
                 gap = first - on_subset
         i += 1
         assert accuracy == first
@@ -134,13 +137,13 @@ def test_report_shows_the_evaluation_share_of_each_batch_size(write_config, tmp_
 def test_default_eval_batch_follows_the_trials_batch(write_config, tmp_path, monkeypatch, batch, micro, given,
                                                       expected):
     sizes = set()
-    real = batchlab.train.evaluate
+    real = batchlab.train.tally
 
     def spy(model, split, criterion, task, batch_size, *rest):
         sizes.add(batch_size)
         return real(model, split, criterion, task, batch_size, *rest)
 
-    monkeypatch.setattr(batchlab.train, "evaluate", spy)
+    monkeypatch.setattr(batchlab.train, "tally", spy)
     sweep(write_config({"budget": {"steps": 2}, "micro_batch_size": micro, "eval": {"batch_size": given},
                         "sweep": {"batch_size": [batch], "lr": [0.1]}}), tmp_path)
     assert sizes == {expected}

@@ -19,7 +19,7 @@ from batchlab.data.text import corpus_text
 from batchlab.losses import build_loss
 from batchlab.reporting.build import build_report
 from batchlab.schema import DatasetConfig, LossConfig
-from batchlab.train import evaluate
+from batchlab.evaluation import evaluate
 
 HERE = Path(__file__).parent
 runner = CliRunner()

@@ -89,15 +89,15 @@ def test_determinism_same_seed_same_threads_identical_metrics(write_config, tmp_
 
 def test_resume_skips_finished_trials_and_reruns_the_interrupted_one(write_config, tmp_path, monkeypatch):
     cfg, out = write_config(), tmp_path / "runs"
-    real_evaluate, calls = batchlab.train.evaluate, []
+    real_tally, calls = batchlab.train.tally, []
 
-    def evaluate_then_interrupt(*args, **kwargs):
+    def tally_then_interrupt(*args, **kwargs):
         calls.append(1)
         if len(calls) == 9:  # inside the second trial (6 evaluations per trial here: 3 test, 3 train)
             raise KeyboardInterrupt
-        return real_evaluate(*args, **kwargs)
+        return real_tally(*args, **kwargs)
 
-    monkeypatch.setattr(batchlab.train, "evaluate", evaluate_then_interrupt)
+    monkeypatch.setattr(batchlab.train, "tally", tally_then_interrupt)
     result = sweep(cfg, out)
     assert result.exit_code == 130
     assert "interrupted" in result.output and "run the same command again" in result.output
@@ -108,7 +108,7 @@ def test_resume_skips_finished_trials_and_reruns_the_interrupted_one(write_confi
     finished_at = summary(first)["finished_at"]
     first_metrics = (first / "metrics.csv").read_bytes()
 
-    monkeypatch.setattr(batchlab.train, "evaluate", real_evaluate)
+    monkeypatch.setattr(batchlab.train, "tally", real_tally)
     result = sweep(cfg, out)
     assert result.exit_code == 0, result.output
     assert "3 completed (1 already recorded)" in result.output
