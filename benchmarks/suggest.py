@@ -9,10 +9,10 @@ ties within the noise declared), then `batchlab suggest` once per --seeds value.
   - whether suggest's setting reached the target on every seed of the grid (goal: yes), its batch size over the
     grid's (goal: within 2x), and whether every suggest run gave the same batch size or tie (goal: yes);
   - cost: everything suggest spent (scan, and every trial's training, evaluation and noise measurement) over
-    the grid's training and evaluation seconds (goal: at most 15%).
+    everything the grid's trials spent, by the same fields (goal: at most 15%).
 Records go under --out (one folder per config and seed); an existing folder resumes.
 
-    python benchmarks/suggest.py configs/quickstart.yaml --seeds 0 1 2 --grid /work/grids/quickstart3
+    python benchmarks/suggest.py configs/quickstart.yaml --seeds 0 1 2 --grid runs/quickstart
 """
 
 from __future__ import annotations
@@ -27,16 +27,18 @@ if (_ROOT / "batchlab" / "__init__.py").exists() and str(_ROOT) not in sys.path:
 
 import batchlab  # noqa: E402
 from batchlab.records import SweepDir  # noqa: E402
+from batchlab.suggestion.search import COSTS  # noqa: E402
 from batchlab.train import hardest_target  # noqa: E402
 
 
 def grid_answer(path: Path) -> tuple[set[int], str, list[dict], float]:
-    """The grid's decision (the batch sizes it names), in words, its summaries, its training + eval seconds."""
+    """The grid's decision (the batch sizes it names), in words, its summaries, and what it spent: the same
+    fields as suggest's cost (training, evaluation, noise measurement, compilation)."""
     answer = batchlab.report(path).recommendation
     named = {answer.batch_size, *(o["batch_size"] for o in answer.within_noise)} - {None}
     words = answer.in_short() or "nothing reached"
     summaries = SweepDir(path.parent, path.name).summaries()
-    return named, words, summaries, sum(s["train_seconds"] + (s.get("eval_seconds") or 0) for s in summaries)
+    return named, words, summaries, sum(s.get(k) or 0 for s in summaries for k in COSTS)
 
 
 def reached_everywhere(summaries: list[dict], key: str, batch_size: int, lr: float) -> str:
