@@ -7,7 +7,9 @@ ties within the noise declared), then `batchlab suggest` once per --seeds value.
   - the grid's answer (batch size and lr, and those within the noise of it);
   - suggest's answer on each seed: its batch size (or declared tie) and lr, and whether it was confirmed;
   - whether suggest's setting reached the target on every seed of the grid (goal: yes), its batch size over the
-    grid's (goal: within 2x), and whether every suggest run gave the same batch size or tie (goal: yes);
+    grid's (goal: within 2x), and whether every suggest run recommended the same batch size (goal: yes) and
+    named the same tie beside it (the settings within the noise: the tie's edge moves with the hardware's
+    ratios of seconds per step, which a rerun measures anew);
   - cost: everything suggest spent (scan, and every trial's training, evaluation and noise measurement) over
     everything the grid's trials spent, by the same fields (goal: at most 15%).
 Records go under --out (one folder per config and seed); an existing folder resumes.
@@ -27,6 +29,7 @@ if (_ROOT / "batchlab" / "__init__.py").exists() and str(_ROOT) not in sys.path:
 
 import batchlab  # noqa: E402
 from batchlab.records import SweepDir  # noqa: E402
+from batchlab.suggestion.answer import listed  # noqa: E402
 from batchlab.suggestion.search import COSTS  # noqa: E402
 from batchlab.train import hardest_target  # noqa: E402
 
@@ -71,12 +74,13 @@ def main() -> int:
             print(f"{config}: suggest, seed {seed}", file=sys.stderr, flush=True)
             s = batchlab.suggest(config, out=args.out / config.stem / f"seed{seed}", overrides={"seed": seed})
             mine = {s.batch_size, *(o["batch_size"] for o in s.within_noise)} - {None}
-            answers.append(mine)
+            answers.append((s.batch_size, frozenset(mine)))
             ratio = min(max(s.batch_size, g) / min(s.batch_size, g) for g in named) if s.batch_size and named else None
             cost = s.cost
             rows.append({
                 "config": config.stem, "seed": seed, "grid": words,
-                "suggest": (f"{' or '.join(map(str, sorted(mine)))} @ lr {s.lr:g}" if s.batch_size else "none")
+                "suggest": (f"{s.batch_size} @ lr {s.lr:g}" + (f" (tie: {listed(sorted(mine - {s.batch_size}))})"
+                                                                if len(mine) > 1 else "") if s.batch_size else "none")
                 + ("" if s.confirmed else " (not confirmed)"),
                 "reached on the grid's seeds": reached_everywhere(summaries, key, s.batch_size, s.lr)
                 if s.batch_size else "-",
@@ -85,8 +89,9 @@ def main() -> int:
                                                          f"{cost['race']:.1f}/{cost['confirmation']:.1f})",
                 "of the grid's": f"{cost['total'] / grid_cost:.1%} of {grid_cost:.0f} s"})
             print(rows[-1], file=sys.stderr, flush=True)
-        same = len(set(map(frozenset, answers))) == 1
-        print(f"{config.stem}: same batch size or tie on every seed: {'yes' if same else 'no'}", file=sys.stderr)
+        same_size, same_tie = (len({a[i] for a in answers}) == 1 for i in (0, 1))
+        print(f"{config.stem}: the same recommended batch size on every seed: {'yes' if same_size else 'no'}; "
+              f"the same tie: {'yes' if same_tie else 'no'}", file=sys.stderr)
     columns = list(rows[0])
     print("| " + " | ".join(columns) + " |\n|" + "---|" * len(columns))
     for row in rows:
