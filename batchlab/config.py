@@ -59,10 +59,37 @@ def load_raw(path: Path) -> dict:
     return raw
 
 
+class TwiceGiven(Exception):
+    """A mapping gives one key twice: (key, line of the second, line of the first), lines from 1."""
+
+
+class StrictLoader(yaml.SafeLoader):
+    """safe_load's loader, refusing a key given twice in one mapping, which PyYAML reads as the last value
+    silently: `lr: 0.1` early in a section and `lr: 0.4` further down trained at 0.4 alone. A `<<` merge's
+    keys may still be overridden: they are not the mapping's own."""
+
+    def construct_mapping(self, node, deep=False):
+        if isinstance(node, yaml.MappingNode):
+            seen: dict = {}
+            for key_node, _ in node.value:
+                if key_node.tag == "tag:yaml.org,2002:merge" or not isinstance(key_node, yaml.ScalarNode):
+                    continue
+                key = self.construct_object(key_node)
+                if key in seen:
+                    raise TwiceGiven(key, key_node.start_mark.line + 1, seen[key])
+                seen[key] = key_node.start_mark.line + 1
+        return super().construct_mapping(node, deep)
+
+
 def parse_yaml(text: str, source: str) -> Any:
-    """YAML text (safe_load) within MAX_DEPTH and MAX_VALUES, or a ConfigError naming the source and line."""
+    """YAML text (safe_load, a key given twice refused) within MAX_DEPTH and MAX_VALUES, or a ConfigError naming
+    the source and line."""
     try:
-        value = yaml.safe_load(text)
+        value = yaml.load(text, Loader=StrictLoader)  # noqa: S506 -- StrictLoader is a SafeLoader
+    except TwiceGiven as e:
+        key, line, first = e.args
+        raise ConfigError(f"{source}, line {line}: {short(str(key), 40)!r} is given twice in one mapping (first on "
+                          f"line {first}); YAML would keep only the last: remove one") from None
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f", line {mark.line + 1}" if mark else ""

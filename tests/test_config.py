@@ -39,6 +39,9 @@ def sweep_error(path, *args):
     ("- a\n- b\n", "expected a mapping of sections"),
     ("budget: {epochs: 1, steps: 3}\n", "budget: give exactly one of epochs, steps, examples"),
     ("optimizer: {name: sgd, nesterov: true}\n", "optimizer: nesterov: true needs momentum > 0"),
+    ("name: x\nsweep:\n  lr: [0.1]\n  seed: [0]\n  lr: [0.4]\n",  # PyYAML alone would train at 0.4, silently
+     "line 5: 'lr' is given twice in one mapping (first on line 3); YAML would keep only the last: remove one"),
+    ("name: x\nmodel: {name: mlp, name: linear}\n", "line 2: 'name' is given twice in one mapping (first on line 2)"),
 ])
 def test_bad_config_is_one_readable_line(write_config, text, expected):
     path = write_config(text=text)
@@ -46,6 +49,14 @@ def test_bad_config_is_one_readable_line(write_config, text, expected):
     assert expected in out
     assert str(path) in out
     assert out.startswith("error: ")
+
+
+def test_a_key_given_twice_in_an_override_is_refused_and_a_merge_may_be_overridden():
+    with pytest.raises(ConfigError, match=r"--set x, line 1: 'a' is given twice in one mapping"):
+        config.parse_yaml("{a: 1, b: 2, a: 3}", "--set x")
+    # a << merge's keys are not the mapping's own: overriding one is what merges are for
+    merged = config.parse_yaml("base: &b {lr: 0.1, seed: 0}\nrun:\n  <<: *b\n  lr: 0.4\n", "config")
+    assert merged["run"] == {"lr": 0.4, "seed": 0}
 
 
 def test_missing_file_is_one_line_and_exit_2(tmp_path):
