@@ -46,26 +46,29 @@ class Source:
     name: str  # the file, or "config" for a dict
     text: str | None  # the YAML text, when it came from a file
     code_dirs: tuple[str, ...]  # the config file's directory and the working directory
+    overridden: bool = False  # --set overrides applied: the file's line may not hold the value at fault
 
     def locate(self, error: BatchlabError) -> BatchlabError:
-        """A config or data error that starts with its key path (`model.name: ...`), prefixed `file, line N: `."""
+        """A config or data error that starts with its key path (`model.name: ...`), prefixed `file, line N: `
+        (`file (with --set), line N: ` when overrides were applied, as config.load says)."""
         message = str(error)
         key = message.split(": ", 1)[0]
         if not KEY_PATH.fullmatch(key) or not isinstance(error, (ConfigError, DataError)):
             return error
         kind = DataError if isinstance(error, DataError) else ConfigError
-        return kind(f"{config_file.where(self.name, self.text, key)}: {message}")
+        name = self.name + (" (with --set)" if self.overridden else "")
+        return kind(f"{config_file.where(name, self.text, key)}: {message}")
 
 
-def source_of(config: Config) -> Source:
+def source_of(config: Config, overrides: Overrides = None) -> Source:
     if isinstance(config, (str, Path)):
         path = Path(config)
         try:
             text = config_file.read_text(path)
         except ConfigError:
             text = None  # load_config says why
-        return Source(str(path), text, (str(path.resolve().parent), os.getcwd()))
-    return Source("config", None, (os.getcwd(),))
+        return Source(str(path), text, (str(path.resolve().parent), os.getcwd()), bool(overrides))
+    return Source("config", None, (os.getcwd(),), bool(overrides))
 
 
 def load_config(config: Config, overrides: Overrides = None, *, model: Callable | None = None,
@@ -103,7 +106,7 @@ def plan_sweep(config: Config, out: str | Path = "runs", overrides: Overrides = 
                threads: int | None = None, memory_limit: int | None = None, allow_many: bool = False,
                **parts: Callable | None) -> Plan:
     """Load, expand and resolve a sweep without training anything (what `--dry-run` shows)."""
-    source = source_of(config)
+    source = source_of(config, overrides)
     overrides = _with_threads(overrides, threads)
     experiment = load_config(config, overrides, **parts)
     if smoke:
@@ -257,7 +260,7 @@ def suggest(config: Config, out: str | Path = "runs", overrides: Overrides = Non
     scale and race it against the answer (Suggestion.schedule). Returns a Suggestion; the trials are recorded under out/<name>-suggest."""
     from batchlab.suggestion import suggest as search  # matplotlib, for its figure
 
-    source = source_of(config)
+    source = source_of(config, overrides)
     experiment = load_config(config, _with_threads(overrides, threads), **parts)
     hooks = Hooks(on_trial_start or Hooks.trial_start, on_trial_end or Hooks.trial_end)
     try:
@@ -272,7 +275,7 @@ def suggest(config: Config, out: str | Path = "runs", overrides: Overrides = Non
 def noise_scale(config: Config, overrides: Overrides = None, steps: int = 0, measurements: int = 20,
                 **parts: Callable | None) -> dict:
     """B_simple = tr(Sigma)/|G|^2 of the config's model at initialisation or after `steps` training steps."""
-    source = source_of(config)
+    source = source_of(config, overrides)
     experiment = load_config(config, overrides, **parts)
     try:
         return measure_noise_scale(experiment, steps, measurements, code_dirs=source.code_dirs)
@@ -294,7 +297,7 @@ def cbs(config: Config, out: str | Path = "runs", overrides: Overrides = None, *
     from batchlab import critical_batch as procedure
     from batchlab.schema import CBS_EVAL_EXAMPLES, CBS_MEASUREMENTS, CBS_POINTS, CBS_TOLERANCE
 
-    source_file = source_of(config)
+    source_file = source_of(config, overrides)
     experiment = load_config(config, overrides, **parts)
     try:
         return procedure.measure(
@@ -310,7 +313,7 @@ def cbs(config: Config, out: str | Path = "runs", overrides: Overrides = None, *
 def find_max_batch(config: Config, overrides: Overrides = None, memory_limit: int | None = None,
                    max_batch: int | None = None, **parts: Callable | None) -> MaxBatch:
     """The largest batch size the config's model trains at without running out of memory (see max-batch)."""
-    source = source_of(config)
+    source = source_of(config, overrides)
     experiment = load_config(config, overrides, **parts)
     try:
         return maxbatch.find_max_batch(experiment, memory_limit=memory_limit, max_batch=max_batch, code_dirs=source.code_dirs)

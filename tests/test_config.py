@@ -59,6 +59,17 @@ def test_a_key_given_twice_in_an_override_is_refused_and_a_merge_may_be_overridd
     assert merged["run"] == {"lr": 0.4, "seed": 0}
 
 
+def test_an_error_found_after_validation_says_the_value_came_from_set(write_config):
+    """The file's line holds the key, not the value at fault, when --set gave it: the line says so, as a
+    validation error's does."""
+    path = write_config(text="name: x\nsweep:\n  batch_size: [8]\n  lr: [0.1]\n")
+    assert sweep_error(path, "--set", "sweep.batch_size=[8, 8]").strip() == (
+        f"error: {path} (with --set), line 3: sweep.batch_size: 8 is listed twice; each trial runs once, so give "
+        "it once")
+    path.write_text("name: x\nsweep:\n  batch_size: [8, 8]\n  lr: [0.1]\n")
+    assert sweep_error(path).startswith(f"error: {path}, line 3: sweep.batch_size: 8 is listed twice")
+
+
 def test_missing_file_is_one_line_and_exit_2(tmp_path):
     result = runner.invoke(app, ["sweep", str(tmp_path / "nope.yaml")])
     assert result.exit_code == 2
