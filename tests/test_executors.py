@@ -153,6 +153,50 @@ def test_pool_stops_with_one_line_and_keeps_what_finished(write_config, tmp_path
     wait_for(lambda: not alive(workers), timeout=10, what="every process of the sweep to end")
 
 
+def deaf_worker(conn, gpu, parent_pid):
+    """A pool worker that takes a trial and then neither answers nor stops (its interrupt swallowed)."""
+    from batchlab import processes
+    processes.die_with_parent(parent_pid)  # as a real worker: never outlives the test
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    conn.recv()
+    time.sleep(300)
+
+
+def test_a_worker_that_does_not_stop_is_killed_once_the_wait_is_over(write_config, tmp_path, monkeypatch):
+    """Interrupted, the driver terminates its workers and waits pool.STOP_WAIT for them to record their trials;
+    one still running then is killed, and the interrupt goes on: the driver never waits for ever."""
+    from batchlab import config
+    from batchlab.executors import pool
+    from batchlab.executors.base import Job
+    from batchlab.grid import expand
+    from batchlab.records import SweepDir
+
+    monkeypatch.setattr(pool, "worker_main", deaf_worker)
+    monkeypatch.setattr(pool, "STOP_WAIT", 1.0)
+    trials = expand(config.load(write_config()))
+    executor = pool.ProcessPool(workers=1)
+    started = []
+    monkeypatch.setattr(pool.Worker, "start", classmethod(
+        lambda cls, gpu, real=pool.Worker.start.__func__: started.append(real(cls, gpu)) or started[-1]))
+
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt
+
+    old = signal.signal(signal.SIGALRM, interrupt)
+    try:
+        signal.setitimer(signal.ITIMER_REAL, 3)  # the worker has its trial by then, and sleeps
+        t0 = time.monotonic()
+        with pytest.raises(KeyboardInterrupt):
+            list(executor.run([Job(t, "test") for t in trials], SweepDir(tmp_path, "tiny"), lambda *a: None))
+        waited = time.monotonic() - t0
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, old)
+    [worker] = started
+    assert not worker.process.is_alive() and worker.process.exitcode == -signal.SIGKILL
+    assert waited < 3 + 1 + 10  # the alarm, STOP_WAIT, and slack for a loaded machine
+
+
 # ---------------------------------------------------------------- Dask
 
 
