@@ -68,16 +68,24 @@ class StrictLoader(yaml.SafeLoader):
     silently: `lr: 0.1` early in a section and `lr: 0.4` further down trained at 0.4 alone. A `<<` merge's
     keys may still be overridden: they are not the mapping's own."""
 
+    def compose_mapping_node(self, anchor):
+        node = super().compose_mapping_node(anchor)
+        node.own_keys = [key for key, _ in node.value]  # before a << merge elsewhere adds keys to node.value
+        return node
+
     def construct_mapping(self, node, deep=False):
-        if isinstance(node, yaml.MappingNode):
-            seen: dict = {}
-            for key_node, _ in node.value:
-                if key_node.tag == "tag:yaml.org,2002:merge" or not isinstance(key_node, yaml.ScalarNode):
-                    continue
-                key = self.construct_object(key_node)
-                if key in seen:
-                    raise TwiceGiven(key, key_node.start_mark.line + 1, seen[key])
-                seen[key] = key_node.start_mark.line + 1
+        seen: dict = {}
+        for key_node in getattr(node, "own_keys", ()):
+            if key_node.tag == "tag:yaml.org,2002:merge" or not isinstance(key_node, yaml.ScalarNode):
+                continue  # a key that is no scalar: PyYAML's own error, if it cannot be one
+            key = self.construct_object(key_node)
+            try:
+                hash(key)
+            except TypeError:
+                continue  # PyYAML's own error says so
+            if key in seen:
+                raise TwiceGiven(key, key_node.start_mark.line + 1, seen[key])
+            seen[key] = key_node.start_mark.line + 1
         return super().construct_mapping(node, deep)
 
 

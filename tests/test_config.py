@@ -57,6 +57,9 @@ def test_a_key_given_twice_in_an_override_is_refused_and_a_merge_may_be_overridd
     # a << merge's keys are not the mapping's own: overriding one is what merges are for
     merged = config.parse_yaml("base: &b {lr: 0.1, seed: 0}\nrun:\n  <<: *b\n  lr: 0.4\n", "config")
     assert merged["run"] == {"lr": 0.4, "seed": 0}
+    # a merged mapping merged again: PyYAML writes the first merge into the anchored node before reading it
+    nested = config.parse_yaml("a: &a {x: 1}\nc: &c\n  <<: *a\n  x: 2\nd:\n  <<: *c\n", "config")
+    assert nested == {"a": {"x": 1}, "c": {"x": 2}, "d": {"x": 2}}
 
 
 def test_an_error_found_after_validation_says_the_value_came_from_set(write_config):

@@ -40,7 +40,8 @@ class Data:
     input_shape: tuple[int, ...]  # one example's shape
     context: int | None = None  # sequence: positions (tokens) per example; tokens = examples x context
     ignore_index: int = -100  # sequence: the target of a position without a label
-    subsets: dict[int, tuple[Split, Split]] = field(default_factory=dict, repr=False, compare=False)  # _parted's
+    subsets: dict[int, Split] = field(default_factory=dict, repr=False, compare=False)  # eval_subset's, kept
+    rests: dict[int, Split] = field(default_factory=dict, repr=False, compare=False)  # eval_rest's, kept
 
     def eval_subset(self, n: int | None) -> Split:
         """The examples a periodic evaluation reads (eval.subset): n of the evaluation split drawn once at
@@ -48,20 +49,21 @@ class Data:
         read on the same examples; drawn rather than the first n, since a data set may be stored sorted by
         class (an image folder is). Kept with the data, as the splits are. None, or n at least the split's
         size: the whole split."""
-        return self._parted(n)[0]
+        if n is None or n >= len(self.eval):
+            return self.eval
+        if n not in self.subsets:
+            self.subsets[n] = self.eval.select(self._drawn()[:n].sort().values.to(self.eval.device))
+        return self.subsets[n]
 
     def eval_rest(self, n: int) -> Split:
-        """The evaluation split but eval_subset(n): read after the subset, the two make the whole split."""
-        return self._parted(n)[1]
+        """The evaluation split but eval_subset(n): read after the subset, the two make the whole split. Made on
+        first use (a trial whose subset never comes near a target needs none) and kept."""
+        if n not in self.rests:
+            self.rests[n] = self.eval.select(self._drawn()[n:].sort().values.to(self.eval.device))
+        return self.rests[n]
 
-    def _parted(self, n: int | None) -> tuple[Split, Split | None]:
-        if n is None or n >= len(self.eval):
-            return self.eval, None
-        if n not in self.subsets:
-            drawn = torch.randperm(len(self.eval), generator=torch.Generator().manual_seed(0))
-            self.subsets[n] = tuple(self.eval.select(index.sort().values.to(self.eval.device))
-                                    for index in (drawn[:n], drawn[n:]))
-        return self.subsets[n]
+    def _drawn(self) -> torch.Tensor:
+        return torch.randperm(len(self.eval), generator=torch.Generator().manual_seed(0))
 
     def to(self, device: torch.device) -> Data:
         return Data(self.train.to(device), self.eval.to(device), self.task, self.num_classes, self.eval_split,

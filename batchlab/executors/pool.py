@@ -84,15 +84,14 @@ class ProcessPool(Executor):
         except BaseException:  # Ctrl-C, SIGTERM, or the caller stopped: running trials record themselves
             for worker in workers:
                 worker.process.terminate()
-            deadline = time.monotonic() + STOP_WAIT
-            for worker in workers:  # one that does not end (its interrupt swallowed) must not hang the driver
-                worker.process.join(max(0.0, deadline - time.monotonic()))
-                if worker.process.is_alive():
-                    worker.process.kill()  # its trial, without a summary, is trained again by the next run
             raise
         finally:
-            for worker in workers:
-                worker.process.join()
+            deadline = time.monotonic() + STOP_WAIT
+            for worker in workers:  # one that does not end (its interrupt swallowed) must not hang the driver; a
+                worker.process.join(max(0.0, deadline - time.monotonic()))  # second Ctrl-C here leaves the rest
+                if worker.process.is_alive():  # to die with the driver (processes.die_with_parent)
+                    worker.process.kill()  # its trial, without a summary, is trained again by the next run
+                    worker.process.join()
                 worker.conn.close()
 
     @staticmethod
