@@ -38,6 +38,16 @@ def summaries(out: Path, name: str = "tiny") -> dict[str, dict | None]:
     return found
 
 
+@pytest.fixture(autouse=True)
+def sweeps_take_ctrl_c():
+    """A shell starts a background job (`pytest ... &`) with SIGINT ignored, and an ignored signal stays ignored
+    in every process it starts: the sweeps here would never see their Ctrl-C. Handled here, it is the default
+    again in them, as for a command typed at a terminal."""
+    old = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, old)
+
+
 def start_sweep(cfg: Path, out: Path, *args: str, cwd: Path | None = None) -> subprocess.Popen:
     """`batchlab sweep` in its own session (its own process group, as a shell runs a command)."""
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).parents[1]), os.environ.get("PYTHONPATH", "")])}
