@@ -23,6 +23,7 @@ from typing import Any, Callable
 
 from batchlab import config as config_file
 from batchlab import maxbatch, registry
+from batchlab.disk import check_writable
 from batchlab.errors import BatchlabError, ConfigError, DataError, RecordsError
 from batchlab.executors import make_executor
 from batchlab.grid import Trial, expand
@@ -136,6 +137,7 @@ def check_plan(plan: Plan, *, restart: bool = False, race: bool = False, executo
         make_executor(executor, workers=workers, gpus=gpus, scheduler=scheduler, gpus_per_trial=gpus_per_trial,
                       retries=retries)
         check_sweep(plan.experiment, plan.trials, plan.sweep_dir.path.parent, restart, race, plan.source.code_dirs)
+        check_writable(plan.sweep_dir.path)
     except BatchlabError as e:
         raise plan.source.locate(e) from None
 
@@ -300,6 +302,7 @@ def cbs(config: Config, out: str | Path = "runs", overrides: Overrides = None, *
     source_file = source_of(config, overrides)
     experiment = load_config(config, overrides, **parts)
     try:
+        check_writable(Path(out) / experiment.name / "cbs")  # before the measurement, not after it
         return procedure.measure(
             experiment, Path(out), batch_sizes=batch_sizes, points=points or CBS_POINTS, window=window,
             tolerance=CBS_TOLERANCE if tolerance is None else tolerance, source=source, min_batch=min_batch,

@@ -27,6 +27,18 @@ def writing(path: Path, exact: bool = False):
         raise RecordsError(f"cannot write {path if exact else e.filename or path}: {e.strerror or e}") from None
 
 
+def check_writable(path: Path) -> None:
+    """Raise the RecordsError writing under `path` would, found without writing anything: the deepest part of
+    it that exists must be a directory this process may write in (a command checks before its work, not after)."""
+    there = Path(path)
+    while not there.exists() and there.parent != there:
+        there = there.parent
+    if not there.is_dir():
+        raise RecordsError(f"cannot write {path}: {there} is not a directory")
+    if not os.access(there, os.W_OK | os.X_OK):
+        raise RecordsError(f"cannot write {path}: Permission denied")
+
+
 def write_atomic(path: Path, write: Callable[[IO], None], binary: bool = False) -> None:
     """Temp file + fsync + rename: a reader sees the old file or the new one, never half of one. When the
     writing fails (a full disk, a value the format cannot hold), the temp file is removed and the error raised."""

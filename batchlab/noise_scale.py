@@ -67,7 +67,8 @@ def at_fixed_parameters(cfg: Experiment, model, criterion, data, device: torch.d
         g2s.append(g2)
         traces.append(trace)
     g2, trace = statistics.fmean(g2s), statistics.fmean(traces)
-    stderr = lambda xs: statistics.stdev(xs) / math.sqrt(len(xs)) if len(xs) > 1 else math.nan  # noqa: E731
+    stderr = lambda xs: (statistics.stdev(xs) / math.sqrt(len(xs))  # noqa: E731
+                         if len(xs) > 1 and all(map(math.isfinite, xs)) else math.nan)  # a diverged model's: none
     b_simple = trace / g2 if g2 > 0 else math.nan
     return {"g2": g2, "g2_stderr": stderr(g2s), "trace": trace, "trace_stderr": stderr(traces),
             "b_simple": b_simple, "measurements": measurements, "b_small": b_small, "b_big": b_big,

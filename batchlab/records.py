@@ -225,7 +225,7 @@ def run_token(trial_dir: Path) -> str:
     """The token of the run that started in this trial directory ("" for records older than tokens)."""
     try:
         return (trial_dir / RUN_TOKEN).read_text().strip()
-    except OSError:
+    except (OSError, UnicodeDecodeError):  # damaged: no summary matches it, so the trial counts as not run
         return ""
 
 
@@ -362,8 +362,8 @@ class SweepDir:
             return
         try:
             old = validate(yaml.safe_load(old_file.read_text()) or {}, str(old_file))
-        except (ConfigError, yaml.YAMLError) as e:
-            raise RecordsError(f"{old_file} cannot be read ({e}); use --restart to start over") from None
+        except (ConfigError, yaml.YAMLError, OSError, UnicodeDecodeError) as e:  # damaged, or not a file
+            raise RecordsError(f"{old_file} cannot be read ({short(str(e))}); use --restart to start over") from None
         changed = changed_fields(old, experiment)
         if changed:
             raise RecordsError(

@@ -252,3 +252,29 @@ def test_a_grid_over_the_planning_limit_is_refused_even_with_yes(write_config):
     line = one_line_error(path, "--dry-run", "--yes")
     assert line.endswith(f"the sweep expands to 1,000,000 trials, over the {TRIALS_LIMIT:,} one sweep can plan; "
                          "split it into several sweeps (e.g. one per seed)")
+
+
+def test_an_output_that_is_a_file_is_refused_before_any_work(write_config, tmp_path):
+    """sweep --dry-run says what the run would, and cbs refuses before its measurement, not when writing it."""
+    cfg, taken = write_config(), tmp_path / "taken"
+    taken.write_text("a file, not a folder\n")
+    assert one_line_error(cfg, "--dry-run", out=taken) == (
+        f"error: cannot write {taken / 'tiny'}: {taken} is not a directory")
+    result = runner.invoke(app, ["cbs", str(cfg), "--out", str(taken), "--batch-sizes", "16,32", "--points", "2"])
+    assert result.exit_code == 2 and result.stdout == "", result.output
+    assert result.stderr == f"error: cannot write {taken / 'tiny' / 'cbs'}: {taken} is not a directory\n"
+    assert taken.read_text() == "a file, not a folder\n"
+
+
+def test_noise_of_a_diverged_model_says_so(write_config):
+    """lr 1e30: the gradients after 3 steps are not finite; the figures are NaN (null in JSON), and the line says
+    why instead of advising on batch sizes."""
+    cfg = write_config()
+    result = runner.invoke(app, ["noise", str(cfg), "--set", "lr=1e30", "--steps", "3", "--measurements", "2"])
+    assert result.exit_code == 0, result.output
+    assert result.stdout.splitlines()[-1] == ("  B_simple   nan   (the gradients were not finite: did training "
+                                              "diverge? a smaller lr, or fewer --steps)")
+    as_json = runner.invoke(app, ["noise", str(cfg), "--set", "lr=1e30", "--steps", "3", "--measurements", "2",
+                                  "--json"])
+    figures = json.loads(as_json.stdout)
+    assert as_json.exit_code == 0 and figures["b_simple"] is None and figures["g2_stderr"] is None

@@ -122,3 +122,29 @@ def test_a_rerun_trains_again_a_trial_whose_config_or_metrics_were_lost(tmp_path
     assert "4 completed" in sweep()
     [report] = analyse(tmp_path / "runs" / "lost")
     assert report.warnings == [] and len(report.records.trials) == 4
+
+
+def test_a_damaged_run_token_or_sweep_yaml_is_one_line_or_a_rerun_never_a_traceback(tmp_path):
+    """Bytes that are no text in a trial's run_token: no summary matches it, so the report counts the trial as
+    incomplete and a rerun trains it again. In sweep.yaml, or sweep.yaml made a folder: one line naming it and --restart."""
+    config = tmp_path / "exp.yaml"
+    config.write_text("name: tok\ndataset: {name: digits, subset: 200}\nmodel: {hidden: [8]}\n"
+                      "budget: {steps: 3}\ntarget: {value: [0.2]}\nthreads: 1\nsweep: {lr: [0.1, 0.2]}\n")
+    runner, out = CliRunner(), tmp_path / "runs"
+    sweep = ["sweep", str(config), "--out", str(out), "--quiet", "--no-time-steps"]
+    assert runner.invoke(app, sweep).exit_code == 0
+    victim = sorted((out / "tok" / "trials").iterdir())[0]
+    (victim / "run_token").write_bytes(b"\xff\xfe\x00\x9c")
+    report = runner.invoke(app, ["report", str(out / "tok"), "--format", "md", "--out", str(tmp_path / "r")])
+    assert report.exit_code == 0 and "Traceback" not in report.output, report.output
+    [records] = analyse(out / "tok")
+    assert records.counts == {"completed": 1, "incomplete": 1}
+    again = runner.invoke(app, sweep)
+    assert again.exit_code == 0 and "1 completed (1 already recorded)" in again.output, again.output
+    for damage in (lambda p: p.write_bytes(b"\xff\xfe\x00 not text"), lambda p: (p.unlink(), p.mkdir())):
+        damage(out / "tok" / "sweep.yaml")
+        result = runner.invoke(app, [*sweep, "--dry-run"])
+        assert result.exit_code == 2 and "Traceback" not in result.output, result.output
+        [line] = result.stderr.splitlines()
+        assert line.startswith(f"error: {out / 'tok' / 'sweep.yaml'} cannot be read (") and line.endswith(
+            "); use --restart to start over")

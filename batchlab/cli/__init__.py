@@ -375,13 +375,17 @@ def noise(
         name = api.load_config(config, list(set_ or [])).name
         result = api.noise_scale(config, list(set_ or []), steps, measurements)
     if as_json:
-        typer.echo(json.dumps({k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in result.items()}))
+        typer.echo(json.dumps({k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in result.items()}))
         return
     typer.echo(f"gradient noise scale of {name} after {steps} steps "
                f"({measurements} measurements, B_small={result['b_small']}, B_big={result['b_big']}):")
     typer.echo(f"  |G|^2      {result['g2']:.4g} ± {result['g2_stderr']:.2g}")
     typer.echo(f"  tr(Sigma)  {result['trace']:.4g} ± {result['trace_stderr']:.2g}")
-    typer.echo(f"  B_simple   {result['b_simple']:.4g}   (batches well below it waste steps, well above it examples)")
+    diverged = not (math.isfinite(result["g2"]) and math.isfinite(result["trace"]))
+    typer.echo(f"  B_simple   {result['b_simple']:.4g}   " + (
+        "(the gradients were not finite: did training diverge? a smaller lr, or fewer --steps)" if diverged else
+        "(batches well below it waste steps, well above it examples)" if math.isfinite(result["b_simple"]) else
+        "(|G|^2 came out at or below 0: more --measurements)"))
     if result.get("b_simple_tokens") is not None:
         typer.echo(f"             {result['b_simple_tokens']:.4g} tokens ({result['context']} tokens per sequence)")
 
