@@ -137,7 +137,8 @@ def check_plan(plan: Plan, *, restart: bool = False, race: bool = False, executo
         make_executor(executor, workers=workers, gpus=gpus, scheduler=scheduler, gpus_per_trial=gpus_per_trial,
                       retries=retries)
         check_sweep(plan.experiment, plan.trials, plan.sweep_dir.path.parent, restart, race, plan.source.code_dirs)
-        check_writable(plan.sweep_dir.path)
+        check_writable(plan.sweep_dir.path, access=False)  # a path through a file is a mistake; a read-only
+        # disk is not, for a dry run, which reads only (the plan of records on a read-only mount)
     except BatchlabError as e:
         raise plan.source.locate(e) from None
 

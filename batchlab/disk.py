@@ -27,15 +27,16 @@ def writing(path: Path, exact: bool = False):
         raise RecordsError(f"cannot write {path if exact else e.filename or path}: {e.strerror or e}") from None
 
 
-def check_writable(path: Path) -> None:
+def check_writable(path: Path, access: bool = True) -> None:
     """Raise the RecordsError writing under `path` would, found without writing anything: the deepest part of
-    it that exists must be a directory this process may write in (a command checks before its work, not after)."""
+    it that exists must be a directory (and, with `access`, one this process may write in): a command checks
+    before its work, not after it."""
     there = Path(path)
     while not there.exists() and there.parent != there:
         there = there.parent
     if not there.is_dir():
         raise RecordsError(f"cannot write {path}: {there} is not a directory")
-    if not os.access(there, os.W_OK | os.X_OK):
+    if access and not os.access(there, os.W_OK | os.X_OK):
         raise RecordsError(f"cannot write {path}: Permission denied")
 
 

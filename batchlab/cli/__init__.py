@@ -86,8 +86,8 @@ def sweep(
     out: Annotated[Optional[str], typer.Option("--out", help="Records root; the sweep goes to OUT/<name>. "
                                                 "(default: runs, or a temporary directory with --smoke)")] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Check the options, that user code imports and that "
-                                          "the records can be written (existing ones extended), print the expanded "
-                                          "trial table; load no data, train nothing.")] = False,
+                                          "--out is a folder and existing records can be extended, print the "
+                                          "expanded trial table; load no data, train nothing.")] = False,
     smoke: Annotated[bool, typer.Option("--smoke", help="Every trial a few steps on a slice of the data, on CPU; "
                                         "fails if any trial fails. For a project's CI.")] = False,
     restart: Annotated[bool, typer.Option("--restart", help="Delete this sweep's trials and start over.")] = False,

@@ -165,8 +165,11 @@ def worker_main(conn, gpu: int | None, parent_pid: int) -> None:
 
     warnings.simplefilter("always", BatchlabWarning)  # the driver's filters decide what is shown
     warnings.showwarning = to_driver
-    while (task := conn.recv()) is not None:
-        conn.send(worker_run(*task))
+    try:
+        while (task := conn.recv()) is not None:
+            conn.send(worker_run(*task))
+    except (EOFError, OSError):  # the driver is gone (killed): there is no one to tell, and nothing to print
+        pass
 
 
 def stop(signum, frame) -> None:
