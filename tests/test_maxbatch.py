@@ -102,8 +102,9 @@ def small():
 
 def test_the_largest_batch_fits_and_the_next_runs_out_of_memory(small):
     r = small
-    assert r.device == "cpu" and r.limit_bytes == 32 * MiB and r.max_batch == 4096 and r.baseline_bytes > 0
-    assert 64 <= r.batch_size < 4096
+    # asked up to 4,096: capped at digits' 1,437 training examples, since a larger batch trains as the full batch
+    assert r.device == "cpu" and r.limit_bytes == 32 * MiB and r.max_batch == 1437 and r.baseline_bytes > 0
+    assert 64 <= r.batch_size < 1437
     by_size = {t.batch_size: t for t in r.tries}
     assert by_size[r.batch_size].fits
     nxt = by_size[r.batch_size + 1]  # bisected down to a gap of 1

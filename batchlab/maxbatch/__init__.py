@@ -27,8 +27,8 @@ def find_max_batch(experiment, memory_limit: int | None = None, start: int = 1, 
     memory_limit: bytes above the baseline (what the child holds after loading the data, building the model and
         one warm-up step) a try may use. Default: on CPU half of the memory available now; on CUDA the card.
     start: the first batch size tried (at most max_batch).
-    max_batch: the largest batch size tried. Default: the training set size, since training turns a larger
-        batch into the full batch ("the cap fits": every batch size this data set allows fits).
+    max_batch: the largest batch size tried, at most the training set size (the default), since training turns
+        a larger batch into the full batch ("the cap fits": every batch size this data set allows fits).
     steps: optimizer steps per try, >= 2: one warm-up, then the timed ones (Lightning's steps_per_trial is 3).
     code_dirs: directories the child makes importable, for a model or data set named by import path.
 

@@ -198,7 +198,7 @@ def child_search(conn, experiment, device: str, memory_limit: int | None, start:
     initial = {k: v.detach().clone() for k, v in model.state_dict().items()}
     generator = torch.Generator().manual_seed(cfg.seed)
     s = Setup(cfg, dev, model, initial, data, criterion, steps, generator)
-    cap = max_batch if max_batch is not None else len(data.train)
+    cap = min(max_batch or len(data.train), len(data.train))  # a larger batch trains as the full batch anyway
 
     # a step before the baseline, without a limit: thread pools, lazily loaded kernels and allocator pools
     # then exist, and a model that cannot train at all fails here, with its own error
