@@ -222,8 +222,8 @@ def mlflow_store(uri: str):
                             "pip install 'batchlab[mlflow]'") from None
     if uri.startswith("sqlite:///"):
         open_sqlite(Path(uri[len("sqlite:///"):]))
-    elif "://" not in uri:  # a directory, or a file: URI: MLflow's file store, which raises the OS's error
-        check_writable(Path(uri[len("file:"):] if uri.startswith("file:") else uri))
+    elif uri.startswith("file:") or "://" not in uri:  # MLflow's file store, which raises the OS's error
+        check_writable(Path(urlparse(uri).path if uri.startswith("file:") else uri))
     # MLflow 3 refuses its file store unless asked; a directory given here is that request.
     saved = os.environ.get("MLFLOW_ALLOW_FILE_STORE")
     os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")

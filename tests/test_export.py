@@ -236,10 +236,12 @@ def test_bad_arguments_are_one_line(sweep, tmp_path):
     (tmp_path / "not-a-db").write_text("plain text")
     result = runner.invoke(app, ["export", str(sweep), "--to", "mlflow", f"sqlite:///{tmp_path / 'not-a-db'}"])
     assert result.exit_code == 2 and result.output.startswith("error: cannot open the database")
-    for store in (str(tmp_path / "not-a-db"), f"file:{tmp_path / 'not-a-db' / 'runs'}"):  # a file, not a folder
-        result = runner.invoke(app, ["export", str(sweep), "--to", "mlflow", store])
+    inside = tmp_path / "not-a-db" / "runs"
+    for store, path in ((tmp_path / "not-a-db", tmp_path / "not-a-db"), (f"file:{inside}", inside),
+                        (f"file://{inside}", inside)):  # a file where the store's folder would be
+        result = runner.invoke(app, ["export", str(sweep), "--to", "mlflow", str(store)])
         assert result.exit_code == 2 and result.output == (
-            f"error: cannot write {store.removeprefix('file:')}: {tmp_path / 'not-a-db'} is not a directory\n")
+            f"error: cannot write {path}: {tmp_path / 'not-a-db'} is not a directory\n")
 
 
 def test_every_status_has_an_mlflow_run_status():
