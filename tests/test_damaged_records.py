@@ -126,7 +126,8 @@ def test_a_rerun_trains_again_a_trial_whose_config_or_metrics_were_lost(tmp_path
 
 def test_a_damaged_run_token_or_sweep_yaml_is_one_line_or_a_rerun_never_a_traceback(tmp_path):
     """Bytes that are no text in a trial's run_token: no summary matches it, so the report counts the trial as
-    incomplete and a rerun trains it again. In sweep.yaml, or sweep.yaml made a folder: one line naming it and --restart."""
+    incomplete and a rerun trains it again. In sweep.yaml, or sweep.yaml made a folder: one line naming it and
+    --restart."""
     config = tmp_path / "exp.yaml"
     config.write_text("name: tok\ndataset: {name: digits, subset: 200}\nmodel: {hidden: [8]}\n"
                       "budget: {steps: 3}\ntarget: {value: [0.2]}\nthreads: 1\nsweep: {lr: [0.1, 0.2]}\n")

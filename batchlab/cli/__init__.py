@@ -375,7 +375,8 @@ def noise(
         name = api.load_config(config, list(set_ or [])).name
         result = api.noise_scale(config, list(set_ or []), steps, measurements)
     if as_json:
-        typer.echo(json.dumps({k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in result.items()}))
+        typer.echo(json.dumps({k: (None if isinstance(v, float) and not math.isfinite(v) else v)
+                               for k, v in result.items()}))
         return
     typer.echo(f"gradient noise scale of {name} after {steps} steps "
                f"({measurements} measurements, B_small={result['b_small']}, B_big={result['b_big']}):")
