@@ -51,13 +51,13 @@ class Source:
 
     def locate(self, error: BatchlabError) -> BatchlabError:
         """A config or data error that starts with its key path (`model.name: ...`), prefixed `file, line N: `
-        (`file (with --set), line N: ` when overrides were applied, as config.load says)."""
+        (named by config.source_name, as config.load names it)."""
         message = str(error)
         key = message.split(": ", 1)[0]
         if not KEY_PATH.fullmatch(key) or not isinstance(error, (ConfigError, DataError)):
             return error
         kind = DataError if isinstance(error, DataError) else ConfigError
-        name = self.name + (" (with --set)" if self.overridden else "")
+        name = config_file.source_name(self.name, self.overridden)
         return kind(f"{config_file.where(name, self.text, key)}: {message}")
 
 

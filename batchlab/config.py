@@ -259,11 +259,17 @@ def check_axes(experiment: Experiment, source: str, text: str | None) -> None:
                                   f"value {short(repr(value), VALUE_CHARS)}: {short(problem)}") from None
 
 
+def source_name(path: str | Path, overridden: bool) -> str:
+    """How an error names a config: the file, and `(with --set)` when overrides were applied (the line it points
+    at then holds the key, and perhaps not the value at fault)."""
+    return str(path) + (" (with --set)" if overridden else "")
+
+
 def load(path: Path, overrides: list[str] | dict[str, Any] = ()) -> Experiment:
     """Load, override and validate an experiment file."""
     raw = load_raw(path)
     text = read_text(path)
-    source = str(path) + (" (with --set)" if overrides else "")
+    source = source_name(path, bool(overrides))
     raw = apply_overrides(raw, overrides)
     experiment = validate(raw, source, text)
     check_axes(experiment, source, text)
