@@ -298,7 +298,7 @@ def cbs(config: Config, out: str | Path = "runs", overrides: Overrides = None, *
     trains at `fraction` of the CBS fit (`by="fit"`) or of the largest batch within tolerance (`by="tolerance"`). Writes
     out/<name>/cbs/ and returns a batchlab.critical_batch.Cbs (`.to_dict()`: what cbs.json holds)."""
     from batchlab import critical_batch as procedure
-    from batchlab.schema import CBS_EVAL_EXAMPLES, CBS_MEASUREMENTS, CBS_POINTS, CBS_TOLERANCE
+    from batchlab.cbs_defaults import CBS_EVAL_EXAMPLES, CBS_MEASUREMENTS, CBS_POINTS, CBS_TOLERANCE
 
     source_file = source_of(config, overrides)
     experiment = load_config(config, overrides, **parts)

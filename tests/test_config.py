@@ -39,6 +39,10 @@ def sweep_error(path, *args):
     ("- a\n- b\n", "expected a mapping of sections"),
     ("budget: {epochs: 1, steps: 3}\n", "budget: give exactly one of epochs, steps, examples"),
     ("optimizer: {name: sgd, nesterov: true}\n", "optimizer: nesterov: true needs momentum > 0"),
+    ("budget: {steps: yes}\n",  # pydantic alone takes a boolean as 1: this trained one step, silently
+     "line 1: budget.steps: expected a number, got the boolean true (YAML reads yes/no, on/off too)"),
+    ("name: x\nlr: off\n", "line 2: lr: expected a number, got the boolean false"),
+    ("sweep:\n  batch_size: [8, true]\n", "line 2: sweep.batch_size: value True: expected a number, got the boolean"),
     ("name: x\nsweep:\n  lr: [0.1]\n  seed: [0]\n  lr: [0.4]\n",  # PyYAML alone would train at 0.4, silently
      "line 5: 'lr' is given twice in one mapping (first on line 3); YAML would keep only the last: remove one"),
     ("name: x\nmodel: {name: mlp, name: linear}\n", "line 2: 'name' is given twice in one mapping (first on line 2)"),

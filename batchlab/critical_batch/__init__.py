@@ -15,7 +15,7 @@ The procedure:
   limit), from E_B = E_min (1 + B / B_crit) fitted across the ladder (batchlab.frontier): `cbs` (`cbs_fit`).
   Beside it, Merrill et al.'s "largest batch within tolerance": the largest batch of the ladder with
   E_B <= (1 + tolerance) E_ref, E_ref the smallest batch's (`cbs_tolerance`).
-Defaults (points, window, tolerance, ladder): batchlab.schema's CBS_* with their reasons.
+Defaults (points, window, tolerance, ladder): batchlab.cbs_defaults, with their reasons.
 """
 
 from __future__ import annotations
@@ -29,13 +29,14 @@ import numpy as np
 import torch
 
 from batchlab import registry
+from batchlab.cbs_defaults import (CBS_EVAL_EXAMPLES, CBS_EVALS, CBS_FIRST, CBS_LADDER, CBS_MEASUREMENTS, CBS_POINTS,
+                                   CBS_TOLERANCE, CBS_TOLERANCE_MAX, CBS_WINDOW)
 from batchlab.critical_batch import analysis
 from batchlab.critical_batch.branching import Parts, branch, examples_to, reference
 from batchlab.data import load_dataset
 from batchlab.errors import ConfigError
 from batchlab.recommend import recommend, yaml_line
-from batchlab.schema import (CBS_EVAL_EXAMPLES, CBS_EVALS, CBS_FIRST, CBS_LADDER, CBS_MEASUREMENTS, CBS_POINTS,
-                             CBS_TOLERANCE, CBS_TOLERANCE_MAX, CBS_WINDOW, Experiment)
+from batchlab.schema import Experiment
 from batchlab.train import budget_steps, machine_facts, resolve_device
 
 SOURCES = ("branching", "noise")
