@@ -44,8 +44,11 @@ class Points(Form):
     @field_validator("schedule", mode="before")
     @classmethod
     def _whole_progress(cls, points: Any) -> Any:
-        """Progress is a count: 20000 stays 20000 in a dump (and a trial id's hash), not 20000.0."""
+        """Progress is a count: 20000 stays 20000 in a dump (and a trial id's hash), not 20000.0; and a boolean (YAML
+        reads yes/no, on/off as one) is not 1 or 0."""
         if isinstance(points, list):
+            if any(isinstance(x, bool) for p in points if isinstance(p, (list, tuple)) for x in p):
+                raise ValueError("expected numbers, got a boolean (YAML reads yes/no, on/off too)")
             return [[int(p[0]), *p[1:]] if isinstance(p, (list, tuple)) and p and isinstance(p[0], float)
                     and p[0].is_integer() else p for p in points]
         return points

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import math
 import re
-from typing import Annotated, Any, Literal, get_args, get_origin
+from types import UnionType
+from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
 from pydantic import (AfterValidator, BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator,
                       model_validator)
@@ -82,9 +83,23 @@ def changed_from_default(section: BaseModel, fields: tuple[str, ...]) -> set[str
 
 
 def takes_number(annotation: Any) -> bool:
-    """Whether a field's type is a number (int or float, maybe beside None or a mapping) and not a boolean."""
-    kinds = [get_args(a)[0] if get_origin(a) is Annotated else a for a in (get_args(annotation) or (annotation,))]
-    return bool not in kinds and any(kind in (int, float) for kind in kinds)
+    """Whether a field holds numbers: int or float, or lists or tuples of them, maybe beside None or other types."""
+    if get_origin(annotation) is Annotated:
+        return takes_number(get_args(annotation)[0])
+    if get_origin(annotation) in (list, tuple, Union, UnionType):
+        kinds = get_args(annotation)
+        return bool not in kinds and any(takes_number(kind) for kind in kinds)
+    return annotation in (int, float)
+
+
+def boolean_in(value: Any) -> bool | None:
+    """The first boolean in a value or in its lists and tuples; None when it holds none."""
+    if isinstance(value, bool):
+        return value
+    for item in value if isinstance(value, (list, tuple)) else ():
+        if (found := boolean_in(item)) is not None:
+            return found
+    return None
 
 
 class Section(BaseModel):
@@ -95,8 +110,9 @@ class Section(BaseModel):
     @classmethod
     def _number_not_boolean(cls, value: Any, info: ValidationInfo) -> Any:
         # YAML reads true, yes and on as a boolean, which pydantic takes as 1: `steps: yes` trained one step
-        if isinstance(value, bool) and takes_number(cls.model_fields[info.field_name].annotation):
-            raise ValueError(f"expected a number, got the boolean {str(value).lower()} (YAML reads yes/no, on/off too)")
+        found = boolean_in(value)
+        if found is not None and takes_number(cls.model_fields[info.field_name].annotation):
+            raise ValueError(f"expected a number, got the boolean {str(found).lower()} (YAML reads yes/no, on/off too)")
         return value
 
 

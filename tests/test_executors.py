@@ -200,6 +200,7 @@ def test_a_worker_that_does_not_stop_is_killed_once_the_wait_is_over(write_confi
 
     old = signal.signal(signal.SIGALRM, interrupt)
     try:
+        t0 = time.monotonic()
         signal.setitimer(signal.ITIMER_REAL, 120)  # a backstop only: the deaf worker raises the alarm itself
         with pytest.raises(KeyboardInterrupt):
             list(executor.run([Job(t, "test") for t in trials], SweepDir(tmp_path, "tiny"), lambda *a: None))
@@ -208,6 +209,7 @@ def test_a_worker_that_does_not_stop_is_killed_once_the_wait_is_over(write_confi
         signal.setitimer(signal.ITIMER_REAL, 0)
         signal.signal(signal.SIGALRM, old)
     [worker] = started
+    assert interrupted[0] - t0 < 110  # the worker's alarm, not the backstop: it held its trial, deaf
     assert not worker.process.is_alive() and worker.process.exitcode == -signal.SIGKILL
     assert waited < 1 + 10  # STOP_WAIT, and slack for a loaded machine
 

@@ -12,10 +12,10 @@ from tqdm import tqdm
 
 from batchlab import api
 from batchlab.cli import ConfigArg, QuietOpt, SetOpt, app, user_errors
+from batchlab.cbs_defaults import CBS_EVAL_EXAMPLES, CBS_MEASUREMENTS, CBS_POINTS, CBS_POINTS_MAX, CBS_TOLERANCE
 from batchlab.cli.checks import directory, fail
 from batchlab.errors import VALUE_CHARS, short
 from batchlab.processes import sigterm_as_interrupt
-from batchlab.cbs_defaults import CBS_EVAL_EXAMPLES, CBS_MEASUREMENTS, CBS_POINTS, CBS_POINTS_MAX, CBS_TOLERANCE
 from batchlab.schema import COUNT_MAX, MEASUREMENTS_MAX
 
 Size = Optional[int]
