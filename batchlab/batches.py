@@ -19,6 +19,8 @@ from typing import Annotated, Any, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, field_validator, model_validator
 
+from batchlab.booleans import refuse_boolean
+
 Scale = Literal["linear", "sqrt", "none"]
 Size = Annotated[int, Field(ge=1, le=2**63 - 1, strict=True)]  # strict: 32.5 or "32" is not a batch size
 
@@ -44,11 +46,10 @@ class Points(Form):
     @field_validator("schedule", mode="before")
     @classmethod
     def _whole_progress(cls, points: Any) -> Any:
-        """Progress is a count: 20000 stays 20000 in a dump (and a trial id's hash), not 20000.0; and a boolean (YAML
-        reads yes/no, on/off as one) is not 1 or 0."""
+        """Progress is a count: 20000 stays 20000 in a dump (and a trial id's hash), not 20000.0; and a boolean is
+        not 1 or 0."""
+        refuse_boolean(points, cls.model_fields["schedule"].annotation)
         if isinstance(points, list):
-            if any(isinstance(x, bool) for p in points if isinstance(p, (list, tuple)) for x in p):
-                raise ValueError("expected numbers, got a boolean (YAML reads yes/no, on/off too)")
             return [[int(p[0]), *p[1:]] if isinstance(p, (list, tuple)) and p and isinstance(p[0], float)
                     and p[0].is_integer() else p for p in points]
         return points

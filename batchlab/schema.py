@@ -10,14 +10,14 @@ from __future__ import annotations
 
 import math
 import re
-from types import UnionType
-from typing import Annotated, Any, Literal, Union, get_args, get_origin
+from typing import Annotated, Any, Literal
 
 from pydantic import (AfterValidator, BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator,
                       model_validator)
 
 from batchlab import batches
 from batchlab.batches import BatchSchedule
+from batchlab.booleans import refuse_boolean
 from batchlab.errors import VALUE_CHARS, short
 
 # The built-in names. Each registry (data sets, models, losses, optimizers) is checked against these by a test.
@@ -82,26 +82,6 @@ def changed_from_default(section: BaseModel, fields: tuple[str, ...]) -> set[str
     return {f for f in fields if getattr(section, f) != type(section).model_fields[f].default}
 
 
-def takes_number(annotation: Any) -> bool:
-    """Whether a field holds numbers: int or float, or lists or tuples of them, maybe beside None or other types."""
-    if get_origin(annotation) is Annotated:
-        return takes_number(get_args(annotation)[0])
-    if get_origin(annotation) in (list, tuple, Union, UnionType):
-        kinds = get_args(annotation)
-        return bool not in kinds and any(takes_number(kind) for kind in kinds)
-    return annotation in (int, float)
-
-
-def boolean_in(value: Any) -> bool | None:
-    """The first boolean in a value or in its lists and tuples; None when it holds none."""
-    if isinstance(value, bool):
-        return value
-    for item in value if isinstance(value, (list, tuple)) else ():
-        if (found := boolean_in(item)) is not None:
-            return found
-    return None
-
-
 class Section(BaseModel):
     # a typo in a key is an error, never silently ignored; inf and NaN too (the records are strict JSON)
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
@@ -109,11 +89,8 @@ class Section(BaseModel):
     @field_validator("*", mode="before")
     @classmethod
     def _number_not_boolean(cls, value: Any, info: ValidationInfo) -> Any:
-        # YAML reads true, yes and on as a boolean, which pydantic takes as 1: `steps: yes` trained one step
-        found = boolean_in(value)
-        if found is not None and takes_number(cls.model_fields[info.field_name].annotation):
-            raise ValueError(f"expected a number, got the boolean {str(found).lower()} (YAML reads yes/no, on/off too)")
-        return value
+        # YAML's yes/on/true, which pydantic would take as 1 where a number belongs (batchlab.booleans)
+        return refuse_boolean(value, cls.model_fields[info.field_name].annotation)
 
 
 class DatasetConfig(Section):
