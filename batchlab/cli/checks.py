@@ -83,15 +83,17 @@ def finite_target(target: float | None) -> None:
 
 
 def parse_seconds(text: str | None) -> float | None:
-    """'5m', '90s', '1.5h' or plain seconds; None stays None."""
+    """'5m', '90s', '1.5h' or plain seconds; None stays None. The units are lower case only: '5M' could as well
+    mean five million (examples, steps) as five minutes, so it is refused rather than guessed."""
     if text is None:
         return None
     units = {"s": 1, "m": 60, "h": 3600, "": 1}
-    number = text.strip().rstrip("smhSMH")
+    number = text.strip().rstrip("smh")
     try:
-        seconds = float(number) * units[text.strip()[len(number):].lower()]
+        seconds = float(number) * units[text.strip()[len(number):]]
     except (ValueError, KeyError):
         seconds = math.nan
     if not (seconds > 0 and math.isfinite(seconds)):
-        raise fail(f"--budget {text!r}: expected a duration such as 5m, 90s or 1.5h")
+        raise fail(f"--budget {text!r}: expected a duration such as 5m, 90s or 1.5h (seconds, minutes, hours; "
+                   "lower case)")
     return seconds
