@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import os
 import re
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -24,7 +25,7 @@ from typing import Any, Callable
 from batchlab import config as config_file
 from batchlab import maxbatch, registry
 from batchlab.disk import check_writable
-from batchlab.errors import BatchlabError, ConfigError, DataError, RecordsError
+from batchlab.errors import BatchlabError, BatchlabWarning, ConfigError, DataError, RecordsError
 from batchlab.executors import make_executor
 from batchlab.grid import Trial, expand
 from batchlab.maxbatch import MaxBatch
@@ -122,8 +123,9 @@ def plan_sweep(config: Config, out: str | Path = "runs", overrides: Overrides = 
     except BatchlabError as e:
         raise source.locate(e) from None
     if not experiment.target.value and not smoke:
-        notes = [*notes, "no target.value: the trials train to their budget, and `batchlab report` needs a target "
-                         "to time them (set one, e.g. target: {value: [0.9]}; with --restart once trials are recorded)"]
+        warnings.warn("no target.value: the trials train to their budget, and `batchlab report` needs a target to "
+                      "time them (set one, e.g. target: {value: [0.9]}; with --restart once trials are recorded)",
+                      BatchlabWarning, stacklevel=2)
     return Plan(experiment, trials, SweepDir(Path(out), experiment.name), source, notes)
 
 

@@ -154,7 +154,7 @@ def outcome(text: str, directory: Path) -> tuple[str, str]:
     if result.exception is not None and not isinstance(result.exception, SystemExit):
         return "traceback", f"{type(result.exception).__name__}: {result.exception}"[:500]
     lines = result.stderr.splitlines()
-    if result.exit_code == 0 and not lines:
+    if result.exit_code == 0 and all(line.startswith("warning: ") for line in lines):  # e.g. no target.value
         return "valid", ""
     if result.exit_code == 2 and len(lines) == 1 and lines[0].startswith("error: ") and not result.stdout:
         return "one-line exit", lines[0]

@@ -125,6 +125,6 @@ def test_a_sweep_without_a_target_is_warned_and_its_report_says_why_it_cannot_be
     swept = runner.invoke(app, ["sweep", config, "--out", str(tmp_path), "--set", "target.value=[]", "--quiet",
                                 "--no-time-steps"])
     assert swept.exit_code == 0, swept.output
-    assert swept.stdout.splitlines()[0].startswith("no target.value: the trials train to their budget")
+    assert swept.stderr.splitlines()[0].startswith("warning: no target.value: the trials train to their budget")
     line = one_line(["report", str(tmp_path / "tiny")], tmp_path)
     assert "config.json: no target.value; the report is built on the times to a target" in line

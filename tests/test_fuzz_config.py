@@ -37,6 +37,7 @@ def test_the_judge_tells_the_outcomes_apart(workdir, monkeypatch):
         assert outcome(path.read_text(), workdir) == ("valid", "")
     result, line = outcome("name: x\nlr: -1\n", workdir)
     assert result == "one-line exit" and line.endswith("line 2: lr: Input should be greater than 0")
+    assert outcome("name: x\ntarget: {value: []}\n", workdir) == ("valid", "")  # its warning is no error
 
     def crash(path):
         raise RecursionError("maximum recursion depth exceeded")
