@@ -233,6 +233,8 @@ def test_noise_only_and_an_interruption_keep_what_was_measured(tmp_path, monkeyp
     (["--fraction", "0"], "--fraction 0.0: expected a number above 0, at most 1"),
     (["--fraction", "2"], "--fraction 2.0: expected a number above 0, at most 1"),
     (["--min-batch", "64", "--max-batch", "16"], "--min-batch 64 is above --max-batch 16"),
+    (["--from", "noise", "--by", "tolerance"], "--by: only with --from branching; --from noise measures B_simple"),
+    (["--from", "noise", "--window", "64", "--tolerance", "0.5"], "--window, --tolerance: only with --from branching"),
     (["--points", "0"], "Invalid value for '--points'"),
     (["--set", "batch_size=5000"], "batch_size: 5000 is larger than the training set (1,437 examples)"),
     (["--set", "batch_size={schedule: [[0, 32], [500, 64]]}"], "batch_size: a schedule; the reference run needs a "

@@ -172,6 +172,11 @@ def measure(experiment: Experiment, out: Path, *, batch_sizes: list[int] | None 
                           "(twice the examples)")
     if min_batch and max_batch and min_batch > max_batch:
         raise ConfigError(f"--min-batch {min_batch} is above --max-batch {max_batch}")
+    branching_only = [name for name, given in (("--window", window is not None), ("--tolerance",
+                      tolerance != CBS_TOLERANCE), ("--by", by != "fit")) if given]
+    if source == "noise" and branching_only:  # they would be ignored, and the user would think them used
+        raise ConfigError(f"{', '.join(branching_only)}: only with --from branching; --from noise measures B_simple "
+                          "alone, with no branches")
     registry.make_importable(*code_dirs)
     device = resolve_device(experiment.device)
     if experiment.threads:
