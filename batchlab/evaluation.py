@@ -13,7 +13,7 @@ from batchlab.outputs import forward
 
 if TYPE_CHECKING:
     from batchlab.data import Data
-    from batchlab.records import Summary
+    from batchlab.summary import Summary
 
 NEAR = 3  # standard errors: a subset's figure this close to a target has the whole split evaluated. A fixed
 # subset's error tends to keep its sign from one evaluation to the next, so without a margin a crossing is

@@ -14,8 +14,9 @@ from batchlab import registry
 from batchlab.data import load_dataset
 from batchlab.losses import build_loss
 from batchlab.noise import check_noise, estimate, measure_batch, noise_batch_sizes
-from batchlab.records import MetricsWriter, Summary
+from batchlab.records import MetricsWriter
 from batchlab.schema import Experiment
+from batchlab.summary import Summary
 from batchlab.train import build_parts, resolve_device, train
 
 

@@ -6,7 +6,7 @@
       trials/<trial-id>/
         config.json            the fully resolved trial config, with its axis values
         metrics.csv            a row per log point or evaluation, flushed as written
-        summary.json           written last and atomically: status and figures (the Summary dataclass)
+        summary.json           written last and atomically: status and figures (batchlab.summary.Summary)
         error.txt              the traceback of a trial that failed
         run_token              written when the trial starts; summary.json carries the same token
         checkpoint.pt          a long trial's state mid-training (batchlab.checkpoint), to resume from
@@ -18,12 +18,10 @@ import csv
 import fcntl
 import io
 import json
-import math
 import os
 import shutil
 import uuid
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field, fields
 from enum import Enum
 from pathlib import Path
 from typing import Any
@@ -33,7 +31,7 @@ import yaml
 
 from batchlab.config import changed_fields, validate
 from batchlab.disk import LineFile, write_atomic, write_json_atomic, write_text, writing
-from batchlab.errors import VALUE_CHARS, ConfigError, RecordsError, short
+from batchlab.errors import ConfigError, RecordsError, short
 from batchlab.schema import Experiment
 
 class Status(str, Enum):
@@ -63,140 +61,6 @@ METRIC_COLUMNS = [
     "train_eval_loss", "train_eval_accuracy",  # a fixed train subset evaluated like the test set
     "noise_g2", "noise_trace", "noise_b_simple",  # gradient noise scale (smoothed), when noise.every is set
 ]
-
-
-@dataclass
-class Summary:
-    """summary.json: what a trial did, written last and atomically. Train fills it as it goes; the report
-    reads it back with from_json, which checks every field it knows (older records lack some: defaults)."""
-    trial_id: str = ""
-    batch_size: int = 0  # as configured (a schedule's first); above the training set it ran full-batch steps
-    batch_schedule: dict | None = None  # the config's batch-size schedule (batchlab.batches); None: constant
-    # one entry per batch size used, in order, the first at step 0: {step, examples, tokens (sequence tasks),
-    # batch_size, lr}: from step `step` on it trained at batch_size with lr (before the lr schedule's multiplier)
-    batch_changes: list[dict] | None = None
-    lr: float = 0.0
-    seed: int = 0
-    axes: dict[str, Any] = field(default_factory=dict)
-    status: Status = Status.COMPLETED
-    error: str | None = None
-    steps: int = 0  # optimizer steps taken
-    budget_steps: int | None = None  # the steps its budget allowed: a target first met there had no margin
-    epochs: float = 0.0
-    examples: int = 0
-    tokens: int = 0  # sequence tasks: examples x context (0 for others)
-    context: int | None = None  # sequence tasks: tokens per example
-    steps_per_epoch: int = 1
-    train_size: int = 0
-    micro_batch_size: int | None = None
-    train_seconds: float = 0.0  # the training clock: device synchronised at every reading, evaluation excluded
-    eval_seconds: float = 0.0
-    noise_seconds: float = 0.0
-    compile_seconds: float | None = None
-    samples_per_second: float | None = None
-    tokens_per_second: float | None = None  # sequence tasks
-    peak_memory_bytes: int | None = None
-    initial: dict[str, float | None] = field(
-        default_factory=lambda: {"test_loss": None, "test_accuracy": None})  # the evaluation at step 0
-    final: dict[str, float | None] = field(
-        default_factory=lambda: {"train_loss": None, "test_loss": None, "test_accuracy": None})
-    target_metric: str = "test_accuracy"
-    # "0.97" -> {seconds, steps, epochs, examples[, tokens]} or None
-    targets: dict[str, dict | None] = field(default_factory=dict)
-    noise: dict | None = None  # {g2, trace, b_simple, b_small, b_big, measurements}
-    eval_split: str = "test"
-    precision: str = "fp32"
-    device: str = ""
-    device_name: str = ""
-    threads: int | None = None
-    torch_version: str = ""
-    batchlab_version: str = ""
-    python_version: str = ""
-    platform: str = ""
-    code: dict[str, dict[str, str]] = field(default_factory=dict)  # user module -> {file, sha256}
-    run_token: str = ""  # the token of the run that wrote this summary (see read_summary)
-    resumed_from: list[int] = field(default_factory=list)  # the steps it resumed from a checkpoint at
-    deadline: float | None = None  # racing: the best training seconds to the target it had to beat
-    deadline_steps: int | None = None  # racing by steps (suggest): the steps it had to reach the target within
-    command: str = ""
-    started_at: str = ""
-    finished_at: str = ""
-
-    def to_json(self) -> dict:
-        """JSON-ready: no NaN or inf (a diverged loss is null: its status says why)."""
-        return _finite(asdict(self) | {"status": self.status.value})
-
-    @classmethod
-    def from_json(cls, data: dict) -> Summary:
-        """A summary read back. ValueError names the first field that is not what a trial writes; keys it does
-        not know are ignored."""
-        try:
-            status = Status(data.get("status"))
-        except ValueError:
-            raise ValueError(f"unknown status {short(repr(data.get('status')), VALUE_CHARS)}") from None
-        if status == Status.INCOMPLETE:
-            raise ValueError("status 'incomplete' is never written")
-        values = {}
-        for f in fields(cls):
-            if f.name in data and f.name != "status":
-                values[f.name] = _checked(f.name, data[f.name], SUMMARY_KINDS.get(f.name, "text"))
-        return cls(status=status, **values)
-
-
-# How from_json checks each field: count (a whole number >= 0), number (finite, >= 0), figures (a mapping of
-# finite numbers or nulls), targets, mapping, list, text. A trailing "?" allows null.
-SUMMARY_KINDS = {
-    "batch_size": "count", "seed": "count", "steps": "count", "budget_steps": "count?", "examples": "count",
-    "steps_per_epoch": "count", "train_size": "count", "micro_batch_size": "count?", "tokens": "count",
-    "context": "count?", "threads": "count?", "peak_memory_bytes": "count?",
-    "lr": "number", "epochs": "number", "train_seconds": "number", "eval_seconds": "number",
-    "noise_seconds": "number", "compile_seconds": "number?", "samples_per_second": "number?",
-    "tokens_per_second": "number?",
-    "initial": "figures", "final": "figures", "noise": "figures?", "targets": "targets", "axes": "mapping",
-    "code": "mapping", "resumed_from": "list", "error": "text?", "deadline": "number?",
-    "deadline_steps": "count?", "batch_schedule": "mapping?", "batch_changes": "list?",
-}
-
-
-def _checked(name: str, value: Any, kind: str) -> Any:
-    if kind.endswith("?"):
-        if value is None:
-            return None
-        kind = kind[:-1]
-    number = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-    problem = None
-    if kind == "count" and not (number and value >= 0 and float(value).is_integer()):
-        problem = "a whole number >= 0"
-    elif kind == "number" and not (number and value >= 0):
-        problem = "a finite number >= 0"
-    elif kind in ("figures", "mapping", "targets") and not isinstance(value, dict):
-        problem = "a mapping"
-    elif kind == "figures" and not all(v is None or (isinstance(v, (int, float)) and not isinstance(v, bool)
-                                                     and math.isfinite(v)) for v in value.values()):
-        problem = "a mapping of finite numbers or nulls"
-    elif kind == "targets":
-        for target, hit in value.items():
-            if hit is not None and not (isinstance(hit, dict) and all(
-                    isinstance(hit.get(k), (int, float)) and not isinstance(hit.get(k), bool)
-                    and math.isfinite(hit[k]) and hit[k] >= 0 for k in ("seconds", "steps", "epochs", "examples"))):
-                raise ValueError(f"'targets' {target}: expected null or finite seconds, steps, epochs, examples >= 0")
-    elif kind == "list" and not isinstance(value, list):
-        problem = "a list"
-    elif kind == "text" and not isinstance(value, str):
-        problem = "text"
-    if problem:
-        raise ValueError(f"'{name}' is {short(repr(value), VALUE_CHARS)}, expected {problem}")
-    return int(value) if kind == "count" else value
-
-
-def _finite(obj):
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    if isinstance(obj, dict):
-        return {k: _finite(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_finite(v) for v in obj]
-    return obj
 
 
 def _has_rows(path: Path) -> bool:

@@ -13,7 +13,7 @@ from batchlab.outputs import forward
 
 if TYPE_CHECKING:
     from batchlab.data import Data
-    from batchlab.records import Summary
+    from batchlab.summary import Summary
 
 
 class Step:

@@ -26,10 +26,11 @@ from batchlab.memory import Peak
 from batchlab.models import build_model
 from batchlab.noise import NoiseMonitor
 from batchlab.optimizers import build_optimizer
-from batchlab.records import DONE, METRICS, MetricsWriter, Status, Summary, run_token
+from batchlab.records import DONE, METRICS, MetricsWriter, Status, run_token
 from batchlab.schedules import lr_schedule
 from batchlab.schema import Experiment
 from batchlab.step import Step, compiled
+from batchlab.summary import Summary
 from batchlab.version import __version__
 
 Progress = Callable[[int, int, dict], None]  # (step, total_steps, latest figures)

@@ -12,8 +12,8 @@ from report_fixtures import hit, make_sweep, make_trial
 from typer.testing import CliRunner
 
 from batchlab.cli import app
-from batchlab.records import Summary
 from batchlab.reporting import analyse
+from batchlab.summary import Summary
 
 
 def summary_edit(**changes):

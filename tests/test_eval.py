@@ -179,8 +179,9 @@ def test_a_raced_trial_records_and_prints_its_figure_where_it_stopped(tmp_path, 
     and summary hold the test accuracy of the model at step 7, computed here from the returned model, not step 0's,
     and no target is judged there (its steps would be the clock's). The line says it was raced, and where."""
     from batchlab.cli.display import trial_line
-    from batchlab.records import MetricsWriter, Summary
+    from batchlab.records import MetricsWriter
     from batchlab.schema import Experiment
+    from batchlab.summary import Summary
 
     # the race's clock passes the deadline at step 7, whatever the machine's speed
     monkeypatch.setattr(batchlab.train.Clock, "peek", lambda self: 1e6 if summary.steps >= 7 else 0.0)

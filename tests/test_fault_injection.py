@@ -19,7 +19,8 @@ import yaml
 from conftest import TINY
 
 from batchlab.data import builtin
-from batchlab.records import DONE, Status, Summary
+from batchlab.records import DONE, Status
+from batchlab.summary import Summary
 
 KILLS = 7  # per mode (~15 in all), or fewer where the sweep ends first
 SEED = 20261127  # the kill moments are drawn from it: a failure is reproducible

@@ -40,8 +40,9 @@ def summaries(out, name="tiny"):
 
 def test_a_trial_stops_exactly_when_its_clock_passes_the_deadline(write_config, tmp_path, fake_time):
     from batchlab.data import load_dataset
-    from batchlab.records import MetricsWriter, Summary
+    from batchlab.records import MetricsWriter
     from batchlab.schema import Experiment
+    from batchlab.summary import Summary
 
     cfg = Experiment.model_validate({"dataset": {"name": "digits"}, "model": {"name": "mlp", "hidden": [16]},
                                      "batch_size": 64, "lr": 0.01, "target": {"value": [0.999]},
@@ -89,8 +90,9 @@ def test_racing_finds_the_same_fastest_setting_per_seed_at_a_fraction_of_the_cos
 def test_a_trial_raced_by_steps_stops_once_past_its_steps(tmp_path, fake_time):
     """Suggest's race: a steps deadline (best predicted seconds over this batch size's seconds per step)."""
     from batchlab.data import load_dataset
-    from batchlab.records import MetricsWriter, Summary
+    from batchlab.records import MetricsWriter
     from batchlab.schema import Experiment
+    from batchlab.summary import Summary
 
     cfg = Experiment.model_validate({"dataset": {"name": "digits"}, "model": {"name": "mlp", "hidden": [16]},
                                      "batch_size": 64, "lr": 0.01, "target": {"value": [0.999]},

@@ -20,11 +20,12 @@ import torch
 
 from batchlab import registry
 from batchlab.data import Data, fits_on_device, load_dataset
-from batchlab.grid import Trial
 from batchlab.disk import write_json_atomic, write_text
 from batchlab.errors import short
-from batchlab.records import MetricsWriter, Status, Summary, SweepDir, run_token
+from batchlab.grid import Trial
+from batchlab.records import MetricsWriter, Status, SweepDir, run_token
 from batchlab.schema import Experiment
+from batchlab.summary import Summary
 from batchlab.train import Progress, hardest_target, now, resolve_device, run_trial
 
 StartProgress = Callable[[Trial, int, int], Progress | None]  # (trial, i, n) -> a per-step callback, or None

@@ -18,10 +18,11 @@ import pandas as pd
 
 from batchlab import batches, steptime
 from batchlab.errors import RecordsError
-from batchlab.records import Status, Summary, SweepDir, run_token
+from batchlab.records import Status, SweepDir, run_token
 from batchlab.records import FINISHED as FINISHED_STATUSES
 from batchlab.records import INFEASIBLE as INFEASIBLE_STATUSES
 from batchlab.reporting.metrics_file import Damaged, metrics_or_warning
+from batchlab.summary import Summary
 
 # As the frames hold them: plain strings. A trial that ran to an end we can judge (FINISHED) counts a missing
 # target as missed; an interrupted or incomplete one stopped early and counts as neither.
