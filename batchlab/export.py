@@ -25,6 +25,7 @@ from __future__ import annotations
 import math
 import os
 import shutil
+import socket
 import sqlite3
 import time
 from collections.abc import Callable
@@ -54,6 +55,7 @@ MLFLOW_STATUS = {Status.COMPLETED: "FINISHED", Status.DIVERGED: "FINISHED", Stat
                  Status.FAILED: "FAILED", Status.INTERRUPTED: "KILLED", Status.INCOMPLETE: "KILLED"}
 MLFLOW_TAGS = ("status", "schedule", "device", "device_name", "precision", "torch_version", "threads", "error")
 REPORT_RUN = "report"  # the run holding a sweep's report/ directory as artifacts
+CONNECT_SECONDS = 10.0  # to reach a tracking server: a slow link gets there well within it
 
 Progress = Callable[[int, int], None]  # (trials done, trials in all)
 
@@ -224,6 +226,8 @@ def mlflow_store(uri: str):
         open_sqlite(Path(uri[len("sqlite:///"):]))
     elif uri.startswith("file:") or "://" not in uri:  # MLflow's file store, which raises the OS's error
         check_writable(Path(urlparse(uri).path if uri.startswith("file:") else uri))
+    elif uri.startswith(("http://", "https://")):
+        reachable(uri)
     # MLflow 3 refuses its file store unless asked; a directory given here is that request.
     saved = os.environ.get("MLFLOW_ALLOW_FILE_STORE")
     os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")
@@ -234,6 +238,18 @@ def mlflow_store(uri: str):
     finally:
         if saved is None:
             os.environ.pop("MLFLOW_ALLOW_FILE_STORE", None)
+
+
+def reachable(uri: str, seconds: float = CONNECT_SECONDS) -> None:
+    """Connect to a tracking server once, briefly: MLflow retries an unreachable one for minutes, silently."""
+    url = urlparse(uri)
+    try:
+        port = url.port or (443 if url.scheme == "https" else 80)
+        with socket.create_connection((url.hostname or "", port), timeout=seconds):
+            pass
+    except (OSError, ValueError) as exc:
+        raise BatchlabError(f"MLflow at {uri}: cannot connect ({exc}); is the tracking server running "
+                            "there?") from None
 
 
 def open_sqlite(path: Path) -> None:

@@ -436,3 +436,16 @@ def test_a_schedule_trial_is_exported_beside_the_constant_ones(tmp_path, monkeyp
     assert run.data.tags["schedule"] == "32→128" and "schedule" not in runs[constant.name].data.tags
     history = sorted(client.get_metric_history(run.info.run_id, "batch_size"), key=lambda m: m.step)
     assert [(m.step, m.value) for m in history] == recorded(rows, "batch_size")
+
+
+def test_an_unreachable_tracking_server_is_one_line_at_once(sweep):
+    """MLflow retries a server that does not answer for minutes, saying nothing; export connects once first."""
+    import socket
+
+    with socket.socket() as s:  # a port on this machine that nothing listens on once the socket closes
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    result = runner.invoke(app, ["export", str(sweep), "--to", "mlflow", f"http://127.0.0.1:{port}"])
+    assert result.exit_code == 2 and result.output.count("\n") == 1
+    assert result.output.startswith(f"error: MLflow at http://127.0.0.1:{port}: cannot connect (")
+    assert result.output.endswith("is the tracking server running there?\n")  # batchlab's probe, not MLflow
