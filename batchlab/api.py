@@ -261,8 +261,9 @@ def suggest(config: Config, out: str | Path = "runs", overrides: Overrides = Non
     scanned interleaved, a pilot measuring the noise scale, a race of the candidates by steps x seconds per
     step, and the winner confirmed on two more seeds. `target` overrides the config's; `budget`: seconds for the
     whole search, everything counted; `restart`: delete the earlier records under
-    out/<name>-suggest and start over; `schedule`: then propose a batch-size schedule from the measured noise
-    scale and race it against the answer (Suggestion.schedule). Returns a Suggestion; the trials are recorded under out/<name>-suggest."""
+    out/<name>-suggest and start over; `schedule`: then propose a batch-size schedule around the answer (B*/4
+    doubling per 4x examples to 2B*, when the measured noise scale grows) and race it against the answer
+    (Suggestion.schedule). Returns a Suggestion; the trials are recorded under out/<name>-suggest."""
     from batchlab.suggestion import suggest as search  # matplotlib, for its figure
 
     source = source_of(config, overrides)

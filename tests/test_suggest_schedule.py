@@ -1,5 +1,6 @@
-"""`batchlab suggest --schedule`: a batch-size schedule shaped by the pilot's B_simple(t), scaled to the answer,
-raced against it on the answer's seeds and decided by steps x seconds per step."""
+"""`batchlab suggest --schedule`: a batch-size schedule around the answer (a quarter of it at the start, doubling
+per 4x examples, twice it from a quarter of the answer's examples), raced against it on the answer's seeds and
+decided by steps x seconds per step."""
 
 import json
 import math
@@ -12,7 +13,7 @@ from typer.testing import CliRunner
 
 import batchlab.suggestion.pipeline as pipeline
 from batchlab.cli import app
-from batchlab.suggestion.schedule import STEPS_SAVED, Verdict, lr_scale, propose
+from batchlab.suggestion.schedule import STEPS_SAVED, Verdict, propose
 
 runner = CliRunner()
 DIGITS = {"name": "tiny", "dataset": {"name": "digits"}, "model": {"name": "mlp", "hidden": [32]},
@@ -21,39 +22,26 @@ DIGITS = {"name": "tiny", "dataset": {"name": "digits"}, "model": {"name": "mlp"
 COSTS = ("train_seconds", "eval_seconds", "noise_seconds", "compile_seconds")
 
 
-def test_the_proposal_follows_b_simple_s_trend_scaled_to_the_answer():
-    examples = [0, 1000, 2000, 4000, 8000, 16000]
-    measured = [500.0] + [10 * math.sqrt(e) for e in examples[1:]]  # B_simple ~ sqrt(examples); the start's is off
-    schedule = propose(list(zip(examples, measured)), best=256, timed=[16, 32, 64, 100, 128, 256, 512, 1024, 2048])
-    # by hand: the trend through the points after the start is the power law itself; scaled so its median is 256
-    trend = [10 * math.sqrt(e) for e in examples[1:]]
-    scaled = [v * 256 / statistics.median(trend) for v in trend]
-    expected, peak = [], 0.0
-    for at, value in zip([0] + examples[2:], scaled):
-        peak = max(peak, value)
-        batch = min(max(2 ** math.floor(math.log2(peak) + 0.5), 16), 2048)  # the nearest power of 2 (ties up)
-        if not expected or batch > expected[-1][1]:
-            expected.append([at, batch])
-    assert schedule == expected
-    assert schedule[0][1] < 256 < schedule[-1][1]  # grows through the answer's 256
-    assert all(b & (b - 1) == 0 for _, b in schedule)  # powers of 2 only (100 was timed, never proposed)
+GROWING = [(0, 500.0), (1000, 10.0), (4000, 20.0), (16000, 40.0)]  # B_simple doubling per 4x examples
 
 
-def test_no_proposal_when_b_simple_does_not_grow_or_too_few_measurements():
+def test_the_proposal_spreads_the_answer_from_a_quarter_to_twice_it():
+    # best 256 reached the target in 102,400 examples: 2 x 256 from a quarter of them, 256 from a sixteenth, 128
+    # from a 64th, 64 from the start; 100 and 192 were timed but are no power of 2, 2048 is past twice the answer
+    timed = [32, 64, 100, 128, 192, 256, 512, 1024, 2048]
+    assert propose(GROWING, best=256, examples=102_400, timed=timed) == [[0, 64], [1600, 128], [6400, 256],
+                                                                         [25600, 512]]
+    # sizes the scan did not time are left out, each remaining one keeps its place
+    assert propose(GROWING, 256, 102_400, [128, 256]) == [[0, 128], [6400, 256]]
+    assert propose(GROWING, 256, 102_400, [128, 512]) == [[0, 128], [25600, 512]]
+
+
+def test_no_proposal_when_b_simple_does_not_grow_too_few_measurements_or_sizes():
     falling = [(e, 1000 / math.sqrt(e)) for e in (100, 400, 1600, 6400)]
-    assert propose(falling, 256, [64, 128, 256, 512]) is None
-    assert propose([(100, 10.0), (200, 20.0)], 256, [64, 128, 256]) is None
-    assert propose([(100, 10.0), (200, float("nan")), (300, 30.0), (400, -1.0)], 256, [64, 256]) is None
-
-
-@pytest.mark.parametrize("lrs, default, expected", [
-    ({64: 0.1, 256: 0.2, 1024: 0.4}, "linear", "sqrt"),
-    ({64: 0.1, 256: 0.4, 1024: 1.6}, "none", "linear"),
-    ({64: 1.0, 256: 1.0, 1024: 1.0}, "linear", "none"),
-    ({256: 0.3}, "sqrt", "sqrt"),
-])
-def test_the_lr_moves_as_the_race_found_it_move(lrs, default, expected):
-    assert lr_scale(lrs, default) == expected
+    assert propose(falling, 256, 1e5, [64, 128, 256, 512]) is None
+    assert propose([(100, 10.0), (200, 20.0)], 256, 1e5, [64, 128, 256]) is None
+    assert propose([(100, 10.0), (200, float("nan")), (300, 30.0), (400, -1.0)], 256, 1e5, [64, 256]) is None
+    assert propose(GROWING, 256, 1e5, [256, 2048]) is None  # one size in reach: no schedule
 
 
 def summaries(folder: Path) -> list[dict]:
@@ -63,8 +51,8 @@ def summaries(folder: Path) -> list[dict]:
 def test_suggest_schedule_races_the_schedule_on_the_answers_seeds(write_config, tmp_path, monkeypatch):
     shown = {}
 
-    def doubling(points, best, timed):  # a fixed schedule, so the test knows what was raced
-        shown.update(points=points, best=best, timed=timed)
+    def doubling(points, best, examples, timed):  # a fixed schedule, so the test knows what was raced
+        shown.update(points=points, best=best, examples=examples, timed=timed)
         return [[0, best], [300, 2 * best]]
     monkeypatch.setattr(pipeline, "propose", doubling)
     result = runner.invoke(app, ["suggest", str(write_config(DIGITS)), "--out", str(tmp_path), "--schedule", "--json"])
@@ -79,12 +67,17 @@ def test_suggest_schedule_races_the_schedule_on_the_answers_seeds(write_config, 
     assert s["schedule"] == [[0, best], [300, 2 * best]] and s["against"] == {"batch_size": best, "lr": lr}
     records = tmp_path / "tiny-suggest"
     trials = {t["trial_id"]: t for t in summaries(records)}
+    # the proposal's E*: the median of the examples the answer needed on its seeds
+    needed = {t["seed"]: t["targets"]["0.9"]["examples"] for t in trials.values() if not t["batch_schedule"]
+              and t["batch_size"] == best and t["lr"] == lr and t["targets"]["0.9"]}
+    assert shown["examples"] == statistics.median(needed[seed] for seed in seeds)
     scheduled = [t for t in trials.values() if t["batch_schedule"]]
     assert sorted(t["seed"] for t in scheduled) == seeds == [r["seed"] for r in s["runs"]]
     for run in s["runs"]:
         summary = trials[run["trial_id"]]
         hit = summary["targets"]["0.9"]
         assert summary["lr"] == pytest.approx(s["lr"]) and summary["batch_schedule"]["schedule"] == s["schedule"]
+        assert summary["batch_schedule"]["lr_scale"] == s["lr_scale"] == "linear"  # suggest's lr rule for SGD
         if hit is None:
             assert s["verdict"] == Verdict.MISSED
             continue

@@ -292,9 +292,10 @@ def suggest(
     threads: Annotated[Optional[int], typer.Option("--threads", min=1, max=PARALLEL_MAX, help="torch CPU threads (recorded).")] = None,
     restart: Annotated[bool, typer.Option("--restart", help="Delete the trials under OUT/<name>-suggest and start "
                                           "over.")] = False,
-    schedule: Annotated[bool, typer.Option("--schedule", help="Then propose a batch-size schedule from the noise "
-                                           "scale measured over the pilot (B_simple(t) scaled to the answer) and "
-                                           "race it against the answer on its seeds.")] = False,
+    schedule: Annotated[bool, typer.Option("--schedule", help="Then propose a batch-size schedule around the "
+                                           "answer B* (B*/4 at the start, doubling per 4x examples, 2B* from a "
+                                           "quarter of B*'s examples) and race it against the answer on its "
+                                           "seeds.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the answer as one JSON object.")] = False,
     quiet: QuietOpt = False,
 ):

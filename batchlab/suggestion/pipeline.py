@@ -27,7 +27,7 @@ from batchlab.suggestion.scan import Scan, first_pass, interleaved
 from batchlab.suggestion.search import (CONFIRM_MOST, CONFIRM_SEEDS, CONFIRM_WITHIN, COSTS, Search, SuggestError,
                                         best_by_steps, between, confirm, neighbours, past_cut, progress,
                                         settle, unmeasured)
-from batchlab.suggestion.schedule import lr_scale, propose
+from batchlab.suggestion.schedule import END, START, propose
 from batchlab.suggestion.schedule import race as race_schedule
 from batchlab.train import hardest_target, resolve_device
 
@@ -53,8 +53,8 @@ def suggest(experiment: Experiment, out: Path, *, target: float | None = None, b
     budget), recording the trials under out/<name>-suggest. `budget`: seconds for the whole search, everything
     counted (the scan, and each trial's training, evaluation and noise measurement): no trial starts once it is
     spent. `on_stage(text)` says what starts next. `restart`: delete the records under
-    out/<name>-suggest first. `schedule`: then propose a batch-size schedule from the noise run's B_simple(t)
-    and race it against the answer on its seeds (batchlab.suggestion.schedule)."""
+    out/<name>-suggest first. `schedule`: then propose a batch-size schedule around the answer (when the noise
+    run's B_simple(t) grows) and race it against the answer on its seeds (batchlab.suggestion.schedule)."""
     registry.make_importable(*code_dirs)
     cfg = _suggest_config(experiment, target)
     metric, goal = cfg.target.metric, hardest_target(cfg)
@@ -119,8 +119,9 @@ def suggest(experiment: Experiment, out: Path, *, target: float | None = None, b
     # a machine others share, and the prediction alone moved from run to run
     i = sizes.index(pilot_b)
     candidates = list(dict.fromkeys([pilot_b, *sizes[max(0, i - NEIGHBOURS):i + NEIGHBOURS + 1], *candidates]))
-    # a schedule may train at any scanned batch size between the candidates: those are timed too
-    timed = [b for b in sizes if min(candidates) <= b <= max(candidates)] if schedule else candidates
+    # a schedule trains from a quarter of the answer's batch size to twice it: the scanned sizes that span are timed
+    timed = ([b for b in sizes if START * min(candidates) <= b <= END * max(candidates)] if schedule
+             else candidates)
     on_stage(f"scan: seconds per step at batch sizes {', '.join(map(str, sorted(timed)))}, interleaved")
     found = interleaved(found, cfg, data, device, timed)
     search.cost["scan"] = found.seconds
@@ -232,15 +233,18 @@ def suggest(experiment: Experiment, out: Path, *, target: float | None = None, b
                          f"{listed([cfg.seed, *seeds])}" if not search.stopped else
                          f"it was not confirmed on seeds {listed(seeds)} within the budget")
     if schedule:
-        proposed = propose(noise_points, s.batch_size, sorted(spb)) if s.confirmed else None
+        examples = [(search.hit(search.trial_summary(s.batch_size, s.lr, seed)) or {}).get("examples")
+                    for seed in s.seeds] if s.confirmed else []
+        proposed = (propose(noise_points, s.batch_size, float(np.median(examples)), sorted(spb))
+                    if examples and None not in examples else None)
         if proposed is None:
             notes.append("no schedule raced: " + ("the answer was not confirmed" if not s.confirmed else
                                                   "B_simple did not grow over the pilot's run (or fewer than 3 "
-                                                  "measurements were finite)"))
+                                                  "measurements were finite), or fewer than two batch sizes "
+                                                  "from a quarter to twice the answer's were timed"))
         else:
             on_stage(f"schedule: {yaml_line(proposed)} against batch size {s.batch_size}, on seeds {listed(s.seeds)}")
-            scale = lr_scale({b: v[0] for b, v in best_lr.items()}, rule.scale)
-            s.schedule = race_schedule(search, proposed, s.batch_size, s.lr, scale, s.seeds, s.steps, costs)
+            s.schedule = race_schedule(search, proposed, s.batch_size, s.lr, rule.scale, s.seeds, s.steps, costs)
     s.notes = notes
     return _finish(s, search, found, pilot_b, pilot_steps)
 
