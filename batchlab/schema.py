@@ -248,6 +248,8 @@ class TargetConfig(Section):
     def _one_value_is_a_list(cls, data: Any) -> Any:
         if isinstance(data, dict) and isinstance(data.get("value"), (int, float)):
             data = {**data, "value": [data["value"]]}
+        if isinstance(data, dict) and "value" in data and data["value"] is None:  # `value:` left empty: none
+            data = {**data, "value": []}
         return data
 
     @model_validator(mode="after")

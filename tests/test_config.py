@@ -109,6 +109,13 @@ def test_overrides_apply_before_validation(write_config):
     assert exp.model.hidden == [32, 16]
 
 
+def test_one_target_value_is_a_list_of_one_and_an_empty_one_is_none(write_config):
+    path = write_config()
+    assert config.load(path, ["target.value=0.9"]).target.value == [0.9]
+    assert config.load(path, ["target.value=null"]).target.value == []  # YAML's `value:` with nothing after it
+    assert config.load(path, ["target={value: }"]).target.value == []
+
+
 def test_expansion_is_the_cartesian_product_with_stable_readable_ids(write_config):
     exp = config.load(write_config(), ["sweep.seed=[0, 1]", "sweep.model.hidden=[[8], [16, 8]]"])
     trials = expand(exp)
