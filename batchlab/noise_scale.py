@@ -35,8 +35,7 @@ def noise_scale(experiment: Experiment, steps: int = 0, measurements: int = 20,
         torch.set_num_threads(cfg.threads)
     data = load_dataset(cfg.dataset, cfg.seed).to(device)
     if steps:
-        short = cfg.model_copy(update={"budget": cfg.budget.model_copy(update={"steps": steps, "epochs": None,
-                                                                               "examples": None}),
+        short = cfg.model_copy(update={"budget": cfg.budget.counting("steps", steps),
                                        "eval": cfg.eval.model_copy(update={"every": 1e9, "train_subset": 0}),
                                        "noise": cfg.noise.model_copy(update={"every": None})})
         with tempfile.TemporaryDirectory() as tmp:

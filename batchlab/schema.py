@@ -230,6 +230,10 @@ class BudgetConfig(Section):
             raise ValueError(f"give exactly one of epochs, steps, examples, tokens (got {', '.join(given)})")
         return self
 
+    def counting(self, unit: str, amount: float, **update: Any) -> BudgetConfig:
+        """This budget with `amount` of `unit` as its only length (and `update`'s other fields)."""
+        return self.model_copy(update={**dict.fromkeys(UNITS), unit: amount, **update})
+
     @property
     def length(self) -> tuple[str, float]:
         """(unit, amount): what the budget counts. One pass over the data unless told otherwise."""

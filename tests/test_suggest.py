@@ -145,6 +145,20 @@ def test_the_race_goes_by_steps_x_seconds_per_step_not_by_the_trials_clocks(writ
     assert reached and all(s["train_seconds"] > 100 * by_clock["train_seconds"] for s in reached)
 
 
+def test_a_token_budget_suggests_too_the_noise_run_counting_the_pilots_steps(tmp_path):
+    """A language model's budget in tokens: the noise run trains the pilot's steps instead (it had kept the
+    tokens beside them, and the config refused the two)."""
+    import batchlab
+    from test_sequence import TOY
+
+    answer = batchlab.suggest({**TOY, "budget": {"tokens": 16384}, "sweep": {"batch_size": [8, 16, 32, 64]},
+                               "target": {"metric": "test_loss", "value": [1.5]}}, tmp_path)
+    assert answer.confirmed and answer.batch_size in (8, 16, 32, 64)
+    [noise] = summaries(tmp_path / "seq-suggest" / "noise-scale")
+    assert noise["steps"] == answer.pilot["steps"] and noise["budget_steps"] == answer.pilot["steps"]
+    assert noise["tokens"] == noise["examples"] * 8
+
+
 def test_the_budget_counts_evaluation_and_stops_the_search(tmp_path):
     from batchlab.run import Hooks
     from batchlab.schema import Experiment

@@ -284,8 +284,7 @@ def _noise(search: Search, b: int, lr: float, steps: int, n: int) -> tuple[int, 
     summary = search.train(
         "pilot", b, lr, cfg.seed, into=into,
         noise=cfg.noise.model_copy(update={"every": every / per_epoch}),
-        budget=cfg.budget.model_copy(update={"epochs": None, "examples": None, "steps": steps,
-                                             "stop_at_target": False}),
+        budget=cfg.budget.counting("steps", steps, stop_at_target=False),
         eval=cfg.eval.model_copy(update={"every": NO_EVAL}))
     if summary is None:
         return every, np.array([]), []
