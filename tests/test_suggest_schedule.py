@@ -4,6 +4,7 @@ decided by steps x seconds per step."""
 
 import json
 import math
+import re
 import statistics
 from pathlib import Path
 
@@ -13,7 +14,7 @@ from typer.testing import CliRunner
 
 import batchlab.suggestion.pipeline as pipeline
 from batchlab.cli import app
-from batchlab.suggestion.schedule import STEPS_SAVED, Verdict, propose
+from batchlab.suggestion.schedule import STEPS_SAVED, NoSchedule, Verdict, propose
 
 runner = CliRunner()
 DIGITS = {"name": "tiny", "dataset": {"name": "digits"}, "model": {"name": "mlp", "hidden": [32]},
@@ -32,16 +33,31 @@ def test_the_proposal_spreads_the_answer_from_a_quarter_to_twice_it():
     assert propose(GROWING, best=256, examples=102_400, timed=timed) == [[0, 64], [1600, 128], [6400, 256],
                                                                          [25600, 512]]
     # sizes the scan did not time are left out, each remaining one keeps its place
-    assert propose(GROWING, 256, 102_400, [128, 256]) == [[0, 128], [6400, 256]]
+    assert propose(GROWING, 256, 102_400, [256, 512]) == [[0, 256], [25600, 512]]
     assert propose(GROWING, 256, 102_400, [128, 512]) == [[0, 128], [25600, 512]]
 
 
-def test_no_proposal_when_b_simple_does_not_grow_too_few_measurements_or_sizes():
-    falling = [(e, 1000 / math.sqrt(e)) for e in (100, 400, 1600, 6400)]
-    assert propose(falling, 256, 1e5, [64, 128, 256, 512]) is None
-    assert propose([(100, 10.0), (200, 20.0)], 256, 1e5, [64, 128, 256]) is None
-    assert propose([(100, 10.0), (200, float("nan")), (300, 30.0), (400, -1.0)], 256, 1e5, [64, 256]) is None
-    assert propose(GROWING, 256, 1e5, [256, 2048]) is None  # one size in reach: no schedule
+def test_changes_that_whole_examples_cannot_tell_apart_start_the_larger_batch_there():
+    # 40 examples: 512 from 10, 256 from 2.5 -> 2, 128 from 0.625 -> 1, 64 from 0: each a distinct example count
+    assert propose(GROWING, 256, 40, [64, 128, 256, 512]) == [[0, 64], [1, 128], [2, 256], [10, 512]]
+    # 8 examples: 128 from 0.125 -> 0 (it starts, not 64), 256 from 0.5 -> 0 (so does it), 512 from 2
+    assert propose(GROWING, 256, 8, [64, 128, 256, 512]) == [[0, 256], [2, 512]]
+
+
+@pytest.mark.parametrize("points, timed, examples, why", [
+    ([(e, 1000 / math.sqrt(e)) for e in (100, 400, 1600, 6400)], [64, 128, 256, 512], 1e5,
+     "B_simple did not grow over the pilot's run"),
+    ([(100, 10.0), (200, 20.0)], [64, 128, 256], 1e5, "2 of the pilot's B_simple measurements were finite"),
+    ([(100, 10.0), (200, float("nan")), (300, 30.0), (400, -1.0)], [64, 256], 1e5, "2 of the pilot's B_simple"),
+    (GROWING, [256, 2048], 1e5, "a schedule needs a power of 2 from 0.25x to 1x the answer's batch size 256 and "
+                                "one above it up to 2x, and the scan timed 256, 2048"),
+    (GROWING, [64, 128, 256], 1e5, "the scan timed 64, 128, 256"),  # nothing above the answer: no fewer steps
+    (GROWING, [512], 1e5, "the scan timed 512"),
+    (GROWING, [256, 512], 1, "reached the target in 1 examples: too few to change the batch size"),
+])
+def test_no_proposal_says_why(points, timed, examples, why):
+    with pytest.raises(NoSchedule, match=re.escape(why)):
+        propose(points, 256, examples, timed)
 
 
 def summaries(folder: Path) -> list[dict]:
@@ -98,3 +114,16 @@ def test_suggest_schedule_races_the_schedule_on_the_answers_seeds(write_config, 
     assert spent > 0 and cost["schedule"] == pytest.approx(spent)
     assert cost["total"] == pytest.approx(sum(cost[k] for k in ("scan", "pilot", "race", "confirmation", "schedule")))
     assert np.isfinite(cost["total"])
+
+
+def test_no_schedule_is_raced_without_the_answers_examples_and_the_note_says_why(write_config, tmp_path,
+                                                                               monkeypatch):
+    from batchlab.suggestion.search import Search
+
+    monkeypatch.setattr(Search, "examples", lambda self, b, lr, seed: None if seed == 1 else 1000)
+    result = runner.invoke(app, ["suggest", str(write_config(DIGITS)), "--out", str(tmp_path), "--schedule", "--json"])
+    assert result.exit_code == 0, result.output
+    answer = json.loads(result.output)
+    assert answer["schedule"] is None and 1 in answer["seeds"]
+    assert "no schedule raced: the answer's examples to the target are not recorded on seed 1" in answer["notes"]
+    assert not any(t["batch_schedule"] for t in summaries(tmp_path / "tiny-suggest"))  # nothing trained for it

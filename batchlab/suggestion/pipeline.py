@@ -27,7 +27,7 @@ from batchlab.suggestion.scan import Scan, first_pass, interleaved
 from batchlab.suggestion.search import (CONFIRM_MOST, CONFIRM_SEEDS, CONFIRM_WITHIN, COSTS, Search, SuggestError,
                                         best_by_steps, between, confirm, neighbours, past_cut, progress,
                                         settle, unmeasured)
-from batchlab.suggestion.schedule import END, START, propose
+from batchlab.suggestion.schedule import END, START, NoSchedule, propose
 from batchlab.suggestion.schedule import race as race_schedule
 from batchlab.train import hardest_target, resolve_device
 
@@ -233,15 +233,16 @@ def suggest(experiment: Experiment, out: Path, *, target: float | None = None, b
                          f"{listed([cfg.seed, *seeds])}" if not search.stopped else
                          f"it was not confirmed on seeds {listed(seeds)} within the budget")
     if schedule:
-        examples = [(search.hit(search.trial_summary(s.batch_size, s.lr, seed)) or {}).get("examples")
-                    for seed in s.seeds] if s.confirmed else []
-        proposed = (propose(noise_points, s.batch_size, float(np.median(examples)), sorted(spb))
-                    if examples and None not in examples else None)
-        if proposed is None:
-            notes.append("no schedule raced: " + ("the answer was not confirmed" if not s.confirmed else
-                                                  "B_simple did not grow over the pilot's run (or fewer than 3 "
-                                                  "measurements were finite), or fewer than two batch sizes "
-                                                  "from a quarter to twice the answer's were timed"))
+        try:
+            if not s.confirmed:
+                raise NoSchedule("the answer was not confirmed")
+            examples = [search.examples(s.batch_size, s.lr, seed) for seed in s.seeds]
+            if None in examples:
+                raise NoSchedule(f"the answer's examples to the target are not recorded on seed "
+                                 f"{s.seeds[examples.index(None)]}")
+            proposed = propose(noise_points, s.batch_size, float(np.median(examples)), sorted(spb))
+        except NoSchedule as why:
+            notes.append(f"no schedule raced: {why}")
         else:
             on_stage(f"schedule: {yaml_line(proposed)} against batch size {s.batch_size}, on seeds {listed(s.seeds)}")
             s.schedule = race_schedule(search, proposed, s.batch_size, s.lr, rule.scale, s.seeds, s.steps, costs)

@@ -4,7 +4,7 @@ The proposal is the answer's batch size B* spread over training: a quarter of it
 the examples grow 4x, twice it from a quarter of the answer's examples on (`propose` says why). It is proposed
 only when the pilot's B_simple(t) grows over its run: a schedule is for a noise scale that rises. B_simple's level
 is not the critical batch size (fitted on sweeps here, B_crit was 2-17x B_simple; `batchlab cbs` measured the
-critical batch at 3-7x it on Fashion-MNIST and 0.4-6.8x on the char-level LM), nor did its pilot-run trend place
+critical batch at 2.5-13x it on Fashion-MNIST and 0.4-6.8x on the char-level LM), nor did its pilot-run trend place
 the changes well: scaled to the answer, it switched 16-17x later than the schedule that won (README). The lr moves
 with the batch size by the lr rule's scale (the config's, else the one suggest's race searched around), from the
 answer's lr at its batch size: the race's best lrs are one seed's, a factor of 2 apart, and their slope moved from
@@ -37,33 +37,46 @@ class Verdict(str, Enum):
     UNTIMED = "untimed"  # a batch size it trained at could not be timed: not decided
 
 
-# The proposal's shape: the batch size doubles each time the examples trained grow 4x (it grows as their square
-# root), from a quarter of the answer's batch size B* at the start to twice it from a quarter of the answer's
-# examples E* on: B*/4, B*/2 from E*/64, B* from E*/16, 2B* from E*/4. Why: on Fashion-MNIST at test accuracy
-# 0.88 it took 30-41% fewer steps than B* = 512 with 0.82-0.97x its examples on six seeds of six (README); the
-# critical batch that `batchlab cbs` measured on the char LM grew about as the square root of the examples.
-# Below B*, small batches take fewer examples early, where the gradient is least noisy; above it, larger batches
-# take fewer steps late, where the noise has grown.
+# The proposal: the answer's batch size B* spread over training, B*/4 at the start, doubling each time the examples
+# trained grow 4x (as their square root), 2B* from a quarter of B*'s examples E* on. Evidence: on Fashion-MNIST at
+# test accuracy 0.88 that shape took 30-41% fewer steps than B* = 512 with 0.82-0.97x its examples on six seeds of
+# six (README); the critical batch `batchlab cbs` measured on the char LM grew about as the square root of the
+# examples. Small batches early take fewer examples while the gradient noise is low; large ones late, fewer steps.
 START, END = 0.25, 2.0  # the first and last batch sizes, x B*
 END_AT = 0.25  # the last batch size from this fraction of E* on
 GROWTH = 4  # examples grow this many times per doubling of the batch size
 
 
-def propose(points: list[tuple[float, float]], best: int, examples: float, timed: list[int]) -> list[list[int]] | None:
+class NoSchedule(Exception):
+    """Why no schedule is proposed (suggest's notes say it)."""
+
+
+def propose(points: list[tuple[float, float]], best: int, examples: float, timed: list[int]) -> list[list[int]]:
     """[[examples, batch size], ...]: the powers of 2 among `timed` from START x `best` to END x `best`, each from
-    END_AT x `examples` / GROWTH^k (k: its doublings below END x `best`), `examples` being what `best` needed to
-    reach the target (the median over the answer's seeds). None when fewer than two such sizes were timed, when
-    B_simple(t) (`points`: (examples trained, B_simple) from the pilot) does not grow over the run, a power law
-    fitted to the measurements after the start (then a constant batch size is the answer), or fewer than 3
-    measurements are finite."""
+    END_AT x `examples` / GROWTH^k on (k: its doublings below END x `best`; `examples`: what `best` needed, the
+    median over the answer's seeds); where whole examples cannot tell two changes apart, the larger batch size
+    starts there. `points`: the pilot's (examples trained, B_simple). Raises NoSchedule when B_simple does not
+    grow over the run (a power law fitted to the measurements after the start: then a constant batch size is the
+    answer), or no timed power of 2 lies both at or below `best` and above it."""
     kept = np.array([(e, v) for e, v in points if e > 0 and np.isfinite(v) and v > 0], dtype=float).reshape(-1, 2)
-    if len(kept) < 3 or np.polyfit(np.log(kept[:, 0]), np.log(kept[:, 1]), 1)[0] <= 0:
-        return None
+    if len(kept) < 3:
+        raise NoSchedule(f"{len(kept)} of the pilot's B_simple measurements were finite, fewer than 3 to see a trend")
+    if np.polyfit(np.log(kept[:, 0]), np.log(kept[:, 1]), 1)[0] <= 0:
+        raise NoSchedule("B_simple did not grow over the pilot's run: a constant batch size is the answer")
     sizes = [b for b in sorted(timed) if b & (b - 1) == 0 and START * best <= b <= END * best]
-    if len(sizes) < 2:
-        return None
-    # b from END_AT x examples / GROWTH^(doublings from b up to END x best): 2B* from E*/4, B* from E*/16, ...
-    return [[0, sizes[0]]] + [[round(END_AT * examples / GROWTH ** math.log2(END * best / b)), b] for b in sizes[1:]]
+    if not sizes or sizes[0] > best or sizes[-1] <= best:
+        raise NoSchedule(f"a schedule needs a power of 2 from {START:g}x to 1x the answer's batch size {best} "
+                         f"and one above it up to {END:g}x, and the scan timed {', '.join(map(str, timed))}")
+    schedule = [[0, sizes[0]]]
+    for b in sizes[1:]:
+        at = round(END_AT * examples / GROWTH ** math.log2(END * best / b))
+        if at <= schedule[-1][0]:
+            schedule[-1][1] = b
+        else:
+            schedule.append([at, b])
+    if len(schedule) < 2:
+        raise NoSchedule(f"the answer reached the target in {examples:g} examples: too few to change the batch size")
+    return schedule
 
 
 def race(search, schedule: list[list[int]], best: int, lr: float, scale: str, seeds: list[int],
@@ -80,12 +93,11 @@ def race(search, schedule: list[list[int]], best: int, lr: float, scale: str, se
         if summary is None:
             break
         hit = search.hit(summary)
-        constant = search.trial_summary(best, lr, seed)
         runs.append({"seed": seed, "trial_id": summary["trial_id"], "steps": hit and hit["steps"],
                      "examples": hit and hit["examples"],
                      "by_batch": batches.steps_by_batch(summary["batch_changes"], hit["steps"]) if hit else None,
                      "constant_steps": steps[seeds.index(seed)],
-                     "constant_examples": (search.hit(constant) or {}).get("examples") if constant else None})
+                     "constant_examples": search.examples(best, lr, seed)})
     out = {"schedule": schedule, "yaml": yaml_line(schedule), "label": label, "lr_scale": scale, "lr": first_lr,
            "against": {"batch_size": best, "lr": lr}, "runs": runs, "reached_every_seed": False}
     if len(runs) < len(seeds) or any(r["steps"] is None for r in runs):

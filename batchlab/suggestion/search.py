@@ -98,6 +98,10 @@ class Search:
         """The summary of a constant batch size's trial the search ran (not the noise run), if any."""
         return next((s for s in self.constant_summaries(batch_size, seed) if math.isclose(s["lr"], lr)), None)
 
+    def examples(self, batch_size: int, lr: float, seed: int) -> int | None:
+        """The examples a constant batch size's trial needed to reach the target; None: not run or not reached."""
+        return (self.hit(self.trial_summary(batch_size, lr, seed)) or {}).get("examples")
+
 
 def best_by_steps(search: Search, phase: str, b: int, lrs: list[float], seed: int,
                   bar: float | None = None) -> dict | None:
