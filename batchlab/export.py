@@ -28,6 +28,7 @@ import shutil
 import socket
 import sqlite3
 import time
+import urllib.request
 from collections.abc import Callable
 from contextlib import closing, contextmanager
 from dataclasses import dataclass
@@ -226,7 +227,7 @@ def mlflow_store(uri: str):
         open_sqlite(Path(uri[len("sqlite:///"):]))
     elif uri.startswith("file:") or "://" not in uri:  # MLflow's file store, which raises the OS's error
         check_writable(Path(urlparse(uri).path if uri.startswith("file:") else uri))
-    elif uri.startswith(("http://", "https://")):
+    elif urlparse(uri).scheme.lower() in ("http", "https"):
         reachable(uri)
     # MLflow 3 refuses its file store unless asked; a directory given here is that request.
     saved = os.environ.get("MLFLOW_ALLOW_FILE_STORE")
@@ -241,8 +242,11 @@ def mlflow_store(uri: str):
 
 
 def reachable(uri: str, seconds: float = CONNECT_SECONDS) -> None:
-    """Connect to a tracking server once, briefly: MLflow retries an unreachable one for minutes, silently."""
+    """Connect to a tracking server once, briefly: MLflow retries an unreachable one for minutes, silently. Not
+    through a proxy: where one is set for the server, MLflow goes through it and this probe is left out."""
     url = urlparse(uri)
+    if urllib.request.getproxies().get(url.scheme.lower()) and not urllib.request.proxy_bypass(url.hostname or ""):
+        return
     try:
         port = url.port or (443 if url.scheme == "https" else 80)
         with socket.create_connection((url.hostname or "", port), timeout=seconds):

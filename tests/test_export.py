@@ -438,14 +438,17 @@ def test_a_schedule_trial_is_exported_beside_the_constant_ones(tmp_path, monkeyp
     assert [(m.step, m.value) for m in history] == recorded(rows, "batch_size")
 
 
-def test_an_unreachable_tracking_server_is_one_line_at_once(sweep):
+def test_an_unreachable_tracking_server_is_one_line_at_once(sweep, monkeypatch):
     """MLflow retries a server that does not answer for minutes, saying nothing; export connects once first."""
     import socket
+
+    for name in ("http_proxy", "HTTP_PROXY", "https_proxy", "HTTPS_PROXY"):  # through a proxy it is not probed
+        monkeypatch.delenv(name, raising=False)
 
     with socket.socket() as s:  # a port on this machine that nothing listens on once the socket closes
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    result = runner.invoke(app, ["export", str(sweep), "--to", "mlflow", f"http://127.0.0.1:{port}"])
+    result = runner.invoke(app, ["export", str(sweep), "--to", "mlflow", f"HTTP://127.0.0.1:{port}"])
     assert result.exit_code == 2 and result.output.count("\n") == 1
-    assert result.output.startswith(f"error: MLflow at http://127.0.0.1:{port}: cannot connect (")
+    assert result.output.startswith(f"error: MLflow at HTTP://127.0.0.1:{port}: cannot connect (")
     assert result.output.endswith("is the tracking server running there?\n")  # batchlab's probe, not MLflow
