@@ -9,6 +9,7 @@ which the command line prints as one line.
 from __future__ import annotations
 
 import json
+import math
 import os
 from contextlib import contextmanager, suppress
 from pathlib import Path
@@ -55,6 +56,17 @@ def write_atomic(path: Path, write: Callable[[IO], None], binary: bool = False) 
             with suppress(OSError):  # (on a read-only disk there is none to remove)
                 tmp.unlink(missing_ok=True)
             raise
+
+
+def strict_json(value: Any) -> Any:
+    """`value` with every NaN and inf, however deep in dicts, lists and tuples, as None: JSON has neither."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: strict_json(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [strict_json(v) for v in value]
+    return value
 
 
 def write_json_atomic(path: Path, obj: Any) -> None:

@@ -7,6 +7,7 @@ import math
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
+from batchlab.disk import strict_json
 from batchlab.errors import VALUE_CHARS, short
 from batchlab.records import Status
 
@@ -70,7 +71,7 @@ class Summary:
 
     def to_json(self) -> dict:
         """JSON-ready: no NaN or inf (a diverged loss is null: its status says why)."""
-        return _finite(asdict(self) | {"status": self.status.value})
+        return strict_json(asdict(self) | {"status": self.status.value})
 
     @classmethod
     def from_json(cls, data: dict) -> Summary:
@@ -133,13 +134,3 @@ def _checked(name: str, value: Any, kind: str) -> Any:
     if problem:
         raise ValueError(f"'{name}' is {short(repr(value), VALUE_CHARS)}, expected {problem}")
     return int(value) if kind == "count" else value
-
-
-def _finite(obj):
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    if isinstance(obj, dict):
-        return {k: _finite(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_finite(v) for v in obj]
-    return obj

@@ -50,14 +50,15 @@ def cbs(
     points: Annotated[int, typer.Option("--points", min=1, max=CBS_POINTS_MAX, help="Points of the reference run "
                                         "branched from, geometric in examples over its budget.")] = CBS_POINTS,
     window: Annotated[Size, typer.Option("--window", min=1, max=COUNT_MAX, help="W, examples: the smallest batch "
-                                         "trains W to set the loss level L*. (default: 1/16 of the budget)")] = None,
+                                         "trains W to set the loss level L* (--from branching only). (default: "
+                                         "1/16 of the budget)")] = None,
     tolerance: Annotated[float, typer.Option("--tolerance", help="A batch is within tolerance when it needs at "
                                              "most (1 + this) x the smallest batch's examples to reach L*; "
-                                             "branches run (1 + this) W at most.")] = CBS_TOLERANCE,
+                                             "branches run (1 + this) W at most (--from branching only).")] = CBS_TOLERANCE,
     source: Annotated[str, typer.Option("--from", help="branching: CBS(t) by branching; noise: B_simple(t) "
                                         "alone, no branches (cheap), the schedule from it.")] = "branching",
     by: Annotated[str, typer.Option("--by", help="The schedule's measure: fit (CBS, where E_B = 2 E_min) or "
-                                    "tolerance (the largest batch within tolerance).")] = "fit",
+                                    "tolerance (the largest batch within tolerance); --from branching only.")] = "fit",
     fraction: Annotated[float, typer.Option("--fraction", help="The schedule trains at this fraction of the "
                                             "measured batch: 1 at it (about twice the small-batch examples, by "
                                             "the definition); 0.5 half of it, nearer a constant batch size's "
@@ -112,9 +113,9 @@ def cbs(
         raise fail(f"interrupted: what was measured so far is in {Path(out_dir) / name / 'cbs' / 'cbs.json'}",
                    code=130) from None
     if as_json:
-        from batchlab.critical_batch.files import finite
+        from batchlab.disk import strict_json
 
-        typer.echo(json.dumps(finite(result.to_dict())))
+        typer.echo(json.dumps(strict_json(result.to_dict())))
         return
     show_table(result)
 

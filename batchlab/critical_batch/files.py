@@ -5,26 +5,14 @@ from __future__ import annotations
 
 import csv
 import io
-import math
 from pathlib import Path
 
-from batchlab.disk import write_atomic, write_json_atomic, write_text
+from batchlab.disk import strict_json, write_atomic, write_json_atomic, write_text
 
 POINT_COLUMNS = ("point", "examples", "tokens", "steps", "loss", "b_simple", "cbs", "cbs_fit", "cbs_tolerance",
                  "ratio", "target_loss", "e_ref", "fit_r2")
 BRANCH_COLUMNS = ("point", "point_examples", "batch_size", "lr", "steps", "examples", "loss_after_window",
                   "examples_to_target", "best", "diverged", "train_seconds")
-
-
-def finite(value):
-    """Strict JSON: NaN and inf become null."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {k: finite(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [finite(v) for v in value]
-    return value
 
 
 def table(rows: list[dict], columns: tuple[str, ...]) -> str:
@@ -38,7 +26,7 @@ def table(rows: list[dict], columns: tuple[str, ...]) -> str:
 
 def write(result, where: Path) -> list[Path]:
     where.mkdir(parents=True, exist_ok=True)
-    data = finite(result.to_dict())
+    data = strict_json(result.to_dict())
     write_json_atomic(where / "cbs.json", data)
     columns = tuple(c for c in POINT_COLUMNS if c != "tokens" or result.context)
     write_text(where / "cbs.csv", table(data["points"], columns))
