@@ -98,7 +98,7 @@ class Plan:
     trials: list[Trial]
     sweep_dir: SweepDir
     source: Source
-    notes: list[str] = field(default_factory=list)  # for the user: values found for `max` / `auto`, a missing target
+    notes: list[str] = field(default_factory=list)  # for the user: the values found for `max` / `auto`
 
     def statuses(self) -> list[tuple[Trial, Status | None]]:
         return plan(self.trials, self.sweep_dir)

@@ -232,6 +232,8 @@ class BudgetConfig(Section):
 
     def counting(self, unit: str, amount: float, **update: Any) -> BudgetConfig:
         """This budget with `amount` of `unit` as its only length (and `update`'s other fields)."""
+        if unit not in UNITS:
+            raise ValueError(f"a budget counts one of {', '.join(UNITS)}, not {unit!r}")
         return self.model_copy(update={**dict.fromkeys(UNITS), unit: amount, **update})
 
     @property
