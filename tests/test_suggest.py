@@ -159,6 +159,30 @@ def test_a_token_budget_suggests_too_the_noise_run_counting_the_pilots_steps(tmp
     assert noise["tokens"] == noise["examples"] * 8
 
 
+def test_a_budget_spent_in_the_race_lists_as_raced_only_the_batch_sizes_that_trained(write_config, tmp_path,
+                                                                                      monkeypatch):
+    from batchlab.suggestion.search import Search
+
+    train, raced = Search.train, []
+
+    def budget_spent_after_one_race_trial(self, phase, batch_size, *args, **kw):
+        if phase == "race" and raced and batch_size not in raced:
+            self.budget = self.spent()  # as if the last trial had spent it: nothing more starts
+        summary = train(self, phase, batch_size, *args, **kw)
+        if phase == "race" and summary is not None:
+            raced.append(batch_size)
+        return summary
+    monkeypatch.setattr(Search, "train", budget_spent_after_one_race_trial)
+    result = runner.invoke(app, ["suggest", str(write_config(DIGITS)), "--out", str(tmp_path), "--json"])
+    assert result.exit_code == 0, result.output
+    answer = json.loads(result.output)
+    [note] = [n for n in answer["notes"] if n.startswith("the budget was spent during the race")]
+    left = [int(b) for b in note.split("not raced: ")[1].split(", ")]
+    assert left and not set(left) & set(answer["candidates"])
+    assert set(answer["candidates"]) <= {answer["pilot"]["batch_size"], *raced}
+    assert f"raced {', '.join(map(str, answer['candidates']))};" in answer["sentence"]
+
+
 def test_the_budget_counts_evaluation_and_stops_the_search(tmp_path):
     from batchlab.run import Hooks
     from batchlab.schema import Experiment

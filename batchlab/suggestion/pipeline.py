@@ -161,8 +161,8 @@ def suggest(experiment: Experiment, out: Path, *, target: float | None = None, b
         if (beyond := past_cut(b, fastest, cut)) is not None:
             candidates.remove(b)
             skipped.append(b)
-            notes.append(f"batch size {b} not raced: {beyond}, between it and {fastest}, the fastest so far, was "
-                         f"cut by the race on seed {cfg.seed}")
+            notes.append(f"batch size {b} not raced: {beyond}, between it and {fastest}, the fastest so far, reached "
+                         f"the target at none of its lrs within the race's limit on seed {cfg.seed}")
             continue
         lrs = lrs_at(b)
         # the best predicted seconds so far, with the margin within which other seeds may still make it a tie: a
@@ -173,7 +173,7 @@ def suggest(experiment: Experiment, out: Path, *, target: float | None = None, b
             best_lr[b] = (chosen["lr"], search.steps(chosen))
             lead = min(range(len(rule.factors)),
                        key=lambda i: abs(math.log(rule.lr(b, rule.factors[i]) / chosen["lr"])))
-        else:
+        elif not search.stopped:  # a batch size the budget stopped was not cut by the race: it is not raced
             cut.append(b)
         if search.stopped:
             left = candidates[candidates.index(b) + 1:]
@@ -208,7 +208,8 @@ def suggest(experiment: Experiment, out: Path, *, target: float | None = None, b
     if confirmed and not search.stopped:  # the tie's edge on one more seed where three leave it to one seed
         settle(search, decided(confirmed), confirmed, best_lr, seeds[-1] + 1, notes)
     s = Suggestion(SweepDir(out, cfg.name).path, metric, goal, None, None, rates=found.rates,
-                   throughput=found.speeds, candidates=candidates, stopped_by_budget=search.stopped)
+                   throughput=found.speeds, candidates=[b for b in candidates if b in best_lr or b in cut],
+                   stopped_by_budget=search.stopped)
     s.pilot = {"batch_size": pilot_b, "lr": pilot_lr, "steps": pilot_steps, "tries": tries[:tries.index(pilot_b) + 1]}
     s.b_simple, s.measurements, s.noise_every_steps = b_simple, len(values), every
     s.b_simple_range = (float(values.min()), float(values.max())) if len(values) else None
