@@ -55,7 +55,8 @@ class Source:
         (named by config.source_name, as config.load names it)."""
         message = str(error)
         key = message.split(": ", 1)[0]
-        if not KEY_PATH.fullmatch(key) or not isinstance(error, (ConfigError, DataError)):
+        a_key = KEY_PATH.fullmatch(key) or key in Experiment.model_fields  # model.name, or a top-level batch_size
+        if not a_key or not isinstance(error, (ConfigError, DataError)):
             return error
         kind = DataError if isinstance(error, DataError) else ConfigError
         name = config_file.source_name(self.name, self.overridden)
@@ -306,7 +307,7 @@ def cbs(config: Config, out: str | Path = "runs", overrides: Overrides = None, *
     source_file = source_of(config, overrides)
     experiment = load_config(config, overrides, **parts)
     try:
-        check_writable(Path(out) / experiment.name / "cbs")  # before the measurement, not after it
+        check_writable(procedure.folder(Path(out), experiment.name, source))  # before the measurement, not after
         return procedure.measure(
             experiment, Path(out), batch_sizes=batch_sizes, points=points or CBS_POINTS, window=window,
             tolerance=CBS_TOLERANCE if tolerance is None else tolerance, source=source, min_batch=min_batch,

@@ -44,12 +44,26 @@ def check(trials: list[Trial], cache: DataCache) -> None:
     for trial in trials:  # the noise settings may be an axis: every trial (its data set is loaded once)
         if trial.config.noise.every:
             check_noise(trial.config, len(cache.get(trial.config, torch.device("cpu")).train))
+    for trial in trials:  # tokens are a sequence task's unit: elsewhere they would silently be examples
+        check_units(trial.config, cache.get(trial.config, torch.device("cpu")))
     for trial in distinct(trials):
         cfg = trial.config
         data = cache.get(cfg, torch.device("cpu"))
         model, criterion, _ = build_parts(cfg, data, torch.device("cpu"))
         check_output(cfg, model, criterion, data)
         lr_schedule(cfg.schedule, steps_per_epoch=1, total_steps=1)  # an imported schedule builds and gives a value
+
+
+def check_units(cfg: Experiment, data: Data) -> None:
+    """A length in tokens only where the data has them (a sequence task: examples x context)."""
+    if data.context:
+        return
+    where = ("budget.tokens" if cfg.budget.tokens is not None else
+             "batch_size" if cfg.batch_schedule is not None and getattr(cfg.batch_schedule, "unit", None) == "tokens"
+             else None)
+    if where:
+        raise ConfigError(f"{where}: counted in tokens, but {cfg.dataset.name} is not a sequence task (its "
+                          "examples have no tokens): count examples instead")
 
 
 def check_output(cfg: Experiment, model: torch.nn.Module, criterion, data: Data) -> None:

@@ -271,6 +271,22 @@ def test_bad_schedules_are_one_line(tmp_path, batch_size, expected):
     assert not (tmp_path / "runs").exists()
 
 
+@pytest.mark.parametrize("update, expected", [
+    ({"batch_size": {"schedule": [[0, 16], [500, 64]], "unit": "tokens"}},
+     "batch_size: counted in tokens, but digits is not a sequence task (its examples have no tokens)"),
+    ({"budget": {"tokens": 1000}}, "budget.tokens: counted in tokens, but digits is not a sequence task"),
+])
+def test_tokens_where_the_data_has_none_are_one_line_before_training(tmp_path, update, expected):
+    """They were counted as examples without a word."""
+    config = tmp_path / "bad.yaml"
+    config.write_text(yaml.safe_dump({**BASE, **update}))
+    result = runner.invoke(app, ["sweep", str(config), "--out", str(tmp_path / "runs"), "--quiet"])
+    assert result.exit_code == 2, result.output
+    [line] = [x for x in result.stderr.splitlines() if x.startswith("error: ")]
+    assert expected in line and f"{config}, line " in line and "Traceback" not in result.stderr
+    assert not list((tmp_path / "runs" / "bs").glob("trials/*"))  # nothing trained
+
+
 def test_a_schedule_in_tokens_on_a_sequence_task(tmp_path):
     """unit: tokens counts examples x context; a budget in tokens ends at the first step past it."""
     seq = {"name": "seq", "dataset": {"name": "seq_parts:successor", "args": {"n": 256, "context": 8, "vocab": 11}},

@@ -3,6 +3,7 @@ closed form; the recommended schedule; the files and their consistency; bad inpu
 
 import csv
 import json
+from pathlib import Path
 import math
 
 import numpy as np
@@ -97,8 +98,11 @@ def test_a_point_where_the_smallest_batch_made_no_progress_has_no_cbs():
         return {"batch_size": batch, "curve": curve, "loss_after_window": curve[-1][1],
                 "examples_to_target": None}
     flat = [made(8, [[0, 1.0], [64, 1.01]]), made(32, [[0, 1.0], [64, 0.9]])]
+    for b in flat:  # as branches_at fills them in: the first evaluation at or below L* = 1.01, the start
+        b["examples_to_target"] = 0.0
     found = critical(flat, 1.0)
     assert found["cbs_fit"] is None and found["cbs_tolerance"] is None and "longer window" in found["note"]
+    assert [b["examples_to_target"] for b in flat] == [None, None]  # branches.csv agrees with cbs.json
     falling = [made(8, [[0, 1.0], [64, 0.8]]), made(32, [[0, 1.0], [64, 0.9], [128, 0.7]]),
                made(128, [[0, 1.0], [128, 0.95], [256, 0.9]])]
     falling[0]["examples_to_target"], falling[1]["examples_to_target"] = 64.0, 96.0
@@ -201,6 +205,8 @@ def test_noise_only_and_an_interruption_keep_what_was_measured(tmp_path, monkeyp
     noise = batchlab.cbs(config, out=tmp_path, source="noise", points=4)
     assert noise.branches == [] and len(noise.points) == 4
     assert noise.schedule == recommend([(p["examples"], p["b_simple"]) for p in noise.points], 8, 256)
+    assert Path(noise.path) == tmp_path / "tiny" / "cbs-noise"  # apart from the branching's files, never over them
+    assert json.loads((Path(noise.path) / "cbs.json").read_text())["source"] == "noise"
 
     real, calls = branching.branch, []
 
@@ -216,6 +222,8 @@ def test_noise_only_and_an_interruption_keep_what_was_measured(tmp_path, monkeyp
     assert result.output.strip().splitlines()[-1].startswith("error: interrupted: what was measured so far is in")
     data = json.loads((tmp_path / "tiny" / "cbs" / "cbs.json").read_text())
     assert data["interrupted"] and len(data["branches"]) == 5 and len(data["points"]) == 2
+    assert json.loads((tmp_path / "tiny" / "cbs-noise" / "cbs.json").read_text())["points"] == json.loads(
+        json.dumps(noise.to_dict(), default=str))["points"]  # the noise-only files are still there, unchanged
 
 
 @pytest.mark.parametrize("args, message", [

@@ -43,7 +43,8 @@ def figure(value, digits: str = ",.0f") -> str:
 def cbs(
     config: ConfigArg,
     set_: SetOpt = None,
-    out: Annotated[str, typer.Option("--out", help="Records root; the files go to OUT/<name>/cbs.")] = "runs",
+    out: Annotated[str, typer.Option("--out", help="Records root; the files go to OUT/<name>/cbs (--from noise: "
+                                    "cbs-noise).")] = "runs",
     batch_sizes: Annotated[Optional[str], typer.Option(
         "--batch-sizes", metavar="B1,B2,...", help="The ladder branched at each point, e.g. 16,64,256,1024. "
         "(default: the config's batch_size B0 x 2^k, k from -2 to 3)")] = None,
@@ -109,8 +110,10 @@ def cbs(
                 for bar in bars.values():
                     bar.close()
     except KeyboardInterrupt:
+        from batchlab.critical_batch import folder
+
         name = api.load_config(config, list(set_ or [])).name
-        raise fail(f"interrupted: what was measured so far is in {Path(out_dir) / name / 'cbs' / 'cbs.json'}",
+        raise fail(f"interrupted: what was measured so far is in {folder(Path(out_dir), name, source) / 'cbs.json'}",
                    code=130) from None
     if as_json:
         from batchlab.disk import strict_json

@@ -40,6 +40,12 @@ from batchlab.schema import Experiment
 from batchlab.train import budget_steps, machine_facts, resolve_device
 
 SOURCES = ("branching", "noise")
+
+
+def folder(out: Path, name: str, source: str) -> Path:
+    """Where a measurement's files go: OUT/<name>/cbs, or cbs-noise for B_simple alone (so that a cheap noise-only
+    run never overwrites the branches of a long one)."""
+    return Path(out) / name / ("cbs" if source == "branching" else "cbs-noise")
 MEASURES = {"fit": "cbs", "tolerance": "cbs_tolerance"}  # --by: the point's figure a schedule is recommended from
 Progress = Callable[[str, int, int], None]  # (stage: "reference" | "branches", done, total)
 
@@ -188,7 +194,7 @@ def measure(experiment: Experiment, out: Path, *, batch_sizes: list[int] | None 
     result = Cbs(cfg.name, source, cfg.batch_size, cfg.lr, cfg.seed, setup.ladder,
                  {str(b): lrs for b, lrs in setup.lrs.items()}, setup.window, tolerance, setup.budget_examples,
                  data.context, by=by, fraction=fraction, machine=machine_facts(device))
-    result.path = str(out / cfg.name / "cbs")
+    result.path = str(folder(out, cfg.name, source))
     parts = Parts(cfg, data, device, eval_examples, measurements)
     report = progress or (lambda stage, done, total: None)
     try:

@@ -70,6 +70,8 @@ def critical(branches: list[dict], tolerance: float) -> dict:
     target = level(by_batch[sizes[0]]) if sizes else None
     start = branches[0]["curve"][0][1] if branches else None
     if target is None or start is None or not target < start:  # every batch "reaches" it at once: no measure
+        for b in branches:  # so branches.csv says what cbs.json does: no examples to a target that is not one
+            b["examples_to_target"] = None
         return {"target_loss": target, "e_ref": None, "examples_by_batch": {str(s): None for s in sizes},
                 "cbs_fit": None, "fit_r2": None, "cbs_tolerance": None,
                 "note": "the smallest batch ended the window no lower than the point's loss: give a longer window"}
