@@ -147,6 +147,10 @@ def test_the_cli_writes_consistent_files(tmp_path):
     data = json.loads((where / "cbs.json").read_text())
     assert (where / "cbs.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert len(data["points"]) == 3 and len(data["branches"]) == 3 * 4 * 3  # points x ladder x factors
+    # 2 epochs of digits' 1,437 training examples, 45 steps of 32 each (the 45th of 29): the last point is the
+    # budget's end, not one step past it
+    assert data["budget_examples"] == 2 * 1437 and data["points"][-1]["examples"] == 2 * 1437
+    assert data["points"][-1]["steps"] == 2 * math.ceil(1437 / 32)
     assert data["lrs"]["64"] == pytest.approx([0.2 * math.sqrt(64 / 32) * f for f in (0.5, 1, 2)])  # the rule
     with open(where / "cbs.csv") as f:
         rows = list(csv.DictReader(f))

@@ -140,7 +140,8 @@ def plan(experiment: Experiment, n: int, batch_sizes: list[int] | None, points: 
     spe = n // b0 if cfg.drop_last else math.ceil(n / b0)
     total_steps = budget_steps(cfg, spe, b0, tokens_per_example)
     unit, amount = cfg.budget.length
-    budget = int(amount) if unit == "examples" else total_steps * b0
+    full, rest = divmod(total_steps, spe)  # the examples those steps train, epoch by epoch (a short last batch)
+    budget = int(amount) if unit == "examples" else full * (spe * b0 if cfg.drop_last else n) + min(rest * b0, n)
     window = window if window is not None else max(ladder[-1], round(budget * CBS_WINDOW))
     if window > max(budget, n):
         longer = {"epochs": math.ceil(window / (spe * b0)), "steps": math.ceil(window / b0), "examples": window,
