@@ -221,7 +221,8 @@ def test_suggest_says_so_when_the_pilot_cannot_reach_the_target_at_two_batch_siz
 
 @pytest.mark.parametrize("args, expected", [([], "suggest needs a target to time"),
                                             (["--budget", "soon"], "--budget 'soon': expected a duration"),
-                                            (["--budget", "5M"], "--budget '5M': expected a duration such as 5m")])
+                                            (["--budget", "5M"], "--budget '5M': expected a duration such as 5m"),
+                                            (["--budget", "0s"], "--budget '0s': nothing could run in it")])
 def test_suggest_bad_input_is_one_line(write_config, tmp_path, args, expected):
     cfg = write_config({**DIGITS, "target": {"value": []}}) if not args else write_config(DIGITS)
     result = runner.invoke(app, ["suggest", str(cfg), "--out", str(tmp_path), *args])

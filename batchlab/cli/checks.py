@@ -93,6 +93,8 @@ def parse_seconds(text: str | None) -> float | None:
         seconds = float(number) * units[text.strip()[len(number):]]
     except (ValueError, KeyError):
         seconds = math.nan
+    if seconds == 0:
+        raise fail(f"--budget {text!r}: nothing could run in it; give more than 0, e.g. 5m")
     if not (seconds > 0 and math.isfinite(seconds)):
         raise fail(f"--budget {text!r}: expected a duration such as 5m, 90s or 1.5h (seconds, minutes, hours; "
                    "lower case)")

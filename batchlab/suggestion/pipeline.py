@@ -97,9 +97,9 @@ def suggest(experiment: Experiment, out: Path, *, target: float | None = None, b
         raise _missed(search, cfg, tries, metric, goal)
     pilot_b, pilot_lr, pilot_steps = pilot["batch_size"], pilot["lr"], search.steps(pilot)
 
-    on_stage(f"noise scale: B_simple at batch size {pilot_b} up to step {pilot_steps}, "
-             f"{MEASUREMENTS} measurements")
-    every, values, noise_points = _noise(search, pilot_b, pilot_lr, pilot_steps, n)
+    every = max(1, pilot_steps // MEASUREMENTS)
+    on_stage(f"noise scale: B_simple at batch size {pilot_b} up to step {pilot_steps}, every {every} steps")
+    values, noise_points = _noise(search, pilot_b, pilot_lr, pilot_steps, every, n)
     b_simple = float(values.mean()) if len(values) else None
     if b_simple is None:
         notes.append(f"b_simple: no finite noise measurement up to step {pilot_steps}; the race takes every "
@@ -274,13 +274,12 @@ def _pilot_lrs(cfg: Experiment, batch_size: int) -> list[float]:
     return list(lrs) if isinstance(lrs, list) and lrs else [cfg.lr]
 
 
-def _noise(search: Search, b: int, lr: float, steps: int, n: int) -> tuple[int, np.ndarray, list]:
-    """B_simple up to the pilot's steps to the target, measured MEASUREMENTS times: the pilot's run again
-    (same seed, so the same steps), measuring every steps // MEASUREMENTS steps, evaluated only at its end.
-    Recorded apart (<records>/noise-scale), so the search's records stay one trial per setting and seed.
-    Returns the steps between measurements, the measurements, and (examples trained, B_simple) at each."""
+def _noise(search: Search, b: int, lr: float, steps: int, every: int, n: int) -> tuple[np.ndarray, list]:
+    """B_simple up to the pilot's steps to the target: the pilot's run again (same seed, so the same steps),
+    measuring every `every` steps (the pilot's steps // MEASUREMENTS), evaluated only at its end. Recorded apart
+    (<records>/noise-scale), so the search's records stay one trial per setting and seed. Returns the
+    measurements, and (examples trained, B_simple) at each."""
     cfg = search.cfg
-    every = max(1, steps // MEASUREMENTS)
     per_epoch = n // b if cfg.drop_last else math.ceil(n / b)
     into = SweepDir(SweepDir(search.out, cfg.name).path, "noise-scale")
     summary = search.train(
@@ -289,10 +288,10 @@ def _noise(search: Search, b: int, lr: float, steps: int, n: int) -> tuple[int, 
         budget=cfg.budget.counting("steps", steps, stop_at_target=False),
         eval=cfg.eval.model_copy(update={"every": NO_EVAL}))
     if summary is None:
-        return every, np.array([]), []
+        return np.array([]), []
     frame = pd.read_csv(into.trial_dir(summary["trial_id"]) / "metrics.csv")
     measured = frame[(frame["step"] <= steps) & frame["noise_b_simple"].notna()]
-    return every, b_simple_values(frame, steps), list(zip(measured["examples"], measured["noise_b_simple"]))
+    return b_simple_values(frame, steps), list(zip(measured["examples"], measured["noise_b_simple"]))
 
 
 def _missed(search: Search, cfg: Experiment, tries: list[int], metric: str, goal: float) -> SuggestError:
