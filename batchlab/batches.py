@@ -20,6 +20,7 @@ from typing import Annotated, Any, Literal, Union
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, field_validator, model_validator
 
 from batchlab.booleans import refuse_boolean
+from batchlab.errors import VALUE_CHARS, short
 
 Scale = Literal["linear", "sqrt", "none"]
 Size = Annotated[int, Field(ge=1, le=2**63 - 1, strict=True)]  # strict: 32.5 or "32" is not a batch size
@@ -48,11 +49,19 @@ class Points(Form):
     def _whole_progress(cls, points: Any) -> Any:
         """Progress is a count: 20000 stays 20000 in a dump (and a trial id's hash), not 20000.0; and a boolean is
         not 1 or 0."""
-        refuse_boolean(points, cls.model_fields["schedule"].annotation)
-        if isinstance(points, list):
-            return [[int(p[0]), *p[1:]] if isinstance(p, (list, tuple)) and p and isinstance(p[0], float)
-                    and p[0].is_integer() else p for p in points]
-        return points
+        if not isinstance(points, list):
+            return points  # pydantic names what it is
+        if not points:
+            raise ValueError("give at least one [progress, batch size] point, e.g. [[0, 32], [20000, 128]]")
+        for i, p in enumerate(points, 1):
+            if not (isinstance(p, (list, tuple)) and len(p) == 2):
+                raise ValueError(f"schedule point {i}: expected [progress, batch size], got "
+                                 f"{short(repr(p), VALUE_CHARS)}")
+            try:
+                refuse_boolean(list(p), cls.model_fields["schedule"].annotation)
+            except ValueError as e:
+                raise ValueError(f"schedule point {i}: {e}") from None
+        return [[int(p[0]), *p[1:]] if isinstance(p[0], float) and p[0].is_integer() else p for p in points]
 
     @model_validator(mode="after")
     def _increasing(self) -> Points:
@@ -113,6 +122,8 @@ BatchSchedule = Union[Points, FollowNoise]
 
 def parse(value: dict) -> BatchSchedule:
     """A mapping given as batch_size, validated; ValueError in one line (`schedule: ...`, `min: ...`)."""
+    if "follow" in value and "schedule" in value:
+        raise ValueError("give schedule (batch sizes at given points) or follow (the measured noise scale), not both")
     form = FollowNoise if "follow" in value else Points
     try:
         return form.model_validate(value)
@@ -127,6 +138,8 @@ def parse(value: dict) -> BatchSchedule:
                 where = f"schedule point {loc[1] + 1}"
                 text = (f"the batch size must be a whole number >= 1, got {err['input']!r}" if loc[2] == 1 else
                         f"the progress must be a number >= 0, got {err['input']!r}")
+            elif loc == ("schedule",) and text.startswith("schedule point "):  # the point names itself
+                where = ""
             elif loc in (("min",), ("max",)) and err["type"] != "missing":
                 text = f"must be a whole number >= 1, got {err['input']!r}"
             problems.append(f"{where}: {text}" if where else text)

@@ -259,6 +259,13 @@ def test_a_checkpoint_taken_before_a_change_resumes_bit_identically_across_it(tm
     ({"schedule": [[10, 32]]}, "batch_size: the first point must be at progress 0, got 10"),
     ({"follow": "noise", "min": 16, "max": 1024}, "batch_size: follow: noise needs noise.every"),
     ({"follow": "noise", "min": 64, "max": 16}, "batch_size: min (64) must not exceed max (16)"),
+    ({"schedule": []}, "batch_size: schedule: give at least one [progress, batch size] point, e.g. [[0, 32], "),
+    ({"schedule": [[0, 16, 3], [10, 32]]}, "batch_size: schedule point 1: expected [progress, batch size], got "
+                                           "[0, 16, 3]"),
+    ({"schedule": [[0, 16], 7]}, "batch_size: schedule point 2: expected [progress, batch size], got 7"),
+    ({"schedule": [[0, 16], [10, True]]}, "batch_size: schedule point 2: expected a number, got the boolean true"),
+    ({"schedule": [[0, 16]], "follow": "noise"}, "batch_size: give schedule (batch sizes at given points) or follow "
+                                                 "(the measured noise scale), not both"),
 ])
 def test_bad_schedules_are_one_line(tmp_path, batch_size, expected):
     config = tmp_path / "bad.yaml"

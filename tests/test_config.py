@@ -46,7 +46,8 @@ def sweep_error(path, *args):
     ("model: {name: mlp, hidden: [yes, 64]}\n", "line 1: model.hidden: expected a number, got the boolean true"),
     ("sweep:\n  lr: {base: 0.1, base_batch_size: 64, factors: [on, 2]}\n",
      "line 2: sweep.lr: factors: expected a number, got the boolean true"),
-    ("batch_size: {schedule: [[0, 8], [yes, 16]]}\n", "batch_size: schedule: expected a number, got the boolean true"),
+    ("batch_size: {schedule: [[0, 8], [yes, 16]]}\n", "batch_size: schedule point 2: expected a number, got the boolean "
+                                                     "true"),
     ("name: x\nsweep:\n  lr: [0.1]\n  seed: [0]\n  lr: [0.4]\n",  # PyYAML alone would train at 0.4, silently
      "line 5: 'lr' is given twice in one mapping (first on line 3); YAML would keep only the last: remove one"),
     ("name: x\nmodel: {name: mlp, name: linear}\n", "line 2: 'name' is given twice in one mapping (first on line 2)"),
