@@ -490,3 +490,14 @@ def test_a_setting_in_the_tie_by_the_bootstrap_alone_is_trained_on_one_more_seed
     missed = {256: [276, 216, 216], 64: [658, 799, 1128]}  # 64 misses on seed 4: it leaves the confirmed
     settle(fake_search(1, {}, []), decided(missed), missed, best_lr, 4, notes := [])
     assert missed == {256: [276, 216, 216]} and notes[0].startswith("batch size 64 with lr 0.05 did not reach")
+
+
+def test_a_schedule_in_the_sweeps_batch_sizes_is_said_not_raced(write_config, tmp_path):
+    sizes = [32, 64, {"schedule": [[0, 32], [500, 64]]}]
+    result = runner.invoke(app, ["suggest", str(write_config({**DIGITS, "sweep": {**DIGITS["sweep"],
+                                                                                  "batch_size": sizes}})),
+                                 "--out", str(tmp_path), "--json"])
+    assert result.exit_code == 0, result.output
+    answer = json.loads(result.output)
+    assert "the batch-size schedules in sweep.batch_size are not raced" in " ".join(answer["notes"])
+    assert {s["batch_schedule"] for s in summaries(tmp_path / "tiny-suggest")} == {None}  # none trained
