@@ -199,8 +199,12 @@ def test_the_schedule_from_a_fraction_of_the_largest_batch_within_tolerance(tmp_
     halves = [(p["examples"], p["cbs_tolerance"] / 2 if p["cbs_tolerance"] else None) for p in data["points"]]
     assert any(v for _, v in halves), data["points"]
     assert data["schedule"] == recommend(halves, 4, 256)
-    assert f"recommended schedule (from 0.5 x the largest batch within tolerance): {data['schedule_line']}" \
-        in result.output
+    if len(data["schedule"]) > 1:
+        assert f"recommended schedule (from 0.5 x the largest batch within tolerance): {data['schedule_line']}" \
+            in result.output
+    else:  # one batch size throughout (this tiny run's halves stay within one power of 2): said to be no schedule
+        assert data["schedule_line"] is None
+        assert f"no schedule recommended: the measured batch gives {data['schedule'][0][1]} at every" in result.output
 
 
 def test_noise_only_and_an_interruption_keep_what_was_measured(tmp_path, monkeypatch):
@@ -289,3 +293,20 @@ def test_a_branch_goes_on_with_the_examples_the_reference_would_train_on_next():
     branching.branch(parts, point, 16, 0.01, window=16, longest=16, evals=1, target=None)
     assert point.epoch_position == 24
     assert torch.equal(seen[0], reference_next)
+
+
+@pytest.mark.parametrize("measured, expected", [
+    ([5.3, None, 6.0], "the measured batch gives 8 at every point measured (2 of 3; the schedule is held to 8-256)"),
+    ([900.0, 2000.0, 5000.0], "the measured batch gives 256 at every point measured (3 of 3;"),
+])
+def test_one_batch_size_throughout_is_no_schedule(measured, expected):
+    """A 'schedule' of one point is a constant batch size: cbs says so instead of printing it as a schedule."""
+    from types import SimpleNamespace
+
+    from batchlab.critical_batch import Cbs, finish
+
+    result = Cbs("tiny", "noise", 32, 0.1, 0, [8, 32, 256], {}, 100, 1.0, 10_000, None)
+    result.points = [{"examples": e, "b_simple": v} for e, v in zip((1000, 3000, 9000), measured)]
+    finish(result, SimpleNamespace(ladder=[8, 32, 256]), None, None)
+    assert result.schedule_line is None and result.schedule_note.startswith(expected)
+    assert result.schedule_note.endswith("a constant batch size, not a schedule")

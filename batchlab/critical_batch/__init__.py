@@ -254,6 +254,13 @@ def finish(result: Cbs, setup: Setup, min_batch: int | None, max_batch: int | No
     try:
         result.schedule = recommend([(p["examples"], p[key] * result.fraction if p.get(key) else None)
                                      for p in result.points], low, high)
-        result.schedule_line = yaml_line(result.schedule)
     except ValueError as e:
         result.schedule_note = str(e)
+        return
+    if len(result.schedule) == 1:  # one batch size throughout: a constant one, not a schedule
+        measured = sum(1 for p in result.points if p.get(key))
+        result.schedule_note = (f"the measured batch gives {result.schedule[0][1]} at every point measured "
+                                f"({measured} of {len(result.points)}; the schedule is held to {low}-{high}): a "
+                                "constant batch size, not a schedule")
+        return
+    result.schedule_line = yaml_line(result.schedule)
