@@ -51,8 +51,8 @@ class Source:
     overridden: bool = False  # --set overrides applied: the file's line may not hold the value at fault
 
     def locate(self, error: BatchlabError) -> BatchlabError:
-        """A config or data error that starts with its key path (`model.name: ...`), prefixed `file, line N: `
-        (named by config.source_name, as config.load names it)."""
+        """A config or data error that starts with its key path (`model.name: ...`) or a top-level field
+        (`batch_size: ...`), prefixed `file, line N: ` (named by config.source_name, as config.load names it)."""
         message = str(error)
         key = message.split(": ", 1)[0]
         a_key = KEY_PATH.fullmatch(key) or key in Experiment.model_fields  # model.name, or a top-level batch_size
@@ -299,8 +299,9 @@ def cbs(config: Config, out: str | Path = "runs", overrides: Overrides = None, *
     """The critical batch size measured as training goes, by branching from one reference run (Merrill et al.
     2025), beside B_simple at the same points, and a batch-size schedule recommended from it (batchlab.
     critical_batch states the definition). `source="noise"`: B_simple(t) alone, no branches. The schedule
-    trains at `fraction` of the CBS fit (`by="fit"`) or of the largest batch within tolerance (`by="tolerance"`). Writes
-    out/<name>/cbs/ and returns a batchlab.critical_batch.Cbs (`.to_dict()`: what cbs.json holds)."""
+    trains at `fraction` of the CBS fit (`by="fit"`) or of the largest batch within tolerance
+    (`by="tolerance"`). Writes out/<name>/cbs/ (cbs-noise/ for source="noise") and returns a
+    batchlab.critical_batch.Cbs (`.to_dict()`: what cbs.json holds)."""
     from batchlab import critical_batch as procedure
     from batchlab.cbs_defaults import CBS_EVAL_EXAMPLES, CBS_MEASUREMENTS, CBS_POINTS, CBS_TOLERANCE
 

@@ -45,7 +45,7 @@ def check(trials: list[Trial], cache: DataCache) -> None:
         if trial.config.noise.every:
             check_noise(trial.config, len(cache.get(trial.config, torch.device("cpu")).train))
     for trial in trials:  # tokens are a sequence task's unit: elsewhere they would silently be examples
-        check_units(trial.config, cache.get(trial.config, torch.device("cpu")))
+        check_units(trial.config, cache.get(trial.config, torch.device("cpu")), trial.axes)
     for trial in distinct(trials):
         cfg = trial.config
         data = cache.get(cfg, torch.device("cpu"))
@@ -54,13 +54,16 @@ def check(trials: list[Trial], cache: DataCache) -> None:
         lr_schedule(cfg.schedule, steps_per_epoch=1, total_steps=1)  # an imported schedule builds and gives a value
 
 
-def check_units(cfg: Experiment, data: Data) -> None:
-    """A length in tokens only where the data has them (a sequence task: examples x context)."""
+def check_units(cfg: Experiment, data: Data, axes: dict | None = None) -> None:
+    """A length in tokens only where the data has them (a sequence task: examples x context). `axes`: the
+    trial's sweep values, so that one from a sweep axis is named there (sweep.batch_size), not at the top."""
     if data.context:
         return
     where = ("budget.tokens" if cfg.budget.tokens is not None else
              "batch_size" if cfg.batch_schedule is not None and getattr(cfg.batch_schedule, "unit", None) == "tokens"
              else None)
+    if where and any(a == where or where.startswith(f"{a}.") for a in axes or {}):
+        where = f"sweep.{where}"
     if where:
         raise ConfigError(f"{where}: counted in tokens, but {cfg.dataset.name} is not a sequence task (its "
                           "examples have no tokens): count examples instead")

@@ -282,6 +282,8 @@ def test_bad_schedules_are_one_line(tmp_path, batch_size, expected):
     ({"batch_size": {"schedule": [[0, 16], [500, 64]], "unit": "tokens"}},
      "batch_size: counted in tokens, but digits is not a sequence task (its examples have no tokens)"),
     ({"budget": {"tokens": 1000}}, "budget.tokens: counted in tokens, but digits is not a sequence task"),
+    ({"sweep": {"batch_size": [32, {"schedule": [[0, 16], [500, 64]], "unit": "tokens"}]}},  # named at the axis
+     "sweep.batch_size: counted in tokens, but digits is not a sequence task"),
 ])
 def test_tokens_where_the_data_has_none_are_one_line_before_training(tmp_path, update, expected):
     """They were counted as examples without a word."""
@@ -291,6 +293,9 @@ def test_tokens_where_the_data_has_none_are_one_line_before_training(tmp_path, u
     assert result.exit_code == 2, result.output
     [line] = [x for x in result.stderr.splitlines() if x.startswith("error: ")]
     assert expected in line and f"{config}, line " in line and "Traceback" not in result.stderr
+    key = expected.split(":")[0].split(".")[-1]  # the line the key is on
+    line_no = int(line.split(", line ")[1].split(":")[0])
+    assert key in config.read_text().splitlines()[line_no - 1]
     assert not list((tmp_path / "runs" / "bs").glob("trials/*"))  # nothing trained
 
 

@@ -97,12 +97,13 @@ def test_a_point_where_the_smallest_batch_made_no_progress_has_no_cbs():
     def made(batch, curve):
         return {"batch_size": batch, "curve": curve, "loss_after_window": curve[-1][1],
                 "examples_to_target": None}
-    flat = [made(8, [[0, 1.0], [64, 1.01]]), made(32, [[0, 1.0], [64, 0.9]])]
+    flat = [made(8, [[0, 1.0], [64, 1.01]]), made(32, [[0, 1.0], [64, 0.95]]), made(32, [[0, 1.0], [64, 0.9]])]
     for b in flat:  # as branches_at fills them in: the first evaluation at or below L* = 1.01, the start
         b["examples_to_target"] = 0.0
     found = critical(flat, 1.0)
     assert found["cbs_fit"] is None and found["cbs_tolerance"] is None and "longer window" in found["note"]
-    assert [b["examples_to_target"] for b in flat] == [None, None]  # branches.csv agrees with cbs.json
+    assert [b["examples_to_target"] for b in flat] == [None, None, None]  # branches.csv agrees with cbs.json
+    assert [b["best"] for b in flat] == [True, False, True]  # 32's best lr: the lower loss after the window
     falling = [made(8, [[0, 1.0], [64, 0.8]]), made(32, [[0, 1.0], [64, 0.9], [128, 0.7]]),
                made(128, [[0, 1.0], [128, 0.95], [256, 0.9]])]
     falling[0]["examples_to_target"], falling[1]["examples_to_target"] = 64.0, 96.0
@@ -182,7 +183,9 @@ def test_the_cli_writes_consistent_files(tmp_path):
     values = [(p["examples"], p["cbs"]) for p in data["points"]]
     if any(v for _, v in values):
         assert data["schedule"] == recommend(values, 4, 256)
-        assert data["schedule_line"] in result.output
+        assert (data["schedule_line"] or "no schedule recommended: ") in result.output
+    else:
+        assert data["schedule"] is None and f"no schedule recommended: {data['schedule_note']}" in result.output
     assert data["reference_seconds"] > 0
     assert data["branch_seconds"] == pytest.approx(sum(b["train_seconds"] for b in data["branches"]))
     assert "cost: reference" in result.output
@@ -199,12 +202,10 @@ def test_the_schedule_from_a_fraction_of_the_largest_batch_within_tolerance(tmp_
     halves = [(p["examples"], p["cbs_tolerance"] / 2 if p["cbs_tolerance"] else None) for p in data["points"]]
     assert any(v for _, v in halves), data["points"]
     assert data["schedule"] == recommend(halves, 4, 256)
-    if len(data["schedule"]) > 1:
-        assert f"recommended schedule (from 0.5 x the largest batch within tolerance): {data['schedule_line']}" \
-            in result.output
-    else:  # one batch size throughout (this tiny run's halves stay within one power of 2): said to be no schedule
-        assert data["schedule_line"] is None
-        assert f"no schedule recommended: the measured batch gives {data['schedule'][0][1]} at every" in result.output
+    # this tiny run's halves stay below 8: one batch size throughout, said to be no schedule (a schedule printed as
+    # one: test_a_growing_measure_is_recommended_and_printed_as_a_schedule)
+    assert len(data["schedule"]) == 1 and data["schedule_line"] is None
+    assert f"no schedule recommended: the measured batch gives {data['schedule'][0][1]} at every" in result.output
 
 
 def test_noise_only_and_an_interruption_keep_what_was_measured(tmp_path, monkeypatch):
@@ -252,6 +253,7 @@ def test_noise_only_and_an_interruption_keep_what_was_measured(tmp_path, monkeyp
     (["--from", "noise", "--by", "tolerance"], "--by: only with --from branching; --from noise measures B_simple"),
     (["--from", "noise", "--window", "64", "--tolerance", "0.5"], "--window, --tolerance: only with --from branching"),
     (["--points", "0"], "Invalid value for '--points'"),
+    (["--set", "budget={tokens: 3000}"], "budget.tokens: counted in tokens, but digits is not a sequence task"),
     (["--set", "batch_size=5000"], "batch_size: 5000 is larger than the training set (1,437 examples)"),
     (["--set", "batch_size={schedule: [[0, 32], [500, 64]]}"], "batch_size: a schedule; the reference run needs a "
                                                                "constant batch size (e.g. --set batch_size=32)"),
@@ -263,6 +265,29 @@ def test_bad_input_is_one_line_and_exit_2(tmp_path, args, message):
     assert result.exit_code == 2, result.output
     lines = result.output.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], result.output
+
+
+@pytest.mark.parametrize("drop_last", [False, True])
+@pytest.mark.parametrize("unit", ["epochs", "steps"])
+def test_a_window_longer_than_the_budget_suggests_a_budget_that_holds_it(unit, drop_last):
+    """The hint, taken, is accepted: the budget counts each epoch's short last batch, and so does the hint."""
+    import re
+
+    from batchlab.critical_batch import plan
+    from batchlab.errors import ConfigError
+    from batchlab.schema import Experiment
+
+    cfg = Experiment.model_validate({**TINY, "drop_last": drop_last, "budget": {unit: 1}})
+    with pytest.raises(ConfigError, match="or a budget that holds it") as refused:
+        plan(cfg, 1437, [8, 32], 3, 2880, 1.0)
+    amount = int(re.search(rf"--set budget\.{unit}=(\d+)", str(refused.value)).group(1))
+    longer = Experiment.model_validate({**TINY, "drop_last": drop_last, "budget": {unit: amount}})
+    setup = plan(longer, 1437, [8, 32], 3, 2880, 1.0)
+    assert setup.budget_examples >= 2880
+    if amount > 1:  # the least that holds it: one less does not
+        shorter = Experiment.model_validate({**TINY, "drop_last": drop_last, "budget": {unit: amount - 1}})
+        with pytest.raises(ConfigError, match="or a budget that holds it"):
+            plan(shorter, 1437, [8, 32], 3, 2880, 1.0)
 
 
 def test_a_branch_goes_on_with_the_examples_the_reference_would_train_on_next():
@@ -310,3 +335,20 @@ def test_one_batch_size_throughout_is_no_schedule(measured, expected):
     finish(result, SimpleNamespace(ladder=[8, 32, 256]), None, None)
     assert result.schedule_line is None and result.schedule_note.startswith(expected)
     assert result.schedule_note.endswith("a constant batch size, not a schedule")
+
+
+def test_a_growing_measure_is_recommended_and_printed_as_a_schedule(capsys):
+    from types import SimpleNamespace
+
+    from batchlab.cli.cbs import show_table
+    from batchlab.critical_batch import Cbs, finish
+
+    result = Cbs("tiny", "noise", 32, 0.1, 0, [8, 32, 256], {}, 100, 1.0, 10_000, None)
+    result.points = [{"point": i, "examples": e, "loss": 1.0, "b_simple": v}
+                     for i, (e, v) in enumerate(zip((1000, 3000, 9000), (9.0, 40.0, 300.0)))]
+    finish(result, SimpleNamespace(ladder=[8, 32, 256]), None, None)
+    assert result.schedule == recommend([(1000, 9.0), (3000, 40.0), (9000, 300.0)], 8, 256) == [[0, 8], [3000, 32],
+                                                                                              [9000, 256]]
+    show_table(result)
+    assert ("recommended schedule (from B_simple): batch_size: {schedule: [[0, 8], [3000, 32], [9000, 256]]}"
+            in capsys.readouterr().out)

@@ -35,19 +35,20 @@ from batchlab.critical_batch import analysis
 from batchlab.critical_batch.branching import Parts, branch, examples_to, reference
 from batchlab.data import load_dataset
 from batchlab.errors import ConfigError
+from batchlab.preflight import check_units
 from batchlab.recommend import recommend, yaml_line
 from batchlab.schema import Experiment
 from batchlab.train import budget_steps, machine_facts, resolve_device
 
 SOURCES = ("branching", "noise")
+MEASURES = {"fit": "cbs", "tolerance": "cbs_tolerance"}  # --by: the point's figure a schedule is recommended from
+Progress = Callable[[str, int, int], None]  # (stage: "reference" | "branches", done, total)
 
 
 def folder(out: Path, name: str, source: str) -> Path:
     """Where a measurement's files go: OUT/<name>/cbs, or cbs-noise for B_simple alone (so that a cheap noise-only
     run never overwrites the branches of a long one)."""
     return Path(out) / name / ("cbs" if source == "branching" else "cbs-noise")
-MEASURES = {"fit": "cbs", "tolerance": "cbs_tolerance"}  # --by: the point's figure a schedule is recommended from
-Progress = Callable[[str, int, int], None]  # (stage: "reference" | "branches", done, total)
 
 
 @dataclass
@@ -140,12 +141,14 @@ def plan(experiment: Experiment, n: int, batch_sizes: list[int] | None, points: 
     spe = n // b0 if cfg.drop_last else math.ceil(n / b0)
     total_steps = budget_steps(cfg, spe, b0, tokens_per_example)
     unit, amount = cfg.budget.length
-    full, rest = divmod(total_steps, spe)  # the examples those steps train, epoch by epoch (a short last batch)
-    budget = int(amount) if unit == "examples" else full * (spe * b0 if cfg.drop_last else n) + min(rest * b0, n)
+    epoch = spe * b0 if cfg.drop_last else n  # the examples an epoch trains (its last batch may be short)
+    full, rest = divmod(total_steps, spe)
+    budget = int(amount) if unit == "examples" else full * epoch + min(rest * b0, n)  # what those steps train
     window = window if window is not None else max(ladder[-1], round(budget * CBS_WINDOW))
     if window > max(budget, n):
-        longer = {"epochs": math.ceil(window / (spe * b0)), "steps": math.ceil(window / b0), "examples": window,
-                  "tokens": window * (tokens_per_example or 1)}[unit]  # a budget in its own unit that holds it
+        steps = window // epoch * spe + math.ceil(window % epoch / b0)  # the fewest that train `window` examples
+        longer = {"epochs": math.ceil(window / epoch), "steps": steps, "examples": window,
+                  "tokens": steps * b0 * (tokens_per_example or 1)}[unit]  # a budget in its own unit that holds it
         raise ConfigError(f"--window {window:,}: longer than both the reference run's budget ({budget:,} examples) "
                           f"and an epoch ({n:,}); give --window {max(budget, n):,} at most, or a budget that holds "
                           f"it (--set budget.{unit}={longer})")
@@ -163,7 +166,7 @@ def measure(experiment: Experiment, out: Path, *, batch_sizes: list[int] | None 
             min_batch: int | None = None, max_batch: int | None = None, eval_examples: int = CBS_EVAL_EXAMPLES,
             measurements: int = CBS_MEASUREMENTS, evals: int = CBS_EVALS, progress: Progress | None = None,
             code_dirs: tuple[str, ...] = (), by: str = "fit", fraction: float = 1.0) -> Cbs:
-    """Run the procedure and write <out>/<name>/cbs/ (cbs.json, cbs.csv, branches.csv, cbs.png). Ctrl-C keeps
+    """Run the procedure and write `folder(...)` (cbs.json, cbs.csv, branches.csv, cbs.png). Ctrl-C keeps
     what was measured: the files are written with the points finished so far, then KeyboardInterrupt goes on."""
     from batchlab.critical_batch.files import write
 
@@ -189,6 +192,7 @@ def measure(experiment: Experiment, out: Path, *, batch_sizes: list[int] | None 
     if experiment.threads:
         torch.set_num_threads(experiment.threads)
     data = load_dataset(experiment.dataset, first_seed(experiment)).to(device)
+    check_units(experiment, data)  # tokens only where the data has them
     setup = plan(experiment, len(data.train), batch_sizes, points, window, tolerance, data.tokens_per_example)
     setup.evals = evals
     cfg = setup.cfg
@@ -258,7 +262,7 @@ def finish(result: Cbs, setup: Setup, min_batch: int | None, max_batch: int | No
         result.schedule_note = str(e)
         return
     if len(result.schedule) == 1:  # one batch size throughout: a constant one, not a schedule
-        measured = sum(1 for p in result.points if p.get(key))
+        measured = sum(1 for p in result.points if p.get(key) and math.isfinite(p[key]) and p[key] > 0)
         result.schedule_note = (f"the measured batch gives {result.schedule[0][1]} at every point measured "
                                 f"({measured} of {len(result.points)}; the schedule is held to {low}-{high}): a "
                                 "constant batch size, not a schedule")

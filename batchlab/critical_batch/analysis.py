@@ -64,14 +64,16 @@ def critical(branches: list[dict], tolerance: float) -> dict:
     for b in branches:
         by_batch.setdefault(b["batch_size"], []).append(b)
     sizes = sorted(by_batch)
+    target = level(by_batch[sizes[0]]) if sizes else None
+    start = branches[0]["curve"][0][1] if branches else None
+    measurable = target is not None and start is not None and target < start  # else every batch "reaches" it at once
+    if not measurable:  # so branches.csv says what cbs.json does: no examples to a target that is not one (and
+        for b in branches:  # each batch's best lr is then the lowest loss after the window)
+            b["examples_to_target"] = None
     chosen = {size: best(by_batch[size]) for size in sizes}
     for b in branches:
         b["best"] = b is chosen[b["batch_size"]]
-    target = level(by_batch[sizes[0]]) if sizes else None
-    start = branches[0]["curve"][0][1] if branches else None
-    if target is None or start is None or not target < start:  # every batch "reaches" it at once: no measure
-        for b in branches:  # so branches.csv says what cbs.json does: no examples to a target that is not one
-            b["examples_to_target"] = None
+    if not measurable:
         return {"target_loss": target, "e_ref": None, "examples_by_batch": {str(s): None for s in sizes},
                 "cbs_fit": None, "fit_r2": None, "cbs_tolerance": None,
                 "note": "the smallest batch ended the window no lower than the point's loss: give a longer window"}

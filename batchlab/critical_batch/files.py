@@ -1,5 +1,6 @@
-"""What `batchlab cbs` writes under <out>/<name>/cbs/: cbs.json (everything), cbs.csv (a row per point),
-branches.csv (a row per branch) and cbs.png (CBS(t) and B_simple(t) against examples)."""
+"""What `batchlab cbs` writes under <out>/<name>/cbs/ (cbs-noise/ with --from noise): cbs.json (everything),
+cbs.csv (a row per point), branches.csv (a row per branch) and cbs.png (CBS(t) and B_simple(t) against
+examples)."""
 
 from __future__ import annotations
 

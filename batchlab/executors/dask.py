@@ -127,7 +127,7 @@ class DaskExecutor(Executor):
         client = self.connect()
         self.check_resources(client)
         names = sorted({n for t in trials for n in imported_names(t.config)})
-        theirs = client.submit(check_on_worker, preflight.distinct(trials), eval_cap, code_dirs, names,
+        theirs = client.submit(check_on_worker, trials, eval_cap, code_dirs, names,  # all: units, noise per trial
                                pure=False).result()
         for module, here in registry.source_hashes(names).items():
             there = theirs.get(module)

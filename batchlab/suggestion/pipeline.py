@@ -73,7 +73,7 @@ def suggest(experiment: Experiment, out: Path, *, target: float | None = None, b
     # the grid's largest batch size bounds the question; without a list, the training set does
     constants = [b for b in sweep_sizes if isinstance(b, int)] if isinstance(sweep_sizes, list) else []
     largest = min(n, max(constants)) if constants else n  # (a schedule in the list is no batch size to scan)
-    if isinstance(sweep_sizes, list) and len(constants) < len(sweep_sizes):
+    if isinstance(sweep_sizes, list) and any(isinstance(b, dict) for b in sweep_sizes):
         notes.append("the batch-size schedules in sweep.batch_size are not raced: suggest races constant batch "
                      "sizes (with --schedule, and a schedule of its own; `batchlab sweep` compares yours)")
     if device.type == "cuda":  # memory is the limit there; on the CPU the training set is
