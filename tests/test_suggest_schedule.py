@@ -12,7 +12,6 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-import batchlab.suggestion.pipeline as pipeline
 from batchlab.cli import app
 from batchlab.suggestion.schedule import STEPS_SAVED, NoSchedule, Verdict, propose
 
@@ -64,42 +63,55 @@ def summaries(folder: Path) -> list[dict]:
     return [json.loads((d / "summary.json").read_text()) for d in sorted((folder / "trials").iterdir())]
 
 
-def test_suggest_schedule_races_the_schedule_on_the_answers_seeds(write_config, tmp_path, monkeypatch):
-    shown = {}
+def test_suggest_schedule_races_a_schedule_around_the_answer_and_each_tie_on_the_answers_seeds(
+        write_config, tmp_path, monkeypatch):
+    import batchlab.suggestion.schedule as schedule_module
+
+    shown = []
 
     def doubling(points, best, examples, timed):  # a fixed schedule, so the test knows what was raced
-        shown.update(points=points, best=best, examples=examples, timed=timed)
+        shown.append({"points": points, "best": best, "examples": examples, "timed": timed})
         return [[0, best], [300, 2 * best]]
-    monkeypatch.setattr(pipeline, "propose", doubling)
+    monkeypatch.setattr(schedule_module, "propose", doubling)
     result = runner.invoke(app, ["suggest", str(write_config(DIGITS)), "--out", str(tmp_path), "--schedule", "--json"])
     assert result.exit_code == 0, result.output
     answer = json.loads(result.output)
     best, lr, seeds = answer["batch_size"], answer["lr"], answer["seeds"]
-    assert shown["best"] == best and 2 * best in shown["timed"]  # the schedule's sizes were timed interleaved
+    ties = [o["batch_size"] for o in answer["within_noise"]]
+    assert [c["best"] for c in shown] == [best, *ties]  # around the answer, then around each constant as fast
+    assert all(2 * c["best"] in c["timed"] for c in shown)  # the schedules' sizes were timed interleaved
     # the proposal was given the noise run's measurements: (examples, B_simple) up to the pilot's steps
-    examples = [e for e, _ in shown["points"]]
+    examples = [e for e, _ in shown[0]["points"]]
     assert len(examples) == answer["measurements"] and examples[0] == 0 and examples == sorted(set(examples))
-    s = answer["schedule"]
-    assert s["schedule"] == [[0, best], [300, 2 * best]] and s["against"] == {"batch_size": best, "lr": lr}
     records = tmp_path / "tiny-suggest"
     trials = {t["trial_id"]: t for t in summaries(records)}
-    # the proposal's E*: the median of the examples the answer needed on its seeds
-    needed = {t["seed"]: t["targets"]["0.9"]["examples"] for t in trials.values() if not t["batch_schedule"]
-              and t["batch_size"] == best and t["lr"] == lr and t["targets"]["0.9"]}
-    assert shown["examples"] == statistics.median(needed[seed] for seed in seeds)
+    # each proposal's E*: the median of the examples its constant needed on the answer's seeds
+    lrs = {best: lr, **{o["batch_size"]: o["lr"] for o in answer["within_noise"]}}
+    for call in shown:
+        needed = {t["seed"]: t["targets"]["0.9"]["examples"] for t in trials.values() if not t["batch_schedule"]
+                  and t["batch_size"] == call["best"] and t["lr"] == lrs[call["best"]] and t["targets"]["0.9"]}
+        assert call["examples"] == statistics.median(needed[seed] for seed in seeds)
+    s = answer["schedule"]
+    around = s["around"]
+    assert s["schedule"] == [[0, around], [300, 2 * around]] and s["against"] == {"batch_size": best, "lr": lr}
     scheduled = [t for t in trials.values() if t["batch_schedule"]]
-    assert sorted(t["seed"] for t in scheduled) == seeds == [r["seed"] for r in s["runs"]]
+    assert sorted(t["seed"] for t in scheduled) == sorted(seeds * len(shown))  # every schedule on every seed
+    assert len([n for n in answer["notes"] if n.startswith("also raced: Schedule ")]) == len(shown) - 1
+    assert [r["seed"] for r in s["runs"]] == seeds
     for run in s["runs"]:
         summary = trials[run["trial_id"]]
         hit = summary["targets"]["0.9"]
-        assert summary["lr"] == pytest.approx(s["lr"]) and summary["batch_schedule"]["schedule"] == s["schedule"]
+        # its lr: its constant's, moved by the rule's scale to its first batch size (here the constant's own)
+        assert summary["lr"] == pytest.approx(s["lr"]) == pytest.approx(lrs[around])
+        assert summary["batch_schedule"]["schedule"] == s["schedule"]
         assert summary["batch_schedule"]["lr_scale"] == s["lr_scale"] == "linear"  # suggest's lr rule for SGD
         if hit is None:
             assert s["verdict"] == Verdict.MISSED
             continue
         assert (run["steps"], run["examples"]) == (hit["steps"], hit["examples"])
-        before = min(hit["steps"], math.ceil(300 / best))  # steps at the first batch size: until 300 examples
-        assert run["by_batch"] == {str(b): n for b, n in ((best, before), (2 * best, hit["steps"] - before)) if n}
+        before = min(hit["steps"], math.ceil(300 / around))  # steps at the first batch size: until 300 examples
+        assert run["by_batch"] == {str(b): n for b, n in ((around, before), (2 * around, hit["steps"] - before))
+                                   if n}
     if s["verdict"] != Verdict.MISSED:
         constant = {t["seed"]: t["targets"]["0.9"]["steps"] for t in trials.values()
                     if not t["batch_schedule"] and t["batch_size"] == best and t["lr"] == lr}
@@ -110,7 +122,7 @@ def test_suggest_schedule_races_the_schedule_on_the_answers_seeds(write_config, 
         assert all(b in per_step for r in s["runs"] for b in map(int, r["by_batch"]))
         assert s["verdict"] in (Verdict.FASTER, Verdict.TIE, Verdict.SLOWER) and s["label"] in answer["sentence"]
     cost = answer["cost"]
-    spent = sum(trials[r["trial_id"]].get(k) or 0 for r in s["runs"] for k in COSTS)
+    spent = sum(t.get(k) or 0 for t in scheduled for k in COSTS)
     assert spent > 0 and cost["schedule"] == pytest.approx(spent)
     assert cost["total"] == pytest.approx(sum(cost[k] for k in ("scan", "pilot", "race", "confirmation", "schedule")))
     assert np.isfinite(cost["total"])
@@ -125,5 +137,6 @@ def test_no_schedule_is_raced_without_the_answers_examples_and_the_note_says_why
     assert result.exit_code == 0, result.output
     answer = json.loads(result.output)
     assert answer["schedule"] is None and 1 in answer["seeds"]
-    assert "no schedule raced: the answer's examples to the target are not recorded on seed 1" in answer["notes"]
+    assert any(n.startswith("no schedule raced: ") and n.endswith("the examples to the target are not recorded on "
+                                                                "seed 1") for n in answer["notes"]), answer["notes"]
     assert not any(t["batch_schedule"] for t in summaries(tmp_path / "tiny-suggest"))  # nothing trained for it

@@ -27,7 +27,8 @@ from batchlab.suggestion.scan import Scan, first_pass, interleaved
 from batchlab.suggestion.search import (CONFIRM_MOST, CONFIRM_SEEDS, CONFIRM_WITHIN, COSTS, Search, SuggestError,
                                         best_by_steps, between, confirm, neighbours, past_cut, progress,
                                         settle, unmeasured)
-from batchlab.suggestion.schedule import END, START, NoSchedule, propose
+from batchlab.suggestion.schedule import END, START, around_each
+from batchlab.suggestion.schedule import sentence as sentence_of
 from batchlab.suggestion.schedule import race as race_schedule
 from batchlab.train import hardest_target, resolve_device
 
@@ -237,21 +238,34 @@ def suggest(experiment: Experiment, out: Path, *, target: float | None = None, b
                          f"{listed([cfg.seed, *seeds])}" if not search.stopped else
                          f"it was not confirmed on seeds {listed(seeds)} within the budget")
     if schedule:
-        try:
-            if not s.confirmed:
-                raise NoSchedule("the answer was not confirmed")
-            examples = [search.examples(s.batch_size, s.lr, seed) for seed in s.seeds]
-            if None in examples:
-                raise NoSchedule(f"the answer's examples to the target are not recorded on seed "
-                                 f"{s.seeds[examples.index(None)]}")
-            proposed = propose(noise_points, s.batch_size, float(np.median(examples)), sorted(spb))
-        except NoSchedule as why:
-            notes.append(f"no schedule raced: {why}")
-        else:
-            on_stage(f"schedule: {yaml_line(proposed)} against batch size {s.batch_size}, on seeds {listed(s.seeds)}")
-            s.schedule = race_schedule(search, proposed, s.batch_size, s.lr, rule.scale, s.seeds, s.steps, costs)
+        s.schedule = _schedule(search, s, noise_points, sorted(spb), rule.scale, costs, notes, on_stage)
     s.notes = notes
     return _finish(s, search, found, pilot_b, pilot_steps)
+
+
+def _schedule(search: Search, s: Suggestion, points: list, timed: list[int], scale: str, costs: dict,
+              notes: list[str], on_stage: Callable[[str], None]) -> dict | None:
+    """Race a schedule around the answer and around each constant within its noise, on the answer's seeds;
+    the fastest predicted of those that reached the target on every seed (else the first) is suggest.json's."""
+    if not s.confirmed:
+        notes.append("no schedule raced: the answer was not confirmed")
+        return None
+    anchors = [(s.batch_size, s.lr), *((o["batch_size"], o["lr"]) for o in s.within_noise)]
+    proposals, why = around_each(search, points, anchors, s.seeds, timed)
+    for reason, sizes in why.items():
+        notes.append(("no schedule raced: " if not proposals else "") + (  # a reason of some anchors names them
+            f"around batch size {listed(sizes)}: " if len(sizes) < len(anchors) else "") + reason)
+    raced = []
+    for b, lr, proposed in proposals:
+        on_stage(f"schedule: {yaml_line(proposed)} (around {b}) against batch size {s.batch_size}, on seeds "
+                 f"{listed(s.seeds)}")
+        raced.append(race_schedule(search, proposed, s.batch_size, s.lr, scale, s.seeds, s.steps, costs, (b, lr)))
+    timed_ones = [r for r in raced if "predicted" in r]
+    chosen = min(timed_ones, key=lambda r: r["predicted"][0]) if timed_ones else (raced[0] if raced else None)
+    for r in raced:
+        if r is not chosen:
+            notes.append(f"also raced: {sentence_of(r)}")
+    return chosen
 
 
 def pilot_batch(cfg: Experiment, scanned: list[int]) -> int:
