@@ -41,11 +41,11 @@ def check(trials: list[Trial], cache: DataCache) -> None:
 
     Raises DataError or ComponentError (a ConfigError naming the config key) with the reason.
     """
-    for trial in trials:  # the noise settings may be an axis: every trial (its data set is loaded once)
+    for trial in trials:  # the noise settings and lengths may be axes: every trial (its data set is loaded once)
+        data = cache.get(trial.config, torch.device("cpu"))
         if trial.config.noise.every:
-            check_noise(trial.config, len(cache.get(trial.config, torch.device("cpu")).train))
-    for trial in trials:  # tokens are a sequence task's unit: elsewhere they would silently be examples
-        check_units(trial.config, cache.get(trial.config, torch.device("cpu")), trial.axes)
+            check_noise(trial.config, len(data.train))
+        check_units(trial.config, data, trial.axes)  # tokens only where the data has them, not silently examples
     for trial in distinct(trials):
         cfg = trial.config
         data = cache.get(cfg, torch.device("cpu"))

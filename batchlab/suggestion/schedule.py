@@ -149,10 +149,9 @@ def race(search, schedule: list[list[int]], best: int, lr: float, scale: str, se
 def sentence(result: dict) -> str:
     """What the race found, one sentence after suggest's answer."""
     against = f"batch size {result['against']['batch_size']}"
-    around = result.get("around", result["against"]["batch_size"])
+    tied = result["around"] != result["against"]["batch_size"]
     head = (f"Schedule {result['label']} ({result['yaml']}, lr {result['lr']:g} at the start, {result['lr_scale']}"
-            + (f"; proposed around batch size {around}, as fast within the noise" if around != result["against"][
-                "batch_size"] else "") + ")")
+            + (f"; proposed around batch size {result['around']}, as fast within the noise" if tied else "") + ")")
     if result["verdict"] == Verdict.MISSED:
         return f"{head} did not reach the target on every seed: keep {against}."
     if result["verdict"] == Verdict.UNTIMED:
