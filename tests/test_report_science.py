@@ -507,3 +507,31 @@ def test_thousand_trials_with_noise_and_gap_stay_fast(tmp_path):
     assert report.counts == {"completed": 1000}
     assert report.science.frontier.fit is not None
     assert elapsed < 30, f"report over 1,000 trials took {elapsed:.1f} s"
+
+
+# --- examples to each target, relative to the fewest --------------------------------------------------
+
+def test_examples_by_target_in_training_order(tmp_path):
+    """Loss targets listed 1.5 first are shown as training meets them (2.0 first); each cell is the median
+    examples over seeds divided by the fewest at that target, a dash where a seed missed it."""
+    steps = {16: {2.0: (160, 160), 1.5: (600, 600)}, 32: {2.0: (100, 100), 1.5: (300, 310)},
+             64: {2.0: (60, 60), 1.5: (150, None)}}
+    sweep = make_sweep(tmp_path, "by-target")
+    for bs, by_target in steps.items():
+        spe = math.ceil(1000 / bs)
+        for seed in (0, 1):
+            hits = {t: hit(s[seed] / 100, s[seed], bs, spe) if s[seed] else None for t, s in by_target.items()}
+            make_trial(sweep, bs, 0.01, seed, hits=hits, targets=(1.5, 2.0), target_metric="test_loss",
+                       total_steps=700)
+    [report] = build_report(sweep)
+    markdown = (report.out_dir / "report.md").read_text()
+    head = "| batch size | test_loss ≤ 2 | test_loss ≤ 1.5 |"
+    assert head in markdown
+    rows = markdown.split(head)[1].splitlines()[2:5]
+    at_2 = {bs: s[2.0][0] * bs for bs, s in steps.items()}  # 2,560 / 3,200 / 3,840 examples
+    at_15 = {16: 600 * 16, 32: (300 + 310) / 2 * 32}  # 9,600 and 9,760: 64 missed on seed 1
+    for row, bs in zip(rows, (16, 32, 64)):
+        cells = [c.strip() for c in row.strip("|").split("|")]
+        expected_15 = f"{at_15[bs] / min(at_15.values()):.2f}×" if bs in at_15 else "–"
+        assert cells == [str(bs), f"{at_2[bs] / min(at_2.values()):.2f}×", expected_15]
+    assert rows[1].endswith("| 1.25× | 1.02× |")  # 3,200 / 2,560 and 9,760 / 9,600

@@ -40,7 +40,33 @@ def frontier_section(rec: SweepRecords, tables: Tables, science: Science, by_nam
         out.append(Block("table", table=_frontier_points(rows, frontier), id="frontier-points"))
     if "frontier.png" in by_name:
         out.append(Block("image", plot=by_name["frontier.png"]))
+    by_target = examples_by_target(rec, tables)
+    if by_target is not None:
+        out.append(Block("p", "Examples to each target relative to the fewest any batch size needed for it (each "
+                              "target's examples column above, best lr per batch size, median over seeds). Down a "
+                              "column: from which batch size on a larger batch costs examples. Across: whether "
+                              "that batch size grows as training goes, as a batch-size schedule needs it to: start "
+                              "where large batches cost examples, grow where they stop costing."))
+        out.append(Block("table", table=by_target, id="examples-by-target"))
     return out
+
+
+def examples_by_target(rec: SweepRecords, tables: Tables) -> pd.DataFrame | None:
+    """Batch size x target (in the order training meets them): median examples to the target over the fewest
+    at that target, '–' where not every seed reached it. None with fewer than two targets some batch size
+    reached."""
+    tta = tables.time_to_accuracy
+    reached = tta[tta["status"] == REACHED]
+    targets = sorted(reached["target"].unique(), reverse=rec.regression)
+    if len(targets) < 2:
+        return None
+    table = pd.DataFrame({"batch size": [str(b) for b in sorted(tta["batch_size"].unique())]})
+    for target in targets:
+        examples = reached[reached["target"] == target].set_index("batch_size")["examples"]
+        table[display.target_text(rec, target)] = [
+            f"{examples[int(b)] / examples.min():.2f}×" if int(b) in examples.index else display.DASH
+            for b in table["batch size"]]
+    return table
 
 
 def _frontier_points(rows: pd.DataFrame, frontier) -> pd.DataFrame:
