@@ -105,6 +105,12 @@ def test_suggest_answers_by_steps_x_seconds_per_step_confirmed_on_more_seeds(wri
     check_png(records / "suggest.png")
     report = runner.invoke(app, ["report", str(records)])  # the records are a sweep's like any other
     assert report.exit_code == 0, report.output
+    # and the report reads suggest's interleaved step times (step_times.json), not each trial's own clock
+    table = pd.read_csv(records / "report" / "time_to_accuracy.csv")
+    table = table[table["status"] == "reached"]
+    assert set(table["step_time_source"]) == {"interleaved"}
+    assert dict(zip(table["batch_size"], table["seconds_per_step"])) == pytest.approx(
+        {size: per_step[size] for size in table["batch_size"]})
     rerun = runner.invoke(app, ["suggest", str(write_config({**DIGITS, "batch_size": 100})), "--out", str(tmp_path)])
     assert rerun.exit_code == 0, rerun.output  # the trials read back, the steps timed again: the sentence, then
     again = strict((records / "suggest.json").read_text())  # each note on its own line

@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from batchlab import registry
+from batchlab import registry, steptime
 from batchlab.data import load_dataset
 from batchlab.disk import write_atomic, write_json_atomic
 from batchlab.maxbatch import find_max_batch
@@ -363,6 +363,8 @@ def _finish(s: Suggestion, search: Search, found: Scan, pilot_b: int, pilot_step
                          "predicted_seconds": steps * per_step if steps is not None and per_step else None})
     s.cost = {**search.cost, "total": search.spent()}
     s.sentence = sentence(s)
+    if found.times is not None and s.path.is_dir():  # the report on these records then decides on the same timings
+        steptime.record(s.path / steptime.FILE, found.times, found.facts or {})
     write_json_atomic(s.path / "suggest.json", s.to_dict())
     figure = suggest_png(s, pilot_b, pilot_steps)
     write_atomic(s.path / "suggest.png", lambda f: f.write(figure), binary=True)

@@ -22,7 +22,7 @@ from batchlab.optimizers import build_optimizer
 from batchlab.reporting.decision import INTERLEAVED, StepCost
 from batchlab.schema import Experiment
 from batchlab.step import Step
-from batchlab.train import Clock, build_parts
+from batchlab.train import Clock, build_parts, machine_facts
 
 QUICK_SECONDS = 0.01  # of timed steps at each batch size in the first pass, best of QUICK_TRIES: only where the
 QUICK_TRIES = 3  # curve flattens matters, and the least of three timings is the one a busy moment disturbed least
@@ -55,6 +55,8 @@ class Scan:
     seconds: float  # training seconds of both passes' steps, timed or warm-up: what the scan cost, as a trial's
     # clock counts its own
     least: bool = False  # the rounds were read on this thread's CPU clock: the least of them is a step's cost
+    times: steptime.StepTimes | None = None  # the interleaved rounds, as <sweep>/step_times.json records them
+    facts: dict | None = None  # what they were measured on (train.machine_facts)
 
     def costs(self) -> dict[int, StepCost]:
         """Seconds per step as the decision takes them (interleaved rounds, paired across batch sizes)."""
@@ -115,15 +117,16 @@ def interleaved(found: Scan, cfg: Experiment, data: Data, device: torch.device, 
                 rounds: int = steptime.ROUNDS, seconds: float = SECONDS) -> Scan:
     """`found` with `sizes` (the batch sizes the search trains at) timed interleaved over `rounds` rounds."""
     sizes = sorted(set(sizes))
-    subjects = [steptime.Subject((b,), cfg.model_copy(update={"batch_size": b})) for b in sizes]
+    key = steptime.cost_key({})  # the search's trials vary only batch size, lr and seed: one step cost a size
+    subjects = [steptime.Subject((b, key), cfg.model_copy(update={"batch_size": b})) for b in sizes]
     times = steptime.measure(subjects, lambda _: data, device, rounds, seconds)
     least = times.clock == steptime.CPU_CLOCK
     rates = []
     for b in sizes:
-        values = times.seconds_per_step((b,))
+        values = times.seconds_per_step((b, key))
         cost = StepCost(INTERLEAVED, np.asarray(values, dtype=float), least).value if values else None
-        rates.append(Rate(b, cost, values, times.errors.get((b,))))
-    return Scan(found.speeds, rates, found.seconds + times.cost, least)
+        rates.append(Rate(b, cost, values, times.errors.get((b, key))))
+    return Scan(found.speeds, rates, found.seconds + times.cost, least, times, machine_facts(device))
 
 
 def _endless(loader):
