@@ -15,7 +15,7 @@ import numpy as np
 from scipy.optimize import least_squares
 
 MIN_POINTS = 3  # two parameters: a fit through fewer points says nothing
-EFFICIENCY = 0.9  # "within 10% of perfect scaling"
+EFFICIENCY = 0.9  # "within 10% of perfect scaling": a scaling efficiency (E_min / E, or S_min / S) of 90% or more
 
 
 @dataclass
@@ -32,8 +32,9 @@ class Frontier:
         return self.s_min * (1 + self.b_crit / np.asarray(batch_size, dtype=float))
 
     def regime(self, batch_size: float) -> str:
-        """Perfect scaling while examples stay within 10% of E_min (B <= B_crit/9), maximal data
-        parallelism once steps are within 10% of S_min (B >= 9 B_crit), diminishing returns between."""
+        """Perfect scaling while the examples are at most E_min / 0.9 (a scaling efficiency of 90% or more:
+        B <= B_crit/9), maximal data parallelism once the steps are at most S_min / 0.9 (B >= 9 B_crit),
+        diminishing returns between."""
         if batch_size <= self.b_crit * (1 / EFFICIENCY - 1):
             return "perfect scaling"
         if batch_size >= self.b_crit / (1 / EFFICIENCY - 1):

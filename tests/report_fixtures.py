@@ -174,9 +174,10 @@ def check_png(path: Path) -> str:
     return description
 
 
-def make_step_times(sweep: Path, per_step: dict[int, list[float]], threads: int = 2) -> Path:
+def make_step_times(sweep: Path, per_step: dict[int, list[float]], threads: int = 2, clock: str | None = None) -> Path:
     """step_times.json as `batchlab sweep` writes it: `per_step` maps a batch size to its seconds per step in each
-    round (every batch size the same number of rounds), recorded as 10 steps a timing."""
+    round (every batch size the same number of rounds), recorded as 10 steps a timing. `clock`: steptime's
+    CPU_CLOCK or WALL_CLOCK (None: left out, as older records)."""
     timings = [{"batch_size": bs, "axes": {}, "round": r, "steps": 10, "seconds": 10 * value}
                for bs, values in per_step.items() for r, value in enumerate(values)]
     path = sweep / "step_times.json"
@@ -184,7 +185,7 @@ def make_step_times(sweep: Path, per_step: dict[int, list[float]], threads: int 
                                 "torch_version": "2.13.0", "measured_at": "2025-01-01T00:02:00",
                                 "rounds": len(next(iter(per_step.values()))), "seconds_per_timing": 0.1,
                                 "cost_seconds": sum(t["seconds"] for t in timings), "errors": [],
-                                "timings": timings}))
+                                "timings": timings, **({"clock": clock} if clock else {})}))
     return path
 
 

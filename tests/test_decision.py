@@ -15,6 +15,7 @@ from typer.testing import CliRunner
 from batchlab.cli import app
 from batchlab.reporting import analyse
 from batchlab.reporting.decision import Mixed, StepCost, decide
+from batchlab.steptime import CPU_CLOCK
 from report_fixtures import hit, make_schedule_trial, make_step_times, make_sweep, make_trial
 
 runner = CliRunner()
@@ -38,7 +39,21 @@ def test_steps_times_step_time_decides_where_the_clock_disagrees(tmp_path):
     assert (answer.batch_size, answer.lr, answer.within_noise) == (64, 0.1, [])
     assert answer.sentence.startswith("Use batch size 64 with lr 0.1: 1 s to test_accuracy ≥ 0.9 on this machine "
                                       "(100 steps x 0.01 s a step; 95% interval")
-    assert "timed interleaved after the trials (5 rounds" in answer.details[1]
+    assert "timed interleaved (5 rounds over every batch size, median;" in answer.details[1]
+
+
+def test_rounds_read_on_the_cpu_clock_cost_their_least_and_the_details_say_so(tmp_path):
+    sweep = make_sweep(tmp_path, "cpu-clock")
+    for seed in (0, 1):
+        make_trial(sweep, 64, 0.1, seed, hits={0.9: hit(9.0, 100, 64, 16)})
+        make_trial(sweep, 256, 0.2, seed, hits={0.9: hit(3.0, 40, 256, 4)})
+    make_step_times(sweep, {64: [0.01 * r for r in ROUND], 256: [0.05 * r for r in ROUND]}, clock=CPU_CLOCK)
+    [report] = analyse(sweep)
+    rows = report.time_to_accuracy.set_index("batch_size")
+    assert rows.loc[64, "seconds_per_step"] == pytest.approx(0.01 * min(ROUND))  # 0.0097, not the median 0.01
+    assert rows.loc[256, "predicted_seconds"] == pytest.approx(40 * 0.05 * min(ROUND))
+    assert "timed interleaved (5 rounds over every batch size, the least, read on this thread's CPU clock;" in \
+        report.recommendation.details[1]
 
 
 def test_same_records_same_answer(tmp_path):

@@ -13,6 +13,7 @@ from batchlab.reporting.load import SweepRecords
 from batchlab.reporting.decision import INTERLEAVED
 from batchlab.reporting.measured_noise import NoiseResult
 from batchlab.reporting.science import FrontierResult
+from batchlab.steptime import CPU_CLOCK
 
 WITHIN = f"within {round((1 - EFFICIENCY) * 100)}% of perfect scaling"
 
@@ -39,8 +40,9 @@ def step_source(rec: SweepRecords, rows: pd.DataFrame) -> str:
     """Where the seconds per step came from, in words."""
     if (rows["step_time_source"] == INTERLEAVED).all():
         facts = rec.step_facts
-        return (f"Seconds per step timed interleaved after the trials ({facts.get('rounds', '?')} rounds over every "
-                f"batch size, median; {facts.get('threads', '?')} threads, {facts.get('measured_at', '?')}).")
+        summary = "the least, read on this thread's CPU clock" if facts.get("clock") == CPU_CLOCK else "median"
+        return (f"Seconds per step timed interleaved ({facts.get('rounds', '?')} rounds over every "
+                f"batch size, {summary}; {facts.get('threads', '?')} threads, {facts.get('measured_at', '?')}).")
     return ("Seconds per step from each trial's own clock (train_seconds / steps), measured at different moments, "
             "so the machine's load at each moment is in the comparison: these records have no interleaved timing "
             "(step_times.json: a Dask sweep, --no-time-steps, or older records); run `batchlab sweep` on the same "

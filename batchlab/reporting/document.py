@@ -145,10 +145,11 @@ SCIENCE_RULES = [
     "is fitted by least squares on log S, and only with 3 or more batch sizes: with fewer the report says so "
     "and draws no curve. A batch size above the training set counts as the training-set size (its steps are "
     "full-batch steps).",
-    "Regimes (from the fit): perfect scaling while B ≤ B_crit/9 (examples within 10% of E_min), maximal data "
-    "parallelism once B ≥ 9·B_crit (steps within 10% of S_min), diminishing returns between.",
-    "Most data-efficient large batch: the largest batch size whose measured examples to the target B·S stay "
-    "within 10% of the smallest batch size's (perfect scaling keeps B·S constant).",
+    "Regimes (from the fit): perfect scaling while B ≤ B_crit/9 (examples at most E_min/0.9: a scaling "
+    "efficiency E_min/E of 90% or more), maximal data parallelism once B ≥ 9·B_crit (steps at most S_min/0.9), "
+    "diminishing returns between.",
+    "Most data-efficient large batch: the largest batch size whose examples to the target B·S are at most 1/0.9 "
+    "of the smallest batch size's (a scaling efficiency of 90% or more; perfect scaling keeps B·S constant).",
     "Batch sizes the race cut (a raced lr stopped before the steps the best lr needed, or none reached) are "
     "left out of the fit, and no claim about other hardware is made: their steps are unknown.",
     "Measured B_simple = tr(Σ)/|G|², averaged to the target: for each trial of a reached batch size's best lr "
