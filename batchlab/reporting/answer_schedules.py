@@ -136,8 +136,8 @@ def statement(row: pd.Series, seeds: pd.DataFrame, target: str) -> str:
                if row["clears_bar_every_seed"] else
                f"{bar} on {int(row['seeds_clearing_bar'])} of {int(row['seeds'])} seeds: not on every seed")
     return (f"{head} against batch size {base}, the fastest constant one: median {display.count(row['steps'])} "
-            f"steps to {target} against {display.count(row['constant_steps'])} ({_percent(row['steps_saved'])} "
-            f"fewer), {_ratio(row['examples_ratio'])} its examples, predicted "
+            f"steps to {target} against {display.count(row['constant_steps'])}; seed by seed, a median "
+            f"{_percent(row['steps_saved'])} fewer steps with {_ratio(row['examples_ratio'])} its examples; predicted "
             f"{display.seconds(row['predicted_seconds'])} s against "
             f"{display.seconds(row['constant_predicted_seconds'])} s. Per seed: {per_seed}. {verdict}.")
 

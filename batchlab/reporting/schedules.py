@@ -203,9 +203,9 @@ def _summarise(table: pd.DataFrame, per_seed: pd.DataFrame, constant_rows: pd.Da
     table["best_constant"] = base
     for column in ("steps", "examples", "predicted_seconds"):
         table[f"constant_{column}"] = float(by_bs.loc[base, column]) if base is not None else math.nan
-    table["steps_saved"] = _saved(table["steps"].astype(float), table["constant_steps"])
-    table["examples_ratio"] = _ratio(table["examples"].astype(float), table["constant_examples"])
-    seeds = per_seed.groupby("schedule")
+    seeds = per_seed.groupby("schedule")  # each seed against the constant's trial of the same seed, then the median
+    table["steps_saved"] = table["schedule"].map(seeds["steps_saved"].median()).astype(float)
+    table["examples_ratio"] = table["schedule"].map(seeds["examples_ratio"].median()).astype(float)
     table["seeds_clearing_bar"] = table["schedule"].map(seeds["clears_bar"].sum()).fillna(0).astype(int)
     table["clears_bar_every_seed"] = [
         bool(n == row.seeds > 0 and row.status == REACHED)
