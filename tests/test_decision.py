@@ -175,7 +175,9 @@ def test_a_race_cut_frontier_is_not_fitted_to_the_survivors(tmp_path):
     # 256: a raced lr stopped at 50 steps, under the 80 its best needed: cut; 16 and 64 raced only past theirs.
     assert list(rows["cut_by_race"]) == [False, False, True, True, True]
     frontier = report.science.frontier
-    assert frontier.fit is None and "2 batch size(s) reached the target; a fit needs 3" in frontier.reason
+    assert frontier.fit is None and frontier.reason == (
+        "2 batch size(s) reached the target; a fit needs 3 (with known steps: the race cut 256, 1024, 4096's "
+        "trials before their steps to the target were known)")
     assert "the race cut trials at batch size(s) 256, 1024, 4096" in " ".join(frontier.notes)
     answer = report.recommendation
     assert answer.fewest_steps_batch_size is None and answer.data_efficient_batch_size is None
