@@ -288,7 +288,8 @@ def train(cfg: Experiment, data: Data, device: torch.device, summary: Summary, m
             before = summary.examples if sizes else summary.steps  # what the cadence counts
             summary.steps += 1
             summary.examples += len(x)
-            summary.tokens += len(x) * per
+            if data.context:  # tokens are a sequence task's; others record 0
+                summary.tokens += len(x) * per
             if not resize() and schedule.varies:
                 set_lr(optimizer, lr_now())  # the lr of the next step
             now = summary.examples if sizes else summary.steps

@@ -49,6 +49,7 @@ def test_tiny_sweep_writes_the_records_contract(write_config, tmp_path):
         assert s["status"] == "completed" and s["error"] is None
         assert s["steps_per_epoch"] == math.ceil(DIGITS_TRAIN / bs) == s["steps"]
         assert s["examples"] == DIGITS_TRAIN and s["epochs"] == 1.0 and s["train_size"] == DIGITS_TRAIN
+        assert s["tokens"] == 0 and s["context"] is None  # tokens are a sequence task's
         assert s["threads"] == 1 and s["torch_version"] and s["device"] == "cpu"
         assert s["train_seconds"] > 0 and s["eval_seconds"] > 0
         assert s["samples_per_second"] == pytest.approx(DIGITS_TRAIN / s["train_seconds"])
