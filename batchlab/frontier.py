@@ -68,11 +68,11 @@ def fit(batch_sizes, steps) -> Frontier:
                     [int(x) for x in b[order]], [float(x) for x in s[order]])
 
 
-def largest_efficient_batch(batch_sizes, steps) -> int | None:
+def largest_efficient_batch(batch_sizes, examples) -> int | None:
     """The largest batch size within 10% of perfect scaling, measured against the smallest one that
-    reached the target: perfect scaling keeps examples B*S constant, so B*S <= B0*S0 / 0.9."""
-    points = sorted((int(b), float(s)) for b, s in zip(batch_sizes, steps) if math.isfinite(s) and s > 0)
+    reached the target: perfect scaling keeps the examples to the target constant, so E <= E0 / 0.9."""
+    points = sorted((int(b), float(e)) for b, e in zip(batch_sizes, examples) if math.isfinite(e) and e > 0)
     if not points:
         return None
-    b0, s0 = points[0]
-    return max(b for b, s in points if b * s <= b0 * s0 / EFFICIENCY)
+    e0 = points[0][1]
+    return max(b for b, e in points if e <= e0 / EFFICIENCY)

@@ -535,3 +535,22 @@ def test_examples_by_target_in_training_order(tmp_path):
         expected_15 = f"{at_15[bs] / min(at_15.values()):.2f}×" if bs in at_15 else "–"
         assert cells == [str(bs), f"{at_2[bs] / min(at_2.values()):.2f}×", expected_15]
     assert rows[1].endswith("| 1.25× | 1.02× |")  # 3,200 / 2,560 and 9,760 / 9,600
+
+
+def test_the_data_efficient_batch_size_is_judged_on_the_examples_recorded(tmp_path):
+    """Each epoch's short last batch: 64 trained 1,750 examples to the target in 28 steps, not 28 x 64 = 1,792.
+    Against 16's 1,600, 1,750 is within 1/0.9 (1,777.8) and 1,792 is not: the recorded examples decide, and the
+    answer quotes them; the frontier's table keeps E = B·S, as labelled."""
+    sweep = make_sweep(tmp_path, "short-last-batch")
+    for bs, steps, examples in ((16, 100, 1600), (64, 28, 1750), (128, 20, 2500)):
+        make_trial(sweep, bs, 0.1, hits={0.9: {**hit(steps / 100, steps, bs, math.ceil(1000 / bs)),
+                                               "examples": examples}}, total_steps=200)
+    [report] = build_report(sweep)
+    answer = report.recommendation
+    assert answer.data_efficient_batch_size == 64
+    efficient = next(d for d in answer.details if d.startswith("Most data-efficient large batch"))
+    assert efficient.startswith("Most data-efficient large batch: batch size 64, the largest still within 10% of "
+                                "perfect scaling — it needed 1,750 examples to the target (28 steps) against batch "
+                                f"size 16's 1,600 (scaling efficiency {1600 / 1750:.0%})")
+    assert f"The next, batch size 128, needed 2,500 (scaling efficiency {1600 / 2500:.0%})." in efficient
+    assert "| 64 | 28 | 1,792 | 1.12× |" in (report.out_dir / "report.md").read_text()  # E = B·S, vs 16's 1,600

@@ -267,9 +267,9 @@ def _hardware_text(answer: Recommendation, rows: pd.DataFrame, frontier: Frontie
         return (f"Batch size {answer.batch_size} is also the most data-efficient choice ({WITHIN}) and needs the "
                 "fewest steps, so other hardware should not change the answer.")
     parts = []
-    if efficient is not None:  # examples B·S as the choice was made, on the frontier's points
+    if efficient is not None:  # the examples recorded, as the choice was made, on the frontier's points
         points = frontier.points.set_index("batch_size")
-        examples = display.count(points.loc[efficient, "examples"])
+        examples = display.count(points.loc[efficient, "recorded_examples"])
         parts.append(f"where each example costs the same whatever the batch (throughput flat in the batch "
                      f"size), the data-efficient batch size {efficient} would win: the largest {WITHIN}, "
                      f"{examples} examples to the target")
@@ -290,7 +290,7 @@ def _data_efficient(frontier: FrontierResult) -> int | None:
     points = frontier.points
     if points.empty:
         return None
-    used = largest_efficient_batch(points["batch_used"], points["steps"])
+    used = largest_efficient_batch(points["batch_used"], points["recorded_examples"])
     return int(points.loc[points["batch_used"] == used, "batch_size"].iloc[0])
 
 

@@ -70,7 +70,7 @@ def fastest_text(rec: SweepRecords, target: str, reached: pd.DataFrame) -> str:
 
 
 def efficient_text(frontier: FrontierResult) -> str:
-    """largest_efficient_batch on the measured S(B), with the examples it rests on."""
+    """largest_efficient_batch on the examples to the target as recorded, with the examples it rests on."""
     points = frontier.points.sort_values("batch_used")
     if points.empty:  # reached, but at step 0: the target held before any training
         return "The target was met before any training step, so how the steps scale cannot be measured."
@@ -78,29 +78,29 @@ def efficient_text(frontier: FrontierResult) -> str:
         only = int(points["batch_size"].iloc[0])
         return (f"Only batch size {only} reached the target, so how the steps scale with the batch size "
                 "cannot be measured.")
-    largest = largest_efficient_batch(points["batch_used"], points["steps"])
+    largest = largest_efficient_batch(points["batch_used"], points["recorded_examples"])
     base = points.iloc[0]
     chosen = points[points["batch_used"] == largest].iloc[0]
-    smallest = f"batch size {int(base['batch_size'])}'s {number(base['examples'])}"
+    smallest = f"batch size {int(base['batch_size'])}'s {number(base['recorded_examples'])}"
     if int(chosen["batch_used"]) == int(base["batch_used"]):
         nxt = points.iloc[1]
         return (f"No batch size above {int(base['batch_size'])} stayed {WITHIN}: batch size "
-                f"{int(nxt['batch_size'])} needed {number(nxt['examples'])} examples to the target against "
-                f"{smallest} ({_efficiency(nxt, base)}); perfect scaling keeps the examples B·S constant.")
+                f"{int(nxt['batch_size'])} needed {number(nxt['recorded_examples'])} examples to the target against "
+                f"{smallest} ({_efficiency(nxt, base)}); perfect scaling keeps the examples constant.")
     text = (f"Most data-efficient large batch: batch size {int(chosen['batch_size'])}, the largest still {WITHIN} — "
-            f"it needed {number(chosen['examples'])} examples to the target ({number(chosen['steps'])} steps) "
-            f"against {smallest} ({_efficiency(chosen, base)}); perfect scaling keeps the examples B·S constant.")
+            f"it needed {number(chosen['recorded_examples'])} examples to the target ({number(chosen['steps'])} steps) "
+            f"against {smallest} ({_efficiency(chosen, base)}); perfect scaling keeps the examples constant.")
     larger = points[points["batch_used"] > chosen["batch_used"]]
     if len(larger):
         nxt = larger.iloc[0]
-        text += (f" The next, batch size {int(nxt['batch_size'])}, needed {number(nxt['examples'])} "
+        text += (f" The next, batch size {int(nxt['batch_size'])}, needed {number(nxt['recorded_examples'])} "
                  f"({_efficiency(nxt, base)}).")
     return text
 
 
 def _efficiency(point, base) -> str:
     """Scaling efficiency: the smallest batch size's examples over this one's (100%: perfect scaling)."""
-    return f"scaling efficiency {base['examples'] / point['examples'] * 100:.0f}%"
+    return f"scaling efficiency {base['recorded_examples'] / point['recorded_examples'] * 100:.0f}%"
 
 
 def critical_text(frontier: FrontierResult, noise: NoiseResult | None, any_reached: bool,

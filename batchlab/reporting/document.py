@@ -148,8 +148,9 @@ SCIENCE_RULES = [
     "Regimes (from the fit): perfect scaling while B ≤ B_crit/9 (examples at most E_min/0.9: a scaling "
     "efficiency E_min/E of 90% or more), maximal data parallelism once B ≥ 9·B_crit (steps at most S_min/0.9), "
     "diminishing returns between.",
-    "Most data-efficient large batch: the largest batch size whose examples to the target B·S are at most 1/0.9 "
-    "of the smallest batch size's (a scaling efficiency of 90% or more; perfect scaling keeps B·S constant).",
+    "Most data-efficient large batch: the largest batch size whose examples to the target (as recorded: each "
+    "epoch's short last batch counted) are at most 1/0.9 of the smallest batch size's (a scaling efficiency of 90% "
+    "or more; perfect scaling keeps them constant).",
     "Batch sizes the race cut (a raced lr stopped before the steps the best lr needed, or none reached) are "
     "left out of the fit, and no claim about other hardware is made: their steps are unknown.",
     "Measured B_simple = tr(Σ)/|G|², averaged to the target: for each trial of a reached batch size's best lr "

@@ -43,7 +43,8 @@ LR_SCALES = {"linear": lambda ratio: ratio, "sqrt": np.sqrt, "none": lambda rati
 class FrontierResult:
     target: float
     target_metric: str
-    points: pd.DataFrame  # a row per batch size that reached: batch_size, batch_used, steps, examples, seconds
+    points: pd.DataFrame  # a row per batch size that reached: batch_size, batch_used, steps, examples (B·S),
+    # seconds, recorded_examples (the median recorded, each epoch's short last batch counted)
     fit: Frontier | None  # None: the data cannot support a fit (reason says why)
     reason: str = ""
     notes: list[str] = field(default_factory=list)  # caveats about a fit that was made
@@ -113,8 +114,9 @@ def _frontier(rec: SweepRecords, tables: Tables) -> FrontierResult:
         "batch_used": [_batch_used(b, train_size.get(b, math.nan)) for b in reached["batch_size"]],
         "steps": reached["steps"].astype(float).to_numpy(),
         "seconds": reached["seconds"].astype(float).to_numpy(),
+        "recorded_examples": reached["examples"].astype(float).to_numpy(),  # each epoch's short last batch counted
     })
-    points["examples"] = points["batch_used"] * points["steps"]
+    points["examples"] = points["batch_used"] * points["steps"]  # the frontier's E = B·S
     notes = []
     if len(cut):
         notes.append(f"the race cut trials at batch size(s) {', '.join(str(int(b)) for b in cut['batch_size'])} "
