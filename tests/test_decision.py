@@ -272,3 +272,18 @@ def test_two_loss_targets_below_numpys_tolerance_are_two_targets(tmp_path):
     assert report.recommendation.target == 1e-9  # the hardest reached
     assert sorted(report.time_to_accuracy["target"].unique()) == [1e-9, 5e-9]
     assert set(report.time_to_accuracy.query("target == 1e-9")["steps"]) == {90}
+
+
+def test_a_tie_says_which_of_its_batch_sizes_met_the_target_only_at_the_budgets_last_step(tmp_path):
+    sweep = make_sweep(tmp_path, "edge-tie")
+    for bs, steps in ((32, 100), (64, 60)):
+        trial = make_trial(sweep, bs, 0.1, hits={0.9: hit(1.0, steps, bs, math.ceil(1000 / bs))}, total_steps=steps)
+        summary = json.loads((trial / "summary.json").read_text())
+        (trial / "summary.json").write_text(json.dumps({**summary, "budget_steps": steps if bs == 64 else 500}))
+    make_step_times(sweep, {32: [0.01] * 5, 64: [0.0166] * 5})  # 1 s against 0.996 s: within the noise
+    [report] = analyse(sweep)
+    answer = report.recommendation
+    assert answer.sentence.startswith("Use batch size 64 or 32: they cannot be told apart")
+    assert answer.sentence.endswith(" Batch size 64: 1 of its seeds met the target only at the budget's last step: "
+                                    "a longer budget would show whether it holds.")
+    assert "Batch size 32:" not in answer.sentence

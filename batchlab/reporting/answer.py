@@ -158,7 +158,8 @@ def recommend(rec: SweepRecords, tables: Tables, science: Science) -> Recommenda
         answer.seeds_reached, answer.at_budget_end = str(chosen["seeds_reached"]), int(chosen["at_budget_end"])
         answer.within_noise = [{"batch_size": int(r.batch_size), "lr": float(r.best_lr),
                                 "predicted_seconds": float(r.predicted_seconds), "steps": float(r.steps),
-                                "examples": float(r.examples)} for r in reached[reached["within_noise"]].itertuples()]
+                                "examples": float(r.examples), "at_budget_end": int(r.at_budget_end)}
+                               for r in reached[reached["within_noise"]].itertuples()]
         answer.baseline_batch_size = int(smallest["batch_size"])
         answer.speedup = (float(smallest["predicted_seconds"]) / answer.predicted_seconds
                           if answer.predicted_seconds > 0 else None)
@@ -229,8 +230,11 @@ def _tie_sentence(answer: Recommendation, target: str) -> str:
     if fewest_steps[0] == fewest_examples[0]:
         apart = (f"batch size {fewest_steps[0]} takes both the fewest steps ({display.count(fewest_steps[1])}) "
                  f"and the fewest examples ({display.count(fewest_examples[2])})")
+    late = [(answer.batch_size, answer.at_budget_end)] + [(o["batch_size"], o.get("at_budget_end", 0)) for o in others]
+    margin = "".join(f" Batch size {b}: {n} of its seeds met the target only at the budget's last step: a longer "
+                     "budget would show whether it holds." for b, n in late if n)
     return (f"Use batch size {listed}: they cannot be told apart on this machine, within the noise of its timing and "
-            f"of the seeds ({lrs} predicted to {target}, steps x seconds per step); {apart}.")
+            f"of the seeds ({lrs} predicted to {target}, steps x seconds per step); {apart}." + margin)
 
 
 def _regime_text(answer: Recommendation, frontier: FrontierResult) -> str:
