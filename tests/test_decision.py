@@ -176,7 +176,7 @@ def test_a_race_cut_frontier_is_not_fitted_to_the_survivors(tmp_path):
     assert list(rows["cut_by_race"]) == [False, False, True, True, True]
     frontier = report.science.frontier
     assert frontier.fit is None and frontier.reason == (
-        "2 batch size(s) reached the target; a fit needs 3 (with known steps: the race cut 256, 1024, 4096's "
+        "2 batch size(s) reached the target with known steps; a fit needs 3 (the race cut 256, 1024, 4096's "
         "trials before their steps to the target were known)")
     assert "the race cut trials at batch size(s) 256, 1024, 4096" in " ".join(frontier.notes)
     answer = report.recommendation

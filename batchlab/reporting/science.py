@@ -28,7 +28,7 @@ import numpy as np
 import pandas as pd
 
 from batchlab.records import Status
-from batchlab.frontier import Frontier, TooFewPoints, fit
+from batchlab.frontier import MIN_POINTS, Frontier, TooFewPoints, fit
 from batchlab.reporting import display
 from batchlab.reporting.load import INFEASIBLE, SweepRecords, same_target
 from batchlab.reporting.measured_noise import NoiseResult, measured_noise
@@ -137,8 +137,9 @@ def _frontier(rec: SweepRecords, tables: Tables) -> FrontierResult:
     except (ValueError, ArithmeticError, np.linalg.LinAlgError) as exc:  # TooFewPoints is a ValueError
         result.reason = str(exc) or type(exc).__name__
         if isinstance(exc, TooFewPoints) and len(cut):
-            result.reason += (f" (with known steps: the race cut {', '.join(str(int(b)) for b in cut['batch_size'])}"
-                              "'s trials before their steps to the target were known)")
+            result.reason = (f"{len(points)} batch size(s) reached the target with known steps; a fit needs "
+                             f"{MIN_POINTS} (the race cut {', '.join(str(int(b)) for b in cut['batch_size'])}'s "
+                             "trials before their steps to the target were known)")
         return result
     f = result.fit
     used = {int(b): _batch_used(b, train_size.get(b, math.nan)) for b in rows["batch_size"]}
