@@ -195,6 +195,24 @@ def test_a_budget_spent_in_the_race_lists_as_raced_only_the_batch_sizes_that_tra
     assert f"raced {', '.join(map(str, answer['candidates']))};" in answer["sentence"]
 
 
+def test_a_budget_spent_before_the_noise_run_says_so(write_config, tmp_path, monkeypatch):
+    from batchlab.suggestion.search import Search
+
+    train = Search.train
+
+    def budget_spent_by_the_pilot(self, phase, batch_size, *args, into=None, **kw):
+        if into is not None:  # the noise run: the pilot spent the budget
+            self.budget = self.spent()
+        return train(self, phase, batch_size, *args, into=into, **kw)
+    monkeypatch.setattr(Search, "train", budget_spent_by_the_pilot)
+    result = runner.invoke(app, ["suggest", str(write_config(DIGITS)), "--out", str(tmp_path), "--json"])
+    assert result.exit_code == 0, result.output
+    notes = json.loads(result.output)["notes"]
+    assert "b_simple: not measured: the budget was spent before the noise run; the race takes every scanned batch " \
+           "size near the pilot's" in notes
+    assert not (tmp_path / "tiny-suggest" / "noise-scale").exists()
+
+
 def test_the_budget_counts_evaluation_and_stops_the_search(tmp_path):
     from batchlab.run import Hooks
     from batchlab.schema import Experiment

@@ -106,8 +106,9 @@ def suggest(experiment: Experiment, out: Path, *, target: float | None = None, b
     values, noise_points = _noise(search, pilot_b, pilot_lr, pilot_steps, every, n)
     b_simple = float(values.mean()) if len(values) else None
     if b_simple is None:
-        notes.append(f"b_simple: no finite noise measurement up to step {pilot_steps}; the race takes every "
-                     "scanned batch size near the pilot's")
+        why = ("not measured: the budget was spent before the noise run" if search.stopped else
+               f"no finite noise measurement up to step {pilot_steps}")
+        notes.append(f"b_simple: {why}; the race takes every scanned batch size near the pilot's")
     rule = cfg.lr_rule or LrRule(base=pilot_lr, base_batch_size=pilot_b,
                                  scale="linear" if cfg.optimizer.name == "sgd" else "sqrt", factors=list(FACTORS))
 
