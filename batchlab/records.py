@@ -171,6 +171,7 @@ class SweepDir:
     def lock(self):
         """Refuse a second writer instead of interleaving two sweeps (an OS lock: freed if we die)."""
         lock = filelock.FileLock(self.path / ".lock", timeout=0)
+        made = [p for p in (self.path.parent, self.path) if not p.exists()]  # made here: gone again if refused
         with writing(self.path):  # a read-only, immutable or full disk: one line, not a traceback
             self.path.mkdir(parents=True, exist_ok=True)
             try:
@@ -180,8 +181,14 @@ class SweepDir:
                                    "wait for it to finish or use another --out or name") from None
         try:
             yield self
-        finally:
+        except BaseException:
             lock.release()
+            for path in reversed(made):  # a config refused before anything was written leaves no folder behind
+                if path.is_dir() and {p.name for p in path.iterdir()} <= {".lock"}:
+                    (path / ".lock").unlink(missing_ok=True)
+                    path.rmdir()
+            raise
+        lock.release()
 
     def is_running(self) -> bool:
         """Whether a sweep holds the lock now (the .lock file itself stays behind after a sweep).

@@ -236,6 +236,7 @@ def test_bad_user_code_is_one_line_naming_file_line_and_key(tmp_path, section, e
     assert result.output.startswith(f"error: {path}")
     assert expected in result.output
     assert result.output.count("\n") == 1 and "Traceback" not in result.output
+    assert not (tmp_path / "runs").exists()  # refused before anything was written: no folder (nor .lock) left
 
 
 def test_max_batch_and_noise_run_on_user_code(tmp_path):
