@@ -52,7 +52,7 @@ def cbs(
                                         "branched from, geometric in examples over its budget.")] = CBS_POINTS,
     window: Annotated[Size, typer.Option("--window", min=1, max=COUNT_MAX, help="W, examples: the smallest batch "
                                          "trains W to set the loss level L* (--from branching only). (default: "
-                                         "1/16 of the budget)")] = None,
+                                         "1/16 of the budget, at least the largest batch of the ladder)")] = None,
     tolerance: Annotated[float, typer.Option("--tolerance", help="A batch is within tolerance when it needs at "
                                              "most (1 + this) x the smallest batch's examples to reach L*; "
                                              "branches run (1 + this) W at most (--from branching only).")] = CBS_TOLERANCE,
