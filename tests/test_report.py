@@ -660,3 +660,15 @@ def test_timer_noise_does_not_choose_the_lr(tmp_path):
     assert steps.loc[0.4, "4096"] == np.median([94, 95]) and steps.loc[0.2, "4096"] == np.median([82, 83])
     seconds = pd.read_csv(report.out_dir / "lr_by_batch_size.csv", index_col="lr")
     assert seconds.loc[0.4, "4096"] == np.median([3.0, 3.2])  # faster on the clock, yet not chosen
+
+
+def test_one_lr_per_batch_size_is_no_edge_of_a_search(tmp_path):
+    """An lr rule with one lr per batch size searched nothing: no ⚠, no 'try larger lrs' note."""
+    sweep = make_sweep(tmp_path, "rule")
+    for bs, lr, steps in ((32, 0.05, 80), (128, 0.1, 30)):
+        make_trial(sweep, bs, lr, hits={0.9: _h(steps / 10, steps, bs)})
+    [report] = build_report(sweep)
+    assert not _rows(report)["best_lr_on_edge"].any()
+    markdown = (report.out_dir / "report.md").read_text()
+    assert markdown.count("lr on edge") == 1  # the legend of "How to read this report" only
+    assert "try larger lrs" not in markdown and "try smaller lrs" not in markdown

@@ -245,7 +245,9 @@ def _time_to_accuracy(rec: SweepRecords, target: float, settings: pd.DataFrame,
                 row[column] = b[column] if known else math.nan
             row.update(final_test_accuracy=b["final_test_accuracy"], final_test_loss=b["final_test_loss"])
             lr_min, lr_max = facts.loc[bs, "lr_min"], facts.loc[bs, "lr_max"]
-            row["best_lr_on_edge"] = reached and bool(np.isclose(b["lr"], lr_min) or np.isclose(b["lr"], lr_max))
+            searched = not np.isclose(lr_min, lr_max)  # one lr tried: no search, so no edge of one to flag
+            row["best_lr_on_edge"] = reached and searched and bool(np.isclose(b["lr"], lr_min)
+                                                                    or np.isclose(b["lr"], lr_max))
         else:
             row.update(status=NO_RESULT, best_lr=math.nan, setting=None, seeds_reached="0/0",
                        reached=0, seeds=0, best_lr_on_edge=False)
