@@ -109,14 +109,19 @@ def test_the_closest_setting_is_ranked_by_the_metric_not_the_loss(tmp_path):
     assert "the closest was batch size 64 with lr 0.03" in report.recommendation.sentence
 
 
-def test_a_target_met_only_at_the_budgets_last_step_is_flagged(tmp_path):
+def _edge(tmp_path, per_step_64: float):
+    """32 reaches the target at step 100 of a 500-step budget, 64 at step 60, the last of its budget."""
     sweep = make_sweep(tmp_path, "edge")
     for bs, steps in ((32, 100), (64, 60)):
         trial = make_trial(sweep, bs, 0.1, hits={0.9: hit(1.0, steps, bs, math.ceil(1000 / bs))}, total_steps=steps)
         summary = json.loads((trial / "summary.json").read_text())
         (trial / "summary.json").write_text(json.dumps({**summary, "budget_steps": steps if bs == 64 else 500}))
-    make_step_times(sweep, {32: [0.01] * 5, 64: [0.012] * 5})
-    [report] = analyse(sweep)
+    make_step_times(sweep, {32: [0.01] * 5, 64: [per_step_64] * 5})
+    return analyse(sweep)
+
+
+def test_a_target_met_only_at_the_budgets_last_step_is_flagged(tmp_path):
+    [report] = _edge(tmp_path, 0.012)
     rows = report.time_to_accuracy.set_index("batch_size")
     assert (rows.loc[64, "at_budget_end"], rows.loc[32, "at_budget_end"]) == (1, 0)
     answer = report.recommendation
@@ -275,13 +280,7 @@ def test_two_loss_targets_below_numpys_tolerance_are_two_targets(tmp_path):
 
 
 def test_a_tie_says_which_of_its_batch_sizes_met_the_target_only_at_the_budgets_last_step(tmp_path):
-    sweep = make_sweep(tmp_path, "edge-tie")
-    for bs, steps in ((32, 100), (64, 60)):
-        trial = make_trial(sweep, bs, 0.1, hits={0.9: hit(1.0, steps, bs, math.ceil(1000 / bs))}, total_steps=steps)
-        summary = json.loads((trial / "summary.json").read_text())
-        (trial / "summary.json").write_text(json.dumps({**summary, "budget_steps": steps if bs == 64 else 500}))
-    make_step_times(sweep, {32: [0.01] * 5, 64: [0.0166] * 5})  # 1 s against 0.996 s: within the noise
-    [report] = analyse(sweep)
+    [report] = _edge(tmp_path, 0.0166)  # 1 s against 0.996 s: within the noise
     answer = report.recommendation
     assert answer.sentence.startswith("Use batch size 64 or 32: they cannot be told apart")
     assert answer.sentence.endswith(" Batch size 64: 1 of its seeds met the target only at the budget's last step: "
