@@ -4,6 +4,7 @@ written by hand (tests/report_fixtures.py); expected numbers are worked out here
 
 from __future__ import annotations
 
+import json
 import statistics
 from types import SimpleNamespace
 
@@ -146,6 +147,7 @@ def test_a_schedule_that_missed_a_seed_is_partly_reached_and_not_recommended(tmp
     row = report.tables.schedules.headline_rows.iloc[0]
     assert (row["status"], row["seeds_reached"]) == ("partly reached", "1/2")
     assert np.isnan(row["predicted_seconds"]) and not row["fastest"]
+    assert np.isnan(row["steps_saved"]) and np.isnan(row["examples_ratio"])  # not a median of the seed that reached
     answer = report.recommendation
     assert (answer.schedule, answer.batch_size) == (None, 128)
     assert any(d.startswith("Batch-size schedule 32→128→512 (lr 0.05 at 32, sqrt-scaled) partly reached "
@@ -293,3 +295,22 @@ def test_the_batch_sizes_of_a_schedule_are_every_seed_s(tmp_path):
     assert (row.schedule, row.batch_sizes) == ("noise 32→512", f"seed 0: {sizes[0]}; seed 1: {sizes[1]}")
     same = sweep_with(tmp_path / "same", 0.05)
     assert same.tables.schedules.headline_rows["batch_sizes"].tolist() == [" ".join(str(b) for _, b in CHANGES)]
+
+
+def test_a_tie_with_a_schedule_says_which_setting_met_the_target_only_at_the_budgets_last_step(tmp_path,
+                                                                                               monkeypatch):
+    import test_report_schedule as here
+    made = here.make_trial
+
+    def at_its_budget_end(sweep, bs, lr, seed=0, **kw):  # 128 met the target at the last step its budget allowed
+        trial = made(sweep, bs, lr, seed, **kw)
+        if bs == 128:
+            summary = json.loads((trial / "summary.json").read_text())
+            (trial / "summary.json").write_text(json.dumps({**summary, "budget_steps": CONSTANT[128][seed]}))
+        return trial
+    monkeypatch.setattr(here, "make_trial", at_its_budget_end)
+    report = sweep_with(tmp_path, 0.085)  # 3.23 s against 128's 3.1 s: within the noise
+    sentence = report.recommendation.sentence
+    assert sentence.startswith("Use batch size 128 or the batch-size schedule 32→128→512: they cannot be told apart")
+    assert sentence.endswith(" Batch size 128: 2 of its seeds met the target only at the budget's last step: a "
+                             "longer budget would show whether it holds.")

@@ -107,7 +107,7 @@ def test_regime_column_follows_b_crit(frontier):
         assert table.loc[bs, "steps"] == steps_to_target(bs)
         assert table.loc[bs, "best_lr"] == pytest.approx(rule_lr(bs))
     markdown = (report.out_dir / "report.md").read_text()
-    assert "| 8 | 4,224 | 33,792 | 1.00× |" in markdown  # S, E = B·S, E vs the smallest
+    assert "| 8 | 4,224 | 33,792 | 1.00× |" in markdown  # S, the examples recorded (here B·S), vs the smallest
     assert "perfect scaling" in markdown and "maximal data parallelism" in markdown
 
 
@@ -540,7 +540,7 @@ def test_examples_by_target_in_training_order(tmp_path):
 def test_the_data_efficient_batch_size_is_judged_on_the_examples_recorded(tmp_path):
     """Each epoch's short last batch: 64 trained 1,750 examples to the target in 28 steps, not 28 x 64 = 1,792.
     Against 16's 1,600, 1,750 is within 1/0.9 (1,777.8) and 1,792 is not: the recorded examples decide, and the
-    answer quotes them; the frontier's table keeps E = B·S, as labelled."""
+    answer and the frontier's table quote them."""
     sweep = make_sweep(tmp_path, "short-last-batch")
     for bs, steps, examples in ((16, 100, 1600), (64, 28, 1750), (128, 20, 2500)):
         make_trial(sweep, bs, 0.1, hits={0.9: {**hit(steps / 100, steps, bs, math.ceil(1000 / bs)),
@@ -553,4 +553,25 @@ def test_the_data_efficient_batch_size_is_judged_on_the_examples_recorded(tmp_pa
                                 "perfect scaling — it needed 1,750 examples to the target (28 steps) against batch "
                                 f"size 16's 1,600 (scaling efficiency {1600 / 1750:.0%})")
     assert f"The next, batch size 128, needed 2,500 (scaling efficiency {1600 / 2500:.0%})." in efficient
-    assert "| 64 | 28 | 1,792 | 1.12× |" in (report.out_dir / "report.md").read_text()  # E = B·S, vs 16's 1,600
+    assert f"| 64 | 28 | 1,750 | {1750 / 1600:.2f}× |" in (report.out_dir / "report.md").read_text()  # not B·S
+
+
+def test_examples_by_target_leaves_out_what_the_race_cut_and_a_target_met_before_training(tmp_path):
+    """256's trials were cut by the race (its examples are unknown): a dash, not a ratio. Target 0.5 held at
+    step 0 for everyone (0 examples): no column for it, and with one target left, no table."""
+    sweep = make_sweep(tmp_path, "cut")
+    for bs, steps in ((16, 100), (64, 30)):
+        make_trial(sweep, bs, 0.1, hits={0.5: hit(0.0, 0, bs, 63), 0.9: hit(steps / 10, steps, bs, 63),
+                                         0.95: hit(steps / 5, 2 * steps, bs, 63)}, targets=(0.5, 0.9, 0.95))
+    make_trial(sweep, 256, 0.1, hits={0.5: hit(0.0, 0, 256, 4), 0.9: hit(1.0, 10, 256, 4),
+                                      0.95: hit(2.0, 20, 256, 4)}, targets=(0.5, 0.9, 0.95))
+    make_trial(sweep, 256, 0.3, status="raced", hits={0.5: None, 0.9: None, 0.95: None}, targets=(0.5, 0.9, 0.95),
+               total_steps=5)  # stopped at 5 steps, under the 10 its other lr needed: cut
+    [report] = build_report(sweep)
+    table = report.time_to_accuracy
+    assert table.loc[(table["batch_size"] == 256) & (table["target"] == 0.9), "cut_by_race"].all()
+    markdown = (report.out_dir / "report.md").read_text()
+    head = "| batch size | test_accuracy ≥ 0.9 | test_accuracy ≥ 0.95 |"
+    assert head in markdown and "nan" not in markdown.split(head)[1]
+    rows = markdown.split(head)[1].splitlines()[2:5]
+    assert rows == ["| 16 | 1.00× | 1.00× |", f"| 64 | {30 * 64 / 1600:.2f}× | {60 * 64 / 3200:.2f}× |", "| 256 | – | – |"]

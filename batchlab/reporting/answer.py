@@ -201,9 +201,7 @@ def _sentence(answer: Recommendation, target: str, reached: int) -> str:
             f"to {target} on this machine ({display.count(answer.steps)} steps x "
             f"{display.seconds(answer.seconds_per_step)} s a step; 95% interval {display.seconds(low)}–"
             f"{display.seconds(high)} s)")
-    margin = "" if not answer.at_budget_end else (
-        f" {answer.at_budget_end} of its seeds met the target only at the budget's last step: a longer budget "
-        "would show whether it holds.")
+    margin = display.at_budget_end("Batch size " + str(answer.batch_size), answer.at_budget_end)
     if reached == 1:
         return head + ", the only batch size that reached it on every seed." + margin
     if answer.batch_size == answer.baseline_batch_size:
@@ -230,9 +228,8 @@ def _tie_sentence(answer: Recommendation, target: str) -> str:
     if fewest_steps[0] == fewest_examples[0]:
         apart = (f"batch size {fewest_steps[0]} takes both the fewest steps ({display.count(fewest_steps[1])}) "
                  f"and the fewest examples ({display.count(fewest_examples[2])})")
-    late = [(answer.batch_size, answer.at_budget_end)] + [(o["batch_size"], o.get("at_budget_end", 0)) for o in others]
-    margin = "".join(f" Batch size {b}: {n} of its seeds met the target only at the budget's last step: a longer "
-                     "budget would show whether it holds." for b, n in late if n)
+    margin = display.at_budget_end(f"Batch size {answer.batch_size}", answer.at_budget_end) + "".join(
+        display.at_budget_end(f"Batch size {o['batch_size']}", o.get("at_budget_end", 0)) for o in others)
     return (f"Use batch size {listed}: they cannot be told apart on this machine, within the noise of its timing and "
             f"of the seeds ({lrs} predicted to {target}, steps x seconds per step); {apart}." + margin)
 

@@ -81,7 +81,8 @@ def _entry(key, rows: pd.DataFrame, constants: pd.DataFrame) -> dict:
                 "text": lr_text(row["best_lr"], int(row["start_batch_size"]), row["lr_scale"])}
     row = constants.loc[key]
     return {"batch_size": int(key), "lr": float(row["best_lr"]), "predicted_seconds": float(row["predicted_seconds"]),
-            "steps": float(row["steps"]), "examples": float(row["examples"]), "text": f"lr {row['best_lr']:g}"}
+            "steps": float(row["steps"]), "examples": float(row["examples"]), "text": f"lr {row['best_lr']:g}",
+            "at_budget_end": int(row["at_budget_end"])}
 
 
 def _called(entry: dict) -> str:
@@ -113,8 +114,10 @@ def _tie_sentence(entries: list[dict], target: str) -> str:
     if fewest_steps is fewest_examples:
         apart = (f"{_called(fewest_steps)} takes both the fewest steps ({display.count(fewest_steps['steps'])}) "
                  f"and the fewest examples ({display.count(fewest_examples['examples'])})")
+    margin = "".join(display.at_budget_end(_called(e)[0].upper() + _called(e)[1:], e.get("at_budget_end", 0))
+                     for e in entries)
     return (f"Use {listed}: they cannot be told apart on this machine, within the noise of its timing and of the "
-            f"seeds ({each} predicted to {target}, steps x seconds per step); {apart}.")
+            f"seeds ({each} predicted to {target}, steps x seconds per step); {apart}.{margin}")
 
 
 def statement(row: pd.Series, seeds: pd.DataFrame, target: str) -> str:

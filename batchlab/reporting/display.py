@@ -95,6 +95,12 @@ def in_tokens(batch: float | None, context: int | None) -> str:
     return f" ({text})" if text else ""
 
 
+def at_budget_end(who: str, seeds: int) -> str:
+    """The answer's warning for a setting some of whose seeds met the target at the budget's last step."""
+    return (f" {who}: {seeds} of its seeds met the target only at the budget's last step: a longer budget would "
+            "show whether it holds." if seeds else "")
+
+
 def target_text(rec: SweepRecords, target: float) -> str:
     return f"{rec.target_metric} {'≤' if rec.regression else '≥'} {target:g}"
 

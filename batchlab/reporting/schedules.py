@@ -204,8 +204,9 @@ def _summarise(table: pd.DataFrame, per_seed: pd.DataFrame, constant_rows: pd.Da
     for column in ("steps", "examples", "predicted_seconds"):
         table[f"constant_{column}"] = float(by_bs.loc[base, column]) if base is not None else math.nan
     seeds = per_seed.groupby("schedule")  # each seed against the constant's trial of the same seed, then the median
-    table["steps_saved"] = table["schedule"].map(seeds["steps_saved"].median()).astype(float)
-    table["examples_ratio"] = table["schedule"].map(seeds["examples_ratio"].median()).astype(float)
+    every = table["status"] == REACHED  # a seed that missed has no ratio: no median that leaves it out
+    table["steps_saved"] = table["schedule"].map(seeds["steps_saved"].median()).astype(float).where(every)
+    table["examples_ratio"] = table["schedule"].map(seeds["examples_ratio"].median()).astype(float).where(every)
     table["seeds_clearing_bar"] = table["schedule"].map(seeds["clears_bar"].sum()).fillna(0).astype(int)
     table["clears_bar_every_seed"] = [
         bool(n == row.seeds > 0 and row.status == REACHED)

@@ -53,10 +53,10 @@ def frontier_section(rec: SweepRecords, tables: Tables, science: Science, by_nam
 
 def examples_by_target(rec: SweepRecords, tables: Tables) -> pd.DataFrame | None:
     """Batch size x target (in the order training meets them): median examples to the target over the fewest
-    at that target, '–' where not every seed reached it. None with fewer than two targets some batch size
-    reached."""
+    at that target, '–' where not every seed reached it or the race cut it (its examples are unknown). None with
+    fewer than two targets some batch size reached after training began."""
     tta = tables.time_to_accuracy
-    reached = tta[tta["status"] == REACHED]
+    reached = tta[(tta["status"] == REACHED) & ~tta["cut_by_race"].astype(bool) & (tta["examples"] > 0)]
     targets = sorted(reached["target"].unique(), reverse=rec.regression)
     if len(targets) < 2:
         return None
@@ -70,8 +70,10 @@ def examples_by_target(rec: SweepRecords, tables: Tables) -> pd.DataFrame | None
 
 
 def _frontier_points(rows: pd.DataFrame, frontier) -> pd.DataFrame:
+    """The fitted points: steps S, and the examples as recorded (each epoch's short last batch counted, as the
+    answer and every other table count them; the fit itself reads S alone)."""
     points = frontier.points.set_index("batch_size")
-    smallest = points["examples"].iloc[0] if len(points) else math.nan
+    smallest = points["recorded_examples"].iloc[0] if len(points) else math.nan
     table = []
     for row in rows.itertuples(index=False):
         bs = int(row.batch_size)
@@ -79,12 +81,12 @@ def _frontier_points(rows: pd.DataFrame, frontier) -> pd.DataFrame:
         if bs in points.index:
             p = points.loc[bs]
             item.update({"B used": str(int(p["batch_used"])), "steps S": display.count(p["steps"]),
-                         "examples E = B·S": display.count(p["examples"]),
-                         "E vs smallest": f"{p['examples'] / smallest:.2f}×",
+                         "examples": display.count(p["recorded_examples"]),
+                         "vs smallest": f"{p['recorded_examples'] / smallest:.2f}×",
                          "seconds": display.seconds(p["seconds"])})
         else:
-            item.update({"B used": display.DASH, "steps S": row.status, "examples E = B·S": display.DASH,
-                         "E vs smallest": display.DASH, "seconds": display.DASH})
+            item.update({"B used": display.DASH, "steps S": row.status, "examples": display.DASH,
+                         "vs smallest": display.DASH, "seconds": display.DASH})
         fitted = frontier.fitted_steps.get(bs)
         item["fitted S"] = display.count(round(fitted, 1)) if fitted is not None else display.DASH
         item["regime"] = frontier.regimes.get(bs, display.DASH)
