@@ -21,6 +21,7 @@ import json
 import os
 import shutil
 import uuid
+import contextlib
 from contextlib import contextmanager
 from enum import Enum
 from pathlib import Path
@@ -171,7 +172,7 @@ class SweepDir:
     def lock(self):
         """Refuse a second writer instead of interleaving two sweeps (an OS lock: freed if we die)."""
         lock = filelock.FileLock(self.path / ".lock", timeout=0)
-        made = [p for p in (self.path.parent, self.path) if not p.exists()]  # made here: gone again if refused
+        made = [p for p in (self.path, *self.path.parents) if not p.exists()]  # made here: gone again if refused
         with writing(self.path):  # a read-only, immutable or full disk: one line, not a traceback
             self.path.mkdir(parents=True, exist_ok=True)
             try:
@@ -183,10 +184,11 @@ class SweepDir:
             yield self
         except BaseException:
             lock.release()
-            for path in reversed(made):  # a config refused before anything was written leaves no folder behind
-                if path.is_dir() and {p.name for p in path.iterdir()} <= {".lock"}:
-                    (path / ".lock").unlink(missing_ok=True)
-                    path.rmdir()
+            with contextlib.suppress(OSError):  # the refusal is what the user needs to read, not this
+                for path in made:  # a config refused before anything was written leaves no folder behind
+                    if path.is_dir() and {p.name for p in path.iterdir()} <= {".lock"}:
+                        (path / ".lock").unlink(missing_ok=True)
+                        path.rmdir()
             raise
         lock.release()
 

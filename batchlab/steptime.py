@@ -18,7 +18,6 @@ import copy
 import json
 import time
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable, Iterator
 
@@ -29,7 +28,7 @@ from batchlab.disk import write_json_atomic
 from batchlab.executors.base import describe
 from batchlab.schema import Experiment
 from batchlab.step import Step
-from batchlab.train import Clock, build_parts
+from batchlab.train import Clock, build_parts, now
 
 WALL_CLOCK, CPU_CLOCK = "wall", "thread CPU"  # how a step's cost was read: synchronised wall clock, or this thread's
 # CPU time (uses_cpu_clock)
@@ -199,11 +198,11 @@ def subjects(trials, used: dict[str, list[dict]] | None = None) -> list[Subject]
     return sorted(found.values(), key=lambda s: s.key)
 
 
-def record(path: Path, times: StepTimes, facts: dict) -> None:
-    """step_times.json: every timing with what it was measured on (`facts`: device, threads, torch version...),
-    written atomically."""
+def record(path: Path, times: StepTimes, facts: dict, measured_at: str | None = None) -> None:
+    """step_times.json: every timing with what it was measured on (`facts`: device, threads, torch version...)
+    and when (`measured_at`; default now), written atomically."""
     write_json_atomic(path, {
-        **facts, "measured_at": datetime.now(timezone.utc).isoformat(timespec="seconds"), "rounds": times.rounds,
+        **facts, "measured_at": measured_at or now(), "rounds": times.rounds,
         "seconds_per_timing": times.seconds, "clock": times.clock, "cost_seconds": times.cost,
         "errors": [{"batch_size": k[0], "axes": json.loads(k[1]), "error": e} for k, e in times.errors.items()],
         "timings": [{"batch_size": t.key[0], "axes": json.loads(t.key[1]), "round": t.round, "steps": t.steps,

@@ -231,7 +231,7 @@ def test_bad_user_code_is_one_line_naming_file_line_and_key(tmp_path, section, e
               "target": {"value": [0.5]}, "threads": 1, **section}
     path = tmp_path / "bad.yaml"
     path.write_text(yaml.safe_dump(config, sort_keys=False))
-    result = invoke("sweep", path, "--out", tmp_path / "runs", "--quiet")
+    result = invoke("sweep", path, "--out", tmp_path / "runs" / "deeper", "--quiet")
     assert result.exit_code == 2, result.output
     assert result.output.startswith(f"error: {path}")
     assert expected in result.output

@@ -117,6 +117,9 @@ def test_suggest_answers_by_steps_x_seconds_per_step_confirmed_on_more_seeds(wri
     assert set(table["step_time_source"]) == {"interleaved"}
     assert dict(zip(table["batch_size"], table["seconds_per_step"])) == pytest.approx(
         {size: per_step[size] for size in table["batch_size"]})
+    timed = json.loads((records / "step_times.json").read_text())["measured_at"]  # when the scan timed them:
+    raced = [s["started_at"] for s in trials if s["trial_id"] in {t["trial_id"] for t in runs if t["phase"] == "race"}]
+    assert raced and timed <= min(raced)  # before the race, not when suggest finished
     rerun = runner.invoke(app, ["suggest", str(write_config({**DIGITS, "batch_size": 100})), "--out", str(tmp_path)])
     assert rerun.exit_code == 0, rerun.output  # the trials read back, the steps timed again: the sentence, then
     again = strict((records / "suggest.json").read_text())  # each note on its own line

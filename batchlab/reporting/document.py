@@ -105,8 +105,9 @@ def _tta_details(rec: SweepRecords, rows: pd.DataFrame, summary: str, table_id: 
 RULES = [
     "The answer at the top: the batch size fastest to the headline target on this machine, with its best lr: "
     "the least predicted time, median steps to the target over its seeds x seconds per step, the steps from "
-    "the trials and the seconds per step from step_times.json (every batch size timed side by side after the "
-    "trials: the least over its rounds on a thread's CPU clock, the median on a wall clock; without that file, "
+    "the trials and the seconds per step from step_times.json (every batch size timed side by side in one go, "
+    "after the trials by `batchlab sweep`, in its scan by `batchlab suggest`: the least over its rounds on a "
+    "thread's CPU clock, the median on a wall clock; without that file, "
     "each trial's own clock). Only batch sizes whose best lr reached the target on every seed take part. The "
     "95% interval is a bootstrap over the seeds and the timing rounds (rounds resampled together for every "
     "batch size). A batch size within 10% of the fastest's predicted time, or faster in at least 2.5% of the "

@@ -365,7 +365,7 @@ def _finish(s: Suggestion, search: Search, found: Scan, pilot_b: int, pilot_step
     s.cost = {**search.cost, "total": search.spent()}
     s.sentence = sentence(s)
     if found.times is not None and s.path.is_dir():  # the report on these records then decides on the same timings
-        steptime.record(s.path / steptime.FILE, found.times, found.facts or {})
+        steptime.record(s.path / steptime.FILE, found.times, found.facts or {}, found.measured_at)
     write_json_atomic(s.path / "suggest.json", s.to_dict())
     figure = suggest_png(s, pilot_b, pilot_steps)
     write_atomic(s.path / "suggest.png", lambda f: f.write(figure), binary=True)

@@ -22,7 +22,7 @@ from batchlab.optimizers import build_optimizer
 from batchlab.reporting.decision import INTERLEAVED, StepCost
 from batchlab.schema import Experiment
 from batchlab.step import Step
-from batchlab.train import Clock, build_parts, machine_facts
+from batchlab.train import Clock, build_parts, machine_facts, now
 
 QUICK_SECONDS = 0.01  # of timed steps at each batch size in the first pass, best of QUICK_TRIES: only where the
 QUICK_TRIES = 3  # curve flattens matters, and the least of three timings is the one a busy moment disturbed least
@@ -57,6 +57,7 @@ class Scan:
     least: bool = False  # the rounds were read on this thread's CPU clock: the least of them is a step's cost
     times: steptime.StepTimes | None = None  # the interleaved rounds, as <sweep>/step_times.json records them
     facts: dict | None = None  # what they were measured on (train.machine_facts)
+    measured_at: str | None = None  # when (steptime.now)
 
     def costs(self) -> dict[int, StepCost]:
         """Seconds per step as the decision takes them (interleaved rounds, paired across batch sizes)."""
@@ -126,7 +127,7 @@ def interleaved(found: Scan, cfg: Experiment, data: Data, device: torch.device, 
         values = times.seconds_per_step((b, key))
         cost = StepCost(INTERLEAVED, np.asarray(values, dtype=float), least).value if values else None
         rates.append(Rate(b, cost, values, times.errors.get((b, key))))
-    return Scan(found.speeds, rates, found.seconds + times.cost, least, times, machine_facts(device))
+    return Scan(found.speeds, rates, found.seconds + times.cost, least, times, machine_facts(device), now())
 
 
 def _endless(loader):
