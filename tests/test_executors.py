@@ -532,3 +532,23 @@ def test_a_driver_killed_alone_leaves_no_process_and_no_semaphore_behind(write_c
     finally:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, signal.SIGKILL)
+
+
+def test_workers_from_a_script_without_a_main_guard_are_one_error_with_the_advice(tmp_path):
+    """Spawned workers import the calling script again; at its top level the sweep runs once more in each and
+    fails there: the driver says why, instead of recording every trial as failed and returning."""
+    script = tmp_path / "unguarded.py"
+    script.write_text(
+        "import batchlab\n"
+        f"batchlab.sweep({{'name': 'nm', 'dataset': {{'name': 'digits'}}, 'model': {{'name': 'mlp', 'hidden': [8]}},"
+        " 'budget': {'steps': 3}, 'target': {'value': [0.5]}, 'sweep': {'lr': [0.1, 0.3]}},"
+        f" out={str(tmp_path / 'runs')!r}, workers=2)\n"
+        "print('returned')\n")
+    root = Path(batchlab.__file__).resolve().parents[1]
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "PYTHONPATH": str(root)}, cwd=tmp_path)
+    assert done.returncode == 1 and "returned" not in done.stdout
+    assert done.stderr.rstrip().splitlines()[-1] == (
+        "batchlab.errors.BatchlabError: a worker process could not start (exit code 1; its error is above). Workers "
+        "are started with multiprocessing's 'spawn', which imports the main script again (a script calling "
+        "batchlab.sweep with workers > 1 needs its entry point under `if __name__ == '__main__':`)")

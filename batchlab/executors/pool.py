@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from typing import Iterator
 
 from batchlab import preflight, processes
-from batchlab.errors import BatchlabWarning, RecordsError
+from batchlab.errors import BatchlabError, BatchlabWarning, RecordsError
 from batchlab.executors.base import (DataCache, Executor, Job, StartProgress, describe, format_traceback,
                                      process_cache, record_without_run, run_job)
 from batchlab.grid import Trial
@@ -114,6 +114,7 @@ class Worker:
     job: Job | None = None
     trial_dir: os.PathLike | None = None
     started: str = ""
+    ready: bool = False  # it said it started (worker_main)
 
     @classmethod
     def start(cls, gpu: int | None) -> Worker:
@@ -130,15 +131,23 @@ class Worker:
         try:
             while self.conn.poll():
                 message = self.conn.recv()
-                if message[0] != "warning":
+                if message[0] == "ready":
+                    self.ready = True
+                elif message[0] != "warning":
                     return message
-                warnings.warn(message[1], BatchlabWarning, stacklevel=1)
+                else:
+                    warnings.warn(message[1], BatchlabWarning, stacklevel=1)
         except (EOFError, OSError):
             pass
         if self.process.is_alive():
             return None
         self.process.join()
         code = self.process.exitcode
+        if not self.ready and code > 0:  # it raised while starting (a kill is a kill): no worker can start
+            raise BatchlabError(
+                f"a worker process could not start (exit code {code}; its error is above). Workers are started "
+                "with multiprocessing's 'spawn', which imports the main script again (a script calling "
+                "batchlab.sweep with workers > 1 needs its entry point under `if __name__ == '__main__':`)")
         how = f"killed by {signal.Signals(-code).name}" if code < 0 else f"exit code {code}"
         return "error", f"its worker process died ({how})"
 
@@ -166,6 +175,7 @@ def worker_main(conn, gpu: int | None, parent_pid: int) -> None:
     warnings.simplefilter("always", BatchlabWarning)  # the driver's filters decide what is shown
     warnings.showwarning = to_driver
     try:
+        conn.send(("ready",))  # started: a worker that dies before this could not start at all
         while (task := conn.recv()) is not None:
             conn.send(worker_run(*task))
     except (EOFError, OSError):  # the driver is gone (killed): there is no one to tell, and nothing to print
