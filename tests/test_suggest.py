@@ -55,8 +55,8 @@ def test_suggest_answers_by_steps_x_seconds_per_step_confirmed_on_more_seeds(wri
     assert {s["batch_size"] for s in trials} <= set(per_step) <= set(scanned)  # every batch size trained was timed
 
     # seed 0: each batch size's lr with the fewest steps; seeds 1 and 2: the confirmation (seed 3: a setting in
-    fewest = {}  # the tie by the bootstrap alone, `settle`); lrs tied on the fewest steps (read at evaluations,
-    for s in trials:  # steps often tie) are kept in the order suggest trained them: any of them may be the best
+    fewest = {}  # the tie by the bootstrap alone, `settle`); of lrs tied on the fewest steps (read at
+    for s in trials:  # evaluations, steps often tie) suggest keeps the first it trained: the one it confirmed
         if s["seed"] == 0 and steps_to(s) is not None:
             fewest[s["batch_size"]] = min(fewest.get(s["batch_size"], math.inf), steps_to(s))
     tied = {size: {s["lr"] for s in trials if (s["batch_size"], s["seed"]) == (size, 0) and steps_to(s) == steps}
