@@ -57,7 +57,7 @@ class Scan:
     least: bool = False  # the rounds were read on this thread's CPU clock: the least of them is a step's cost
     times: steptime.StepTimes | None = None  # the interleaved rounds, as <sweep>/step_times.json records them
     facts: dict | None = None  # what they were measured on (train.machine_facts)
-    measured_at: str | None = None  # when (steptime.now)
+    measured_at: str | None = None  # when (train.now)
 
     def costs(self) -> dict[int, StepCost]:
         """Seconds per step as the decision takes them (interleaved rounds, paired across batch sizes)."""
