@@ -23,7 +23,8 @@ def frontier_section(rec: SweepRecords, tables: Tables, science: Science, by_nam
     f = frontier.fit
     out = [Block("h2", "Steps–examples frontier")]
     out.append(Block("p", f"S(B): median steps to {display.target_text(rec, tables.target)} with each batch "
-                          "size's best lr; E(B) = B·S(B) examples. Fitted S(B) = S_min (1 + B_crit / B), "
+                          "size's best lr; E(B) = B·S(B) examples in the fit (the table's examples are as recorded, "
+                          "each epoch's short last batch counted). Fitted S(B) = S_min (1 + B_crit / B), "
                           "i.e. (S/S_min − 1)(E/E_min − 1) = 1."))
     if f is None:
         out.append(Block("p", f"No frontier fit: {frontier.reason}. No fitted curve is drawn."))
