@@ -54,10 +54,14 @@ class Scan:
     rates: list[Rate]  # the batch sizes the search trains at, timed interleaved, ascending
     seconds: float  # training seconds of both passes' steps, timed or warm-up: what the scan cost, as a trial's
     # clock counts its own
-    least: bool = False  # the rounds were read on this thread's CPU clock: the least of them is a step's cost
     times: steptime.StepTimes | None = None  # the interleaved rounds, as <sweep>/step_times.json records them
     facts: dict | None = None  # what they were measured on (train.machine_facts)
     measured_at: str | None = None  # when (train.now)
+
+    @property
+    def least(self) -> bool:
+        """The rounds were read on this thread's CPU clock: the least of them is a step's cost."""
+        return self.times is not None and self.times.clock == steptime.CPU_CLOCK
 
     def costs(self) -> dict[int, StepCost]:
         """Seconds per step as the decision takes them (interleaved rounds, paired across batch sizes)."""
@@ -127,7 +131,7 @@ def interleaved(found: Scan, cfg: Experiment, data: Data, device: torch.device, 
         values = times.seconds_per_step((b, key))
         cost = StepCost(INTERLEAVED, np.asarray(values, dtype=float), least).value if values else None
         rates.append(Rate(b, cost, values, times.errors.get((b, key))))
-    return Scan(found.speeds, rates, found.seconds + times.cost, least, times, machine_facts(device), now())
+    return Scan(found.speeds, rates, found.seconds + times.cost, times, machine_facts(device), now())
 
 
 def _endless(loader):
