@@ -103,12 +103,18 @@ def build_science(rec: SweepRecords, tables: Tables) -> Science:
 
 # --- the frontier ------------------------------------------------------------------------------
 
+def measured(rows: pd.DataFrame) -> pd.DataFrame:
+    """The time-to-accuracy rows whose steps to the target are known and not 0: reached on every seed, not cut
+    by the race, after training began. What the frontier is fitted to and examples are compared on."""
+    steps = rows["steps"].astype(float)
+    return rows[(rows["status"] == REACHED) & ~rows["cut_by_race"].astype(bool) & np.isfinite(steps) & (steps > 0)]
+
+
 def _frontier(rec: SweepRecords, tables: Tables) -> FrontierResult:
     rows = tables.headline_rows.sort_values("batch_size")
     train_size = rec.trials.groupby("batch_size")["train_size"].median()
     cut = rows[rows["cut_by_race"]]
-    reached = rows[(rows["status"] == REACHED) & ~rows["cut_by_race"] & np.isfinite(rows["steps"].astype(float))
-                   & (rows["steps"].astype(float) > 0)]
+    reached = measured(rows)
     points = pd.DataFrame({
         "batch_size": reached["batch_size"].astype(int).to_numpy(),
         "batch_used": [_batch_used(b, train_size.get(b, math.nan)) for b in reached["batch_size"]],

@@ -12,7 +12,7 @@ from batchlab.reporting import display
 from batchlab.reporting.display import number
 from batchlab.reporting.load import SweepRecords
 from batchlab.reporting.render import Block
-from batchlab.reporting.science import Science
+from batchlab.reporting.science import Science, measured
 from batchlab.reporting.tables import REACHED, Tables
 
 SCIENCE_PLOTS = ("frontier.png", "noise_scale.png", "lr_vs_batch_size.png", "generalisation_gap.png")
@@ -57,7 +57,7 @@ def examples_by_target(rec: SweepRecords, tables: Tables) -> pd.DataFrame | None
     at that target, '–' where not every seed reached it or the race cut it (its examples are unknown). None with
     fewer than two targets some batch size reached after training began."""
     tta = tables.time_to_accuracy
-    reached = tta[(tta["status"] == REACHED) & ~tta["cut_by_race"].astype(bool) & (tta["examples"] > 0)]
+    reached = measured(tta)
     targets = sorted(reached["target"].unique(), reverse=rec.regression)
     if len(targets) < 2:
         return None
