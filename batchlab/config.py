@@ -16,8 +16,9 @@ import yaml
 from pydantic import ValidationError
 
 from batchlab.errors import VALUE_CHARS, ConfigError, short
+from batchlab.fields import message
 from batchlab.schema import UNITS as BUDGET_UNITS
-from batchlab.schema import Experiment, message
+from batchlab.schema import Experiment
 
 # What a config may hold. Real ones are a few levels deep and a few hundred values; beyond these bounds a
 # file is a mistake (or an alias bomb: YAML anchors repeat a value without copying it), refused before

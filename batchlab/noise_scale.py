@@ -13,11 +13,13 @@ import torch
 from batchlab import registry
 from batchlab.data import load_dataset
 from batchlab.losses import build_loss
+from batchlab.machine import resolve_device
 from batchlab.noise import check_noise, estimate, measure_batch, noise_batch_sizes
 from batchlab.records import MetricsWriter
 from batchlab.schema import Experiment
 from batchlab.summary import Summary
-from batchlab.train import build_parts, resolve_device, train
+from batchlab.train import build_parts, train
+
 
 
 def noise_scale(experiment: Experiment, steps: int = 0, measurements: int = 20,

@@ -13,10 +13,12 @@ import torch
 from batchlab import preflight, registry, steptime
 from batchlab.executors import Executor, Job, Sequential
 from batchlab.executors.base import DataCache
+from batchlab.fields import NAME_MAX
 from batchlab.grid import Trial
+from batchlab.machine import machine_facts, resolve_device
 from batchlab.records import DONE, Status, SweepDir
-from batchlab.schema import NAME_MAX, Experiment
-from batchlab.train import Progress, imported_names, machine_facts, resolve_device
+from batchlab.schema import Experiment
+from batchlab.train import Progress, imported_names
 
 SMOKE_STEPS = 3  # a few optimizer steps prove the wiring; they say nothing about the result
 SMOKE_EXAMPLES = 256  # train and evaluation examples kept in a smoke run

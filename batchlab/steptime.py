@@ -26,9 +26,10 @@ import torch
 from batchlab.data import Data
 from batchlab.disk import write_json_atomic
 from batchlab.executors.base import describe
+from batchlab.machine import Clock, now
 from batchlab.schema import Experiment
 from batchlab.step import Step
-from batchlab.train import Clock, build_parts, now
+from batchlab.train import build_parts
 
 WALL_CLOCK, CPU_CLOCK = "wall", "thread CPU"  # how a step's cost was read: synchronised wall clock, or this thread's
 # CPU time (uses_cpu_clock)

@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import math
-import platform
 import time
 import traceback
 from contextlib import nullcontext
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable
 
@@ -19,9 +17,10 @@ from batchlab.checkpoint import remove as remove_checkpoint
 from batchlab.data import Data
 from batchlab.data.splits import kept_torch_stream, order_of
 from batchlab.disk import write_json_atomic, write_text
-from batchlab.errors import ConfigError, RecordsError, short
+from batchlab.errors import RecordsError, short
 from batchlab.evaluation import did_not_learn, near, perplexity, reached, tally
 from batchlab.losses import build_loss
+from batchlab.machine import Clock, machine_facts, now
 from batchlab.memory import Peak
 from batchlab.models import build_model
 from batchlab.noise import NoiseMonitor
@@ -31,18 +30,8 @@ from batchlab.schedules import lr_schedule
 from batchlab.schema import Experiment
 from batchlab.step import Step, compiled
 from batchlab.summary import Summary
-from batchlab.version import __version__
 
 Progress = Callable[[int, int, dict], None]  # (step, total_steps, latest figures)
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise ConfigError(f"device: {name!r} asked for, but CUDA is not available here (torch {torch.__version__}); "
-                          "use device: auto or cpu")
-    return torch.device(name)
 
 
 def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
@@ -59,30 +48,6 @@ def budget_steps(cfg: Experiment, steps_per_epoch: int, batch: int, tokens_per_e
     if unit == "tokens":
         return max(1, math.ceil(amount / (batch * tokens_per_example)))
     return max(1, math.ceil(amount * steps_per_epoch))
-
-
-class Clock:
-    """Accumulates training seconds; synchronises the device before every reading."""
-
-    def __init__(self, device: torch.device):
-        self.device, self.total, self.since = device, 0.0, None
-
-    def sync(self) -> None:
-        if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
-
-    def start(self) -> None:
-        self.sync()
-        self.since = time.perf_counter()
-
-    def stop(self) -> float:
-        self.sync()
-        self.total += time.perf_counter() - self.since
-        return self.total
-
-    def peek(self) -> float:
-        """The seconds so far without a sync: on CUDA never more than stop() would say."""
-        return self.total + (time.perf_counter() - self.since)
 
 
 EXPLODED = 100  # a training loss this many times the initial loss has diverged, NaN or not
@@ -339,18 +304,6 @@ def train(cfg: Experiment, data: Data, device: torch.device, summary: Summary, m
     if sizes and summary.budget_steps is None:  # follow: the steps its budget took, known now
         summary.budget_steps = summary.steps
     return model
-
-
-def machine_facts(device: torch.device) -> dict:
-    """What the numbers were measured on: recorded in every summary."""
-    name = torch.cuda.get_device_name(device) if device.type == "cuda" else (platform.processor() or platform.machine())
-    return {"device": str(device), "device_name": name, "threads": torch.get_num_threads(),
-            "torch_version": torch.__version__, "batchlab_version": __version__,
-            "python_version": platform.python_version(), "platform": platform.platform()}
-
-
-def now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
 def imported_names(cfg: Experiment) -> list[str]:

@@ -28,7 +28,7 @@ import torch  # noqa: E402
 
 from batchlab import api, steptime  # noqa: E402
 from batchlab.executors.base import DataCache  # noqa: E402
-from batchlab.train import resolve_device  # noqa: E402
+from batchlab.machine import resolve_device  # noqa: E402
 
 
 def main() -> None:

@@ -62,9 +62,10 @@ import batchlab
 from batchlab.config import validate
 from batchlab.data import Data, load_dataset
 from batchlab.grid import expand
+from batchlab.machine import resolve_device
 from batchlab.models import build_model
 from batchlab.schema import DatasetConfig, ModelConfig
-from batchlab.train import resolve_device, run_trial
+from batchlab.train import run_trial
 
 MODELS = {"mlp": {"name": "mlp", "hidden": [256]}, "lenet5": {"name": "lenet5"}}
 DEFAULT_BATCH_SIZES = "1,8,32,128,512,2048,8192,full"

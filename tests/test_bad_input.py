@@ -10,7 +10,8 @@ from typer.testing import CliRunner
 from batchlab import config
 from batchlab.cli import app
 from batchlab.errors import ConfigError
-from batchlab.schema import COUNT_MAX, NAME_MAX, Experiment
+from batchlab.fields import COUNT_MAX, NAME_MAX
+from batchlab.schema import Experiment
 
 runner = CliRunner()
 

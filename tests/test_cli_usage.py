@@ -4,7 +4,7 @@ box), and every number has a bound: none is accepted to then overflow or run for
 import pytest
 from cli_fuzz import outcome
 
-from batchlab.schema import COUNT_MAX, PARALLEL_MAX
+from batchlab.fields import COUNT_MAX, PARALLEL_MAX
 
 
 @pytest.fixture

@@ -8,6 +8,7 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
+import batchlab.machine
 import batchlab.train
 from batchlab.cli import app
 from batchlab.data import load_dataset
@@ -184,7 +185,7 @@ def test_a_raced_trial_records_and_prints_its_figure_where_it_stopped(tmp_path, 
     from batchlab.summary import Summary
 
     # the race's clock passes the deadline at step 7, whatever the machine's speed
-    monkeypatch.setattr(batchlab.train.Clock, "peek", lambda self: 1e6 if summary.steps >= 7 else 0.0)
+    monkeypatch.setattr(batchlab.machine.Clock, "peek", lambda self: 1e6 if summary.steps >= 7 else 0.0)
     cfg = Experiment.model_validate({"dataset": {"name": "digits"}, "model": {"name": "mlp", "hidden": [16]},
                                      "batch_size": 64, "lr": 0.5, "target": {"value": [0.2, 0.999]},
                                      "eval": {"every": 1.0, "train_subset": 0}, "budget": {"epochs": 3},

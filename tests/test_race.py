@@ -9,6 +9,7 @@ import json
 import pytest
 from typer.testing import CliRunner
 
+import batchlab.machine
 import batchlab.step
 import batchlab.train
 from batchlab.cli import app
@@ -50,7 +51,7 @@ def test_a_trial_stops_exactly_when_its_clock_passes_the_deadline(write_config, 
     data = load_dataset(cfg.dataset, 0)
     summary, metrics = Summary(), MetricsWriter(tmp_path / "metrics.csv")
     deadline = 6.5 * cost(64)  # passed during the seventh step
-    batchlab.train.train(cfg, data, batchlab.train.resolve_device("cpu"), summary, metrics, deadline=deadline)
+    batchlab.train.train(cfg, data, batchlab.machine.resolve_device("cpu"), summary, metrics, deadline=deadline)
     assert summary.status == "raced" and summary.steps == 7
     assert summary.train_seconds == pytest.approx(7 * cost(64))
     assert summary.deadline == deadline
@@ -98,7 +99,7 @@ def test_a_trial_raced_by_steps_stops_once_past_its_steps(tmp_path, fake_time):
                                      "batch_size": 64, "lr": 0.01, "target": {"value": [0.999]},
                                      "budget": {"epochs": 3}, "threads": 1})
     summary, metrics = Summary(), MetricsWriter(tmp_path / "metrics.csv")
-    batchlab.train.train(cfg, load_dataset(cfg.dataset, 0), batchlab.train.resolve_device("cpu"), summary, metrics,
+    batchlab.train.train(cfg, load_dataset(cfg.dataset, 0), batchlab.machine.resolve_device("cpu"), summary, metrics,
                          deadline_steps=6)
     assert summary.status == "raced" and summary.steps == 7  # the first step past 6
     assert summary.deadline_steps == 6 and summary.deadline is None

@@ -18,9 +18,9 @@ from batchlab import api
 from batchlab.cli.checks import Commands, directory, fail, finite_target, parse_bytes, parse_seconds
 from batchlab.cli.display import Display
 from batchlab.errors import VALUE_CHARS, BatchlabError, BatchlabWarning, short
+from batchlab.fields import COUNT_MAX, MEASUREMENTS_MAX, PARALLEL_MAX, RETRIES_MAX
 from batchlab.memory import mib
 from batchlab.records import DONE
-from batchlab.schema import COUNT_MAX, MEASUREMENTS_MAX, PARALLEL_MAX, RETRIES_MAX
 from batchlab.processes import sigterm_as_interrupt
 
 app = typer.Typer(cls=Commands, add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,

@@ -15,8 +15,8 @@ from batchlab.cli import ConfigArg, QuietOpt, SetOpt, app, user_errors
 from batchlab.cbs_defaults import CBS_EVAL_EXAMPLES, CBS_MEASUREMENTS, CBS_POINTS, CBS_POINTS_MAX, CBS_TOLERANCE
 from batchlab.cli.checks import directory, fail
 from batchlab.errors import VALUE_CHARS, short
+from batchlab.fields import COUNT_MAX, MEASUREMENTS_MAX
 from batchlab.processes import sigterm_as_interrupt
-from batchlab.schema import COUNT_MAX, MEASUREMENTS_MAX
 
 Size = Optional[int]
 

@@ -12,7 +12,7 @@ import typer
 from typer.core import TyperGroup
 
 from batchlab.errors import VALUE_CHARS, short
-from batchlab.schema import COUNT_MAX
+from batchlab.fields import COUNT_MAX
 
 try:  # typer 0.2x carries its own copy of click
     from typer._click.exceptions import ClickException, NoArgsIsHelpError

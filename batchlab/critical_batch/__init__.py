@@ -35,10 +35,11 @@ from batchlab.critical_batch import analysis
 from batchlab.critical_batch.branching import Parts, branch, examples_to, reference
 from batchlab.data import load_dataset
 from batchlab.errors import ConfigError
+from batchlab.machine import machine_facts, resolve_device
 from batchlab.preflight import check_units
 from batchlab.recommend import recommend, yaml_line
 from batchlab.schema import Experiment
-from batchlab.train import budget_steps, machine_facts, resolve_device
+from batchlab.train import budget_steps
 
 SOURCES = ("branching", "noise")
 MEASURES = {"fit": "cbs", "tolerance": "cbs_tolerance"}  # --by: the point's figure a schedule is recommended from

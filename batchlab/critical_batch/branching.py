@@ -20,12 +20,14 @@ from batchlab.data import Data
 from batchlab.data.splits import order_of
 from batchlab.evaluation import evaluate
 from batchlab.losses import build_loss
+from batchlab.machine import Clock
 from batchlab.noise_scale import at_fixed_parameters
 from batchlab.optimizers import build_optimizer
 from batchlab.schedules import lr_schedule
 from batchlab.schema import Experiment
 from batchlab.step import Step
-from batchlab.train import EXPLODED, Clock, build_parts, set_lr
+from batchlab.train import EXPLODED, build_parts, set_lr
+
 
 
 @dataclass

@@ -23,10 +23,11 @@ from batchlab.data import Data, fits_on_device, load_dataset
 from batchlab.disk import write_json_atomic, write_text
 from batchlab.errors import short
 from batchlab.grid import Trial
+from batchlab.machine import now, resolve_device
 from batchlab.records import MetricsWriter, Status, SweepDir, run_token
 from batchlab.schema import Experiment
 from batchlab.summary import Summary
-from batchlab.train import Progress, hardest_target, now, resolve_device, run_trial
+from batchlab.train import Progress, hardest_target, run_trial
 
 StartProgress = Callable[[Trial, int, int], Progress | None]  # (trial, i, n) -> a per-step callback, or None
 

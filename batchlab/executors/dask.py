@@ -38,8 +38,9 @@ from batchlab.errors import BatchlabWarning, ConfigError
 from batchlab.executors.base import (Executor, Job, StartProgress, describe, format_traceback, process_cache,
                                      record_without_run, run_job)
 from batchlab.grid import Trial
+from batchlab.machine import now
 from batchlab.records import Status, SweepDir, read_json, receive_trial, start_trial_dir
-from batchlab.train import imported_names, now
+from batchlab.train import imported_names
 
 LOOPBACK = "127.0.0.1"  # a cluster batchlab starts listens on this machine only
 UNSTARTED_MAX = 10  # attempts lost before starting that are run again without costing a retry: a task that kills

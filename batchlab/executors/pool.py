@@ -28,8 +28,8 @@ from batchlab.errors import BatchlabError, BatchlabWarning, RecordsError
 from batchlab.executors.base import (DataCache, Executor, Job, StartProgress, describe, format_traceback,
                                      process_cache, record_without_run, run_job)
 from batchlab.grid import Trial
+from batchlab.machine import now
 from batchlab.records import Status, SweepDir
-from batchlab.train import now
 
 STOP_WAIT = 30.0  # seconds stopping workers get to record their trials as interrupted: one needs well under 1 s
 # (0.5-2.3 s from Ctrl-C to the driver's exit with its two workers, 75 tries, 2 cores shared with 4 busy processes)

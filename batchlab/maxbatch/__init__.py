@@ -7,10 +7,10 @@ running out of memory real; search.py is the search itself, pure; Linux memory a
 from __future__ import annotations
 
 from batchlab.errors import ConfigError
+from batchlab.machine import resolve_device
 from batchlab.maxbatch.child import run_in_child
 from batchlab.maxbatch.search import MaxBatch, NoBatchFits, Try, is_oom, oom_message, search
 from batchlab.memory import available_memory, mib
-from batchlab.train import resolve_device
 
 __all__ = ["MaxBatch", "NoBatchFits", "Try", "available_memory", "find_max_batch", "is_oom", "mib", "oom_message",
            "search"]

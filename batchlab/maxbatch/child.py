@@ -29,12 +29,13 @@ import torch
 from batchlab import registry
 from batchlab.data import fits_on_device, load_dataset
 from batchlab.errors import BatchlabError
+from batchlab.machine import Clock
 from batchlab.maxbatch.search import Try, is_oom, oom_message, search
 from batchlab.memory import fixed_mmap_threshold, limit_data, mib, proc_status, reset_peak_rss
 from batchlab.optimizers import build_optimizer
 from batchlab.processes import die_with_parent
 from batchlab.step import Step
-from batchlab.train import Clock, build_parts
+from batchlab.train import build_parts
 
 WARMUP_BATCH = 2  # the untimed, unrecorded step before the baseline is taken
 # Read by MKL and oneDNN when torch loads, so set around the child's start (a value the user set wins): MKL

@@ -13,6 +13,7 @@ import torch
 from batchlab import registry, steptime
 from batchlab.data import load_dataset
 from batchlab.disk import write_atomic, write_json_atomic
+from batchlab.machine import resolve_device
 from batchlab.maxbatch import find_max_batch
 from batchlab.records import SweepDir
 from batchlab.reporting.decision import decide
@@ -30,7 +31,7 @@ from batchlab.suggestion.search import (CONFIRM_MOST, CONFIRM_SEEDS, CONFIRM_WIT
 from batchlab.suggestion.schedule import END, START, around_each
 from batchlab.suggestion.schedule import sentence as sentence_of
 from batchlab.suggestion.schedule import race as race_schedule
-from batchlab.train import hardest_target, resolve_device
+from batchlab.train import hardest_target
 
 BAND = (1.0, 16.0)  # B_crit between 1x and 16x the pilot's B_simple: McCandlish et al. (2018) find the critical
 # batch near the noise scale B_noise >= B_simple; fitted on sweeps here, B_crit was 2-17x B_simple averaged to target

@@ -18,11 +18,12 @@ import torch
 
 from batchlab import steptime
 from batchlab.data import Data
+from batchlab.machine import Clock, machine_facts, now
 from batchlab.optimizers import build_optimizer
 from batchlab.reporting.decision import INTERLEAVED, StepCost
 from batchlab.schema import Experiment
 from batchlab.step import Step
-from batchlab.train import Clock, build_parts, machine_facts, now
+from batchlab.train import build_parts
 
 QUICK_SECONDS = 0.01  # of timed steps at each batch size in the first pass, best of QUICK_TRIES: only where the
 QUICK_TRIES = 3  # curve flattens matters, and the least of three timings is the one a busy moment disturbed least
@@ -55,8 +56,8 @@ class Scan:
     seconds: float  # training seconds of both passes' steps, timed or warm-up: what the scan cost, as a trial's
     # clock counts its own
     times: steptime.StepTimes | None = None  # the interleaved rounds, as <sweep>/step_times.json records them
-    facts: dict | None = None  # what they were measured on (train.machine_facts)
-    measured_at: str | None = None  # when (train.now)
+    facts: dict | None = None  # what they were measured on (machine.machine_facts)
+    measured_at: str | None = None  # when (machine.now)
 
     @property
     def least(self) -> bool:

@@ -1,0 +1,57 @@
+"""The machine a trial runs on: choosing the device, timing on it honestly, and recording what it was."""
+
+from __future__ import annotations
+
+import platform
+import time
+from datetime import datetime, timezone
+
+import torch
+
+from batchlab.errors import ConfigError
+from batchlab.version import __version__
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"device: {name!r} asked for, but CUDA is not available here (torch {torch.__version__}); "
+                          "use device: auto or cpu")
+    return torch.device(name)
+
+
+class Clock:
+    """Accumulates training seconds; synchronises the device before every reading."""
+
+    def __init__(self, device: torch.device):
+        self.device, self.total, self.since = device, 0.0, None
+
+    def sync(self) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+
+    def start(self) -> None:
+        self.sync()
+        self.since = time.perf_counter()
+
+    def stop(self) -> float:
+        self.sync()
+        self.total += time.perf_counter() - self.since
+        return self.total
+
+    def peek(self) -> float:
+        """The seconds so far without a sync: on CUDA never more than stop() would say."""
+        return self.total + (time.perf_counter() - self.since)
+
+
+def machine_facts(device: torch.device) -> dict:
+    """What the numbers were measured on: recorded in every summary."""
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else (platform.processor() or platform.machine())
+    return {"device": str(device), "device_name": name, "threads": torch.get_num_threads(),
+            "torch_version": torch.__version__, "batchlab_version": __version__,
+            "python_version": platform.python_version(), "platform": platform.platform()}
+
+
+def now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
