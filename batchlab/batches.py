@@ -33,7 +33,7 @@ def scaled(scale: str, ratio: float) -> float:
 
 
 class Form(BaseModel):
-    # as schema.Section: an unknown key is an error, inf and NaN too (schema imports this module)
+    # as fields.Section: an unknown key is an error, inf and NaN too (schema imports this module)
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
     # None: the sweep's lr rule's scale when it has one (the grid fills it in), else none (the lr stays)
     lr_scale: Scale | None = None

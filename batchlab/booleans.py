@@ -1,5 +1,5 @@
 """A boolean where a number belongs: YAML reads yes/no, on/off and true/false as booleans, and pydantic takes one
-as 1 or 0 (`steps: yes` trained one step), so the config's models refuse it. One home for schema.Section's fields
+as 1 or 0 (`steps: yes` trained one step), so the config's models refuse it. One home for fields.Section's fields
 and a batch schedule's points (batchlab.batches, which schema imports)."""
 
 from __future__ import annotations

@@ -21,7 +21,6 @@ from batchlab.summary import Summary
 from batchlab.train import build_parts, train
 
 
-
 def noise_scale(experiment: Experiment, steps: int = 0, measurements: int = 20,
                 code_dirs: tuple[str, ...] = ()) -> dict:
     """Measure B_simple at fixed parameters: the model at init, or after `steps` steps of its training.

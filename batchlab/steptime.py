@@ -34,8 +34,9 @@ from batchlab.train import build_parts
 WALL_CLOCK, CPU_CLOCK = "wall", "thread CPU"  # how a step's cost was read: synchronised wall clock, or this thread's
 # CPU time (uses_cpu_clock)
 
-ROUNDS = 5  # timings of each batch size: a median and a spread that one slow moment cannot move
-SECONDS = 0.1  # timed per batch size and round: 5 rounds x 10 batch sizes cost about 5 s
+ROUNDS = 10  # timings of each batch size: a median that one slow or fast moment cannot move; its ratios between
+# batch sizes moved 0.6-1.0x as much over 10 rounds as over 5 (median 0.7x; benchmarks/step_time_estimators.py)
+SECONDS = 0.1  # timed per batch size and round: 10 rounds x 10 batch sizes cost about 10 s
 MIN_STEPS = 2  # timed steps at least, however long one takes
 
 
@@ -82,8 +83,8 @@ def uses_cpu_clock(device: torch.device, cfg: Experiment) -> bool:
     torch thread and the data served in this thread, the step's whole work runs on this thread, and its CPU time
     leaves out the moments the machine's other load took the core (measured here under a load of 5 on 2 cores,
     benchmarks/step_times.py: step-time ratios between batch sizes moved by up to 6% from one measurement to the
-    next, the least over 5 rounds, against up to 61% on the wall clock). With several threads, DataLoader workers
-    or a GPU, the wall clock (synchronised)."""
+    next, then summarised by the least over 5 rounds, against up to 61% on the wall clock). With several threads,
+    DataLoader workers or a GPU, the wall clock (synchronised)."""
     return device.type == "cpu" and torch.get_num_threads() == 1 and cfg.dataset.num_workers == 0
 
 
@@ -211,9 +212,12 @@ def record(path: Path, times: StepTimes, facts: dict, measured_at: str | None = 
 
 
 def recorded_keys(path: Path) -> set[tuple] | None:
-    """The subjects' keys step_times.json holds; None when there is none, or it cannot be read."""
+    """The subjects' keys step_times.json holds; None when there is none, it cannot be read, or it has fewer rounds
+    than ROUNDS (written by an earlier batchlab: a rerun times the steps again, as this one would)."""
     try:
-        timings = json.loads(path.read_text())["timings"]
-        return {(t["batch_size"], cost_key(t["axes"])) for t in timings}
+        recorded = json.loads(path.read_text())
+        if recorded["rounds"] < ROUNDS:
+            return None
+        return {(t["batch_size"], cost_key(t["axes"])) for t in recorded["timings"]}
     except (OSError, ValueError, KeyError, TypeError):
         return None

@@ -2,7 +2,7 @@
 """How steady are interleaved step times from one measurement to the next? The evidence behind decision.TIE.
 
 Times a step at each batch size of a config's grid the way a sweep does after its trials (batchlab.steptime:
-round-robin, 5 rounds of 0.1 s), --repeat times at different moments, and prints for each measurement the median
+round-robin, steptime.ROUNDS rounds of 0.1 s), --repeat times at different moments, and prints for each measurement the median
 seconds per step and its ratio to the smallest batch size's. The ratios are what a decision compares: their
 spread over the repetitions is the noise that the report's TIE margin has to cover. With --trials RUNS/NAME it
 also prints the same ratio from the trials' own clocks (train_seconds / steps, each trial timed at its own

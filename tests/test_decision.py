@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 from batchlab.cli import app
 from batchlab.reporting import analyse
 from batchlab.reporting.decision import Mixed, StepCost, decide
-from batchlab.steptime import CPU_CLOCK
+from batchlab.steptime import CPU_CLOCK, ROUNDS
 from report_fixtures import hit, make_schedule_trial, make_step_times, make_sweep, make_trial
 
 runner = CliRunner()
@@ -39,20 +39,22 @@ def test_steps_times_step_time_decides_where_the_clock_disagrees(tmp_path):
     assert (answer.batch_size, answer.lr, answer.within_noise) == (64, 0.1, [])
     assert answer.sentence.startswith("Use batch size 64 with lr 0.1: 1 s to test_accuracy ≥ 0.9 on this machine "
                                       "(100 steps x 0.01 s a step; 95% interval")
-    assert "timed interleaved (5 rounds over every batch size, median;" in answer.details[1]
+    assert "timed interleaved (5 rounds over every batch size, median, read on the wall clock;" in answer.details[1]
 
 
-def test_rounds_read_on_the_cpu_clock_cost_their_least_and_the_details_say_so(tmp_path):
+def test_rounds_read_on_the_cpu_clock_cost_their_median_and_the_details_say_so(tmp_path):
+    """A round read while the machine's other core idled runs faster than the others: the least would chase it."""
     sweep = make_sweep(tmp_path, "cpu-clock")
     for seed in (0, 1):
         make_trial(sweep, 64, 0.1, seed, hits={0.9: hit(9.0, 100, 64, 16)})
         make_trial(sweep, 256, 0.2, seed, hits={0.9: hit(3.0, 40, 256, 4)})
-    make_step_times(sweep, {64: [0.01 * r for r in ROUND], 256: [0.05 * r for r in ROUND]}, clock=CPU_CLOCK)
+    fast = [0.01 * r for r in ROUND[:2]] + [0.006] + [0.01 * r for r in ROUND[3:]]  # round 3 ran 0.6x the others
+    make_step_times(sweep, {64: fast, 256: [0.05 * r for r in ROUND]}, clock=CPU_CLOCK)
     [report] = analyse(sweep)
     rows = report.time_to_accuracy.set_index("batch_size")
-    assert rows.loc[64, "seconds_per_step"] == pytest.approx(0.01 * min(ROUND))  # 0.0097, not the median 0.01
-    assert rows.loc[256, "predicted_seconds"] == pytest.approx(40 * 0.05 * min(ROUND))
-    assert "timed interleaved (5 rounds over every batch size, the least, read on this thread's CPU clock;" in \
+    assert rows.loc[64, "seconds_per_step"] == pytest.approx(0.01)  # the median of 1.0, 1.04, 0.6, 1.02, 0.99 x 0.01
+    assert rows.loc[256, "predicted_seconds"] == pytest.approx(40 * 0.05)
+    assert "timed interleaved (5 rounds over every batch size, median, read on this thread's CPU clock;" in \
         report.recommendation.details[1]
 
 
@@ -205,7 +207,8 @@ def test_a_sweep_times_its_steps_interleaved_once(tmp_path):
     assert recorded["threads"] == 1 and recorded["device"] == "cpu" and recorded["torch_version"]
     assert recorded["errors"] == [] and recorded["cost_seconds"] > 0
     timings = recorded["timings"]
-    assert sorted({(t["batch_size"], t["round"]) for t in timings}) == [(b, r) for b in (8, 32) for r in range(5)]
+    assert sorted({(t["batch_size"], t["round"]) for t in timings}) == [(b, r) for b in (8, 32) for r in range(ROUNDS)]
+    assert recorded["rounds"] == ROUNDS == 10
     assert all(t["steps"] >= 2 and t["seconds"] > 0 for t in timings)
     # Rounds alternate direction: no batch size is always timed right after the same one.
     order = [t["batch_size"] for t in timings]
@@ -215,9 +218,14 @@ def test_a_sweep_times_its_steps_interleaved_once(tmp_path):
     assert path.read_bytes() == before
     assert _tiny(tmp_path, [8, 32, 128]).exit_code == 0  # a new batch size: all of them timed again, together
     again = json.loads(path.read_text())["timings"]
-    assert sorted({t["batch_size"] for t in again}) == [8, 32, 128] and len(again) == 15
+    assert sorted({t["batch_size"] for t in again}) == [8, 32, 128] and len(again) == 3 * ROUNDS
     [report] = analyse(tmp_path / "tiny")
     assert set(report.time_to_accuracy["step_time_source"].dropna()) == {"interleaved"}
+    older = json.loads(path.read_text())  # as an earlier batchlab wrote it: 5 rounds (it took their least)
+    older["rounds"], older["timings"] = 5, [t for t in older["timings"] if t["round"] < 5]
+    path.write_text(json.dumps(older))
+    assert _tiny(tmp_path, [8, 32, 128]).exit_code == 0  # nothing new trained, but fewer rounds: timed again
+    assert json.loads(path.read_text())["rounds"] == ROUNDS
 
 
 def test_without_step_times_the_report_says_it_used_the_trials_clocks(tmp_path):

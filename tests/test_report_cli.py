@@ -94,13 +94,12 @@ def test_report_warns_about_a_damaged_record_and_goes_on(tiny_runs, tmp_path):
 
 def _fastest(table: pd.DataFrame, target: float, sweep) -> pd.Series:
     """The batch size with the least predicted seconds to `target`: its median steps x its seconds per step in the
-    sweep's step_times.json, the least over the rounds on a thread's CPU clock (threads: 1 here), else the median
-    (ties: fewer steps, smaller batch)."""
+    sweep's step_times.json, the median over the rounds (read on a thread's CPU clock: threads 1 here) (ties: fewer
+    steps, smaller batch)."""
     recorded = json.loads((sweep / "step_times.json").read_text())
     timings = recorded["timings"]
-    of = min if recorded["clock"] == "thread CPU" else statistics.median
     assert recorded["clock"] == "thread CPU"  # one torch thread, on the CPU, no DataLoader workers
-    per_step = {bs: of(t["seconds"] / t["steps"] for t in timings if t["batch_size"] == bs)
+    per_step = {bs: statistics.median(t["seconds"] / t["steps"] for t in timings if t["batch_size"] == bs)
                 for bs in {t["batch_size"] for t in timings}}
     reached = table[(table["target"] == target) & (table["status"] == "reached")]
     reached = reached.assign(predicted=[row.steps * per_step[row.batch_size] for row in reached.itertuples()])

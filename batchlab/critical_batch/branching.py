@@ -29,7 +29,6 @@ from batchlab.step import Step
 from batchlab.train import EXPLODED, build_parts, set_lr
 
 
-
 @dataclass
 class Point:
     """The reference's state after `examples` examples (`steps` steps), and what was measured there."""

@@ -40,7 +40,8 @@ def step_source(rec: SweepRecords, rows: pd.DataFrame) -> str:
     """Where the seconds per step came from, in words."""
     if (rows["step_time_source"] == INTERLEAVED).all():
         facts = rec.step_facts
-        summary = "the least, read on this thread's CPU clock" if facts.get("clock") == CPU_CLOCK else "median"
+        clock = "this thread's CPU clock" if facts.get("clock") == CPU_CLOCK else "the wall clock"
+        summary = f"median, read on {clock}"
         return (f"Seconds per step timed interleaved ({facts.get('rounds', '?')} rounds over every "
                 f"batch size, {summary}; {facts.get('threads', '?')} threads, {facts.get('measured_at', '?')}).")
     return ("Seconds per step from each trial's own clock (train_seconds / steps), measured at different moments, "

@@ -6,12 +6,14 @@ Time to a target = steps to it (the optimisation's: exact for a seed, varying ov
 - steps: each batch size's best setting's steps to the target, per seed (every seed reached it: a batch size
   some seed of whose best setting missed takes no part in the decision);
 - seconds per step: from the sweep's step_times.json, every batch size timed round-robin in one go after the
-  trials (batchlab.steptime), so a slow minute slows them all alike. Read on this thread's CPU clock (one torch
-  thread on a CPU), a round can only be slowed by what else runs, never sped up: the least over the rounds is
-  the step's cost (it moved by at most 10% from one measurement to the next under a load of 8 on 2 cores, where
-  the median moved by 30%). On the wall clock, which a loaded machine moves both ways, the median over the
-  rounds. Without that file (a Dask sweep, records from before it, `--no-time-steps`), each trial's own clock
-  (train_seconds / steps, the median over the trials), which the report says;
+  trials (batchlab.steptime), so a slow minute slows them all alike: the median over the rounds, on either clock.
+  Even this thread's CPU clock (one torch thread on a CPU) moves both ways from round to round (some rounds run
+  in under 0.7x their batch size's median), and the least over the rounds, taken here before, moved more: the
+  ratio between two batch sizes' costs moved 1.3-2.7x as much from one measurement to the next with the least
+  of 10 rounds as with their median, and 1.2-2.9x as much with the least of 5, on two configs at 0, 1 and 3
+  busy processes beside (benchmarks/step_time_estimators.py; README, "Why the median of 10 rounds"). Without that file (a Dask sweep, records from before it,
+  `--no-time-steps`), each trial's own clock (train_seconds / steps, the median over the trials), which the
+  report says;
 - predicted seconds = median steps over seeds x seconds per step, with a 95% interval from a bootstrap
   over both (seeds resampled per batch size; rounds of the interleaved timing resampled together for all batch
   sizes, as they were measured together, trials' timings independently);
@@ -37,7 +39,6 @@ import numpy as np
 import pandas as pd
 
 from batchlab.records import Status
-from batchlab.steptime import CPU_CLOCK
 from batchlab.reporting.load import FINISHED, same_target
 
 DRAWS = 2000  # bootstrap draws: the 2.5% tails rest on 50 draws each
@@ -50,13 +51,13 @@ INTERLEAVED, TRIALS = "interleaved", "trials"  # where seconds per step came fro
 @dataclass
 class StepCost:
     """Seconds per step at one batch size: one value per round (interleaved) or per trial (the trials' clocks),
-    summarised by the least (a CPU clock) or the median (a wall clock)."""
+    summarised by their median."""
     source: str
     values: np.ndarray
-    least: bool = False
 
-    def of(self, values: np.ndarray, axis=None):
-        return np.min(values, axis=axis) if self.least else np.median(values, axis=axis)
+    @staticmethod
+    def of(values: np.ndarray, axis=None):
+        return np.median(values, axis=axis)
 
     @property
     def value(self) -> float:
@@ -106,8 +107,7 @@ def step_cost(rec, batch_size: int, key: str) -> StepCost:
     if timings is not None:
         mine = timings[(timings["batch_size"] == batch_size) & (timings["cost_key"] == key)]
         if len(mine):
-            return StepCost(INTERLEAVED, mine.sort_values("round")["seconds_per_step"].to_numpy(dtype=float),
-                            rec.step_facts.get("clock") == CPU_CLOCK)
+            return StepCost(INTERLEAVED, mine.sort_values("round")["seconds_per_step"].to_numpy(dtype=float))
     same = rec.trials[(rec.trials["batch_size"] == batch_size) & (rec.trials["cost_key"] == key)
                       & rec.trials["status"].isin(FINISHED) & (rec.trials["steps"] > 0)]
     completed = same[same["status"] == Status.COMPLETED.value]

@@ -27,7 +27,7 @@ from batchlab.train import build_parts
 
 QUICK_SECONDS = 0.01  # of timed steps at each batch size in the first pass, best of QUICK_TRIES: only where the
 QUICK_TRIES = 3  # curve flattens matters, and the least of three timings is the one a busy moment disturbed least
-SECONDS = 0.05  # timed per batch size and round of the interleaved pass: 5 rounds x 5 batch sizes cost about 1 s
+SECONDS = 0.05  # timed per batch size and round of the interleaved pass: 10 rounds x 5 batch sizes cost 2.5 s
 # where steps are short, a few percent of a small grid's training
 MIN_STEPS = 1  # timed steps at least in each timing of the first pass: one at batch 16,384 can take a second
 # The first pass stops once two doublings gained less than this in samples/s, at two batch sizes running (one
@@ -38,7 +38,7 @@ PLATEAU_GAIN = 1.05
 @dataclass
 class Rate:
     """One batch size of the scan: its seconds per step over the interleaved rounds, as the report summarises them
-    (the least on a thread's CPU clock, else the median: decision.StepCost), and the rounds themselves."""
+    (their median: decision.StepCost), and the rounds themselves."""
     batch_size: int
     seconds_per_step: float | None  # None: it could not be timed (see error)
     rounds: list[float]  # seconds per step, one a round, in round order
@@ -59,14 +59,9 @@ class Scan:
     facts: dict | None = None  # what they were measured on (machine.machine_facts)
     measured_at: str | None = None  # when (machine.now)
 
-    @property
-    def least(self) -> bool:
-        """The rounds were read on this thread's CPU clock: the least of them is a step's cost."""
-        return self.times is not None and self.times.clock == steptime.CPU_CLOCK
-
     def costs(self) -> dict[int, StepCost]:
         """Seconds per step as the decision takes them (interleaved rounds, paired across batch sizes)."""
-        return {r.batch_size: StepCost(INTERLEAVED, np.asarray(r.rounds, dtype=float), self.least)
+        return {r.batch_size: StepCost(INTERLEAVED, np.asarray(r.rounds, dtype=float))
                 for r in self.rates if r.seconds_per_step}
 
     def seconds_per_step(self) -> dict[int, float]:
@@ -126,11 +121,10 @@ def interleaved(found: Scan, cfg: Experiment, data: Data, device: torch.device, 
     key = steptime.cost_key({})  # the search's trials vary only batch size, lr and seed: one step cost a size
     subjects = [steptime.Subject((b, key), cfg.model_copy(update={"batch_size": b})) for b in sizes]
     times = steptime.measure(subjects, lambda _: data, device, rounds, seconds)
-    least = times.clock == steptime.CPU_CLOCK
     rates = []
     for b in sizes:
         values = times.seconds_per_step((b, key))
-        cost = StepCost(INTERLEAVED, np.asarray(values, dtype=float), least).value if values else None
+        cost = StepCost(INTERLEAVED, np.asarray(values, dtype=float)).value if values else None
         rates.append(Rate(b, cost, values, times.errors.get((b, key))))
     return Scan(found.speeds, rates, found.seconds + times.cost, times, machine_facts(device), now())
 
