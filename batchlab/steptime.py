@@ -35,7 +35,7 @@ WALL_CLOCK, CPU_CLOCK = "wall", "thread CPU"  # how a step's cost was read: sync
 # CPU time (uses_cpu_clock)
 
 ROUNDS = 10  # timings of each batch size: a median that one slow or fast moment cannot move; its ratios between
-# batch sizes moved 0.6-1.0x as much over 10 rounds as over 5 (median 0.7x; benchmarks/step_time_estimators.py)
+# batch sizes moved 0.5-1.03x as much over 10 rounds as over 5 (median 0.68x; benchmarks/step_time_estimators.py)
 SECONDS = 0.1  # timed per batch size and round: 10 rounds x 10 batch sizes cost about 10 s
 MIN_STEPS = 2  # timed steps at least, however long one takes
 

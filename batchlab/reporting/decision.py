@@ -9,8 +9,8 @@ Time to a target = steps to it (the optimisation's: exact for a seed, varying ov
   trials (batchlab.steptime), so a slow minute slows them all alike: the median over the rounds, on either clock.
   Even this thread's CPU clock (one torch thread on a CPU) moves both ways from round to round (some rounds run
   in under 0.7x their batch size's median), and the least over the rounds, taken here before, moved more: the
-  ratio between two batch sizes' costs moved 1.3-2.7x as much from one measurement to the next with the least
-  of 10 rounds as with their median, and 1.2-2.9x as much with the least of 5, on two configs at 0, 1 and 3
+  ratio between two batch sizes' costs moved 1.0-2.7x as much from one measurement to the next with the least
+  of 10 rounds as with their median, and 1.2-2.9x as much with the least of 5, on two configs at 0, 1, 3 and 7
   busy processes beside (benchmarks/step_time_estimators.py; README, "Why the median of 10 rounds"). Without that file (a Dask sweep, records from before it,
   `--no-time-steps`), each trial's own clock (train_seconds / steps, the median over the trials), which the
   report says;
@@ -43,8 +43,8 @@ from batchlab.reporting.load import FINISHED, same_target
 
 DRAWS = 2000  # bootstrap draws: the 2.5% tails rest on 50 draws each
 SEED = 0  # same records, same intervals, same answer
-TIE = 1.10  # predicted times within 10% are one answer: re-timed under load, one batch size's prediction moved by
-# up to 9% from one measurement to the next here (benchmarks/answer_stability.py)
+TIE = 1.10  # predicted times within 10% are one answer: re-timed 4 times beside a busy process, a batch size's
+# predicted time relative to the fastest's moved by up to 4% here (benchmarks/answer_stability.py, README)
 INTERLEAVED, TRIALS = "interleaved", "trials"  # where seconds per step came from
 
 
