@@ -15,7 +15,6 @@ beside it, as another user of the machine would.
 from __future__ import annotations
 
 import argparse
-import multiprocessing
 import shutil
 import sys
 import tempfile
@@ -29,11 +28,7 @@ if (_ROOT / "batchlab" / "__init__.py").exists() and str(_ROOT) not in sys.path:
 import batchlab  # noqa: E402
 from batchlab import steptime  # noqa: E402
 from batchlab.reporting import analyse  # noqa: E402
-
-
-def _busy() -> None:
-    while True:
-        pass
+from timing import busy_processes  # noqa: E402
 
 
 def main() -> None:
@@ -46,11 +41,8 @@ def main() -> None:
     parser.add_argument("--set", action="append", default=[], help="the overrides the sweep was run with")
     args = parser.parse_args()
 
-    hogs = [multiprocessing.Process(target=_busy, daemon=True) for _ in range(args.hog)]
-    for hog in hogs:
-        hog.start()
     answers = []
-    try:
+    with busy_processes(args.hog):
         for i in range(args.repeat):
             with tempfile.TemporaryDirectory() as tmp:
                 copy = Path(tmp) / args.records.name
@@ -67,9 +59,6 @@ def main() -> None:
                 answers.append(answer.in_short())
             if i + 1 < args.repeat:
                 time.sleep(args.pause)
-    finally:
-        for hog in hogs:
-            hog.terminate()
     print(f"{len(set(answers))} distinct answer(s) in {len(answers)} repetitions (hog: {args.hog} process(es))")
 
 

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import itertools
-import multiprocessing
 import sys
 from pathlib import Path
 
@@ -26,22 +25,16 @@ if (_ROOT / "batchlab" / "__init__.py").exists() and str(_ROOT) not in sys.path:
     sys.path.insert(0, str(_ROOT))
 
 import numpy as np  # noqa: E402
-import torch  # noqa: E402
 
-from batchlab import api, steptime  # noqa: E402
+from batchlab import steptime  # noqa: E402
 from batchlab.executors.base import DataCache  # noqa: E402
-from batchlab.machine import resolve_device  # noqa: E402
+from timing import busy_processes, grid_subjects  # noqa: E402
 
 SUMMARIES = {  # rounds (repetitions x batch sizes x rounds) -> one cost per repetition and batch size
     "least": lambda r: np.sort(r, axis=2)[:, :, 0],
     "lower quartile": lambda r: np.quantile(r, 0.25, axis=2),
     "median": lambda r: np.median(r, axis=2),
 }
-
-
-def _busy() -> None:
-    while True:
-        pass
 
 
 def movement(costs: np.ndarray) -> tuple[float, float]:
@@ -59,24 +52,13 @@ def main() -> None:
     parser.add_argument("--hog", type=int, default=0, help="busy processes running beside it")
     args = parser.parse_args()
 
-    plan = api.plan_sweep(args.config, "/tmp/batchlab-step-time-estimators")
-    subjects = steptime.subjects(plan.trials)
-    cfg = subjects[0].config
-    device = resolve_device(cfg.device)
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
-    hogs = [multiprocessing.Process(target=_busy, daemon=True) for _ in range(args.hog)]
-    for hog in hogs:
-        hog.start()
+    subjects, device = grid_subjects(args.config, "/tmp/batchlab-step-time-estimators")
     cache, rounds = DataCache(), []  # per measurement: each subject's seconds per step, one a round
-    try:
+    with busy_processes(args.hog):
         for i in range(args.repeat):
             times = steptime.measure(subjects, lambda c: cache.get(c, device), device, rounds=args.rounds)
             rounds.append({s.key: times.seconds_per_step(s.key) for s in subjects})
             print(f"measurement {i + 1}/{args.repeat} ({times.clock} clock)", file=sys.stderr)
-    finally:
-        for hog in hogs:
-            hog.terminate()
     subjects = [s for s in subjects if all(rep[s.key] for rep in rounds)]  # one that failed (out of memory): left out
     r = np.array([[rep[s.key] for s in subjects] for rep in rounds])  # repetitions x batch sizes x rounds
     low = r / np.median(r, axis=2, keepdims=True)

@@ -26,9 +26,9 @@ if (_ROOT / "batchlab" / "__init__.py").exists() and str(_ROOT) not in sys.path:
 
 import torch  # noqa: E402
 
-from batchlab import api, steptime  # noqa: E402
+from batchlab import steptime  # noqa: E402
 from batchlab.executors.base import DataCache  # noqa: E402
-from batchlab.machine import resolve_device  # noqa: E402
+from timing import grid_subjects  # noqa: E402
 
 
 def main() -> None:
@@ -39,12 +39,7 @@ def main() -> None:
     parser.add_argument("--trials", type=Path, help="a sweep's records: their own clocks, for comparison")
     args = parser.parse_args()
 
-    plan = api.plan_sweep(args.config, "/tmp/batchlab-step-times")
-    subjects = steptime.subjects(plan.trials)
-    cfg = subjects[0].config
-    device = resolve_device(cfg.device)
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
+    subjects, device = grid_subjects(args.config, "/tmp/batchlab-step-times")
     cache = DataCache()
     sizes = [s.key[0] for s in subjects]
     ratios = {b: [] for b in sizes}
