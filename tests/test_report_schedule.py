@@ -15,6 +15,7 @@ from typer.testing import CliRunner
 from batchlab import batches, steptime
 from batchlab.cli import app
 from batchlab.reporting import analyse
+from batchlab.reporting.display import tie_sentence
 from report_fixtures import check_png, hit, make_schedule_trial, make_step_times, make_sweep, make_trial
 
 runner = CliRunner()
@@ -314,3 +315,27 @@ def test_a_tie_with_a_schedule_says_which_setting_met_the_target_only_at_the_bud
     assert sentence.startswith("Use batch size 128 or the batch-size schedule 32→128→512: they cannot be told apart")
     assert sentence.endswith(" Batch size 128: 2 of its seeds met the target only at the budget's last step: a "
                              "longer budget would show whether it holds.")
+
+
+def test_one_tie_sentence_for_batch_sizes_and_schedules():
+    """Batch sizes alone are named once ("batch size 64 or 32"); with a schedule every setting by its name. Equal
+    steps go to the smaller batch size; each setting with seeds at the budget's end is warned about."""
+    def constant(b, steps, examples, at_end=0):
+        return {"name": f"batch size {b}", "batch_size": b, "setting": "lr 0.1", "predicted_seconds": 1.0,
+                "steps": steps, "examples": examples, "at_budget_end": at_end}
+
+    text = tie_sentence([constant(64, 50, 3200), constant(32, 50, 1600, at_end=1)], "test_accuracy ≥ 0.9")
+    assert text.startswith("Use batch size 64 or 32: they cannot be told apart on this machine, within the noise of "
+                           "its timing and of the seeds (64: lr 0.1, 1 s; 32: lr 0.1, 1 s predicted to "
+                           "test_accuracy ≥ 0.9, steps x seconds per step); batch size 32 takes both the fewest "
+                           "steps (50) and the fewest examples (1,600).")
+    assert text.endswith(" Batch size 32: 1 of its seeds met the target only at the budget's last step: a longer "
+                         "budget would show whether it holds.")
+    schedule = {"name": "the batch-size schedule 32→128", "schedule": "32→128", "setting": "lr 0.1 at 32",
+                "predicted_seconds": 0.9, "steps": 40, "examples": 4000}
+    text = tie_sentence([schedule, constant(64, 50, 3200)], "test_accuracy ≥ 0.9")
+    assert text == ("Use the batch-size schedule 32→128 or batch size 64: they cannot be told apart on this machine, "
+                    "within the noise of its timing and of the seeds (the batch-size schedule 32→128: lr 0.1 at 32, "
+                    "0.9 s; batch size 64: lr 0.1, 1 s predicted to test_accuracy ≥ 0.9, steps x seconds per step); "
+                    "the batch-size schedule 32→128 takes the fewest steps (40), batch size 64 the fewest examples "
+                    "(3,200).")

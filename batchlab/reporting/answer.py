@@ -214,24 +214,11 @@ def _sentence(answer: Recommendation, target: str, reached: int) -> str:
 
 def _tie_sentence(answer: Recommendation, target: str) -> str:
     """The fastest and those within the noise of it, named together, with what sets them apart."""
-    others = answer.within_noise
-    names = [str(answer.batch_size)] + [str(o["batch_size"]) for o in others]
-    listed = ", ".join(names[:-1]) + " or " + names[-1]
-    lrs = "; ".join([f"{answer.batch_size}: {_setting(answer)}, {display.seconds(answer.predicted_seconds)} s"]
-                    + [f"{o['batch_size']}: lr {o['lr']:g}, {display.seconds(o['predicted_seconds'])} s" for o in others])
-    candidates = [(answer.batch_size, answer.steps, answer.examples)] + [
-        (o["batch_size"], o["steps"], o["examples"]) for o in others]
-    fewest_steps = min(candidates, key=lambda c: (c[1], c[0]))
-    fewest_examples = min(candidates, key=lambda c: (c[2], c[0]))
-    apart = (f"batch size {fewest_steps[0]} takes the fewest steps ({display.count(fewest_steps[1])}), "
-             f"{fewest_examples[0]} the fewest examples ({display.count(fewest_examples[2])})")
-    if fewest_steps[0] == fewest_examples[0]:
-        apart = (f"batch size {fewest_steps[0]} takes both the fewest steps ({display.count(fewest_steps[1])}) "
-                 f"and the fewest examples ({display.count(fewest_examples[2])})")
-    margin = display.at_budget_end(f"Batch size {answer.batch_size}", answer.at_budget_end) + "".join(
-        display.at_budget_end(f"Batch size {o['batch_size']}", o.get("at_budget_end", 0)) for o in others)
-    return (f"Use batch size {listed}: they cannot be told apart on this machine, within the noise of its timing and "
-            f"of the seeds ({lrs} predicted to {target}, steps x seconds per step); {apart}." + margin)
+    fastest = {"batch_size": answer.batch_size, "setting": _setting(answer), "steps": answer.steps,
+               "predicted_seconds": answer.predicted_seconds, "examples": answer.examples,
+               "at_budget_end": answer.at_budget_end}
+    others = [{**o, "setting": f"lr {o['lr']:g}"} for o in answer.within_noise]
+    return display.tie_sentence([{**e, "name": f"batch size {e['batch_size']}"} for e in [fastest, *others]], target)
 
 
 def _regime_text(answer: Recommendation, frontier: FrontierResult) -> str:

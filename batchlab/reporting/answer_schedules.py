@@ -68,7 +68,8 @@ def apply(answer, rec: SweepRecords, tables: Tables, target: str) -> None:
                       "the frontier, B_crit and the other-hardware limits are the constant batch sizes'."] + [
             line for line in answer.why[1:]]
     answer.within_noise = [{k: v for k, v in e.items() if k != "text"} for e in entries[1:]]
-    answer.sentence = (_tie_sentence(entries, target) if len(entries) > 1
+    tied = [{**e, "name": _called(e), "setting": e["text"]} for e in entries]
+    answer.sentence = (display.tie_sentence(tied, target) if len(entries) > 1
                        else _sentence(answer, first, target, constants_ran=not constants.empty))
 
 
@@ -101,23 +102,6 @@ def _sentence(answer, entry: dict, target: str, constants_ran: bool) -> str:
         return head + "; it met the target before its first step."
     return (head + f", {answer.speedup:.2g}× as fast as batch size {answer.baseline_batch_size}, the fastest "
             "constant batch size.")
-
-
-def _tie_sentence(entries: list[dict], target: str) -> str:
-    names = [_called(e) for e in entries]
-    listed = ", ".join(names[:-1]) + " or " + names[-1]
-    each = "; ".join(f"{_called(e)}: {e['text']}, {display.seconds(e['predicted_seconds'])} s" for e in entries)
-    fewest_steps = min(entries, key=lambda e: e["steps"])
-    fewest_examples = min(entries, key=lambda e: e["examples"])
-    apart = (f"{_called(fewest_steps)} takes the fewest steps ({display.count(fewest_steps['steps'])}), "
-             f"{_called(fewest_examples)} the fewest examples ({display.count(fewest_examples['examples'])})")
-    if fewest_steps is fewest_examples:
-        apart = (f"{_called(fewest_steps)} takes both the fewest steps ({display.count(fewest_steps['steps'])}) "
-                 f"and the fewest examples ({display.count(fewest_examples['examples'])})")
-    margin = "".join(display.at_budget_end(_called(e)[0].upper() + _called(e)[1:], e.get("at_budget_end", 0))
-                     for e in entries)
-    return (f"Use {listed}: they cannot be told apart on this machine, within the noise of its timing and of the "
-            f"seeds ({each} predicted to {target}, steps x seconds per step); {apart}.{margin}")
 
 
 def statement(row: pd.Series, seeds: pd.DataFrame, target: str) -> str:

@@ -7,13 +7,13 @@ Time to a target = steps to it (the optimisation's: exact for a seed, varying ov
   some seed of whose best setting missed takes no part in the decision);
 - seconds per step: from the sweep's step_times.json, every batch size timed round-robin in one go after the
   trials (batchlab.steptime), so a slow minute slows them all alike: the median over the rounds, on either clock.
-  Even this thread's CPU clock (one torch thread on a CPU) moves both ways from round to round (some rounds run
-  in under 0.7x their batch size's median), and the least over the rounds, taken here before, moved more: the
-  ratio between two batch sizes' costs moved 1.0-2.7x as much from one measurement to the next with the least
-  of 10 rounds as with their median, and 1.2-2.9x as much with the least of 5, on two configs at 0, 1, 3 and 7
-  busy processes beside (benchmarks/step_time_estimators.py; README, "Why the median of 10 rounds"). Without that file (a Dask sweep, records from before it,
-  `--no-time-steps`), each trial's own clock (train_seconds / steps, the median over the trials), which the
-  report says;
+  Even this thread's CPU clock (one torch thread on a CPU) moves both ways from round to round (some rounds run in
+  under 0.7x their batch size's median), and the least over the rounds, taken here before, moved more: the ratio
+  between two batch sizes' costs moved 1.0-2.7x as much from one measurement to the next with the least of 10
+  rounds as with their median, and 1.2-2.9x as much with the least of 5, on two configs at 0, 1, 3 and 7 busy
+  processes beside (benchmarks/step_time_estimators.py; README, "Why the median of 10 rounds"). Without that file
+  (a Dask sweep, records from before it, `--no-time-steps`), each trial's own clock (train_seconds / steps, the
+  median over the trials), which the report says;
 - predicted seconds = median steps over seeds x seconds per step, with a 95% interval from a bootstrap
   over both (seeds resampled per batch size; rounds of the interleaved timing resampled together for all batch
   sizes, as they were measured together, trials' timings independently);

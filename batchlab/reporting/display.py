@@ -101,6 +101,28 @@ def at_budget_end(who: str, seeds: int) -> str:
             "show whether it holds." if seeds else "")
 
 
+def tie_sentence(entries: list[dict], target: str) -> str:
+    """The settings that cannot be told apart, fastest first, named together with what sets them apart. Each entry:
+    name ("batch size 64", or a schedule's name), setting (its lr in words), predicted_seconds, steps, examples,
+    at_budget_end (seeds that met the target only at the budget's last step) and, for a batch size, batch_size
+    (fewer steps or examples tie to the smaller). Batch sizes alone are named once: "batch size 64, 128 or 32"."""
+    bare = all("batch_size" in e and "schedule" not in e for e in entries)
+    short = [str(e["batch_size"]) if bare else e["name"] for e in entries]
+    listed = ("batch size " if bare else "") + ", ".join(short[:-1]) + " or " + short[-1]
+    each = "; ".join(f"{s}: {e['setting']}, {seconds(e['predicted_seconds'])} s" for s, e in zip(short, entries))
+    steps, examples = (min(range(len(entries)), key=lambda i: (entries[i][k], entries[i].get("batch_size", math.inf)))
+                       for k in ("steps", "examples"))
+    if steps == examples:
+        apart = (f"{entries[steps]['name']} takes both the fewest steps ({count(entries[steps]['steps'])}) and the "
+                 f"fewest examples ({count(entries[examples]['examples'])})")
+    else:
+        apart = (f"{entries[steps]['name']} takes the fewest steps ({count(entries[steps]['steps'])}), "
+                 f"{short[examples]} the fewest examples ({count(entries[examples]['examples'])})")
+    margin = "".join(at_budget_end(e["name"][0].upper() + e["name"][1:], e.get("at_budget_end", 0)) for e in entries)
+    return (f"Use {listed}: they cannot be told apart on this machine, within the noise of its timing and of the "
+            f"seeds ({each} predicted to {target}, steps x seconds per step); {apart}.{margin}")
+
+
 def target_text(rec: SweepRecords, target: float) -> str:
     return f"{rec.target_metric} {'≤' if rec.regression else '≥'} {target:g}"
 
