@@ -49,13 +49,13 @@ def test_rounds_read_on_the_cpu_clock_cost_their_median_and_the_details_say_so(t
         make_trial(sweep, 64, 0.1, seed, hits={0.9: hit(9.0, 100, 64, 16)})
         make_trial(sweep, 256, 0.2, seed, hits={0.9: hit(3.0, 40, 256, 4)})
     fast = [0.01 * r for r in ROUND[:2]] + [0.006] + [0.01 * r for r in ROUND[3:]]  # round 3 ran 0.6x the others
-    make_step_times(sweep, {64: fast, 256: [0.05 * r for r in ROUND]}, clock=CPU_CLOCK)
+    make_step_times(sweep, {64: fast, 256: [0.05 * r for r in ROUND]}, threads=1, clock=CPU_CLOCK)
     [report] = analyse(sweep)
     rows = report.time_to_accuracy.set_index("batch_size")
     assert rows.loc[64, "seconds_per_step"] == pytest.approx(0.01)  # the median of 1.0, 1.04, 0.6, 1.02, 0.99 x 0.01
     assert rows.loc[256, "predicted_seconds"] == pytest.approx(40 * 0.05)
-    assert "timed interleaved (5 rounds over every batch size, median, read on this thread's CPU clock;" in \
-        report.recommendation.details[1]
+    assert "timed interleaved (5 rounds over every batch size, median, read on this thread's CPU clock; 1 thread," \
+        in report.recommendation.details[1]
 
 
 def test_same_records_same_answer(tmp_path):
@@ -202,6 +202,7 @@ def _tiny(tmp_path, batch_sizes, extra=()):
 def test_a_sweep_times_its_steps_interleaved_once(tmp_path):
     result = _tiny(tmp_path, [8, 32])
     assert result.exit_code == 0, result.output
+    assert f"2 completed; a step timed at every batch size ({ROUNDS} rounds); records in" in result.output
     path = tmp_path / "tiny" / "step_times.json"
     recorded = json.loads(path.read_text())
     assert recorded["threads"] == 1 and recorded["device"] == "cpu" and recorded["torch_version"]
@@ -214,7 +215,8 @@ def test_a_sweep_times_its_steps_interleaved_once(tmp_path):
     order = [t["batch_size"] for t in timings]
     assert order[:4] == [8, 32, 32, 8]
     before = path.read_bytes()
-    assert _tiny(tmp_path, [8, 32]).exit_code == 0  # nothing new trained, the grid covered: not timed again
+    again = _tiny(tmp_path, [8, 32])  # nothing new trained, the grid covered: not timed again
+    assert "nothing to run (2 already recorded); the recorded step times kept (step_times.json)" in again.output
     assert path.read_bytes() == before
     assert _tiny(tmp_path, [8, 32, 128]).exit_code == 0  # a new batch size: all of them timed again, together
     again = json.loads(path.read_text())["timings"]
@@ -224,7 +226,11 @@ def test_a_sweep_times_its_steps_interleaved_once(tmp_path):
     older = json.loads(path.read_text())  # as an earlier batchlab wrote it: 5 rounds (it took their least)
     older["rounds"], older["timings"] = 5, [t for t in older["timings"] if t["round"] < 5]
     path.write_text(json.dumps(older))
-    assert _tiny(tmp_path, [8, 32, 128]).exit_code == 0  # nothing new trained, but fewer rounds: timed again
+    reported = runner.invoke(app, ["report", str(tmp_path / "tiny"), "--out", str(tmp_path / "report")])
+    assert f"step_times.json: 5 timing rounds, from an earlier batchlab (it takes {ROUNDS} now); run the same " \
+           "`batchlab sweep` again to time the steps anew (nothing is trained again)" in reported.output
+    again = _tiny(tmp_path, [8, 32, 128])  # nothing new trained, but fewer rounds: timed again
+    assert f"nothing to run (3 already recorded); a step timed at every batch size ({ROUNDS} rounds)" in again.output
     assert json.loads(path.read_text())["rounds"] == ROUNDS
 
 

@@ -139,3 +139,15 @@ def test_report_json_is_the_only_output(tiny_runs, tmp_path):
     assert answer["target"] == sweep["target"] and answer["sentence"].startswith("Use batch size")
     smallest = table[(table["target"] == sweep["target"]) & (table["status"] == "reached")]["batch_size"].min()
     assert answer["baseline_batch_size"] == smallest
+
+
+def test_a_report_target_no_accuracy_can_reach_is_one_line_and_exit_2(tiny_runs, tmp_path):
+    """--target 5 on accuracy is refused, as the config's and suggest's targets are; a reachable target that was
+    not recorded is a warning, and the report shows the recorded ones."""
+    result = runner.invoke(app, ["report", str(tiny_runs / "tiny"), "--out", str(tmp_path / "a"), "--target", "5"])
+    assert result.exit_code == 2
+    assert result.output.strip() == "error: --target 5: an accuracy target lies above 0 and at most 1 (got 5.0)"
+    assert not (tmp_path / "a").exists()
+    result = runner.invoke(app, ["report", str(tiny_runs / "tiny"), "--out", str(tmp_path / "b"), "--target", "0.99"])
+    assert result.exit_code == 0, result.output
+    assert "warning: target 0.99 is not among the recorded targets" in result.output

@@ -7,6 +7,8 @@ import sys
 import typer
 from tqdm import tqdm
 
+from batchlab.steptime import FILE
+
 
 TIMING = "timing a step at each batch size, interleaved"
 
@@ -19,6 +21,7 @@ class Display:
         self.bars = not quiet and self.tty
         self.sweep_bar = tqdm(total=total, desc="sweep", unit="trial", position=0, file=sys.stdout) if self.bars else None
         self.trial_bar = None
+        self.rounds_timed = 0  # rounds of the step-time phase after the trials; 0: the steps were not timed
 
     def trial_start(self, trial, i, n):
         if not self.bars:  # (with --workers, trials run elsewhere: only the sweep bar moves)
@@ -46,6 +49,7 @@ class Display:
 
     def steps_timed(self, done: int, rounds: int) -> None:
         """The step-time phase after the trials: a bar of its rounds."""
+        self.rounds_timed = done
         if not self.bars:
             return
         if self.trial_bar is None or self.trial_bar.desc != TIMING:
@@ -53,6 +57,14 @@ class Display:
                 self.trial_bar.close()
             self.trial_bar = tqdm(total=rounds, desc=TIMING, unit="round", position=1, leave=False, file=sys.stdout)
         self.trial_bar.update(done - self.trial_bar.n)
+
+    def finished(self, result, time_steps: bool) -> str:
+        """The sweep's last line: what ran, whether the steps were timed, where the records are."""
+        done = ", ".join(f"{n} {status}" for status, n in result.counts.items()) or "nothing to run"
+        skipped = f" ({result.skipped} already recorded)" if result.skipped else ""
+        timed = (f"; a step timed at every batch size ({self.rounds_timed} rounds)" if self.rounds_timed else
+                 f"; the recorded step times kept ({FILE})" if time_steps and (result.path / FILE).exists() else "")
+        return f"{done}{skipped}{timed}; records in {result.path}"
 
     def close(self):
         if self.trial_bar:

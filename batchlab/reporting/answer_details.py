@@ -41,9 +41,10 @@ def step_source(rec: SweepRecords, rows: pd.DataFrame) -> str:
     if (rows["step_time_source"] == INTERLEAVED).all():
         facts = rec.step_facts
         clock = "this thread's CPU clock" if facts.get("clock") == CPU_CLOCK else "the wall clock"
-        summary = f"median, read on {clock}"
-        return (f"Seconds per step timed interleaved ({facts.get('rounds', '?')} rounds over every "
-                f"batch size, {summary}; {facts.get('threads', '?')} threads, {facts.get('measured_at', '?')}).")
+        threads = facts.get("threads", "?")
+        threads = f"{threads} thread{'' if threads == 1 else 's'}"
+        return (f"Seconds per step timed interleaved ({facts.get('rounds', '?')} rounds over every batch size, median, "
+                f"read on {clock}; {threads}, {facts.get('measured_at', '?')}).")
     return ("Seconds per step from each trial's own clock (train_seconds / steps), measured at different moments, "
             "so the machine's load at each moment is in the comparison: these records have no interleaved timing "
             "(step_times.json: a Dask sweep, --no-time-steps, or older records); run `batchlab sweep` on the same "

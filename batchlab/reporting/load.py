@@ -348,6 +348,9 @@ def _step_times(path: Path, warnings: list[str]) -> dict:
         warnings.append(f"{path}: damaged ({type(exc).__name__}); seconds per step are taken from each trial's "
                         "own clock instead")
         return {"step_times": None, "step_facts": {}}
+    if isinstance(facts.get("rounds"), int) and facts["rounds"] < steptime.ROUNDS:
+        warnings.append(f"{path}: {facts['rounds']} timing rounds, from an earlier batchlab (it takes {steptime.ROUNDS}"
+                        " now); run the same `batchlab sweep` again to time the steps anew (nothing is trained again)")
     return {"step_times": frame, "step_facts": facts}
 
 

@@ -39,9 +39,11 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
+from batchlab.errors import ConfigError
 from batchlab.records import Status
 from batchlab.reporting import decision
 from batchlab.reporting.load import FINISHED, INCOMPLETE, INFEASIBLE, SweepRecords, same_target
+from batchlab.schema import unreachable
 
 if TYPE_CHECKING:
     from batchlab.reporting.schedules import Schedules
@@ -92,6 +94,8 @@ class Tables:
 def build_tables(rec: SweepRecords, target: float | None) -> Tables:
     """All tables of one sweep. `target` limits the time-to-accuracy table to that target."""
     targets = rec.targets
+    if target is not None and (why := unreachable(rec.target_metric, [target])):
+        raise ConfigError(f"--target {target:g}: {why}")
     if target is not None:
         matches = [t for t in rec.targets if same_target(t, target)]
         if matches:
