@@ -219,7 +219,8 @@ def report(path: str | Path, target: float | None = None):
     """The report of one sweep's records, computed and not written: `.recommendation` (the answer, as data),
     `.time_to_accuracy` (the table the CLI writes, a DataFrame), `.write(out_dir)` for the files.
 
-    `path` is a sweep directory (runs/<name>), or a records root holding exactly one sweep.
+    `path` is a sweep directory (runs/<name>), or a records root holding exactly one sweep. `target` headlines that
+    target (one not recorded: a warning, and the default); ConfigError for one the metric cannot meet (accuracy 5).
     """
     from batchlab.reporting import analyse  # matplotlib: imported when a report is asked for, not with batchlab
 

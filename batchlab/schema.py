@@ -202,7 +202,7 @@ class TargetConfig(Section):
 def unreachable(metric: str, values: list[float]) -> str | None:
     """Why target `values` of `metric` can never be met, or None."""
     if metric == "test_accuracy" and (wrong := [v for v in values if not 0 < v <= 1]):
-        return f"an accuracy target lies above 0 and at most 1 (got {', '.join(map(str, wrong))})"
+        return f"an accuracy target lies above 0 and at most 1 (got {', '.join(f'{v:g}' for v in wrong)})"
     return None
 
 

@@ -228,7 +228,7 @@ def test_a_sweep_times_its_steps_interleaved_once(tmp_path):
     path.write_text(json.dumps(older))
     reported = runner.invoke(app, ["report", str(tmp_path / "tiny"), "--out", str(tmp_path / "report")])
     assert f"step_times.json: 5 timing rounds, from an earlier batchlab (it takes {ROUNDS} now); run the same " \
-           "`batchlab sweep` again to time the steps anew (nothing is trained again)" in reported.output
+           "`batchlab sweep` again, not on Dask, to time the steps anew (nothing is trained again)" in reported.output
     again = _tiny(tmp_path, [8, 32, 128])  # nothing new trained, but fewer rounds: timed again
     assert f"nothing to run (3 already recorded); a step timed at every batch size ({ROUNDS} rounds)" in again.output
     assert json.loads(path.read_text())["rounds"] == ROUNDS

@@ -13,6 +13,7 @@ import pandas as pd
 import pytest
 from markdown_it import MarkdownIt
 
+from batchlab.errors import ConfigError
 from batchlab.reporting import FORMATS, Recommendation, analyse, build_report
 from report_fixtures import hit, make_step_times, make_sweep, make_trial
 
@@ -187,3 +188,20 @@ def test_header_falls_back_without_args_or_loss(tmp_path):
     markdown = (report.out_dir / "report.md").read_text()
     assert "| Model | mlp (hidden=\\[64\\]) |" in markdown  # older records: name and keys, no args
     assert "| Loss |" not in markdown
+
+
+def test_a_target_one_sweep_of_a_root_cannot_meet_is_that_sweeps_warning(tmp_path):
+    """Under a records root, --target 2 headlines a loss sweep and is a warning on an accuracy sweep (which keeps
+    its default headline); a target no sweep's metric can meet is refused."""
+    accuracy = make_sweep(tmp_path, "acc")
+    loss = make_sweep(tmp_path, "loss")
+    for seed in (0, 1):
+        make_trial(accuracy, 64, 0.1, seed, hits={0.9: hit(1.0, 50, 64, 16)})
+        make_trial(loss, 64, 0.1, seed, target_metric="test_loss", targets=(2.0,), hits={2.0: hit(1.0, 40, 64, 16)})
+    reports = {r.name: r for r in analyse(tmp_path, target=2.0)}
+    assert reports["loss"].target == 2.0 and not any("target 2:" in w for w in reports["loss"].warnings)
+    assert reports["acc"].target == 0.9
+    assert ("target 2: an accuracy target lies above 0 and at most 1 (got 2); showing every recorded target"
+            in reports["acc"].warnings)
+    with pytest.raises(ConfigError, match=r"^target 2: an accuracy target lies above 0 and at most 1 \(got 2\)$"):
+        analyse(accuracy, target=2.0)

@@ -146,7 +146,7 @@ def test_a_report_target_no_accuracy_can_reach_is_one_line_and_exit_2(tiny_runs,
     not recorded is a warning, and the report shows the recorded ones."""
     result = runner.invoke(app, ["report", str(tiny_runs / "tiny"), "--out", str(tmp_path / "a"), "--target", "5"])
     assert result.exit_code == 2
-    assert result.output.strip() == "error: --target 5: an accuracy target lies above 0 and at most 1 (got 5.0)"
+    assert result.output.strip() == "error: target 5: an accuracy target lies above 0 and at most 1 (got 5)"
     assert not (tmp_path / "a").exists()
     result = runner.invoke(app, ["report", str(tiny_runs / "tiny"), "--out", str(tmp_path / "b"), "--target", "0.99"])
     assert result.exit_code == 0, result.output

@@ -319,7 +319,8 @@ def test_a_tie_with_a_schedule_says_which_setting_met_the_target_only_at_the_bud
 
 def test_one_tie_sentence_for_batch_sizes_and_schedules():
     """Batch sizes alone are named once ("batch size 64 or 32"); with a schedule every setting by its name. Equal
-    steps go to the smaller batch size; each setting with seeds at the budget's end is warned about."""
+    steps go to the smaller batch size among batch sizes, to the faster setting with a schedule; each setting with
+    seeds at the budget's end is warned about."""
     def constant(b, steps, examples, at_end=0):
         return {"name": f"batch size {b}", "batch_size": b, "setting": "lr 0.1", "predicted_seconds": 1.0,
                 "steps": steps, "examples": examples, "at_budget_end": at_end}
@@ -339,3 +340,6 @@ def test_one_tie_sentence_for_batch_sizes_and_schedules():
                     "0.9 s; batch size 64: lr 0.1, 1 s predicted to test_accuracy ≥ 0.9, steps x seconds per step); "
                     "the batch-size schedule 32→128 takes the fewest steps (40), batch size 64 the fewest examples "
                     "(3,200).")
+    text = tie_sentence([{**schedule, "steps": 50}, constant(16, 50, 960)], "test_accuracy ≥ 0.9")
+    assert text.endswith("the batch-size schedule 32→128 takes the fewest steps (50), batch size 16 the fewest "
+                         "examples (960).")

@@ -160,7 +160,7 @@ def sweep(
     except KeyboardInterrupt:
         raise fail(f"interrupted: any trial that was running is recorded as interrupted in {plan.sweep_dir.path}; "
                    "run the same command again to resume", code=130) from None
-    typer.echo(display.finished(result, time_steps))
+    typer.echo(display.finished(result, time_steps and executor != "dask"))  # Dask's workers time no steps
     if smoke and result.counts.get("failed"):
         failed = [s for s in result.summaries if s["status"] == "failed"]
         raise fail("smoke run failed: " + "; ".join(f"{s['trial_id']}: {s['error']}" for s in failed), code=1)

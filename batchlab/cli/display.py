@@ -59,7 +59,8 @@ class Display:
         self.trial_bar.update(done - self.trial_bar.n)
 
     def finished(self, result, time_steps: bool) -> str:
-        """The sweep's last line: what ran, whether the steps were timed, where the records are."""
+        """The sweep's last line: what ran, whether the steps were timed (`time_steps`: they would be, when
+        needed), where the records are."""
         done = ", ".join(f"{n} {status}" for status, n in result.counts.items()) or "nothing to run"
         skipped = f" ({result.skipped} already recorded)" if result.skipped else ""
         timed = (f"; a step timed at every batch size ({self.rounds_timed} rounds)" if self.rounds_timed else

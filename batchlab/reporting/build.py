@@ -12,7 +12,7 @@ from pathlib import Path
 import pandas as pd
 from rich.table import Table
 
-from batchlab.errors import RecordsError
+from batchlab.errors import ConfigError, RecordsError
 from batchlab.reporting import display, schedule_display
 from batchlab.reporting.answer import Recommendation, recommend
 from batchlab.reporting.document import blocks
@@ -23,6 +23,7 @@ from batchlab.reporting.science import Science, build_science
 from batchlab.reporting.schedule_plots import schedule_plots
 from batchlab.reporting.science_plots import make_science_plots
 from batchlab.reporting.tables import Tables, build_tables, status_counts
+from batchlab.schema import unreachable
 
 FORMATS = frozenset({"md", "html", "csv", "png"})
 
@@ -104,13 +105,19 @@ def analyse(path: Path | str, target: float | None = None) -> list[SweepReport]:
     `target` headlines that target value and keeps only it in the time-to-accuracy table; by
     default the table has every recorded target and the headline (the answer, lr grids, plots) is
     the hardest target some batch size reached, or the first listed if none was. A target that is
-    not recorded adds a warning and the default applies.
-    Raises RecordsError when `path` does not exist, holds no sweep or trial, or nothing in it
+    not recorded, or that a sweep's metric cannot meet (an accuracy of 5) under a records root of
+    several, adds a warning and the default applies. Raises ConfigError for a target that no sweep's
+    metric can meet, RecordsError when `path` does not exist, holds no sweep or trial, or nothing in it
     could be read; a damaged record only adds a warning to its sweep's report, and under a records
     root a sweep with nothing readable is a report with a warning and no answer.
     """
+    sweeps = read_sweeps(Path(path))
+    if target is not None:
+        reasons = [unreachable(records.target_metric, [target]) for _, records, _ in sweeps if records]
+        if reasons and all(reasons):
+            raise ConfigError(f"target {target:g}: {reasons[0]}")
     return [_analyse(records, target) if records else SweepReport(sweep_dir.name, sweep_dir, [why], {})
-            for sweep_dir, records, why in read_sweeps(Path(path))]
+            for sweep_dir, records, why in sweeps]
 
 
 def build_report(path: Path | str, out: Path | str | None = None, target: float | None = None,

@@ -104,13 +104,14 @@ def at_budget_end(who: str, seeds: int) -> str:
 def tie_sentence(entries: list[dict], target: str) -> str:
     """The settings that cannot be told apart, fastest first, named together with what sets them apart. Each entry:
     name ("batch size 64", or a schedule's name), setting (its lr in words), predicted_seconds, steps, examples,
-    at_budget_end (seeds that met the target only at the budget's last step) and, for a batch size, batch_size
-    (fewer steps or examples tie to the smaller). Batch sizes alone are named once: "batch size 64, 128 or 32"."""
+    at_budget_end (seeds that met the target only at the budget's last step) and, for a batch size, batch_size.
+    Batch sizes alone are named once ("batch size 64, 128 or 32"), and equal steps or examples go to the smaller;
+    with a schedule among them, to the one listed first (the faster)."""
     bare = all("batch_size" in e and "schedule" not in e for e in entries)
     short = [str(e["batch_size"]) if bare else e["name"] for e in entries]
     listed = ("batch size " if bare else "") + ", ".join(short[:-1]) + " or " + short[-1]
     each = "; ".join(f"{s}: {e['setting']}, {seconds(e['predicted_seconds'])} s" for s, e in zip(short, entries))
-    steps, examples = (min(range(len(entries)), key=lambda i: (entries[i][k], entries[i].get("batch_size", math.inf)))
+    steps, examples = (min(range(len(entries)), key=lambda i: (entries[i][k], entries[i]["batch_size"] if bare else i))
                        for k in ("steps", "examples"))
     if steps == examples:
         apart = (f"{entries[steps]['name']} takes both the fewest steps ({count(entries[steps]['steps'])}) and the "

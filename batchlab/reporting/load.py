@@ -349,8 +349,10 @@ def _step_times(path: Path, warnings: list[str]) -> dict:
                         "own clock instead")
         return {"step_times": None, "step_facts": {}}
     if isinstance(facts.get("rounds"), int) and facts["rounds"] < steptime.ROUNDS:
+        again = ("`batchlab suggest` again (it reads its trials back)" if (path.parent / "suggest.json").exists()
+                 else "`batchlab sweep` again, not on Dask, to time the steps anew (nothing is trained again)")
         warnings.append(f"{path}: {facts['rounds']} timing rounds, from an earlier batchlab (it takes {steptime.ROUNDS}"
-                        " now); run the same `batchlab sweep` again to time the steps anew (nothing is trained again)")
+                        f" now); run the same {again}")
     return {"step_times": frame, "step_facts": facts}
 
 

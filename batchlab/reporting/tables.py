@@ -39,7 +39,6 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
-from batchlab.errors import ConfigError
 from batchlab.records import Status
 from batchlab.reporting import decision
 from batchlab.reporting.load import FINISHED, INCOMPLETE, INFEASIBLE, SweepRecords, same_target
@@ -95,7 +94,9 @@ def build_tables(rec: SweepRecords, target: float | None) -> Tables:
     """All tables of one sweep. `target` limits the time-to-accuracy table to that target."""
     targets = rec.targets
     if target is not None and (why := unreachable(rec.target_metric, [target])):
-        raise ConfigError(f"--target {target:g}: {why}")
+        # a target for another sweep of the same records root (analyse refuses one that no sweep's metric can meet)
+        rec.warnings.append(f"target {target:g}: {why}; showing every recorded target")
+        target = None
     if target is not None:
         matches = [t for t in rec.targets if same_target(t, target)]
         if matches:
