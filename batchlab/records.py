@@ -21,8 +21,7 @@ import json
 import os
 import shutil
 import uuid
-import contextlib
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from enum import Enum
 from pathlib import Path
 from typing import Any
@@ -184,7 +183,7 @@ class SweepDir:
             yield self
         except BaseException:
             lock.release()
-            with contextlib.suppress(OSError):  # the refusal is what the user needs to read, not this
+            with suppress(OSError):  # the refusal is what the user needs to read, not this
                 for path in made:  # a config refused before anything was written leaves no folder behind
                     if path.is_dir() and {p.name for p in path.iterdir()} <= {".lock"}:
                         (path / ".lock").unlink(missing_ok=True)

@@ -107,7 +107,7 @@ def tie_sentence(entries: list[dict], target: str) -> str:
     at_budget_end (seeds that met the target only at the budget's last step) and, for a batch size, batch_size.
     Batch sizes alone are named once ("batch size 64, 128 or 32"), and equal steps or examples go to the smaller;
     with a schedule among them, to the one listed first (the faster)."""
-    bare = all("batch_size" in e and "schedule" not in e for e in entries)
+    bare = all("batch_size" in e for e in entries)  # a schedule has none
     short = [str(e["batch_size"]) if bare else e["name"] for e in entries]
     listed = ("batch size " if bare else "") + ", ".join(short[:-1]) + " or " + short[-1]
     each = "; ".join(f"{s}: {e['setting']}, {seconds(e['predicted_seconds'])} s" for s, e in zip(short, entries))
