@@ -134,16 +134,17 @@ def parse(value: dict) -> BatchSchedule:
             where = ".".join(str(p) for p in loc)
             text = err["msg"].removeprefix("Value error, ")
             text = "unknown key" if err["type"] == "extra_forbidden" else text
-            if loc[:1] == ("schedule",) and len(loc) == 3:  # [progress, batch size] of one point
+            if loc[:1] == ("schedule",) and len(loc) >= 3:  # [progress, batch size] of one point (and which
+                # of int | float a progress failed as: one message for both)
                 where = f"schedule point {loc[1] + 1}"
                 text = (f"the batch size must be a whole number >= 1, got {err['input']!r}" if loc[2] == 1 else
-                        f"the progress must be a number >= 0, got {err['input']!r}")
+                        f"the progress must be a finite number >= 0, got {err['input']!r}")
             elif loc == ("schedule",) and text.startswith("schedule point "):  # the point names itself
                 where = ""
             elif loc in (("min",), ("max",)) and err["type"] != "missing":
                 text = f"must be a whole number >= 1, got {err['input']!r}"
             problems.append(f"{where}: {text}" if where else text)
-        raise ValueError("; ".join(problems)) from None
+        raise ValueError("; ".join(dict.fromkeys(problems))) from None
 
 
 def split(data: Any) -> Any:

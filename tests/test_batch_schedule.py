@@ -264,6 +264,10 @@ def test_a_checkpoint_taken_before_a_change_resumes_bit_identically_across_it(tm
                                            "[0, 16, 3]"),
     ({"schedule": [[0, 16], 7]}, "batch_size: schedule point 2: expected [progress, batch size], got 7"),
     ({"schedule": [[0, 16], [10, True]]}, "batch_size: schedule point 2: expected a number, got the boolean true"),
+    ({"schedule": [[0, 16], [float("inf"), 32]]}, "batch_size: schedule point 2: the progress must be a finite number "
+                                                   ">= 0, got inf"),  # one message, not one per int | float
+    ({"schedule": [[0, 16], ["a", 32]]}, "batch_size: schedule point 2: the progress must be a finite number >= 0, "
+                                         "got 'a'"),
     ({"schedule": [[0, 16]], "follow": "noise"}, "batch_size: give schedule (batch sizes at given points) or follow "
                                                  "(the measured noise scale), not both"),
 ])
@@ -275,6 +279,7 @@ def test_bad_schedules_are_one_line(tmp_path, batch_size, expected):
     lines = result.stderr.splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and "Traceback" not in result.stderr
     assert expected in lines[0] and f"{config}, line " in lines[0]
+    assert lines[0].count("schedule point") == expected.count("schedule point")  # each problem said once
     assert not (tmp_path / "runs").exists()
 
 

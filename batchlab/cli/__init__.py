@@ -20,7 +20,7 @@ from batchlab.cli.display import Display
 from batchlab.errors import VALUE_CHARS, BatchlabError, BatchlabWarning, short
 from batchlab.fields import COUNT_MAX, MEASUREMENTS_MAX, PARALLEL_MAX, RETRIES_MAX
 from batchlab.memory import mib
-from batchlab.records import DONE
+from batchlab.records import DONE, Status
 from batchlab.processes import sigterm_as_interrupt
 
 app = typer.Typer(cls=Commands, add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
@@ -161,8 +161,8 @@ def sweep(
         raise fail(f"interrupted: any trial that was running is recorded as interrupted in {plan.sweep_dir.path}; "
                    "run the same command again to resume", code=130) from None
     typer.echo(display.finished(result, time_steps and executor != "dask"))  # Dask's workers time no steps
-    if smoke and result.counts.get("failed"):
-        failed = [s for s in result.summaries if s["status"] == "failed"]
+    if smoke and result.counts.get(Status.FAILED):
+        failed = [s for s in result.summaries if s["status"] == Status.FAILED]
         raise fail("smoke run failed: " + "; ".join(f"{s['trial_id']}: {s['error']}" for s in failed), code=1)
 
 

@@ -7,6 +7,7 @@ import sys
 import typer
 from tqdm import tqdm
 
+from batchlab.records import Status
 from batchlab.steptime import FILE
 
 
@@ -86,7 +87,7 @@ def trial_line(s: dict) -> str:
     metric = f"acc {acc:.4f}" if acc is not None else f"loss {s['final'].get('test_loss') or float('nan'):.4g}"
     reached = sum(v is not None for v in s["targets"].values())
     seconds = f"{s['train_seconds']:.2f}s"
-    if s["status"] == "raced":
+    if s["status"] == Status.RACED:
         seconds += f" (past the best time to the target, {s['deadline']:.2f}s)" if s.get("deadline") else ""
         metric += " when stopped"
     line = (f"{s['trial_id']}: {s['status']}, {s['steps']} steps, {seconds}, {metric}, "

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from batchlab.records import Status
 from batchlab.reporting.figures import FIT_COLOR, SINGLE, batch_axis, figure, log_y, png
 from batchlab.suggestion.answer import Suggestion
 
@@ -26,7 +27,7 @@ def suggest_png(s: Suggestion, pilot_batch: int, pilot_steps: float) -> bytes:
     reached = [t for t in s.trials if t["predicted_seconds"] is not None and t["phase"] != "confirmation"]
     ax.scatter([t["batch_size"] for t in reached], [t["predicted_seconds"] for t in reached], color="black",
                zorder=3, label="measured steps x s/step (each lr)")
-    raced = [t for t in s.trials if t["status"] == "raced" and t["batch_size"] in spb]
+    raced = [t for t in s.trials if t["status"] == Status.RACED and t["batch_size"] in spb]
     if raced:  # stopped once past the best: their time to target is above the point
         ax.scatter([t["batch_size"] for t in raced], [t["steps_run"] * spb[t["batch_size"]] for t in raced],
                    marker="^", facecolors="none", edgecolors="0.4", zorder=3, label="raced out (slower than the best)")
