@@ -311,11 +311,12 @@ def cbs(config: Config, out: str | Path = "runs", overrides: Overrides = None, *
     try:
         check_writable(procedure.folder(Path(out), experiment.name, source))  # before the measurement, not after
         return procedure.measure(
-            experiment, Path(out), batch_sizes=batch_sizes, points=points or CBS_POINTS, window=window,
-            tolerance=CBS_TOLERANCE if tolerance is None else tolerance, source=source, min_batch=min_batch,
-            max_batch=max_batch, eval_examples=eval_examples or CBS_EVAL_EXAMPLES,
-            measurements=measurements or CBS_MEASUREMENTS, progress=on_progress, code_dirs=source_file.code_dirs,
-            by=by, fraction=fraction)
+            experiment, Path(out), batch_sizes=batch_sizes, points=CBS_POINTS if points is None else points,
+            window=window, tolerance=CBS_TOLERANCE if tolerance is None else tolerance, source=source,
+            min_batch=min_batch, max_batch=max_batch,
+            eval_examples=CBS_EVAL_EXAMPLES if eval_examples is None else eval_examples,
+            measurements=CBS_MEASUREMENTS if measurements is None else measurements, progress=on_progress,
+            code_dirs=source_file.code_dirs, by=by, fraction=fraction)
     except BatchlabError as e:
         raise source_file.locate(e) from None
 

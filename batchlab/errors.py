@@ -18,6 +18,11 @@ class RecordsError(BatchlabError):
     """The records on disk cannot be used as asked (locked, changed config, damaged, not writable)."""
 
 
+class TrainingError(BatchlabError):
+    """Training that the rest of the work stands on failed: the user's code raised, or the loss diverged (the
+    reference run of `batchlab cbs`). A sweep's trial that fails is that trial's status, never this."""
+
+
 class BatchlabWarning(UserWarning):
     """Something the user should know that does not stop the work (e.g. a damaged copy of a data set skipped
     for another). The library never prints: it warns with this category (Python's `warnings`)."""

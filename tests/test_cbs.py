@@ -2,6 +2,7 @@
 closed form; the recommended schedule; the files and their consistency; bad input as one line."""
 
 import csv
+import re
 import json
 from pathlib import Path
 import math
@@ -352,3 +353,142 @@ def test_a_growing_measure_is_recommended_and_printed_as_a_schedule(capsys):
     show_table(result)
     assert ("recommended schedule (from B_simple): batch_size: {schedule: [[0, 8], [3000, 32], [9000, 256]]}"
             in capsys.readouterr().out)
+
+
+def test_a_late_change_at_the_budgets_end_is_left_out_and_said(capsys):
+    """The last point lies at the budget's end: a change measured there never happens in a run of that budget."""
+    from types import SimpleNamespace
+
+    from batchlab.cli.cbs import show_table
+    from batchlab.critical_batch import Cbs, finish
+
+    result = Cbs("tiny", "noise", 32, 0.1, 0, [8, 32, 256], {}, 100, 1.0, 9000, None)
+    result.points = [{"point": i, "examples": e, "loss": 1.0, "b_simple": v}
+                     for i, (e, v) in enumerate(zip((1000, 3000, 9000), (9.0, 40.0, 300.0)))]
+    finish(result, SimpleNamespace(ladder=[8, 32, 256]), None, None)
+    assert result.schedule == [[0, 8], [3000, 32]] and result.schedule_late == [[9000, 256]]
+    show_table(result)
+    out = capsys.readouterr().out
+    assert "recommended schedule (from B_simple): batch_size: {schedule: [[0, 8], [3000, 32]]}" in out
+    assert "left out: batch 256 from 9,000 examples, measured at the budget's end" in out
+
+
+BOOM = '''import torch
+
+
+class Boom(torch.nn.Module):
+    """Trains at batches of up to LIMIT examples, raises as a GPU out of memory does above."""
+    LIMIT = 100
+
+    def __init__(self, input_shape=None, num_classes=10):
+        super().__init__()
+        self.lin = torch.nn.Linear(64, num_classes)
+
+    def forward(self, x):
+        if self.training and len(x) > self.LIMIT:
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return self.lin(x.flatten(1))
+
+
+class Always(Boom):
+    LIMIT = 0
+'''
+
+
+def test_a_branch_that_raises_fails_that_branch_not_the_measurement(tmp_path):
+    (tmp_path / "boom.py").write_text(BOOM)
+    config = tmp_path / "boom.yaml"
+    config.write_text(yaml.safe_dump({**TINY, "name": "boom", "model": {"name": "boom:Boom"}}))
+    result = runner.invoke(app, ["cbs", str(config), "--out", str(tmp_path), "--points", "2",
+                                 "--batch-sizes", "8,16,32,128", "--window", "256"])
+    assert result.exit_code == 0, result.output
+    data = json.loads((tmp_path / "boom" / "cbs" / "cbs.json").read_text())
+    failed = [b for b in data["branches"] if b["error"]]
+    assert {b["batch_size"] for b in failed} == {128} and len(failed) == 2 * 3  # points x the rule's factors
+    assert all(b["error"].startswith("OutOfMemoryError: CUDA out of memory") for b in failed)
+    assert all(b["error"] is None for b in data["branches"] if b["batch_size"] != 128)
+    assert all(p["examples_by_batch"]["128"] is None and p["examples_by_batch"]["16"] is not None
+               for p in data["points"])
+    with open(tmp_path / "boom" / "cbs" / "branches.csv") as f:
+        assert sum(1 for row in csv.DictReader(f) if row["error"]) == 6
+    assert "6 branches failed (branches.csv, column error), e.g. batch 128 at lr 0.2: OutOfMemoryError" in result.output
+
+
+@pytest.mark.parametrize("model, lr, message", [
+    ("boom:Always", 0.2, "error: the reference run (batch size 32, lr 0.2) failed, nothing was measured: "
+                         "OutOfMemoryError: CUDA out of memory"),
+    ("mlp", 1e6, "error: the reference run (batch size 32, lr 1e+06) diverged: held-out loss "),
+])
+def test_a_reference_run_that_fails_or_diverges_is_one_line(tmp_path, model, lr, message):
+    (tmp_path / "boom.py").write_text(BOOM)
+    config = tmp_path / "ref.yaml"
+    config.write_text(yaml.safe_dump({**TINY, "name": "ref", "model": {"name": model, **(
+        {"hidden": [16]} if model == "mlp" else {})}, "sweep": {"lr": {"base": lr, "base_batch_size": 32}}}))
+    result = runner.invoke(app, ["cbs", str(config), "--out", str(tmp_path), "--points", "2",
+                                 "--batch-sizes", "8,32", "--window", "256"])
+    assert result.exit_code == 2, result.output
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(message), result.output
+    assert not (tmp_path / "ref" / "cbs").exists()
+
+
+def test_points_within_one_step_are_kept_once_and_said(tmp_path):
+    """20 points geometric over 2 epochs of 32-example steps: the first few fall within one step of each other."""
+    config = tmp_path / "tiny.yaml"
+    config.write_text(yaml.safe_dump(TINY))
+    result = runner.invoke(app, ["cbs", str(config), "--out", str(tmp_path), "--from", "noise", "--points", "20"])
+    assert result.exit_code == 0, result.output
+    data = json.loads((tmp_path / "tiny" / "cbs-noise" / "cbs.json").read_text())
+    steps = [p["steps"] for p in data["points"]]
+    at = np.geomspace(2 * 1437 / 32, 2 * 1437, 20)  # the points asked, as plan lays them out
+    epoch = [min(32 * k, 1437) for k in range(1, 46)]  # examples after each step of an epoch (the last of 29)
+    ends = epoch + [1437 + e for e in epoch]
+    kept = [next(i + 1 for i, e in enumerate(ends) if e >= max(32, round(a))) for a in at]  # steps of the points
+    assert steps == sorted(set(kept)) and len(steps) < 20
+    assert data["points_asked"] == 20
+    assert f"{len(steps)} points of the 20 asked: some fell within one step (32 examples) of another" in result.output
+
+
+@pytest.mark.parametrize("value, message", [({"points": 0}, "--points 0: expected a whole number from 1 to 100"),
+                                            ({"measurements": 1}, "--measurements 1: expected a whole number from 2"),
+                                            ({"eval_examples": -5}, "--eval-examples -5: expected a whole number from 1"),
+                                            ({"window": 0}, "--window 0: expected a whole number from 1")])
+def test_the_python_api_checks_what_the_cli_does(tmp_path, value, message):
+    from batchlab.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        batchlab.cbs(TINY, out=tmp_path, **value)
+    assert not (tmp_path / "tiny").exists()
+
+
+@pytest.mark.parametrize("batch", [8, 16, 64])
+def test_a_point_at_an_epochs_end_with_drop_last_branches_into_the_next_epoch(batch):
+    """With drop_last, an epoch of digits' 1,437 examples trains 44 steps of 32 (1,408) and drops 29. A point
+    there: every branch must begin where the reference goes on, the next epoch's first examples, not with the
+    29 the reference dropped (smaller batches would train on them, larger ones not)."""
+    import torch
+
+    from batchlab.data import load_dataset
+    from batchlab.schema import Experiment
+
+    cfg = Experiment.model_validate({"dataset": {"name": "digits"}, "model": {"name": "mlp", "hidden": [8]},
+                                     "batch_size": 32, "lr": 0.01, "threads": 1, "budget": {"steps": 50},
+                                     "drop_last": True})
+    data = load_dataset(cfg.dataset, 0)
+    parts = branching.Parts(cfg, data, torch.device("cpu"), 64, 2)
+    seen = []
+
+    def recording(step):
+        def train(x, y):
+            seen.append(x.clone())
+            return step(x, y)
+        return train
+
+    make_step = parts.step
+    parts.step = lambda *a: recording(make_step(*a))
+    [point, _], _ = branching.reference(parts, [1408, 1440], 50)
+    assert point.examples == 1408 and len(seen) == 45
+    reference_next = seen[44]  # the reference's step 45: the next epoch's first 32 examples
+    seen.clear()
+    branching.branch(parts, point, batch, 0.01, window=batch, longest=batch, evals=1, target=None)
+    assert torch.equal(seen[0][:32], reference_next[:batch])

@@ -142,6 +142,13 @@ def show_table(result) -> None:
     for p in result.points:
         if p.get("note"):
             typer.echo(f"point {p['point']}: no CBS: {p['note']}")
+    if len(result.points) < result.points_asked and not result.interrupted:
+        typer.echo(f"{len(result.points)} points of the {result.points_asked} asked: some fell within one step "
+                   f"({result.batch_size} examples) of another and were kept once; fewer --points, or a longer budget")
+    errors = [b for b in result.branches if b.get("error")]
+    if errors:
+        typer.echo(f"{len(errors)} branch{'es' * (len(errors) != 1)} failed (branches.csv, column error), e.g. "
+                   f"batch {errors[0]['batch_size']} at lr {errors[0]['lr']:g}: {errors[0]['error']}")
     cost = f"cost: reference {result.reference_seconds:,.1f} s of training"
     if branching:
         cost += f", {len(result.branches)} branches {result.branch_seconds:,.1f} s"
@@ -151,4 +158,7 @@ def show_table(result) -> None:
     measure = measure if result.fraction == 1 else f"{result.fraction:g} x {measure}"
     typer.echo(f"recommended schedule (from {measure}): {result.schedule_line}" if result.schedule_line
                else f"no schedule recommended: {result.schedule_note}")
+    for progress, batch in result.schedule_late:
+        typer.echo(f"left out: batch {batch} from {progress:,} examples, measured at the budget's end, where a run "
+                   "of this budget stops (a longer budget's cbs measures past it)")
     typer.echo(f"files: {result.path}/cbs.json, cbs.csv, branches.csv, cbs.png")

@@ -30,11 +30,12 @@ import torch
 
 from batchlab import registry
 from batchlab.cbs_defaults import (CBS_EVAL_EXAMPLES, CBS_EVALS, CBS_FIRST, CBS_LADDER, CBS_MEASUREMENTS, CBS_POINTS,
-                                   CBS_TOLERANCE, CBS_TOLERANCE_MAX, CBS_WINDOW)
+                                   CBS_POINTS_MAX, CBS_TOLERANCE, CBS_TOLERANCE_MAX, CBS_WINDOW)
 from batchlab.critical_batch import analysis
-from batchlab.critical_batch.branching import Parts, branch, examples_to, reference
+from batchlab.critical_batch.branching import Parts, branch, examples_to, failed, reference
 from batchlab.data import load_dataset
-from batchlab.errors import ConfigError
+from batchlab.errors import BatchlabError, ConfigError, TrainingError, short
+from batchlab.fields import MEASUREMENTS_MAX
 from batchlab.machine import machine_facts, resolve_device
 from batchlab.preflight import check_units
 from batchlab.recommend import recommend, yaml_line
@@ -69,11 +70,13 @@ class Cbs:
     context: int | None  # sequence tasks: tokens per example
     points: list[dict] = field(default_factory=list)
     branches: list[dict] = field(default_factory=list)
+    points_asked: int = 0  # more than len(points) where several fell within one step of the reference
     by: str = "fit"  # the schedule's measure (MEASURES; B_simple with source noise)
     fraction: float = 1.0  # the schedule trains at this fraction of it
     schedule: list[list[int]] | None = None
     schedule_line: str | None = None
     schedule_note: str | None = None  # why there is none
+    schedule_late: list[list[int]] = field(default_factory=list)  # changes at the budget's end, left out
     reference_seconds: float = 0.0
     branch_seconds: float = 0.0
     interrupted: bool = False
@@ -181,6 +184,13 @@ def measure(experiment: Experiment, out: Path, *, batch_sizes: list[int] | None 
     if not 0 < tolerance <= CBS_TOLERANCE_MAX:  # NaN too
         raise ConfigError(f"--tolerance {tolerance}: expected a number above 0, at most {CBS_TOLERANCE_MAX}, e.g. 1 "
                           "(twice the examples)")
+    for option, value, low, high in (("--points", points, 1, CBS_POINTS_MAX), ("--window", window, 1, None),
+                                     ("--eval-examples", eval_examples, 1, None), ("--min-batch", min_batch, 1, None),
+                                     ("--max-batch", max_batch, 1, None),
+                                     ("--measurements", measurements, 2, MEASUREMENTS_MAX)):
+        if value is not None and not (isinstance(value, int) and low <= value <= (high or value)):
+            raise ConfigError(f"{option} {value!r}: expected a whole number from {low}"
+                              + (f" to {high}" if high else ""))
     if min_batch and max_batch and min_batch > max_batch:
         raise ConfigError(f"--min-batch {min_batch} is above --max-batch {max_batch}")
     branching_only = [name for name, given in (("--window", window is not None), ("--tolerance",
@@ -201,11 +211,18 @@ def measure(experiment: Experiment, out: Path, *, batch_sizes: list[int] | None 
                  {str(b): lrs for b, lrs in setup.lrs.items()}, setup.window, tolerance, setup.budget_examples,
                  data.context, by=by, fraction=fraction, machine=machine_facts(device))
     result.path = str(folder(out, cfg.name, source))
+    result.points_asked = points
     parts = Parts(cfg, data, device, eval_examples, measurements)
     report = progress or (lambda stage, done, total: None)
     try:
-        kept, result.reference_seconds = reference(parts, setup.at, setup.total_steps,
-                                                   lambda e: report("reference", min(e, setup.at[-1]), setup.at[-1]))
+        try:
+            kept, result.reference_seconds = reference(
+                parts, setup.at, setup.total_steps, lambda e: report("reference", min(e, setup.at[-1]), setup.at[-1]))
+        except (KeyboardInterrupt, BatchlabError):
+            raise
+        except Exception as e:  # noqa: BLE001 -- the user's code (or memory) failed: no point to branch from
+            raise TrainingError(f"the reference run (batch size {cfg.batch_size}, lr {cfg.lr:g}) failed, nothing "
+                                f"was measured: {type(e).__name__}: {short(str(e))}") from None
         for p in kept:
             result.points.append({"point": p.index, "examples": p.examples, "steps": p.steps,
                                   **({"tokens": p.examples * data.context} if data.context else {}),
@@ -232,8 +249,13 @@ def branches_at(parts: Parts, setup: Setup, point, result: Cbs, done: Callable[[
 
     def run(batch: int, target: float | None):
         for lr in setup.lrs[batch]:
-            figures = branch(parts, point, batch, lr, setup.window, math.ceil((1 + setup.tolerance) * setup.window),
-                             setup.evals, target)
+            try:
+                figures = branch(parts, point, batch, lr, setup.window,
+                                 math.ceil((1 + setup.tolerance) * setup.window), setup.evals, target)
+            except (KeyboardInterrupt, BatchlabError):
+                raise
+            except Exception as e:  # noqa: BLE001 -- e.g. out of memory at the ladder's largest batch: that
+                figures = failed(point, batch, lr, f"{type(e).__name__}: {short(str(e))}")  # branch, not the rest
             mine.append(figures)
             result.branches.append(figures)
             result.branch_seconds += figures["train_seconds"]
@@ -262,10 +284,15 @@ def finish(result: Cbs, setup: Setup, min_batch: int | None, max_batch: int | No
     except ValueError as e:
         result.schedule_note = str(e)
         return
+    late = [change for change in result.schedule[1:] if change[0] >= result.budget_examples]
+    if late:  # measured at the budget's end (the last point): a run of that budget never trains at it
+        result.schedule = [change for change in result.schedule if change not in late]
+        result.schedule_late = late
     if len(result.schedule) == 1:  # one batch size throughout: a constant one, not a schedule
         measured = sum(1 for p in result.points if p.get(key) and math.isfinite(p[key]) and p[key] > 0)
         result.schedule_note = (f"the measured batch gives {result.schedule[0][1]} at every point measured "
-                                f"({measured} of {len(result.points)}; the schedule is held to {low}-{high}): a "
-                                "constant batch size, not a schedule")
+                                f"({measured} of {len(result.points)}; the schedule is held to {low}-{high})"
+                                + (" before the budget's end" if late else "") + ": a constant batch size, not a "
+                                "schedule")
         return
     result.schedule_line = yaml_line(result.schedule)

@@ -74,9 +74,12 @@ def critical(branches: list[dict], tolerance: float) -> dict:
     for b in branches:
         b["best"] = b is chosen[b["batch_size"]]
     if not measurable:
+        errors = [b["error"] for b in by_batch[sizes[0]] if b.get("error")] if sizes else []
+        note = (f"every branch at the smallest batch ({sizes[0]}) failed: {errors[0]}" if sizes and
+                len(errors) == len(by_batch[sizes[0]]) else
+                "the smallest batch ended the window no lower than the point's loss: give a longer window")
         return {"target_loss": target, "e_ref": None, "examples_by_batch": {str(s): None for s in sizes},
-                "cbs_fit": None, "fit_r2": None, "cbs_tolerance": None,
-                "note": "the smallest batch ended the window no lower than the point's loss: give a longer window"}
+                "cbs_fit": None, "fit_r2": None, "cbs_tolerance": None, "note": note}
     examples = {size: (c["examples_to_target"] if c else None) for size, c in chosen.items()}
     e_ref = examples[sizes[0]] if sizes else None
     within = [s for s in sizes if e_ref and examples[s] is not None and examples[s] <= (1 + tolerance) * e_ref]
@@ -87,7 +90,10 @@ def critical(branches: list[dict], tolerance: float) -> dict:
         cbs_fit, r2 = frontier.b_crit, frontier.r2
     except TooFewPoints:
         cbs_fit, r2 = None, None
+        broken = [s for s in sizes if all(b.get("error") for b in by_batch[s])]
         note = (f"{len(reached)} batch size{'s' * (len(reached) != 1)} of the ladder reached L* within "
-                f"their branches, a fit needs {MIN_POINTS} (a longer --window gives the larger ones room)")
+                f"their branches, a fit needs {MIN_POINTS} " + (
+                    f"({', '.join(map(str, broken))} failed at every lr)" if broken else
+                    "(a longer --window gives the larger ones room)"))
     return {"target_loss": target, "e_ref": e_ref, "examples_by_batch": {str(s): e for s, e in examples.items()},
             "cbs_fit": cbs_fit, "fit_r2": r2, "cbs_tolerance": max(within) if within else None, "note": note}

@@ -18,6 +18,7 @@ import torch
 from batchlab.critical_batch.analysis import crossing, loss_at
 from batchlab.data import Data
 from batchlab.data.splits import order_of
+from batchlab.errors import TrainingError
 from batchlab.evaluation import evaluate
 from batchlab.losses import build_loss
 from batchlab.machine import Clock
@@ -65,11 +66,14 @@ class Parts:
 
 def reference(parts: Parts, at: list[int], total_steps: int, on_step=None) -> tuple[list[Point], float]:
     """Train the config at its batch size to the last of `at` (examples, increasing), keeping a Point at the
-    first step boundary at or past each. Returns the points and the training seconds."""
+    first step boundary at or past each (one Point where several fall within one step). Returns the points and
+    the training seconds. Raises TrainingError where the held-out loss at a point has diverged."""
     cfg, data, device = parts.cfg, parts.data, parts.device
     model, criterion, optimizer = build_parts(cfg, data, device)
     n, batch = len(data.train), min(cfg.batch_size, len(data.train))
     spe = n // batch if cfg.drop_last else math.ceil(n / batch)
+    epoch = spe * batch if cfg.drop_last else n  # the examples an epoch trains on (drop_last: the rest dropped)
+    initial = parts.evaluate(model, criterion, batch)
     schedule = lr_schedule(cfg.schedule, spe, total_steps)
     set_lr(optimizer, cfg.lr * schedule(0))
     loader = data.train.loader(batch, cfg.drop_last, cfg.seed)
@@ -78,26 +82,34 @@ def reference(parts: Parts, at: list[int], total_steps: int, on_step=None) -> tu
     points: list[Point] = []
     clock = Clock(device)
     steps = examples = position = 0
+    due = 0  # the first of `at` not yet kept
 
     def keep():
+        nonlocal due
         clock.stop()
-        if position >= n or order.epoch_state is None:  # the epoch is over: the next begins where the order stands
-            state, pos = order.generator.get_state(), 0
+        if position >= epoch or order.epoch_state is None:  # the epoch is over: the next begins where the order
+            state, pos = order.generator.get_state(), 0  # stands
         else:
             state, pos = order.epoch_state.clone(), position
+        loss = parts.evaluate(model, criterion, batch)
+        if not math.isfinite(loss) or loss > EXPLODED * initial > 0:
+            raise TrainingError(f"the reference run (batch size {batch}, lr {cfg.lr:g}) diverged: held-out loss "
+                                f"{loss:.4g} after {examples:,} examples (at the start {initial:.4g}); branching "
+                                "from it measures nothing: give a smaller lr (--set lr=... or the sweep's lr rule)")
         model.eval()
         noise = at_fixed_parameters(cfg, model, criterion, data, device, parts.measurements)
         points.append(Point(len(points), examples, steps, copy.deepcopy(model),
-                            copy.deepcopy(optimizer.state_dict()), state, pos, schedule(steps),
-                            parts.evaluate(model, criterion, batch), noise))
+                            copy.deepcopy(optimizer.state_dict()), state, pos, schedule(steps), loss, noise))
+        while due < len(at) and at[due] <= examples:
+            due += 1
         model.train()
         clock.start()
 
     model.train()
     clock.start()
-    while len(points) < len(at) and at[len(points)] <= 0:
+    if at[0] <= 0:
         keep()
-    while len(points) < len(at):
+    while due < len(at):
         position = 0
         for x, y in loader:
             step(x, y)
@@ -108,9 +120,9 @@ def reference(parts: Parts, at: list[int], total_steps: int, on_step=None) -> tu
                 set_lr(optimizer, cfg.lr * schedule(steps))
             if on_step:
                 on_step(examples)
-            while len(points) < len(at) and examples >= at[len(points)]:
+            if examples >= at[due]:
                 keep()
-            if len(points) == len(at):
+            if due == len(at):
                 break
     return points, clock.stop()
 
@@ -158,10 +170,15 @@ def branch(parts: Parts, point: Point, batch: int, lr: float, window: int, longe
 
 
 def _figures(point: Point, batch: int, lr: float, steps: int, examples: int, seconds: float, curve, window: int,
-             diverged: bool) -> dict:
+             diverged: bool, error: str | None = None) -> dict:
     return {"point": point.index, "point_examples": point.examples, "batch_size": batch, "lr": lr, "steps": steps,
             "examples": examples, "loss_after_window": loss_at(curve, window), "examples_to_target": None,
-            "diverged": diverged, "train_seconds": seconds, "curve": [[e, loss] for e, loss in curve]}
+            "diverged": diverged, "error": error, "train_seconds": seconds, "curve": [[e, loss] for e, loss in curve]}
+
+
+def failed(point: Point, batch: int, lr: float, error: str) -> dict:
+    """The figures of a branch that raised: no curve past the point, so it reaches no loss level."""
+    return _figures(point, batch, lr, 0, 0, 0.0, [(0, point.loss)], 1, False, error)
 
 
 def examples_to(figures: dict, target: float) -> float | None:

@@ -13,7 +13,7 @@ from batchlab.disk import strict_json, write_atomic, write_json_atomic, write_te
 POINT_COLUMNS = ("point", "examples", "tokens", "steps", "loss", "b_simple", "cbs", "cbs_fit", "cbs_tolerance",
                  "ratio", "target_loss", "e_ref", "fit_r2")
 BRANCH_COLUMNS = ("point", "point_examples", "batch_size", "lr", "steps", "examples", "loss_after_window",
-                  "examples_to_target", "best", "diverged", "train_seconds")
+                  "examples_to_target", "best", "diverged", "error", "train_seconds")
 
 
 def table(rows: list[dict], columns: tuple[str, ...]) -> str:
