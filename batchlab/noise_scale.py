@@ -12,6 +12,7 @@ import torch
 
 from batchlab import registry
 from batchlab.data import load_dataset
+from batchlab.errors import BatchlabError, TrainingError, short
 from batchlab.losses import build_loss
 from batchlab.machine import resolve_device
 from batchlab.noise import check_noise, estimate, measure_batch, noise_batch_sizes
@@ -35,18 +36,24 @@ def noise_scale(experiment: Experiment, steps: int = 0, measurements: int = 20,
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     data = load_dataset(cfg.dataset, cfg.seed).to(device)
-    if steps:
-        short = cfg.model_copy(update={"budget": cfg.budget.counting("steps", steps),
-                                       "eval": cfg.eval.model_copy(update={"every": 1e9, "train_subset": 0}),
-                                       "noise": cfg.noise.model_copy(update={"every": None})})
-        with tempfile.TemporaryDirectory() as tmp:
-            metrics = MetricsWriter(Path(tmp) / "metrics.csv")
-            model = train(short, data, device, Summary("noise", cfg.batch_size, cfg.lr, cfg.seed), metrics)
-            metrics.close()
-        criterion = build_loss(cfg.loss, data.task, data.ignore_index)
-    else:
-        model, criterion, _ = build_parts(cfg, data, device)
-    figures = at_fixed_parameters(cfg, model, criterion, data, device, measurements)
+    try:
+        if steps:
+            few = cfg.model_copy(update={"budget": cfg.budget.counting("steps", steps),
+                                         "eval": cfg.eval.model_copy(update={"every": 1e9, "train_subset": 0}),
+                                         "noise": cfg.noise.model_copy(update={"every": None})})
+            with tempfile.TemporaryDirectory() as tmp:
+                metrics = MetricsWriter(Path(tmp) / "metrics.csv")
+                model = train(few, data, device, Summary("noise", cfg.batch_size, cfg.lr, cfg.seed), metrics)
+                metrics.close()
+            criterion = build_loss(cfg.loss, data.task, data.ignore_index)
+        else:
+            model, criterion, _ = build_parts(cfg, data, device)
+        figures = at_fixed_parameters(cfg, model, criterion, data, device, measurements)
+    except (KeyboardInterrupt, BatchlabError):
+        raise
+    except Exception as e:  # noqa: BLE001 -- the user's model or loss raised (or memory ran out): one line
+        raise TrainingError(f"{'training the ' + str(steps) + ' steps before measuring' if steps else 'measuring'} "
+                            f"failed: {type(e).__name__}: {short(str(e))}") from None
     in_tokens = {"b_simple_tokens": figures["b_simple"] * data.context, "context": data.context} if data.context else {}
     return {**figures, **in_tokens, "steps": steps, "batch_size": cfg.batch_size, "lr": cfg.lr,
             "device": str(device)}

@@ -300,3 +300,24 @@ def test_digits_without_finite_population_correction_is_biased_as_predicted(digi
     assert g2_paper.mean() < true_g2 * (1 - 0.07)  # outside the tolerance used above
     assert g2_paper.mean() == pytest.approx(true_g2 - true_trace / (n - 1), rel=0.08)
     assert trace_paper.mean() == pytest.approx(true_trace * n / (n - 1), rel=0.02)
+
+
+def test_batchlab_noise_with_a_model_that_raises_is_one_line(tmp_path):
+    import yaml
+    from typer.testing import CliRunner
+
+    from batchlab.cli import app
+
+    (tmp_path / "boom.py").write_text(
+        "import torch\n\n\nclass Boom(torch.nn.Module):\n"
+        "    def __init__(self, input_shape=None, num_classes=10):\n"
+        "        super().__init__()\n        self.lin = torch.nn.Linear(64, num_classes)\n\n"
+        "    def forward(self, x):\n        if self.training:\n"
+        "            raise torch.OutOfMemoryError('CUDA out of memory')\n        return self.lin(x.flatten(1))\n")
+    config = tmp_path / "boom.yaml"
+    config.write_text(yaml.safe_dump({"name": "boom", "dataset": {"name": "digits"}, "model": {"name": "boom:Boom"},
+                                      "batch_size": 32, "threads": 1}))
+    result = CliRunner().invoke(app, ["noise", str(config), "--steps", "2"])
+    assert result.exit_code == 2, result.output
+    assert result.output.strip().splitlines() == [
+        "error: training the 2 steps before measuring failed: OutOfMemoryError: CUDA out of memory"]
