@@ -36,3 +36,10 @@ def short(text: str, limit: int = 300) -> str:
 
 
 VALUE_CHARS = 60  # a value echoed in a message: enough to recognise it
+
+
+def described(error: BaseException) -> str:
+    """A user's exception in one line: 'OutOfMemoryError: CUDA out of memory', or its type alone where its
+    message is empty."""
+    text = short(str(error))
+    return f"{type(error).__name__}: {text}" if text else type(error).__name__

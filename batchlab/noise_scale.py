@@ -12,7 +12,7 @@ import torch
 
 from batchlab import registry
 from batchlab.data import load_dataset
-from batchlab.errors import BatchlabError, TrainingError, short
+from batchlab.errors import BatchlabError, TrainingError, described
 from batchlab.losses import build_loss
 from batchlab.machine import resolve_device
 from batchlab.noise import check_noise, estimate, measure_batch, noise_batch_sizes
@@ -36,6 +36,7 @@ def noise_scale(experiment: Experiment, steps: int = 0, measurements: int = 20,
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     data = load_dataset(cfg.dataset, cfg.seed).to(device)
+    stage = f"training the {steps} steps before measuring" if steps else "building the model"
     try:
         if steps:
             few = cfg.model_copy(update={"budget": cfg.budget.counting("steps", steps),
@@ -48,12 +49,12 @@ def noise_scale(experiment: Experiment, steps: int = 0, measurements: int = 20,
             criterion = build_loss(cfg.loss, data.task, data.ignore_index)
         else:
             model, criterion, _ = build_parts(cfg, data, device)
+        stage = "measuring"
         figures = at_fixed_parameters(cfg, model, criterion, data, device, measurements)
     except (KeyboardInterrupt, BatchlabError):
         raise
     except Exception as e:  # noqa: BLE001 -- the user's model or loss raised (or memory ran out): one line
-        raise TrainingError(f"{'training the ' + str(steps) + ' steps before measuring' if steps else 'measuring'} "
-                            f"failed: {type(e).__name__}: {short(str(e))}") from None
+        raise TrainingError(f"{stage} failed: {described(e)}") from None
     in_tokens = {"b_simple_tokens": figures["b_simple"] * data.context, "context": data.context} if data.context else {}
     return {**figures, **in_tokens, "steps": steps, "batch_size": cfg.batch_size, "lr": cfg.lr,
             "device": str(device)}

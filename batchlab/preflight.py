@@ -9,7 +9,7 @@ import torch
 
 from batchlab import registry
 from batchlab.data import Data
-from batchlab.errors import ConfigError, short
+from batchlab.errors import ConfigError, described, short
 from batchlab.executors.base import DataCache
 from batchlab.grid import Trial
 from batchlab.noise import check_noise
@@ -109,7 +109,7 @@ def check_output(cfg: Experiment, model: torch.nn.Module, criterion, data: Data)
     except Exception as e:  # noqa: BLE001
         raise registry.ComponentError("loss.name", f"{cfg.loss.name} fails on the model's outputs "
                                                    f"{tuple(out.shape)} and targets {tuple(y.shape)}: "
-                                                   f"{type(e).__name__}: {short(str(e))}") from None
+                                                   f"{described(e)}") from None
     if not isinstance(loss, torch.Tensor) or loss.numel() != 1:
         shape = tuple(loss.shape) if isinstance(loss, torch.Tensor) else type(loss).__name__
         raise registry.ComponentError("loss.name", f"{cfg.loss.name} returned {shape}; a loss must be a scalar "

@@ -17,7 +17,7 @@ from batchlab.checkpoint import remove as remove_checkpoint
 from batchlab.data import Data
 from batchlab.data.splits import kept_torch_stream, order_of
 from batchlab.disk import write_json_atomic, write_text
-from batchlab.errors import RecordsError, short
+from batchlab.errors import RecordsError, described
 from batchlab.evaluation import did_not_learn, near, perplexity, reached, tally
 from batchlab.losses import build_loss
 from batchlab.machine import Clock, machine_facts, now
@@ -346,7 +346,7 @@ def run_trial(cfg: Experiment, trial_id: str, axes: dict, trial_dir: Path, data:
         summary.status, summary.error = Status.FAILED, str(e)
         raise
     except Exception as e:  # one trial's failure (e.g. out of memory, a bug in user code) must not end the sweep
-        summary.status, summary.error = Status.FAILED, f"{type(e).__name__}: {short(str(e))}"
+        summary.status, summary.error = Status.FAILED, f"{described(e)}"
         write_text(trial_dir / "error.txt", traceback.format_exc())
     finally:
         metrics.close()

@@ -121,6 +121,11 @@ TINY = {"name": "tiny", "dataset": {"name": "digits"}, "model": {"name": "mlp", 
         "sweep": {"lr": {"base": 0.2, "base_batch_size": 32, "scale": "sqrt", "factors": [0.5, 1, 2]}}}
 
 
+def within_budget(schedule, budget):
+    """A recommended schedule as a run of `budget` examples trains it: a change at its end never happens."""
+    return [change for change in schedule if change[0] == 0 or change[0] < budget]
+
+
 def crossing(curve, level):
     """First examples at which the loss is <= level, linear between evaluations (written apart from the tool's)."""
     e, loss = np.array(curve, dtype=float).T
@@ -183,7 +188,7 @@ def test_the_cli_writes_consistent_files(tmp_path):
             assert point["cbs"] is None
     values = [(p["examples"], p["cbs"]) for p in data["points"]]
     if any(v for _, v in values):
-        assert data["schedule"] == recommend(values, 4, 256)
+        assert data["schedule"] == within_budget(recommend(values, 4, 256), data["budget_examples"])
         assert (data["schedule_line"] or "no schedule recommended: ") in result.output
     else:
         assert data["schedule"] is None and f"no schedule recommended: {data['schedule_note']}" in result.output
@@ -214,7 +219,8 @@ def test_noise_only_and_an_interruption_keep_what_was_measured(tmp_path, monkeyp
     config.write_text(yaml.safe_dump(TINY))
     noise = batchlab.cbs(config, out=tmp_path, source="noise", points=4)
     assert noise.branches == [] and len(noise.points) == 4
-    assert noise.schedule == recommend([(p["examples"], p["b_simple"]) for p in noise.points], 8, 256)
+    assert noise.schedule == within_budget(recommend([(p["examples"], p["b_simple"]) for p in noise.points], 8, 256),
+                                           noise.budget_examples)
     assert Path(noise.path) == tmp_path / "tiny" / "cbs-noise"  # apart from the branching's files, never over them
     assert json.loads((Path(noise.path) / "cbs.json").read_text())["source"] == "noise"
 
@@ -392,6 +398,13 @@ class Boom(torch.nn.Module):
 
 class Always(Boom):
     LIMIT = 0
+
+
+class Silent(Boom):
+    def forward(self, x):
+        if self.training:
+            raise RuntimeError()  # no message: the line ends with its type
+        return super().forward(x)
 '''
 
 
@@ -418,6 +431,8 @@ def test_a_branch_that_raises_fails_that_branch_not_the_measurement(tmp_path):
     ("boom:Always", 0.2, "error: the reference run (batch size 32, lr 0.2) failed, nothing was measured: "
                          "OutOfMemoryError: CUDA out of memory"),
     ("mlp", 1e6, "error: the reference run (batch size 32, lr 1e+06) diverged: held-out loss "),
+    ("boom:Silent", 0.2, "error: the reference run (batch size 32, lr 0.2) failed, nothing was measured: "
+                         "RuntimeError"),
 ])
 def test_a_reference_run_that_fails_or_diverges_is_one_line(tmp_path, model, lr, message):
     (tmp_path / "boom.py").write_text(BOOM)
@@ -428,8 +443,49 @@ def test_a_reference_run_that_fails_or_diverges_is_one_line(tmp_path, model, lr,
                                  "--batch-sizes", "8,32", "--window", "256"])
     assert result.exit_code == 2, result.output
     lines = result.output.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith(message), result.output
+    assert len(lines) == 1 and lines[0].startswith(message) and not lines[0].endswith(":"), result.output
     assert not (tmp_path / "ref" / "cbs").exists()
+
+
+LATE_NAN = '''import torch
+
+
+class LateNan(torch.nn.Module):
+    """Learns; its weights turn NaN after STEPS training steps (a late divergence)."""
+    STEPS = 80
+
+    def __init__(self, input_shape=None, num_classes=10):
+        super().__init__()
+        self.lin = torch.nn.Linear(64, num_classes)
+        self.steps = 0
+
+    def forward(self, x):
+        if self.training and len(x) == 32:  # the reference's steps (its batch), not the branches'
+            self.steps += 1
+            if self.steps > self.STEPS:
+                with torch.no_grad():
+                    self.lin.weight.fill_(float("nan"))
+        return self.lin(x.flatten(1))
+'''
+
+
+def test_a_reference_run_that_diverges_late_keeps_the_points_before(tmp_path):
+    """2 epochs of 45 steps, 6 points at 96 ... 2,874 examples: the weights turn NaN at step 81, so the last
+    point (step 90) is the first whose held-out loss is not finite; the 5 before it are measured."""
+    (tmp_path / "late.py").write_text(LATE_NAN)
+    config = tmp_path / "late.yaml"
+    config.write_text(yaml.safe_dump({**TINY, "name": "late", "model": {"name": "late:LateNan"}}))
+    result = runner.invoke(app, ["cbs", str(config), "--out", str(tmp_path), "--from", "noise"])
+    assert result.exit_code == 0, result.output
+    data = json.loads((tmp_path / "late" / "cbs-noise" / "cbs.json").read_text())
+    # geometric from 2,874 / 32 to 2,874 examples: the first step at or past 90, 180, 359, 718, 1,437 (the epoch's
+    # end) and 2,874 examples, at 32 a step: 3, 6, 12, 23, 45 and 90, where the weights are NaN
+    assert [p["steps"] for p in data["points"]] == [3, 6, 12, 23, 45]
+    assert all(math.isfinite(p["loss"]) for p in data["points"])
+    assert data["reference_note"].startswith("the reference run (batch size 32, lr 0.2) diverged: held-out loss nan "
+                                             "after 2,874 examples")
+    assert data["reference_note"].endswith(": 5 of 6 points measured, the ones before it")
+    assert data["reference_note"] in result.output
 
 
 def test_points_within_one_step_are_kept_once_and_said(tmp_path):
@@ -492,3 +548,8 @@ def test_a_point_at_an_epochs_end_with_drop_last_branches_into_the_next_epoch(ba
     seen.clear()
     branching.branch(parts, point, batch, 0.01, window=batch, longest=batch, evals=1, target=None)
     assert torch.equal(seen[0][:32], reference_next[:batch])
+
+
+def test_the_python_api_takes_numpy_integers(tmp_path):
+    result = batchlab.cbs(TINY, out=tmp_path, source="noise", points=np.int64(2), measurements=np.int64(2))
+    assert len(result.points) == 2

@@ -302,7 +302,11 @@ def test_digits_without_finite_population_correction_is_biased_as_predicted(digi
     assert trace_paper.mean() == pytest.approx(true_trace * n / (n - 1), rel=0.02)
 
 
-def test_batchlab_noise_with_a_model_that_raises_is_one_line(tmp_path):
+@pytest.mark.parametrize("when, message", [
+    ("self.training", "training the 2 steps before measuring failed: OutOfMemoryError: CUDA out of memory"),
+    ("len(x) == 32", "measuring failed: OutOfMemoryError: CUDA out of memory"),  # the measurement's chunks of 32
+])
+def test_batchlab_noise_with_a_model_that_raises_is_one_line(tmp_path, when, message):
     import yaml
     from typer.testing import CliRunner
 
@@ -312,12 +316,12 @@ def test_batchlab_noise_with_a_model_that_raises_is_one_line(tmp_path):
         "import torch\n\n\nclass Boom(torch.nn.Module):\n"
         "    def __init__(self, input_shape=None, num_classes=10):\n"
         "        super().__init__()\n        self.lin = torch.nn.Linear(64, num_classes)\n\n"
-        "    def forward(self, x):\n        if self.training:\n"
+        f"    def forward(self, x):\n        if {when}:\n"
         "            raise torch.OutOfMemoryError('CUDA out of memory')\n        return self.lin(x.flatten(1))\n")
     config = tmp_path / "boom.yaml"
     config.write_text(yaml.safe_dump({"name": "boom", "dataset": {"name": "digits"}, "model": {"name": "boom:Boom"},
-                                      "batch_size": 32, "threads": 1}))
+                                      "batch_size": 16, "threads": 1,
+                                      "noise": {"batch_size": 256, "small_batch_size": 32}}))
     result = CliRunner().invoke(app, ["noise", str(config), "--steps", "2"])
     assert result.exit_code == 2, result.output
-    assert result.output.strip().splitlines() == [
-        "error: training the 2 steps before measuring failed: OutOfMemoryError: CUDA out of memory"]
+    assert result.output.strip().splitlines() == [f"error: {message}"]

@@ -142,7 +142,9 @@ def show_table(result) -> None:
     for p in result.points:
         if p.get("note"):
             typer.echo(f"point {p['point']}: no CBS: {p['note']}")
-    if len(result.points) < result.points_asked and not result.interrupted:
+    if result.reference_note:
+        typer.echo(result.reference_note)
+    elif len(result.points) < result.points_asked and not result.interrupted:
         typer.echo(f"{len(result.points)} points of the {result.points_asked} asked: some fell within one step "
                    f"({result.batch_size} examples) of another and were kept once; fewer --points, or a longer budget")
     errors = [b for b in result.branches if b.get("error")]

@@ -21,6 +21,7 @@ Defaults (points, window, tolerance, ladder): batchlab.cbs_defaults, with their 
 from __future__ import annotations
 
 import math
+import numbers
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -32,9 +33,9 @@ from batchlab import registry
 from batchlab.cbs_defaults import (CBS_EVAL_EXAMPLES, CBS_EVALS, CBS_FIRST, CBS_LADDER, CBS_MEASUREMENTS, CBS_POINTS,
                                    CBS_POINTS_MAX, CBS_TOLERANCE, CBS_TOLERANCE_MAX, CBS_WINDOW)
 from batchlab.critical_batch import analysis
-from batchlab.critical_batch.branching import Parts, branch, examples_to, failed, reference
+from batchlab.critical_batch.branching import Diverged, Parts, branch, examples_to, failed, reference
 from batchlab.data import load_dataset
-from batchlab.errors import BatchlabError, ConfigError, TrainingError, short
+from batchlab.errors import BatchlabError, ConfigError, TrainingError, described
 from batchlab.fields import MEASUREMENTS_MAX
 from batchlab.machine import machine_facts, resolve_device
 from batchlab.preflight import check_units
@@ -71,6 +72,7 @@ class Cbs:
     points: list[dict] = field(default_factory=list)
     branches: list[dict] = field(default_factory=list)
     points_asked: int = 0  # more than len(points) where several fell within one step of the reference
+    reference_note: str | None = None  # where the reference run diverged, past the points kept
     by: str = "fit"  # the schedule's measure (MEASURES; B_simple with source noise)
     fraction: float = 1.0  # the schedule trains at this fraction of it
     schedule: list[list[int]] | None = None
@@ -188,7 +190,8 @@ def measure(experiment: Experiment, out: Path, *, batch_sizes: list[int] | None 
                                      ("--eval-examples", eval_examples, 1, None), ("--min-batch", min_batch, 1, None),
                                      ("--max-batch", max_batch, 1, None),
                                      ("--measurements", measurements, 2, MEASUREMENTS_MAX)):
-        if value is not None and not (isinstance(value, int) and low <= value <= (high or value)):
+        if value is not None and not (isinstance(value, numbers.Integral) and not isinstance(value, bool)
+                                      and low <= value <= (high or value)):
             raise ConfigError(f"{option} {value!r}: expected a whole number from {low}"
                               + (f" to {high}" if high else ""))
     if min_batch and max_batch and min_batch > max_batch:
@@ -218,11 +221,20 @@ def measure(experiment: Experiment, out: Path, *, batch_sizes: list[int] | None 
         try:
             kept, result.reference_seconds = reference(
                 parts, setup.at, setup.total_steps, lambda e: report("reference", min(e, setup.at[-1]), setup.at[-1]))
+        except Diverged as e:
+            what = f"the reference run (batch size {cfg.batch_size}, lr {cfg.lr:g}) diverged: {e}"
+            if not e.points:
+                raise TrainingError(f"{what}; nothing before it to measure from: give a smaller lr ("
+                                    + ("sweep.lr's base: its rule gives the reference its lr)" if experiment.lr_rule
+                                       else "--set lr=...)")) from None
+            kept, result.reference_seconds = e.points, e.seconds
+            result.reference_note = (f"{what}: {len(e.points)} of {len(setup.at)} points measured, the ones "
+                                     "before it")
         except (KeyboardInterrupt, BatchlabError):
             raise
         except Exception as e:  # noqa: BLE001 -- the user's code (or memory) failed: no point to branch from
             raise TrainingError(f"the reference run (batch size {cfg.batch_size}, lr {cfg.lr:g}) failed, nothing "
-                                f"was measured: {type(e).__name__}: {short(str(e))}") from None
+                                f"was measured: {described(e)}") from None
         for p in kept:
             result.points.append({"point": p.index, "examples": p.examples, "steps": p.steps,
                                   **({"tokens": p.examples * data.context} if data.context else {}),
@@ -255,7 +267,7 @@ def branches_at(parts: Parts, setup: Setup, point, result: Cbs, done: Callable[[
             except (KeyboardInterrupt, BatchlabError):
                 raise
             except Exception as e:  # noqa: BLE001 -- e.g. out of memory at the ladder's largest batch: that
-                figures = failed(point, batch, lr, f"{type(e).__name__}: {short(str(e))}")  # branch, not the rest
+                figures = failed(point, batch, lr, f"{described(e)}")  # branch, not the rest
             mine.append(figures)
             result.branches.append(figures)
             result.branch_seconds += figures["train_seconds"]
@@ -289,9 +301,10 @@ def finish(result: Cbs, setup: Setup, min_batch: int | None, max_batch: int | No
         result.schedule = [change for change in result.schedule if change not in late]
         result.schedule_late = late
     if len(result.schedule) == 1:  # one batch size throughout: a constant one, not a schedule
-        measured = sum(1 for p in result.points if p.get(key) and math.isfinite(p[key]) and p[key] > 0)
+        before = [p for p in result.points if not late or p["examples"] < late[0][0]]
+        measured = sum(1 for p in before if p.get(key) and math.isfinite(p[key]) and p[key] > 0)
         result.schedule_note = (f"the measured batch gives {result.schedule[0][1]} at every point measured "
-                                f"({measured} of {len(result.points)}; the schedule is held to {low}-{high})"
+                                f"({measured} of {len(before)}; the schedule is held to {low}-{high})"
                                 + (" before the budget's end" if late else "") + ": a constant batch size, not a "
                                 "schedule")
         return

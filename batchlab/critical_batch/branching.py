@@ -18,7 +18,6 @@ import torch
 from batchlab.critical_batch.analysis import crossing, loss_at
 from batchlab.data import Data
 from batchlab.data.splits import order_of
-from batchlab.errors import TrainingError
 from batchlab.evaluation import evaluate
 from batchlab.losses import build_loss
 from batchlab.machine import Clock
@@ -45,6 +44,14 @@ class Point:
     noise: dict  # batchlab.noise_scale.at_fixed_parameters there
 
 
+class Diverged(Exception):
+    """The reference run's held-out loss diverged at a point: the points kept before it, and where."""
+
+    def __init__(self, points: list[Point], seconds: float, examples: int, loss: float, initial: float):
+        super().__init__(f"held-out loss {loss:.4g} after {examples:,} examples (at the start {initial:.4g})")
+        self.points, self.seconds = points, seconds
+
+
 class Parts:
     """What the reference and every branch share: the config, the data, the loss, the evaluation subset."""
 
@@ -67,7 +74,8 @@ class Parts:
 def reference(parts: Parts, at: list[int], total_steps: int, on_step=None) -> tuple[list[Point], float]:
     """Train the config at its batch size to the last of `at` (examples, increasing), keeping a Point at the
     first step boundary at or past each (one Point where several fall within one step). Returns the points and
-    the training seconds. Raises TrainingError where the held-out loss at a point has diverged."""
+    the training seconds. Raises Diverged at the first point whose held-out loss has diverged (the trainer's
+    rule: not finite, or over EXPLODED x the loss at the start), with the points kept before it."""
     cfg, data, device = parts.cfg, parts.data, parts.device
     model, criterion, optimizer = build_parts(cfg, data, device)
     n, batch = len(data.train), min(cfg.batch_size, len(data.train))
@@ -93,9 +101,7 @@ def reference(parts: Parts, at: list[int], total_steps: int, on_step=None) -> tu
             state, pos = order.epoch_state.clone(), position
         loss = parts.evaluate(model, criterion, batch)
         if not math.isfinite(loss) or loss > EXPLODED * initial > 0:
-            raise TrainingError(f"the reference run (batch size {batch}, lr {cfg.lr:g}) diverged: held-out loss "
-                                f"{loss:.4g} after {examples:,} examples (at the start {initial:.4g}); branching "
-                                "from it measures nothing: give a smaller lr (--set lr=... or the sweep's lr rule)")
+            raise Diverged(points, clock.total, examples, loss, initial)
         model.eval()
         noise = at_fixed_parameters(cfg, model, criterion, data, device, parts.measurements)
         points.append(Point(len(points), examples, steps, copy.deepcopy(model),

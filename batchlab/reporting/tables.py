@@ -379,7 +379,7 @@ def _last(values: pd.Series) -> float:
 def status_counts(rec: SweepRecords) -> dict[str, int]:
     """Trials per status, in a fixed order; 'damaged' counts trials left out."""
     counts = rec.all_trials["status"].value_counts()
-    ordered = {s: int(counts.get(s, 0)) for s in (*FINISHED, Status.INTERRUPTED, INCOMPLETE) if counts.get(s, 0)}
+    ordered = {s: int(counts.get(s, 0)) for s in (*FINISHED, Status.INTERRUPTED.value, INCOMPLETE) if counts.get(s, 0)}
     if rec.damaged:
         ordered["damaged"] = rec.damaged
     return ordered
