@@ -267,7 +267,7 @@ def branches_at(parts: Parts, setup: Setup, point, result: Cbs, done: Callable[[
             except (KeyboardInterrupt, BatchlabError):
                 raise
             except Exception as e:  # noqa: BLE001 -- e.g. out of memory at the ladder's largest batch: that
-                figures = failed(point, batch, lr, f"{described(e)}")  # branch, not the rest
+                figures = failed(point, batch, lr, described(e))  # branch, not the rest
             mine.append(figures)
             result.branches.append(figures)
             result.branch_seconds += figures["train_seconds"]
