@@ -24,8 +24,8 @@ def resolve_device(name: str) -> torch.device:
 class Clock:
     """Accumulates training seconds; synchronises the device before every reading."""
 
-    def __init__(self, device: torch.device):
-        self.device, self.total, self.since = device, 0.0, None
+    def __init__(self, device: torch.device, total: float = 0.0):
+        self.device, self.total, self.since = device, total, None  # total: seconds before (a resumed trial's)
 
     def sync(self) -> None:
         if self.device.type == "cuda":

@@ -233,7 +233,7 @@ def train(cfg: Experiment, data: Data, device: torch.device, summary: Summary, m
         if data.task == "sequence":
             summary.initial["test_perplexity"] = perplexity(first["test_loss"])
     model.train()
-    clock = Clock(device)
+    clock = Clock(device, summary.train_seconds if resumed else 0.0)  # resumed: on from the checkpoint's seconds
     loss_sum, loss_count = torch.zeros((), device=device), 0
     clock.start()
     streams = resumed["random"] if resumed else None  # the random streams as they were at the checkpoint

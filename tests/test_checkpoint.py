@@ -83,6 +83,16 @@ def test_a_trial_killed_mid_epoch_resumes_from_its_checkpoint_with_identical_met
     assert CHECKPOINT_AT % STEPS_PER_EPOCH  # mid-epoch
     assert not (trial / "checkpoint.pt").exists()  # removed once the trial ended (checkpoint.keep: false)
 
+    # the training clock goes on from the checkpoint's seconds: never backwards, and the report reads the trial
+    seconds = pd.read_csv(trial / "metrics.csv")["train_seconds"]
+    at_checkpoint = seconds[pd.read_csv(trial / "metrics.csv")["step"] == CHECKPOINT_AT].iloc[0]
+    assert seconds.is_monotonic_increasing and summary["train_seconds"] > at_checkpoint > 0
+    from typer.testing import CliRunner
+
+    from batchlab.cli import app
+    report = CliRunner().invoke(app, ["report", str(tmp_path / "resumed" / "ck")])
+    assert report.exit_code == 0 and "1 completed" in report.output, report.output
+
     [reference] = (tmp_path / "whole" / "ck" / "trials").iterdir()
     expected = pd.read_csv(reference / "metrics.csv").drop(columns="train_seconds")
     got = pd.read_csv(trial / "metrics.csv").drop(columns="train_seconds")
