@@ -19,3 +19,6 @@ CBS_EVAL_EXAMPLES = 2048  # held-out examples every branch is evaluated on (the 
 CBS_TOLERANCE_MAX = 15  # branches run (1 + tolerance) windows: 16 windows of examples is past any critical batch
 CBS_POINTS_MAX = 100  # points are kept in memory, a copy of the model and optimizer each: more is a mistake
 CBS_MEASUREMENTS = 10  # noise-scale draws averaged at each point (noise.batch_size examples each)
+CBS_ABOVE = 4  # a fitted CBS over this many times the ladder's largest batch is not a measurement: there
+# E_B = E_min (1 + B / CBS) grows by under 1/4 across the whole ladder, less than the branches' noise; the fit can
+# then run to 10^14 (seen on digits, where E_B did not grow with the batch at all)

@@ -116,6 +116,28 @@ def test_a_point_where_the_smallest_batch_made_no_progress_has_no_cbs():
     assert [b["best"] for b in falling] == [True, True, True]
 
 
+
+@pytest.mark.parametrize("examples, measured", [((64, 64, 64, 64), False), ((64, 65, 67, 71), False),
+                                                ((64, 70, 90, 140), True)])
+def test_a_cbs_far_above_the_ladder_is_not_a_measurement(examples, measured):
+    """E_B = E_min (1 + B / B_crit): over 8-64, E_B grows by (1 + 64 / B_crit) / (1 + 8 / B_crit), under 1/4 for
+    B_crit over 4 x 64 (here 1.0x and 1.1x the smallest batch's E_B: no CBS; 2.2x: measured)."""
+    from batchlab.critical_batch.analysis import critical
+
+    branches = [{"batch_size": b, "curve": [[0, 1.0], [e, 0.8]], "loss_after_window": 0.8, "examples_to_target": e}
+                for b, e in zip((8, 16, 32, 64), examples)]
+    found = critical(branches, 1.0)
+    assert found["cbs_tolerance"] == max(b for b, e in zip((8, 16, 32, 64), examples) if e <= 2 * examples[0])
+    if measured:
+        assert found["cbs_fit"] == pytest.approx(fitted_b_crit([8, 16, 32, 64], list(examples)), rel=1e-3)
+        assert found["cbs_fit"] <= 4 * 64 and found["note"] is None
+    else:
+        assert fitted_b_crit([8, 16, 32, 64], list(examples)) > 4 * 64  # the fit alone, written apart from the tool
+        assert found["cbs_fit"] is None
+        assert found["note"] == ("E_B grew by under 1/4 across the ladder: the critical batch lies above its largest "
+                                 "batch, 64 (a ladder reaching higher measures it)")
+
+
 TINY = {"name": "tiny", "dataset": {"name": "digits"}, "model": {"name": "mlp", "hidden": [16]},
         "budget": {"epochs": 2}, "batch_size": 32, "threads": 1, "noise": {"batch_size": 256, "small_batch_size": 32},
         "sweep": {"lr": {"base": 0.2, "base_batch_size": 32, "scale": "sqrt", "factors": [0.5, 1, 2]}}}
@@ -508,7 +530,9 @@ def test_points_within_one_step_are_kept_once_and_said(tmp_path):
 @pytest.mark.parametrize("value, message", [({"points": 0}, "--points 0: expected a whole number from 1 to 100"),
                                             ({"measurements": 1}, "--measurements 1: expected a whole number from 2"),
                                             ({"eval_examples": -5}, "--eval-examples -5: expected a whole number from 1"),
-                                            ({"window": 0}, "--window 0: expected a whole number from 1")])
+                                            ({"window": 0}, "--window 0: expected a whole number from 1"),
+                                            ({"batch_sizes": "16,32"}, "--batch-sizes '16,32': expected whole numbers"),
+                                            ({"batch_sizes": [16.5, 32]}, "--batch-sizes [16.5, 32]: expected whole")])
 def test_the_python_api_checks_what_the_cli_does(tmp_path, value, message):
     from batchlab.errors import ConfigError
 

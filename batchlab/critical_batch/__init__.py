@@ -35,7 +35,7 @@ from batchlab.cbs_defaults import (CBS_EVAL_EXAMPLES, CBS_EVALS, CBS_FIRST, CBS_
 from batchlab.critical_batch import analysis
 from batchlab.critical_batch.branching import Diverged, Parts, branch, examples_to, failed, reference
 from batchlab.data import load_dataset
-from batchlab.errors import BatchlabError, ConfigError, TrainingError, described
+from batchlab.errors import VALUE_CHARS, BatchlabError, ConfigError, TrainingError, described, short
 from batchlab.fields import MEASUREMENTS_MAX
 from batchlab.machine import machine_facts, resolve_device
 from batchlab.preflight import check_units
@@ -194,6 +194,10 @@ def measure(experiment: Experiment, out: Path, *, batch_sizes: list[int] | None 
                                       and low <= value <= (high or value)):
             raise ConfigError(f"{option} {value!r}: expected a whole number from {low}"
                               + (f" to {high}" if high else ""))
+    if batch_sizes is not None and (isinstance(batch_sizes, (str, bytes)) or not all(
+            isinstance(b, numbers.Integral) and not isinstance(b, bool) and b >= 1 for b in batch_sizes)):
+        raise ConfigError(f"--batch-sizes {short(repr(batch_sizes), VALUE_CHARS)}: expected whole numbers from 1, "
+                          "e.g. [16, 64, 256, 1024]")
     if min_batch and max_batch and min_batch > max_batch:
         raise ConfigError(f"--min-batch {min_batch} is above --max-batch {max_batch}")
     branching_only = [name for name, given in (("--window", window is not None), ("--tolerance",

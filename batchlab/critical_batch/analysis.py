@@ -5,7 +5,8 @@ first at 0. The definition (batchlab.critical_batch's docstring has it in full):
 - L*: the loss the smallest batch of the ladder reaches after the window of W examples (its best lr);
 - E_B: the examples batch B needs to reach L*, interpolated linearly between evaluations (its best lr);
 - cbs_fit: B_crit of E_B = E_min (1 + B / B_crit) fitted across the ladder (batchlab.frontier, on steps
-  S_B = E_B / B): the batch at which E_B = 2 E_min, McCandlish et al.'s critical batch;
+  S_B = E_B / B): the batch at which E_B = 2 E_min, McCandlish et al.'s critical batch (none, with a note,
+  over CBS_ABOVE x the ladder's largest batch: not measured there);
 - cbs_tolerance: the largest batch of the ladder with E_B <= (1 + tolerance) E_ref, E_ref the smallest batch's
   (Merrill et al.'s "largest batch within tolerance"; tolerance 1: twice the examples).
 """
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import math
 
+from batchlab.cbs_defaults import CBS_ABOVE
 from batchlab.frontier import MIN_POINTS, TooFewPoints, fit
 
 Curve = list[tuple[float, float]]
@@ -88,6 +90,10 @@ def critical(branches: list[dict], tolerance: float) -> dict:
     try:
         frontier = fit([s for s, _ in reached], [e / s for s, e in reached])
         cbs_fit, r2 = frontier.b_crit, frontier.r2
+        if cbs_fit is not None and cbs_fit > CBS_ABOVE * sizes[-1]:
+            note = (f"E_B grew by under 1/{CBS_ABOVE} across the ladder: the critical batch lies above its largest "
+                    f"batch, {sizes[-1]:,} (a ladder reaching higher measures it)")
+            cbs_fit = None
     except TooFewPoints:
         cbs_fit, r2 = None, None
         broken = [s for s in sizes if all(b.get("error") for b in by_batch[s])]
