@@ -52,7 +52,7 @@ def make_trial(sweep: Path, batch_size: int, lr: float, seed: int = 0, *,
                lr_rule: dict | None = None,
                noise_every: float | None = None,
                config_extra: dict | None = None,
-               error: str | None = None) -> Path:
+               error: str | None = None, points: int = 40) -> Path:
     """One trial directory. status=None leaves out summary.json (an incomplete trial).
     `hits` maps a target value to a hit(...) entry or None (never reached).
     `train_eval_gap(progress)`: write train_eval_* columns at evaluation rows, the train-subset
@@ -60,7 +60,8 @@ def make_trial(sweep: Path, batch_size: int, lr: float, seed: int = 0, *,
     `noise(i)`: noise_b_simple of metrics row i (nan allowed; None: the cell is left empty).
     `summary_noise`: summary.json's "noise"; `lr_rule`: config.json's "lr_rule".
     `config_extra`: sections of config.json to set (e.g. a model named by import path, a loss);
-    `error`: summary.json's error (default: "loss is nan" for a diverged trial)."""
+    `error`: summary.json's error (default: "loss is nan" for a diverged trial); `points`: metrics.csv's rows
+    after step 0 (every fourth an evaluation)."""
     steps_per_epoch = math.ceil(train_size / batch_size)
     total_steps = total_steps or 5 * steps_per_epoch
     number = sum(1 for _ in (sweep / "trials").iterdir())  # keeps ids unique across other axes
@@ -90,7 +91,7 @@ def make_trial(sweep: Path, batch_size: int, lr: float, seed: int = 0, *,
             metrics_csv(total_steps, steps_per_epoch, batch_size, lr, seconds_per_step,
                         final_train_loss if final_train_loss is not None else math.nan,
                         regression=target_metric == "test_loss", diverge=status == "diverged",
-                        train_eval_gap=train_eval_gap, noise=noise))
+                        train_eval_gap=train_eval_gap, noise=noise, points=points))
     if status is None:
         return trial
     hits = hits if hits is not None else {t: None for t in targets}
@@ -201,12 +202,13 @@ def schedule_examples(changes: list[tuple[int, int]], step: int) -> int:
 def make_schedule_trial(sweep: Path, changes: list[tuple[int, int]], lr: float, seed: int = 0, *,
                         reached_at: int | None, total_steps: int = 200, lr_scale: str | None = "sqrt",
                         status: str = "completed", target: float = 0.9, seconds_per_example: float = 1e-4,
-                        train_size: int = 100_000, schedule: dict | None = None) -> Path:
+                        train_size: int = 100_000, schedule: dict | None = None, log_every: int = 10) -> Path:
     """A trial whose batch size followed a schedule, as the records contract has it: config.json's batch_size is
     the starting one and batch_schedule the schedule (points in examples); summary.json's batch_changes the batch
     sizes it used from which step; metrics.csv a batch_size column. `changes`: (from step, batch size), the
     first at step 0; `reached_at`: the step it reached `target` (None: never). `schedule`: the recorded schedule
-    (e.g. follow: noise, whose changes differ by seed) in place of the one the changes follow."""
+    (e.g. follow: noise, whose changes differ by seed) in place of the one the changes follow. metrics.csv has a
+    row, each an evaluation, every `log_every` steps."""
     points = [[schedule_examples(changes, start), batch] for start, batch in changes]
     schedule = schedule or {"schedule": points, "unit": "examples", "lr_scale": lr_scale}
     start, last = changes[0][1], changes[-1][1]
@@ -225,7 +227,7 @@ def make_schedule_trial(sweep: Path, changes: list[tuple[int, int]], lr: float, 
     (trial / "config.json").write_text(json.dumps(config))
     examples = lambda step: schedule_examples(changes, step)  # noqa: E731
     lines = ["step,epoch,examples,train_seconds,lr,batch_size,train_loss,test_loss,test_accuracy"]
-    for step in range(0, total_steps + 1, 10):
+    for step in range(0, total_steps + 1, log_every):
         batch = [b for s, b in changes if s <= step][-1]  # the batch size the next step trains at
         accuracy = min(0.95, 0.5 + 0.4 * step / (reached_at or 10 * total_steps))
         lines.append(f"{step},{examples(step) / train_size:.6g},{examples(step)},"

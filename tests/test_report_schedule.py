@@ -343,3 +343,53 @@ def test_one_tie_sentence_for_batch_sizes_and_schedules():
     text = tie_sentence([{**schedule, "steps": 50}, constant(16, 50, 960)], "test_accuracy ≥ 0.9")
     assert text.endswith("the batch-size schedule 32→128 takes the fewest steps (50), batch size 16 the fewest "
                          "examples (960).")
+
+
+def read_sweep(tmp_path, log_every: int):
+    """Batch size 128 (2,000 steps, an evaluation every 4 x log_every) reaching the target at 1,500 / 1,600 steps,
+    and the schedule 32→128→512 (an evaluation every log_every) at 1,000 / 1,100."""
+    sweep = make_sweep(tmp_path, f"read{log_every}")
+    for seed, steps in enumerate((1500, 1600)):
+        make_trial(sweep, 128, 0.1, seed, hits={0.9: hit(1.0, steps, 128, 8)}, total_steps=2000,
+                   points=2000 // log_every)
+    for seed, at in enumerate((1000, 1100)):
+        make_schedule_trial(sweep, CHANGES, 0.05, seed, reached_at=at, total_steps=1200, log_every=log_every)
+    make_step_times(sweep, {32: [0.01] * 10, 128: [0.02] * 10, 512: [0.05] * 10})
+    [report] = analyse(sweep)
+    return sweep, report
+
+
+def evaluated_before(trial_dir, steps: int) -> int:
+    """The last step below `steps` with an evaluation in the trial's metrics.csv."""
+    rows = [line.split(",") for line in (trial_dir / "metrics.csv").read_text().splitlines()]
+    column = rows[0].index("test_accuracy")
+    return max(int(r[0]) for r in rows[1:] if r[column] and int(r[0]) < steps)
+
+
+def test_steps_read_at_coarse_evaluations_are_said_beside_the_comparison(tmp_path):
+    sweep, report = read_sweep(tmp_path, log_every=25)
+    seeds = report.tables.schedules.headline_seeds.set_index("seed")
+    trials = {json.loads((t / "summary.json").read_text())["trial_id"]: t for t in (sweep / "trials").iterdir()}
+    for seed in (0, 1):
+        own = trials[next(i for i in trials if i.startswith("bs0032to0512") and f"-s{seed}-" in i)]
+        constant = trials[next(i for i in trials if i.startswith("bs0128") and f"-s{seed}-" in i)]
+        steps, constant_steps = (1000, 1100)[seed], (1500, 1600)[seed]
+        assert seeds.loc[seed, "read_every"] == steps - evaluated_before(own, steps)  # 25: a row every 25 steps
+        assert seeds.loc[seed, "constant_read_every"] == constant_steps - evaluated_before(constant, constant_steps)
+    assert seeds["constant_read_every"].tolist() == [100, 100]  # an evaluation every 4 rows of 25 steps
+    # seed 0: 25 / 1,000 and 100 / 1,500 (6.7%); seed 1: 25 / 1,100 and 100 / 1,600 (6.25%): both over 2%
+    [line] = [w for w in report.recommendation.why if w.startswith("Steps to the target are read at evaluations")]
+    assert ("on seed 0 the batch-size schedule 32→128→512 was evaluated 25 steps before its 1,000, batch size 128 "
+            "100 steps before its 1,500 (up to 7% of the steps)") in line
+    assert "2 of 2 comparisons seed by seed are read this coarsely. Set eval.every lower" in line
+    result = runner.invoke(app, ["report", str(sweep)])
+    assert result.exit_code == 0, result.output
+    assert "Steps to the target are read at evaluations" in " ".join(result.output.split())
+    assert "read_every" in (sweep / "report" / "schedule_seeds.csv").read_text().splitlines()[0]
+
+
+def test_steps_read_finely_need_no_word(tmp_path):
+    _, report = read_sweep(tmp_path, log_every=1)
+    seeds = report.tables.schedules.headline_seeds
+    assert seeds["read_every"].tolist() == [1, 1] and seeds["constant_read_every"].tolist() == [4, 4]
+    assert not any(w.startswith("Steps to the target are read") for w in report.recommendation.why)

@@ -13,7 +13,7 @@ import pandas as pd
 
 from batchlab.reporting import display
 from batchlab.reporting.load import SweepRecords
-from batchlab.reporting.schedules import STEPS_SAVED, Schedules
+from batchlab.reporting.schedules import STEPS_SAVED, Schedules, coarse
 from batchlab.reporting.tables import REACHED, Tables
 
 
@@ -42,6 +42,8 @@ def apply(answer, rec: SweepRecords, tables: Tables, target: str) -> None:
                            "yet (see the batch-size schedules); train longer or set an easier target.")
         answer.details = [answer.sentence]
     answer.details += [statement(rows.loc[s], schedules.headline_seeds, target) for s in rows.index]
+    if (line := coarse_line(schedules.headline_seeds)) is not None:
+        answer.why.append(line)
     if decision is None or decision.fastest is None:
         return
     named = [decision.fastest, *decision.within_noise]
@@ -127,6 +129,23 @@ def statement(row: pd.Series, seeds: pd.DataFrame, target: str) -> str:
             f"{_percent(row['steps_saved'])} fewer steps with {_ratio(row['examples_ratio'])} its examples; predicted "
             f"{display.seconds(row['predicted_seconds'])} s against "
             f"{display.seconds(row['constant_predicted_seconds'])} s. Per seed: {per_seed}. {verdict}.")
+
+
+def coarse_line(seeds: pd.DataFrame) -> str | None:
+    """A warning where a seed's steps to the target, the schedule's or the constant's, were read at evaluations
+    more than schedules.COARSE of its steps apart (the worst such seed); None where none was."""
+    rows = coarse(seeds)
+    if rows.empty:
+        return None
+    worst = rows.loc[rows["gap"].idxmax()]
+    read = [f"the batch-size schedule {worst['schedule']} was evaluated {display.count(worst['read_every'])} steps "
+            f"before its {display.count(worst['steps'])}"]
+    if not _missing(worst["constant_read_every"]):
+        read.append(f"batch size {int(worst['best_constant'])} {display.count(worst['constant_read_every'])} steps "
+                    f"before its {display.count(worst['constant_steps'])}")
+    return (f"Steps to the target are read at evaluations, here coarsely: on seed {worst['seed']} {', '.join(read)} "
+            f"(up to {worst['gap']:.0%} of the steps), so the steps saved may be off by as much; {len(rows)} of "
+            f"{len(seeds)} comparisons seed by seed are read this coarsely. Set eval.every lower to read them finer.")
 
 
 def _percent(x) -> str:

@@ -12,6 +12,8 @@ its bootstrap interval, is decided among the constant batch sizes' (decision.dec
 Against the best constant batch size (the constant-only decision's fastest), per seed (its trial of the same
 seed): the steps saved (1 - schedule steps / constant steps) and the examples ratio (schedule / constant). A
 schedule clears the bar when, on every seed, it saved at least STEPS_SAVED of the steps with no more examples.
+Each step count is read at an evaluation: `read_every` / `constant_read_every` say how many steps lay between
+the evaluation that met the target and the one before it.
 """
 
 from __future__ import annotations
@@ -28,6 +30,9 @@ from batchlab.reporting.load import FINISHED, SweepRecords, same_target
 
 STEPS_SAVED = 0.25  # the bar stated for a schedule: a quarter of the best constant batch size's steps saved,
 # with no more examples, on every seed (what a schedule must show to be worth its extra setting)
+COARSE = 0.02  # steps to a target are read at evaluations: a gap between the last two over 2% of the steps
+# is said beside the comparison (a constant evaluates every round(eval.every x steps per epoch) steps, a schedule
+# every eval.every x examples per epoch: on a coarse grid two trials that trained alike differed by 38% in steps)
 
 
 ROW_COLUMNS = ["target_metric", "target", "schedule", "status", "best_lr", "start_batch_size", "lr_scale",
@@ -154,7 +159,7 @@ def _against_constant(rec: SweepRecords, target: float, best_trials: dict[str, p
         trials = rec.trials[(rec.trials["batch_size"] == base) & (rec.trials["setting"] == setting)
                             & rec.trials["status"].isin(FINISHED)]
         base_hits = {int(t.seed): hits.loc[t.trial_id] for t in trials.itertuples() if t.trial_id in hits.index}
-    rows = []
+    rows, schedule_ids, constant_ids = [], [], []
     for schedule, trials in best_trials.items():
         mix = mixed.get(schedule)
         seconds = dict(zip(seed_steps[schedule], mix.seconds())) if mix is not None else {}
@@ -163,6 +168,8 @@ def _against_constant(rec: SweepRecords, target: float, best_trials: dict[str, p
             steps = float(hit["steps"]) if hit is not None else math.nan
             examples = float(hit["examples"]) if hit is not None else math.nan
             other = base_hits.get(int(trial.seed))
+            schedule_ids.append(trial.trial_id)
+            constant_ids.append(other.name if other is not None else None)
             base_steps = float(other["steps"]) if other is not None else math.nan
             base_examples = float(other["examples"]) if other is not None else math.nan
             rows.append({"target": target, "schedule": schedule, "seed": int(trial.seed),
@@ -174,10 +181,30 @@ def _against_constant(rec: SweepRecords, target: float, best_trials: dict[str, p
     per_seed = pd.DataFrame(rows, columns=["target", "schedule", "seed", "reached", "steps", "examples",
                                            "steps_by_batch", "predicted_seconds", "best_constant",
                                            "constant_steps", "constant_examples"])
+    per_seed["read_every"] = [_read_every(rec, t, s) for t, s in zip(schedule_ids, per_seed["steps"])]
+    per_seed["constant_read_every"] = [_read_every(rec, t, s) for t, s in zip(constant_ids, per_seed["constant_steps"])]
     per_seed["steps_saved"] = _saved(per_seed["steps"], per_seed["constant_steps"])
     per_seed["examples_ratio"] = _ratio(per_seed["examples"], per_seed["constant_examples"])
     per_seed["clears_bar"] = (per_seed["steps_saved"] >= STEPS_SAVED) & (per_seed["examples_ratio"] <= 1)
     return per_seed
+
+
+def _read_every(rec: SweepRecords, trial_id: str | None, steps: float) -> float:
+    """How finely `steps` to the target was read: the steps between the evaluation that met it and the one
+    before (NaN where it was missed or metrics.csv is not readable)."""
+    frame = rec.metrics.get(trial_id) if trial_id is not None else None
+    if frame is None or not math.isfinite(steps):
+        return math.nan
+    evaluated = frame.loc[frame[rec.target_metric].notna(), "step"]
+    before = evaluated[evaluated < steps]
+    return float(steps - before.max()) if len(before) else float(steps)
+
+
+def coarse(seeds: pd.DataFrame) -> pd.DataFrame:
+    """The rows of `seeds` (schedule_seeds.csv) whose steps, or the constant's, were read at evaluations more
+    than COARSE of the steps apart, with that share of the steps as `gap` (the larger of the two)."""
+    gap = np.fmax(seeds["read_every"] / seeds["steps"], seeds["constant_read_every"] / seeds["constant_steps"])
+    return seeds.assign(gap=gap)[gap > COARSE]
 
 
 def _saved(steps: pd.Series, base: pd.Series) -> pd.Series:
