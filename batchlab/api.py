@@ -29,6 +29,7 @@ from batchlab.errors import BatchlabError, BatchlabWarning, ConfigError, DataErr
 from batchlab.executors import make_executor
 from batchlab.grid import Trial, expand
 from batchlab.maxbatch import MaxBatch
+from batchlab.preflight import check_units
 from batchlab.noise_scale import noise_scale as measure_noise_scale
 from batchlab.records import Status, SweepDir
 from batchlab.run import Hooks, check_sweep, plan, resolve_max, run_sweep, smoke as smoke_config
@@ -74,6 +75,16 @@ def source_of(config: Config, overrides: Overrides = None) -> Source:
     return Source("config", None, (os.getcwd(),), bool(overrides))
 
 
+def _parts(function: str, parts: dict[str, Callable | None]) -> dict[str, Callable | None]:
+    """A public function's **parts, checked: a misspelt keyword is a TypeError naming that function (it was
+    load_config's, a name the user never called)."""
+    for key in parts:
+        if key not in KEPT_WITH_A_CALLABLE:
+            raise TypeError(f"batchlab.{function}() got an unexpected keyword argument {key!r} (besides its own, it "
+                            f"takes a callable for {', '.join(KEPT_WITH_A_CALLABLE)})")
+    return parts
+
+
 def load_config(config: Config, overrides: Overrides = None, *, model: Callable | None = None,
                 dataset: Callable | None = None, loss: Callable | None = None,
                 optimizer: Callable | None = None) -> Experiment:
@@ -111,7 +122,7 @@ def plan_sweep(config: Config, out: str | Path = "runs", overrides: Overrides = 
     """Load, expand and resolve a sweep without training anything (what `--dry-run` shows)."""
     source = source_of(config, overrides)
     overrides = _with_threads(overrides, threads)
-    experiment = load_config(config, overrides, **parts)
+    experiment = load_config(config, overrides, **_parts("plan_sweep", parts))
     if smoke:
         experiment = smoke_config(experiment)
     registry.make_importable(*source.code_dirs)
@@ -140,6 +151,8 @@ def check_plan(plan: Plan, *, restart: bool = False, race: bool = False, executo
         make_executor(executor, workers=workers, gpus=gpus, scheduler=scheduler, gpus_per_trial=gpus_per_trial,
                       retries=retries)
         check_sweep(plan.experiment, plan.trials, plan.sweep_dir.path.parent, restart, race, plan.source.code_dirs)
+        for trial in plan.trials:
+            check_units(trial.config, None, trial.axes)  # tokens on an image set, known from its name alone
         check_writable(plan.sweep_dir.path, access=False)  # a path through a file is a mistake; a read-only
         # disk is not, for a dry run, which reads only (the plan of records on a read-only mount)
     except BatchlabError as e:
@@ -200,7 +213,7 @@ def sweep(config: Config, out: str | Path = "runs", overrides: Overrides = None,
     Dask); on_steps_timed(done, rounds) follows it.
     """
     plan = plan or plan_sweep(config, out, overrides, smoke=smoke, threads=threads, memory_limit=memory_limit,
-                              allow_many=allow_many, **parts)
+                              allow_many=allow_many, **_parts("sweep", parts))
     hooks = Hooks(on_trial_start or Hooks.trial_start, on_trial_end or Hooks.trial_end,
                   on_steps_timed or Hooks.steps_timed)
     command = command or f"batchlab.sweep({str(config) if isinstance(config, (str, Path)) else '<config>'!r})"
@@ -269,7 +282,7 @@ def suggest(config: Config, out: str | Path = "runs", overrides: Overrides = Non
     from batchlab.suggestion import suggest as search  # matplotlib, for its figure
 
     source = source_of(config, overrides)
-    experiment = load_config(config, _with_threads(overrides, threads), **parts)
+    experiment = load_config(config, _with_threads(overrides, threads), **_parts("suggest", parts))
     hooks = Hooks(on_trial_start or Hooks.trial_start, on_trial_end or Hooks.trial_end)
     try:
         return search(experiment, Path(out), target=target, budget=budget, code_dirs=source.code_dirs,
@@ -284,7 +297,7 @@ def noise_scale(config: Config, overrides: Overrides = None, steps: int = 0, mea
                 **parts: Callable | None) -> dict:
     """B_simple = tr(Sigma)/|G|^2 of the config's model at initialisation or after `steps` training steps."""
     source = source_of(config, overrides)
-    experiment = load_config(config, overrides, **parts)
+    experiment = load_config(config, overrides, **_parts("noise_scale", parts))
     try:
         return measure_noise_scale(experiment, steps, measurements, code_dirs=source.code_dirs)
     except BatchlabError as e:
@@ -307,7 +320,7 @@ def cbs(config: Config, out: str | Path = "runs", overrides: Overrides = None, *
     from batchlab.cbs_defaults import CBS_EVAL_EXAMPLES, CBS_MEASUREMENTS, CBS_POINTS, CBS_TOLERANCE
 
     source_file = source_of(config, overrides)
-    experiment = load_config(config, overrides, **parts)
+    experiment = load_config(config, overrides, **_parts("cbs", parts))
     try:
         check_writable(procedure.folder(Path(out), experiment.name, source))  # before the measurement, not after
         return procedure.measure(
@@ -325,7 +338,7 @@ def find_max_batch(config: Config, overrides: Overrides = None, memory_limit: in
                    max_batch: int | None = None, **parts: Callable | None) -> MaxBatch:
     """The largest batch size the config's model trains at without running out of memory (see max-batch)."""
     source = source_of(config, overrides)
-    experiment = load_config(config, overrides, **parts)
+    experiment = load_config(config, overrides, **_parts("find_max_batch", parts))
     try:
         return maxbatch.find_max_batch(experiment, memory_limit=memory_limit, max_batch=max_batch, code_dirs=source.code_dirs)
     except BatchlabError as e:

@@ -30,3 +30,22 @@ def test_load_records_holds_the_schedule_trials_too(tmp_path):
     assert sorted(trials.index) == sorted([constant.name, scheduled.name])
     assert trials.loc[scheduled.name, "schedule"] == "32→128" and trials.loc[scheduled.name, "batch_size"] == 32
     assert set(records.metrics["trial_id"]) == set(trials.index)
+
+
+def test_a_misspelt_keyword_is_a_type_error_naming_the_function_called(tmp_path):
+    import pytest
+
+    config = {"name": "typo", "dataset": {"name": "digits"}}
+    calls = {"sweep": lambda: batchlab.sweep(config, tmp_path, workrs=2),
+             "suggest": lambda: batchlab.suggest(config, tmp_path, targte=0.9),
+             "noise_scale": lambda: batchlab.noise_scale(config, step=3),
+             "cbs": lambda: batchlab.cbs(config, tmp_path, windw=5),
+             "find_max_batch": lambda: batchlab.find_max_batch(config, memory_limt=10)}
+    for name, call in calls.items():
+        with pytest.raises(TypeError) as raised:
+            call()
+        message = str(raised.value)
+        assert message.startswith(f"batchlab.{name}() got an unexpected keyword argument"), message
+        assert "load_config" not in message
+        assert "a callable for dataset, model, loss, optimizer" in message
+    assert not any(tmp_path.iterdir())  # nothing was written
