@@ -7,7 +7,7 @@ import json
 
 import torch
 
-from batchlab import registry
+from batchlab import batches, registry
 from batchlab.data import Data
 from batchlab.errors import ConfigError, described, short
 from batchlab.executors.base import DataCache
@@ -46,6 +46,7 @@ def check(trials: list[Trial], cache: DataCache) -> None:
         if trial.config.noise.every:
             check_noise(trial.config, len(data.train))
         check_units(trial.config, data, trial.axes)  # tokens only where the data has them, not silently examples
+        check_follow(trial.config, data, trial.axes)
     for trial in distinct(trials):
         cfg = trial.config
         data = cache.get(cfg, torch.device("cpu"))
@@ -54,10 +55,16 @@ def check(trials: list[Trial], cache: DataCache) -> None:
         lr_schedule(cfg.schedule, steps_per_epoch=1, total_steps=1)  # an imported schedule builds and gives a value
 
 
-def check_units(cfg: Experiment, data: Data, axes: dict | None = None) -> None:
-    """A length in tokens only where the data has them (a sequence task: examples x context). `axes`: the
-    trial's sweep values, so that one from a sweep axis is named there (sweep.batch_size), not at the top."""
-    if data.context:
+NO_TOKENS = ("digits", "mnist", "fashion-mnist", "linear", "image-folder")  # built-in data sets that are never a
+# sequence task: known from the name, so a plan (--dry-run) refuses tokens on them without loading the data
+
+
+def check_units(cfg: Experiment, data: Data | None, axes: dict | None = None) -> None:
+    """A length in tokens only where the data has them (a sequence task: examples x context). `data` None: not
+    loaded, so only a data set in NO_TOKENS is checked. `axes`: the trial's sweep values, so that one from a sweep
+    axis is named there (sweep.batch_size), not at the top."""
+    has_tokens = bool(data.context) if data is not None else cfg.dataset.name not in NO_TOKENS
+    if has_tokens:
         return
     where = ("budget.tokens" if cfg.budget.tokens is not None else
              "batch_size" if cfg.batch_schedule is not None and getattr(cfg.batch_schedule, "unit", None) == "tokens"
@@ -67,6 +74,24 @@ def check_units(cfg: Experiment, data: Data, axes: dict | None = None) -> None:
     if where:
         raise ConfigError(f"{where}: counted in tokens, but {cfg.dataset.name} is not a sequence task (its "
                           "examples have no tokens): count examples instead")
+
+
+def check_follow(cfg: Experiment, data: Data, axes: dict | None = None) -> None:
+    """A batch size that follows the noise scale moves at the measurements after the first (step 0's): one must
+    fall within the budget, else it trains at its min throughout without a word."""
+    schedule = cfg.batch_schedule
+    if not isinstance(schedule, batches.FollowNoise):
+        return
+    n = len(data.train)
+    every = max(1, round(cfg.noise.every * n))  # examples between measurements, as train.py counts a schedule's
+    steps, _, _ = batches.budget(schedule, cfg.budget.length, n, cfg.drop_last, data.tokens_per_example)
+    at_min = steps * min(schedule.min, n)  # the examples its budget trains on if it never moves
+    if at_min >= every:
+        return
+    where = "sweep.noise.every" if any(a in ("noise", "noise.every") for a in axes or {}) else "noise.every"
+    raise ConfigError(f"{where}: a measurement every {cfg.noise.every:g} epochs ({every:,} examples), but the budget "
+                      f"trains on {at_min:,} at the batch size's min ({schedule.min}): batch_size follows the noise "
+                      "scale from the second measurement on, so it would never move; lower noise.every")
 
 
 def check_output(cfg: Experiment, model: torch.nn.Module, criterion, data: Data) -> None:

@@ -171,6 +171,35 @@ def test_follow_noise_raises_the_batch_size_as_the_measured_noise_scale_grows(tm
     assert summary["budget_steps"] == summary["steps"] and summary["examples"] >= 8 * summary["train_size"]
 
 
+@pytest.mark.parametrize("steps", [50, 95])
+def test_follow_noise_with_no_measurement_in_its_budget_is_one_line(tmp_path, steps):
+    """It trained at its min throughout without a word; 95 steps of 8 reach the first measurement after step 0."""
+    from batchlab.data import load_dataset
+
+    cfg = {**BASE, "budget": {"steps": steps}, "noise": {"every": 0.5, "batch_size": 512, "small_batch_size": 32},
+           "batch_size": {"follow": "noise", "min": 8, "max": 32}}
+    n = len(load_dataset(batchlab.load_config(cfg).dataset, 0).train)
+    every = round(0.5 * n)  # examples between measurements
+    config = tmp_path / "follow.yaml"
+    config.write_text(yaml.safe_dump(cfg))
+    result = runner.invoke(app, ["sweep", str(config), "--out", str(tmp_path / "runs"), "--quiet"])
+    if steps * 8 >= every:
+        assert result.exit_code == 0, result.output
+        [trial] = (tmp_path / "runs" / "bs" / "trials").iterdir()
+        metrics = pd.read_csv(trial / "metrics.csv")
+        measured = metrics.loc[metrics["noise_b_simple"].notna() & (metrics["step"] > 0), "examples"]
+        assert len(measured) >= 1 and measured.min() >= every  # a measurement after step 0 it could move at
+        return
+    assert result.exit_code == 2, result.output
+    [line] = result.stderr.splitlines()
+    assert line.startswith(f"error: {config}, line ") and "Traceback" not in result.stderr
+    assert (f"noise.every: a measurement every 0.5 epochs ({every:,} examples), but the budget trains on "
+            f"{steps * 8:,} at the batch size's min (8)") in line and line.endswith("lower noise.every")
+    line_no = int(line.split(", line ")[1].split(":")[0])
+    assert "every" in config.read_text().splitlines()[line_no - 1]
+    assert not (tmp_path / "runs" / "bs").exists()
+
+
 def test_a_sweep_axis_mixes_constant_and_scheduled_batch_sizes_under_an_lr_rule():
     cfg = batchlab.load_config({**BASE, "sweep": {
         "batch_size": [64, {"schedule": [[0, 32], [500, 128]]}, {"schedule": [[0, 16], [500, 64]], "lr_scale": "none"}],
@@ -290,11 +319,13 @@ def test_bad_schedules_are_one_line(tmp_path, batch_size, expected):
     ({"sweep": {"batch_size": [32, {"schedule": [[0, 16], [500, 64]], "unit": "tokens"}]}},  # named at the axis
      "sweep.batch_size: counted in tokens, but digits is not a sequence task"),
 ])
-def test_tokens_where_the_data_has_none_are_one_line_before_training(tmp_path, update, expected):
-    """They were counted as examples without a word."""
+@pytest.mark.parametrize("dry_run", [False, True])
+def test_tokens_where_the_data_has_none_are_one_line_before_training(tmp_path, update, expected, dry_run):
+    """They were counted as examples without a word; a dry run (no data loaded) let them pass."""
     config = tmp_path / "bad.yaml"
     config.write_text(yaml.safe_dump({**BASE, **update}))
-    result = runner.invoke(app, ["sweep", str(config), "--out", str(tmp_path / "runs"), "--quiet"])
+    result = runner.invoke(app, ["sweep", str(config), "--out", str(tmp_path / "runs"), "--quiet",
+                                 *(["--dry-run"] if dry_run else [])])
     assert result.exit_code == 2, result.output
     [line] = [x for x in result.stderr.splitlines() if x.startswith("error: ")]
     assert expected in line and f"{config}, line " in line and "Traceback" not in result.stderr
