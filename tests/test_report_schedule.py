@@ -377,10 +377,10 @@ def test_steps_read_at_coarse_evaluations_are_said_beside_the_comparison(tmp_pat
         assert seeds.loc[seed, "read_every"] == steps - evaluated_before(own, steps)  # 25: a row every 25 steps
         assert seeds.loc[seed, "constant_read_every"] == constant_steps - evaluated_before(constant, constant_steps)
     assert seeds["constant_read_every"].tolist() == [100, 100]  # an evaluation every 4 rows of 25 steps
-    # seed 0: 25 / 1,000 and 100 / 1,500 (6.7%); seed 1: 25 / 1,100 and 100 / 1,600 (6.25%): both over 2%
+    # seed 0: 25 / 1,000 + 100 / 1,500 = 9.2%; seed 1: 25 / 1,100 + 100 / 1,600 = 8.5%: both over 2%
     [line] = [w for w in report.recommendation.why if w.startswith("Steps to the target are read at evaluations")]
-    assert ("on seed 0 the batch-size schedule 32→128→512 was evaluated 25 steps before its 1,000, batch size 128 "
-            "100 steps before its 1,500 (up to 7% of the steps)") in line
+    assert ("on seed 0 the batch-size schedule 32→128→512 was last evaluated 25 steps before its 1,000, batch size "
+            f"128 100 steps before its 1,500 (together {25 / 1000 + 100 / 1500:.0%} of their steps)") in line
     assert "2 of 2 comparisons seed by seed are read this coarsely. Set eval.every lower" in line
     result = runner.invoke(app, ["report", str(sweep)])
     assert result.exit_code == 0, result.output
@@ -393,3 +393,19 @@ def test_steps_read_finely_need_no_word(tmp_path):
     seeds = report.tables.schedules.headline_seeds
     assert seeds["read_every"].tolist() == [1, 1] and seeds["constant_read_every"].tolist() == [4, 4]
     assert not any(w.startswith("Steps to the target are read") for w in report.recommendation.why)
+
+
+def test_the_coarse_reading_is_said_when_the_schedule_is_the_answer_and_counts_only_seeds_compared(tmp_path):
+    """The schedule's answer rebuilt the list of reasons and dropped the line; a seed the schedule missed has no
+    steps saved, so it is not counted (nor named)."""
+    report = sweep_with(tmp_path, 0.05, reached_at={0: 100, 1: None, 2: 110}, constants={128: (150, 160, 170)})
+    seeds = report.tables.schedules.headline_seeds.set_index("seed")
+    assert seeds["read_every"].tolist()[0] == 10 and seeds["steps_saved"].isna().tolist() == [False, True, False]
+    [line] = [w for w in report.recommendation.why if w.startswith("Steps to the target are read at evaluations")]
+    assert "2 of 2 comparisons seed by seed" in line and "–" not in line
+
+    report = sweep_with(tmp_path / "won", 0.05)  # the schedule is the answer (2.35 s against 3.1 s)
+    assert report.recommendation.schedule == "32→128→512"
+    why = report.recommendation.why
+    assert why[0].startswith("A schedule has no single batch size")
+    assert any(w.startswith("Steps to the target are read at evaluations") for w in why)

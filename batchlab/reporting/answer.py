@@ -178,6 +178,8 @@ def recommend(rec: SweepRecords, tables: Tables, science: Science) -> Recommenda
         answer.details.append(critical)
     if not answer.why and noise is not None and noise.advice():
         answer.why.append(noise.advice())
+    if tables.schedules is not None and (line := schedules.coarse_line(tables.schedules.headline_seeds)):
+        answer.why.append(line)
     return answer
 
 

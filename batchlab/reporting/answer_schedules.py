@@ -42,8 +42,6 @@ def apply(answer, rec: SweepRecords, tables: Tables, target: str) -> None:
                            "yet (see the batch-size schedules); train longer or set an easier target.")
         answer.details = [answer.sentence]
     answer.details += [statement(rows.loc[s], schedules.headline_seeds, target) for s in rows.index]
-    if (line := coarse_line(schedules.headline_seeds)) is not None:
-        answer.why.append(line)
     if decision is None or decision.fastest is None:
         return
     named = [decision.fastest, *decision.within_noise]
@@ -132,20 +130,24 @@ def statement(row: pd.Series, seeds: pd.DataFrame, target: str) -> str:
 
 
 def coarse_line(seeds: pd.DataFrame) -> str | None:
-    """A warning where a seed's steps to the target, the schedule's or the constant's, were read at evaluations
-    more than schedules.COARSE of its steps apart (the worst such seed); None where none was."""
+    """A warning where some seed's steps saved rests on step counts read at evaluations far apart: the gaps before
+    the schedule's and the constant's hits together over schedules.COARSE of their steps (the worst seed named);
+    None where none does."""
     rows = coarse(seeds)
     if rows.empty:
         return None
     worst = rows.loc[rows["gap"].idxmax()]
-    read = [f"the batch-size schedule {worst['schedule']} was evaluated {display.count(worst['read_every'])} steps "
-            f"before its {display.count(worst['steps'])}"]
-    if not _missing(worst["constant_read_every"]):
-        read.append(f"batch size {int(worst['best_constant'])} {display.count(worst['constant_read_every'])} steps "
-                    f"before its {display.count(worst['constant_steps'])}")
-    return (f"Steps to the target are read at evaluations, here coarsely: on seed {worst['seed']} {', '.join(read)} "
-            f"(up to {worst['gap']:.0%} of the steps), so the steps saved may be off by as much; {len(rows)} of "
-            f"{len(seeds)} comparisons seed by seed are read this coarsely. Set eval.every lower to read them finer.")
+    return (f"Steps to the target are read at evaluations, here coarsely: on seed {worst['seed']} the batch-size "
+            f"schedule {worst['schedule']} was last evaluated {_steps(worst['read_every'])} before its "
+            f"{display.count(worst['steps'])}, batch size {int(worst['best_constant'])} "
+            f"{_steps(worst['constant_read_every'])} before its {display.count(worst['constant_steps'])} (together "
+            f"{worst['gap']:.0%} of their steps), so its steps saved may be off by as much; {len(rows)} of "
+            f"{int(seeds['steps_saved'].notna().sum())} comparisons seed by seed are read this coarsely. Set "
+            "eval.every lower to read them finer.")
+
+
+def _steps(n: float) -> str:
+    return f"{display.count(n)} step{'' if n == 1 else 's'}"
 
 
 def _percent(x) -> str:

@@ -30,8 +30,8 @@ from batchlab.reporting.load import FINISHED, SweepRecords, same_target
 
 STEPS_SAVED = 0.25  # the bar stated for a schedule: a quarter of the best constant batch size's steps saved,
 # with no more examples, on every seed (what a schedule must show to be worth its extra setting)
-COARSE = 0.02  # steps to a target are read at evaluations: a gap between the last two over 2% of the steps
-# is said beside the comparison (a constant evaluates every round(eval.every x steps per epoch) steps, a schedule
+COARSE = 0.02  # steps to a target are read at evaluations: where the gaps before the two hits add up to over 2% of
+# the steps, it is said beside the comparison (a constant evaluates every round(eval.every x steps per epoch) steps, a schedule
 # every eval.every x examples per epoch: on a coarse grid two trials that trained alike differed by 38% in steps)
 
 
@@ -201,10 +201,11 @@ def _read_every(rec: SweepRecords, trial_id: str | None, steps: float) -> float:
 
 
 def coarse(seeds: pd.DataFrame) -> pd.DataFrame:
-    """The rows of `seeds` (schedule_seeds.csv) whose steps, or the constant's, were read at evaluations more
-    than COARSE of the steps apart, with that share of the steps as `gap` (the larger of the two)."""
-    gap = np.fmax(seeds["read_every"] / seeds["steps"], seeds["constant_read_every"] / seeds["constant_steps"])
-    return seeds.assign(gap=gap)[gap > COARSE]
+    """The rows of `seeds` (schedule_seeds.csv) with a steps saved whose two step counts were read coarsely: the
+    gaps before the schedule's and the constant's hits, each a share of its steps, summed as `gap` (what the steps
+    saved may be off by, to first order) over COARSE."""
+    gap = seeds["read_every"] / seeds["steps"] + seeds["constant_read_every"] / seeds["constant_steps"]
+    return seeds.assign(gap=gap)[seeds["steps_saved"].notna() & (gap > COARSE)]
 
 
 def _saved(steps: pd.Series, base: pd.Series) -> pd.Series:
