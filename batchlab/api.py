@@ -29,8 +29,8 @@ from batchlab.errors import BatchlabError, BatchlabWarning, ConfigError, DataErr
 from batchlab.executors import make_executor
 from batchlab.grid import Trial, expand
 from batchlab.maxbatch import MaxBatch
-from batchlab.preflight import check_units
 from batchlab.noise_scale import noise_scale as measure_noise_scale
+from batchlab.preflight import check_units
 from batchlab.records import Status, SweepDir
 from batchlab.run import Hooks, check_sweep, plan, resolve_max, run_sweep, smoke as smoke_config
 from batchlab.schema import Experiment
@@ -212,8 +212,9 @@ def sweep(config: Config, out: str | Path = "runs", overrides: Overrides = None,
     interleaved into step_times.json (a few seconds; the report multiplies steps to the target by these; not on
     Dask); on_steps_timed(done, rounds) follows it.
     """
+    parts = _parts("sweep", parts)
     plan = plan or plan_sweep(config, out, overrides, smoke=smoke, threads=threads, memory_limit=memory_limit,
-                              allow_many=allow_many, **_parts("sweep", parts))
+                              allow_many=allow_many, **parts)
     hooks = Hooks(on_trial_start or Hooks.trial_start, on_trial_end or Hooks.trial_end,
                   on_steps_timed or Hooks.steps_timed)
     command = command or f"batchlab.sweep({str(config) if isinstance(config, (str, Path)) else '<config>'!r})"

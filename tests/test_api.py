@@ -35,13 +35,16 @@ def test_load_records_holds_the_schedule_trials_too(tmp_path):
 def test_a_misspelt_keyword_is_a_type_error_naming_the_function_called(tmp_path):
     import pytest
 
-    config = {"name": "typo", "dataset": {"name": "digits"}}
-    calls = {"sweep": lambda: batchlab.sweep(config, tmp_path, workrs=2),
-             "suggest": lambda: batchlab.suggest(config, tmp_path, targte=0.9),
-             "noise_scale": lambda: batchlab.noise_scale(config, step=3),
-             "cbs": lambda: batchlab.cbs(config, tmp_path, windw=5),
-             "find_max_batch": lambda: batchlab.find_max_batch(config, memory_limt=10)}
-    for name, call in calls.items():
+    config = {"name": "typo", "dataset": {"name": "digits"}, "target": {"value": [0.9]}}
+    plan = api.plan_sweep(config, tmp_path)
+    calls = [("sweep", lambda: batchlab.sweep(config, tmp_path, workrs=2)),
+             ("sweep", lambda: batchlab.sweep(config, tmp_path, plan=plan, workrs=2)),  # a plan given: checked too
+             ("plan_sweep", lambda: api.plan_sweep(config, tmp_path, smok=True)),
+             ("suggest", lambda: batchlab.suggest(config, tmp_path, targte=0.9)),
+             ("noise_scale", lambda: batchlab.noise_scale(config, step=3)),
+             ("cbs", lambda: batchlab.cbs(config, tmp_path, windw=5)),
+             ("find_max_batch", lambda: batchlab.find_max_batch(config, memory_limt=10))]
+    for name, call in calls:
         with pytest.raises(TypeError) as raised:
             call()
         message = str(raised.value)
