@@ -15,7 +15,7 @@ from batchlab.grid import Trial
 from batchlab.noise import check_noise
 from batchlab.outputs import logits, takes_targets
 from batchlab.schedules import lr_schedule
-from batchlab.schema import Experiment
+from batchlab.schema import NO_TOKENS, Experiment
 from batchlab.train import build_parts, imported_names
 
 PARTS = ("dataset", "model", "loss", "optimizer", "schedule")  # the config sections that name a callable
@@ -55,10 +55,6 @@ def check(trials: list[Trial], cache: DataCache) -> None:
         lr_schedule(cfg.schedule, steps_per_epoch=1, total_steps=1)  # an imported schedule builds and gives a value
 
 
-NO_TOKENS = ("digits", "mnist", "fashion-mnist", "linear", "image-folder")  # built-in data sets that are never a
-# sequence task: known from the name, so a plan (--dry-run) refuses tokens on them without loading the data
-
-
 def check_units(cfg: Experiment, data: Data | None, axes: dict | None = None) -> None:
     """A length in tokens only where the data has them (a sequence task: examples x context). `data` None: not
     loaded, so only a data set in NO_TOKENS is checked. `axes`: the trial's sweep values, so that one from a sweep
@@ -69,10 +65,8 @@ def check_units(cfg: Experiment, data: Data | None, axes: dict | None = None) ->
     where = ("budget.tokens" if cfg.budget.tokens is not None else
              "batch_size" if cfg.batch_schedule is not None and getattr(cfg.batch_schedule, "unit", None) == "tokens"
              else None)
-    if where and any(a == where or where.startswith(f"{a}.") for a in axes or {}):
-        where = f"sweep.{where}"
     if where:
-        raise ConfigError(f"{where}: counted in tokens, but {cfg.dataset.name} is not a sequence task (its "
+        raise ConfigError(f"{_key(where, axes)}: counted in tokens, but {cfg.dataset.name} is not a sequence task (its "
                           "examples have no tokens): count examples instead")
 
 
@@ -85,13 +79,20 @@ def check_follow(cfg: Experiment, data: Data, axes: dict | None = None) -> None:
     n = len(data.train)
     every = max(1, round(cfg.noise.every * n))  # examples between measurements, as train.py counts a schedule's
     steps, _, _ = batches.budget(schedule, cfg.budget.length, n, cfg.drop_last, data.tokens_per_example)
-    at_min = steps * min(schedule.min, n)  # the examples its budget trains on if it never moves
-    if at_min >= every:
+    before_last = (steps - 1) * min(schedule.min, n)  # a measurement after the last step moves nothing
+    if before_last >= every:
         return
-    where = "sweep.noise.every" if any(a in ("noise", "noise.every") for a in axes or {}) else "noise.every"
+    budget = _key(f"budget.{cfg.budget.length[0]}", axes)
+    where = budget if budget.startswith("sweep.") else _key("noise.every", axes)
     raise ConfigError(f"{where}: a measurement every {cfg.noise.every:g} epochs ({every:,} examples), but the budget "
-                      f"trains on {at_min:,} at the batch size's min ({schedule.min}): batch_size follows the noise "
-                      "scale from the second measurement on, so it would never move; lower noise.every")
+                      f"trains on {before_last:,} before its last step at the batch size's min ({schedule.min}): "
+                      "batch_size follows the noise scale from the second measurement on (the first is at step 0), "
+                      "so it would never move; lower noise.every or lengthen the budget")
+
+
+def _key(where: str, axes: dict | None) -> str:
+    """`where`, or sweep.`where` when a sweep axis sets it (the error then points at the axis)."""
+    return f"sweep.{where}" if any(a == where or where.startswith(f"{a}.") for a in axes or {}) else where
 
 
 def check_output(cfg: Experiment, model: torch.nn.Module, criterion, data: Data) -> None:

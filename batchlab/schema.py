@@ -21,6 +21,8 @@ from batchlab.fields import (NAME_MAX, PARALLEL_MAX, Args, Count, Epochs, Sectio
 
 # The built-in names. Each registry (data sets, models, losses, optimizers) is checked against these by a test.
 DATASETS = ("digits", "mnist", "fashion-mnist", "linear", "npz", "image-folder", "chars", "tokens")
+NO_TOKENS = tuple(d for d in DATASETS if d not in ("npz", "chars", "tokens"))  # never a sequence task (npz: its
+# arrays say), known from the name: a plan (--dry-run) refuses a length in tokens on them without loading the data
 MODELS = ("linear", "logreg", "mlp", "lenet5", "gpt")
 LOSSES = ("auto", "cross_entropy", "mse")
 OPTIMIZERS = ("sgd", "adam", "adamw")

@@ -171,9 +171,10 @@ def test_follow_noise_raises_the_batch_size_as_the_measured_noise_scale_grows(tm
     assert summary["budget_steps"] == summary["steps"] and summary["examples"] >= 8 * summary["train_size"]
 
 
-@pytest.mark.parametrize("steps", [50, 95])
+@pytest.mark.parametrize("steps", [50, 90, 91])
 def test_follow_noise_with_no_measurement_in_its_budget_is_one_line(tmp_path, steps):
-    """It trained at its min throughout without a word; 95 steps of 8 reach the first measurement after step 0."""
+    """It trained at its min throughout without a word. A measurement after the last step moves nothing: 90 steps
+    of 8 measure after step 90 (720 examples), the last; 91 after step 90, with a step left to train at."""
     from batchlab.data import load_dataset
 
     cfg = {**BASE, "budget": {"steps": steps}, "noise": {"every": 0.5, "batch_size": 512, "small_batch_size": 32},
@@ -183,18 +184,19 @@ def test_follow_noise_with_no_measurement_in_its_budget_is_one_line(tmp_path, st
     config = tmp_path / "follow.yaml"
     config.write_text(yaml.safe_dump(cfg))
     result = runner.invoke(app, ["sweep", str(config), "--out", str(tmp_path / "runs"), "--quiet"])
-    if steps * 8 >= every:
+    if (steps - 1) * 8 >= every:
         assert result.exit_code == 0, result.output
         [trial] = (tmp_path / "runs" / "bs" / "trials").iterdir()
         metrics = pd.read_csv(trial / "metrics.csv")
-        measured = metrics.loc[metrics["noise_b_simple"].notna() & (metrics["step"] > 0), "examples"]
-        assert len(measured) >= 1 and measured.min() >= every  # a measurement after step 0 it could move at
+        measured = metrics[metrics["noise_b_simple"].notna() & metrics["step"].between(1, steps - 1)]
+        assert len(measured) >= 1 and measured["examples"].min() >= every  # one it can move at
         return
     assert result.exit_code == 2, result.output
     [line] = result.stderr.splitlines()
     assert line.startswith(f"error: {config}, line ") and "Traceback" not in result.stderr
     assert (f"noise.every: a measurement every 0.5 epochs ({every:,} examples), but the budget trains on "
-            f"{steps * 8:,} at the batch size's min (8)") in line and line.endswith("lower noise.every")
+            f"{(steps - 1) * 8:,} before its last step at the batch size's min (8)") in line
+    assert line.endswith("so it would never move; lower noise.every or lengthen the budget")
     line_no = int(line.split(", line ")[1].split(":")[0])
     assert "every" in config.read_text().splitlines()[line_no - 1]
     assert not (tmp_path / "runs" / "bs").exists()
