@@ -9,6 +9,7 @@ import math
 
 import numpy as np
 import pytest
+import torch
 import yaml
 from scipy.optimize import brentq, least_squares
 from typer.testing import CliRunner
@@ -319,18 +320,14 @@ def test_a_window_longer_than_the_budget_suggests_a_budget_that_holds_it(unit, d
             plan(shorter, 1437, [8, 32], 3, 2880, 1.0)
 
 
-def test_a_branch_goes_on_with_the_examples_the_reference_would_train_on_next():
-    """A point kept 24 examples into an epoch (3 steps of 8): a branch at 16 must start with examples 24-39 of
-    that epoch's order, as the reference's own next two steps do, not at 16 (24 // 16 whole batches of 16)."""
-    import torch
-
+def recording_parts(update: dict) -> tuple[branching.Parts, list]:
+    """Branching's parts for a small MLP on digits (`update`d), and the list every training batch is added to."""
     from batchlab.data import load_dataset
     from batchlab.schema import Experiment
 
     cfg = Experiment.model_validate({"dataset": {"name": "digits"}, "model": {"name": "mlp", "hidden": [8]},
-                                     "batch_size": 8, "lr": 0.01, "threads": 1, "budget": {"steps": 10}})
-    data = load_dataset(cfg.dataset, 0)
-    parts = branching.Parts(cfg, data, torch.device("cpu"), 64, 2)
+                                     "lr": 0.01, "threads": 1, **update})
+    parts = branching.Parts(cfg, load_dataset(cfg.dataset, 0), torch.device("cpu"), 64, 2)
     seen = []
 
     def recording(step):
@@ -341,6 +338,13 @@ def test_a_branch_goes_on_with_the_examples_the_reference_would_train_on_next():
 
     make_step = parts.step
     parts.step = lambda *a: recording(make_step(*a))
+    return parts, seen
+
+
+def test_a_branch_goes_on_with_the_examples_the_reference_would_train_on_next():
+    """A point kept 24 examples into an epoch (3 steps of 8): a branch at 16 must start with examples 24-39 of
+    that epoch's order, as the reference's own next two steps do, not at 16 (24 // 16 whole batches of 16)."""
+    parts, seen = recording_parts({"batch_size": 8, "budget": {"steps": 10}})
     [point, _], _ = branching.reference(parts, [24, 40], 10)
     reference_next = torch.cat(seen[3:5])  # the reference's steps 4 and 5: examples 24-39 of the epoch
     seen.clear()
@@ -546,26 +550,7 @@ def test_a_point_at_an_epochs_end_with_drop_last_branches_into_the_next_epoch(ba
     """With drop_last, an epoch of digits' 1,437 examples trains 44 steps of 32 (1,408) and drops 29. A point
     there: every branch must begin where the reference goes on, the next epoch's first examples, not with the
     29 the reference dropped (smaller batches would train on them, larger ones not)."""
-    import torch
-
-    from batchlab.data import load_dataset
-    from batchlab.schema import Experiment
-
-    cfg = Experiment.model_validate({"dataset": {"name": "digits"}, "model": {"name": "mlp", "hidden": [8]},
-                                     "batch_size": 32, "lr": 0.01, "threads": 1, "budget": {"steps": 50},
-                                     "drop_last": True})
-    data = load_dataset(cfg.dataset, 0)
-    parts = branching.Parts(cfg, data, torch.device("cpu"), 64, 2)
-    seen = []
-
-    def recording(step):
-        def train(x, y):
-            seen.append(x.clone())
-            return step(x, y)
-        return train
-
-    make_step = parts.step
-    parts.step = lambda *a: recording(make_step(*a))
+    parts, seen = recording_parts({"batch_size": 32, "budget": {"steps": 50}, "drop_last": True})
     [point, _], _ = branching.reference(parts, [1408, 1440], 50)
     assert point.examples == 1408 and len(seen) == 45
     reference_next = seen[44]  # the reference's step 45: the next epoch's first 32 examples
