@@ -31,8 +31,9 @@ from batchlab.reporting.load import FINISHED, SweepRecords, same_target
 STEPS_SAVED = 0.25  # the bar stated for a schedule: a quarter of the best constant batch size's steps saved,
 # with no more examples, on every seed (what a schedule must show to be worth its extra setting)
 COARSE = 0.02  # steps to a target are read at evaluations: where the gaps before the two hits add up to over 2% of
-# the steps, it is said beside the comparison (a constant evaluates every round(eval.every x steps per epoch) steps, a schedule
-# every eval.every x examples per epoch: on a coarse grid two trials that trained alike differed by 38% in steps)
+# the steps, it is said beside the comparison (a constant evaluates every round(eval.every x steps per epoch)
+# steps, a schedule every eval.every x examples per epoch: on a coarse grid two trials that trained alike
+# differed by 38% in steps)
 
 
 ROW_COLUMNS = ["target_metric", "target", "schedule", "status", "best_lr", "start_batch_size", "lr_scale",
