@@ -32,9 +32,11 @@ def smoke(experiment: Experiment) -> Experiment:
     raw["device"] = "cpu"
     raw.setdefault("dataset", {})["subset"] = SMOKE_EXAMPLES
     raw.setdefault("eval", {})["every"] = 1000.0  # evaluate at the start and after the last step only
+    if (raw.get("noise") or {}).get("every") or "noise.every" in (raw.get("sweep") or {}):
+        raw.setdefault("noise", {})["every"] = 1 / SMOKE_EXAMPLES  # after every step: follow: noise can move
     raw["sweep"] = {k: v for k, v in (raw.get("sweep") or {}).items()
                     if k not in ("budget.epochs", "budget.steps", "budget.examples", "budget.tokens", "device",
-                                 "dataset.subset")}
+                                 "dataset.subset", "noise.every")}
     return Experiment.model_validate(raw)
 
 

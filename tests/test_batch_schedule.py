@@ -202,6 +202,23 @@ def test_follow_noise_with_no_measurement_in_its_budget_is_one_line(tmp_path, st
     assert not (tmp_path / "runs" / "bs").exists()
 
 
+def test_a_smoke_run_of_follow_noise_measures_after_every_step_so_it_can_move(tmp_path):
+    """--smoke trains 3 steps: noise.every of a real run (0.25 epoch) fell past them, which the check above
+    refused; a smoke run measures after every step instead (a noise.every axis too), and the batch size moves."""
+    cfg = {**BASE, "noise": {"every": 0.25, "batch_size": 512, "small_batch_size": 32},
+           "batch_size": {"follow": "noise", "min": 8, "max": 32},
+           "sweep": {"noise.every": [0.25, 0.5]}}
+    config = tmp_path / "follow.yaml"
+    config.write_text(yaml.safe_dump(cfg))
+    result = runner.invoke(app, ["sweep", str(config), "--smoke", "--out", str(tmp_path / "runs"), "--quiet"])
+    assert result.exit_code == 0, result.output
+    [trial] = (tmp_path / "runs" / "bs-smoke" / "trials").iterdir()  # the noise.every axis is a smoke run's
+    summary = json.loads((trial / "summary.json").read_text())
+    metrics = pd.read_csv(trial / "metrics.csv")
+    assert summary["steps"] == 3 and metrics["noise_b_simple"].notna().sum() == 4  # at step 0 and after each step
+    assert len(summary["batch_changes"]) > 1 or metrics["noise_b_simple"].iloc[1:-1].max() < 16
+
+
 def test_a_sweep_axis_mixes_constant_and_scheduled_batch_sizes_under_an_lr_rule():
     cfg = batchlab.load_config({**BASE, "sweep": {
         "batch_size": [64, {"schedule": [[0, 32], [500, 128]]}, {"schedule": [[0, 16], [500, 64]], "lr_scale": "none"}],
