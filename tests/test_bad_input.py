@@ -188,11 +188,14 @@ def test_noise_on_a_tiny_training_set_is_refused_before_training(write_config, t
 
 def test_noise_settings_swept_are_checked_for_every_trial_before_training(write_config, tmp_path):
     """A noise setting may be an axis: the trial it makes unmeasurable is refused before any trial trains, and
-    the line names the setting at fault, not the training set."""
+    the line names the setting at fault, not the training set (found from the config alone, --dry-run too)."""
     path = write_config({"noise": {"every": 0.5, "small_batch_size": 64},
                          "sweep": {"batch_size": [64], "lr": [0.1], "noise.batch_size": [512, 100]}})
-    assert one_line_error(path).endswith(
-        "noise.batch_size: 100 must be at least twice noise.small_batch_size (64) to measure the gradient noise scale")
+    expected = ("sweep.noise.batch_size: value 100: small_batch_size (64) must be at most half of batch_size (100) "
+                "to measure the gradient noise scale: give at most 50, or a larger batch_size")
+    assert one_line_error(path).endswith(expected)
+    result = runner.invoke(app, ["sweep", str(path), "--dry-run"])
+    assert result.exit_code == 2 and result.output.strip().endswith(expected), result.output
     assert not (tmp_path / "runs" / "tiny" / "trials").exists()
 
 
@@ -204,17 +207,19 @@ def test_the_noise_command_on_a_tiny_training_set_is_one_line(write_config):
                              "gradient noise scale (two examples at least)\n")
 
 
-def test_a_small_batch_over_half_the_training_set_is_named_as_the_cause(write_config):
-    """It blamed noise.every and the data set's size, which the default noise settings measure well."""
+def test_a_small_batch_over_half_the_big_one_is_named_as_the_cause(write_config):
+    """It blamed noise.every and the data set's size, which the default noise settings measure well; it is found
+    in the config itself now, before the data is loaded. Capped at a small data set, valid settings still measure."""
     path = write_config({"dataset": {"name": "digits", "subset": 100}})  # 100 training examples
     result = runner.invoke(app, ["noise", str(path), "--set", "noise.small_batch_size=80", "--set",
                                  "noise.batch_size=64"])
     assert result.exit_code == 2 and result.stderr.count("\n") == 1
-    assert result.stderr.endswith("noise.small_batch_size: 80 is over half the training set (100 examples) and of "
-                                  "noise.batch_size (64): give at most 32\n")
-    fine = runner.invoke(app, ["noise", str(path), "--set", "noise.small_batch_size=32", "--set",
-                               "noise.batch_size=64", "--measurements", "2"])
-    assert fine.exit_code == 0, fine.output  # the advice holds
+    assert result.stderr.endswith("noise: small_batch_size (80) must be at most half of batch_size (64) to measure "
+                                  "the gradient noise scale: give at most 32, or a larger batch_size\n")
+    for small, big in ((32, 64), (80, 512)):  # the advice; and 80 of 100 examples, capped at 50 and 100
+        fine = runner.invoke(app, ["noise", str(path), "--set", f"noise.small_batch_size={small}", "--set",
+                                   f"noise.batch_size={big}", "--measurements", "2"])
+        assert fine.exit_code == 0, fine.output
 
 
 def test_a_sweep_axis_below_a_value_that_is_no_mapping_is_one_line(write_config):
