@@ -209,6 +209,18 @@ def test_a_raced_trial_records_and_prints_its_figure_where_it_stopped(tmp_path, 
     assert f"acc {accuracy:.4f} when stopped, targets 0/2" in line and "past the best time to the target, 5.00s" in line
 
 
+def test_a_trial_line_shows_the_metric_its_targets_are_judged_on():
+    """A language model records an accuracy too; its targets are on the loss, so the line shows the loss."""
+    from batchlab.cli.display import trial_line
+
+    summary = {"trial_id": "bs0032-lr0.005-s0", "status": "completed", "steps": 104, "train_seconds": 1.5,
+               "final": {"test_accuracy": 0.401, "test_loss": 2.3987}, "targets": {"2.4": {"steps": 104}},
+               "target_metric": "test_loss"}
+    assert trial_line(summary) == "bs0032-lr0.005-s0: completed, 104 steps, 1.50s, loss 2.399, targets 1/1"
+    summary["target_metric"] = "test_accuracy"
+    assert trial_line(summary) == "bs0032-lr0.005-s0: completed, 104 steps, 1.50s, acc 0.4010, targets 1/1"
+
+
 def test_suggest_restart_deletes_its_own_records_and_starts_over(write_config, tmp_path):
     """The error for records of another experiment advises --restart, which suggest has: it deletes the trials
     under <out>/<name>-suggest (and nothing else) and runs the pilot again. A 3-step pilot stops suggest early

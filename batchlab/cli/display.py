@@ -84,7 +84,8 @@ class Display:
 def trial_line(s: dict) -> str:
     """A finished trial in one line. A raced one says where it stopped: its figure is the evaluation there."""
     acc = s["final"].get("test_accuracy")
-    metric = f"acc {acc:.4f}" if acc is not None else f"loss {s['final'].get('test_loss') or float('nan'):.4g}"
+    by_loss = acc is None or s.get("target_metric") == "test_loss"  # the figure the targets are judged on
+    metric = f"loss {s['final'].get('test_loss') or float('nan'):.4g}" if by_loss else f"acc {acc:.4f}"
     reached = sum(v is not None for v in s["targets"].values())
     seconds = f"{s['train_seconds']:.2f}s"
     if s["status"] == Status.RACED:
