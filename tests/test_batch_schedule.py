@@ -202,6 +202,28 @@ def test_follow_noise_with_no_measurement_in_its_budget_is_one_line(tmp_path, st
     assert not (tmp_path / "runs" / "bs").exists()
 
 
+def test_a_dry_run_names_each_schedule_by_its_label(tmp_path):
+    """The plan showed the schedule's dict, a fractional point as a string ('100.5')."""
+    cfg = {**BASE, "noise": {"every": 0.25},
+           "sweep": {"batch_size": [64, {"schedule": [[0, 16], [100.5, 64]], "lr_scale": "sqrt"},
+                                    {"schedule": [[0, 16], [512, 64]], "unit": "tokens"},
+                                    {"follow": "noise", "min": 8, "max": 64}]}}
+    config = tmp_path / "plan.yaml"
+    config.write_text(yaml.safe_dump(cfg))
+    result = runner.invoke(app, ["sweep", str(config), "--dry-run", "--out", str(tmp_path / "runs")])
+    assert result.exit_code == 2  # tokens on digits: refused, so the plan is shown without that schedule
+    del cfg["sweep"]["batch_size"][2]
+    config.write_text(yaml.safe_dump(cfg))
+    result = runner.invoke(app, ["sweep", str(config), "--dry-run", "--out", str(tmp_path / "runs")])
+    assert result.exit_code == 0, result.output
+    rows = result.output.splitlines()
+    assert any(r.split()[0].startswith("bs0064-") and r.split()[1] == "64" for r in rows)
+    assert any("16→64 at 100.5 examples (lr sqrt)" in r for r in rows)
+    assert any("noise 8→64 (lr none)" in r for r in rows)
+    assert "{" not in result.output and "'100.5'" not in result.output
+    assert rows[-1].startswith("3 trials, 3 to run; records in ")
+
+
 def test_a_smoke_run_of_follow_noise_measures_after_every_step_so_it_can_move(tmp_path):
     """--smoke trains 3 steps: noise.every of a real run (0.25 epoch) fell past them, which the check above
     refused; a smoke run measures after every step instead (a noise.every axis too), and the batch size moves."""

@@ -16,11 +16,11 @@ from tqdm import tqdm
 
 from batchlab import api
 from batchlab.cli.checks import Commands, directory, fail, finite_target, parse_bytes, parse_seconds
-from batchlab.cli.display import Display
+from batchlab.cli.display import Display, plan_table
 from batchlab.errors import VALUE_CHARS, BatchlabError, BatchlabWarning, short
 from batchlab.fields import COUNT_MAX, MEASUREMENTS_MAX, PARALLEL_MAX, RETRIES_MAX
 from batchlab.memory import mib
-from batchlab.records import DONE, Status
+from batchlab.records import Status
 from batchlab.processes import sigterm_as_interrupt
 
 app = typer.Typer(cls=Commands, add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
@@ -167,13 +167,9 @@ def sweep(
 
 
 def show_plan(plan: api.Plan, restart: bool) -> None:
-    import pandas as pd
-
-    rows = [{"trial": t.id, **t.axes, "status": "pending" if restart else str(status or "pending")}
-            for t, status in plan.statuses()]
-    typer.echo(pd.DataFrame(rows).to_string(index=False))
-    todo = sum(r["status"] not in DONE for r in rows)
-    typer.echo(f"{len(rows)} trials, {todo} to run; records in {plan.sweep_dir.path}")
+    table, todo = plan_table(plan.statuses(), restart)
+    typer.echo(table)
+    typer.echo(f"{len(plan.trials)} trials, {todo} to run; records in {plan.sweep_dir.path}")
 
 
 @app.command()

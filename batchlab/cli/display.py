@@ -7,7 +7,8 @@ import sys
 import typer
 from tqdm import tqdm
 
-from batchlab.records import Status
+from batchlab import batches
+from batchlab.records import DONE, Status
 from batchlab.steptime import FILE
 
 
@@ -79,6 +80,17 @@ class Display:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+def plan_table(statuses: list, restart: bool) -> tuple[str, int]:
+    """The trials of a plan (`--dry-run`), a row each with its axes (a batch-size schedule by its label, where it
+    switches and its lr scale), and how many are still to run."""
+    import pandas as pd
+
+    rows = [{"trial": t.id, **{k: batches.label(v, points=True, scale=True) if isinstance(v, dict) else v
+                               for k, v in t.axes.items()},
+             "status": "pending" if restart else str(status or "pending")} for t, status in statuses]
+    return pd.DataFrame(rows).to_string(index=False), sum(r["status"] not in DONE for r in rows)
 
 
 def trial_line(s: dict) -> str:
