@@ -409,3 +409,27 @@ def test_the_coarse_reading_is_said_when_the_schedule_is_the_answer_and_counts_o
     why = report.recommendation.why
     assert why[0].startswith("A schedule has no single batch size")
     assert any(w.startswith("Steps to the target are read at evaluations") for w in why)
+
+
+def test_a_sequence_tasks_schedules_give_tokens_beside_examples(tmp_path):
+    """The README says a language model's tables state tokens: the schedule tables gave examples only."""
+    sweep_with(tmp_path, 0.05)
+    sweep = tmp_path / "sched"
+    for summary_file in sweep.glob("trials/*/summary.json"):
+        summary = json.loads(summary_file.read_text())
+        summary_file.write_text(json.dumps({**summary, "context": 8}))  # 8 tokens an example
+    [report] = analyse(sweep)
+    schedules = report.tables.schedules
+    seeds = schedules.headline_seeds
+    assert (seeds["tokens"] == seeds["examples"] * 8).all()
+    assert (seeds["constant_tokens"] == seeds["constant_examples"] * 8).all()
+    row = schedules.headline_rows.iloc[0]
+    assert row["tokens"] == row["examples"] * 8 and row["constant_tokens"] == row["constant_examples"] * 8
+    result = runner.invoke(app, ["report", str(sweep)])
+    assert result.exit_code == 0, result.output
+    markdown = (sweep / "report" / "report.md").read_text()
+    examples = {seed: 50 * 32 + 30 * 128 + (at - 80) * 512 for seed, at in REACHED_AT.items()}
+    assert f"| {statistics.median(examples.values()) * 8:,.0f} |" in markdown  # the median seed's tokens
+    assert "tokens (bs 128)" in markdown
+    header = (sweep / "report" / "schedule_seeds.csv").read_text().splitlines()[0].split(",")
+    assert header.index("tokens") == header.index("examples") + 1

@@ -54,6 +54,8 @@ def table(schedules: Schedules) -> pd.DataFrame:
                         for p, ok in zip(rows["predicted_seconds"], reached)],
         "steps": [display.count(s) if ok else display.DASH for s, ok in zip(rows["steps"], reached)],
         "examples": [display.count(e) if ok else display.DASH for e, ok in zip(rows["examples"], reached)],
+        **({"tokens": [display.count(e * schedules.context) if ok else display.DASH
+                       for e, ok in zip(rows["examples"], reached)]} if schedules.context else {}),
         "measured s": [display.seconds(s) if ok else status for s, ok, status in
                        zip(rows["seconds"], reached, rows["status"])],
         "reached": rows["seeds_reached"],
@@ -81,6 +83,8 @@ def seeds_table(schedules: Schedules) -> pd.DataFrame:
         "steps saved": seeds["steps_saved"].map(_percent),
         "examples": seeds["examples"].map(display.count),
         f"examples ({base})": seeds["constant_examples"].map(display.count),
+        **({"tokens": seeds["tokens"].map(display.count),
+            f"tokens ({base})": seeds["constant_tokens"].map(display.count)} if schedules.context else {}),
         "examples ratio": seeds["examples_ratio"].map(_ratio),
         "predicted s": seeds["predicted_seconds"].map(display.seconds),
         "clears the bar": seeds["clears_bar"].map(lambda ok: "yes" if ok else "no"),
@@ -114,7 +118,7 @@ def terminal_table(schedules: Schedules | None) -> Table | None:
     if schedules is None:
         return None
     base = _base(schedules)
-    text = table(schedules).drop(columns=["lr", "measured s"]).rename(columns={  # fits 120 columns
+    text = table(schedules).drop(columns=["lr", "measured s", "tokens"], errors="ignore").rename(columns={  # fits 120
         f"steps saved vs {base}": "steps saved", f"examples vs {base}": "examples ×",
         BAR: "bar"})
     text["bar"] = text["bar"].str.replace("not every seed", "not all").str.replace("every seed", "all")

@@ -46,6 +46,7 @@ class Schedules:
     seeds: pd.DataFrame  # schedule_seeds.csv: a row per target, schedule and seed, against the best constant
     decision: Decision | None  # the headline target's: constant batch sizes and reached schedules together
     target: float  # the headline target
+    context: int | None = None  # tokens per example of a sequence task (its tables give tokens beside examples)
 
     @property
     def headline_rows(self) -> pd.DataFrame:
@@ -67,8 +68,13 @@ def build_schedules(rec: SweepRecords, made: dict[float, tuple[pd.DataFrame, Dec
         table, per_seed, decisions[target] = _one_target(rec, target, constant_rows, constant)
         tables.append(table)
         seeds.append(per_seed)
-    return Schedules(pd.concat(tables, ignore_index=True), pd.concat(seeds, ignore_index=True),
-                     decisions.get(headline), headline)
+    table, per_seed = pd.concat(tables, ignore_index=True), pd.concat(seeds, ignore_index=True)
+    if rec.context:
+        for frame, examples in ((table, "examples"), (table, "constant_examples"), (per_seed, "examples"),
+                                (per_seed, "constant_examples")):
+            frame.insert(frame.columns.get_loc(examples) + 1, examples.replace("examples", "tokens"),
+                         frame[examples] * rec.context)
+    return Schedules(table, per_seed, decisions.get(headline), headline, rec.context)
 
 
 def _one_target(rec: SweepRecords, target: float, constant_rows: pd.DataFrame,
