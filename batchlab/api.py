@@ -29,6 +29,7 @@ from batchlab.errors import BatchlabError, BatchlabWarning, ConfigError, DataErr
 from batchlab.executors import make_executor
 from batchlab.grid import Trial, expand
 from batchlab.maxbatch import MaxBatch
+from batchlab.noise import check_sizes
 from batchlab.noise_scale import noise_scale as measure_noise_scale
 from batchlab.preflight import check_units
 from batchlab.records import Status, SweepDir
@@ -153,6 +154,8 @@ def check_plan(plan: Plan, *, restart: bool = False, race: bool = False, executo
         check_sweep(plan.experiment, plan.trials, plan.sweep_dir.path.parent, restart, race, plan.source.code_dirs)
         for trial in plan.trials:
             check_units(trial.config, None, trial.axes)  # tokens on an image set, known from its name alone
+            if trial.config.noise.every:
+                check_sizes(trial.config, trial.axes)
         check_writable(plan.sweep_dir.path, access=False)  # a path through a file is a mistake; a read-only
         # disk is not, for a dry run, which reads only (the plan of records on a read-only mount)
     except BatchlabError as e:

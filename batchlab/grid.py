@@ -21,6 +21,15 @@ NOT_IN_ID = {"checkpoint"}  # settings that do not change what a trial computes
 ID_MAX = 200  # characters of a trial id, a directory name (255 bytes at most), hash included
 
 
+def axis_key(where: str, axes: dict | None) -> str:
+    """A config key as an error names it: `where`, or sweep.<axis> when a sweep axis of the trial sets it (the
+    error then points at the axis: noise.every under a `noise` axis is sweep.noise)."""
+    for axis in axes or {}:
+        if axis == where or where.startswith(f"{axis}."):
+            return f"sweep.{axis}"
+    return where
+
+
 @dataclass(frozen=True)
 class Trial:
     id: str

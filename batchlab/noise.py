@@ -61,6 +61,7 @@ from torch import nn
 from torch.func import functional_call, grad, vmap
 
 from batchlab.errors import ConfigError
+from batchlab.grid import axis_key
 from batchlab.outputs import forward, logits
 from batchlab.schema import Experiment
 
@@ -267,13 +268,27 @@ def noise_batch_sizes(cfg: Experiment, n: int) -> tuple[int, int]:
     return (b_small, min(cfg.noise.batch_size, n) // b_small * b_small) if b_small else (0, 0)
 
 
-def check_noise(cfg: Experiment, n: int) -> None:
+def check_noise(cfg: Experiment, n: int, axes: dict | None = None) -> None:
     """Measuring the gradient noise scale takes two B_small chunks of the training set at least (a sweep with
-    noise.every asks before training: preflight.check). The config holds batch_size >= 2 x small_batch_size
-    (schema.NoiseConfig), so capped at the data set both still leave two chunks wherever n >= 2."""
+    noise.every asks before training: preflight.check). With B_big >= 2 B_small (check_sizes), the sizes capped
+    at the data set still leave two chunks wherever n >= 2."""
+    check_sizes(cfg, axes)
     if n < 2:
-        raise ConfigError(f"noise.every: a training set of {n:,} example{'s' * (n != 1)} is too small to measure "
-                          "the gradient noise scale (two examples at least)")
+        raise ConfigError(f"{axis_key('noise.every', axes)}: a training set of {n:,} example{'s' * (n != 1)} is too "
+                          "small to measure the gradient noise scale (two examples at least)")
+
+
+def check_sizes(cfg: Experiment, axes: dict | None = None) -> None:
+    """B_big at least twice B_small: known from the config alone (so a dry run checks it too). `axes`: the
+    trial's sweep values, so that a size set by an axis is named there."""
+    big, small = cfg.noise.batch_size, cfg.noise.small_batch_size
+    if big >= 2 * small:
+        return
+    swept = [axis_key(k, axes) for k in ("noise.small_batch_size", "noise.batch_size")]
+    where = next((k for k in swept if k.startswith("sweep.")), "noise.small_batch_size")
+    raise ConfigError(f"{where}: noise.small_batch_size ({small:,}) must be at most half of noise.batch_size "
+                      f"({big:,}) to measure the gradient noise scale: give at most {big // 2:,}, or a larger "
+                      "noise.batch_size")
 
 
 class NoiseMonitor:

@@ -11,7 +11,7 @@ from batchlab import batches, registry
 from batchlab.data import Data
 from batchlab.errors import ConfigError, described, short
 from batchlab.executors.base import DataCache
-from batchlab.grid import Trial
+from batchlab.grid import Trial, axis_key
 from batchlab.noise import check_noise
 from batchlab.outputs import logits, takes_targets
 from batchlab.schedules import lr_schedule
@@ -44,7 +44,7 @@ def check(trials: list[Trial], cache: DataCache) -> None:
     for trial in trials:  # the noise settings and lengths may be axes: every trial (its data set is loaded once)
         data = cache.get(trial.config, torch.device("cpu"))
         if trial.config.noise.every:
-            check_noise(trial.config, len(data.train))
+            check_noise(trial.config, len(data.train), trial.axes)
         check_units(trial.config, data, trial.axes)  # tokens only where the data has them, not silently examples
         check_follow(trial.config, data, trial.axes)
     for trial in distinct(trials):
@@ -66,8 +66,8 @@ def check_units(cfg: Experiment, data: Data | None, axes: dict | None = None) ->
              "batch_size" if cfg.batch_schedule is not None and getattr(cfg.batch_schedule, "unit", None) == "tokens"
              else None)
     if where:
-        raise ConfigError(f"{_key(where, axes)}: counted in tokens, but {cfg.dataset.name} is not a sequence task (its "
-                          "examples have no tokens): count examples instead")
+        raise ConfigError(f"{axis_key(where, axes)}: counted in tokens, but {cfg.dataset.name} is not a sequence "
+                          "task (its examples have no tokens): count examples instead")
 
 
 def check_follow(cfg: Experiment, data: Data, axes: dict | None = None) -> None:
@@ -82,17 +82,12 @@ def check_follow(cfg: Experiment, data: Data, axes: dict | None = None) -> None:
     before_last = (steps - 1) * min(schedule.min, n)  # a measurement after the last step moves nothing
     if before_last >= every:
         return
-    budget = _key(f"budget.{cfg.budget.length[0]}", axes)
-    where = budget if budget.startswith("sweep.") else _key("noise.every", axes)
+    budget = axis_key(f"budget.{cfg.budget.length[0]}", axes)
+    where = budget if budget.startswith("sweep.") else axis_key("noise.every", axes)
     raise ConfigError(f"{where}: a measurement every {cfg.noise.every:g} epochs ({every:,} examples), but the budget "
                       f"trains on {before_last:,} before its last step at the batch size's min ({schedule.min}): "
                       "batch_size follows the noise scale from the second measurement on (the first is at step 0), "
                       "so it would never move; lower noise.every or lengthen the budget")
-
-
-def _key(where: str, axes: dict | None) -> str:
-    """`where`, or sweep.`where` when a sweep axis sets it (the error then points at the axis)."""
-    return f"sweep.{where}" if any(a == where or where.startswith(f"{a}.") for a in axes or {}) else where
 
 
 def check_output(cfg: Experiment, model: torch.nn.Module, criterion, data: Data) -> None:

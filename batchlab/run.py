@@ -25,15 +25,20 @@ SMOKE_EXAMPLES = 256  # train and evaluation examples kept in a smoke run
 
 
 def smoke(experiment: Experiment) -> Experiment:
-    """The same grid, shrunk: a few steps on a slice of the data, on CPU, under `<name>-smoke`."""
+    """The same grid, shrunk: a few steps on a slice of the data, on CPU, under `<name>-smoke`. Where the noise scale
+    is measured (noise.every, or a noise axis), it is measured after every step; a noise.every axis is dropped."""
     raw = experiment.model_dump(mode="json", exclude_unset=True)
     raw["name"] = f"{experiment.name[:NAME_MAX - len('-smoke')]}-smoke"  # a long name is cut to fit a file name
     raw["budget"] = {"steps": SMOKE_STEPS}
     raw["device"] = "cpu"
     raw.setdefault("dataset", {})["subset"] = SMOKE_EXAMPLES
     raw.setdefault("eval", {})["every"] = 1000.0  # evaluate at the start and after the last step only
-    if (raw.get("noise") or {}).get("every") or "noise.every" in (raw.get("sweep") or {}):
+    sweep = raw.get("sweep") or {}
+    if (raw.get("noise") or {}).get("every") or "noise.every" in sweep:  # (a noise.every axis is dropped below)
         raw.setdefault("noise", {})["every"] = 1 / SMOKE_EXAMPLES  # after every step: follow: noise can move
+    for value in sweep.get("noise") if isinstance(sweep.get("noise"), list) else []:
+        if isinstance(value, dict) and value.get("every"):
+            value["every"] = 1 / SMOKE_EXAMPLES
     raw["sweep"] = {k: v for k, v in (raw.get("sweep") or {}).items()
                     if k not in ("budget.epochs", "budget.steps", "budget.examples", "budget.tokens", "device",
                                  "dataset.subset", "noise.every")}

@@ -243,13 +243,6 @@ class NoiseConfig(Section):
     batch_size: Count = Field(1024, ge=2)  # B_big: examples per measurement (capped at the training set)
     small_batch_size: Count = Field(64, ge=1)  # B_small: the chunks B_big is split into
 
-    @model_validator(mode="after")
-    def _two_chunks(self) -> NoiseConfig:
-        if self.batch_size < 2 * self.small_batch_size:  # (the data set's size caps both: preflight checks that)
-            raise ValueError(f"small_batch_size ({self.small_batch_size}) must be at most half of batch_size "
-                             f"({self.batch_size}) to measure the gradient noise scale: give at most "
-                             f"{self.batch_size // 2}, or a larger batch_size")
-        return self
 
 
 class CheckpointConfig(Section):

@@ -188,14 +188,23 @@ def test_noise_on_a_tiny_training_set_is_refused_before_training(write_config, t
 
 def test_noise_settings_swept_are_checked_for_every_trial_before_training(write_config, tmp_path):
     """A noise setting may be an axis: the trial it makes unmeasurable is refused before any trial trains, and
-    the line names the setting at fault, not the training set (found from the config alone, --dry-run too)."""
+    the line names the setting at fault, not the training set (found from the config alone, --dry-run too); a
+    pair of axes is judged trial by trial, and with the noise off the sizes are not checked."""
     path = write_config({"noise": {"every": 0.5, "small_batch_size": 64},
                          "sweep": {"batch_size": [64], "lr": [0.1], "noise.batch_size": [512, 100]}})
-    expected = ("sweep.noise.batch_size: value 100: small_batch_size (64) must be at most half of batch_size (100) "
-                "to measure the gradient noise scale: give at most 50, or a larger batch_size")
+    expected = ("sweep.noise.batch_size: noise.small_batch_size (64) must be at most half of noise.batch_size (100) "
+                "to measure the gradient noise scale: give at most 50, or a larger noise.batch_size")
     assert one_line_error(path).endswith(expected)
     result = runner.invoke(app, ["sweep", str(path), "--dry-run"])
     assert result.exit_code == 2 and result.output.strip().endswith(expected), result.output
+    joint = write_config({"noise": {"every": 0.5, "batch_size": 128},  # 128 alone is not twice 128: the pair is
+                          "sweep": {"batch_size": [64], "lr": [0.1], "noise.small_batch_size": [32, 128],
+                                    "noise.batch_size": [512]}})
+    result = runner.invoke(app, ["sweep", str(joint), "--dry-run"])
+    assert result.exit_code == 0 and "2 trials, 2 to run" in result.output, result.output
+    off = write_config({"noise": {"every": None, "batch_size": 64}})  # small_batch_size 64 by default: unused
+    result = runner.invoke(app, ["sweep", str(off), "--dry-run"])
+    assert result.exit_code == 0, result.output
     assert not (tmp_path / "runs" / "tiny" / "trials").exists()
 
 
@@ -208,14 +217,15 @@ def test_the_noise_command_on_a_tiny_training_set_is_one_line(write_config):
 
 
 def test_a_small_batch_over_half_the_big_one_is_named_as_the_cause(write_config):
-    """It blamed noise.every and the data set's size, which the default noise settings measure well; it is found
-    in the config itself now, before the data is loaded. Capped at a small data set, valid settings still measure."""
+    """It blamed noise.every and the data set's size, which the default noise settings measure well. Capped at a
+    small data set, valid settings still measure."""
     path = write_config({"dataset": {"name": "digits", "subset": 100}})  # 100 training examples
     result = runner.invoke(app, ["noise", str(path), "--set", "noise.small_batch_size=80", "--set",
                                  "noise.batch_size=64"])
     assert result.exit_code == 2 and result.stderr.count("\n") == 1
-    assert result.stderr.endswith("noise: small_batch_size (80) must be at most half of batch_size (64) to measure "
-                                  "the gradient noise scale: give at most 32, or a larger batch_size\n")
+    assert result.stderr.endswith("noise.small_batch_size: noise.small_batch_size (80) must be at most half of "
+                                  "noise.batch_size (64) to measure the gradient noise scale: give at most 32, or a "
+                                  "larger noise.batch_size\n")
     for small, big in ((32, 64), (80, 512)):  # the advice; and 80 of 100 examples, capped at 50 and 100
         fine = runner.invoke(app, ["noise", str(path), "--set", f"noise.small_batch_size={small}", "--set",
                                    f"noise.batch_size={big}", "--measurements", "2"])

@@ -222,6 +222,21 @@ def test_a_dry_run_names_each_schedule_by_its_label(tmp_path):
     assert any("noise 8→64 (lr none)" in r for r in rows)
     assert "{" not in result.output and "'100.5'" not in result.output
     assert rows[-1].startswith("3 trials, 3 to run; records in ")
+    cfg["sweep"]["noise"] = [{"every": 0.25, "batch_size": 512, "small_batch_size": 32}]  # a mapping, no schedule
+    config.write_text(yaml.safe_dump(cfg))
+    result = runner.invoke(app, ["sweep", str(config), "--dry-run", "--out", str(tmp_path / "runs")])
+    assert result.exit_code == 0 and "'small_batch_size': 32" in result.output, result.output
+
+
+def test_a_smoke_run_measures_after_every_step_under_a_noise_axis_too(tmp_path):
+    cfg = {**BASE, "noise": {"every": 0.25}, "batch_size": {"follow": "noise", "min": 8, "max": 32},
+           "sweep": {"noise": [{"every": 0.5, "batch_size": 512, "small_batch_size": 32}]}}
+    config = tmp_path / "follow.yaml"
+    config.write_text(yaml.safe_dump(cfg))
+    result = runner.invoke(app, ["sweep", str(config), "--smoke", "--out", str(tmp_path / "runs"), "--quiet"])
+    assert result.exit_code == 0, result.output
+    [trial] = (tmp_path / "runs" / "bs-smoke" / "trials").iterdir()
+    assert pd.read_csv(trial / "metrics.csv")["noise_b_simple"].notna().sum() == 4  # at step 0 and after each
 
 
 def test_a_smoke_run_of_follow_noise_measures_after_every_step_so_it_can_move(tmp_path):

@@ -169,7 +169,7 @@ def test_dry_run_refuses_what_the_run_would_refuse_before_training(write_config,
     result = runner.invoke(app, ["sweep", missing, "--out", out, "--dry-run"])  # user code that does not import
     assert result.exit_code == 2 and "model.name: cannot import 'nosuchmodule'" in result.output, result.output
     fresh = runner.invoke(app, ["sweep", cfg, "--out", str(tmp_path / "elsewhere"), "--dry-run"])
-    assert fresh.exit_code == 0 and "1 trials, 1 to run" in fresh.output and not (tmp_path / "elsewhere").exists()
+    assert fresh.exit_code == 0 and "1 trial, 1 to run" in fresh.output and not (tmp_path / "elsewhere").exists()
 
 
 @pytest.mark.parametrize("scale, expected", [("linear", lambda b: 0.1 * b / 128), ("sqrt", lambda b: 0.1 * (b / 128) ** 0.5),

@@ -173,7 +173,7 @@ def test_a_read_only_out_is_one_line(write_config, tmp_path, how, existing):
         dry = sweep(config, out, "--dry-run")  # reads only: fine on a read-only disk
     where = out / "tiny" / (".lock" if existing else "")
     assert line == f"error: cannot write {str(where).rstrip('/')}: {REASON[code]}"
-    assert dry.exit_code == 0 and ("2 trials, 1 to run" if existing else "1 trials, 1 to run") in dry.output
+    assert dry.exit_code == 0 and ("2 trials, 1 to run" if existing else "1 trial, 1 to run") in dry.output
     assert snapshot(out) == before
 
 

@@ -219,6 +219,8 @@ def test_a_trial_line_shows_the_metric_its_targets_are_judged_on():
     assert trial_line(summary) == "bs0032-lr0.005-s0: completed, 104 steps, 1.50s, loss 2.399, targets 1/1"
     summary["target_metric"] = "test_accuracy"
     assert trial_line(summary) == "bs0032-lr0.005-s0: completed, 104 steps, 1.50s, acc 0.4010, targets 1/1"
+    summary.update(target_metric="test_loss", final={"test_accuracy": None, "test_loss": 0.0})  # was "loss nan"
+    assert trial_line(summary) == "bs0032-lr0.005-s0: completed, 104 steps, 1.50s, loss 0, targets 1/1"
 
 
 def test_suggest_restart_deletes_its_own_records_and_starts_over(write_config, tmp_path):

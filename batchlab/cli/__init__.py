@@ -169,7 +169,8 @@ def sweep(
 def show_plan(plan: api.Plan, restart: bool) -> None:
     table, todo = plan_table(plan.statuses(), restart)
     typer.echo(table)
-    typer.echo(f"{len(plan.trials)} trials, {todo} to run; records in {plan.sweep_dir.path}")
+    n = len(plan.trials)
+    typer.echo(f"{n} trial{'s' * (n != 1)}, {todo} to run; records in {plan.sweep_dir.path}")
 
 
 @app.command()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import sys
 
 import typer
@@ -87,8 +88,11 @@ def plan_table(statuses: list, restart: bool) -> tuple[str, int]:
     switches and its lr scale), and how many are still to run."""
     import pandas as pd
 
-    rows = [{"trial": t.id, **{k: batches.label(v, points=True, scale=True) if isinstance(v, dict) else v
-                               for k, v in t.axes.items()},
+    def shown(axis: str, value):
+        schedule = axis == "batch_size" and isinstance(value, dict)
+        return batches.label(value, points=True, scale=True) if schedule else value
+
+    rows = [{"trial": t.id, **{axis: shown(axis, value) for axis, value in t.axes.items()},
              "status": "pending" if restart else str(status or "pending")} for t, status in statuses]
     return pd.DataFrame(rows).to_string(index=False), sum(r["status"] not in DONE for r in rows)
 
@@ -97,7 +101,8 @@ def trial_line(s: dict) -> str:
     """A finished trial in one line. A raced one says where it stopped: its figure is the evaluation there."""
     acc = s["final"].get("test_accuracy")
     by_loss = acc is None or s.get("target_metric") == "test_loss"  # the figure the targets are judged on
-    metric = f"loss {s['final'].get('test_loss') or float('nan'):.4g}" if by_loss else f"acc {acc:.4f}"
+    loss = s["final"].get("test_loss")
+    metric = f"loss {loss if loss is not None else math.nan:.4g}" if by_loss else f"acc {acc:.4f}"
     reached = sum(v is not None for v in s["targets"].values())
     seconds = f"{s['train_seconds']:.2f}s"
     if s["status"] == Status.RACED:
