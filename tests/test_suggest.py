@@ -476,6 +476,29 @@ def test_restart_starts_the_noise_run_over_too(write_config, tmp_path):
     assert json.loads((trial / "config.json").read_text())["model"]["hidden"] == [16]
 
 
+def test_a_rerun_with_another_pilot_adds_its_noise_run_beside_the_first(write_config, tmp_path):
+    """Another sweep.batch_size gives another pilot, whose noise run counts other steps at another cadence: it was
+    refused after the pilot had trained ("noise-scale holds trials of a different experiment: budget.steps,
+    noise.every changed"), naming fields the user never set. It is another trial of the same records."""
+    cfg = write_config(DIGITS)
+
+    def suggest(*args):
+        return runner.invoke(app, ["suggest", str(cfg), "--out", str(tmp_path), "--quiet", *args])
+
+    first = suggest()
+    assert first.exit_code == 0, first.output
+    noise = tmp_path / "tiny-suggest" / "noise-scale" / "trials"
+    [before] = [json.loads((t / "summary.json").read_text()) for t in noise.iterdir()]
+    pilot = before["batch_size"]
+    result = suggest("--set", f"sweep.batch_size=[{pilot * 2}, {pilot * 4}, {pilot * 8}]")  # the pilot moves
+    assert result.exit_code == 0, result.output
+    after = {json.loads((t / "summary.json").read_text())["batch_size"]: t.name for t in noise.iterdir()}
+    assert len(after) == 2 and pilot in after
+    for trial_id in after.values():
+        config = json.loads((noise / trial_id / "config.json").read_text())
+        assert f"-steps{config['budget']['steps']}-" in trial_id  # the derived steps name the run
+
+
 def test_a_trial_run_again_counts_both_runs_and_keeps_the_first_as_replaced(write_config, tmp_path, monkeypatch):
     """A raced trial trained again in full is one trial on disk (its last run) but two runs in the cost: the
     earlier run is kept among the search's runs as replaced, so suggest.json's runs add up to the cost (CI once

@@ -52,16 +52,18 @@ class Search:
         return sum(self.cost.values())
 
     def train(self, phase: str, batch_size: int | dict, lr: float, seed: int, deadline_steps: int | None = None,
-              into: SweepDir | None = None, **update) -> dict | None:
+              into: SweepDir | None = None, derived: dict | None = None, **update) -> dict | None:
         """One trial (or its record, when already run): its summary. None, and nothing run, once the budget is
         spent. `batch_size`: a constant one, or a schedule (`{schedule: ..., lr_scale: ...}`). `update`: config
-        sections replaced (the noise run's)."""
+        sections replaced (the noise run's). `derived`: config keys set from what the search found (the noise
+        run's steps and cadence, from its pilot), made axes of the trial: another pilot's run is another trial
+        of the same records, not another experiment."""
         if self.budget is not None and self.spent() >= self.budget:
             self.stopped = True
             return None
         sweep = into or SweepDir(self.out, self.cfg.name)
-        grid = self.cfg.model_copy(update={"sweep": {"batch_size": [batch_size], "lr": [lr], "seed": [seed]},
-                                           "name": sweep.path.name, **update})
+        axes = {"batch_size": [batch_size], "lr": [lr], "seed": [seed], **{k: [v] for k, v in (derived or {}).items()}}
+        grid = self.cfg.model_copy(update={"sweep": axes, "name": sweep.path.name, **update})
         [trial] = expand(grid)
         restart = self.restart and sweep.path not in self.restarted
         self.restarted.add(sweep.path)
