@@ -28,6 +28,12 @@ Count = Annotated[int, Field(le=COUNT_MAX)]
 Epochs = Annotated[float, Field(le=EPOCHS_MAX)]
 
 
+def cadence(epochs: float, per_epoch: int) -> int:
+    """An interval given in epochs (eval.every, noise.every) as a whole count of what an epoch holds `per_epoch`
+    of (steps; a batch-size schedule's examples): at least one."""
+    return max(1, round(epochs * per_epoch))
+
+
 def finite(value: Any, path: str = "") -> Any:
     """Refuse inf and NaN anywhere in a value: the records are strict JSON, which has neither."""
     if isinstance(value, float) and not math.isfinite(value):

@@ -298,8 +298,7 @@ class NoiseMonitor:
     own, so measuring never changes the training data order.
     """
 
-    def __init__(self, cfg: Experiment, n: int, steps_per_epoch: int, criterion, context: int | None = None):
-        self.every = max(1, round(cfg.noise.every * steps_per_epoch))  # in steps
+    def __init__(self, cfg: Experiment, n: int, criterion, context: int | None = None):
         check_noise(cfg, n)
         self.b_small, self.b_big = noise_batch_sizes(cfg, n)
         self.n, self.criterion, self.context = n, criterion, context

@@ -11,6 +11,7 @@ from batchlab import batches, registry
 from batchlab.data import Data
 from batchlab.errors import ConfigError, described, short
 from batchlab.executors.base import DataCache
+from batchlab.fields import cadence
 from batchlab.grid import Trial, axis_key
 from batchlab.noise import check_noise
 from batchlab.outputs import logits, takes_targets
@@ -77,7 +78,7 @@ def check_follow(cfg: Experiment, data: Data, axes: dict | None = None) -> None:
     if not isinstance(schedule, batches.FollowNoise):
         return
     n = len(data.train)
-    every = max(1, round(cfg.noise.every * n))  # examples between measurements, as train.py counts a schedule's
+    every = cadence(cfg.noise.every, n)  # examples between measurements, as train.py counts a schedule's
     steps, _, _ = batches.budget(schedule, cfg.budget.length, n, cfg.drop_last, data.tokens_per_example)
     before_last = (steps - 1) * min(schedule.min, n)  # a measurement after the last step moves nothing
     if before_last >= every:

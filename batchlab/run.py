@@ -39,7 +39,7 @@ def smoke(experiment: Experiment) -> Experiment:
     for value in sweep.get("noise") if isinstance(sweep.get("noise"), list) else []:
         if isinstance(value, dict) and value.get("every"):
             value["every"] = 1 / SMOKE_EXAMPLES
-    raw["sweep"] = {k: v for k, v in (raw.get("sweep") or {}).items()
+    raw["sweep"] = {k: v for k, v in sweep.items()
                     if k not in ("budget.epochs", "budget.steps", "budget.examples", "budget.tokens", "device",
                                  "dataset.subset", "noise.every")}
     return Experiment.model_validate(raw)

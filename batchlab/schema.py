@@ -244,7 +244,6 @@ class NoiseConfig(Section):
     small_batch_size: Count = Field(64, ge=1)  # B_small: the chunks B_big is split into
 
 
-
 class CheckpointConfig(Section):
     every: float | None = Field(10.0, gt=0.0)  # minutes of training between checkpoints (shorter trials write
     # none: a resume would save less than the writing costs); None: never

@@ -19,6 +19,7 @@ from batchlab.data.splits import kept_torch_stream, order_of
 from batchlab.disk import write_json_atomic, write_text
 from batchlab.errors import RecordsError, described
 from batchlab.evaluation import did_not_learn, near, perplexity, reached, tally
+from batchlab.fields import cadence
 from batchlab.losses import build_loss
 from batchlab.machine import Clock, machine_facts, now
 from batchlab.memory import Peak
@@ -111,15 +112,15 @@ def train(cfg: Experiment, data: Data, device: torch.device, summary: Summary, m
     schedule = lr_schedule(cfg.schedule, spe, math.ceil(budget_examples / batch) if by_examples else total)
     # evaluation, logging and noise cadence in steps; a schedule's in examples (its steps per epoch change)
     unit = n if sizes else spe
-    eval_every = max(1, round(cfg.eval.every * unit))  # every step when one step is > eval.every
-    log_every = max(1, min(eval_every, round(cfg.eval.log_every * unit)))
+    eval_every = cadence(cfg.eval.every, unit)  # every step when one step is > eval.every
+    log_every = min(eval_every, cadence(cfg.eval.log_every, unit))
     loader = data.train.loader(batch, cfg.drop_last, cfg.seed)
     step = Step(model, optimizer, criterion, device, cfg.precision, micro, cfg.optimizer.grad_clip, channels_last)
     train_eval = data.train.head(cfg.eval.train_subset)
     subset = data.eval_subset(cfg.eval.subset)
     eval_batch = cfg.eval.batch_for(micro or batch)
-    noise = NoiseMonitor(cfg, n, spe, criterion, data.context) if cfg.noise.every else None
-    noise_every = (max(1, round(cfg.noise.every * unit)) if sizes else noise.every) if noise else None
+    noise = NoiseMonitor(cfg, n, criterion, data.context) if cfg.noise.every else None
+    noise_every = cadence(cfg.noise.every, unit) if noise else None
     summary.batch_schedule = batches.as_json(cfg.batch_schedule)
     targets_left = sorted(cfg.target.value)
     summary.targets = {f"{v:g}": None for v in cfg.target.value}

@@ -54,8 +54,8 @@ def table(schedules: Schedules) -> pd.DataFrame:
                         for p, ok in zip(rows["predicted_seconds"], reached)],
         "steps": [display.count(s) if ok else display.DASH for s, ok in zip(rows["steps"], reached)],
         "examples": [display.count(e) if ok else display.DASH for e, ok in zip(rows["examples"], reached)],
-        **({"tokens": [display.count(e * schedules.context) if ok else display.DASH
-                       for e, ok in zip(rows["examples"], reached)]} if schedules.context else {}),
+        **({"tokens": [display.count(t) if ok else display.DASH for t, ok in zip(rows["tokens"], reached)]}
+           if schedules.context else {}),
         "measured s": [display.seconds(s) if ok else status for s, ok, status in
                        zip(rows["seconds"], reached, rows["status"])],
         "reached": rows["seeds_reached"],

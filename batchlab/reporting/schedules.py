@@ -166,7 +166,7 @@ def _against_constant(rec: SweepRecords, target: float, best_trials: dict[str, p
         trials = rec.trials[(rec.trials["batch_size"] == base) & (rec.trials["setting"] == setting)
                             & rec.trials["status"].isin(FINISHED)]
         base_hits = {int(t.seed): hits.loc[t.trial_id] for t in trials.itertuples() if t.trial_id in hits.index}
-    rows, schedule_ids, constant_ids = [], [], []
+    rows = []
     for schedule, trials in best_trials.items():
         mix = mixed.get(schedule)
         seconds = dict(zip(seed_steps[schedule], mix.seconds())) if mix is not None else {}
@@ -175,8 +175,6 @@ def _against_constant(rec: SweepRecords, target: float, best_trials: dict[str, p
             steps = float(hit["steps"]) if hit is not None else math.nan
             examples = float(hit["examples"]) if hit is not None else math.nan
             other = base_hits.get(int(trial.seed))
-            schedule_ids.append(trial.trial_id)
-            constant_ids.append(other.name if other is not None else None)
             base_steps = float(other["steps"]) if other is not None else math.nan
             base_examples = float(other["examples"]) if other is not None else math.nan
             rows.append({"target": target, "schedule": schedule, "seed": int(trial.seed),
@@ -184,12 +182,14 @@ def _against_constant(rec: SweepRecords, target: float, best_trials: dict[str, p
                          "steps_by_batch": " ".join(f"{s}@{b}" for b, s in
                                                    seed_steps[schedule].get(int(trial.seed), {}).items()),
                          "predicted_seconds": seconds.get(int(trial.seed), math.nan),
-                         "best_constant": base, "constant_steps": base_steps, "constant_examples": base_examples})
+                         "best_constant": base, "constant_steps": base_steps, "constant_examples": base_examples,
+                         "read_every": _read_every(rec, trial.trial_id, steps),
+                         "constant_read_every": _read_every(rec, other.name if other is not None else None,
+                                                            base_steps)})
     per_seed = pd.DataFrame(rows, columns=["target", "schedule", "seed", "reached", "steps", "examples",
                                            "steps_by_batch", "predicted_seconds", "best_constant",
-                                           "constant_steps", "constant_examples"])
-    per_seed["read_every"] = [_read_every(rec, t, s) for t, s in zip(schedule_ids, per_seed["steps"])]
-    per_seed["constant_read_every"] = [_read_every(rec, t, s) for t, s in zip(constant_ids, per_seed["constant_steps"])]
+                                           "constant_steps", "constant_examples", "read_every",
+                                           "constant_read_every"])
     per_seed["steps_saved"] = _saved(per_seed["steps"], per_seed["constant_steps"])
     per_seed["examples_ratio"] = _ratio(per_seed["examples"], per_seed["constant_examples"])
     per_seed["clears_bar"] = (per_seed["steps_saved"] >= STEPS_SAVED) & (per_seed["examples_ratio"] <= 1)

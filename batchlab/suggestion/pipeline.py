@@ -303,7 +303,6 @@ def _noise(search: Search, b: int, lr: float, steps: int, every: int, n: int) ->
     into = SweepDir(SweepDir(search.out, cfg.name).path, "noise-scale")
     summary = search.train(
         "pilot", b, lr, cfg.seed, into=into, derived={"budget.steps": steps, "noise.every": every / per_epoch},
-        noise=cfg.noise.model_copy(update={"every": every / per_epoch}),
         budget=cfg.budget.counting("steps", steps, stop_at_target=False),
         eval=cfg.eval.model_copy(update={"every": NO_EVAL}))
     if summary is None:
