@@ -180,5 +180,8 @@ class Peak:
         return None if segment is None else max(self.most, segment)
 
 
-def mib(n: int | None) -> str:
-    return "?" if n is None else f"{n / 2**20:.1f} MiB"
+def mib(n: float | None) -> str:
+    """Bytes as MiB, or KiB under a tenth of a MiB (a small model's peak printed as '0.0 MiB' said nothing)."""
+    if n is None:
+        return "?"
+    return f"{n / 2**20:,.1f} MiB" if n >= 2**20 / 10 else f"{n / 2**10:,.1f} KiB"

@@ -53,3 +53,13 @@ def test_max_in_the_batch_size_axis_and_auto_micro_batch(write_config, table, tm
     summary = json.loads(next((tmp_path / "tiny" / "trials").glob("*/summary.json")).read_text())
     assert summary["micro_batch_size"] == micro < 1437 and summary["batch_size"] == 1437
     assert summary["steps"] == 2 and summary["examples"] == 2 * 1437  # optimizer steps, full batches
+
+
+@pytest.mark.parametrize("n, text", [(None, "?"), (0, "0.0 KiB"), (1536, "1.5 KiB"), (2**20 / 10 - 1, "102.4 KiB"),
+                                     (2**20 / 10, "0.1 MiB"), (3 * 2**20, "3.0 MiB"), (2**40, "1,048,576.0 MiB")])
+def test_memory_sizes_read_at_every_scale(n, text):
+    """A peak of a few KiB printed as '0.0 MiB': sizes under a tenth of a MiB are in KiB."""
+    from batchlab.memory import mib
+    from batchlab.reporting.display import memory
+    assert mib(n) == text
+    assert memory(float("nan") if n is None else n) == ("–" if n is None else text)

@@ -12,6 +12,7 @@ import pandas as pd
 from rich.table import Table
 from rich.text import Text as RichText
 
+from batchlab.memory import mib
 from batchlab.reporting.load import SweepRecords
 from batchlab.reporting.tables import REACHED
 
@@ -64,7 +65,7 @@ def value(x) -> str:
 
 
 def memory(x) -> str:
-    return DASH if _missing(x) else f"{x / 2**20:,.1f} MiB"
+    return DASH if _missing(x) else mib(x)
 
 
 def share(x) -> str:
