@@ -236,6 +236,9 @@ def mlflow_store(uri: str):
         yield MlflowClient(tracking_uri=uri)
     except MlflowException as exc:
         raise BatchlabError(f"MLflow at {uri}: {str(exc.message).strip().splitlines()[0]}") from None
+    except ImportError as exc:  # a database store's driver (psycopg, MySQLdb, ...), which MLflow does not bring
+        raise BatchlabError(f"MLflow at {uri}: needs the Python module {exc.name or exc}, not installed here: "
+                            "install the driver for that database") from None
     finally:
         if saved is None:
             os.environ.pop("MLFLOW_ALLOW_FILE_STORE", None)

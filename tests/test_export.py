@@ -452,3 +452,13 @@ def test_an_unreachable_tracking_server_is_one_line_at_once(sweep, monkeypatch):
     assert result.exit_code == 2 and result.output.count("\n") == 1
     assert result.output.startswith(f"error: MLflow at HTTP://127.0.0.1:{port}: cannot connect (")
     assert result.output.endswith("is the tracking server running there?\n")  # batchlab's probe, not MLflow
+
+
+def test_a_database_store_without_its_driver_is_one_line(sweep, monkeypatch):
+    """MLflow opens mysql:// through SQLAlchemy, which imports the database's driver (MySQLdb): absent, that was
+    an 87-line traceback. The driver is hidden here, so the test holds where it is installed too."""
+    monkeypatch.setitem(sys.modules, "MySQLdb", None)
+    result = runner.invoke(app, ["export", str(sweep), "--to", "mlflow", "mysql://user@127.0.0.1/db"])
+    assert result.exit_code == 2 and result.output.count("\n") == 1, result.output
+    assert result.output == ("error: MLflow at mysql://user@127.0.0.1/db: needs the Python module MySQLdb, not "
+                             "installed here: install the driver for that database\n")
