@@ -163,6 +163,8 @@ def parse_override(item: str) -> tuple[str, Any]:
     shown = f"--set {short(repr(item), VALUE_CHARS)}"
     if not eq or not path.strip():
         raise ConfigError(f"{shown}: expected path=value, e.g. --set budget.epochs=2")
+    if not text.strip():  # YAML reads nothing as null, which unsets the field: a forgotten value, most likely
+        raise ConfigError(f"{shown}: no value after '='; to unset the field, write {path.strip()}=null")
     try:
         return path.strip(), parse_yaml(text, shown)
     except ConfigError as e:

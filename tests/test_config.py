@@ -99,6 +99,10 @@ def test_bad_override_is_exit_2(write_config):
     assert "expected path=value" in sweep_error(path, "--set", "budget.epochs")
     assert "budget.epochs: Input should be greater than 0" in sweep_error(path, "--set", "budget.epochs=-1")
     assert "(with --set)" in sweep_error(path, "--set", "budget.epoch=2")
+    # a forgotten value unset the field (YAML reads nothing as null): the budget fell silently to 1 epoch
+    assert sweep_error(path, "--set", "budget.epochs=") == ("error: --set 'budget.epochs=': no value after '='; "
+                                                           "to unset the field, write budget.epochs=null\n")
+    assert config.load(path, ["noise.every=null"]).noise.every is None  # unsetting, said so, still works
 
 
 def test_overrides_apply_before_validation(write_config):

@@ -87,7 +87,9 @@ def sweep(
                                                 "(default: runs, or a temporary directory with --smoke)")] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Check the options, that user code imports and that "
                                           "--out is a folder and existing records can be extended, print the "
-                                          "expanded trial table; load no data, train nothing.")] = False,
+                                          "expanded trial table; load no data, train nothing (but `max` in the "
+                                          "batch-size axis and micro_batch_size: auto are found first, by the "
+                                          "max-batch search).")] = False,
     smoke: Annotated[bool, typer.Option("--smoke", help="Every trial a few steps on a slice of the data, on CPU; "
                                         "fails if any trial fails. For a project's CI.")] = False,
     restart: Annotated[bool, typer.Option("--restart", help="Delete this sweep's trials and start over.")] = False,
