@@ -198,8 +198,11 @@ def test_warnings_name_damaged_files(digits):
     text = "\n".join(report.warnings)
     for path in (damaged_summary, truncated, missing):
         assert str(path) in text
-    assert len(report.warnings) == 3
+    assert len(report.warnings) == 4
     assert "invalid JSON" in text and "truncated" in text and "missing" in text
+    # the interrupted trial and the one without a summary (killed): their figures are not in the answer
+    assert report.warnings[-1] == ("2 trials did not finish (interrupted or killed) and are left out of these "
+                                   "figures, the answer included: run the sweep again to finish them")
     markdown = (report.out_dir / "report.md").read_text()
     assert str(truncated) in markdown
 

@@ -106,6 +106,9 @@ def test_resume_skips_finished_trials_and_reruns_the_interrupted_one(write_confi
     assert summary(first)["status"] == "completed"
     assert summary(second)["status"] == "interrupted"
     assert len(pd.read_csv(second / "metrics.csv")) >= 1  # what it had is kept
+    report = runner.invoke(app, ["report", str(out / "tiny"), "--format", "csv"])  # the answer says what it lacks
+    assert ("warning: 1 trial did not finish (interrupted or killed) and is left out of these figures, the answer "
+            "included: run the sweep again to finish it\n") in report.output
     finished_at = summary(first)["finished_at"]
     first_metrics = (first / "metrics.csv").read_bytes()
 

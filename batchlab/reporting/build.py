@@ -16,13 +16,14 @@ from batchlab.errors import ConfigError, RecordsError
 from batchlab.reporting import display, schedule_display
 from batchlab.reporting.answer import Recommendation, recommend
 from batchlab.reporting.document import blocks
-from batchlab.reporting.load import SweepRecords, find_sweeps, read_sweeps
+from batchlab.reporting.load import INCOMPLETE, SweepRecords, find_sweeps, read_sweeps
 from batchlab.reporting.plots import make_plots
 from batchlab.reporting.render import html_document, markdown
 from batchlab.reporting.science import Science, build_science
 from batchlab.reporting.schedule_plots import schedule_plots
 from batchlab.reporting.science_plots import make_science_plots
 from batchlab.reporting.tables import Tables, build_tables, status_counts
+from batchlab.records import Status
 from batchlab.schema import unreachable
 
 FORMATS = frozenset({"md", "html", "csv", "png"})
@@ -145,9 +146,15 @@ def _analyse(rec: SweepRecords, target: float | None) -> SweepReport:
     if rec.running:
         rec.warnings.insert(0, f"{rec.sweep_dir / '.lock'} exists: the sweep was still running, "
                                "so these figures may change")
+    counts = status_counts(rec)
+    unfinished = counts.get(Status.INTERRUPTED.value, 0) + counts.get(INCOMPLETE, 0)
+    if unfinished and not rec.running:  # (while it runs, the warning above says the figures may change)
+        trials, are, them = ("1 trial", "is", "it") if unfinished == 1 else (f"{unfinished} trials", "are", "them")
+        rec.warnings.append(f"{trials} did not finish (interrupted or killed) and {are} left out of these figures, "
+                            f"the answer included: run the sweep again to finish {them}")
     tables = build_tables(rec, target)
     science = build_science(rec, tables)
-    return SweepReport(rec.name, rec.sweep_dir, rec.warnings, status_counts(rec), target=tables.target,
+    return SweepReport(rec.name, rec.sweep_dir, rec.warnings, counts, target=tables.target,
                        target_metric=rec.target_metric, recommendation=recommend(rec, tables, science),
                        records=rec, tables=tables, science=science)
 
