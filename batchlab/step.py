@@ -16,6 +16,12 @@ if TYPE_CHECKING:
     from batchlab.summary import Summary
 
 
+def used_precision(precision: str, device: torch.device) -> str:
+    """The precision a step computes in: bf16 and fp16 autocast on CUDA only, elsewhere the step is fp32 (and a
+    trial records fp32: an fp16 CPU trial recorded as fp16 matched fp32 to the digit)."""
+    return precision if device.type == "cuda" else "fp32"
+
+
 class Step:
     """`step(x, y)` moves a batch to the device, runs forward and backward (in micro-batches when `micro` is
     below the batch), clips and steps the optimizer; it returns the batch's mean loss as a detached tensor
@@ -29,7 +35,7 @@ class Step:
                  channels_last: bool = False):
         self.model, self.optimizer, self.criterion, self.device = model, optimizer, criterion, device
         self.micro, self.grad_clip, self.channels_last = micro, grad_clip, channels_last
-        use_amp = precision != "fp32" and device.type == "cuda"
+        use_amp = used_precision(precision, device) != "fp32"
         dtype = torch.bfloat16 if precision == "bf16" else torch.float16
         # a null context, not a disabled autocast: entering one per step is measurable at batch size 1
         self.autocast = torch.autocast(device.type, dtype=dtype) if use_amp else contextlib.nullcontext()

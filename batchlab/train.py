@@ -29,7 +29,7 @@ from batchlab.optimizers import build_optimizer
 from batchlab.records import DONE, METRICS, MetricsWriter, Status, run_token
 from batchlab.schedules import lr_schedule
 from batchlab.schema import Experiment
-from batchlab.step import Step, compiled
+from batchlab.step import Step, compiled, used_precision
 from batchlab.summary import Summary
 
 Progress = Callable[[int, int, dict], None]  # (step, total_steps, latest figures)
@@ -325,7 +325,8 @@ def run_trial(cfg: Experiment, trial_id: str, axes: dict, trial_dir: Path, data:
     data.eval_subset(cfg.eval.subset)  # drawn before the peak's start: it is data, kept like the splits
     peak = Peak(device)
     summary = Summary(trial_id=trial_id, batch_size=cfg.batch_size, lr=cfg.lr, seed=cfg.seed, axes=axes,
-                      target_metric=cfg.target.metric, eval_split=data.eval_split, precision=cfg.precision,
+                      target_metric=cfg.target.metric, eval_split=data.eval_split,
+                      precision=used_precision(cfg.precision, device),
                       command=command, started_at=now(), run_token=run_token(trial_dir))
     checkpoints = Checkpoints(cfg.checkpoint.every, trial_dir, trial_id)
     metrics = MetricsWriter(trial_dir / METRICS, keep_rows=checkpoints.metrics_rows)

@@ -321,3 +321,13 @@ def test_compile_keeps_compile_time_off_the_training_clock(write_config, tmp_pat
     assert comp["train_seconds"] < comp["compile_seconds"]  # the clock did not absorb it
     a, b = (pd.read_csv(trials(tmp_path / o)[0] / "metrics.csv") for o in ("eager", "compiled"))
     assert b["test_accuracy"].dropna().to_numpy() == pytest.approx(a["test_accuracy"].dropna().to_numpy(), abs=0.02)
+
+
+def test_half_precision_on_cpu_is_recorded_as_the_fp32_it_computes_in(write_config, tmp_path):
+    """bf16 and fp16 autocast on CUDA only: on CPU the step is fp32, and the records said fp16 all the same."""
+    cfg = write_config({"sweep": {"batch_size": [64], "lr": [0.1], "precision": ["fp32", "fp16", "bf16"]}})
+    assert sweep(cfg, tmp_path / "runs").exit_code == 0
+    summaries = [summary(d) for d in trials(tmp_path / "runs")]
+    assert [s["axes"]["precision"] for s in summaries] == ["bf16", "fp16", "fp32"]  # the axis, as asked for
+    assert {s["precision"] for s in summaries} == {"fp32"}  # what each step computed in
+    assert len({s["final"]["test_loss"] for s in summaries}) == 1  # the same computation, to the bit
