@@ -115,6 +115,11 @@ def test_a_point_where_the_smallest_batch_made_no_progress_has_no_cbs():
     assert found["note"] == ("2 batch sizes of the ladder reached L* within their branches, a fit needs 3 (a longer "
                              "--window gives the larger ones room)")
     assert [b["best"] for b in falling] == [True, True, True]
+    two = falling[:2]  # a ladder of two (--batch-sizes 8,32): no window makes a third batch size reach L*
+    found = critical(two, 1.0)
+    assert found["cbs_tolerance"] == 32 and found["cbs_fit"] is None
+    assert found["note"] == ("2 batch sizes of the ladder reached L* within their branches, a fit needs 3 (the "
+                             "ladder has 2: give more --batch-sizes)")
 
 
 

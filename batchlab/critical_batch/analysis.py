@@ -100,6 +100,7 @@ def critical(branches: list[dict], tolerance: float) -> dict:
         note = (f"{len(reached)} batch size{'s' * (len(reached) != 1)} of the ladder reached L* within "
                 f"their branches, a fit needs {MIN_POINTS} " + (
                     f"({', '.join(map(str, broken))} failed at every lr)" if broken else
+                    f"(the ladder has {len(sizes)}: give more --batch-sizes)" if len(sizes) < MIN_POINTS else
                     "(a longer --window gives the larger ones room)"))
     return {"target_loss": target, "e_ref": e_ref, "examples_by_batch": {str(s): e for s, e in examples.items()},
             "cbs_fit": cbs_fit, "fit_r2": r2, "cbs_tolerance": max(within) if within else None, "note": note}
