@@ -35,6 +35,11 @@ def short(text: str, limit: int = 300) -> str:
     return text if len(text) <= limit else text[:limit - 3] + "..."
 
 
+def counted(n: int, noun: str) -> str:
+    """'1 trial', '2 trials', '1 batch size': a count and its noun, agreeing."""
+    return f"{n:,} {noun}" if n == 1 else f"{n:,} {noun}s"
+
+
 VALUE_CHARS = 60  # a value echoed in a message: enough to recognise it
 
 

@@ -14,6 +14,8 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.optimize import least_squares
 
+from batchlab.errors import counted
+
 MIN_POINTS = 3  # two parameters: a fit through fewer points says nothing
 EFFICIENCY = 0.9  # "within 10% of perfect scaling": a scaling efficiency (E_min / E, or S_min / S) of 90% or more
 
@@ -53,7 +55,7 @@ def fit(batch_sizes, steps) -> Frontier:
     keep = np.isfinite(s) & (s > 0)
     b, s = b[keep], s[keep]
     if len(np.unique(b)) < MIN_POINTS:
-        raise TooFewPoints(f"{len(np.unique(b))} batch size(s) reached the target; a fit needs {MIN_POINTS}")
+        raise TooFewPoints(f"{counted(len(np.unique(b)), 'batch size')} reached the target; a fit needs {MIN_POINTS}")
     # start from ordinary least squares of S = S_min + E_min / B, kept positive
     a0, c0 = np.linalg.lstsq(np.stack([np.ones_like(b), 1 / b], axis=1), s, rcond=None)[0]
     start = [max(a0, s.min() * 1e-3), max(c0, s.min() * b.min() * 1e-3)]

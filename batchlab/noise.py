@@ -60,7 +60,7 @@ import torch
 from torch import nn
 from torch.func import functional_call, grad, vmap
 
-from batchlab.errors import ConfigError
+from batchlab.errors import ConfigError, counted
 from batchlab.grid import axis_key
 from batchlab.outputs import forward, logits
 from batchlab.schema import Experiment
@@ -274,7 +274,7 @@ def check_noise(cfg: Experiment, n: int, axes: dict | None = None) -> None:
     at the data set still leave two chunks wherever n >= 2."""
     check_sizes(cfg, axes)
     if n < 2:
-        raise ConfigError(f"{axis_key('noise.every', axes)}: a training set of {n:,} example{'s' * (n != 1)} is too "
+        raise ConfigError(f"{axis_key('noise.every', axes)}: a training set of {counted(n, 'example')} is too "
                           "small to measure the gradient noise scale (two examples at least)")
 
 

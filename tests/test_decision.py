@@ -183,12 +183,12 @@ def test_a_race_cut_frontier_is_not_fitted_to_the_survivors(tmp_path):
     assert list(rows["cut_by_race"]) == [False, False, True, True, True]
     frontier = report.science.frontier
     assert frontier.fit is None and frontier.reason == (
-        "2 batch size(s) reached the target with known steps; a fit needs 3 (the race cut 256, 1024, 4096's "
+        "2 batch sizes reached the target with known steps; a fit needs 3 (the race cut 256, 1024, 4096's "
         "trials before their steps to the target were known)")
-    assert "the race cut trials at batch size(s) 256, 1024, 4096" in " ".join(frontier.notes)
+    assert "the race cut trials at batch sizes 256, 1024, 4096" in " ".join(frontier.notes)
     answer = report.recommendation
     assert answer.fewest_steps_batch_size is None and answer.data_efficient_batch_size is None
-    assert "The race stopped trials at batch size(s) 256, 1024, 4096 before their best lr was known" in answer.why[2]
+    assert "The race stopped trials at batch sizes 256, 1024, 4096 before their best lr was known" in answer.why[2]
 
 
 def _tiny(tmp_path, batch_sizes, extra=()):

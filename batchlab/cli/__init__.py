@@ -17,7 +17,7 @@ from tqdm import tqdm
 from batchlab import api
 from batchlab.cli.checks import Commands, directory, fail, finite_target, parse_bytes, parse_seconds
 from batchlab.cli.display import Display, plan_table
-from batchlab.errors import VALUE_CHARS, BatchlabError, BatchlabWarning, short
+from batchlab.errors import VALUE_CHARS, BatchlabError, BatchlabWarning, counted, short
 from batchlab.fields import COUNT_MAX, MEASUREMENTS_MAX, PARALLEL_MAX, RETRIES_MAX
 from batchlab.memory import mib
 from batchlab.records import Status
@@ -172,7 +172,7 @@ def show_plan(plan: api.Plan, restart: bool) -> None:
     table, todo = plan_table(plan.statuses(), restart)
     typer.echo(table)
     n = len(plan.trials)
-    typer.echo(f"{n} trial{'s' * (n != 1)}, {todo} to run; records in {plan.sweep_dir.path}")
+    typer.echo(f"{counted(n, 'trial')}, {todo} to run; records in {plan.sweep_dir.path}")
 
 
 @app.command()
@@ -267,10 +267,10 @@ def export(
         typer.echo(f"warning: {warning}", err=True)
     for r in results:
         if to == "tensorboard":
-            typer.echo(f"{r.sweep}: {r.written} trials -> {r.where}")
+            typer.echo(f"{r.sweep}: {counted(r.written, 'trial')} -> {r.where}")
         else:
             report = ", report/ as artifacts of the run 'report'" if r.report else ""
-            typer.echo(f"{r.sweep}: {r.written} runs written, {r.unchanged} unchanged{report} "
+            typer.echo(f"{r.sweep}: {counted(r.written, 'run')} written, {r.unchanged} unchanged{report} "
                        f"-> experiment '{r.where}' in {dest}")
     typer.echo(f"view: tensorboard --logdir {dest}" if to == "tensorboard" else
                f"view: mlflow ui --backend-store-uri {dest}   (the full mlflow package)")

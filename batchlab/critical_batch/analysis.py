@@ -16,6 +16,7 @@ from __future__ import annotations
 import math
 
 from batchlab.cbs_defaults import CBS_ABOVE
+from batchlab.errors import counted
 from batchlab.frontier import MIN_POINTS, TooFewPoints, fit
 
 Curve = list[tuple[float, float]]
@@ -97,7 +98,7 @@ def critical(branches: list[dict], tolerance: float) -> dict:
     except TooFewPoints:
         cbs_fit, r2 = None, None
         broken = [s for s in sizes if all(b.get("error") for b in by_batch[s])]
-        note = (f"{len(reached)} batch size{'s' * (len(reached) != 1)} of the ladder reached L* within "
+        note = (f"{counted(len(reached), 'batch size')} of the ladder reached L* within "
                 f"their branches, a fit needs {MIN_POINTS} " + (
                     f"({', '.join(map(str, broken))} failed at every lr)" if broken else
                     f"(the ladder has {len(sizes)}: give more --batch-sizes)" if len(sizes) < MIN_POINTS else

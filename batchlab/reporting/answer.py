@@ -30,6 +30,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 import pandas as pd
 
+from batchlab.errors import counted
 from batchlab.frontier import largest_efficient_batch
 from batchlab.reporting import answer_schedules as schedules
 from batchlab.reporting import display
@@ -245,8 +246,8 @@ def _scale_text(answer: Recommendation, noise: NoiseResult | None) -> str:
         return crit + "; no B_simple was measured before the target was reached."
     text = (f"{crit}; gradient noise scale B_simple ≈ {number(noise.to_target)}"
             f"{in_tokens(noise.to_target, answer.context)}, averaged over training up to "
-            f"the target (median over {noise.to_target_trials} trials, {noise.to_target_measurements} "
-            "measurements).")
+            f"the target (median over {counted(noise.to_target_trials, 'trial')}, "
+            f"{counted(noise.to_target_measurements, 'measurement')}).")
     return text + (" " + noise.advice() if noise.few else "")
 
 
@@ -271,7 +272,8 @@ def _hardware_text(answer: Recommendation, rows: pd.DataFrame, frontier: Frontie
 
 def _cut_text(cut: pd.DataFrame) -> str:
     sizes = ", ".join(str(int(b)) for b in cut["batch_size"])
-    return (f"The race stopped trials at batch size(s) {sizes} before their best lr was known, so how many steps or "
+    noun = "batch size" if len(cut) == 1 else "batch sizes"
+    return (f"The race stopped trials at {noun} {sizes} before their best lr was known, so how many steps or "
             "examples they need is unknown: which batch size would win on other hardware cannot be said from "
             "these records (run the grid without --race to find out).")
 

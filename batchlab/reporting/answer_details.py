@@ -6,6 +6,7 @@ import math
 
 import pandas as pd
 
+from batchlab.errors import counted
 from batchlab.frontier import EFFICIENCY, largest_efficient_batch
 from batchlab.reporting import display
 from batchlab.reporting.display import in_tokens, number
@@ -128,8 +129,9 @@ def critical_text(frontier: FrontierResult, noise: NoiseResult | None, any_reach
         parts.append(f"No critical batch size: the frontier cannot be fitted ({frontier.reason}).")
     if noise is not None and noise.to_target_trials:
         text = (f"Measured gradient noise scale B_simple ≈ {number(noise.to_target)}"
-                f"{in_tokens(noise.to_target, context)}, averaged over training up to the target (median over {noise.to_target_trials} trials of each trial's mean, "
-                f"{noise.to_target_measurements} measurements in all")
+                f"{in_tokens(noise.to_target, context)}, averaged over training up to the target (median over "
+                f"{counted(noise.to_target_trials, 'trial')} of each trial's mean, "
+                f"{counted(noise.to_target_measurements, 'measurement')} in all")
         if math.isfinite(noise.b_simple):
             text += f"; {number(noise.b_simple)} when training ended"
         if math.isfinite(noise.start):
@@ -141,8 +143,8 @@ def critical_text(frontier: FrontierResult, noise: NoiseResult | None, any_reach
             parts.append(f"The fitted B_crit is {f.b_crit / noise.to_target:.2g}× this B_simple.")
     elif noise is not None and math.isfinite(noise.b_simple):
         parts.append(f"Measured gradient noise scale B_simple ≈ {number(noise.b_simple)} when training ended "
-                     f"(median over {noise.trials} completed trials; none was measured before the target).")
+                     f"(median over {counted(noise.trials, 'completed trial')}; none was measured before the target).")
     elif noise is not None and math.isfinite(noise.end):
         parts.append(f"Measured gradient noise scale B_simple ≈ {number(noise.end)} at the end of training "
-                     f"(median over {noise.curve_trials} trials' last measurement).")
+                     f"(median over the last measurement of {counted(noise.curve_trials, 'trial')}).")
     return " ".join(parts)

@@ -12,7 +12,7 @@ from pathlib import Path
 import pandas as pd
 from rich.table import Table
 
-from batchlab.errors import ConfigError, RecordsError
+from batchlab.errors import ConfigError, RecordsError, counted
 from batchlab.reporting import display, schedule_display
 from batchlab.reporting.answer import Recommendation, recommend
 from batchlab.reporting.document import blocks
@@ -149,9 +149,9 @@ def _analyse(rec: SweepRecords, target: float | None) -> SweepReport:
     counts = status_counts(rec)
     unfinished = counts.get(Status.INTERRUPTED.value, 0) + counts.get(INCOMPLETE, 0)
     if unfinished and not rec.running:  # (while it runs, the warning above says the figures may change)
-        trials, are, them = ("1 trial", "is", "it") if unfinished == 1 else (f"{unfinished} trials", "are", "them")
-        rec.warnings.append(f"{trials} did not finish (interrupted or killed) and {are} left out of these figures, "
-                            f"the answer included: run the sweep again to finish {them}")
+        are, them = ("is", "it") if unfinished == 1 else ("are", "them")
+        rec.warnings.append(f"{counted(unfinished, 'trial')} did not finish (interrupted or killed) and {are} left "
+                            f"out of these figures, the answer included: run the sweep again to finish {them}")
     tables = build_tables(rec, target)
     science = build_science(rec, tables)
     return SweepReport(rec.name, rec.sweep_dir, rec.warnings, counts, target=tables.target,

@@ -58,7 +58,8 @@ class NoiseResult:
         if not self.few:
             return ""
         now = f" (now {self.every:g} epoch{'' if self.every == 1 else 's'})" if self.every else ""
-        return (f"B_simple up to the target rests on only {self.per_trial:g} measurement(s) per trial (median): "
+        measurements = f"{self.per_trial:g} measurement{'' if self.per_trial == 1 else 's'}"
+        return (f"B_simple up to the target rests on only {measurements} per trial (median): "
                 f"set a smaller noise.every{now} for a steadier figure.")
 
     def table(self, frontier: FrontierResult) -> pd.DataFrame:

@@ -28,6 +28,7 @@ import numpy as np
 import pandas as pd
 
 from batchlab.records import Status
+from batchlab.errors import counted
 from batchlab.frontier import MIN_POINTS, Frontier, TooFewPoints, fit
 from batchlab.reporting import display
 from batchlab.reporting.load import INFEASIBLE, SweepRecords, same_target
@@ -125,14 +126,16 @@ def _frontier(rec: SweepRecords, tables: Tables) -> FrontierResult:
     points["examples"] = points["batch_used"] * points["steps"]  # the frontier's E = B·S
     notes = []
     if len(cut):
-        notes.append(f"the race cut trials at batch size(s) {', '.join(str(int(b)) for b in cut['batch_size'])} "
+        sizes = ", ".join(str(int(b)) for b in cut["batch_size"])
+        notes.append(f"the race cut trials at batch size{'s' * (len(cut) != 1)} {sizes} "
                      "before their best lr was known: their steps to the target are unknown, so they are left out "
                      "of the fit")
     duplicates = points[points.duplicated("batch_used")]
     if len(duplicates):
         kept = points.drop_duplicates("batch_used", keep="first")
         full = kept[kept["batch_used"].isin(duplicates["batch_used"])]
-        notes.append(f"batch size(s) {', '.join(map(str, duplicates['batch_size']))} exceed the training set "
+        notes.append(f"batch size{'s' * (len(duplicates) != 1)} {', '.join(map(str, duplicates['batch_size']))} "
+                     f"exceed{'s' * (len(duplicates) == 1)} the training set "
                      f"({', '.join(str(int(b)) for b in full['batch_used'])} examples): their steps are full-batch "
                      f"steps like batch size {', '.join(map(str, full['batch_size']))}'s, which alone is fitted")
         points = kept.reset_index(drop=True)
@@ -143,7 +146,7 @@ def _frontier(rec: SweepRecords, tables: Tables) -> FrontierResult:
     except (ValueError, ArithmeticError, np.linalg.LinAlgError) as exc:  # TooFewPoints is a ValueError
         result.reason = str(exc) or type(exc).__name__
         if isinstance(exc, TooFewPoints) and len(cut):
-            result.reason = (f"{len(points)} batch size(s) reached the target with known steps; a fit needs "
+            result.reason = (f"{counted(len(points), 'batch size')} reached the target with known steps; a fit needs "
                              f"{MIN_POINTS} (the race cut {', '.join(str(int(b)) for b in cut['batch_size'])}'s "
                              "trials before their steps to the target were known)")
         return result

@@ -6,7 +6,7 @@
 - generalisation_gap.png: train-test gap over training and per batch size (only when recorded).
 
 Each Plot's description (also in the PNG's Description chunk) says what was drawn, e.g.
-"frontier fit: not drawn (2 batch size(s) reached the target; a fit needs 3)".
+"frontier fit: not drawn (2 batch sizes reached the target; a fit needs 3)".
 """
 
 from __future__ import annotations
