@@ -9,8 +9,9 @@
 
 A config is a YAML file's path, a dict of the same shape, or an Experiment (load_config). `overrides` are
 `{"budget.epochs": 2}` or `["budget.epochs=2"]`. `model`, `dataset`, `loss`, `optimizer` hand a callable
-straight from Python in place of the config's name: it runs in this process; worker processes (and Dask
-workers) import it by its module path, so one defined in a notebook needs the default executor, one worker.
+straight from Python in place of the config's name (a class, a function, a lambda, a functools.partial): it runs
+in this process; worker processes (and Dask workers) import it by its module path, so a lambda, a partial or one
+defined in a notebook needs the default executor, one worker.
 """
 
 from __future__ import annotations
@@ -100,7 +101,7 @@ def load_config(config: Config, overrides: Overrides = None, *, model: Callable 
             keep = KEPT_WITH_A_CALLABLE[part]
             section = raw.get(part, {})
             raw[part] = {**({k: v for k, v in section.items() if k in keep} if keep else section),
-                         "name": registry.give(obj)}
+                         "name": registry.give(f"{part}.name", obj)}
     return config_file.validate(raw, "config")
 
 
