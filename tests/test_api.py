@@ -13,7 +13,7 @@ import torch
 
 import batchlab
 from batchlab import api
-from batchlab.errors import ConfigError
+from batchlab.errors import ArgumentError, ConfigError
 
 # One trial of ten steps on the digits: what a call needs to run its callables and write its records (at lr 0.5
 # it learns: fewer steps, or a smaller lr, and the trial is recorded diverged for learning nothing).
@@ -112,3 +112,39 @@ def test_a_lambda_or_a_partial_another_process_would_import_is_refused_before_an
     with pytest.raises(ConfigError, match=f"{why}, which the search's child process cannot import"):
         batchlab.find_max_batch(TINY, model=given, max_batch=8)
     assert not any(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize("call, message", [
+    (lambda out: batchlab.sweep(TINY, out, workers=0), "batchlab.sweep(workers=0): expected a whole number from 1"),
+    (lambda out: batchlab.sweep(TINY, out, workers="2"), "batchlab.sweep(workers='2'): expected a whole number"),
+    (lambda out: batchlab.sweep(TINY, out, retries=-1), "batchlab.sweep(retries=-1): expected a whole number from 0"),
+    (lambda out: batchlab.sweep(TINY, out, gpus="0,1"), "batchlab.sweep(gpus='0,1'): expected a list of CUDA device"),
+    (lambda out: batchlab.sweep(TINY, out, threads=0), "batchlab.sweep(threads=0): expected a whole number from 1"),
+    (lambda out: batchlab.sweep(TINY, 3), "batchlab.sweep(out=3): expected a path"),
+    (lambda out: batchlab.sweep(TINY, ""), "batchlab.sweep(out=''): expected a path"),
+    (lambda out: batchlab.sweep(TINY, out, overrides=3), "batchlab.sweep(overrides=3): expected {"),
+    (lambda out: api.plan_sweep(TINY, out, memory_limit=0), "batchlab.plan_sweep(memory_limit=0): expected a whole"),
+    (lambda out: api.check_plan(api.plan_sweep(TINY, out), workers=0), "batchlab.check_plan(workers=0): expected"),
+    (lambda out: batchlab.find_max_batch(TINY, memory_limit="64XB"),
+     "batchlab.find_max_batch(memory_limit='64XB'): expected a size such as 512MiB, 2GiB or 1000000"),
+    (lambda out: batchlab.find_max_batch(TINY, max_batch=0), "batchlab.find_max_batch(max_batch=0): expected a whole"),
+    (lambda out: batchlab.noise_scale(TINY, steps=-1), "batchlab.noise_scale(steps=-1): expected a whole number"),
+    (lambda out: batchlab.noise_scale(TINY, measurements=1),
+     "batchlab.noise_scale(measurements=1): expected a whole number from 2 to 100,000"),
+    (lambda out: batchlab.suggest(TINY, out, budget=0), "batchlab.suggest(budget=0): expected a finite number above 0"),
+    (lambda out: batchlab.suggest(TINY, out, target=float("nan")), "batchlab.suggest(target=nan): expected a finite"),
+    (lambda out: batchlab.cbs(TINY, out, tolerance="1"), "batchlab.cbs(tolerance='1'): expected a finite number"),
+    (lambda out: batchlab.report(out, target="0.9"), "batchlab.report(target='0.9'): expected a finite number"),
+    (lambda out: batchlab.load_records(None), "batchlab.load_records(path=None): expected a path")])
+def test_a_wrong_argument_is_one_error_naming_the_function_and_the_argument(tmp_path, call, message):
+    with pytest.raises(ArgumentError) as raised:
+        call(tmp_path)
+    assert str(raised.value).startswith(message), str(raised.value)
+    assert isinstance(raised.value, ValueError) and not any(tmp_path.iterdir())  # refused before any work
+
+
+def test_one_override_string_and_a_memory_limit_as_the_command_line_writes_them(tmp_path):
+    result = batchlab.sweep({**TINY, "name": "one"}, tmp_path, overrides="budget.steps=4", time_steps=False)
+    assert list(result.trials["steps"]) == [4]  # one override, not a character at a time ('b': expected path=value)
+    found = batchlab.find_max_batch(TINY, "threads=1", memory_limit="256MiB", max_batch=8)
+    assert found.limit_bytes == 256 * 2**20 and found.batch_size == 8
