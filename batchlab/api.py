@@ -21,6 +21,7 @@ from __future__ import annotations
 import os
 import re
 import warnings
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -31,7 +32,7 @@ from batchlab import maxbatch, registry
 from batchlab.disk import check_writable
 from batchlab.errors import BatchlabError, BatchlabWarning, ConfigError, DataError, RecordsError
 from batchlab.executors import make_executor
-from batchlab.fields import MEASUREMENTS_MAX, PARALLEL_MAX, RETRIES_MAX
+from batchlab.fields import MEASUREMENTS_MAX, PARALLEL_MAX
 from batchlab.grid import Trial, expand
 from batchlab.maxbatch import MaxBatch
 from batchlab.noise import check_sizes
@@ -154,7 +155,7 @@ def check_plan(plan: Plan, *, restart: bool = False, race: bool = False, executo
     """Raise what `sweep` with these arguments would refuse before training, found without loading data,
     training or writing anything (what `--dry-run` checks beside showing the plan): the executor's options (no
     cluster is contacted), user code that does not import, records of another experiment or of changed code."""
-    _executor_args("check_plan", workers, gpus, gpus_per_trial, retries)
+    arguments.executor("check_plan", workers, gpus, gpus_per_trial, retries)
     try:
         make_executor(executor, workers=workers, gpus=gpus, scheduler=scheduler, gpus_per_trial=gpus_per_trial,
                       retries=retries)
@@ -177,19 +178,6 @@ def _sweep_args(function: str, out: Any, overrides: Any, threads: Any, memory_li
             arguments.memory_limit(function, memory_limit))
 
 
-def _executor_args(function: str, workers: Any, gpus: Any, gpus_per_trial: Any, retries: Any) -> None:
-    """As `batchlab sweep` checks --workers, --gpus, --gpus-per-trial and --retries (make_executor checks how they
-    combine)."""
-    arguments.whole(function, "workers", workers, 1, PARALLEL_MAX)
-    arguments.whole(function, "retries", retries, 0, RETRIES_MAX)
-    arguments.real(function, "gpus_per_trial", gpus_per_trial, above=0, most=PARALLEL_MAX)
-    if gpus is not None:
-        if not isinstance(gpus, (list, tuple)):
-            raise arguments.fault(function, "gpus", gpus, "expected a list of CUDA device ids, e.g. [0, 1]")
-        for gpu in gpus:
-            arguments.whole(function, "gpus", gpu, 0, PARALLEL_MAX - 1)
-
-
 def _with_threads(overrides: Overrides, threads: int | None) -> Overrides:
     if threads is None:
         return overrides
@@ -207,10 +195,14 @@ class SweepResult:
 
     @property
     def counts(self) -> dict[str, int]:
-        counts: dict[str, int] = {}
-        for s in self.summaries:
-            counts[s["status"]] = counts.get(s["status"], 0) + 1
-        return counts
+        """Every trial of the sweep's records by status, as `trials` holds them (and a report counts them): those
+        run now and those already recorded (a rerun's are not left out). `ran`: those run now."""
+        return dict(Counter(s["status"] for s in SweepDir(self.path.parent, self.path.name).summaries()))
+
+    @property
+    def ran(self) -> dict[str, int]:
+        """The trials this call ran, by status (the CLI's `2 completed (4 already recorded)`)."""
+        return dict(Counter(s["status"] for s in self.summaries))
 
     @property
     def trials(self):
@@ -244,7 +236,7 @@ def sweep(config: Config, out: str | Path = "runs", overrides: Overrides = None,
     Dask); on_steps_timed(done, rounds) follows it.
     """
     parts = _parts("sweep", parts)
-    _executor_args("sweep", workers, gpus, gpus_per_trial, retries)
+    arguments.executor("sweep", workers, gpus, gpus_per_trial, retries)
     if plan is None:  # (a plan given was checked by plan_sweep)
         out, overrides, memory_limit = _sweep_args("sweep", out, overrides, threads, memory_limit)
     plan = plan or plan_sweep(config, out, overrides, smoke=smoke, threads=threads, memory_limit=memory_limit,

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from batchlab.errors import VALUE_CHARS, ArgumentError, short
-from batchlab.fields import COUNT_MAX
+from batchlab.fields import COUNT_MAX, PARALLEL_MAX, RETRIES_MAX
 from batchlab.memory import parse_size
 
 
@@ -65,3 +65,16 @@ def memory_limit(function: str, value: Any) -> int | None:
             raise fault(function, "memory_limit", value, str(e)) from None
     whole(function, "memory_limit", value, 1)
     return value
+
+
+def executor(function: str, workers: Any, gpus: Any, gpus_per_trial: Any, retries: Any) -> None:
+    """As `batchlab sweep` checks --workers, --gpus, --gpus-per-trial and --retries (make_executor checks how they
+    combine)."""
+    whole(function, "workers", workers, 1, PARALLEL_MAX)
+    whole(function, "retries", retries, 0, RETRIES_MAX)
+    real(function, "gpus_per_trial", gpus_per_trial, above=0, most=PARALLEL_MAX)
+    if gpus is not None:
+        if not isinstance(gpus, (list, tuple)):
+            raise fault(function, "gpus", gpus, "expected a list of CUDA device ids, e.g. [0, 1]")
+        for gpu in gpus:
+            whole(function, "gpus", gpu, 0, PARALLEL_MAX - 1)

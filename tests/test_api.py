@@ -148,3 +148,11 @@ def test_one_override_string_and_a_memory_limit_as_the_command_line_writes_them(
     assert list(result.trials["steps"]) == [4]  # one override, not a character at a time ('b': expected path=value)
     found = batchlab.find_max_batch(TINY, "threads=1", memory_limit="256MiB", max_batch=8)
     assert found.limit_bytes == 256 * 2**20 and found.batch_size == 8
+
+
+def test_a_rerun_counts_the_trials_already_recorded(tmp_path):
+    first = batchlab.sweep({**TINY, "name": "again"}, tmp_path, time_steps=False)
+    again = batchlab.sweep({**TINY, "name": "again"}, tmp_path, time_steps=False)
+    assert first.counts == first.ran == {"completed": 1} and first.skipped == 0
+    assert again.counts == {"completed": 1} and len(again.trials) == 1  # what trials holds: it was {}
+    assert again.ran == {} and again.skipped == 1 and again.summaries == []
