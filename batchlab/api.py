@@ -8,9 +8,12 @@
     batchlab.sweep("configs/my-cnn.yaml", overrides={"batch_size": {"schedule": [[0, 32], [20000, 128]]}})
 
 A config is a YAML file's path, a dict of the same shape, or an Experiment (load_config). `overrides` are
-`{"budget.epochs": 2}` or `["budget.epochs=2"]`. `model`, `dataset`, `loss`, `optimizer` hand a callable
-straight from Python in place of the config's name: it runs in this process; worker processes (and Dask
-workers) import it by its module path, so one defined in a notebook needs the default executor, one worker.
+`{"budget.epochs": 2}`, `["budget.epochs=2"]` or one `"budget.epochs=2"`. `model`, `dataset`, `loss`, `optimizer`
+hand a callable straight from Python in place of the config's name (a class, a function, a lambda, a
+functools.partial): it runs in this process; worker processes (and Dask workers) import it by its module path,
+so a lambda, a partial or one defined in a notebook needs the default executor, one worker. A wrong argument is
+an ArgumentError naming the function and the argument (batchlab.arguments), as the command line's options are
+checked.
 """
 
 from __future__ import annotations
@@ -18,15 +21,18 @@ from __future__ import annotations
 import os
 import re
 import warnings
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+from batchlab import arguments
 from batchlab import config as config_file
 from batchlab import maxbatch, registry
 from batchlab.disk import check_writable
 from batchlab.errors import BatchlabError, BatchlabWarning, ConfigError, DataError, RecordsError
 from batchlab.executors import make_executor
+from batchlab.fields import MEASUREMENTS_MAX, PARALLEL_MAX
 from batchlab.grid import Trial, expand
 from batchlab.maxbatch import MaxBatch
 from batchlab.noise import check_sizes
@@ -38,7 +44,7 @@ from batchlab.schema import Experiment
 
 Config = str | Path | dict | Experiment
 KEY_PATH = re.compile(r"[a-z_]+(\.[a-z_]+)+")  # model.name, dataset.path, ...
-Overrides = dict[str, Any] | list[str] | None
+Overrides = dict[str, Any] | list[str] | str | None
 # What each part keeps of its section when a callable replaces its name; the rest configures the built-ins.
 KEPT_WITH_A_CALLABLE = {"dataset": None, "model": ("args",), "loss": ("args", "label_smoothing"),
                         "optimizer": ("args", "grad_clip")}
@@ -90,7 +96,7 @@ def load_config(config: Config, overrides: Overrides = None, *, model: Callable 
                 dataset: Callable | None = None, loss: Callable | None = None,
                 optimizer: Callable | None = None) -> Experiment:
     """A validated Experiment; raises ConfigError naming the file, line and key of a mistake."""
-    experiment = config_file.load_config(config, overrides or ())
+    experiment = config_file.load_config(config, arguments.overrides("load_config", overrides) or ())
     given = {"model": model, "dataset": dataset, "loss": loss, "optimizer": optimizer}
     if not any(given.values()):
         return experiment
@@ -100,7 +106,7 @@ def load_config(config: Config, overrides: Overrides = None, *, model: Callable 
             keep = KEPT_WITH_A_CALLABLE[part]
             section = raw.get(part, {})
             raw[part] = {**({k: v for k, v in section.items() if k in keep} if keep else section),
-                         "name": registry.give(obj)}
+                         "name": registry.give(f"{part}.name", obj)}
     return config_file.validate(raw, "config")
 
 
@@ -118,9 +124,10 @@ class Plan:
 
 
 def plan_sweep(config: Config, out: str | Path = "runs", overrides: Overrides = None, *, smoke: bool = False,
-               threads: int | None = None, memory_limit: int | None = None, allow_many: bool = False,
+               threads: int | None = None, memory_limit: int | str | None = None, allow_many: bool = False,
                **parts: Callable | None) -> Plan:
     """Load, expand and resolve a sweep without training anything (what `--dry-run` shows)."""
+    out, overrides, memory_limit = _sweep_args("plan_sweep", out, overrides, threads, memory_limit)
     source = source_of(config, overrides)
     overrides = _with_threads(overrides, threads)
     experiment = load_config(config, overrides, **_parts("plan_sweep", parts))
@@ -148,6 +155,7 @@ def check_plan(plan: Plan, *, restart: bool = False, race: bool = False, executo
     """Raise what `sweep` with these arguments would refuse before training, found without loading data,
     training or writing anything (what `--dry-run` checks beside showing the plan): the executor's options (no
     cluster is contacted), user code that does not import, records of another experiment or of changed code."""
+    arguments.executor("check_plan", workers, gpus, gpus_per_trial, retries)
     try:
         make_executor(executor, workers=workers, gpus=gpus, scheduler=scheduler, gpus_per_trial=gpus_per_trial,
                       retries=retries)
@@ -160,6 +168,14 @@ def check_plan(plan: Plan, *, restart: bool = False, race: bool = False, executo
         # disk is not, for a dry run, which reads only (the plan of records on a read-only mount)
     except BatchlabError as e:
         raise plan.source.locate(e) from None
+
+
+def _sweep_args(function: str, out: Any, overrides: Any, threads: Any, memory_limit: Any):
+    """`out`, `overrides` and `memory_limit` as plan_sweep uses them, checked as `batchlab sweep` checks --out,
+    --set, --threads and --memory-limit, in the name of the function called."""
+    arguments.whole(function, "threads", threads, 1, PARALLEL_MAX)
+    return (arguments.path(function, "out", out), arguments.overrides(function, overrides),
+            arguments.memory_limit(function, memory_limit))
 
 
 def _with_threads(overrides: Overrides, threads: int | None) -> Overrides:
@@ -179,10 +195,14 @@ class SweepResult:
 
     @property
     def counts(self) -> dict[str, int]:
-        counts: dict[str, int] = {}
-        for s in self.summaries:
-            counts[s["status"]] = counts.get(s["status"], 0) + 1
-        return counts
+        """Every trial of the sweep's records by status, as `trials` holds them (and a report counts them): those
+        run now and those already recorded (a rerun's are not left out). `ran`: those run now."""
+        return dict(Counter(s["status"] for s in SweepDir(self.path.parent, self.path.name).summaries()))
+
+    @property
+    def ran(self) -> dict[str, int]:
+        """The trials this call ran, by status (the CLI's `2 completed (4 already recorded)`)."""
+        return dict(Counter(s["status"] for s in self.summaries))
 
     @property
     def trials(self):
@@ -196,7 +216,7 @@ class SweepResult:
 def sweep(config: Config, out: str | Path = "runs", overrides: Overrides = None, *, workers: int | None = None,
           gpus: list[int] | None = None, executor: Any = None, scheduler: str | None = None,
           gpus_per_trial: float | None = None, retries: int | None = None, restart: bool = False,
-          smoke: bool = False, race: bool = False, threads: int | None = None, memory_limit: int | None = None,
+          smoke: bool = False, race: bool = False, threads: int | None = None, memory_limit: int | str | None = None,
           allow_many: bool = False, command: str | None = None, on_trial_start: Callable | None = None,
           on_trial_end: Callable | None = None, time_steps: bool = True, on_steps_timed: Callable | None = None,
           plan: Plan | None = None, **parts: Callable | None) -> SweepResult:
@@ -216,6 +236,9 @@ def sweep(config: Config, out: str | Path = "runs", overrides: Overrides = None,
     Dask); on_steps_timed(done, rounds) follows it.
     """
     parts = _parts("sweep", parts)
+    arguments.executor("sweep", workers, gpus, gpus_per_trial, retries)
+    if plan is None:  # (a plan given was checked by plan_sweep)
+        out, overrides, memory_limit = _sweep_args("sweep", out, overrides, threads, memory_limit)
     plan = plan or plan_sweep(config, out, overrides, smoke=smoke, threads=threads, memory_limit=memory_limit,
                               allow_many=allow_many, **parts)
     hooks = Hooks(on_trial_start or Hooks.trial_start, on_trial_end or Hooks.trial_end,
@@ -241,7 +264,8 @@ def report(path: str | Path, target: float | None = None):
     """
     from batchlab.reporting import analyse  # matplotlib: imported when a report is asked for, not with batchlab
 
-    reports = analyse(Path(path), target=target)
+    arguments.real("report", "target", target)
+    reports = analyse(arguments.path("report", "path", path), target=target)
     if len(reports) > 1:
         names = ", ".join(r.name for r in reports)
         raise RecordsError(f"{path} holds {len(reports)} sweeps ({names}): give one, e.g. {Path(path) / reports[0].name}")
@@ -264,7 +288,7 @@ def load_records(path: str | Path) -> Records:
 
     from batchlab.reporting.load import load_sweep
 
-    records = load_sweep(Path(path))
+    records = load_sweep(arguments.path("load_records", "path", path))
     metrics = [frame.assign(trial_id=trial_id) for trial_id, frame in records.metrics.items()]
     metrics = pd.concat(metrics, ignore_index=True) if metrics else pd.DataFrame(columns=["trial_id"])
     return Records(records.all_trials, metrics[["trial_id", *[c for c in metrics.columns if c != "trial_id"]]],
@@ -285,6 +309,9 @@ def suggest(config: Config, out: str | Path = "runs", overrides: Overrides = Non
     (Suggestion.schedule). Returns a Suggestion; the trials are recorded under out/<name>-suggest."""
     from batchlab.suggestion import suggest as search  # matplotlib, for its figure
 
+    out, overrides, _ = _sweep_args("suggest", out, overrides, threads, None)
+    arguments.real("suggest", "target", target)
+    arguments.real("suggest", "budget", budget, above=0)  # (0 s: nothing could run in it)
     source = source_of(config, overrides)
     experiment = load_config(config, _with_threads(overrides, threads), **_parts("suggest", parts))
     hooks = Hooks(on_trial_start or Hooks.trial_start, on_trial_end or Hooks.trial_end)
@@ -299,7 +326,11 @@ def suggest(config: Config, out: str | Path = "runs", overrides: Overrides = Non
 
 def noise_scale(config: Config, overrides: Overrides = None, steps: int = 0, measurements: int = 20,
                 **parts: Callable | None) -> dict:
-    """B_simple = tr(Sigma)/|G|^2 of the config's model at initialisation or after `steps` training steps."""
+    """B_simple = tr(Sigma)/|G|^2 of the config's model at initialisation or after `steps` training steps,
+    averaged over `measurements` draws (at least 2: one draw has no spread to give a standard error)."""
+    overrides = arguments.overrides("noise_scale", overrides)
+    arguments.whole("noise_scale", "steps", steps, 0)
+    arguments.whole("noise_scale", "measurements", measurements, 2, MEASUREMENTS_MAX)
     source = source_of(config, overrides)
     experiment = load_config(config, overrides, **_parts("noise_scale", parts))
     try:
@@ -323,6 +354,9 @@ def cbs(config: Config, out: str | Path = "runs", overrides: Overrides = None, *
     from batchlab import critical_batch as procedure
     from batchlab.cbs_defaults import CBS_EVAL_EXAMPLES, CBS_MEASUREMENTS, CBS_POINTS, CBS_TOLERANCE
 
+    out, overrides, _ = _sweep_args("cbs", out, overrides, None, None)
+    for name, value in (("tolerance", tolerance), ("fraction", fraction)):
+        arguments.real("cbs", name, value)  # a number; its bounds are measure's, as for `batchlab cbs`
     source_file = source_of(config, overrides)
     experiment = load_config(config, overrides, **_parts("cbs", parts))
     try:
@@ -338,9 +372,13 @@ def cbs(config: Config, out: str | Path = "runs", overrides: Overrides = None, *
         raise source_file.locate(e) from None
 
 
-def find_max_batch(config: Config, overrides: Overrides = None, memory_limit: int | None = None,
+def find_max_batch(config: Config, overrides: Overrides = None, memory_limit: int | str | None = None,
                    max_batch: int | None = None, **parts: Callable | None) -> MaxBatch:
-    """The largest batch size the config's model trains at without running out of memory (see max-batch)."""
+    """The largest batch size the config's model trains at without running out of memory (see max-batch).
+    `memory_limit`: bytes, or a size as --memory-limit takes it ('512MiB', '2GiB')."""
+    overrides = arguments.overrides("find_max_batch", overrides)
+    memory_limit = arguments.memory_limit("find_max_batch", memory_limit)
+    arguments.whole("find_max_batch", "max_batch", max_batch, 1)
     source = source_of(config, overrides)
     experiment = load_config(config, overrides, **_parts("find_max_batch", parts))
     try:

@@ -10,6 +10,12 @@ class ConfigError(BatchlabError):
     """The experiment file or an override is not valid."""
 
 
+class ArgumentError(ConfigError, ValueError):
+    """An argument of a Python API function is not valid (the command line's bad option value): the message names
+    the function called and the argument, `batchlab.sweep(workers=0): ...`. A ValueError too, as Python's own
+    functions raise for a bad value."""
+
+
 class DataError(BatchlabError):
     """A data set is missing, corrupt or cannot be fetched."""
 

@@ -14,8 +14,9 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationInf
 from batchlab.booleans import refuse_boolean
 from batchlab.errors import VALUE_CHARS, short
 
-# package.module:attribute; `<locals>` appears in the path of a class handed over from Python (registry.give)
-IMPORT_PATH = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.<>]*$")
+# package.module:attribute; parts in angle brackets (`<locals>`, `<lambda>`, `<partial>`) appear in the name of a
+# callable handed over from Python (registry.name_of)
+IMPORT_PATH = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_<][\w.<>]*$")
 
 COUNT_MAX = 2**63 - 1  # sizes, counts and seeds: torch holds them in 64-bit integers (a larger one overflows)
 PARALLEL_MAX = 1024  # threads or processes: above any machine's core count (OpenMP crashes at 100,000 threads)

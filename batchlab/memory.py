@@ -4,6 +4,7 @@ own statistics; `Peak` measures a trial's training peak either way."""
 
 from __future__ import annotations
 
+import math
 import resource
 from contextlib import contextmanager
 
@@ -185,3 +186,20 @@ def mib(n: float | None) -> str:
     if n is None:
         return "?"
     return f"{n / 2**20:,.1f} MiB" if n >= 2**20 / 10 else f"{n / 2**10:,.1f} KiB"
+
+
+SIZE_UNITS = {"kib": 2**10, "mib": 2**20, "gib": 2**30, "kb": 10**3, "mb": 10**6, "gb": 10**9, "b": 1, "": 1}
+
+
+def parse_size(text: str, most: int) -> int:
+    """'512MiB', '2GiB', '1.5GB' or plain bytes, from 1 byte to `most`; ValueError saying what is expected (the
+    caller names the option or argument it came from)."""
+    number = text.strip().rstrip("BbIiKkMmGg")
+    unit = text.strip()[len(number):].lower()
+    try:
+        size = float(number) * SIZE_UNITS[unit]
+    except (ValueError, KeyError):
+        size = math.nan
+    if 1 <= size <= most:  # NaN and inf too
+        return int(size)
+    raise ValueError(f"expected a size such as 512MiB, 2GiB or 1000000, from 1 byte to {most:,}")

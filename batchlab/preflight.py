@@ -149,9 +149,6 @@ def check_imports(trials: list[Trial]) -> None:
 
 
 def check_importable(trials: list[Trial]) -> None:
-    """With trials in other processes, every import path must be importable there: not a callable from __main__."""
-    for name in sorted({n for t in trials for n in imported_names(t.config)}):
-        if not registry.importable_elsewhere(name):
-            raise ConfigError(f"{name} was handed over from Python but is defined in {name.split(':')[0]}, "
-                              "which worker processes cannot import; move it into a module and name it by "
-                              "import path (e.g. model: {name: my_nets:SmallCNN}), or run with one worker")
+    """With trials in other processes, every import path must be importable there (registry.check_importable)."""
+    registry.check_importable(sorted({n for t in trials for n in imported_names(t.config)}), "worker processes",
+                              "run with one worker")

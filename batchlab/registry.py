@@ -5,12 +5,14 @@ that module's code, as `python -c "import package.module"` would; YAML itself is
 
 The directory of the config file and the working directory are made importable, so `nets.py` beside
 the config is `nets:SmallCNN`. A callable handed straight from Python (`batchlab.sweep(..., model=Net)`)
-is registered here under its own import path and used in this process; worker processes import it by
-that path, which a class defined in a notebook or a script's `__main__` does not have.
+is registered here under its name (registry.name_of: its import path, or what a lambda or a partial wraps) and
+used in this process; worker processes import it by that path, which a class defined in a notebook or a script's
+`__main__`, a lambda and a partial do not have.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import importlib
 import importlib.machinery
@@ -22,7 +24,9 @@ from typing import Any, Callable
 
 from batchlab.errors import VALUE_CHARS, BatchlabError, ConfigError, short
 
-_given: dict[str, Callable] = {}  # import path -> a callable handed over from Python, in this process only
+# (config key, name) -> a callable handed over from Python, in this process only; keyed by its part too, as
+# two lambdas handed over in one call (model=, dataset=) have the same name
+_given: dict[tuple[str, str], Callable] = {}
 
 
 class ComponentError(ConfigError):
@@ -56,31 +60,60 @@ def import_module(name: str):
 
 
 def name_of(obj: Callable) -> str:
-    """The import path `module:qualname` of a callable."""
-    return f"{getattr(obj, '__module__', '?')}:{getattr(obj, '__qualname__', getattr(obj, '__name__', '?'))}"
+    """The import path `module:qualname` of a callable. One that has no such path (a partial, a callable object)
+    is named by what it wraps, marked by a part in angle brackets as Python marks `<lambda>` and `<locals>`:
+    `nets:Net.<partial>`, `nets:Scaled.<instance>` (a name the config accepts, the records show, and
+    not_importable knows no other process can import)."""
+    if isinstance(obj, functools.partial):
+        return f"{name_of(obj.func)}.<partial>"
+    qualname = getattr(obj, "__qualname__", None) or getattr(obj, "__name__", None)
+    if isinstance(qualname, str) and isinstance(getattr(obj, "__module__", None), str):
+        return f"{obj.__module__}:{qualname}"
+    return f"{type(obj).__module__}:{type(obj).__qualname__}.<instance>"
 
 
-def give(obj: Callable) -> str:
-    """Register a callable handed over from Python; return the import path the config records for it."""
+def give(key: str, obj: Callable) -> str:
+    """Register a callable handed over from Python for config key `key` (e.g. model.name); return the name the
+    config records for it."""
     if not callable(obj):
         raise ConfigError(f"expected a callable (a class or a function), got {type(obj).__name__}")
     name = name_of(obj)
-    _given[name] = obj
+    _given[key, name] = obj
     return name
 
 
-def importable_elsewhere(name: str) -> bool:
-    """Whether another process can import `name`: not a callable from __main__ or from a function's locals."""
+def not_importable(name: str, main: bool = True) -> str | None:
+    """Why another process cannot import `name` (a function's locals, a lambda, a partial, an object, and with
+    `main` a callable from __main__), said after the name; None where it can. (A spawned child imports a script's
+    __main__ again, a worker of a pool or a cluster does not.)"""
     module, _, attr = name.partition(":")
-    return module not in ("__main__", "__mp_main__", "?") and "<locals>" not in attr
+    parts = attr.split(".")
+    for marker, why in (("<partial>", "as a functools.partial"), ("<lambda>", "as a lambda"),
+                        ("<instance>", "as an object, not a class or a function"),
+                        ("<locals>", "and is defined inside a function")):
+        if marker in parts:
+            return why
+    if main and module in ("__main__", "__mp_main__"):
+        return f"and is defined in {module}"
+    return None
+
+
+def check_importable(names: list[str], where: str, otherwise: str = "", main: bool = True) -> None:
+    """ConfigError for the first of `names` that another process (`where`, e.g. "worker processes") cannot
+    import: a lambda, a partial, a callable from __main__ (not_importable); `otherwise`: what else would do."""
+    for name in names:
+        if why := not_importable(name, main):
+            raise ConfigError(f"{name} was handed over from Python {why}, which {where} cannot import; move it into "
+                              "a module and name it by import path (e.g. model: {name: my_nets:SmallCNN}; a "
+                              f"partial's keywords under args){', or ' + otherwise if otherwise else ''}")
 
 
 def resolve(key: str, name: str, builtins: dict[str, Callable]) -> Callable:
     """The callable that `name` means under config key `key` (e.g. "model.name")."""
     if name in builtins:
         return builtins[name]
-    if name in _given:
-        return _given[name]
+    if (key, name) in _given:
+        return _given[key, name]
     module_name, sep, attr = name.partition(":")
     if not sep:
         raise ComponentError(key, f"{short(repr(name), VALUE_CHARS)} is not one of {', '.join(builtins)}, nor an "

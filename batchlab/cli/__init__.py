@@ -163,7 +163,7 @@ def sweep(
         raise fail(f"interrupted: any trial that was running is recorded as interrupted in {plan.sweep_dir.path}; "
                    "run the same command again to resume", code=130) from None
     typer.echo(display.finished(result, time_steps and executor != "dask"))  # Dask's workers time no steps
-    if smoke and result.counts.get(Status.FAILED):
+    if smoke and result.ran.get(Status.FAILED):
         failed = [s for s in result.summaries if s["status"] == Status.FAILED]
         raise fail("smoke run failed: " + "; ".join(f"{s['trial_id']}: {s['error']}" for s in failed), code=1)
 

@@ -13,6 +13,7 @@ from typer.core import TyperGroup
 
 from batchlab.errors import VALUE_CHARS, short
 from batchlab.fields import COUNT_MAX
+from batchlab.memory import parse_size
 
 try:  # typer 0.2x carries its own copy of click
     from typer._click.exceptions import ClickException, NoArgsIsHelpError
@@ -55,17 +56,10 @@ def parse_bytes(text: str | None) -> int | None:
     """'512MiB', '2GiB', '1.5GB' or plain bytes; None stays None."""
     if text is None:
         return None
-    units = {"kib": 2**10, "mib": 2**20, "gib": 2**30, "kb": 10**3, "mb": 10**6, "gb": 10**9, "b": 1, "": 1}
-    number = text.strip().rstrip("BbIiKkMmGg")
-    unit = text.strip()[len(number):].lower()
     try:
-        size = float(number) * units[unit]
-    except (ValueError, KeyError):
-        size = math.nan
-    if 1 <= size <= COUNT_MAX:  # NaN and inf too: torch and the OS hold sizes in 64-bit integers
-        return int(size)
-    raise fail(f"--memory-limit {short(repr(text), VALUE_CHARS)}: expected a size such as 512MiB, 2GiB "
-               f"or 1000000, from 1 byte to {COUNT_MAX:,}")
+        return parse_size(text, COUNT_MAX)  # torch and the OS hold sizes in 64-bit integers
+    except ValueError as e:
+        raise fail(f"--memory-limit {short(repr(text), VALUE_CHARS)}: {e}") from None
 
 
 def directory(name: str, text: str | None) -> Path | None:

@@ -64,7 +64,7 @@ class Display:
     def finished(self, result, time_steps: bool) -> str:
         """The sweep's last line: what ran, whether the steps were timed (`time_steps`: they would be, when
         needed), where the records are."""
-        done = ", ".join(f"{n} {status}" for status, n in result.counts.items()) or "nothing to run"
+        done = ", ".join(f"{n} {status}" for status, n in result.ran.items()) or "nothing to run"
         skipped = f" ({result.skipped} already recorded)" if result.skipped else ""
         timed = (f"; a step timed at every batch size ({self.rounds_timed} rounds)" if self.rounds_timed else
                  f"; the recorded step times kept ({FILE})" if time_steps and (result.path / FILE).exists() else "")

@@ -6,6 +6,7 @@ running out of memory real; search.py is the search itself, pure; Linux memory a
 
 from __future__ import annotations
 
+from batchlab import registry
 from batchlab.errors import ConfigError
 from batchlab.machine import resolve_device
 from batchlab.maxbatch.child import run_in_child
@@ -44,6 +45,10 @@ def find_max_batch(experiment, memory_limit: int | None = None, start: int = 1, 
         raise ConfigError(f"steps: each try needs at least 2 steps (a warm-up, then timed ones), got {steps}")
     if memory_limit is not None and memory_limit <= 0:
         raise ConfigError(f"memory limit: must be more than 0 bytes, got {memory_limit}")
+    from batchlab.train import imported_names
+
+    # the spawned child imports each by name (a script's __main__ too, which it runs again)
+    registry.check_importable(imported_names(experiment), "the search's child process", main=False)
     device = resolve_device(experiment.device)
     if device.type == "cpu" and memory_limit is None:
         available = available_memory()
