@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from collections import Counter
 from contextlib import closing
 from dataclasses import dataclass
@@ -11,6 +12,7 @@ from typing import Callable
 import torch
 
 from batchlab import preflight, registry, steptime
+from batchlab.errors import BatchlabWarning
 from batchlab.executors import Executor, Job, Sequential
 from batchlab.executors.base import DataCache
 from batchlab.fields import NAME_MAX
@@ -110,6 +112,8 @@ def run_sweep(experiment: Experiment, trials: list[Trial], out: Path, command: s
         if todo:
             executor.check(todo, eval_cap, code_dirs)
         sweep.prepare(experiment, restart, _code(trials))
+        if not restart:
+            _say_why_again(todo, sweep)
         jobs = [Job(t, command, eval_cap, code_dirs, race=race, deadline_steps=deadline_steps) for t in todo]
         with closing(executor.run(jobs, sweep, hooks.trial_start)) as ended:
             for trial, summary in ended:
@@ -141,6 +145,15 @@ def _todo(trials: list[Trial], sweep: SweepDir, restart: bool, racing: bool) -> 
     """The trials to run: all with restart, else those not done (a raced one again in full unless racing)."""
     return [t for t, status in plan(trials, sweep)
             if restart or status not in DONE or (status == Status.RACED and not racing)]
+
+
+def _say_why_again(todo: list[Trial], sweep: SweepDir) -> None:
+    """A trial whose records the report cannot read whole (a damaged summary, curves cut short) is trained again:
+    one warning each, with the report's reason, since its summary said it had ended."""
+    for trial in todo:
+        _, why = sweep.recorded(trial.id)
+        if why:
+            warnings.warn(f"{why}; the trial is trained again", BatchlabWarning, stacklevel=3)
 
 
 def _code(trials: list[Trial]) -> dict[str, dict[str, str]]:
