@@ -154,12 +154,14 @@ def check_plan(plan: Plan, *, restart: bool = False, race: bool = False, executo
                gpus_per_trial: float | None = None, retries: int | None = None) -> None:
     """Raise what `sweep` with these arguments would refuse before training, found without loading data,
     training or writing anything (what `--dry-run` checks beside showing the plan): the executor's options (no
-    cluster is contacted), user code that does not import, records of another experiment or of changed code."""
+    cluster is contacted), user code that does not import, a device this machine lacks, records of another
+    experiment or of changed code."""
     arguments.executor("check_plan", workers, gpus, gpus_per_trial, retries)
     try:
-        make_executor(executor, workers=workers, gpus=gpus, scheduler=scheduler, gpus_per_trial=gpus_per_trial,
-                      retries=retries)
-        check_sweep(plan.experiment, plan.trials, plan.sweep_dir.path.parent, restart, race, plan.source.code_dirs)
+        runner = make_executor(executor, workers=workers, gpus=gpus, scheduler=scheduler,
+                               gpus_per_trial=gpus_per_trial, retries=retries)
+        check_sweep(plan.experiment, plan.trials, plan.sweep_dir.path.parent, restart, race, plan.source.code_dirs,
+                    here=runner.on_this_machine)
         for trial in plan.trials:
             check_units(trial.config, None, trial.axes)  # tokens on an image set, known from its name alone
             if trial.config.noise.every:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import csv
 import itertools
 import random
+import shutil
 import warnings
 from pathlib import Path
 
@@ -52,9 +53,11 @@ def load(trial_dir: Path, trial_id: str) -> dict | None:
         raise Unusable(f"unreadable ({short(f'{type(e).__name__}: {e}', 120)})") from None
     if not isinstance(state, dict):
         raise Unusable(f"not a batchlab checkpoint (a {type(state).__name__})")
-    if state.get("trial_id") != trial_id:
-        raise Unusable(f"it belongs to trial {short(repr(state.get('trial_id')), VALUE_CHARS)}")
-    missing = [k for k in KEYS if k not in state]
+    owner = state.get("trial_id")
+    if isinstance(owner, str) and owner != trial_id:
+        raise Unusable(f"it belongs to trial {short(repr(owner), VALUE_CHARS)}")
+    # without a trial id (or with None) it belongs to no trial: malformed, not "trial None"'s
+    missing = [k for k in KEYS if k not in state or (k == "trial_id" and not isinstance(owner, str))]
     if missing or not isinstance(state["summary"], dict) or not isinstance(state["metrics_rows"], int):
         raise Unusable(f"keys missing or malformed: {', '.join(missing) or 'summary, metrics_rows'}")
     agree_with_metrics(trial_dir / METRICS, state["metrics_rows"], state["summary"].get("steps"))
@@ -80,7 +83,11 @@ def agree_with_metrics(path: Path, rows: int, step) -> None:
 
 def remove(trial_dir: Path) -> None:
     for name in (FILE, FILE + ".tmp"):  # .tmp: a write cut short
-        (trial_dir / name).unlink(missing_ok=True)
+        path = trial_dir / name
+        if path.is_dir() and not path.is_symlink():  # one made by hand is as unusable as a damaged file: unlink
+            shutil.rmtree(path)  # raised IsADirectoryError after the summary was removed, and ended the sweep
+        else:
+            path.unlink(missing_ok=True)
 
 
 def random_streams() -> dict:

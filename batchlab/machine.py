@@ -12,11 +12,12 @@ from batchlab.errors import ConfigError
 from batchlab.version import __version__
 
 
-def resolve_device(name: str) -> torch.device:
+def resolve_device(name: str, key: str = "device") -> torch.device:
+    """`key`: the config key an error names (sweep.device where an axis sets it)."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name.startswith("cuda") and not torch.cuda.is_available():
-        raise ConfigError(f"device: {name!r} asked for, but CUDA is not available here (torch {torch.__version__}); "
+        raise ConfigError(f"{key}: {name!r} asked for, but CUDA is not available here (torch {torch.__version__}); "
                           "use device: auto or cpu")
     return torch.device(name)
 

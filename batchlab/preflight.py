@@ -13,6 +13,7 @@ from batchlab.errors import ConfigError, described, short
 from batchlab.executors.base import DataCache
 from batchlab.fields import cadence
 from batchlab.grid import Trial, axis_key
+from batchlab.machine import resolve_device
 from batchlab.noise import check_noise
 from batchlab.outputs import logits, takes_targets
 from batchlab.schedules import lr_schedule
@@ -42,6 +43,7 @@ def check(trials: list[Trial], cache: DataCache) -> None:
 
     Raises DataError or ComponentError (a ConfigError naming the config key) with the reason.
     """
+    check_devices(trials)
     for trial in trials:  # the noise settings and lengths may be axes: every trial (its data set is loaded once)
         data = cache.get(trial.config, torch.device("cpu"))
         if trial.config.noise.every:
@@ -54,6 +56,14 @@ def check(trials: list[Trial], cache: DataCache) -> None:
         model, criterion, _ = build_parts(cfg, data, torch.device("cpu"))
         check_output(cfg, model, criterion, data)
         lr_schedule(cfg.schedule, steps_per_epoch=1, total_steps=1)  # an imported schedule builds and gives a value
+
+
+def check_devices(trials: list[Trial]) -> None:
+    """Every device the trials ask for exists here (CUDA, when they name it). Found by the run before it writes
+    anything, as the other checks are: a trial directory started for `cuda` made the rerun with `device: cpu`,
+    the fix the error suggests, a different experiment."""
+    for device, key in {(t.config.device, axis_key("device", t.axes)) for t in trials}:
+        resolve_device(device, key)
 
 
 def check_units(cfg: Experiment, data: Data | None, axes: dict | None = None) -> None:

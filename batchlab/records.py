@@ -63,15 +63,6 @@ METRIC_COLUMNS = [
 ]
 
 
-def _has_rows(path: Path) -> bool:
-    """Whether a CSV file has a line after its header (reads two lines, whatever its size)."""
-    try:
-        with path.open("rb") as f:
-            return bool(f.readline()) and bool(f.readline().strip())
-    except OSError:
-        return False
-
-
 def read_json(path: Path) -> dict | None:
     try:
         value = json.loads(path.read_text())
@@ -153,19 +144,18 @@ class SweepDir:
         return self.trials / trial_id
 
     def status(self, trial_id: str) -> Status | None:
-        """The recorded status; INCOMPLETE without a readable summary or config.json, or without a row in
-        metrics.csv (the report leaves such a trial, or its curves, out: it is run again); None if never
-        started."""
+        """The status a resumed sweep goes by; None if never started. See recorded."""
+        return self.recorded(trial_id)[0]
+
+    def recorded(self, trial_id: str) -> tuple[Status | None, str | None]:
+        """(the recorded status, why the trial counts as INCOMPLETE despite a summary). The summary's status only
+        when `batchlab report` reads the trial whole, summary and curves (readback.why_not_done, the report's own
+        reading): else INCOMPLETE, and the trial is run again (restoring a seed's curve exactly). (None, None):
+        never started; (INCOMPLETE, None): no summary, nothing damaged (running, or killed)."""
+        from batchlab.readback import why_not_done  # (readback reads a Summary, whose module imports this one)
+
         d = self.trial_dir(trial_id)
-        if not d.exists():
-            return None
-        summary = read_summary(d)
-        if not summary or read_json(d / "config.json") is None or not _has_rows(d / METRICS):
-            return Status.INCOMPLETE
-        try:
-            return Status(summary.get("status"))
-        except ValueError:
-            return Status.INCOMPLETE
+        return why_not_done(d) if d.exists() else (None, None)
 
     @contextmanager
     def lock(self):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from collections import Counter
 from contextlib import closing
 from dataclasses import dataclass
@@ -11,6 +12,7 @@ from typing import Callable
 import torch
 
 from batchlab import preflight, registry, steptime
+from batchlab.errors import BatchlabWarning
 from batchlab.executors import Executor, Job, Sequential
 from batchlab.executors.base import DataCache
 from batchlab.fields import NAME_MAX
@@ -110,6 +112,8 @@ def run_sweep(experiment: Experiment, trials: list[Trial], out: Path, command: s
         if todo:
             executor.check(todo, eval_cap, code_dirs)
         sweep.prepare(experiment, restart, _code(trials))
+        if not restart:
+            _say_why_again(todo, sweep)
         jobs = [Job(t, command, eval_cap, code_dirs, race=race, deadline_steps=deadline_steps) for t in todo]
         with closing(executor.run(jobs, sweep, hooks.trial_start)) as ended:
             for trial, summary in ended:
@@ -122,14 +126,17 @@ def run_sweep(experiment: Experiment, trials: list[Trial], out: Path, command: s
 
 
 def check_sweep(experiment: Experiment, trials: list[Trial], out: Path, restart: bool = False, race: bool = False,
-                code_dirs: tuple[str, ...] = ()) -> None:
+                code_dirs: tuple[str, ...] = (), here: bool = True) -> None:
     """Of what run_sweep refuses before anything trains, what can be found without loading data, training or
-    writing anything (`--dry-run`): user code that does not import, records of another experiment or of changed
-    code. (Data is checked by the run: it may have to be downloaded, or exist on a cluster's workers alone.)"""
+    writing anything (`--dry-run`): user code that does not import, a device this machine lacks (`here`: the
+    trials would run on this machine), records of another experiment or of changed code. (Data is checked by the
+    run: it may have to be downloaded, or exist on a cluster's workers alone.)"""
     sweep = SweepDir(out, experiment.name)
     registry.make_importable(*code_dirs)
     if todo := _todo(trials, sweep, restart, race):
         preflight.check_imports(todo)
+        if here:  # a cluster's workers have devices of their own: its run checks them there
+            preflight.check_devices(todo)
     if not restart:
         sweep.check(experiment, _code(trials))
 
@@ -138,6 +145,15 @@ def _todo(trials: list[Trial], sweep: SweepDir, restart: bool, racing: bool) -> 
     """The trials to run: all with restart, else those not done (a raced one again in full unless racing)."""
     return [t for t, status in plan(trials, sweep)
             if restart or status not in DONE or (status == Status.RACED and not racing)]
+
+
+def _say_why_again(todo: list[Trial], sweep: SweepDir) -> None:
+    """A trial whose records the report cannot read whole (a damaged summary, curves cut short) is trained again:
+    one warning each, with the report's reason, since its summary said it had ended."""
+    for trial in todo:
+        _, why = sweep.recorded(trial.id)
+        if why:
+            warnings.warn(f"{why}; the trial is trained again", BatchlabWarning, stacklevel=3)
 
 
 def _code(trials: list[Trial]) -> dict[str, dict[str, str]]:

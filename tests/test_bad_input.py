@@ -5,6 +5,7 @@ import math
 from pathlib import Path
 
 import pytest
+import torch
 from typer.testing import CliRunner
 
 from batchlab import config
@@ -294,3 +295,21 @@ def test_noise_of_a_diverged_model_says_so(write_config):
                                   "--json"])
     figures = json.loads(as_json.stdout)
     assert as_json.exit_code == 0 and figures["b_simple"] is None and figures["g2_stderr"] is None
+
+
+def test_a_device_this_machine_lacks_is_refused_before_anything_is_written(write_config, tmp_path, monkeypatch):
+    """device: cuda without CUDA was found as the first trial started, after its directory, sweep.yaml and the
+    lock were written: the rerun with device: cpu, the fix the line suggests, was then refused as a different
+    experiment. --dry-run passed it. Both refuse it now, writing nothing (a device axis too, named as such)."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    path, out = write_config({"budget": {"steps": 2}, "sweep": {"batch_size": [64], "lr": [0.1]}}), tmp_path / "runs"
+    for args in ([], ["--dry-run"]):
+        line = one_line_error(path, "--set", "device=cuda", *args)
+        assert line.startswith(f"error: {path} (with --set): device: 'cuda' asked for, but CUDA is not available "
+                               "here (torch ") and line.endswith("; use device: auto or cpu"), line
+        assert not out.exists()
+    line = one_line_error(path, "--set", "sweep.device=[cpu, cuda]")
+    assert "sweep.device: 'cuda' asked for" in line and not out.exists()
+    result = runner.invoke(app, ["sweep", str(path), "--out", str(out), "--quiet", "--no-time-steps",
+                                 "--set", "device=cpu"])
+    assert result.exit_code == 0 and "1 completed" in result.output, result.output

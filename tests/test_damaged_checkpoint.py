@@ -115,13 +115,24 @@ def test_metrics_of_other_steps_under_an_intact_checkpoint_starts_the_trial_over
     assert_started_over(interrupted, "metrics.csv's row")
 
 
-@pytest.mark.parametrize("damage", ["truncated", "empty", "garbage", "foreign", "not a mapping"])
+@pytest.mark.parametrize("damage", ["truncated", "empty", "garbage", "foreign", "no trial id", "trial id None",
+                                    "not a mapping", "a directory"])
 def test_an_unreadable_or_foreign_checkpoint_starts_the_trial_over_with_a_warning(interrupted, damage):
+    """A directory in its place was removed with unlink: IsADirectoryError ended the sweep, the trial's summary
+    gone. A checkpoint without its trial id was said to belong to "trial None"."""
     path = interrupted[2] / "checkpoint.pt"
     data = path.read_bytes()
     if damage == "foreign":
         edit_checkpoint(interrupted[2], lambda state: state.update(trial_id="another"))
         reason = "it belongs to trial 'another'"
+    elif damage in ("no trial id", "trial id None"):
+        edit_checkpoint(interrupted[2], lambda state: state.pop("trial_id") if damage == "no trial id"
+                        else state.update(trial_id=None))
+        reason = "keys missing or malformed: trial_id"
+    elif damage == "a directory":
+        path.unlink()
+        (path / "inside").mkdir(parents=True)
+        reason = "unreadable (IsADirectoryError: "
     elif damage == "not a mapping":
         torch.save([1, 2], path)
         reason = "not a batchlab checkpoint (a list)"
@@ -129,6 +140,7 @@ def test_an_unreadable_or_foreign_checkpoint_starts_the_trial_over_with_a_warnin
         path.write_bytes({"truncated": data[:len(data) // 2], "empty": b"", "garbage": b"\x00garbage" * 99}[damage])
         reason = "unreadable ("
     assert_started_over(interrupted, reason)
+    assert not path.exists()
 
 
 def test_an_unusable_checkpoint_is_removed_as_soon_as_it_is_found(interrupted):

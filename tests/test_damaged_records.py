@@ -7,6 +7,7 @@ sound trials only.
 
 import json
 
+import pandas as pd
 import pytest
 from report_fixtures import hit, make_sweep, make_trial
 from typer.testing import CliRunner
@@ -21,8 +22,11 @@ def summary_edit(**changes):
         path = trial / "summary.json"
         text = path.read_text()
         for key, value in changes.items():  # JSON text, so 1e400 stays as written (json.dumps would say Infinity)
-            old = json.dumps(json.loads(text)[key])
-            text = text.replace(f'"{key}": {old}', f'"{key}": {value}', 1)
+            old = json.loads(text)[key]
+            if isinstance(old, (dict, list)):  # over several lines in a sweep's indented file: rewritten whole
+                text = json.dumps({**json.loads(text), key: json.loads(value)}, indent=2)
+            else:
+                text = text.replace(f'"{key}": {json.dumps(old)}', f'"{key}": {value}', 1)
         path.write_text(text)
         return path, None
     return damage
@@ -82,6 +86,21 @@ def test_a_damaged_record_is_a_warning_and_its_trial_is_left_out(tmp_path, case)
     result = CliRunner().invoke(app, ["report", str(sweep), "--format", "md"])
     assert result.exit_code == 0, result.output
     assert f"warning: {path}: " in result.stderr and "Traceback" not in result.output
+
+
+def test_metrics_cut_at_the_end_of_a_row_is_a_warning_and_its_curves_are_left_out(tmp_path):
+    """A metrics.csv cut at a row's end (head -5: no half line to give it away) was drawn as a short curve without
+    a word: a trial that ran to its end logged a row at its last step, so a last row short of it is rows lost."""
+    sweep = make_sweep(tmp_path, "cut")
+    make_trial(sweep, 32, 0.1, hits={0.9: hit(2.0, 200, 32, 10)})
+    victim = make_trial(sweep, 64, 0.1, hits={0.9: hit(1.0, 100, 64, 10)}, total_steps=100)
+    path, _ = metrics_edit(lambda lines: lines[:5])(victim)
+    [report] = analyse(sweep)
+    assert report.warnings == [f"{path}: its last row is step 8, but summary.json says the trial ended at step 100 "
+                               "(rows cut off); its curves are left out"]
+    assert report.counts == {"completed": 2} and set(report.records.metrics) == {p.name for p in
+                                                                                 (sweep / "trials").iterdir()} - {
+        victim.name}
 
 
 def test_summary_from_json_refuses_what_a_trial_never_writes():
@@ -149,3 +168,45 @@ def test_a_damaged_run_token_or_sweep_yaml_is_one_line_or_a_rerun_never_a_traceb
         [line] = result.stderr.splitlines()
         assert line.startswith(f"error: {out / 'tok' / 'sweep.yaml'} cannot be read (") and line.endswith(
             "); use --restart to start over")
+
+
+def test_a_rerun_trains_again_what_the_report_skips_or_draws_short(tmp_path):
+    """A summary the report skips ('steps' is 'abc', ...) or curves it leaves out (metrics.csv cut mid-row or at a
+    row's end) counted as done for the sweep, so the report skipped them for ever. The sweep now asks the
+    report's own question: it trains them again, one warning each with the report's reason, and a seed's curve
+    comes back exactly."""
+    config = tmp_path / "exp.yaml"
+    config.write_text("name: mend\ndataset: {name: digits, subset: 200}\nmodel: {hidden: [8]}\n"
+                      "budget: {steps: 3}\ntarget: {value: [0.2]}\nthreads: 1\n"
+                      "sweep: {lr: [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8]}\n")
+    runner, out = CliRunner(), tmp_path / "runs"
+    sweep = ["sweep", str(config), "--out", str(out), "--quiet", "--no-time-steps"]
+    assert runner.invoke(app, sweep).exit_code == 0
+    trials = sorted((out / "mend" / "trials").iterdir())
+    curves = ["step", "train_loss", "test_loss", "test_accuracy"]
+    whole = pd.read_csv(trials[6] / "metrics.csv")[curves]
+
+    def cut_mid_row(trial):
+        path = trial / "metrics.csv"
+        path.write_text(path.read_text()[:-5])
+        return path, None
+
+    damages = [summary_edit(steps='"abc"'), summary_edit(targets="5"), summary_edit(final="null"),
+               summary_edit(batch_size="-3"), summary_edit(train_seconds="NaN"),
+               cut_mid_row,  # as head -c does
+               metrics_edit(lambda lines: lines[:-1])]  # at a row's end, as head -n does
+    paths = [damage(trial)[0] for damage, trial in zip(damages, trials)]
+    [before] = analyse(out / "mend")
+    assert before.counts["damaged"] == 5 and len(before.warnings) == 7
+
+    again = runner.invoke(app, sweep)
+    assert again.exit_code == 0 and "(1 already recorded)" in again.output, again.output
+    lines = again.stderr.splitlines()
+    assert len(lines) == 7, again.stderr
+    for line, path in zip(lines, paths):
+        assert line.startswith(f"warning: {path}: ") and line.endswith("; the trial is trained again"), line
+    [after] = analyse(out / "mend")
+    assert after.warnings == [] and len(after.records.metrics) == 8
+    pd.testing.assert_frame_equal(pd.read_csv(trials[6] / "metrics.csv")[curves], whole)
+    assert "nothing to run (8 already recorded)" in runner.invoke(app, sweep).output
+

@@ -5,12 +5,12 @@
     report.write()                                # report.md, report.html, CSVs, PNGs
     reports = build_report("runs", target=0.98, formats={"csv", "md"})   # both, every sweep under runs/
 
-Modules: load and metrics_file (records -> frames), tables (pandas tables), decision (steps x seconds per
-step, the interval and ties), schedules (batch-size schedules against the constant batch sizes), science and
-measured_noise (frontier, B_simple, lr, generalisation gap), answer, answer_details and answer_schedules (the
-recommendation), figures (the plotting toolkit), plots, science_plots and schedule_plots (PNG figures), display
-and schedule_display (text), document and science_sections (what the documents say), render (Markdown, and
-HTML from templates/), build (analyse, SweepReport).
+Modules: load (records -> frames; each trial read by batchlab.readback, as a resumed sweep reads it), tables
+(pandas tables), decision (steps x seconds per step, the interval and ties), schedules (batch-size schedules
+against the constant batch sizes), science and measured_noise (frontier, B_simple, lr, generalisation gap), answer,
+answer_details and answer_schedules (the recommendation), figures (the plotting toolkit), plots, science_plots and
+schedule_plots (PNG figures), display and schedule_display (text), document and science_sections (what the
+documents say), render (Markdown, and HTML from templates/), build (analyse, SweepReport).
 """
 
 from batchlab.reporting.answer import Recommendation

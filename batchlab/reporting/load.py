@@ -18,10 +18,10 @@ import pandas as pd
 
 from batchlab import batches, steptime
 from batchlab.errors import RecordsError
-from batchlab.records import Status, SweepDir, run_token
+from batchlab.records import Status, SweepDir
 from batchlab.records import FINISHED as FINISHED_STATUSES
 from batchlab.records import INFEASIBLE as INFEASIBLE_STATUSES
-from batchlab.reporting.metrics_file import Damaged, metrics_or_warning
+from batchlab.readback import Damaged, is_number, read_trial
 from batchlab.summary import Summary
 
 # As the frames hold them: plain strings. A trial that ran to an end we can judge (FINISHED) counts a missing
@@ -134,24 +134,24 @@ def load_sweep(sweep_dir: Path) -> SweepRecords:
     damaged = 0
     for trial_dir in trial_dirs:
         try:
-            config = _read_json(trial_dir / "config.json")
-            _check_config(config, trial_dir / "config.json")
-            summary = _read_summary(trial_dir, warnings)
-            frame = metrics_or_warning(trial_dir / "metrics.csv", summary is not None, warnings)
-            schedule = _schedule(trial_dir, config, summary)
+            record = read_trial(trial_dir)  # the same reading decides whether a resumed sweep trains it again
         except Damaged as exc:
             warnings.append(f"{exc}; trial skipped")
             damaged += 1
             continue
+        warnings += record.notes
+        if record.curves_lost:
+            warnings.append(f"{record.curves_lost}; its curves are left out")
+        config, summary = record.config, record.summary
         row, trial_hits = _trial_row(trial_dir, config, summary)
-        row.update(schedule)
+        row.update(record.schedule)
         rows.append(row)
         if summary is not None and summary.batch_changes:
             changes[row["trial_id"]] = summary.batch_changes
         hits.extend(trial_hits)
         configs.append(config)
-        if frame is not None:
-            metrics[row["trial_id"]] = frame
+        if record.metrics is not None:
+            metrics[row["trial_id"]] = record.metrics
 
     if not rows:
         raise RecordsError(f"no trial in {trials_dir} could be read: " + "; ".join(warnings))
@@ -196,83 +196,6 @@ def _read_text(path: Path) -> str | None:
         return None
 
 
-def _read_json(path: Path) -> dict:
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise Damaged(f"{path}: missing") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise Damaged(f"{path}: cannot be read ({exc})") from None
-    try:
-        value = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise Damaged(f"{path}: invalid JSON ({exc})") from None
-    if not isinstance(value, dict):
-        raise Damaged(f"{path}: expected a JSON object")
-    return value
-
-
-def _is_number(value) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
-
-
-def _schedule(trial_dir: Path, config: dict, summary: Summary | None) -> dict:
-    """The trials columns schedule (the key of the trial's batch-size schedule, batches.key; None: a constant
-    batch size) and lr_scale, from the summary (else, for a trial still running, its config). Raises Damaged
-    when the schedule or the batch sizes it used are not what a trial writes."""
-    path = trial_dir / ("summary.json" if summary is not None else "config.json")
-    schedule = summary.batch_schedule if summary is not None else config.get("batch_schedule")
-    if schedule is None:
-        return {"schedule": None, "lr_scale": None}
-    try:
-        identity = batches.key(schedule)
-    except (AttributeError, KeyError, TypeError, ValueError):
-        raise Damaged(f"{path}: 'batch_schedule' is not a batch-size schedule") from None
-    changes = summary.batch_changes if summary is not None else None
-    if changes is not None:
-        ok = all(isinstance(c, dict) and _is_number(c.get("step")) and _is_number(c.get("batch_size"))
-                 and c["batch_size"] >= 1 for c in changes)
-        if not ok or not changes or changes[0]["step"] != 0 or any(
-                b["step"] < a["step"] for a, b in zip(changes, changes[1:])):
-            raise Damaged(f"{path}: 'batch_changes' must list {{step, batch_size}} from step 0, in step order")
-    scale = schedule.get("lr_scale")
-    return {"schedule": identity, "lr_scale": scale if isinstance(scale, str) else None}
-
-
-def _check_config(config: dict, path: Path) -> None:
-    for key in ("batch_size", "lr", "seed"):
-        if not _is_number(config.get(key)):
-            raise Damaged(f"{path}: '{key}' is missing or not a number")
-    target = config.get("target")
-    if not isinstance(target, dict) or target.get("metric") not in ("test_accuracy", "test_loss"):
-        raise Damaged(f"{path}: 'target' must name test_accuracy or test_loss")
-    values = target.get("value")
-    values = values if isinstance(values, list) else [values]
-    if not values:  # (sweep says so before it trains)
-        raise Damaged(f"{path}: no target.value; the report is built on the times to a target: sweep again with one "
-                      "(and --restart)")
-    if not all(_is_number(v) for v in values):
-        raise Damaged(f"{path}: 'target.value' must be a list of numbers")
-    if not isinstance(config.get("axes", {}), dict):
-        raise Damaged(f"{path}: 'axes' must be a mapping")
-
-
-def _read_summary(trial_dir: Path, warnings: list[str]) -> Summary | None:
-    """The summary, or None for a trial still running, killed hard, or whose summary is another run's."""
-    path = trial_dir / "summary.json"
-    if not path.exists():
-        return None
-    data = _read_json(path)
-    if data.get("run_token", "") != run_token(trial_dir):
-        warnings.append(f"{path} was written by an earlier run of the trial than the one that last started "
-                        "there (its run token differs): counted as incomplete")
-        return None
-    try:
-        return Summary.from_json(data)
-    except ValueError as exc:
-        raise Damaged(f"{path}: {exc}") from None
-
-
 def axis_column(key: str) -> str:
     """The trials column for a sweep axis: its dotted path, unless that clashes with ours."""
     reserved = {"trial_id", "status", "setting", *SUMMARY_NUMBERS, *(f"noise_{k}" for k in NOISE_NUMBERS),
@@ -283,7 +206,7 @@ def axis_column(key: str) -> str:
 
 def _number(value) -> float:
     """A summary figure as float; null or anything odd becomes NaN (not measured)."""
-    return float(value) if _is_number(value) else math.nan
+    return float(value) if is_number(value) else math.nan
 
 
 def _axis_value(value):
