@@ -63,8 +63,12 @@ def memory_limit(function: str, value: Any) -> int | None:
             return parse_size(value, COUNT_MAX)
         except ValueError as e:
             raise fault(function, "memory_limit", value, str(e)) from None
-    whole(function, "memory_limit", value, 1)
-    return value
+    if value is None:
+        return None
+    if not (isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
+            and 1 <= value <= COUNT_MAX):  # bytes as a float too (2e9, 1.5 * 2**30), as the search took them
+        raise fault(function, "memory_limit", value, "expected bytes (a number from 1) or a size such as '512MiB'")
+    return int(value)
 
 
 def executor(function: str, workers: Any, gpus: Any, gpus_per_trial: Any, retries: Any) -> None:

@@ -57,6 +57,7 @@ MLFLOW_STATUS = {Status.COMPLETED: "FINISHED", Status.DIVERGED: "FINISHED", Stat
 MLFLOW_TAGS = ("status", "schedule", "device", "device_name", "precision", "torch_version", "threads", "error")
 REPORT_RUN = "report"  # the run holding a sweep's report/ directory as artifacts
 CONNECT_SECONDS = 10.0  # to reach a tracking server: a slow link gets there well within it
+DATABASES = ("mysql", "postgresql", "mssql", "sqlite")  # the SQLAlchemy stores: a missing module is their driver
 
 Progress = Callable[[int, int], None]  # (trials done, trials in all)
 
@@ -236,9 +237,10 @@ def mlflow_store(uri: str):
         yield MlflowClient(tracking_uri=uri)
     except MlflowException as exc:
         raise BatchlabError(f"MLflow at {uri}: {str(exc.message).strip().splitlines()[0]}") from None
-    except ImportError as exc:  # a database store's driver (psycopg, MySQLdb, ...), which MLflow does not bring
-        raise BatchlabError(f"MLflow at {uri}: needs the Python module {exc.name or exc}, not installed here: "
-                            "install the driver for that database") from None
+    except ImportError as exc:  # a database store's driver (psycopg, MySQLdb, ...), boto3 for S3 artifacts...
+        database = urlparse(uri).scheme.split("+")[0].lower() in DATABASES
+        raise BatchlabError(f"MLflow at {uri}: needs the Python module {exc.name or exc}, not installed here"
+                            + (": install the driver for that database" if database else "")) from None
     finally:
         if saved is None:
             os.environ.pop("MLFLOW_ALLOW_FILE_STORE", None)

@@ -99,11 +99,12 @@ class TrialRecord:
     notes: list[str] = field(default_factory=list)  # what else the report warns about (another run's summary)
 
 
-def read_trial(trial_dir: Path) -> TrialRecord:
+def read_trial(trial_dir: Path, report: bool = True) -> TrialRecord:
     """Read and check one trial's config.json, summary.json and metrics.csv. Raises Damaged when the trial
-    must be left out."""
+    must be left out; with `report`, also when the report cannot use it though its files are whole (no target:
+    training it again would write the same files, so a resumed sweep does not ask that)."""
     config = read_object(trial_dir / "config.json")
-    check_config(config, trial_dir / "config.json")
+    check_config(config, trial_dir / "config.json", report)
     notes: list[str] = []
     summary = read_checked_summary(trial_dir, notes)
     steps = summary.steps if summary is not None and summary.status in DONE else None  # failed: stopped anywhere
@@ -123,7 +124,7 @@ def why_not_done(trial_dir: Path) -> tuple[Status, str | None]:
     INCOMPLETE, with the report's reason, and is trained again. A failed or interrupted one runs again whatever
     its files hold (no reason given). (INCOMPLETE, None): no summary and nothing damaged (running, or killed)."""
     try:
-        record = read_trial(trial_dir)
+        record = read_trial(trial_dir, report=False)
     except Damaged as exc:
         said = (read_summary(trial_dir) or {}).get("status")  # the file as written, of the run that started here
         if said in (Status.FAILED, Status.INTERRUPTED):
@@ -179,7 +180,7 @@ def schedule_columns(trial_dir: Path, config: dict, summary: Summary | None) -> 
     return {"schedule": identity, "lr_scale": scale if isinstance(scale, str) else None}
 
 
-def check_config(config: dict, path: Path) -> None:
+def check_config(config: dict, path: Path, report: bool = True) -> None:
     for key in ("batch_size", "lr", "seed"):
         if not is_number(config.get(key)):
             raise Damaged(f"{path}: '{key}' is missing or not a number")
@@ -188,7 +189,7 @@ def check_config(config: dict, path: Path) -> None:
         raise Damaged(f"{path}: 'target' must name test_accuracy or test_loss")
     values = target.get("value")
     values = values if isinstance(values, list) else [values]
-    if not values:  # (sweep says so before it trains)
+    if not values and report:  # (sweep warns before it trains, and trains to the budget)
         raise Damaged(f"{path}: no target.value; the report is built on the times to a target: sweep again with one "
                       "(and --restart)")
     if not all(is_number(v) for v in values):

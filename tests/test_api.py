@@ -123,7 +123,7 @@ def test_a_lambda_or_a_partial_another_process_would_import_is_refused_before_an
     (lambda out: batchlab.sweep(TINY, 3), "batchlab.sweep(out=3): expected a path"),
     (lambda out: batchlab.sweep(TINY, ""), "batchlab.sweep(out=''): expected a path"),
     (lambda out: batchlab.sweep(TINY, out, overrides=3), "batchlab.sweep(overrides=3): expected {"),
-    (lambda out: api.plan_sweep(TINY, out, memory_limit=0), "batchlab.plan_sweep(memory_limit=0): expected a whole"),
+    (lambda out: api.plan_sweep(TINY, out, memory_limit=0), "batchlab.plan_sweep(memory_limit=0): expected bytes"),
     (lambda out: api.check_plan(api.plan_sweep(TINY, out), workers=0), "batchlab.check_plan(workers=0): expected"),
     (lambda out: batchlab.find_max_batch(TINY, memory_limit="64XB"),
      "batchlab.find_max_batch(memory_limit='64XB'): expected a size such as 512MiB, 2GiB or 1000000"),
@@ -148,6 +148,8 @@ def test_one_override_string_and_a_memory_limit_as_the_command_line_writes_them(
     assert list(result.trials["steps"]) == [4]  # one override, not a character at a time ('b': expected path=value)
     found = batchlab.find_max_batch(TINY, "threads=1", memory_limit="256MiB", max_batch=8)
     assert found.limit_bytes == 256 * 2**20 and found.batch_size == 8
+    found = batchlab.find_max_batch(TINY, "threads=1", memory_limit=2.5 * 2**27, max_batch=8)  # bytes as a float
+    assert found.limit_bytes == 335544320 and found.batch_size == 8
 
 
 def test_a_rerun_counts_the_trials_already_recorded(tmp_path):

@@ -210,3 +210,19 @@ def test_a_rerun_trains_again_what_the_report_skips_or_draws_short(tmp_path):
     pd.testing.assert_frame_equal(pd.read_csv(trials[6] / "metrics.csv")[curves], whole)
     assert "nothing to run (8 already recorded)" in runner.invoke(app, sweep).output
 
+
+
+def test_a_sweep_without_a_target_is_not_trained_again(tmp_path):
+    """No target.value: the report cannot time the trials, but their files are whole and training them again
+    writes the same ones, so a rerun has nothing to do (it trained every trial again, each time)."""
+    config = tmp_path / "exp.yaml"
+    config.write_text("name: aimless\ndataset: {name: digits, subset: 200}\nmodel: {hidden: [8]}\n"
+                      "budget: {steps: 3}\nthreads: 1\nsweep: {lr: [0.1, 0.2]}\n")
+    runner, out = CliRunner(), tmp_path / "runs"
+    sweep = ["sweep", str(config), "--out", str(out), "--quiet", "--no-time-steps"]
+    assert runner.invoke(app, sweep).exit_code == 0
+    again = runner.invoke(app, sweep)
+    assert again.exit_code == 0 and "nothing to run (2 already recorded)" in again.output, again.output
+    assert "trained again" not in again.output
+    report = runner.invoke(app, ["report", str(out / "aimless")])  # the report still says what it lacks
+    assert report.exit_code == 2 and "no target.value" in report.output
