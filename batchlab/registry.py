@@ -63,13 +63,43 @@ def name_of(obj: Callable) -> str:
     """The import path `module:qualname` of a callable. One that has no such path (a partial, a callable object)
     is named by what it wraps, marked by a part in angle brackets as Python marks `<lambda>` and `<locals>`:
     `nets:Net.<partial>`, `nets:Scaled.<instance>` (a name the config accepts, the records show, and
-    not_importable knows no other process can import)."""
+    not_importable knows no other process can import). A lambda, a partial and an object also carry a stamp of
+    what they hold, `nets:Net.<partial>.<3fa2c1d0>`: two lambdas, or partial(Net, width=16) and width=32, share
+    the rest of their names, so a sweep resumed with the other one would have counted its trials as recorded."""
     if isinstance(obj, functools.partial):
-        return f"{name_of(obj.func)}.<partial>"
+        return f"{name_of(obj.func)}.<partial>.<{stamp((obj.args, obj.keywords))}>"
     qualname = getattr(obj, "__qualname__", None) or getattr(obj, "__name__", None)
     if isinstance(qualname, str) and isinstance(getattr(obj, "__module__", None), str):
-        return f"{obj.__module__}:{qualname}"
-    return f"{type(obj).__module__}:{type(obj).__qualname__}.<instance>"
+        lambda_stamp = f".<{stamp(obj)}>" if qualname.rpartition(".")[2] == "<lambda>" else ""
+        return f"{obj.__module__}:{qualname}{lambda_stamp}"
+    held = vars(obj) if hasattr(obj, "__dict__") else obj
+    return f"{type(obj).__module__}:{type(obj).__qualname__}.<instance>.<{stamp(held)}>"
+
+
+def stamp(value: Any) -> str:
+    """8 hex digits of what `value` holds: a function's code, defaults and closure, containers' items, else its
+    repr (one that shows a memory address differs from run to run: a resumed sweep then refuses the records as
+    another experiment's, rather than taking them for its own)."""
+    def held(v: Any, depth: int = 0) -> Any:
+        if depth > 8:
+            return repr(v)
+        if inspect.iscode(v):
+            return (v.co_code, v.co_names, tuple(held(c, depth + 1) for c in v.co_consts))
+        if inspect.isfunction(v):
+            cells = []
+            for cell in v.__closure__ or ():
+                try:
+                    cells.append(held(cell.cell_contents, depth + 1))
+                except ValueError:  # a cell not yet filled
+                    cells.append(None)
+            return (held(v.__code__, depth + 1), held(v.__defaults__, depth + 1),
+                    held(v.__kwdefaults__, depth + 1), tuple(cells))
+        if isinstance(v, (list, tuple)):
+            return tuple(held(x, depth + 1) for x in v)
+        if isinstance(v, dict):
+            return tuple(sorted((repr(k), held(x, depth + 1)) for k, x in v.items()))
+        return repr(v)
+    return hashlib.sha256(repr(held(value)).encode()).hexdigest()[:8]
 
 
 def give(key: str, obj: Callable) -> str:

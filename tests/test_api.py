@@ -7,13 +7,14 @@ import functools
 import importlib
 import json
 import pkgutil
+import re
 
 import pytest
 import torch
 
 import batchlab
 from batchlab import api
-from batchlab.errors import ArgumentError, ConfigError
+from batchlab.errors import ArgumentError, ConfigError, RecordsError
 
 # One trial of ten steps on the digits: what a call needs to run its callables and write its records (at lr 0.5
 # it learns: fewer steps, or a smaller lr, and the trial is recorded diverged for learning nothing).
@@ -92,14 +93,36 @@ def test_a_lambda_a_partial_or_an_object_runs_in_this_process_and_the_records_na
     assert result.counts == {"completed": 1} and set(Tiny.built) == {6} and set(steps) == {0.5}
     names = {part: recorded_config(result.path)[part]["name"] for part in ("model", "optimizer", "loss")}
     here = "test_a_lambda_a_partial_or_an_object_runs_in_this_process_and_the_records_name_it.<locals>.<lambda>"
-    assert names["model"].endswith(f":{here}") and names["optimizer"] == names["model"]
-    assert names["loss"] == "torch.nn.modules.loss:CrossEntropyLoss.<instance>"
+    assert re.fullmatch(rf"[\w.]+:{re.escape(here)}\.<[0-9a-f]{{8}}>", names["model"]), names["model"]
+    assert names["optimizer"].startswith(names["model"][:-10]) and names["optimizer"] != names["model"]  # stamped
+    assert re.fullmatch(r"torch\.nn\.modules\.loss:CrossEntropyLoss\.<instance>\.<[0-9a-f]{8}>", names["loss"])
 
     Tiny.built.clear()
     partial = batchlab.sweep({**TINY, "name": "partial"}, tmp_path, time_steps=False,
                              model=functools.partial(Tiny, hidden=5))
     assert partial.counts == {"completed": 1} and set(Tiny.built) == {5}
-    assert recorded_config(partial.path)["model"]["name"].endswith(":Tiny.<partial>")
+    assert re.search(r":Tiny\.<partial>\.<[0-9a-f]{8}>$", recorded_config(partial.path)["model"]["name"])
+
+
+def test_two_partials_or_lambdas_of_one_name_are_two_experiments(tmp_path):
+    """partial(Tiny, hidden=5) and hidden=500 (or two lambdas) shared a name, so the second sweep into the same
+    records counted the first one's trial as its own, and a plan made before another took the later callable."""
+    same = {**TINY, "name": "same"}
+    first = batchlab.sweep(same, tmp_path, time_steps=False, model=functools.partial(Tiny, hidden=5))
+    assert first.ran == {"completed": 1}
+    with pytest.raises(RecordsError, match="holds trials of a different experiment: model.name changed"):
+        batchlab.sweep(same, tmp_path, time_steps=False, model=functools.partial(Tiny, hidden=500))
+    again = batchlab.sweep(same, tmp_path, time_steps=False, model=functools.partial(Tiny, hidden=5))
+    assert again.ran == {} and again.skipped == 1  # the same partial again: its records
+
+    Tiny.built.clear()
+    early = api.plan_sweep({**TINY, "name": "early"}, tmp_path,
+                           model=lambda input_shape, num_classes: Tiny(input_shape, num_classes, 3))
+    late = api.plan_sweep({**TINY, "name": "late"}, tmp_path,
+                          model=lambda input_shape, num_classes: Tiny(input_shape, num_classes, 4))
+    assert early.experiment.model.name != late.experiment.model.name
+    batchlab.sweep(None, plan=early, time_steps=False)
+    assert Tiny.built and set(Tiny.built) == {3}  # the early plan's own lambda
 
 
 @pytest.mark.parametrize("given, why", [
