@@ -197,8 +197,9 @@ class SweepResult:
 
     @property
     def counts(self) -> dict[str, int]:
-        """Every trial of the sweep's records by status, as `trials` holds them (and a report counts them): those
-        run now and those already recorded (a rerun's are not left out). `ran`: those run now."""
+        """Every trial of the sweep's records by the status its summary.json says, as `trials` holds them: those
+        run now and those already recorded (a rerun's are not left out; a summary the report calls damaged is
+        counted as it says). `ran`: those run now."""
         return dict(Counter(s["status"] for s in SweepDir(self.path.parent, self.path.name).summaries()))
 
     @property

@@ -148,8 +148,8 @@ def _todo(trials: list[Trial], sweep: SweepDir, restart: bool, racing: bool) -> 
 
 
 def _say_why_again(todo: list[Trial], sweep: SweepDir) -> None:
-    """A trial whose records the report cannot read whole (a damaged summary, curves cut short) is trained again:
-    one warning each, with the report's reason, since its summary said it had ended."""
+    """A trial whose records the report cannot read whole (a damaged summary or config, curves cut short, a summary
+    of another run) is trained again: one warning each, with the report's reason."""
     for trial in todo:
         _, why = sweep.recorded(trial.id)
         if why:

@@ -84,7 +84,7 @@ class SweepReport:
         counts = display.status_line(self.counts)
         if self.recommendation is None:
             return f"<SweepReport {self.name}: {counts}; {'; '.join(self.warnings)}>"
-        warned = f"; {len(self.warnings)} warning(s)" if self.warnings else ""
+        warned = f"; {counted(len(self.warnings), 'warning')}" if self.warnings else ""
         return f"<SweepReport {self.name}: {counts}{warned}\n {self.recommendation.sentence}>"
 
     def _repr_html_(self) -> str:
