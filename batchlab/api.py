@@ -359,7 +359,7 @@ def cbs(config: Config, out: str | Path = "runs", overrides: Overrides = None, *
 
     out, overrides, _ = _sweep_args("cbs", out, overrides, None, None)
     for name, value in (("tolerance", tolerance), ("fraction", fraction)):
-        arguments.real("cbs", name, value)  # a number; its bounds are measure's, as for `batchlab cbs`
+        arguments.number("cbs", name, value)  # its bounds are measure's, as for `batchlab cbs`
     source_file = source_of(config, overrides)
     experiment = load_config(config, overrides, **_parts("cbs", parts))
     try:

@@ -36,6 +36,13 @@ def real(function: str, name: str, value: Any, above: float | None = None, most:
         raise fault(function, name, value, f"expected a finite number{bounds}")
 
 
+def number(function: str, name: str, value: Any) -> None:
+    """None, or a number of any value: where the bounds are checked later with the command line's own message
+    (`--tolerance nan: expected a number above 0`), a str is still refused here, not a TypeError there."""
+    if value is not None and not (isinstance(value, numbers.Real) and not isinstance(value, bool)):
+        raise fault(function, name, value, "expected a number")
+
+
 def path(function: str, name: str, value: Any) -> Path:
     """A directory or file given as a str or a path; an empty one is a mistake, not the working directory."""
     if not isinstance(value, (str, os.PathLike)) or not str(os.fspath(value)).strip():
