@@ -29,7 +29,7 @@ def test_fit_with_noise_stays_close_and_reports_quality():
 
 
 def test_fit_refuses_too_few_points():
-    with pytest.raises(TooFewPoints, match="2 batch size\\(s\\) reached the target; a fit needs 3"):
+    with pytest.raises(TooFewPoints, match="2 batch sizes reached the target; a fit needs 3"):
         fit([32, 64, 128], [100, 60, float("nan")])
     with pytest.raises(TooFewPoints):
         fit([32, 32, 32], [100, 101, 99])
