@@ -22,8 +22,7 @@ from batchlab.summary import Summary
 if TYPE_CHECKING:
     import pandas as pd
 
-# The columns read: the trainer's, and the batch size of each row (trials with a batch-size schedule).
-COLUMNS = [*METRIC_COLUMNS, *(["batch_size"] if "batch_size" not in METRIC_COLUMNS else [])]
+COLUMNS = METRIC_COLUMNS  # the columns read: the trainer's (the batch size of each row among them)
 
 
 class Damaged(Exception):

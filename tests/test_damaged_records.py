@@ -6,6 +6,7 @@ sound trials only.
 """
 
 import json
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -15,6 +16,17 @@ from typer.testing import CliRunner
 from batchlab.cli import app
 from batchlab.reporting import analyse
 from batchlab.summary import Summary
+
+
+def digits_sweep(tmp_path, name: str, config: str) -> tuple[CliRunner, Path, list[str]]:
+    """A sweep of tiny digits trials written and run once through the CLI: (runner, records root, its command)."""
+    path = tmp_path / "exp.yaml"
+    path.write_text(f"name: {name}\ndataset: {{name: digits, subset: 200}}\nmodel: {{hidden: [8]}}\n"
+                    f"budget: {{steps: 3}}\nthreads: 1\n{config}")
+    runner, out = CliRunner(), tmp_path / "runs"
+    sweep = ["sweep", str(path), "--out", str(out), "--quiet", "--no-time-steps"]
+    assert runner.invoke(app, sweep).exit_code == 0
+    return runner, out, sweep
 
 
 def summary_edit(**changes):
@@ -147,12 +159,7 @@ def test_a_damaged_run_token_or_sweep_yaml_is_one_line_or_a_rerun_never_a_traceb
     """Bytes that are no text in a trial's run_token: no summary matches it, so the report counts the trial as
     incomplete and a rerun trains it again. In sweep.yaml, or sweep.yaml made a folder: one line naming it and
     --restart."""
-    config = tmp_path / "exp.yaml"
-    config.write_text("name: tok\ndataset: {name: digits, subset: 200}\nmodel: {hidden: [8]}\n"
-                      "budget: {steps: 3}\ntarget: {value: [0.2]}\nthreads: 1\nsweep: {lr: [0.1, 0.2]}\n")
-    runner, out = CliRunner(), tmp_path / "runs"
-    sweep = ["sweep", str(config), "--out", str(out), "--quiet", "--no-time-steps"]
-    assert runner.invoke(app, sweep).exit_code == 0
+    runner, out, sweep = digits_sweep(tmp_path, "tok", "target: {value: [0.2]}\nsweep: {lr: [0.1, 0.2]}\n")
     victim = sorted((out / "tok" / "trials").iterdir())[0]
     (victim / "run_token").write_bytes(b"\xff\xfe\x00\x9c")
     report = runner.invoke(app, ["report", str(out / "tok"), "--format", "md", "--out", str(tmp_path / "r")])
@@ -175,13 +182,8 @@ def test_a_rerun_trains_again_what_the_report_skips_or_draws_short(tmp_path):
     row's end) counted as done for the sweep, so the report skipped them for ever. The sweep now asks the
     report's own question: it trains them again, one warning each with the report's reason, and a seed's curve
     comes back exactly."""
-    config = tmp_path / "exp.yaml"
-    config.write_text("name: mend\ndataset: {name: digits, subset: 200}\nmodel: {hidden: [8]}\n"
-                      "budget: {steps: 3}\ntarget: {value: [0.2]}\nthreads: 1\n"
-                      "sweep: {lr: [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8]}\n")
-    runner, out = CliRunner(), tmp_path / "runs"
-    sweep = ["sweep", str(config), "--out", str(out), "--quiet", "--no-time-steps"]
-    assert runner.invoke(app, sweep).exit_code == 0
+    runner, out, sweep = digits_sweep(tmp_path, "mend", "target: {value: [0.2]}\n"
+                                                      "sweep: {lr: [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8]}\n")
     trials = sorted((out / "mend" / "trials").iterdir())
     curves = ["step", "train_loss", "test_loss", "test_accuracy"]
     whole = pd.read_csv(trials[6] / "metrics.csv")[curves]
@@ -215,12 +217,7 @@ def test_a_rerun_trains_again_what_the_report_skips_or_draws_short(tmp_path):
 def test_a_sweep_without_a_target_is_not_trained_again(tmp_path):
     """No target.value: the report cannot time the trials, but their files are whole and training them again
     writes the same ones, so a rerun has nothing to do (it trained every trial again, each time)."""
-    config = tmp_path / "exp.yaml"
-    config.write_text("name: aimless\ndataset: {name: digits, subset: 200}\nmodel: {hidden: [8]}\n"
-                      "budget: {steps: 3}\nthreads: 1\nsweep: {lr: [0.1, 0.2]}\n")
-    runner, out = CliRunner(), tmp_path / "runs"
-    sweep = ["sweep", str(config), "--out", str(out), "--quiet", "--no-time-steps"]
-    assert runner.invoke(app, sweep).exit_code == 0
+    runner, out, sweep = digits_sweep(tmp_path, "aimless", "sweep: {lr: [0.1, 0.2]}\n")
     again = runner.invoke(app, sweep)
     assert again.exit_code == 0 and "nothing to run (2 already recorded)" in again.output, again.output
     assert "trained again" not in again.output
