@@ -14,7 +14,18 @@ APT_GET ?= apt-get
 	$(PIP) install -q -e '.[test]'
 	touch .installed
 
-install: .installed
+# The stamp alone would lie in a new environment beside an old checkout, or after another checkout's
+# `pip install -e` (the tests' subprocesses would run that one): install again unless this Python has
+# the test extras and batchlab installed from here.
+INSTALLED_HERE = import importlib.metadata as m, importlib.util as u, json, os, sys, urllib.parse as p; \
+	sys.path = [d for d in sys.path if d not in ('', os.getcwd())]; \
+	url = json.loads(m.distribution('batchlab').read_text('direct_url.json') or '{}').get('url', ''); \
+	here = url.startswith('file:') and os.path.realpath(p.unquote(p.urlparse(url).path)) == os.path.realpath('.'); \
+	sys.exit(not here or None in [u.find_spec(n) for n in ('torch', 'pytest', 'hypothesis', 'distributed', 'tensorboard', 'mlflow')])
+
+install:
+	@$(PYTHON) -c "$(INSTALLED_HERE)" 2>/dev/null || rm -f .installed
+	@$(MAKE) --no-print-directory .installed
 
 # The tests train on the real Fashion-MNIST (Debian's dataset-fashion-mnist) and render report.html in a
 # real browser (Debian's chromium). Missing ones are installed with apt-get where there is one and we may
@@ -34,10 +45,10 @@ system-packages:
 	echo "error: the tests need the Debian packages$$missing: install them (apt-get install$$missing) and run make test again" >&2; \
 	exit 1
 
-test: .installed system-packages
+test: install system-packages
 	$(PYTHON) -m pytest -q
 
-demo: .installed
+demo: install
 	batchlab sweep configs/quickstart.yaml
 	batchlab report runs/quickstart
 
