@@ -8,7 +8,7 @@ from datetime import datetime, timezone
 
 import torch
 
-from batchlab.errors import ConfigError
+from batchlab.errors import ConfigError, counted
 from batchlab.version import __version__
 
 
@@ -19,7 +19,13 @@ def resolve_device(name: str, key: str = "device") -> torch.device:
     if name.startswith("cuda") and not torch.cuda.is_available():
         raise ConfigError(f"{key}: {name!r} asked for, but CUDA is not available here (torch {torch.__version__}); "
                           "use device: auto or cpu")
-    return torch.device(name)
+    device = torch.device(name)
+    count = torch.cuda.device_count() if device.type == "cuda" else 0
+    if device.index is not None and device.index >= count:
+        have = "cuda:0" if count == 1 else f"cuda:0 to cuda:{count - 1}"
+        raise ConfigError(f"{key}: {name!r} asked for, but this machine has {counted(count, 'CUDA device')} "
+                          f"({have}); use one of those, or cuda (the current one)")
+    return device
 
 
 class Clock:

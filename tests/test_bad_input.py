@@ -313,3 +313,15 @@ def test_a_device_this_machine_lacks_is_refused_before_anything_is_written(write
     result = runner.invoke(app, ["sweep", str(path), "--out", str(out), "--quiet", "--no-time-steps",
                                  "--set", "device=cpu"])
     assert result.exit_code == 0 and "1 completed" in result.output, result.output
+
+
+def test_a_cuda_index_this_machine_lacks_is_refused(write_config, tmp_path, monkeypatch):
+    """cuda:3 on a one-GPU machine passed the check above (only 'no CUDA' was caught) and failed each trial."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    path, out = write_config({"budget": {"steps": 2}, "sweep": {"batch_size": [64], "lr": [0.1]}}), tmp_path / "runs"
+    for args in ([], ["--dry-run"]):
+        line = one_line_error(path, "--set", "device=cuda:3", *args)
+        assert line == (f"error: {path} (with --set): device: 'cuda:3' asked for, but this machine has 1 CUDA device "
+                        "(cuda:0); use one of those, or cuda (the current one)"), line
+        assert not out.exists()
