@@ -9,12 +9,13 @@ import statistics
 from types import SimpleNamespace
 
 import numpy as np
+import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
 from batchlab import batches, steptime
 from batchlab.cli import app
-from batchlab.reporting import analyse
+from batchlab.reporting import analyse, schedule_plots
 from batchlab.reporting.display import tie_sentence
 from report_fixtures import check_png, hit, make_schedule_trial, make_step_times, make_sweep, make_trial
 
@@ -433,3 +434,21 @@ def test_a_sequence_tasks_schedules_give_tokens_beside_examples(tmp_path):
     assert "tokens (bs 128)" in markdown
     header = (sweep / "report" / "schedule_seeds.csv").read_text().splitlines()[0].split(",")
     assert header.index("tokens") == header.index("examples") + 1
+
+
+def test_a_sequence_tasks_schedule_figure_is_drawn_over_tokens(tmp_path, monkeypatch):
+    """Its budget and schedules count tokens: the figure's x axis was examples (sequences)."""
+    sweep_with(tmp_path, 0.05)
+    sweep = tmp_path / "sched"
+    for summary_file in sweep.glob("trials/*/summary.json"):
+        summary_file.write_text(json.dumps({**json.loads(summary_file.read_text()), "context": 8}))
+    [report] = analyse(sweep)
+    drawn = []
+    monkeypatch.setattr(schedule_plots, "png", lambda fig, note=None: drawn.append(fig) or b"")
+    schedule_plots.schedule_plots(report.records, report.tables)
+    [fig] = drawn
+    sizes_ax, metric_ax = fig.axes[:2]
+    assert sizes_ax.get_xlabel() == metric_ax.get_xlabel() == "tokens"
+    schedule_rows = pd.read_csv(next(sweep.glob("trials/*to*/metrics.csv")))
+    xs = np.concatenate([line.get_xdata() for line in sizes_ax.get_lines()])
+    assert xs.max() == schedule_rows["examples"].max() * 8

@@ -1,6 +1,7 @@
 """The batch-size schedules' figure: batch size over examples for each schedule trial (metrics.csv's batch_size
 column) beside the constant batch sizes, and the target metric over examples, each schedule's best setting
-against each constant batch size's best lr (median over seeds)."""
+against each constant batch size's best lr (median over seeds). A sequence task's are over tokens, the unit its
+budget and schedules are counted in."""
 
 from __future__ import annotations
 
@@ -21,26 +22,29 @@ def schedule_plots(rec: SweepRecords, tables: Tables) -> list[Plot]:
         return []
     style = batch_style(rec, tables) if len(rec.trials) else None  # None: no constant batch size ran
     metric = rec.target_metric
+    unit, scale = ("tokens", rec.context) if rec.context else ("examples", 1)  # tokens: examples x context
     fig, (sizes_ax, metric_ax) = figure(PAIR, 2, "Batch-size schedules against the constant batch sizes", style)
     best = schedules.headline_rows
     drawn, ticks = 0, set(style.sizes if style else [])
     for color, row in zip(SCHEDULE_COLORS * 10, best.itertuples(index=False)):
         trials = rec.scheduled[(rec.scheduled["schedule"] == row.schedule)
                                & np.isclose(rec.scheduled["lr"], row.best_lr)]
-        frames = [rec.metrics[t] for t in trials["trial_id"] if t in rec.metrics]
+        frames = [rec.metrics[t].assign(progress=rec.metrics[t]["examples"] * scale)
+                  for t in trials["trial_id"] if t in rec.metrics]
         frames = [f for f in frames if f["batch_size"].notna().any()]
         for i, frame in enumerate(frames):
-            data = frame[["examples", "batch_size"]].dropna().to_numpy(dtype=float)
+            data = frame[["progress", "batch_size"]].dropna().to_numpy(dtype=float)
             sizes_ax.step(data[:, 0], data[:, 1], where="post", color=color, lw=2, alpha=0.8,
                           label=row.schedule if i == 0 else None)
             drawn += 1
             ticks.update(int(b) for b in data[:, 1])
-        line = curve(frames, "examples", metric, positive=False) if frames else None
+        line = curve(frames, "progress", metric, positive=False) if frames else None
         if line is not None:
             metric_ax.plot(line[0], line[1], color=color, lw=2.5, label=row.schedule)
     for bs, choice in sorted(tables.plotted.items()) if style else []:
-        frames = [rec.metrics[t] for t in choice.trial_ids if t in rec.metrics]
-        line = curve(frames, "examples", metric, positive=False) if frames else None
+        frames = [rec.metrics[t].assign(progress=rec.metrics[t]["examples"] * scale)
+                  for t in choice.trial_ids if t in rec.metrics]
+        line = curve(frames, "progress", metric, positive=False) if frames else None
         if line is None:
             continue
         sizes_ax.plot([line[0][0], line[0][-1]], [bs, bs], color=style.colors[bs], lw=1.5, ls="--")
@@ -48,11 +52,11 @@ def schedule_plots(rec: SweepRecords, tables: Tables) -> list[Plot]:
     sizes_ax.set_yscale("log", base=2)
     sizes_ax.set_yticks(sorted(ticks), [str(b) for b in sorted(ticks)])
     sizes_ax.yaxis.set_minor_locator(NullLocator())
-    sizes_ax.set_xlabel("examples")
+    sizes_ax.set_xlabel(unit)
     sizes_ax.set_ylabel("batch size")
     sizes_ax.set_title("batch size over training (dashed: constant)")
     metric_ax.axhline(tables.target, color="0.4", lw=1, ls=":")
-    metric_ax.set_xlabel("examples")
+    metric_ax.set_xlabel(unit)
     metric_ax.set_ylabel(metric)
     metric_ax.set_title(f"{metric} (median over seeds; dotted: the target)")
     for ax in (sizes_ax, metric_ax):
