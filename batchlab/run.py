@@ -108,12 +108,12 @@ def run_sweep(experiment: Experiment, trials: list[Trial], out: Path, command: s
     code_dirs = tuple(code_dirs)
     registry.make_importable(*code_dirs)
     with sweep.lock():
-        todo = _todo(trials, sweep, restart, race or bool(deadline_steps))
+        todo, why = _todo(trials, sweep, restart, race or bool(deadline_steps))
         if todo:
             executor.check(todo, eval_cap, code_dirs)
         sweep.prepare(experiment, restart, _code(trials))
-        if not restart:
-            _say_why_again(todo, sweep)
+        for reason in why if not restart else []:  # records the report cannot read whole: trained again
+            warnings.warn(f"{reason}; the trial is trained again", BatchlabWarning, stacklevel=2)
         jobs = [Job(t, command, eval_cap, code_dirs, race=race, deadline_steps=deadline_steps) for t in todo]
         with closing(executor.run(jobs, sweep, hooks.trial_start)) as ended:
             for trial, summary in ended:
@@ -133,7 +133,7 @@ def check_sweep(experiment: Experiment, trials: list[Trial], out: Path, restart:
     run: it may have to be downloaded, or exist on a cluster's workers alone.)"""
     sweep = SweepDir(out, experiment.name)
     registry.make_importable(*code_dirs)
-    if todo := _todo(trials, sweep, restart, race):
+    if todo := _todo(trials, sweep, restart, race)[0]:
         preflight.check_imports(todo)
         if here:  # a cluster's workers have devices of their own: its run checks them there
             preflight.check_devices(todo)
@@ -141,19 +141,17 @@ def check_sweep(experiment: Experiment, trials: list[Trial], out: Path, restart:
         sweep.check(experiment, _code(trials))
 
 
-def _todo(trials: list[Trial], sweep: SweepDir, restart: bool, racing: bool) -> list[Trial]:
-    """The trials to run: all with restart, else those not done (a raced one again in full unless racing)."""
-    return [t for t, status in plan(trials, sweep)
-            if restart or status not in DONE or (status == Status.RACED and not racing)]
-
-
-def _say_why_again(todo: list[Trial], sweep: SweepDir) -> None:
-    """A trial whose records the report cannot read whole (a damaged summary or config, curves cut short, a summary
-    of another run) is trained again: one warning each, with the report's reason."""
-    for trial in todo:
-        _, why = sweep.recorded(trial.id)
-        if why:
-            warnings.warn(f"{why}; the trial is trained again", BatchlabWarning, stacklevel=3)
+def _todo(trials: list[Trial], sweep: SweepDir, restart: bool, racing: bool) -> tuple[list[Trial], list[str]]:
+    """The trials to run: all with restart, else those not done (a raced one again in full unless racing); and
+    why each one with records the report cannot read whole (a damaged summary or config, curves cut short, a
+    summary of another run) is among them, the report's reason, read once with its status."""
+    todo, why = [], []
+    for t in trials:
+        status, reason = sweep.recorded(t.id)
+        if restart or status not in DONE or (status == Status.RACED and not racing):
+            todo.append(t)
+            why += [reason] if reason else []
+    return todo, why
 
 
 def _code(trials: list[Trial]) -> dict[str, dict[str, str]]:
