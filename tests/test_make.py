@@ -29,3 +29,20 @@ def test_missing_debian_packages_without_apt_get_are_one_line_and_make_stops(tmp
 def test_present_packages_need_nothing(tmp_path):
     result = make_system_packages(tmp_path, f"FASHION_MNIST={tmp_path}", "CHROMIUM=id")  # both found
     assert (result.returncode, result.stdout, result.stderr) == (0, "", "")
+
+
+def test_a_stamp_beside_no_install_from_this_checkout_installs_again(tmp_path):
+    """The stamp alone said 'installed' in a new environment, or after another checkout's pip install -e, whose
+    batchlab the tests' subprocesses would then have run. Here (make test installed this checkout) it holds."""
+    for name in ("Makefile", "pyproject.toml"):
+        shutil.copy(ROOT / name, tmp_path / name)
+    (tmp_path / ".installed").touch()
+
+    def install(where):
+        return subprocess.run([shutil.which("make"), "-s", "install", "PIP=echo pip"], cwd=where, text=True,
+                              capture_output=True)
+
+    elsewhere = install(tmp_path)
+    assert elsewhere.returncode == 0 and elsewhere.stdout.splitlines() == ["pip install -q -e .[test]"]
+    here = install(ROOT)
+    assert here.returncode == 0 and here.stdout == "", here.stdout
