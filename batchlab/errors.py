@@ -1,6 +1,11 @@
 """Errors and warnings a user can cause. The CLI turns each error into one line and exit code 2, and each
 warning into one `warning: ...` line on stderr."""
 
+from __future__ import annotations
+
+import re
+from typing import Any
+
 
 class BatchlabError(Exception):
     """Base class: the message is written for the user, not for a developer."""
@@ -14,6 +19,36 @@ class ArgumentError(ConfigError, ValueError):
     """An argument of a Python API function is not valid (the command line's bad option value): the message names
     the function called and the argument, `batchlab.sweep(workers=0): ...`. A ValueError too, as Python's own
     functions raise for a bad value."""
+
+
+class OptionError(ArgumentError):
+    """A bad argument found inside a procedure, worded for whoever called it. str(): the Python API's words,
+    `batchlab.cbs(points=0): expected ...`; `worded(flags)`: the command line's, `--points 0: expected ...`.
+    `names`/`values`: the argument (or arguments) at fault. `reason` names any other argument as a field,
+    `{max_batch=16}` or `{source='noise'}`: `max_batch=16` in the API's words, `--max-batch 16` in the CLI's."""
+
+    FIELD = re.compile(r"\{(\w+)=([^{}]*)\}")
+
+    def __init__(self, function: str, names: str | tuple[str, ...], values: Any, reason: str):
+        self.function, self.reason = function, reason
+        self.names, self.values = (names, values) if isinstance(names, tuple) else ((names,), (values,))
+        arguments = ", ".join(f"{n}={short(repr(v), VALUE_CHARS)}" for n, v in zip(self.names, self.values))
+        super().__init__(f"batchlab.{function}({arguments}): " + self.FIELD.sub(r"\1=\2", reason))
+
+    def worded(self, flags: dict[str, str]) -> str:
+        """As the command line says it: each argument by its option (`flags`, else --name-with-dashes) and value
+        as typed (a list comma-separated); several at fault by their options alone."""
+        def flag(name: str) -> str:
+            return flags.get(name, "--" + name.replace("_", "-"))
+
+        def typed(value: Any) -> str:
+            text = ",".join(map(str, value)) if isinstance(value, (list, tuple)) else (
+                repr(value) if isinstance(value, str) else str(value))
+            return short(text, VALUE_CHARS)
+
+        head = (f"{flag(self.names[0])} {typed(self.values[0])}" if len(self.names) == 1
+                else ", ".join(map(flag, self.names)))
+        return f"{head}: " + self.FIELD.sub(lambda m: f"{flag(m[1])} {m[2].strip(chr(39) + '[]')}", self.reason)
 
 
 class DataError(BatchlabError):

@@ -273,9 +273,9 @@ def test_noise_only_and_an_interruption_keep_what_was_measured(tmp_path, monkeyp
 @pytest.mark.parametrize("args, message", [
     (["--batch-sizes", "8,x"], "--batch-sizes '8,x': expected comma-separated batch sizes"),
     (["--batch-sizes", "8,0"], "--batch-sizes '8,0': expected comma-separated batch sizes"),
-    (["--batch-sizes", "32"], "--batch-sizes: branching compares batch sizes, give at least two"),
-    (["--batch-sizes", "8,5000"], "--batch-sizes: each must be from 1 to the training set's 1,437 examples"),
-    (["--window", "100000"], "--window 100,000: longer than both the reference run's budget"),
+    (["--batch-sizes", "32"], "--batch-sizes 32: branching compares batch sizes, give at least two"),
+    (["--batch-sizes", "8,5000"], "--batch-sizes 8,5000: each must be from 1 to the training set's 1,437 examples"),
+    (["--window", "100000"], "--window 100000: longer than both the reference run's budget"),
     (["--window", "100000"], "or a budget that holds it (--set budget.epochs=70)"),  # 100,000 / 1,437 examples
     (["--window", "10", "--batch-sizes", "8,256"], "--window 10: the largest batch of the ladder (256) takes no step"),
     (["--from", "magic"], "--from 'magic': choose from branching, noise"),
@@ -284,8 +284,8 @@ def test_noise_only_and_an_interruption_keep_what_was_measured(tmp_path, monkeyp
     (["--by", "median"], "--by 'median': choose from fit, tolerance"),
     (["--fraction", "0"], "--fraction 0.0: expected a number above 0, at most 1"),
     (["--fraction", "2"], "--fraction 2.0: expected a number above 0, at most 1"),
-    (["--min-batch", "64", "--max-batch", "16"], "--min-batch 64 is above --max-batch 16"),
-    (["--from", "noise", "--by", "tolerance"], "--by: only with --from branching; --from noise measures B_simple"),
+    (["--min-batch", "64", "--max-batch", "16"], "--min-batch 64: above --max-batch 16"),
+    (["--from", "noise", "--by", "tolerance"], "--by 'tolerance': only with --from branching; --from noise measures B_simple"),
     (["--from", "noise", "--window", "64", "--tolerance", "0.5"], "--window, --tolerance: only with --from branching"),
     (["--points", "0"], "Invalid value for '--points'"),
     (["--set", "budget={tokens: 3000}"], "budget.tokens: counted in tokens, but digits is not a sequence task"),
@@ -315,7 +315,7 @@ def test_a_window_longer_than_the_budget_suggests_a_budget_that_holds_it(unit, d
     cfg = Experiment.model_validate({**TINY, "drop_last": drop_last, "budget": {unit: 1}})
     with pytest.raises(ConfigError, match="or a budget that holds it") as refused:
         plan(cfg, 1437, [8, 32], 3, 2880, 1.0)
-    amount = int(re.search(rf"--set budget\.{unit}=(\d+)", str(refused.value)).group(1))
+    amount = int(re.search(rf"'budget\.{unit}=(\d+)'", str(refused.value)).group(1))
     longer = Experiment.model_validate({**TINY, "drop_last": drop_last, "budget": {unit: amount}})
     setup = plan(longer, 1437, [8, 32], 3, 2880, 1.0)
     assert setup.budget_examples >= 2880
@@ -536,16 +536,24 @@ def test_points_within_one_step_are_kept_once_and_said(tmp_path):
     assert f"{len(steps)} points of the 20 asked: some fell within one step (32 examples) of another" in result.output
 
 
-@pytest.mark.parametrize("value, message", [({"points": 0}, "--points 0: expected a whole number from 1 to 100"),
-                                            ({"measurements": 1}, "--measurements 1: expected a whole number from 2"),
-                                            ({"eval_examples": -5}, "--eval-examples -5: expected a whole number from 1"),
-                                            ({"window": 0}, "--window 0: expected a whole number from 1"),
-                                            ({"batch_sizes": "16,32"}, "--batch-sizes '16,32': expected whole numbers"),
-                                            ({"batch_sizes": [16.5, 32]}, "--batch-sizes [16.5, 32]: expected whole")])
-def test_the_python_api_checks_what_the_cli_does(tmp_path, value, message):
-    from batchlab.errors import ConfigError
+@pytest.mark.parametrize("value, message", [
+    ({"points": 0}, "batchlab.cbs(points=0): expected a whole number from 1 to 100"),
+    ({"measurements": 1}, "batchlab.cbs(measurements=1): expected a whole number from 2"),
+    ({"eval_examples": -5}, "batchlab.cbs(eval_examples=-5): expected a whole number from 1"),
+    ({"window": 0}, "batchlab.cbs(window=0): expected a whole number from 1"),
+    ({"batch_sizes": "16,32"}, "batchlab.cbs(batch_sizes='16,32'): expected whole numbers"),
+    ({"batch_sizes": [16.5, 32]}, "batchlab.cbs(batch_sizes=[16.5, 32]): expected whole"),
+    ({"batch_sizes": [32]}, "batchlab.cbs(batch_sizes=[32]): branching compares batch sizes, give at least two"),
+    ({"min_batch": 64, "max_batch": 16}, "batchlab.cbs(min_batch=64): above max_batch=16"),
+    ({"source": "noise", "by": "tolerance"}, "batchlab.cbs(by='tolerance'): only with source='branching'; "
+                                            "source='noise' measures B_simple alone"),
+    ({"window": 100000}, "give window=2874 at most, or a budget that holds it (overrides=['budget.epochs=70'])"),
+    ({"tolerance": math.nan}, "batchlab.cbs(tolerance=nan): expected a number above 0")])
+def test_the_python_api_checks_what_the_cli_does_in_its_own_words(tmp_path, value, message):
+    """It named the command line's options (`--points 0`), which a Python caller never typed."""
+    from batchlab.errors import ArgumentError
 
-    with pytest.raises(ConfigError, match=re.escape(message)):
+    with pytest.raises(ArgumentError, match=re.escape(message)):
         batchlab.cbs(TINY, out=tmp_path, **value)
     assert not (tmp_path / "tiny").exists()
 

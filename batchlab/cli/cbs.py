@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -14,7 +15,7 @@ from batchlab import api
 from batchlab.cli import ConfigArg, QuietOpt, SetOpt, app, user_errors
 from batchlab.cbs_defaults import CBS_EVAL_EXAMPLES, CBS_MEASUREMENTS, CBS_POINTS, CBS_POINTS_MAX, CBS_TOLERANCE
 from batchlab.cli.checks import directory, fail
-from batchlab.errors import VALUE_CHARS, short
+from batchlab.errors import VALUE_CHARS, OptionError, short
 from batchlab.fields import COUNT_MAX, MEASUREMENTS_MAX
 from batchlab.processes import sigterm_as_interrupt
 
@@ -33,6 +34,19 @@ def batch_list(text: str | None) -> list[int] | None:
         raise fail(f"--batch-sizes {short(repr(text), VALUE_CHARS)}: expected comma-separated batch sizes "
                    "from 1, e.g. 16,64,256,1024") from None
     return sizes
+
+
+FLAGS = {"source": "--from", "overrides": "--set"}  # the options not named --<argument-with-dashes>
+
+
+@contextmanager
+def flags_for_options():
+    """An argument the procedure refused, named by its option as typed here (`--points 0`), not as the Python
+    API's keyword (`batchlab.cbs(points=0)`)."""
+    try:
+        yield
+    except OptionError as e:
+        raise fail(e.worded(FLAGS)) from None
 
 
 def figure(value, digits: str = ",.0f") -> str:
@@ -100,7 +114,7 @@ def cbs(
 
     sigterm_as_interrupt()
     try:
-        with user_errors():
+        with user_errors(), flags_for_options():
             try:
                 result = api.cbs(config, out_dir, list(set_ or []), batch_sizes=sizes, points=points, window=window,
                                  tolerance=tolerance, source=source, min_batch=min_batch, max_batch=max_batch,

@@ -35,7 +35,7 @@ from batchlab.cbs_defaults import (CBS_EVAL_EXAMPLES, CBS_EVALS, CBS_FIRST, CBS_
 from batchlab.critical_batch import analysis
 from batchlab.critical_batch.branching import Diverged, Parts, branch, examples_to, failed, reference
 from batchlab.data import load_dataset
-from batchlab.errors import VALUE_CHARS, BatchlabError, ConfigError, TrainingError, described, short
+from batchlab.errors import BatchlabError, ConfigError, OptionError, TrainingError, described
 from batchlab.fields import MEASUREMENTS_MAX
 from batchlab.machine import machine_facts, resolve_device
 from batchlab.preflight import check_units
@@ -140,10 +140,11 @@ def plan(experiment: Experiment, n: int, batch_sizes: list[int] | None, points: 
         ladder = [b0 * 2 ** k if k >= 0 else b0 // 2 ** -k for k in range(CBS_LADDER[0], CBS_LADDER[1] + 1)]
         ladder = sorted({b for b in ladder if 1 <= b <= n})
     if ladder[0] < 1 or ladder[-1] > n:
-        raise ConfigError(f"--batch-sizes: each must be from 1 to the training set's {n:,} examples, "
-                          f"got {', '.join(map(str, ladder))}")
+        raise OptionError("cbs", "batch_sizes", batch_sizes, f"each must be from 1 to the training set's {n:,} "
+                                                              "examples")
     if len(ladder) < 2:
-        raise ConfigError(f"--batch-sizes: branching compares batch sizes, give at least two (got {ladder[0]})")
+        raise OptionError("cbs", "batch_sizes", batch_sizes or ladder, "branching compares batch sizes, give at "
+                                                                        "least two")
     spe = n // b0 if cfg.drop_last else math.ceil(n / b0)
     total_steps = budget_steps(cfg, spe, b0, tokens_per_example)
     unit, amount = cfg.budget.length
@@ -155,12 +156,12 @@ def plan(experiment: Experiment, n: int, batch_sizes: list[int] | None, points: 
         steps = window // epoch * spe + math.ceil(window % epoch / b0)  # the fewest that train `window` examples
         longer = {"epochs": math.ceil(window / epoch), "steps": steps, "examples": window,
                   "tokens": steps * b0 * (tokens_per_example or 1)}[unit]  # a budget in its own unit that holds it
-        raise ConfigError(f"--window {window:,}: longer than both the reference run's budget ({budget:,} examples) "
-                          f"and an epoch ({n:,}); give --window {max(budget, n):,} at most, or a budget that holds "
-                          f"it (--set budget.{unit}={longer})")
+        raise OptionError("cbs", "window", window, f"longer than both the reference run's budget ({budget:,} "
+                          f"examples) and an epoch ({n:,}); give {{window={max(budget, n)}}} at most, or a budget "
+                          f"that holds it ({{overrides=['budget.{unit}={longer}']}})")
     if (1 + tolerance) * window < ladder[-1]:
-        raise ConfigError(f"--window {window:,}: the largest batch of the ladder ({ladder[-1]:,}) takes no step in "
-                          f"(1 + tolerance) windows; give a longer window or smaller batch sizes")
+        raise OptionError("cbs", "window", window, f"the largest batch of the ladder ({ladder[-1]:,}) takes no "
+                          "step in (1 + tolerance) windows; give a longer window or smaller batch sizes")
     at = sorted({max(b0, int(round(e))) for e in np.geomspace(budget * CBS_FIRST, budget, points)}
                 if points > 1 else {budget})
     return Setup(cfg, ladder, {b: lr_search(experiment, b) for b in ladder}, at, window, tolerance, budget,
@@ -177,34 +178,36 @@ def measure(experiment: Experiment, out: Path, *, batch_sizes: list[int] | None 
     from batchlab.critical_batch.files import write
 
     if source not in SOURCES:
-        raise ConfigError(f"--from {source!r}: choose from {', '.join(SOURCES)}")
+        raise OptionError("cbs", "source", source, f"choose from {', '.join(SOURCES)}")
     if by not in MEASURES:
-        raise ConfigError(f"--by {by!r}: choose from {', '.join(MEASURES)}")
+        raise OptionError("cbs", "by", by, f"choose from {', '.join(MEASURES)}")
     if not 0 < fraction <= 1:  # NaN too
-        raise ConfigError(f"--fraction {fraction}: expected a number above 0, at most 1, e.g. 0.5 (half the "
-                          "measured batch)")
+        raise OptionError("cbs", "fraction", fraction, "expected a number above 0, at most 1, e.g. 0.5 (half the "
+                                                       "measured batch)")
     if not 0 < tolerance <= CBS_TOLERANCE_MAX:  # NaN too
-        raise ConfigError(f"--tolerance {tolerance}: expected a number above 0, at most {CBS_TOLERANCE_MAX}, e.g. 1 "
-                          "(twice the examples)")
-    for option, value, low, high in (("--points", points, 1, CBS_POINTS_MAX), ("--window", window, 1, None),
-                                     ("--eval-examples", eval_examples, 1, None), ("--min-batch", min_batch, 1, None),
-                                     ("--max-batch", max_batch, 1, None),
-                                     ("--measurements", measurements, 2, MEASUREMENTS_MAX)):
+        raise OptionError("cbs", "tolerance", tolerance, f"expected a number above 0, at most {CBS_TOLERANCE_MAX}, "
+                                                         "e.g. 1 (twice the examples)")
+    for name, value, low, high in (("points", points, 1, CBS_POINTS_MAX), ("window", window, 1, None),
+                                   ("eval_examples", eval_examples, 1, None), ("min_batch", min_batch, 1, None),
+                                   ("max_batch", max_batch, 1, None),
+                                   ("measurements", measurements, 2, MEASUREMENTS_MAX)):
         if value is not None and not (isinstance(value, numbers.Integral) and not isinstance(value, bool)
                                       and low <= value <= (high or value)):
-            raise ConfigError(f"{option} {value!r}: expected a whole number from {low}"
+            raise OptionError("cbs", name, value, f"expected a whole number from {low}"
                               + (f" to {high}" if high else ""))
     if batch_sizes is not None and (isinstance(batch_sizes, (str, bytes)) or not all(
             isinstance(b, numbers.Integral) and not isinstance(b, bool) and b >= 1 for b in batch_sizes)):
-        raise ConfigError(f"--batch-sizes {short(repr(batch_sizes), VALUE_CHARS)}: expected whole numbers from 1, "
-                          "e.g. [16, 64, 256, 1024]")
+        raise OptionError("cbs", "batch_sizes", batch_sizes, "expected whole numbers from 1, e.g. [16, 64, 256, "
+                                                             "1024]")
     if min_batch and max_batch and min_batch > max_batch:
-        raise ConfigError(f"--min-batch {min_batch} is above --max-batch {max_batch}")
-    branching_only = [name for name, given in (("--window", window is not None), ("--tolerance",
-                      tolerance != CBS_TOLERANCE), ("--by", by != "fit")) if given]
+        raise OptionError("cbs", "min_batch", min_batch, f"above {{max_batch={max_batch}}}")
+    branching_only = [(name, value) for name, value, given in (
+        ("window", window, window is not None), ("tolerance", tolerance, tolerance != CBS_TOLERANCE),
+        ("by", by, by != "fit")) if given]
     if source == "noise" and branching_only:  # they would be ignored, and the user would think them used
-        raise ConfigError(f"{', '.join(branching_only)}: only with --from branching; --from noise measures B_simple "
-                          "alone, with no branches")
+        names, values = zip(*branching_only)
+        raise OptionError("cbs", names, values, "only with {source='branching'}; {source='noise'} measures "
+                                                "B_simple alone, with no branches")
     registry.make_importable(*code_dirs)
     device = resolve_device(experiment.device)
     if experiment.threads:
@@ -230,7 +233,7 @@ def measure(experiment: Experiment, out: Path, *, batch_sizes: list[int] | None 
             if not e.points:
                 raise TrainingError(f"{what}; nothing before it to measure from: give a smaller lr ("
                                     + ("sweep.lr's base: its rule gives the reference its lr)" if experiment.lr_rule
-                                       else "--set lr=...)")) from None
+                                       else "the config's lr)")) from None
             kept, result.reference_seconds = e.points, e.seconds
             result.reference_note = (f"{what}: {len(e.points)} of {len(setup.at)} points measured, the ones "
                                      "before it")
