@@ -86,6 +86,16 @@ def test_a_name_longer_than_a_file_name_is_refused(write_config, dry_run):
     assert NAME_MAX == 255  # bytes in a file name (the pattern allows ASCII only: a character is a byte)
 
 
+@pytest.mark.parametrize("dry_run", [True, False])
+def test_an_out_under_a_file_is_refused_and_dry_run_says_so_too(write_config, tmp_path, dry_run):
+    """--dry-run passed an --out the run could not write in."""
+    path, blocker = write_config({"budget": {"steps": 2}, "sweep": {"lr": [0.1]}}), tmp_path / "a-file"
+    blocker.write_text("not a directory")
+    line = one_line_error(path, *(["--dry-run"] if dry_run else []), out=blocker / "runs")
+    assert line.startswith(f"error: cannot write {blocker / 'runs'}") and line.endswith(
+        f"{blocker} is not a directory"), line
+
+
 def test_the_longest_name_runs_and_so_does_its_smoke_run(write_config, tmp_path):
     path = write_config({"name": "n" * NAME_MAX, "budget": {"steps": 2}, "sweep": {"lr": [0.1]}})
     result = runner.invoke(app, ["sweep", str(path), "--out", str(tmp_path / "runs"), "--quiet", "--smoke"])
