@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 
 import batchlab.train
 from batchlab.cli import app
-from batchlab.suggestion.search import COSTS
+from batchlab.suggestion.search import COSTS, Search
 from report_fixtures import check_png
 
 runner = CliRunner()
@@ -248,8 +248,28 @@ def test_suggest_says_so_when_the_pilot_cannot_reach_the_target_at_two_batch_siz
                                  "--out", str(tmp_path)])
     assert result.exit_code == 2
     assert "error: the pilot (batch size 128 then 64, lr 0.3, 1) did not reach test_accuracy 0.99" in result.output
-    assert "give a target it can reach (--target)" in result.output and "Traceback" not in result.output
+    assert "give a target it can reach (--target), a larger budget.steps, or an lr" in result.output
+    assert "came closest: completed, 3 steps, last test_accuracy" in result.output and "Traceback" not in result.output
     assert {s["batch_size"] for s in summaries(tmp_path / "tiny-suggest")} == {128, 64}  # retried at a neighbour
+
+
+def test_a_pilot_that_trained_its_whole_budget_short_of_the_target_is_said_so_whatever_the_search_budget(
+        write_config, tmp_path, monkeypatch):
+    """--budget spent by then, the line blamed it ('give a larger --budget'), which would not have helped."""
+    train = Search.train
+
+    def spending_it_all(self, *args, **kwargs):  # the search's budget is spent by the first trial it trains
+        summary = train(self, *args, **kwargs)
+        self.budget = self.spent() if summary is not None else self.budget
+        return summary
+
+    monkeypatch.setattr(Search, "train", spending_it_all)
+    result = runner.invoke(app, ["suggest", str(write_config({**DIGITS, "budget": {"examples": 300}})), "--target",
+                                 "0.99", "--budget", "1h", "--out", str(tmp_path)])
+    assert result.exit_code == 2
+    [line] = [x for x in result.output.splitlines() if x.startswith("error: ")]
+    assert line.startswith("error: the pilot (batch size 128") and "did not reach test_accuracy 0.99" in line, line
+    assert "a larger budget.examples, or an lr that trains" in line and "--budget" not in line, line
 
 
 @pytest.mark.parametrize("args, expected", [([], "suggest needs a target to time"),

@@ -15,7 +15,7 @@ from batchlab.data import load_dataset
 from batchlab.disk import write_atomic, write_json_atomic
 from batchlab.machine import resolve_device
 from batchlab.maxbatch import find_max_batch
-from batchlab.records import SweepDir
+from batchlab.records import Status, SweepDir
 from batchlab.reporting.decision import decide
 from batchlab.reporting.measured_noise import b_simple_values
 from batchlab.run import Hooks
@@ -96,7 +96,9 @@ def suggest(experiment: Experiment, out: Path, *, target: float | None = None, b
         if pilot is not None:
             break
     if pilot is None:
-        if search.stopped:
+        trained_out = any(t["summary"]["status"] == Status.COMPLETED for t in search.trials.values())
+        if search.stopped and not trained_out:  # (a pilot that trained its whole budget short of the target
+            # needs another target, budget or lr, whatever --budget is)
             raise SuggestError(f"the budget ({budget:g} s) was spent before the pilot reached {metric} {goal:g}: "
                                "give a larger --budget")
         raise _missed(search, cfg, tries, metric, goal)
@@ -318,11 +320,13 @@ def _missed(search: Search, cfg: Experiment, tries: list[int], metric: str, goal
     best = closest["final"].get(metric)
     last = "unknown" if best is None else f"{best:.4g}"
     lrs = ", ".join(f"{v:g}" for v in _pilot_lrs(cfg, tries[0]))
+    unit = cfg.budget.length[0]  # the budget's own unit, as the config counts it
+    trained = f"{closest[unit]:,} {unit}" if isinstance(closest.get(unit), int) else f"{closest['epochs']:g} epochs"
     return SuggestError(
         f"the pilot (batch size {' then '.join(map(str, tries))}, lr {lrs}) did not reach {metric} {goal:g} "
         f"(batch size {closest['batch_size']}, lr {closest['lr']:g} came closest: {closest['status']}, "
-        f"{closest['epochs']:g} epochs, last {metric} {last}): "
-        f"give a target it can reach (--target), a larger budget.epochs, or an lr that trains (the pilot's records "
+        f"{trained}, last {metric} {last}): "
+        f"give a target it can reach (--target), a larger budget.{unit}, or an lr that trains (the pilot's records "
         f"are in {SweepDir(search.out, cfg.name).path})")
 
 
