@@ -325,3 +325,22 @@ def test_batchlab_noise_with_a_model_that_raises_is_one_line(tmp_path, when, mes
     result = CliRunner().invoke(app, ["noise", str(config), "--steps", "2"])
     assert result.exit_code == 2, result.output
     assert result.output.strip().splitlines() == [f"error: {message}"]
+
+
+@pytest.mark.parametrize("sweep, steps, words", [
+    ({"batch_size": [16, 64], "lr": [0.01]}, 2, "after 2 steps at the top-level batch size 32 and lr 0.05 ("),
+    ({"seed": [0, 1]}, 2, "after 2 steps at batch size 32 and lr 0.05 ("),
+    ({"batch_size": [16, 64]}, 0, "at initialisation ("),
+])
+def test_batchlab_noise_says_the_batch_size_and_lr_it_trained_at(write_config, sweep, steps, words):
+    """It trained at the top-level ones (schema defaults where the config sets them only as sweep axes) and said
+    neither: only --json showed them."""
+    from typer.testing import CliRunner
+
+    from batchlab.cli import app
+
+    config = write_config({"batch_size": 32, "lr": 0.05, "sweep": sweep, "noise": {"batch_size": 256,
+                                                                                   "small_batch_size": 32}})
+    result = CliRunner().invoke(app, ["noise", str(config), "--steps", str(steps), "--measurements", "2"])
+    assert result.exit_code == 0, result.output
+    assert result.output.splitlines()[0] == f"gradient noise scale of tiny {words}2 measurements, B_small=32, B_big=256):"

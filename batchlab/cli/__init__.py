@@ -370,13 +370,16 @@ def noise(
     import json
 
     with user_errors():
-        name = api.load_config(config, list(set_ or [])).name
+        experiment = api.load_config(config, list(set_ or []))
         result = api.noise_scale(config, list(set_ or []), steps, measurements)
     if as_json:
         typer.echo(json.dumps({k: (None if isinstance(v, float) and not math.isfinite(v) else v)
                                for k, v in result.items()}))
         return
-    typer.echo(f"gradient noise scale of {name} after {steps} steps "
+    swept = {"batch_size", "lr"} & set(experiment.sweep)  # the top-level ones train, not the sweep's axes
+    trained = (f"after {steps} steps at {'the top-level ' * bool(swept)}batch size {result['batch_size']} and lr "
+               f"{result['lr']:g}" if steps else "at initialisation")
+    typer.echo(f"gradient noise scale of {experiment.name} {trained} "
                f"({measurements} measurements, B_small={result['b_small']}, B_big={result['b_big']}):")
     typer.echo(f"  |G|^2      {result['g2']:.4g} ± {result['g2_stderr']:.2g}")
     typer.echo(f"  tr(Sigma)  {result['trace']:.4g} ± {result['trace_stderr']:.2g}")
