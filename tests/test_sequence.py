@@ -177,6 +177,21 @@ def test_a_context_longer_than_the_data_is_one_line(tmp_path):
     assert "dataset.context: 256 tokens per example, but the training token file holds 90 tokens" in out
 
 
+def test_a_token_file_beyond_num_classes_or_with_a_negative_id_is_one_line(tmp_path):
+    """Both reached the model, and the line blamed it (model.name: gpt fails on a batch ... IndexError)."""
+    (np.arange(1000) % 50).astype(np.uint16).tofile(tmp_path / "train.bin")
+    out = one_line(tmp_path, dataset={"name": "tokens", "path": str(tmp_path / "train.bin"), "context": 16,
+                                      "num_classes": 10}, model={"name": "gpt", "args": {"n_layer": 1, "n_head": 2,
+                                                                                           "n_embd": 16}})
+    assert "dataset.num_classes: 10, but the labels go up to 49" in out, out
+    ids = np.arange(1000) % 50
+    ids[500] = -3
+    np.save(tmp_path / "signed.npy", ids.astype(np.int32))
+    out = one_line(tmp_path, dataset={"name": "tokens", "path": str(tmp_path / "signed.npy"), "context": 16},
+                   model={"name": "gpt", "args": {"n_layer": 1, "n_head": 2, "n_embd": 16}})
+    assert f"dataset.path: {tmp_path / 'signed.npy'} holds a negative token id (-3); token ids are 0, 1, ..." in out
+
+
 def test_targets_beyond_the_model_vocabulary_are_one_line(tmp_path):
     out = one_line(tmp_path, model={"name": "seq_parts:TokenLM", "args": {"vocab": 6}})
     assert "model.name: seq_parts:TokenLM outputs 6 values per position (its vocabulary), but the tokens go up to " \

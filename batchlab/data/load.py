@@ -225,6 +225,8 @@ def _datasets(cfg: DatasetConfig, train, test) -> tuple[DatasetSplit, DatasetSpl
     num_classes = None
     if task == "sequence":  # scanning every item of a token file would read it all: the Dataset says
         num_classes = cfg.num_classes or getattr(train, "num_classes", None)
+        if cfg.num_classes and getattr(train, "num_classes", None):  # the vocabulary the data holds (token files:
+            _labels_below(cfg, train.num_classes - 1, cfg.num_classes)  # their largest id + 1) must fit in it
         if num_classes is None:
             raise _problem(cfg, "a sequence Dataset needs dataset.num_classes (the vocabulary), or a num_classes "
                                 "attribute")

@@ -65,6 +65,8 @@ def open_tokens(path: str, key: str) -> np.ndarray:
     if ids.ndim != 1 or not np.issubdtype(ids.dtype, np.integer):
         raise DataError(f"dataset.{key}: {path} holds {ids.dtype} of shape {ids.shape}; expected a 1-d array of "
                         "integer token ids")
+    if np.issubdtype(ids.dtype, np.signedinteger) and len(ids) and (least := int(ids.min())) < 0:
+        raise DataError(f"dataset.{key}: {path} holds a negative token id ({least}); token ids are 0, 1, ...")
     return ids
 
 
