@@ -575,3 +575,20 @@ def test_a_point_at_an_epochs_end_with_drop_last_branches_into_the_next_epoch(ba
 def test_the_python_api_takes_numpy_integers(tmp_path):
     result = batchlab.cbs(TINY, out=tmp_path, source="noise", points=np.int64(2), measurements=np.int64(2))
     assert len(result.points) == 2
+
+
+def test_a_sequence_tasks_table_gives_tokens_beside_examples(tmp_path):
+    """Its budget counts tokens; the table spoke in examples (sequences) alone."""
+    config = tmp_path / "lm.yaml"
+    config.write_text(yaml.safe_dump({
+        "name": "lm", "dataset": {"name": "chars", "context": 16, "held_out": 0.05},
+        "model": {"name": "gpt", "args": {"n_layer": 1, "n_head": 2, "n_embd": 16}}, "optimizer": {"name": "adamw"},
+        "batch_size": 16, "lr": 0.01, "budget": {"tokens": 20000}, "threads": 1}))
+    result = runner.invoke(app, ["cbs", str(config), "--out", str(tmp_path), "--points", "2", "--batch-sizes", "8,16"])
+    assert result.exit_code == 0, result.output
+    data = json.loads((tmp_path / "lm" / "cbs" / "cbs.json").read_text())
+    lines = result.output.splitlines()
+    assert f"window {data['window']:,} examples ({data['window'] * 16:,} tokens)" in lines[0]
+    assert lines[1].split()[:4] == ["point", "examples", "tokens", "loss"]
+    for point, line in zip(data["points"], lines[2:]):
+        assert line.split()[1:3] == [f"{point['examples']:,}", f"{point['examples'] * 16:,}"]

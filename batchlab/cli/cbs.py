@@ -139,16 +139,18 @@ def cbs(
 
 def show_table(result) -> None:
     branching = result.source == "branching"
+    context = result.context  # a sequence task's: its progress in tokens too, as its budget counts
+    window = f"{result.window:,} examples" + (f" ({result.window * context:,} tokens)" if context else "")
     typer.echo(f"{result.name}: reference at batch {result.batch_size}, lr {result.lr:g}, seed {result.seed}; "
-               + (f"ladder {', '.join(map(str, result.ladder))}, window {result.window:,} examples, tolerance "
+               + (f"ladder {', '.join(map(str, result.ladder))}, window {window}, tolerance "
                   f"{result.tolerance:g}" if branching else "B_simple only (--from noise)"))
-    head = f"{'point':>5}  {'examples':>10}  {'loss':>8}  {'B_simple':>8}"
+    head = f"{'point':>5}  {'examples':>10}  " + (f"{'tokens':>12}  " if context else "") + f"{'loss':>8}  {'B_simple':>8}"
     if branching:
         head += f"  {'CBS':>8}  {'within tol':>10}  {'CBS/B_simple':>12}"
     typer.echo(head)
     for p in result.points:
-        line = (f"{p['point']:>5}  {p['examples']:>10,}  {figure(p['loss'], '.4f'):>8}  "
-                f"{figure(p['b_simple']):>8}")
+        line = (f"{p['point']:>5}  {p['examples']:>10,}  " + (f"{p['examples'] * context:>12,}  " if context else "")
+                + f"{figure(p['loss'], '.4f'):>8}  {figure(p['b_simple']):>8}")
         if branching:
             line += (f"  {figure(p.get('cbs')):>8}  {figure(p.get('cbs_tolerance'), ','):>10}  "
                      f"{figure(p.get('ratio'), '.2f'):>12}")
