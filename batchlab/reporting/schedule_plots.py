@@ -6,7 +6,8 @@ budget and schedules are counted in."""
 from __future__ import annotations
 
 import numpy as np
-from matplotlib.ticker import NullLocator
+import pandas as pd
+from matplotlib.ticker import EngFormatter, NullLocator
 
 from batchlab.reporting.figures import PAIR, Plot, batch_style, curve, figure, png
 from batchlab.reporting.load import SweepRecords
@@ -22,15 +23,21 @@ def schedule_plots(rec: SweepRecords, tables: Tables) -> list[Plot]:
         return []
     style = batch_style(rec, tables) if len(rec.trials) else None  # None: no constant batch size ran
     metric = rec.target_metric
-    unit, scale = ("tokens", rec.context) if rec.context else ("examples", 1)  # tokens: examples x context
+    in_tokens = any("context" in frame and frame["context"].notna().any() for frame in (rec.trials, rec.scheduled))
+    unit = "tokens" if in_tokens else "examples"  # a sequence task's progress, as its budget counts it
+
+    def progress(trial_id: str) -> pd.DataFrame:
+        """The trial's curves with its progress in `unit` (tokens: its examples x its own context)."""
+        frame = rec.metrics[trial_id]
+        return frame.assign(progress=frame["examples"] * (_context(rec, trial_id) if in_tokens else 1))
+
     fig, (sizes_ax, metric_ax) = figure(PAIR, 2, "Batch-size schedules against the constant batch sizes", style)
     best = schedules.headline_rows
     drawn, ticks = 0, set(style.sizes if style else [])
     for color, row in zip(SCHEDULE_COLORS * 10, best.itertuples(index=False)):
         trials = rec.scheduled[(rec.scheduled["schedule"] == row.schedule)
                                & np.isclose(rec.scheduled["lr"], row.best_lr)]
-        frames = [rec.metrics[t].assign(progress=rec.metrics[t]["examples"] * scale)
-                  for t in trials["trial_id"] if t in rec.metrics]
+        frames = [progress(t) for t in trials["trial_id"] if t in rec.metrics]
         frames = [f for f in frames if f["batch_size"].notna().any()]
         for i, frame in enumerate(frames):
             data = frame[["progress", "batch_size"]].dropna().to_numpy(dtype=float)
@@ -42,8 +49,7 @@ def schedule_plots(rec: SweepRecords, tables: Tables) -> list[Plot]:
         if line is not None:
             metric_ax.plot(line[0], line[1], color=color, lw=2.5, label=row.schedule)
     for bs, choice in sorted(tables.plotted.items()) if style else []:
-        frames = [rec.metrics[t].assign(progress=rec.metrics[t]["examples"] * scale)
-                  for t in choice.trial_ids if t in rec.metrics]
+        frames = [progress(t) for t in choice.trial_ids if t in rec.metrics]
         line = curve(frames, "progress", metric, positive=False) if frames else None
         if line is None:
             continue
@@ -52,6 +58,8 @@ def schedule_plots(rec: SweepRecords, tables: Tables) -> list[Plot]:
     sizes_ax.set_yscale("log", base=2)
     sizes_ax.set_yticks(sorted(ticks), [str(b) for b in sorted(ticks)])
     sizes_ax.yaxis.set_minor_locator(NullLocator())
+    for ax in (sizes_ax, metric_ax):  # 120k, 1.2M: a token count's ticks in full ran into each other
+        ax.xaxis.set_major_formatter(EngFormatter(sep=""))
     sizes_ax.set_xlabel(unit)
     sizes_ax.set_ylabel("batch size")
     sizes_ax.set_title("batch size over training (dashed: constant)")
@@ -64,3 +72,13 @@ def schedule_plots(rec: SweepRecords, tables: Tables) -> list[Plot]:
             ax.legend(loc="best", fontsize=9, title="schedule")
     note = f"schedule trials drawn: {drawn}"
     return [Plot(FILENAME, "Batch-size schedules", png(fig, note), note)]
+
+
+def _context(rec: SweepRecords, trial_id: str) -> float:
+    """Tokens per example of one trial (its summary's context), 1 where it has none."""
+    for frame in (rec.scheduled, rec.trials):
+        if "context" in frame:
+            row = frame.loc[frame["trial_id"] == trial_id, "context"].dropna()
+            if len(row):
+                return float(row.iloc[0])
+    return 1.0
