@@ -27,6 +27,16 @@ MODELS = ("linear", "logreg", "mlp", "lenet5", "gpt")
 LOSSES = ("auto", "cross_entropy", "mse")
 OPTIMIZERS = ("sgd", "adam", "adamw")
 SCHEDULES = ("constant", "step", "cosine")
+# The fields of a section that only some built-ins use (as each field's comment below says); a summary of a
+# config (the report's Setup table) leaves them out for the others unless set. Other fields apply to every name.
+USED_BY = {
+    "dataset": {"context": ("chars", "tokens"), "held_out": ("chars", "tokens"), "n": ("linear",),
+                "download": ("mnist", "fashion-mnist"), "mirrors": ("mnist", "fashion-mnist")},
+    "model": {"hidden": ("mlp",), "activation": ("mlp", "lenet5")},
+    "loss": {"label_smoothing": ("auto", "cross_entropy")},
+    "optimizer": {"momentum": ("sgd",), "nesterov": ("sgd",), "betas": ("adam", "adamw"), "eps": ("adam", "adamw")},
+    "schedule": {"step_epochs": ("step",), "gamma": ("step",), "final_fraction": ("cosine",)},
+}
 
 
 class DatasetConfig(Section):

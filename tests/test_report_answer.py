@@ -205,3 +205,27 @@ def test_a_target_one_sweep_of_a_root_cannot_meet_is_that_sweeps_warning(tmp_pat
             in reports["acc"].warnings)
     with pytest.raises(ConfigError, match=r"^target 2: an accuracy target lies above 0 and at most 1 \(got 2\)$"):
         analyse(accuracy, target=2.0)
+
+
+def test_the_setup_table_leaves_out_what_the_built_ins_named_do_not_use(tmp_path):
+    """config.json records every field: the table read 'gpt(...) (hidden=[256], activation=relu)' and 'adamw
+    (momentum=0.0, nesterov=False, ...)', settings neither uses."""
+    from batchlab.schema import Experiment
+
+    config = Experiment.model_validate({
+        "name": "setup", "dataset": {"name": "chars", "context": 16}, "optimizer": {"name": "adamw"},
+        "model": {"name": "gpt", "args": {"n_layer": 1}}, "schedule": {"name": "cosine", "warmup_epochs": 0.5}})
+    sections = {k: v for k, v in config.model_dump(mode="json").items()
+                if k in ("dataset", "model", "optimizer", "schedule", "loss")}  # config.json holds them all
+    sweep = make_sweep(tmp_path, "setup")
+    for bs, (lr, seconds, steps) in REACHED.items():
+        make_trial(sweep, bs, lr, hits={0.9: hit(seconds, steps, bs, math.ceil(1000 / bs))}, config_extra=sections)
+    [report] = build_report(sweep, formats={"md"})
+    rows = dict(line.strip("|").split("|")[:2] for line in (report.out_dir / "report.md").read_text().splitlines()
+                if line.startswith("| ") and line.count("|") == 3)
+    rows = {k.strip(): v.strip().replace("\\", "") for k, v in rows.items()}  # markdown's escapes undone
+    assert rows["Data set"] == "chars (context=16, held_out=0.1)"
+    assert rows["Model"] == "gpt(n_layer=1)"
+    assert rows["Optimizer"] == "adamw (betas=[0.9, 0.999], eps=1e-08)"
+    assert rows["Schedule"] == "cosine (warmup_epochs=0.5, final_fraction=0.0)"
+    assert rows["Loss"] == "auto (label_smoothing=0.0)"

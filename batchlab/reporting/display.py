@@ -5,6 +5,7 @@ The CSV files keep the raw numbers; only what a person reads goes through here.
 
 from __future__ import annotations
 
+import json
 import math
 
 import numpy as np
@@ -12,6 +13,7 @@ import pandas as pd
 from rich.table import Table
 from rich.text import Text as RichText
 
+from batchlab import schema
 from batchlab.memory import mib
 from batchlab.reporting.load import SweepRecords
 from batchlab.reporting.tables import REACHED
@@ -274,18 +276,30 @@ def trials(rec: SweepRecords, table: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
-def describe(part: dict | None) -> str:
+def describe(part: dict | None, section: str | None = None) -> str:
     """A config section by its name, with its arguments: user code named by import path reads as a
     call, 'my_project.nets:SmallCNN(width=32, dropout=0.1)'; other keys follow in brackets, as in
-    'mlp (hidden=[256], activation=relu)'. Older records without `args` read the same way."""
+    'mlp (hidden=[256], activation=relu)'. Older records without `args` read the same way. With the `section`'s
+    name (schema.USED_BY), a key this name does not use, or that any name may set, left at its default, is left
+    out: 'adamw (betas=[0.9, 0.999], eps=1e-08)', not momentum=0.0 and nesterov=False besides."""
     if not isinstance(part, dict):
         return DASH
     name = str(part.get("name", DASH))
     args = part.get("args")
     if isinstance(args, dict) and args:
         name += "(" + ", ".join(f"{k}={v!r}" for k, v in args.items()) + ")"
-    rest = [f"{k}={v}" for k, v in part.items() if k not in ("name", "args") and v is not None]
+    rest = [f"{k}={v}" for k, v in part.items() if k not in ("name", "args") and v is not None
+            and (section is None or _worth_saying(section, part.get("name"), k, v))]
     return f"{name} ({', '.join(rest)})" if rest else name
+
+
+def _worth_saying(section: str, name: str | None, key: str, value) -> bool:
+    """A key the named built-in uses, or one set away from its default."""
+    if name in schema.USED_BY.get(section, {}).get(key, ()):
+        return True
+    field = schema.Experiment.model_fields[section].annotation.model_fields.get(key)
+    default = field.default if field is not None else None
+    return field is None or json.loads(json.dumps(value)) != json.loads(json.dumps(default))
 
 
 def budget(part: dict | None) -> str:

@@ -172,14 +172,14 @@ def _header(rec: SweepRecords, tables: Tables, counts: dict[str, int]) -> pd.Dat
     device = (trials["device"].fillna("?") + " (" + trials["device_name"].fillna("?") + ")").where(
         trials["device"].notna())
     rows = [
-        ("Data set", display.describe(config.get("dataset"))),
-        ("Model", display.describe(config.get("model"))),
+        ("Data set", display.describe(config.get("dataset"), "dataset")),
+        ("Model", display.describe(config.get("model"), "model")),
     ]
     if isinstance(config.get("loss"), dict):  # older records name no loss
-        rows.append(("Loss", display.describe(config["loss"])))
+        rows.append(("Loss", display.describe(config["loss"], "loss")))
     rows += [
-        ("Optimizer", display.describe(config.get("optimizer"))),
-        ("Schedule", display.describe(config.get("schedule"))),
+        ("Optimizer", display.describe(config.get("optimizer"), "optimizer")),
+        ("Schedule", display.describe(config.get("schedule"), "schedule")),
         ("Budget", display.budget(config.get("budget"))),
         ("Targets", f"{rec.target_metric} {'≤' if rec.regression else '≥'} {targets} "
                     f"(headline: {tables.target:g})"),
