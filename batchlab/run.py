@@ -108,7 +108,8 @@ def run_sweep(experiment: Experiment, trials: list[Trial], out: Path, command: s
     eval_cap = SMOKE_EXAMPLES if smoke else None
     code_dirs = tuple(code_dirs)
     registry.make_importable(*code_dirs)
-    check_writable(sweep.path)  # which part of the path is in the way, where writing would say "Not a directory"
+    check_writable(sweep.path, access=False)  # the part of the path in the way, where writing says "Not a
+    # directory" (a path it may not write in: the write's own reason, below)
     with sweep.lock():
         todo, why = _todo(trials, sweep, restart, race or bool(deadline_steps))
         if todo:
@@ -130,11 +131,11 @@ def run_sweep(experiment: Experiment, trials: list[Trial], out: Path, command: s
 def check_sweep(experiment: Experiment, trials: list[Trial], out: Path, restart: bool = False, race: bool = False,
                 code_dirs: tuple[str, ...] = (), here: bool = True) -> None:
     """Of what run_sweep refuses before anything trains, what can be found without loading data, training or
-    writing anything (`--dry-run`): an --out it cannot write in, user code that does not import, a device this
+    writing anything (`--dry-run`): an --out under a file, user code that does not import, a device this
     machine lacks (`here`: the trials would run on this machine), records of another experiment or of changed
     code. (Data is checked by the run: it may have to be downloaded, or exist on a cluster's workers alone.)"""
     sweep = SweepDir(out, experiment.name)
-    check_writable(sweep.path)  # a read-only --out, as the run would find it
+    check_writable(sweep.path, access=False)  # an --out under a file; a read-only one is fine to read a plan from
     registry.make_importable(*code_dirs)
     if todo := _todo(trials, sweep, restart, race)[0]:
         preflight.check_imports(todo)

@@ -180,6 +180,17 @@ def test_divergence_and_failure_are_recorded_and_the_sweep_goes_on(write_config,
     assert by_model["linear"][1]["status"] == "completed"
     assert by_model["linear"][1]["targets"]["0.5"] is not None  # y = 3x + 2: MSE falls below 0.5 within an epoch
 
+    # every trial that ran failed: the sweep still records each, and exits 1 saying so (it exited 0)
+    cfg = write_config({**linear, "model": {"name": "flaky:BreaksLater", "args": {"after": 2}},
+                        "sweep": {"batch_size": [16, 32]}})
+    result = sweep(cfg, tmp_path / "runs3")
+    assert result.exit_code == 1, result.output
+    assert result.stdout.splitlines()[-1].startswith("2 failed; ")
+    [line] = result.stderr.splitlines()
+    assert line.startswith("error: every trial that ran failed (2), e.g. bs0016-") and line.endswith(
+        ": RuntimeError: broken after 2 training steps (trials/*/error.txt)"), line
+    assert {summary(d)["status"] for d in trials(tmp_path / "runs3")} == {"failed"}
+
 
 def test_a_summary_from_an_earlier_run_of_the_trial_is_not_trusted(write_config, tmp_path):
     """A worker that outlived a killed sweep writes its summary into the trial directory the rerun made:

@@ -163,9 +163,10 @@ def sweep(
         raise fail(f"interrupted: any trial that was running is recorded as interrupted in {plan.sweep_dir.path}; "
                    "run the same command again to resume", code=130) from None
     typer.echo(display.finished(result, time_steps and executor != "dask"))  # Dask's workers time no steps
-    if smoke and result.ran.get(Status.FAILED):
-        failed = [s for s in result.summaries if s["status"] == Status.FAILED]
-        raise fail("smoke run failed: " + "; ".join(f"{s['trial_id']}: {s['error']}" for s in failed), code=1)
+    failed = [f"{s['trial_id']}: {s['error']}" for s in result.summaries if s["status"] == Status.FAILED]
+    if failed and (smoke or len(failed) == len(result.summaries)):  # nothing came of it: a script must see that
+        raise fail("smoke run failed: " + "; ".join(failed) if smoke else
+                   f"every trial that ran failed ({len(failed)}), e.g. {failed[0]} (trials/*/error.txt)", code=1)
 
 
 def show_plan(plan: api.Plan, restart: bool) -> None:
