@@ -124,7 +124,8 @@ RULES = [
     "whatever the lr, so the clock would only add timer noise to the choice. A batch size reached the "
     "target when every seed of its best lr did; partly reached when some did.",
     "Figures to target are medians over the best lr's seeds, taken per column. Throughput and peak "
-    "memory come from every completed trial of the batch size.",
+    "memory come from every completed trial of the batch size that shares its best setting's step cost (any "
+    "lr; another value of an axis that changes what a step costs, such as dataset.context, is apart).",
     "On a \"not reached\" row the lr shown is the one that came closest (most seeds reaching, then the "
     "fewest steps of a seed that reached, then the best final test metric, then the lowest final training "
     "loss); its curves are the ones plotted.",

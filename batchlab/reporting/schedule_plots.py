@@ -22,15 +22,20 @@ def schedule_plots(rec: SweepRecords, tables: Tables) -> list[Plot]:
         return []
     style = batch_style(rec, tables) if len(rec.trials) else None  # None: no constant batch size ran
     metric = rec.target_metric
-    unit, scale = ("tokens", rec.context) if rec.context else ("examples", 1)  # tokens: examples x context
+    unit = "tokens" if rec.sequence else "examples"
+    per_example = rec.all_trials.set_index("trial_id")["context"] if rec.sequence else None
+
+    def progress(trial_id: str):  # tokens: examples x the trial's own context
+        frame = rec.metrics[trial_id]
+        return frame.assign(progress=frame["examples"] * (per_example[trial_id] if per_example is not None else 1))
+
     fig, (sizes_ax, metric_ax) = figure(PAIR, 2, "Batch-size schedules against the constant batch sizes", style)
     best = schedules.headline_rows
     drawn, ticks = 0, set(style.sizes if style else [])
     for color, row in zip(SCHEDULE_COLORS * 10, best.itertuples(index=False)):
         trials = rec.scheduled[(rec.scheduled["schedule"] == row.schedule)
                                & np.isclose(rec.scheduled["lr"], row.best_lr)]
-        frames = [rec.metrics[t].assign(progress=rec.metrics[t]["examples"] * scale)
-                  for t in trials["trial_id"] if t in rec.metrics]
+        frames = [progress(t) for t in trials["trial_id"] if t in rec.metrics]
         frames = [f for f in frames if f["batch_size"].notna().any()]
         for i, frame in enumerate(frames):
             data = frame[["progress", "batch_size"]].dropna().to_numpy(dtype=float)
@@ -42,8 +47,7 @@ def schedule_plots(rec: SweepRecords, tables: Tables) -> list[Plot]:
         if line is not None:
             metric_ax.plot(line[0], line[1], color=color, lw=2.5, label=row.schedule)
     for bs, choice in sorted(tables.plotted.items()) if style else []:
-        frames = [rec.metrics[t].assign(progress=rec.metrics[t]["examples"] * scale)
-                  for t in choice.trial_ids if t in rec.metrics]
+        frames = [progress(t) for t in choice.trial_ids if t in rec.metrics]
         line = curve(frames, "progress", metric, positive=False) if frames else None
         if line is None:
             continue

@@ -108,7 +108,7 @@ def build_tables(rec: SweepRecords, target: float | None) -> Tables:
     from batchlab.reporting.schedules import build_schedules  # (it ranks settings with this module's rules)
 
     settings = {t: _settings(rec, t) for t in targets}
-    facts = _batch_facts(rec.trials)
+    facts = _batch_facts(rec.trials), _batch_facts(rec.trials, ["batch_size", "cost_key"])
     made = {t: _time_to_accuracy(rec, t, settings[t], facts) for t in targets}
     tta = pd.concat([table for table, _ in made.values()], ignore_index=True)
     headline = _headline_target(tta, targets, rec.regression)
@@ -132,7 +132,7 @@ def _settings(rec: SweepRecords, target: float, trials: pd.DataFrame | None = No
     """One row per (batch size, setting): its seeds' results for `target`, finished trials only. `trials`
     (default: rec.trials) grouped by `by` instead (batch-size schedules: by their label)."""
     hits = rec.hits[same_target(rec.hits["target"], target)].drop(columns="target")
-    hits = hits.rename(columns={c: f"{c}_to" for c in ("seconds", "steps", "epochs", "examples")})
+    hits = hits.rename(columns={c: f"{c}_to" for c in ("seconds", "steps", "epochs", "examples", "tokens")})
     trials = rec.trials if trials is None else trials
     trials = trials[trials["status"].isin(FINISHED)].merge(hits, on="trial_id")
     trials["reached"] = np.isfinite(trials["seconds_to"])
@@ -148,6 +148,9 @@ def _settings(rec: SweepRecords, target: float, trials: pd.DataFrame | None = No
         steps=("steps_to", "median"),
         epochs=("epochs_to", "median"),
         examples=("examples_to", "median"),
+        tokens=("tokens_to", "median"),  # each trial's own (its context): a setting holds one context
+        context=("context", "median"),
+        cost_key=("cost_key", "first"),  # the axes that change a step's cost: part of the setting
         **{f"{what}_{stat}": (f"{what}_to", how) for what in ("seconds", "steps", "examples")
            for stat, how in (("min", "min"), ("max", "max"), ("q1", _q1), ("q3", _q3))},
         final_train_loss=("final_train_loss", "median"),
@@ -199,41 +202,46 @@ def best_settings(rec: SweepRecords, target: float, trials: pd.DataFrame, by: st
     return _best_settings(_settings(rec, target, trials, by), rec.regression, by)
 
 
-def _batch_facts(trials: pd.DataFrame) -> pd.DataFrame:
-    """Target-independent figures per batch size."""
-    completed = trials[trials["status"] == Status.COMPLETED.value]
-    finished = trials[trials["status"].isin(FINISHED)]
-    by_bs = trials.groupby("batch_size")
+def _batch_facts(trials: pd.DataFrame, by: list[str] | None = None) -> pd.DataFrame:
+    """Target-independent figures per batch size, or per `by` (["batch_size", "cost_key"]: per batch size and the
+    other axes that change what a step costs, as a setting's are). Throughput, steps per epoch, memory and the
+    eval share belong to the batch size and those axes, not the lr: every completed trial (every trial for steps
+    per epoch) of them. Infeasible trials and the lrs tried: the batch size's."""
+    by = by or ["batch_size"]
+    completed = trials[trials["status"] == Status.COMPLETED.value].groupby(by)
+    finished = trials[trials["status"].isin(FINISHED)].groupby(by)
     facts = pd.DataFrame({
-        # Throughput and memory belong to the batch size, not the lr: use every completed trial.
-        "samples_per_second": completed.groupby("batch_size")["samples_per_second"].median(),
-        "tokens_per_second": completed.groupby("batch_size")["tokens_per_second"].median(),
-        "steps_per_epoch": by_bs["steps_per_epoch"].median(),
-        "peak_memory_bytes": completed.groupby("batch_size")["peak_memory_bytes"].max(),
-        "infeasible": finished.groupby("batch_size")["status"].apply(lambda s: s.isin(INFEASIBLE).sum()),
-        "lr_min": finished.groupby("batch_size")["lr"].min(),
-        "lr_max": finished.groupby("batch_size")["lr"].max(),
-    }, index=sorted(trials["batch_size"].unique()))
+        "samples_per_second": completed["samples_per_second"].median(),
+        "tokens_per_second": completed["tokens_per_second"].median(),
+        "steps_per_epoch": trials.groupby(by)["steps_per_epoch"].median(),
+        "peak_memory_bytes": completed["peak_memory_bytes"].max(),
+        "infeasible": finished["status"].apply(lambda s: s.isin(INFEASIBLE).sum()),
+        "lr_min": finished["lr"].min(),
+        "lr_max": finished["lr"].max(),
+    }, index=trials.groupby(by).size().index)
     facts["infeasible"] = facts["infeasible"].fillna(0).astype(int)
-    facts["eval_share"] = _eval_share(trials)
+    facts["eval_share"] = _eval_share(trials, by)
     return facts
 
 
-def _eval_share(trials: pd.DataFrame) -> pd.Series:
-    """Per batch size, the share of its trials' time spent evaluating: eval / (train + eval + noise) seconds,
+def _eval_share(trials: pd.DataFrame, by: list[str]) -> pd.Series:
+    """Per `by` group, the share of its trials' time spent evaluating: eval / (train + eval + noise) seconds,
     summed over every trial with a summary (NaN where none recorded them)."""
-    spent = trials[["batch_size", "train_seconds", "eval_seconds", "noise_seconds"]].fillna({"noise_seconds": 0.0})
-    sums = spent.groupby("batch_size").sum(min_count=1)
+    spent = trials[[*by, "train_seconds", "eval_seconds", "noise_seconds"]].fillna({"noise_seconds": 0.0})
+    sums = spent.groupby(by).sum(min_count=1)
     total = sums[["train_seconds", "eval_seconds", "noise_seconds"]].sum(axis=1, min_count=3)
     return sums["eval_seconds"] / total.where(total > 0)
 
 
 def _time_to_accuracy(rec: SweepRecords, target: float, settings: pd.DataFrame,
-                      facts: pd.DataFrame) -> tuple[pd.DataFrame, decision.Decision]:
-    """The target's rows (with the best setting's `setting` key) and the decision among them."""
+                      facts: tuple[pd.DataFrame, pd.DataFrame]) -> tuple[pd.DataFrame, decision.Decision]:
+    """The target's rows (with the best setting's `setting` key) and the decision among them. `facts`: per batch
+    size, and per batch size and step cost (a row's throughput, memory... are its best setting's step cost's)."""
     best = _best_settings(settings, rec.regression).set_index("batch_size")
+    by_bs, by_cost = facts
     rows = []
-    for bs in facts.index:
+    for bs in by_bs.index:
+        measured = by_bs.loc[bs]  # its best setting's step cost's, where it has one
         row = {"target_metric": rec.target_metric, "target": target, "batch_size": int(bs)}
         if bs in best.index:
             b = best.loc[bs]
@@ -244,31 +252,32 @@ def _time_to_accuracy(rec: SweepRecords, target: float, settings: pd.DataFrame,
             row.update(seeds_reached=f"{int(b['reached'])}/{int(b['seeds'])}",
                        reached=int(b["reached"]), seeds=int(b["seeds"]))
             known = bool(np.isfinite(b["steps"]))  # a median over seeds, a miss counting as +inf
-            for what in ("seconds", "steps", "epochs", "examples"):
+            for what in ("seconds", "steps", "epochs", "examples", "tokens"):
                 row[what] = b[what] if known else math.nan
             for column in SPREAD:
                 row[column] = b[column] if known else math.nan
-            row.update(final_test_accuracy=b["final_test_accuracy"], final_test_loss=b["final_test_loss"])
-            lr_min, lr_max = facts.loc[bs, "lr_min"], facts.loc[bs, "lr_max"]
+            row.update(final_test_accuracy=b["final_test_accuracy"], final_test_loss=b["final_test_loss"],
+                       context=b["context"])
+            measured = by_cost.loc[(bs, b["cost_key"])]
+            lr_min, lr_max = by_bs.loc[bs, "lr_min"], by_bs.loc[bs, "lr_max"]
             searched = not np.isclose(lr_min, lr_max)  # one lr tried: no search, so no edge of one to flag
             row["best_lr_on_edge"] = reached and searched and bool(np.isclose(b["lr"], lr_min)
                                                                     or np.isclose(b["lr"], lr_max))
         else:
             row.update(status=NO_RESULT, best_lr=math.nan, setting=None, seeds_reached="0/0",
                        reached=0, seeds=0, best_lr_on_edge=False)
-        row["tokens"] = row.get("examples", math.nan) * (rec.context or math.nan)
-        row.update(samples_per_second=facts.loc[bs, "samples_per_second"],
-                   tokens_per_second=facts.loc[bs, "tokens_per_second"],
-                   steps_per_epoch=facts.loc[bs, "steps_per_epoch"],
-                   peak_memory_bytes=facts.loc[bs, "peak_memory_bytes"], eval_share=facts.loc[bs, "eval_share"],
-                   infeasible=int(facts.loc[bs, "infeasible"]))
+        row.update(samples_per_second=measured["samples_per_second"], tokens_per_second=measured["tokens_per_second"],
+                   steps_per_epoch=measured["steps_per_epoch"], peak_memory_bytes=measured["peak_memory_bytes"],
+                   eval_share=measured["eval_share"], infeasible=int(by_bs.loc[bs, "infeasible"]))
         rows.append(row)
     table = pd.DataFrame(rows)
     columns = ["target_metric", "target", "batch_size", "status", "best_lr", *rec.extra_axes,
-               "seeds_reached", "reached", "seeds", "seconds", "steps", "epochs", "examples", "tokens", *SPREAD,
+               "seeds_reached", "reached", "seeds", "seconds", "steps", "epochs", "examples", "tokens",
+               *(["context"] if rec.sequence else []), *SPREAD,
                "final_test_accuracy", "final_test_loss", "samples_per_second", "tokens_per_second",
                "steps_per_epoch", "peak_memory_bytes", "eval_share", "infeasible", "best_lr_on_edge", "setting"]
-    table = _whole_numbers(table.reindex(columns=columns), ("steps_per_epoch", "peak_memory_bytes"))
+    table = _whole_numbers(table.reindex(columns=columns),
+                           ("steps_per_epoch", "peak_memory_bytes", *(["context"] if rec.sequence else [])))
     decided = decision.annotate(rec, table)
     for name, order in RANKINGS.items():
         table[name] = _first(table, order)
