@@ -2,7 +2,7 @@
 
 A schedule is its own setting, named by its label (batches.names: one name per schedule): its trials are grouped
 by it as a constant batch size's are by the batch size, and its best setting (lr, other axes) is ranked by the
-same rules (tables.py). It "reached" the target only when every seed of its best setting did. Its predicted seconds
+same rules (settings.py). It "reached" the target only when every seed of its best setting did. Its predicted seconds
 to the target, per seed: the sum over the batch sizes it trained at up to its steps to the target
 (batches.steps_by_batch on Summary.batch_changes) of the steps there x that batch size's seconds per step
 (step_times.json, timed interleaved with the constant ones; without it, the trials' own clocks: the constant
@@ -27,6 +27,7 @@ import pandas as pd
 from batchlab import batches
 from batchlab.reporting.decision import INTERLEAVED, TRIALS, Decision, Mixed, StepCost, decide, step_cost
 from batchlab.reporting.load import FINISHED, SweepRecords, same_target
+from batchlab.reporting.settings import best_settings
 
 STEPS_SAVED = 0.25  # the bar stated for a schedule: a quarter of the best constant batch size's steps saved,
 # with no more examples, on every seed (what a schedule must show to be worth its extra setting)
@@ -78,7 +79,7 @@ def build_schedules(rec: SweepRecords, made: dict[float, tuple[pd.DataFrame, Dec
 
 def _one_target(rec: SweepRecords, target: float, constant_rows: pd.DataFrame,
                 constant: Decision) -> tuple[pd.DataFrame, pd.DataFrame, Decision]:
-    from batchlab.reporting.tables import NOT_REACHED, PARTLY, REACHED, best_settings
+    from batchlab.reporting.tables import NOT_REACHED, PARTLY, REACHED
 
     hits = rec.hits[same_target(rec.hits["target"], target)].set_index("trial_id")
     best = best_settings(rec, target, rec.scheduled, "schedule")

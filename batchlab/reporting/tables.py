@@ -4,13 +4,8 @@ Rules (report.md states them too, under "How to read this report"):
 - Only finished trials (completed, diverged, failed, raced) count for or against a target. A target a
   finished trial never reached counts as +inf seconds. Incomplete and interrupted trials are
   neither reached nor missed.
-- A "setting" is what we tune at one batch size: the lr plus any other swept axis. Within one
-  batch size a step costs the same whatever the lr, so settings are ranked by the work they needed,
-  not by the clock (seconds would only add timer noise from a busy machine): first the fewest seeds
-  that missed the target, then the median over their seeds of steps to target, then median
-  examples, then median seconds, then the fewest steps of a single seed, then the best final test
-  metric (the closest to the target, for settings that all missed), then the lowest final train
-  loss, then the smaller lr. The first is the batch size's best setting.
+- A "setting" is what we tune at one batch size: the lr plus any other swept axis; the first by the
+  ranking in settings.py is the batch size's best setting.
 - A batch size "reached" the target only when every seed of its best setting did; one whose best
   setting reached it on some seeds only is "partly reached" (k/n in seeds_reached) and takes no
   part in choosing the fastest batch size.
@@ -42,6 +37,7 @@ import pandas as pd
 from batchlab.records import Status
 from batchlab.reporting import decision
 from batchlab.reporting.load import FINISHED, INCOMPLETE, INFEASIBLE, SweepRecords, same_target
+from batchlab.reporting.settings import best_of, ranked, settings_of
 from batchlab.schema import unreachable
 
 if TYPE_CHECKING:
@@ -52,11 +48,7 @@ PARTLY = "partly reached"  # some seeds of the best setting reached the target, 
 NOT_REACHED = "not reached"
 NO_RESULT = "no finished trials"
 WHOLE_NUMBERS = ("steps", "examples", "steps_per_epoch", "train_size", "peak_memory_bytes", "noise_measurements")
-QUARTILE_SEEDS = 5  # q1/q3 of seconds and steps to target only from this many seeds up
 SPREAD = tuple(f"{what}_{stat}" for what in ("seconds", "steps", "examples") for stat in ("min", "max", "q1", "q3"))
-# Within a batch size: work first (a step costs the same whatever the lr), the clock last. The
-# helper columns are added by _ranked.
-SETTING_ORDER = ["_missed", "steps", "examples", "seconds", "steps_min", "_final", "_train_loss", "lr"]
 # Between batch sizes: (column, tie-breaks) for each ranking, flagged by a column of that name.
 RANKINGS = {
     "fastest": ["predicted_seconds", "steps", "batch_size"],
@@ -107,7 +99,7 @@ def build_tables(rec: SweepRecords, target: float | None) -> Tables:
                 f"({', '.join(f'{t:g}' for t in rec.targets)}); showing all of them")
     from batchlab.reporting.schedules import build_schedules  # (it ranks settings with this module's rules)
 
-    settings = {t: _settings(rec, t) for t in targets}
+    settings = {t: settings_of(rec, t) for t in targets}
     facts = _batch_facts(rec.trials), _batch_facts(rec.trials, ["batch_size", "cost_key"])
     made = {t: _time_to_accuracy(rec, t, settings[t], facts) for t in targets}
     tta = pd.concat([table for table, _ in made.values()], ignore_index=True)
@@ -125,81 +117,6 @@ def build_tables(rec: SweepRecords, target: float | None) -> Tables:
         plotted=_plot_choices(rec, best),
         schedules=build_schedules(rec, made, headline),
     )
-
-
-def _settings(rec: SweepRecords, target: float, trials: pd.DataFrame | None = None,
-              by: str = "batch_size") -> pd.DataFrame:
-    """One row per (batch size, setting): its seeds' results for `target`, finished trials only. `trials`
-    (default: rec.trials) grouped by `by` instead (batch-size schedules: by their label)."""
-    hits = rec.hits[same_target(rec.hits["target"], target)].drop(columns="target")
-    hits = hits.rename(columns={c: f"{c}_to" for c in ("seconds", "steps", "epochs", "examples", "tokens")})
-    trials = rec.trials if trials is None else trials
-    trials = trials[trials["status"].isin(FINISHED)].merge(hits, on="trial_id")
-    trials["reached"] = np.isfinite(trials["seconds_to"])
-    trials["infeasible"] = trials["status"].isin(INFEASIBLE)
-    firsts = {axis: (axis, "first") for axis in ["lr", *rec.extra_axes]}
-    grouped = trials.groupby([by, "setting"], sort=True, dropna=False)
-    return grouped.agg(
-        **firsts,
-        seeds=("trial_id", "size"),
-        reached=("reached", "sum"),
-        infeasible=("infeasible", "sum"),
-        seconds=("seconds_to", "median"),
-        steps=("steps_to", "median"),
-        epochs=("epochs_to", "median"),
-        examples=("examples_to", "median"),
-        tokens=("tokens_to", "median"),  # each trial's own (its context): a setting holds one context
-        context=("context", "median"),
-        cost_key=("cost_key", "first"),  # the axes that change a step's cost: part of the setting
-        **{f"{what}_{stat}": (f"{what}_to", how) for what in ("seconds", "steps", "examples")
-           for stat, how in (("min", "min"), ("max", "max"), ("q1", _q1), ("q3", _q3))},
-        final_train_loss=("final_train_loss", "median"),
-        final_test_accuracy=("final_test_accuracy", "median"),
-        final_test_loss=("final_test_loss", "median"),
-    ).reset_index()
-
-
-def _quantile(values: pd.Series, q: float) -> float:
-    """The q-quantile (linear interpolation) of a seed's figures, +inf (a miss) allowed: an
-    interpolation touching inf is inf. NaN with fewer than QUARTILE_SEEDS values."""
-    data = np.sort(values.to_numpy(dtype=float))
-    data = data[~np.isnan(data)]
-    if len(data) < QUARTILE_SEEDS:
-        return math.nan
-    position = q * (len(data) - 1)
-    low, high = data[math.floor(position)], data[math.ceil(position)]
-    if math.isinf(high):
-        return math.inf
-    return float(low + (high - low) * (position - math.floor(position)))
-
-
-def _q1(values: pd.Series) -> float:
-    return _quantile(values, 0.25)
-
-
-def _q3(values: pd.Series) -> float:
-    return _quantile(values, 0.75)
-
-
-def _ranked(settings: pd.DataFrame, regression: bool, by: str = "batch_size") -> pd.DataFrame:
-    """Settings sorted best first within each batch size (each `by`), by SETTING_ORDER."""
-    final = settings["final_test_loss"] if regression else -settings["final_test_accuracy"]
-    ranked = settings.assign(
-        _missed=settings["seeds"] - settings["reached"],
-        _final=final.fillna(np.inf),
-        _train_loss=settings["final_train_loss"].fillna(np.inf),
-    ).sort_values([by, *SETTING_ORDER], na_position="last", kind="stable")
-    return ranked.drop(columns=["_missed", "_final", "_train_loss"])
-
-
-def _best_settings(settings: pd.DataFrame, regression: bool, by: str = "batch_size") -> pd.DataFrame:
-    """The best setting of each batch size (each `by`), by the ranking in the module docstring."""
-    return _ranked(settings, regression, by).drop_duplicates(by)
-
-
-def best_settings(rec: SweepRecords, target: float, trials: pd.DataFrame, by: str) -> pd.DataFrame:
-    """The best setting of each `by` group of `trials` for `target`, ranked as a batch size's are."""
-    return _best_settings(_settings(rec, target, trials, by), rec.regression, by)
 
 
 def _batch_facts(trials: pd.DataFrame, by: list[str] | None = None) -> pd.DataFrame:
@@ -237,7 +154,7 @@ def _time_to_accuracy(rec: SweepRecords, target: float, settings: pd.DataFrame,
                       facts: tuple[pd.DataFrame, pd.DataFrame]) -> tuple[pd.DataFrame, decision.Decision]:
     """The target's rows (with the best setting's `setting` key) and the decision among them. `facts`: per batch
     size, and per batch size and step cost (a row's throughput, memory... are its best setting's step cost's)."""
-    best = _best_settings(settings, rec.regression).set_index("batch_size")
+    best = best_of(settings, rec.regression).set_index("batch_size")
     by_bs, by_cost = facts
     rows = []
     for bs in by_bs.index:
@@ -324,7 +241,7 @@ def _grids(rec: SweepRecords, settings: pd.DataFrame) -> tuple[pd.DataFrame, pd.
         table.index.name, table.columns.name = "lr", None
         return table
 
-    cells = _ranked(settings, rec.regression).drop_duplicates(["batch_size", "lr"]).set_index(["lr", "batch_size"])
+    cells = ranked(settings, rec.regression).drop_duplicates(["batch_size", "lr"]).set_index(["lr", "batch_size"])
     seconds, steps = grid(cells["seconds"]), grid(cells["steps"])
     final_column = "final_test_loss" if rec.regression else "final_test_accuracy"
     finals = finished.groupby(["lr", "batch_size", "setting"])[final_column].median()
