@@ -8,6 +8,8 @@ from __future__ import annotations
 import json
 import math
 
+import pytest
+
 from batchlab.reporting import analyse, build_report
 from report_fixtures import hit, make_step_times, make_sweep, make_trial
 
@@ -53,3 +55,39 @@ def test_each_token_figure_is_its_own_settings_context(tmp_path):
     assert answer.sentence.startswith("Use batch size 16 (4,096 tokens) with lr 0.01 (dataset.context 256)")
     markdown = (report.out_dir / "report.md").read_text()
     assert "114,688" in markdown and "59,136" not in markdown
+
+
+def test_within_a_batch_size_the_setting_chosen_is_the_fastest_where_step_costs_differ(tmp_path):
+    """At batch size 16, context 256 reaches in 28 steps at 0.0373 s a step (1.04 s), context 8 in 84 steps (80 at
+    lr 0.02) at 0.00344 s (0.289 s, 0.275 s): fewest steps chose context 256, 3.6x slower on this machine. Where
+    the settings differ in step cost (step_times.json times each apart), the least predicted seconds decide;
+    among those sharing one (lr 0.01 and 0.02 at context 8), the fewer steps, as before."""
+    sweep = make_sweep(tmp_path, "ctx")
+    _trial(sweep, 16, 8, steps=84, samples_per_second=1600.0)
+    _trial(sweep, 16, 8, steps=80, samples_per_second=1600.0, lr=0.02)
+    _trial(sweep, 16, 256, steps=28, samples_per_second=800.0)
+    make_step_times(sweep, {(16, "dataset.context", 8): [0.00344] * 10,
+                            (16, "dataset.context", 256): [0.0373] * 10})
+    [report] = analyse(sweep)
+    rows = _rows(report)
+    assert (rows.loc[16, "dataset.context"], rows.loc[16, "best_lr"], rows.loc[16, "steps"]) == (8, 0.02, 80)
+    assert rows.loc[16, "predicted_seconds"] == pytest.approx(80 * 0.00344)
+    assert rows.loc[16, "tokens"] == 80 * 16 * 8
+    answer = report.recommendation
+    assert answer.axes == {"dataset.context": 8} and answer.lr == 0.02
+    assert answer.sentence.startswith("Use batch size 16 (128 tokens) with lr 0.02 (dataset.context 8): 0.275 s")
+    # The lr grid's cell at lr 0.01 is that lr's fastest setting too: context 8's 84 steps, not context 256's 28.
+    assert report.tables.steps_grid.loc[0.01, 16] == 84
+
+
+def test_without_step_times_the_trials_own_clocks_rank_the_settings(tmp_path):
+    """No step_times.json (a Dask sweep, --no-time-steps): each setting's seconds per step is its trials' own
+    (train_seconds / steps: 16 / 1600 = 0.01 s at context 8, 16 / 100 = 0.16 s at 256), as the decision takes
+    them: 84 x 0.01 s beats 28 x 0.16 s."""
+    sweep = make_sweep(tmp_path, "ctx")
+    _trial(sweep, 16, 8, steps=84, samples_per_second=1600.0)
+    _trial(sweep, 16, 256, steps=28, samples_per_second=100.0)
+    [report] = analyse(sweep)
+    rows = _rows(report)
+    assert rows.loc[16, "dataset.context"] == 8
+    assert rows.loc[16, "predicted_seconds"] == pytest.approx(84 * 16 / 1600)

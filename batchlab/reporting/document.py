@@ -121,7 +121,9 @@ RULES = [
     "Best lr of a batch size: the lr (with any other swept axis) whose seeds missed the target least often, "
     "then with the fewest median steps to the target over its seeds (a seed that missed counts as infinite); "
     "ties go to fewer examples, then less training time. Within one batch size a step costs the same "
-    "whatever the lr, so the clock would only add timer noise to the choice. A batch size reached the "
+    "whatever the lr, so the clock would only add timer noise to the choice; where its settings differ in "
+    "what a step costs (another swept dataset.context or model size, timed apart), the least predicted time "
+    "(median steps x that setting's seconds per step) comes before the fewest steps. A batch size reached the "
     "target when every seed of its best lr did; partly reached when some did.",
     "Figures to target are medians over the best lr's seeds, taken per column. Throughput and peak "
     "memory come from every completed trial of the batch size that shares its best setting's step cost (any "

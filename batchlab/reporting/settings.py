@@ -6,7 +6,16 @@ are ranked by the work they needed, not by the clock (seconds would only add tim
 first the fewest seeds that missed the target, then the median over their seeds of steps to target, then median
 examples, then median seconds, then the fewest steps of a single seed, then the best final test metric (the
 closest to the target, for settings that all missed), then the lowest final train loss, then the smaller lr.
-The first is the batch size's best setting. Batch-size schedules rank theirs by the same rules (schedules.py).
+The first is the batch size's best setting.
+
+Where another swept axis changes what a step costs (dataset.context, a model's size: steptime.cost_key, each
+value timed apart in step_times.json), fewer steps can be the slower setting: 28 steps at context 256 took 3.6x
+as long as 84 at context 8. So where a batch size's settings differ in step cost, after the fewest seeds missed
+come the least predicted seconds to the target, median steps x the setting's own seconds per step (as
+decision.py times them: step_times.json's median over rounds, else its trials' own clocks), then the rest as
+above; among settings that share one step cost, that is the order of their steps.
+
+Batch-size schedules rank theirs by the rules without step costs (schedules.py).
 """
 
 from __future__ import annotations
@@ -16,12 +25,13 @@ import math
 import numpy as np
 import pandas as pd
 
+from batchlab.reporting import decision
 from batchlab.reporting.load import FINISHED, INFEASIBLE, SweepRecords, same_target
 
 QUARTILE_SEEDS = 5  # q1/q3 of seconds and steps to target only from this many seeds up
-# Within a batch size: work first (a step costs the same whatever the lr), the clock last. The
-# helper columns are added by ranked.
-SETTING_ORDER = ["_missed", "steps", "examples", "seconds", "steps_min", "_final", "_train_loss", "lr"]
+# Within a batch size: work first (a step costs the same whatever the lr; _predicted: steps x seconds per step
+# where settings differ in step cost, else steps), the clock last. The helper columns are added by ranked.
+SETTING_ORDER = ["_missed", "_predicted", "steps", "examples", "seconds", "steps_min", "_final", "_train_loss", "lr"]
 
 
 def settings_of(rec: SweepRecords, target: float, trials: pd.DataFrame | None = None,
@@ -36,7 +46,7 @@ def settings_of(rec: SweepRecords, target: float, trials: pd.DataFrame | None = 
     trials["infeasible"] = trials["status"].isin(INFEASIBLE)
     firsts = {axis: (axis, "first") for axis in ["lr", *rec.extra_axes]}
     grouped = trials.groupby([by, "setting"], sort=True, dropna=False)
-    return grouped.agg(
+    settings = grouped.agg(
         **firsts,
         seeds=("trial_id", "size"),
         reached=("reached", "sum"),
@@ -54,6 +64,23 @@ def settings_of(rec: SweepRecords, target: float, trials: pd.DataFrame | None = 
         final_test_accuracy=("final_test_accuracy", "median"),
         final_test_loss=("final_test_loss", "median"),
     ).reset_index()
+    settings["seconds_per_step"] = _step_costs(rec, settings) if by == "batch_size" else math.nan
+    return settings
+
+
+def _step_costs(rec: SweepRecords, settings: pd.DataFrame) -> pd.Series:
+    """Per setting, its seconds per step where its batch size's settings differ in step cost (cost_key), as the
+    decision takes them (decision.step_cost); NaN where they share one, or where one of them has no figure (a
+    step's cost unknown: steps alone rank them, as before)."""
+    costs = pd.Series(math.nan, index=settings.index)
+    for batch_size, group in settings.groupby("batch_size"):
+        keys = group["cost_key"].unique()
+        if len(keys) < 2:
+            continue
+        per_step = {key: decision.step_cost(rec, int(batch_size), key).value for key in keys}
+        if all(math.isfinite(v) and v > 0 for v in per_step.values()):
+            costs[group.index] = group["cost_key"].map(per_step)
+    return costs
 
 
 def _quantile(values: pd.Series, q: float) -> float:
@@ -83,10 +110,11 @@ def ranked(settings: pd.DataFrame, regression: bool, by: str = "batch_size") -> 
     final = settings["final_test_loss"] if regression else -settings["final_test_accuracy"]
     ordered = settings.assign(
         _missed=settings["seeds"] - settings["reached"],
+        _predicted=settings["steps"] * settings["seconds_per_step"].fillna(1.0),  # NaN: one step cost
         _final=final.fillna(np.inf),
         _train_loss=settings["final_train_loss"].fillna(np.inf),
     ).sort_values([by, *SETTING_ORDER], na_position="last", kind="stable")
-    return ordered.drop(columns=["_missed", "_final", "_train_loss"])
+    return ordered.drop(columns=["_missed", "_predicted", "_final", "_train_loss"])
 
 
 def best_of(settings: pd.DataFrame, regression: bool, by: str = "batch_size") -> pd.DataFrame:
