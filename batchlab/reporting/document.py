@@ -137,8 +137,8 @@ RULES = [
     "every example costs the same). ⚠ lr on edge: the best lr is the smallest or largest tried at that "
     "batch size, so a better one may lie outside the grid. Infeasible: diverged or failed trials at that "
     "batch size.",
-    "Headline target (the answer, the lr grids and plots): the hardest target some batch size reached (the "
-    "largest accuracy, or the smallest loss); if none was reached, the first target listed.",
+    "Headline target (the answer, the lr grids and plots): the hardest target some batch size or batch-size "
+    "schedule reached (the largest accuracy, or the smallest loss); if none was reached, the first target listed.",
     "Training seconds exclude evaluation.",
 ]
 

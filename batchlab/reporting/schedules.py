@@ -47,9 +47,14 @@ TOKENS = ("tokens", "constant_tokens")  # a sequence task's, each trial's own (e
 class Schedules:
     table: pd.DataFrame  # schedules.csv: a row per target and schedule
     seeds: pd.DataFrame  # schedule_seeds.csv: a row per target, schedule and seed, against the best constant
-    decision: Decision | None  # the headline target's: constant batch sizes and reached schedules together
-    target: float  # the headline target
+    decisions: dict[float, Decision]  # per target: constant batch sizes and reached schedules together
+    target: float = math.nan  # the headline target (tables.build_tables picks it among the schedules' too)
     sequence: bool = False  # a sequence task: its tables give tokens beside examples
+
+    @property
+    def decision(self) -> Decision | None:
+        """The headline target's."""
+        return self.decisions.get(self.target)
 
     @property
     def headline_rows(self) -> pd.DataFrame:
@@ -60,10 +65,10 @@ class Schedules:
         return self.seeds[same_target(self.seeds["target"], self.target)]
 
 
-def build_schedules(rec: SweepRecords, made: dict[float, tuple[pd.DataFrame, Decision]],
-                    headline: float) -> Schedules | None:
+def build_schedules(rec: SweepRecords, made: dict[float, tuple[pd.DataFrame, Decision]]) -> Schedules | None:
     """`made`: per target, the constant batch sizes' time_to_accuracy rows (with `setting`) and their decision.
-    None when no trial followed a schedule."""
+    None when no trial followed a schedule. Its headline target is left to the caller, which weighs the constant
+    batch sizes' rows with these."""
     if rec.scheduled.empty:
         return None
     tables, seeds, decisions = [], [], {}
@@ -74,7 +79,7 @@ def build_schedules(rec: SweepRecords, made: dict[float, tuple[pd.DataFrame, Dec
     table, per_seed = pd.concat(tables, ignore_index=True), pd.concat(seeds, ignore_index=True)
     if not rec.sequence:
         table, per_seed = table.drop(columns=list(TOKENS)), per_seed.drop(columns=list(TOKENS))
-    return Schedules(table, per_seed, decisions.get(headline), headline, rec.sequence)
+    return Schedules(table, per_seed, decisions, sequence=rec.sequence)
 
 
 def _one_target(rec: SweepRecords, target: float, constant_rows: pd.DataFrame,

@@ -28,8 +28,7 @@ Rules (report.md states them too, under "How to read this report"):
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from dataclasses import dataclass, replace
 
 import numpy as np
 import pandas as pd
@@ -37,11 +36,9 @@ import pandas as pd
 from batchlab.records import Status
 from batchlab.reporting import decision
 from batchlab.reporting.load import FINISHED, INCOMPLETE, INFEASIBLE, SweepRecords, same_target
+from batchlab.reporting.schedules import Schedules, build_schedules
 from batchlab.reporting.settings import best_of, ranked, settings_of
 from batchlab.schema import unreachable
-
-if TYPE_CHECKING:
-    from batchlab.reporting.schedules import Schedules
 
 REACHED = "reached"
 PARTLY = "partly reached"  # some seeds of the best setting reached the target, not all
@@ -97,13 +94,12 @@ def build_tables(rec: SweepRecords, target: float | None) -> Tables:
             rec.warnings.append(
                 f"target {target:g} is not among the recorded targets "
                 f"({', '.join(f'{t:g}' for t in rec.targets)}); showing all of them")
-    from batchlab.reporting.schedules import build_schedules  # (it ranks settings with this module's rules)
-
     settings = {t: settings_of(rec, t) for t in targets}
     facts = _batch_facts(rec.trials), _batch_facts(rec.trials, ["batch_size", "cost_key"])
     made = {t: _time_to_accuracy(rec, t, settings[t], facts) for t in targets}
     tta = pd.concat([table for table, _ in made.values()], ignore_index=True)
-    headline = _headline_target(tta, targets, rec.regression)
+    schedules = build_schedules(rec, made)
+    headline = _headline_target([tta, *([schedules.table] if schedules else [])], targets, rec.regression)
     lr_grid, steps_grid, final_grid, notes = _grids(rec, settings[headline])
     best = tta[same_target(tta["target"], headline)]
     return Tables(
@@ -115,7 +111,7 @@ def build_tables(rec: SweepRecords, target: float | None) -> Tables:
         final_grid=final_grid,
         grid_notes=notes,
         plotted=_plot_choices(rec, best),
-        schedules=build_schedules(rec, made, headline),
+        schedules=replace(schedules, target=headline) if schedules else None,
     )
 
 
@@ -220,9 +216,10 @@ def _first(table: pd.DataFrame, order: list[str]) -> pd.Series:
     return flag
 
 
-def _headline_target(tta: pd.DataFrame, targets: list[float], regression: bool) -> float:
-    """The hardest target some batch size reached; if none did, the first target listed."""
-    reached = tta.loc[tta["status"] == REACHED, "target"].unique()
+def _headline_target(rows: list[pd.DataFrame], targets: list[float], regression: bool) -> float:
+    """The hardest target some batch size or batch-size schedule reached (`rows`: the constant batch sizes'
+    time_to_accuracy rows, and the schedules'); if none did, the first target listed."""
+    reached = pd.concat([r.loc[r["status"] == REACHED, "target"] for r in rows]).unique()
     if len(reached) == 0:
         return targets[0]
     return float(min(reached) if regression else max(reached))
