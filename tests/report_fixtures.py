@@ -52,7 +52,7 @@ def make_trial(sweep: Path, batch_size: int, lr: float, seed: int = 0, *,
                lr_rule: dict | None = None,
                noise_every: float | None = None,
                config_extra: dict | None = None,
-               error: str | None = None, points: int = 40) -> Path:
+               error: str | None = None, points: int = 40, context: int | None = None) -> Path:
     """One trial directory. status=None leaves out summary.json (an incomplete trial).
     `hits` maps a target value to a hit(...) entry or None (never reached).
     `train_eval_gap(progress)`: write train_eval_* columns at evaluation rows, the train-subset
@@ -61,7 +61,8 @@ def make_trial(sweep: Path, batch_size: int, lr: float, seed: int = 0, *,
     `summary_noise`: summary.json's "noise"; `lr_rule`: config.json's "lr_rule".
     `config_extra`: sections of config.json to set (e.g. a model named by import path, a loss);
     `error`: summary.json's error (default: "loss is nan" for a diverged trial); `points`: metrics.csv's rows
-    after step 0 (every fourth an evaluation)."""
+    after step 0 (every fourth an evaluation). `context`: a sequence task's tokens per example: summary.json gets
+    context, tokens and tokens_per_second, and each hit tokens (examples x context) unless it has them already."""
     steps_per_epoch = math.ceil(train_size / batch_size)
     total_steps = total_steps or 5 * steps_per_epoch
     number = sum(1 for _ in (sweep / "trials").iterdir())  # keeps ids unique across other axes
@@ -112,6 +113,11 @@ def make_trial(sweep: Path, batch_size: int, lr: float, seed: int = 0, *,
         "error": error if error is not None else "loss is nan" if status == "diverged" else None,
         "started_at": "2025-01-01T00:00:00", "finished_at": "2025-01-01T00:01:00",
     }
+    if context is not None:
+        summary.update(context=context, tokens=summary["examples"] * context,
+                       tokens_per_second=samples_per_second * context)
+        summary["targets"] = {t: h if h is None or "tokens" in h else {**h, "tokens": h["examples"] * context}
+                              for t, h in summary["targets"].items()}
     (trial / "summary.json").write_text(json.dumps(summary))
     return trial
 
@@ -175,12 +181,18 @@ def check_png(path: Path) -> str:
     return description
 
 
-def make_step_times(sweep: Path, per_step: dict[int, list[float]], threads: int = 2, clock: str | None = None) -> Path:
+def make_step_times(sweep: Path, per_step: dict[int | tuple[int, str, object], list[float]], threads: int = 2,
+                    clock: str | None = None) -> Path:
     """step_times.json as `batchlab sweep` writes it: `per_step` maps a batch size to its seconds per step in each
-    round (every batch size the same number of rounds), recorded as 10 steps a timing. `clock`: steptime's
-    CPU_CLOCK or WALL_CLOCK (None: left out, as older records)."""
-    timings = [{"batch_size": bs, "axes": {}, "round": r, "steps": 10, "seconds": 10 * value}
-               for bs, values in per_step.items() for r, value in enumerate(values)]
+    round (every batch size the same number of rounds), recorded as 10 steps a timing; a key (batch size, axis,
+    value) times that batch size at one value of another swept axis (e.g. (16, "dataset.context", 8)). `clock`:
+    steptime's CPU_CLOCK or WALL_CLOCK (None: left out, as older records)."""
+    def subject(key) -> dict:
+        return {"batch_size": key, "axes": {}} if isinstance(key, int) else {"batch_size": key[0],
+                                                                            "axes": {key[1]: key[2]}}
+
+    timings = [{**subject(key), "round": r, "steps": 10, "seconds": 10 * value}
+               for key, values in per_step.items() for r, value in enumerate(values)]
     path = sweep / "step_times.json"
     path.write_text(json.dumps({"device": "cpu", "device_name": "Test CPU", "threads": threads,
                                 "torch_version": "2.13.0", "measured_at": "2025-01-01T00:02:00",

@@ -452,3 +452,24 @@ def test_a_sequence_tasks_schedule_figure_is_drawn_over_tokens(tmp_path, monkeyp
     schedule_rows = pd.read_csv(next(sweep.glob("trials/*to*/metrics.csv")))
     xs = np.concatenate([line.get_xdata() for line in sizes_ax.get_lines()])
     assert xs.max() == schedule_rows["examples"].max() * 8
+
+
+@pytest.mark.parametrize("listed", [(0.8, 0.9), (0.9, 0.8)])
+def test_with_only_schedules_the_headline_is_the_hardest_target_reached(tmp_path, listed):
+    """The schedule 32→128→512 met accuracy 0.8 at step 40 and 0.9 at step 100 (110 on seed 1), with no constant
+    batch size beside it: the report headlined the first target listed, 0.8 when listed first, where a constant
+    batch size's sweep headlines the hardest target reached, 0.9, whichever order they are listed in."""
+    sweep = make_sweep(tmp_path, "only")
+    for seed, at in REACHED_AT.items():
+        trial = make_schedule_trial(sweep, CHANGES, 0.05, seed, reached_at=at)
+        config, summary = (json.loads((trial / name).read_text()) for name in ("config.json", "summary.json"))
+        config["target"]["value"] = list(listed)
+        easy = {"seconds": 40 * 32 * 1e-4, "steps": 40, "epochs": 40 * 32 / 100_000, "examples": 40 * 32}
+        summary["targets"]["0.8"] = easy  # 40 steps at 32 (before the first change, at step 50)
+        (trial / "config.json").write_text(json.dumps(config))
+        (trial / "summary.json").write_text(json.dumps(summary))
+    make_step_times(sweep, {bs: [c * r for r in ROUND] for bs, c in {**COST, 512: 0.03}.items()})
+    [report] = analyse(sweep)
+    assert report.tables.target == 0.9
+    assert report.recommendation.target == 0.9 and report.recommendation.schedule == "32→128→512"
+    assert report.recommendation.steps == statistics.median(REACHED_AT.values())

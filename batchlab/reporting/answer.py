@@ -87,7 +87,8 @@ class Recommendation:
     fewest_steps_batch_size: int | None = None
     closest_batch_size: int | None = None  # nothing reached: the batch size that came closest
     device: str = ""
-    context: int | None = None  # sequence tasks: tokens per example; batch sizes are stated in tokens too
+    context: int | None = None  # sequence tasks: tokens per example (the chosen setting's, else the one all share);
+    # batch sizes are stated in tokens too
 
     def in_short(self) -> str | None:
         """'use batch size 256 with lr 0.1', or with batch sizes within the noise 'use batch size 256 (lr 0.1) or
@@ -152,6 +153,8 @@ def recommend(rec: SweepRecords, tables: Tables, science: Science) -> Recommenda
         smallest = reached.sort_values("batch_size").iloc[0]
         answer.batch_size, answer.lr = int(chosen["batch_size"]), float(chosen["best_lr"])
         answer.axes = {axis: chosen[axis] for axis in rec.extra_axes}
+        if rec.sequence:  # its own: a swept dataset.context gives each setting another
+            answer.context = int(chosen["context"])
         answer.seconds, answer.steps, answer.examples, answer.predicted_seconds, answer.seconds_per_step = (
             float(chosen[c]) for c in ("seconds", "steps", "examples", "predicted_seconds", "seconds_per_step"))
         answer.predicted_interval = (float(chosen["predicted_low"]), float(chosen["predicted_high"]))
@@ -170,7 +173,7 @@ def recommend(rec: SweepRecords, tables: Tables, science: Science) -> Recommenda
             answer.fewest_steps_batch_size = int(rows[rows["fewest_steps"]]["batch_size"].iloc[0])
             answer.data_efficient_batch_size = _data_efficient(frontier)
         answer.sentence = _sentence(answer, target, len(reached))
-        answer.why = [_regime_text(answer, frontier), _scale_text(answer, noise),
+        answer.why = [_regime_text(answer, frontier, rec.context), _scale_text(answer, noise, rec.context),
                       _hardware_text(answer, rows, frontier) if cut.empty else _cut_text(cut)]
         answer.details = [fastest_text(rec, target, reached), step_source(rec, reached), efficient_text(frontier)]
     schedules.apply(answer, rec, tables, target)
@@ -224,7 +227,9 @@ def _tie_sentence(answer: Recommendation, target: str) -> str:
     return display.tie_sentence([{**e, "name": f"batch size {e['batch_size']}"} for e in [fastest, *others]], target)
 
 
-def _regime_text(answer: Recommendation, frontier: FrontierResult) -> str:
+def _regime_text(answer: Recommendation, frontier: FrontierResult, context: int | None) -> str:
+    """`context`: the tokens per example every trial shares (None: B_crit, fitted over settings whose contexts
+    differ, has no one figure in tokens)."""
     fit = frontier.fit
     if fit is None:
         return f"No regime can be named: the steps–examples frontier was not fitted ({frontier.reason})."
@@ -232,20 +237,21 @@ def _regime_text(answer: Recommendation, frontier: FrontierResult) -> str:
         return "The chosen batch size has no place on the fitted frontier."
     return (f"Batch size {answer.batch_size} sits in the {answer.regime} regime of the steps–examples frontier "
             f"fitted to {len(fit.batch_sizes)} batch sizes (B_crit ≈ {number(fit.b_crit)}"
-            f"{in_tokens(fit.b_crit, answer.context)}): "
+            f"{in_tokens(fit.b_crit, context)}): "
             f"{REGIME_MEANS[answer.regime]}.")
 
 
-def _scale_text(answer: Recommendation, noise: NoiseResult | None) -> str:
+def _scale_text(answer: Recommendation, noise: NoiseResult | None, context: int | None) -> str:
+    """`context`: as _regime_text's."""
     crit = (f"Critical batch size B_crit ≈ {number(answer.b_crit)} "
-            f"({', '.join(filter(None, [display.tokens(answer.b_crit, answer.context), 'frontier fit']))})") \
+            f"({', '.join(filter(None, [display.tokens(answer.b_crit, context), 'frontier fit']))})") \
         if answer.b_crit else "No critical batch size (no frontier fit)"
     if noise is None:
         return crit + "; the gradient noise scale B_simple was not measured (set noise.every to measure it)."
     if not noise.to_target_trials:
         return crit + "; no B_simple was measured before the target was reached."
     text = (f"{crit}; gradient noise scale B_simple ≈ {number(noise.to_target)}"
-            f"{in_tokens(noise.to_target, answer.context)}, averaged over training up to "
+            f"{in_tokens(noise.to_target, context)}, averaged over training up to "
             f"the target (median over {counted(noise.to_target_trials, 'trial')}, "
             f"{counted(noise.to_target_measurements, 'measurement')}).")
     return text + (" " + noise.advice() if noise.few else "")

@@ -105,9 +105,9 @@ def analyse(path: Path | str, target: float | None = None) -> list[SweepReport]:
 
     `target` headlines that target value and keeps only it in the time-to-accuracy table; by
     default the table has every recorded target and the headline (the answer, lr grids, plots) is
-    the hardest target some batch size reached, or the first listed if none was. A target that is
-    not recorded, or that a sweep's metric cannot meet (an accuracy of 5) under a records root of
-    several, adds a warning and the default applies. Raises ConfigError for a target that no sweep's
+    the hardest target some batch size or batch-size schedule reached, or the first listed if none
+    was. A target that is not recorded, or that a sweep's metric cannot meet (an accuracy of 5) under
+    a records root of several, adds a warning and the default applies. Raises ConfigError for a target that no sweep's
     metric can meet, RecordsError when `path` does not exist, holds no sweep or trial, or nothing in it
     could be read; a damaged record only adds a warning to its sweep's report, and under a records
     root a sweep with nothing readable is a report with a warning and no answer.

@@ -172,17 +172,17 @@ def time_to_accuracy(rec: SweepRecords, rows: pd.DataFrame, spread: bool = False
     if not compact:
         out["epochs"] = rows["epochs"].map(epochs)
     out["examples"] = rows["examples"].map(count)
-    if rec.context:
+    if rec.sequence:
         out["tokens"] = rows["tokens"].map(count)
     out["seeds reached"] = rows["seeds_reached"]
     if not compact:
         if not rec.regression:
             out["final test acc"] = rows["final_test_accuracy"].map(accuracy)
         out["final test loss"] = rows["final_test_loss"].map(loss)
-        if rec.context:  # exp of the median loss is the median perplexity: exp is monotonic
+        if rec.sequence:  # exp of the median loss is the median perplexity: exp is monotonic
             out["final test ppl"] = np.exp(rows["final_test_loss"].astype(float).clip(upper=700)).map(loss)
     out["samples/s"] = rows["samples_per_second"].map(speed)
-    if rec.context:
+    if rec.sequence:
         out["tokens/s"] = rows["tokens_per_second"].map(speed)
     if not compact:
         out["steps/epoch"] = rows["steps_per_epoch"].map(count)
@@ -259,13 +259,13 @@ def trials(rec: SweepRecords, table: pd.DataFrame) -> pd.DataFrame:
     out["epochs"] = table["epochs"].map(epochs)
     out["train s"] = table["train_seconds"].map(seconds)
     out["samples/s"] = table["samples_per_second"].map(speed)
-    if rec.context:
+    if rec.sequence:
         out["tokens/s"] = table["tokens_per_second"].map(speed)
     out["final train loss"] = table["final_train_loss"].map(loss)
     if not rec.regression:
         out["final test acc"] = table["final_test_accuracy"].map(accuracy)
     out["final test loss"] = table["final_test_loss"].map(loss)
-    if rec.context:
+    if rec.sequence:
         out["final test ppl"] = table["final_test_perplexity"].map(loss)
     for target in rec.targets:
         column = f"seconds_to_{target:g}"

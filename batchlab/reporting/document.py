@@ -121,10 +121,13 @@ RULES = [
     "Best lr of a batch size: the lr (with any other swept axis) whose seeds missed the target least often, "
     "then with the fewest median steps to the target over its seeds (a seed that missed counts as infinite); "
     "ties go to fewer examples, then less training time. Within one batch size a step costs the same "
-    "whatever the lr, so the clock would only add timer noise to the choice. A batch size reached the "
+    "whatever the lr, so the clock would only add timer noise to the choice; where its settings differ in "
+    "what a step costs (another swept dataset.context or model size, timed apart), the least predicted time "
+    "(median steps x that setting's seconds per step) comes before the fewest steps. A batch size reached the "
     "target when every seed of its best lr did; partly reached when some did.",
     "Figures to target are medians over the best lr's seeds, taken per column. Throughput and peak "
-    "memory come from every completed trial of the batch size.",
+    "memory come from every completed trial of the batch size that shares its best setting's step cost (any "
+    "lr; another value of an axis that changes what a step costs, such as dataset.context, is apart).",
     "On a \"not reached\" row the lr shown is the one that came closest (most seeds reaching, then the "
     "fewest steps of a seed that reached, then the best final test metric, then the lowest final training "
     "loss); its curves are the ones plotted.",
@@ -134,8 +137,8 @@ RULES = [
     "every example costs the same). ⚠ lr on edge: the best lr is the smallest or largest tried at that "
     "batch size, so a better one may lie outside the grid. Infeasible: diverged or failed trials at that "
     "batch size.",
-    "Headline target (the answer, the lr grids and plots): the hardest target some batch size reached (the "
-    "largest accuracy, or the smallest loss); if none was reached, the first target listed.",
+    "Headline target (the answer, the lr grids and plots): the hardest target some batch size or batch-size "
+    "schedule reached (the largest accuracy, or the smallest loss); if none was reached, the first target listed.",
     "Training seconds exclude evaluation.",
 ]
 

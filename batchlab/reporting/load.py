@@ -39,6 +39,7 @@ SUMMARY_NUMBERS = ("steps", "budget_steps", "epochs", "examples", "steps_per_epo
                    "train_seconds", "eval_seconds", "noise_seconds", "samples_per_second", "peak_memory_bytes",
                    "tokens", "context", "tokens_per_second")  # the last three: sequence tasks
 TO_TARGET = ("seconds", "steps", "epochs", "examples")
+# hits also hold `tokens` (sequence tasks): the record's own at the target, else its examples x its trial's context
 # summary.json "noise" {g2, trace, b_simple, measurements}, or null: trials columns noise_<key>.
 NOISE_NUMBERS = ("g2", "trace", "b_simple", "measurements")
 
@@ -50,7 +51,8 @@ class SweepRecords:
     sweep_dir: Path
     name: str
     trials: pd.DataFrame  # one row per readable trial, indexed by position; column trial_id
-    hits: pd.DataFrame  # trial_id, target, seconds, steps, epochs, examples (inf = missed)
+    hits: pd.DataFrame  # trial_id, target, seconds, steps, epochs, examples, tokens (inf = missed; tokens NaN:
+    # not a sequence task)
     metrics: dict[str, pd.DataFrame]  # trial_id -> metrics.csv rows (numeric core columns)
     config: dict  # config.json of the first trial: the settings the whole sweep shares
     target_metric: str
@@ -78,10 +80,17 @@ class SweepRecords:
         return self.target_metric == "test_loss"
 
     @property
+    def sequence(self) -> bool:
+        """A sequence task (its trials record a context): its tables state tokens beside examples."""
+        return "context" in self.all_trials and bool(self.all_trials["context"].notna().any())
+
+    @property
     def context(self) -> int | None:
-        """Tokens per example of a sequence task (None for others): batch sizes are also stated in tokens."""
-        values = self.trials["context"].dropna() if "context" in self.trials else []
-        return int(values.median()) if len(values) else None
+        """Tokens per example where every trial shares one (None for other tasks, and where a swept dataset.context
+        makes them differ: a figure in tokens then takes its own setting's context, and a figure over several
+        settings, B_crit or B_simple, none)."""
+        values = self.all_trials["context"].dropna().unique() if self.sequence else []
+        return int(values[0]) if len(values) == 1 else None
 
 
 def find_sweeps(path: Path) -> tuple[list[Path], bool]:
@@ -166,8 +175,8 @@ def load_sweep(sweep_dir: Path) -> SweepRecords:
     scheduled = everything[~constant].reset_index(drop=True)
     # A name per distinct schedule (one to one with its key): every table groups by it and shows it.
     scheduled["schedule"] = scheduled["schedule"].map(batches.names(scheduled["schedule"]))
-    hits_frame = pd.DataFrame(hits, columns=["trial_id", "target", *TO_TARGET])
-    hits_frame = hits_frame.astype({c: float for c in ("target", *TO_TARGET)})
+    hits_frame = pd.DataFrame(hits, columns=["trial_id", "target", *TO_TARGET, "tokens"])
+    hits_frame = hits_frame.astype({c: float for c in ("target", *TO_TARGET, "tokens")})
     names = Counter(c.get("name") for c in configs if isinstance(c.get("name"), str))
     return SweepRecords(
         sweep_dir=sweep_dir,
@@ -251,6 +260,9 @@ def _trial_row(trial_dir: Path, config: dict, record: Summary | None) -> tuple[d
         hit = {"trial_id": trial_id, "target": float(value)}
         for what in TO_TARGET:
             hit[what] = _number(reached.get(what)) if reached else math.inf
+        hit["tokens"] = _number(reached.get("tokens")) if reached else math.nan
+        if math.isnan(hit["tokens"]):  # missed (inf), a record from before tokens at targets, or not a sequence task
+            hit["tokens"] = hit["examples"] * row["context"]  # (its context NaN: NaN)
         hits.append(hit)
     return row, hits
 

@@ -55,7 +55,7 @@ def table(schedules: Schedules) -> pd.DataFrame:
         "steps": [display.count(s) if ok else display.DASH for s, ok in zip(rows["steps"], reached)],
         "examples": [display.count(e) if ok else display.DASH for e, ok in zip(rows["examples"], reached)],
         **({"tokens": [display.count(t) if ok else display.DASH for t, ok in zip(rows["tokens"], reached)]}
-           if schedules.context else {}),
+           if schedules.sequence else {}),
         "measured s": [display.seconds(s) if ok else status for s, ok, status in
                        zip(rows["seconds"], reached, rows["status"])],
         "reached": rows["seeds_reached"],
@@ -84,7 +84,7 @@ def seeds_table(schedules: Schedules) -> pd.DataFrame:
         "examples": seeds["examples"].map(display.count),
         f"examples ({base})": seeds["constant_examples"].map(display.count),
         **({"tokens": seeds["tokens"].map(display.count),
-            f"tokens ({base})": seeds["constant_tokens"].map(display.count)} if schedules.context else {}),
+            f"tokens ({base})": seeds["constant_tokens"].map(display.count)} if schedules.sequence else {}),
         "examples ratio": seeds["examples_ratio"].map(_ratio),
         "predicted s": seeds["predicted_seconds"].map(display.seconds),
         "clears the bar": seeds["clears_bar"].map(lambda ok: "yes" if ok else "no"),

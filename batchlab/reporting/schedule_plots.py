@@ -6,7 +6,6 @@ budget and schedules are counted in."""
 from __future__ import annotations
 
 import numpy as np
-import pandas as pd
 from matplotlib.ticker import EngFormatter, NullLocator
 
 from batchlab.reporting.figures import PAIR, Plot, batch_style, curve, figure, png
@@ -23,13 +22,12 @@ def schedule_plots(rec: SweepRecords, tables: Tables) -> list[Plot]:
         return []
     style = batch_style(rec, tables) if len(rec.trials) else None  # None: no constant batch size ran
     metric = rec.target_metric
-    in_tokens = any("context" in frame and frame["context"].notna().any() for frame in (rec.trials, rec.scheduled))
-    unit = "tokens" if in_tokens else "examples"  # a sequence task's progress, as its budget counts it
+    unit = "tokens" if rec.sequence else "examples"
+    per_example = rec.all_trials.set_index("trial_id")["context"] if rec.sequence else None
 
-    def progress(trial_id: str) -> pd.DataFrame:
-        """The trial's curves with its progress in `unit` (tokens: its examples x its own context)."""
+    def progress(trial_id: str):  # tokens: examples x the trial's own context
         frame = rec.metrics[trial_id]
-        return frame.assign(progress=frame["examples"] * (_context(rec, trial_id) if in_tokens else 1))
+        return frame.assign(progress=frame["examples"] * (per_example[trial_id] if per_example is not None else 1))
 
     fig, (sizes_ax, metric_ax) = figure(PAIR, 2, "Batch-size schedules against the constant batch sizes", style)
     best = schedules.headline_rows
@@ -73,12 +71,3 @@ def schedule_plots(rec: SweepRecords, tables: Tables) -> list[Plot]:
     note = f"schedule trials drawn: {drawn}"
     return [Plot(FILENAME, "Batch-size schedules", png(fig, note), note)]
 
-
-def _context(rec: SweepRecords, trial_id: str) -> float:
-    """Tokens per example of one trial (its summary's context), 1 where it has none."""
-    for frame in (rec.scheduled, rec.trials):
-        if "context" in frame:
-            row = frame.loc[frame["trial_id"] == trial_id, "context"].dropna()
-            if len(row):
-                return float(row.iloc[0])
-    return 1.0

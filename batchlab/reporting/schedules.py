@@ -2,7 +2,7 @@
 
 A schedule is its own setting, named by its label (batches.names: one name per schedule): its trials are grouped
 by it as a constant batch size's are by the batch size, and its best setting (lr, other axes) is ranked by the
-same rules (tables.py). It "reached" the target only when every seed of its best setting did. Its predicted seconds
+same rules (settings.py). It "reached" the target only when every seed of its best setting did. Its predicted seconds
 to the target, per seed: the sum over the batch sizes it trained at up to its steps to the target
 (batches.steps_by_batch on Summary.batch_changes) of the steps there x that batch size's seconds per step
 (step_times.json, timed interleaved with the constant ones; without it, the trials' own clocks: the constant
@@ -27,6 +27,7 @@ import pandas as pd
 from batchlab import batches
 from batchlab.reporting.decision import INTERLEAVED, TRIALS, Decision, Mixed, StepCost, decide, step_cost
 from batchlab.reporting.load import FINISHED, SweepRecords, same_target
+from batchlab.reporting.settings import best_settings
 
 STEPS_SAVED = 0.25  # the bar stated for a schedule: a quarter of the best constant batch size's steps saved,
 # with no more examples, on every seed (what a schedule must show to be worth its extra setting)
@@ -37,16 +38,23 @@ COARSE = 0.02  # steps to a target are read at evaluations: where the gaps befor
 
 
 ROW_COLUMNS = ["target_metric", "target", "schedule", "status", "best_lr", "start_batch_size", "lr_scale",
-               "seeds_reached", "reached", "seeds", "batch_sizes", "seconds", "steps", "examples", "step_time_source"]
+               "seeds_reached", "reached", "seeds", "batch_sizes", "seconds", "steps", "examples", "tokens",
+               "step_time_source"]
+TOKENS = ("tokens", "constant_tokens")  # a sequence task's, each trial's own (examples x its context); else dropped
 
 
 @dataclass
 class Schedules:
     table: pd.DataFrame  # schedules.csv: a row per target and schedule
     seeds: pd.DataFrame  # schedule_seeds.csv: a row per target, schedule and seed, against the best constant
-    decision: Decision | None  # the headline target's: constant batch sizes and reached schedules together
-    target: float  # the headline target
-    context: int | None = None  # tokens per example of a sequence task (its tables give tokens beside examples)
+    decisions: dict[float, Decision]  # per target: constant batch sizes and reached schedules together
+    target: float = math.nan  # the headline target (tables.build_tables picks it among the schedules' too)
+    sequence: bool = False  # a sequence task: its tables give tokens beside examples
+
+    @property
+    def decision(self) -> Decision | None:
+        """The headline target's."""
+        return self.decisions.get(self.target)
 
     @property
     def headline_rows(self) -> pd.DataFrame:
@@ -57,10 +65,10 @@ class Schedules:
         return self.seeds[same_target(self.seeds["target"], self.target)]
 
 
-def build_schedules(rec: SweepRecords, made: dict[float, tuple[pd.DataFrame, Decision]],
-                    headline: float) -> Schedules | None:
+def build_schedules(rec: SweepRecords, made: dict[float, tuple[pd.DataFrame, Decision]]) -> Schedules | None:
     """`made`: per target, the constant batch sizes' time_to_accuracy rows (with `setting`) and their decision.
-    None when no trial followed a schedule."""
+    None when no trial followed a schedule. Its headline target is left to the caller, which weighs the constant
+    batch sizes' rows with these."""
     if rec.scheduled.empty:
         return None
     tables, seeds, decisions = [], [], {}
@@ -69,17 +77,14 @@ def build_schedules(rec: SweepRecords, made: dict[float, tuple[pd.DataFrame, Dec
         tables.append(table)
         seeds.append(per_seed)
     table, per_seed = pd.concat(tables, ignore_index=True), pd.concat(seeds, ignore_index=True)
-    if rec.context:
-        for frame, examples in ((table, "examples"), (table, "constant_examples"), (per_seed, "examples"),
-                                (per_seed, "constant_examples")):
-            frame.insert(frame.columns.get_loc(examples) + 1, examples.replace("examples", "tokens"),
-                         frame[examples] * rec.context)
-    return Schedules(table, per_seed, decisions.get(headline), headline, rec.context)
+    if not rec.sequence:
+        table, per_seed = table.drop(columns=list(TOKENS)), per_seed.drop(columns=list(TOKENS))
+    return Schedules(table, per_seed, decisions, sequence=rec.sequence)
 
 
 def _one_target(rec: SweepRecords, target: float, constant_rows: pd.DataFrame,
                 constant: Decision) -> tuple[pd.DataFrame, pd.DataFrame, Decision]:
-    from batchlab.reporting.tables import NOT_REACHED, PARTLY, REACHED, best_settings
+    from batchlab.reporting.tables import NOT_REACHED, PARTLY, REACHED
 
     hits = rec.hits[same_target(rec.hits["target"], target)].set_index("trial_id")
     best = best_settings(rec, target, rec.scheduled, "schedule")
@@ -96,7 +101,8 @@ def _one_target(rec: SweepRecords, target: float, constant_rows: pd.DataFrame,
                "seeds_reached": f"{int(b.reached)}/{int(b.seeds)}", "reached": int(b.reached),
                "seeds": int(b.seeds), "batch_sizes": _batch_sizes(rec, trials)}
         known = bool(np.isfinite(b.steps))
-        row.update({what: getattr(b, what) if known else math.nan for what in ("seconds", "steps", "examples")})
+        row.update({what: getattr(b, what) if known else math.nan
+                    for what in ("seconds", "steps", "examples", "tokens")})
         steps = {}
         for trial in trials.itertuples(index=False):
             to = float(hits["steps"].get(trial.trial_id, math.nan))
@@ -179,16 +185,18 @@ def _against_constant(rec: SweepRecords, target: float, best_trials: dict[str, p
             base_examples = float(other["examples"]) if other is not None else math.nan
             rows.append({"target": target, "schedule": schedule, "seed": int(trial.seed),
                          "reached": bool(np.isfinite(steps)), "steps": steps, "examples": examples,
+                         "tokens": float(hit["tokens"]) if hit is not None else math.nan,
                          "steps_by_batch": " ".join(f"{s}@{b}" for b, s in
                                                    seed_steps[schedule].get(int(trial.seed), {}).items()),
                          "predicted_seconds": seconds.get(int(trial.seed), math.nan),
                          "best_constant": base, "constant_steps": base_steps, "constant_examples": base_examples,
+                         "constant_tokens": float(other["tokens"]) if other is not None else math.nan,
                          "read_every": _read_every(rec, trial.trial_id, steps),
                          "constant_read_every": _read_every(rec, other.name if other is not None else None,
                                                             base_steps)})
-    per_seed = pd.DataFrame(rows, columns=["target", "schedule", "seed", "reached", "steps", "examples",
+    per_seed = pd.DataFrame(rows, columns=["target", "schedule", "seed", "reached", "steps", "examples", "tokens",
                                            "steps_by_batch", "predicted_seconds", "best_constant",
-                                           "constant_steps", "constant_examples", "read_every",
+                                           "constant_steps", "constant_examples", "constant_tokens", "read_every",
                                            "constant_read_every"])
     per_seed["steps_saved"] = _saved(per_seed["steps"], per_seed["constant_steps"])
     per_seed["examples_ratio"] = _ratio(per_seed["examples"], per_seed["constant_examples"])
@@ -236,7 +244,7 @@ def _summarise(table: pd.DataFrame, per_seed: pd.DataFrame, constant_rows: pd.Da
     base = constant.fastest
     by_bs = constant_rows.set_index("batch_size")
     table["best_constant"] = base
-    for column in ("steps", "examples", "predicted_seconds"):
+    for column in ("steps", "examples", "tokens", "predicted_seconds"):
         table[f"constant_{column}"] = float(by_bs.loc[base, column]) if base is not None else math.nan
     seeds = per_seed.groupby("schedule")  # each seed against the constant's trial of the same seed, then the median
     every = table["status"] == REACHED  # a seed that missed has no ratio: no median that leaves it out

@@ -4,13 +4,8 @@ Rules (report.md states them too, under "How to read this report"):
 - Only finished trials (completed, diverged, failed, raced) count for or against a target. A target a
   finished trial never reached counts as +inf seconds. Incomplete and interrupted trials are
   neither reached nor missed.
-- A "setting" is what we tune at one batch size: the lr plus any other swept axis. Within one
-  batch size a step costs the same whatever the lr, so settings are ranked by the work they needed,
-  not by the clock (seconds would only add timer noise from a busy machine): first the fewest seeds
-  that missed the target, then the median over their seeds of steps to target, then median
-  examples, then median seconds, then the fewest steps of a single seed, then the best final test
-  metric (the closest to the target, for settings that all missed), then the lowest final train
-  loss, then the smaller lr. The first is the batch size's best setting.
+- A "setting" is what we tune at one batch size: the lr plus any other swept axis; the first by the
+  ranking in settings.py is the batch size's best setting.
 - A batch size "reached" the target only when every seed of its best setting did; one whose best
   setting reached it on some seeds only is "partly reached" (k/n in seeds_reached) and takes no
   part in choosing the fastest batch size.
@@ -33,8 +28,7 @@ Rules (report.md states them too, under "How to read this report"):
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from dataclasses import dataclass, replace
 
 import numpy as np
 import pandas as pd
@@ -42,21 +36,16 @@ import pandas as pd
 from batchlab.records import Status
 from batchlab.reporting import decision
 from batchlab.reporting.load import FINISHED, INCOMPLETE, INFEASIBLE, SweepRecords, same_target
+from batchlab.reporting.schedules import Schedules, build_schedules
+from batchlab.reporting.settings import best_of, ranked, settings_of
 from batchlab.schema import unreachable
-
-if TYPE_CHECKING:
-    from batchlab.reporting.schedules import Schedules
 
 REACHED = "reached"
 PARTLY = "partly reached"  # some seeds of the best setting reached the target, not all
 NOT_REACHED = "not reached"
 NO_RESULT = "no finished trials"
 WHOLE_NUMBERS = ("steps", "examples", "steps_per_epoch", "train_size", "peak_memory_bytes", "noise_measurements")
-QUARTILE_SEEDS = 5  # q1/q3 of seconds and steps to target only from this many seeds up
 SPREAD = tuple(f"{what}_{stat}" for what in ("seconds", "steps", "examples") for stat in ("min", "max", "q1", "q3"))
-# Within a batch size: work first (a step costs the same whatever the lr), the clock last. The
-# helper columns are added by _ranked.
-SETTING_ORDER = ["_missed", "steps", "examples", "seconds", "steps_min", "_final", "_train_loss", "lr"]
 # Between batch sizes: (column, tie-breaks) for each ranking, flagged by a column of that name.
 RANKINGS = {
     "fastest": ["predicted_seconds", "steps", "batch_size"],
@@ -105,13 +94,12 @@ def build_tables(rec: SweepRecords, target: float | None) -> Tables:
             rec.warnings.append(
                 f"target {target:g} is not among the recorded targets "
                 f"({', '.join(f'{t:g}' for t in rec.targets)}); showing all of them")
-    from batchlab.reporting.schedules import build_schedules  # (it ranks settings with this module's rules)
-
-    settings = {t: _settings(rec, t) for t in targets}
-    facts = _batch_facts(rec.trials)
+    settings = {t: settings_of(rec, t) for t in targets}
+    facts = _batch_facts(rec.trials), _batch_facts(rec.trials, ["batch_size", "cost_key"])
     made = {t: _time_to_accuracy(rec, t, settings[t], facts) for t in targets}
     tta = pd.concat([table for table, _ in made.values()], ignore_index=True)
-    headline = _headline_target(tta, targets, rec.regression)
+    schedules = build_schedules(rec, made)
+    headline = _headline_target([tta, *([schedules.table] if schedules else [])], targets, rec.regression)
     lr_grid, steps_grid, final_grid, notes = _grids(rec, settings[headline])
     best = tta[same_target(tta["target"], headline)]
     return Tables(
@@ -123,117 +111,50 @@ def build_tables(rec: SweepRecords, target: float | None) -> Tables:
         final_grid=final_grid,
         grid_notes=notes,
         plotted=_plot_choices(rec, best),
-        schedules=build_schedules(rec, made, headline),
+        schedules=replace(schedules, target=headline) if schedules else None,
     )
 
 
-def _settings(rec: SweepRecords, target: float, trials: pd.DataFrame | None = None,
-              by: str = "batch_size") -> pd.DataFrame:
-    """One row per (batch size, setting): its seeds' results for `target`, finished trials only. `trials`
-    (default: rec.trials) grouped by `by` instead (batch-size schedules: by their label)."""
-    hits = rec.hits[same_target(rec.hits["target"], target)].drop(columns="target")
-    hits = hits.rename(columns={c: f"{c}_to" for c in ("seconds", "steps", "epochs", "examples")})
-    trials = rec.trials if trials is None else trials
-    trials = trials[trials["status"].isin(FINISHED)].merge(hits, on="trial_id")
-    trials["reached"] = np.isfinite(trials["seconds_to"])
-    trials["infeasible"] = trials["status"].isin(INFEASIBLE)
-    firsts = {axis: (axis, "first") for axis in ["lr", *rec.extra_axes]}
-    grouped = trials.groupby([by, "setting"], sort=True, dropna=False)
-    return grouped.agg(
-        **firsts,
-        seeds=("trial_id", "size"),
-        reached=("reached", "sum"),
-        infeasible=("infeasible", "sum"),
-        seconds=("seconds_to", "median"),
-        steps=("steps_to", "median"),
-        epochs=("epochs_to", "median"),
-        examples=("examples_to", "median"),
-        **{f"{what}_{stat}": (f"{what}_to", how) for what in ("seconds", "steps", "examples")
-           for stat, how in (("min", "min"), ("max", "max"), ("q1", _q1), ("q3", _q3))},
-        final_train_loss=("final_train_loss", "median"),
-        final_test_accuracy=("final_test_accuracy", "median"),
-        final_test_loss=("final_test_loss", "median"),
-    ).reset_index()
-
-
-def _quantile(values: pd.Series, q: float) -> float:
-    """The q-quantile (linear interpolation) of a seed's figures, +inf (a miss) allowed: an
-    interpolation touching inf is inf. NaN with fewer than QUARTILE_SEEDS values."""
-    data = np.sort(values.to_numpy(dtype=float))
-    data = data[~np.isnan(data)]
-    if len(data) < QUARTILE_SEEDS:
-        return math.nan
-    position = q * (len(data) - 1)
-    low, high = data[math.floor(position)], data[math.ceil(position)]
-    if math.isinf(high):
-        return math.inf
-    return float(low + (high - low) * (position - math.floor(position)))
-
-
-def _q1(values: pd.Series) -> float:
-    return _quantile(values, 0.25)
-
-
-def _q3(values: pd.Series) -> float:
-    return _quantile(values, 0.75)
-
-
-def _ranked(settings: pd.DataFrame, regression: bool, by: str = "batch_size") -> pd.DataFrame:
-    """Settings sorted best first within each batch size (each `by`), by SETTING_ORDER."""
-    final = settings["final_test_loss"] if regression else -settings["final_test_accuracy"]
-    ranked = settings.assign(
-        _missed=settings["seeds"] - settings["reached"],
-        _final=final.fillna(np.inf),
-        _train_loss=settings["final_train_loss"].fillna(np.inf),
-    ).sort_values([by, *SETTING_ORDER], na_position="last", kind="stable")
-    return ranked.drop(columns=["_missed", "_final", "_train_loss"])
-
-
-def _best_settings(settings: pd.DataFrame, regression: bool, by: str = "batch_size") -> pd.DataFrame:
-    """The best setting of each batch size (each `by`), by the ranking in the module docstring."""
-    return _ranked(settings, regression, by).drop_duplicates(by)
-
-
-def best_settings(rec: SweepRecords, target: float, trials: pd.DataFrame, by: str) -> pd.DataFrame:
-    """The best setting of each `by` group of `trials` for `target`, ranked as a batch size's are."""
-    return _best_settings(_settings(rec, target, trials, by), rec.regression, by)
-
-
-def _batch_facts(trials: pd.DataFrame) -> pd.DataFrame:
-    """Target-independent figures per batch size."""
-    completed = trials[trials["status"] == Status.COMPLETED.value]
-    finished = trials[trials["status"].isin(FINISHED)]
-    by_bs = trials.groupby("batch_size")
+def _batch_facts(trials: pd.DataFrame, by: list[str] | None = None) -> pd.DataFrame:
+    """Target-independent figures per batch size, or per `by` (["batch_size", "cost_key"]: per batch size and the
+    other axes that change what a step costs, as a setting's are). Throughput, steps per epoch, memory and the
+    eval share belong to the batch size and those axes, not the lr: every completed trial (every trial for steps
+    per epoch) of them. Infeasible trials and the lrs tried: the batch size's."""
+    by = by or ["batch_size"]
+    completed = trials[trials["status"] == Status.COMPLETED.value].groupby(by)
+    finished = trials[trials["status"].isin(FINISHED)].groupby(by)
     facts = pd.DataFrame({
-        # Throughput and memory belong to the batch size, not the lr: use every completed trial.
-        "samples_per_second": completed.groupby("batch_size")["samples_per_second"].median(),
-        "tokens_per_second": completed.groupby("batch_size")["tokens_per_second"].median(),
-        "steps_per_epoch": by_bs["steps_per_epoch"].median(),
-        "peak_memory_bytes": completed.groupby("batch_size")["peak_memory_bytes"].max(),
-        "infeasible": finished.groupby("batch_size")["status"].apply(lambda s: s.isin(INFEASIBLE).sum()),
-        "lr_min": finished.groupby("batch_size")["lr"].min(),
-        "lr_max": finished.groupby("batch_size")["lr"].max(),
-    }, index=sorted(trials["batch_size"].unique()))
+        "samples_per_second": completed["samples_per_second"].median(),
+        "tokens_per_second": completed["tokens_per_second"].median(),
+        "steps_per_epoch": trials.groupby(by)["steps_per_epoch"].median(),
+        "peak_memory_bytes": completed["peak_memory_bytes"].max(),
+        "infeasible": finished["status"].apply(lambda s: s.isin(INFEASIBLE).sum()),
+        "lr_min": finished["lr"].min(),
+        "lr_max": finished["lr"].max(),
+    }, index=trials.groupby(by).size().index)
     facts["infeasible"] = facts["infeasible"].fillna(0).astype(int)
-    facts["eval_share"] = _eval_share(trials)
+    facts["eval_share"] = _eval_share(trials, by)
     return facts
 
 
-def _eval_share(trials: pd.DataFrame) -> pd.Series:
-    """Per batch size, the share of its trials' time spent evaluating: eval / (train + eval + noise) seconds,
+def _eval_share(trials: pd.DataFrame, by: list[str]) -> pd.Series:
+    """Per `by` group, the share of its trials' time spent evaluating: eval / (train + eval + noise) seconds,
     summed over every trial with a summary (NaN where none recorded them)."""
-    spent = trials[["batch_size", "train_seconds", "eval_seconds", "noise_seconds"]].fillna({"noise_seconds": 0.0})
-    sums = spent.groupby("batch_size").sum(min_count=1)
+    spent = trials[[*by, "train_seconds", "eval_seconds", "noise_seconds"]].fillna({"noise_seconds": 0.0})
+    sums = spent.groupby(by).sum(min_count=1)
     total = sums[["train_seconds", "eval_seconds", "noise_seconds"]].sum(axis=1, min_count=3)
     return sums["eval_seconds"] / total.where(total > 0)
 
 
 def _time_to_accuracy(rec: SweepRecords, target: float, settings: pd.DataFrame,
-                      facts: pd.DataFrame) -> tuple[pd.DataFrame, decision.Decision]:
-    """The target's rows (with the best setting's `setting` key) and the decision among them."""
-    best = _best_settings(settings, rec.regression).set_index("batch_size")
+                      facts: tuple[pd.DataFrame, pd.DataFrame]) -> tuple[pd.DataFrame, decision.Decision]:
+    """The target's rows (with the best setting's `setting` key) and the decision among them. `facts`: per batch
+    size, and per batch size and step cost (a row's throughput, memory... are its best setting's step cost's)."""
+    best = best_of(settings, rec.regression).set_index("batch_size")
+    by_bs, by_cost = facts
     rows = []
-    for bs in facts.index:
+    for bs in by_bs.index:
+        measured = by_bs.loc[bs]  # its best setting's step cost's, where it has one
         row = {"target_metric": rec.target_metric, "target": target, "batch_size": int(bs)}
         if bs in best.index:
             b = best.loc[bs]
@@ -244,31 +165,32 @@ def _time_to_accuracy(rec: SweepRecords, target: float, settings: pd.DataFrame,
             row.update(seeds_reached=f"{int(b['reached'])}/{int(b['seeds'])}",
                        reached=int(b["reached"]), seeds=int(b["seeds"]))
             known = bool(np.isfinite(b["steps"]))  # a median over seeds, a miss counting as +inf
-            for what in ("seconds", "steps", "epochs", "examples"):
+            for what in ("seconds", "steps", "epochs", "examples", "tokens"):
                 row[what] = b[what] if known else math.nan
             for column in SPREAD:
                 row[column] = b[column] if known else math.nan
-            row.update(final_test_accuracy=b["final_test_accuracy"], final_test_loss=b["final_test_loss"])
-            lr_min, lr_max = facts.loc[bs, "lr_min"], facts.loc[bs, "lr_max"]
+            row.update(final_test_accuracy=b["final_test_accuracy"], final_test_loss=b["final_test_loss"],
+                       context=b["context"])
+            measured = by_cost.loc[(bs, b["cost_key"])]
+            lr_min, lr_max = by_bs.loc[bs, "lr_min"], by_bs.loc[bs, "lr_max"]
             searched = not np.isclose(lr_min, lr_max)  # one lr tried: no search, so no edge of one to flag
             row["best_lr_on_edge"] = reached and searched and bool(np.isclose(b["lr"], lr_min)
                                                                     or np.isclose(b["lr"], lr_max))
         else:
             row.update(status=NO_RESULT, best_lr=math.nan, setting=None, seeds_reached="0/0",
                        reached=0, seeds=0, best_lr_on_edge=False)
-        row["tokens"] = row.get("examples", math.nan) * (rec.context or math.nan)
-        row.update(samples_per_second=facts.loc[bs, "samples_per_second"],
-                   tokens_per_second=facts.loc[bs, "tokens_per_second"],
-                   steps_per_epoch=facts.loc[bs, "steps_per_epoch"],
-                   peak_memory_bytes=facts.loc[bs, "peak_memory_bytes"], eval_share=facts.loc[bs, "eval_share"],
-                   infeasible=int(facts.loc[bs, "infeasible"]))
+        row.update(samples_per_second=measured["samples_per_second"], tokens_per_second=measured["tokens_per_second"],
+                   steps_per_epoch=measured["steps_per_epoch"], peak_memory_bytes=measured["peak_memory_bytes"],
+                   eval_share=measured["eval_share"], infeasible=int(by_bs.loc[bs, "infeasible"]))
         rows.append(row)
     table = pd.DataFrame(rows)
     columns = ["target_metric", "target", "batch_size", "status", "best_lr", *rec.extra_axes,
-               "seeds_reached", "reached", "seeds", "seconds", "steps", "epochs", "examples", "tokens", *SPREAD,
+               "seeds_reached", "reached", "seeds", "seconds", "steps", "epochs", "examples", "tokens",
+               *(["context"] if rec.sequence else []), *SPREAD,
                "final_test_accuracy", "final_test_loss", "samples_per_second", "tokens_per_second",
                "steps_per_epoch", "peak_memory_bytes", "eval_share", "infeasible", "best_lr_on_edge", "setting"]
-    table = _whole_numbers(table.reindex(columns=columns), ("steps_per_epoch", "peak_memory_bytes"))
+    table = _whole_numbers(table.reindex(columns=columns),
+                           ("steps_per_epoch", "peak_memory_bytes", *(["context"] if rec.sequence else [])))
     decided = decision.annotate(rec, table)
     for name, order in RANKINGS.items():
         table[name] = _first(table, order)
@@ -294,9 +216,10 @@ def _first(table: pd.DataFrame, order: list[str]) -> pd.Series:
     return flag
 
 
-def _headline_target(tta: pd.DataFrame, targets: list[float], regression: bool) -> float:
-    """The hardest target some batch size reached; if none did, the first target listed."""
-    reached = tta.loc[tta["status"] == REACHED, "target"].unique()
+def _headline_target(rows: list[pd.DataFrame], targets: list[float], regression: bool) -> float:
+    """The hardest target some batch size or batch-size schedule reached (`rows`: the constant batch sizes'
+    time_to_accuracy rows, and the schedules'); if none did, the first target listed."""
+    reached = pd.concat([r.loc[r["status"] == REACHED, "target"] for r in rows]).unique()
     if len(reached) == 0:
         return targets[0]
     return float(min(reached) if regression else max(reached))
@@ -315,7 +238,7 @@ def _grids(rec: SweepRecords, settings: pd.DataFrame) -> tuple[pd.DataFrame, pd.
         table.index.name, table.columns.name = "lr", None
         return table
 
-    cells = _ranked(settings, rec.regression).drop_duplicates(["batch_size", "lr"]).set_index(["lr", "batch_size"])
+    cells = ranked(settings, rec.regression).drop_duplicates(["batch_size", "lr"]).set_index(["lr", "batch_size"])
     seconds, steps = grid(cells["seconds"]), grid(cells["steps"])
     final_column = "final_test_loss" if rec.regression else "final_test_accuracy"
     finals = finished.groupby(["lr", "batch_size", "setting"])[final_column].median()
