@@ -227,6 +227,11 @@ def test_a_sweep_of_schedules_alone(tmp_path):
     assert answer.sentence.endswith("; no constant batch size ran.")
     assert report.time_to_accuracy.empty
     assert report.write(formats={"md", "png"})[0].name == "batch_size_schedules.png"
+    assert report.table() is None  # the terminal printed an empty table of constant batch sizes
+    shown = runner.invoke(app, ["report", str(sweep), "--format", "md"])
+    assert shown.exit_code == 0, shown.output
+    assert "batch-size schedules (no constant batch size reached the target to compare them with)" in shown.output
+    assert "(the fastest constant)" not in shown.output and "time to test_accuracy" not in shown.output
     missed = make_sweep(tmp_path, "missed")
     for seed, at in ((0, 100), (1, None)):
         make_schedule_trial(missed, [(0, 32), (50, 128)], 0.05, seed, reached_at=at)

@@ -224,9 +224,9 @@ def report(
         typer.echo(r.recommendation.sentence)
         for line in r.recommendation.why:
             typer.echo(f"- {line}")
-        console.print(r.table())
-        if r.schedule_table() is not None:
-            console.print(r.schedule_table())
+        for table in (r.table(), r.schedule_table()):
+            if table is not None:
+                console.print(table)
         where = r.out_dir / "report.html" if "html" in chosen else r.out_dir
         answer = r.recommendation
         typer.echo(f"In short: {answer.in_short()}; report: {where}"

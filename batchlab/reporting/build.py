@@ -58,8 +58,9 @@ class SweepReport:
         return self.tables.time_to_accuracy if self.tables is not None else pd.DataFrame()
 
     def table(self) -> Table | None:
-        """The headline target's deciding columns as a rich Table (what `batchlab report` prints)."""
-        if self.tables is None:
+        """The headline target's deciding columns as a rich Table (what `batchlab report` prints); None where no
+        constant batch size ran (a sweep of schedules alone)."""
+        if self.tables is None or self.tables.headline_rows.empty:
             return None
         title = (f"{self.name}: time to {display.target_text(self.records, self.target)} "
                  f"({display.status_line(self.counts)})")

@@ -122,8 +122,10 @@ def terminal_table(schedules: Schedules | None) -> Table | None:
         f"steps saved vs {base}": "steps saved", f"examples vs {base}": "examples ×",
         BAR: "bar"})
     text["bar"] = text["bar"].str.replace("not every seed", "not all").str.replace("every seed", "all")
-    out = Table(title=f"batch-size schedules against {base} (the fastest constant); bar: {BAR} on every seed",
-                title_justify="left", header_style="bold")
+    title = (f"batch-size schedules against {base} (the fastest constant); bar: {BAR} on every seed"
+             if schedules.headline_rows["best_constant"].notna().any() else
+             "batch-size schedules (no constant batch size reached the target to compare them with)")
+    out = Table(title=title, title_justify="left", header_style="bold")
     for column in text.columns:
         out.add_column(column, justify="left" if column in ("schedule", "note") else "right")
     for row in text.itertuples(index=False):
