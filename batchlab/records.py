@@ -74,6 +74,7 @@ def read_json(path: Path) -> dict | None:
 RUN_TOKEN = "run_token"
 CHECKPOINT = "checkpoint.pt"  # batchlab.checkpoint writes it
 METRICS = "metrics.csv"
+SUGGEST = "suggest.json"  # in a sweep directory `batchlab suggest` made: its answer (suggestion.answer)
 
 
 def run_token(trial_dir: Path) -> str:

@@ -229,3 +229,22 @@ def test_the_setup_table_leaves_out_what_the_built_ins_named_do_not_use(tmp_path
     assert rows["Optimizer"] == "adamw (betas=[0.9, 0.999], eps=1e-08)"
     assert rows["Schedule"] == "cosine (warmup_epochs=0.5, final_fraction=0.0)"
     assert rows["Loss"] == "auto (label_smoothing=0.0)"
+
+
+@pytest.mark.parametrize("by_suggest", [False, True])
+def test_the_records_suggest_made_point_to_its_noise_run_and_its_race(tmp_path, by_suggest):
+    """On suggest's records the report said 'set noise.every to measure it' (suggest sets it: its own noise run
+    measures, recorded apart) and 'run the grid without --race' (suggest races by design, no flag given)."""
+    sweep = _sweep(tmp_path)
+    make_trial(sweep, 256, 0.8, status="raced", hits={0.9: None}, total_steps=5)  # cut short of 256's 20 steps
+    if by_suggest:
+        (sweep / "suggest.json").write_text(json.dumps({"b_simple": 123.4, "measurements": 11}))
+    [report] = analyse(sweep)
+    scale, race = report.recommendation.why[1:3]
+    if by_suggest:
+        assert scale.endswith("; suggest's noise run measured B_simple ≈ 123 up to the pilot's steps to the target "
+                              "(suggest.json: the mean of 11 measurements; the run is in noise-scale/).")
+        assert race.endswith("(suggest races by design: `batchlab sweep` of the grid finds out).")
+    else:
+        assert scale.endswith("; the gradient noise scale B_simple was not measured (set noise.every to measure it).")
+        assert race.endswith("(run the grid without --race to find out).")

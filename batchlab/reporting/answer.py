@@ -173,8 +173,10 @@ def recommend(rec: SweepRecords, tables: Tables, science: Science) -> Recommenda
             answer.fewest_steps_batch_size = int(rows[rows["fewest_steps"]]["batch_size"].iloc[0])
             answer.data_efficient_batch_size = _data_efficient(frontier)
         answer.sentence = _sentence(answer, target, len(reached))
-        answer.why = [_regime_text(answer, frontier, rec.context), _scale_text(answer, noise, rec.context),
-                      _hardware_text(answer, rows, frontier) if cut.empty else _cut_text(cut)]
+        suggested = rec.suggested
+        answer.why = [_regime_text(answer, frontier, rec.context),
+                      _scale_text(answer, noise, rec.context, suggested),
+                      _hardware_text(answer, rows, frontier) if cut.empty else _cut_text(cut, suggested is not None)]
         answer.details = [fastest_text(rec, target, reached), step_source(rec, reached), efficient_text(frontier)]
     schedules.apply(answer, rec, tables, target)
     critical = critical_text(frontier, noise, any_reached=not reached.empty, context=rec.context)
@@ -241,13 +243,21 @@ def _regime_text(answer: Recommendation, frontier: FrontierResult, context: int 
             f"{REGIME_MEANS[answer.regime]}.")
 
 
-def _scale_text(answer: Recommendation, noise: NoiseResult | None, context: int | None) -> str:
-    """`context`: as _regime_text's."""
+def _scale_text(answer: Recommendation, noise: NoiseResult | None, context: int | None,
+                suggested: dict | None = None) -> str:
+    """`context`: as _regime_text's. `suggested`: suggest.json, where suggest made the records (its trials measure
+    no noise: its own noise run did, recorded apart)."""
     crit = (f"Critical batch size B_crit ≈ {number(answer.b_crit)} "
             f"({', '.join(filter(None, [display.tokens(answer.b_crit, context), 'frontier fit']))})") \
         if answer.b_crit else "No critical batch size (no frontier fit)"
+    measured = (suggested or {}).get("b_simple")
+    if noise is None and isinstance(measured, (int, float)) and math.isfinite(measured):
+        return (crit + f"; suggest's noise run measured B_simple ≈ {number(measured)}{in_tokens(measured, context)} "
+                f"up to the pilot's steps to the target (suggest.json: the mean of "
+                f"{counted(int(suggested.get('measurements') or 0), 'measurement')}; the run is in noise-scale/).")
     if noise is None:
-        return crit + "; the gradient noise scale B_simple was not measured (set noise.every to measure it)."
+        return crit + ("; suggest's noise run measured no B_simple (suggest.json's notes say why)." if suggested
+                       else "; the gradient noise scale B_simple was not measured (set noise.every to measure it).")
     if not noise.to_target_trials:
         return crit + "; no B_simple was measured before the target was reached."
     text = (f"{crit}; gradient noise scale B_simple ≈ {number(noise.to_target)}"
@@ -276,12 +286,13 @@ def _hardware_text(answer: Recommendation, rows: pd.DataFrame, frontier: Frontie
     return ("On other hardware the fastest batch size moves between two limits: " + "; ".join(parts) + ".")
 
 
-def _cut_text(cut: pd.DataFrame) -> str:
+def _cut_text(cut: pd.DataFrame, by_suggest: bool = False) -> str:
     sizes = ", ".join(str(int(b)) for b in cut["batch_size"])
     noun = "batch size" if len(cut) == 1 else "batch sizes"
     return (f"The race stopped trials at {noun} {sizes} before their best lr was known, so how many steps or "
             "examples they need is unknown: which batch size would win on other hardware cannot be said from "
-            "these records (run the grid without --race to find out).")
+            "these records (" + ("suggest races by design: `batchlab sweep` of the grid finds out)." if by_suggest
+                                 else "run the grid without --race to find out)."))
 
 
 def _data_efficient(frontier: FrontierResult) -> int | None:

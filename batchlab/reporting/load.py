@@ -18,7 +18,7 @@ import pandas as pd
 
 from batchlab import batches, steptime
 from batchlab.errors import RecordsError
-from batchlab.records import Status, SweepDir
+from batchlab.records import SUGGEST, Status, SweepDir
 from batchlab.records import FINISHED as FINISHED_STATUSES
 from batchlab.records import INFEASIBLE as INFEASIBLE_STATUSES
 from batchlab.readback import Damaged, is_number, read_trial
@@ -83,6 +83,16 @@ class SweepRecords:
     def sequence(self) -> bool:
         """A sequence task (its trials record a context): its tables state tokens beside examples."""
         return "context" in self.all_trials and bool(self.all_trials["context"].notna().any())
+
+    @property
+    def suggested(self) -> dict | None:
+        """suggest.json where `batchlab suggest` made these records (it races by design, and measures B_simple in
+        a run of its own, recorded apart in noise-scale/), else None (also where it cannot be read)."""
+        try:
+            found = json.loads((self.sweep_dir / SUGGEST).read_text())
+        except (OSError, ValueError):
+            return None
+        return found if isinstance(found, dict) else None
 
     @property
     def context(self) -> int | None:
@@ -284,7 +294,7 @@ def _step_times(path: Path, warnings: list[str]) -> dict:
                         "own clock instead")
         return {"step_times": None, "step_facts": {}}
     if isinstance(facts.get("rounds"), int) and facts["rounds"] < steptime.ROUNDS:
-        again = ("`batchlab suggest` again (it reads its trials back)" if (path.parent / "suggest.json").exists()
+        again = ("`batchlab suggest` again (it reads its trials back)" if (path.parent / SUGGEST).exists()
                  else "`batchlab sweep` again, not on Dask, to time the steps anew (nothing is trained again)")
         warnings.append(f"{path}: {facts['rounds']} timing rounds, from an earlier batchlab (it takes {steptime.ROUNDS}"
                         f" now); run the same {again}")

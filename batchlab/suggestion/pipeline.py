@@ -15,7 +15,7 @@ from batchlab.data import load_dataset
 from batchlab.disk import write_atomic, write_json_atomic
 from batchlab.machine import resolve_device
 from batchlab.maxbatch import find_max_batch
-from batchlab.records import Status, SweepDir
+from batchlab.records import SUGGEST, Status, SweepDir
 from batchlab.reporting.decision import decide
 from batchlab.reporting.measured_noise import b_simple_values
 from batchlab.run import Hooks
@@ -370,7 +370,7 @@ def _finish(s: Suggestion, search: Search, found: Scan, pilot_b: int, pilot_step
     s.sentence = sentence(s)
     if found.times is not None and s.path.is_dir():  # the report on these records then decides on the same timings
         steptime.record(s.path / steptime.FILE, found.times, found.facts or {}, found.measured_at)
-    write_json_atomic(s.path / "suggest.json", s.to_dict())
+    write_json_atomic(s.path / SUGGEST, s.to_dict())
     figure = suggest_png(s, pilot_b, pilot_steps)
     write_atomic(s.path / "suggest.png", lambda f: f.write(figure), binary=True)
     return s
