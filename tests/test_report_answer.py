@@ -248,3 +248,25 @@ def test_the_records_suggest_made_point_to_its_noise_run_and_its_race(tmp_path, 
     else:
         assert scale.endswith("; the gradient noise scale B_simple was not measured (set noise.every to measure it).")
         assert race.endswith("(run the grid without --race to find out).")
+
+
+def test_the_headline_figure_shows_the_seconds_the_answer_decides_by(tmp_path, monkeypatch):
+    """Its seconds panel drew the trials' measured seconds while the answer ranks predicted ones (steps x the
+    interleaved seconds per step), so the chosen batch size could sit at the panel's top."""
+    from batchlab.reporting import plots
+
+    sweep = _sweep(tmp_path)
+    slow_small = {16: 0.001, 32: 0.2, 64: 0.5, 256: 1.0, 512: 1.0}  # per step: now 16 is fastest (100 steps)
+    make_step_times(sweep, {bs: [c * r for r in ROUND] for bs, c in slow_small.items()})
+    drawn = []
+    monkeypatch.setattr(plots, "png", lambda fig, note=None: drawn.append(fig) or b"")
+    [report] = analyse(sweep)
+    rows = report.tables.headline_rows.sort_values("batch_size")
+    reached = rows[rows["status"] == "reached"]
+    plots._headline(report.records, report.tables, plots.batch_style(report.records, report.tables),
+                    report.recommendation)
+    seconds_ax = drawn[0].axes[0]
+    assert seconds_ax.get_ylabel() == "predicted seconds to target (steps × s/step)"
+    assert list(seconds_ax.lines[0].get_ydata()) == pytest.approx(list(reached["predicted_seconds"]))
+    assert report.recommendation.batch_size == 16  # 100 steps x 0.001 s, against 52 x 0.2 s measured 5 s at 32
+    assert min(seconds_ax.lines[0].get_ydata()) == pytest.approx(100 * 0.001, rel=0.05)

@@ -212,15 +212,18 @@ def _steps_to_target(rec: SweepRecords, tables: Tables, style: Style,
 
 def _headline(rec: SweepRecords, tables: Tables, style: Style,
               answer: Recommendation | None) -> tuple[bytes, str]:
-    """Seconds, steps and examples to the target against batch size, side by side: median over the
-    best lr's seeds, bars from the fastest to the slowest seed, the chosen batch size marked."""
+    """Predicted seconds (what the answer decides by: steps x seconds per step, bars its 95% interval), steps
+    and examples to the target against batch size, side by side: median over the best lr's seeds, bars from
+    the fastest to the slowest seed, the chosen batch size marked, and a chosen schedule as a level line."""
     sizes = style.sizes
     fig, axes = figure(WIDE, 3, f"To {target_text(rec, tables.target)}, by batch size (best lr; median over "
-                                "seeds, bars = min–max)", None)
+                                "seeds, bars = min–max; seconds: 95% interval)", None)
     reached, missed = _reached_points(tables)
     chosen = answer.batch_size if answer is not None else None
-    panels = [("seconds", "training seconds to target"), ("steps", "steps to target"),
+    schedule = answer.schedule if answer is not None else None
+    panels = [("predicted_seconds", "predicted seconds to target (steps × s/step)"), ("steps", "steps to target"),
               ("examples", "examples to target")]
+    bounds = {"predicted_seconds": ("predicted_low", "predicted_high")}
     open_range = False
     for ax, (what, label) in zip(axes, panels):
         batch_axis(ax, sizes)
@@ -230,7 +233,7 @@ def _headline(rec: SweepRecords, tables: Tables, style: Style,
             continue
         bs = reached["batch_size"].to_numpy(dtype=float)
         median = reached[what].to_numpy(dtype=float)
-        low, high = reached[f"{what}_min"].to_numpy(dtype=float), reached[f"{what}_max"].to_numpy(dtype=float)
+        low, high = (reached[c].to_numpy(dtype=float) for c in bounds.get(what, (f"{what}_min", f"{what}_max")))
         ax.plot(bs, median, color="0.6", lw=1, zorder=1)
         finite = np.isfinite(high)
         # A seed that missed leaves the range open above: the bar stops at the median, a caret says so.
@@ -253,13 +256,18 @@ def _headline(rec: SweepRecords, tables: Tables, style: Style,
             ax.scatter([chosen], [value], s=260, facecolors="none", edgecolors="black", linewidths=1.8, zorder=4,
                        label=f"chosen: batch size {chosen}")
             ax.annotate(f"bs {chosen}", (chosen, value), xytext=(8, -14), textcoords="offset points", fontsize=9)
+        level = {"predicted_seconds": answer.predicted_seconds, "steps": answer.steps,
+                 "examples": answer.examples}.get(what) if schedule else None
+        if level is not None and math.isfinite(level):  # a schedule has no batch size to stand at: a level
+            ax.axhline(level, color="firebrick", ls="--", lw=1.5, label=f"chosen: schedule {schedule}")
         log_y(ax)
         if ax.get_legend_handles_labels()[0]:  # none on the seconds panel when a schedule is chosen
             ax.legend(loc="best", fontsize=8)
     if open_range:
         axes[0].text(0.02, 0.03, "▲ a seed missed the target: range open above", transform=axes[0].transAxes,
                      fontsize=8.5, color="0.3", va="bottom")
-    note = f"chosen batch size: {chosen}" if chosen is not None else "chosen batch size: none (nothing reached)"
+    note = (f"chosen batch size: {chosen}" if chosen is not None else f"chosen schedule: {schedule}" if schedule
+            else "chosen batch size: none (nothing reached)")
     return png(fig, note), note
 
 
@@ -273,7 +281,7 @@ def _seconds_and_throughput(rec: SweepRecords, tables: Tables, style: Style) -> 
         log_y(seconds_ax)
     batch_axis(seconds_ax, sizes)
     _note_missed(seconds_ax, missed, len(reached) > 0)
-    seconds_ax.set_ylabel("training seconds to target")
+    seconds_ax.set_ylabel("measured training seconds to target")
 
     rows = tables.headline_rows
     speed = rows[np.isfinite(rows["samples_per_second"]) & (rows["samples_per_second"] > 0)]
