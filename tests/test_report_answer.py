@@ -270,3 +270,14 @@ def test_the_headline_figure_shows_the_seconds_the_answer_decides_by(tmp_path, m
     assert list(seconds_ax.lines[0].get_ydata()) == pytest.approx(list(reached["predicted_seconds"]))
     assert report.recommendation.batch_size == 16  # 100 steps x 0.001 s, against 52 x 0.2 s measured 5 s at 32
     assert min(seconds_ax.lines[0].get_ydata()) == pytest.approx(100 * 0.001, rel=0.05)
+
+
+def test_the_terminal_table_gives_an_lr_in_three_digits(tmp_path):
+    """A sqrt-scaled lr (0.00707107) was cut by the terminal to '0.0070…'; the sentence keeps every digit."""
+    sweep = make_sweep(tmp_path, "sqrt")
+    for bs, lr in ((64, 0.007071067811865476), (128, 0.01)):
+        make_trial(sweep, bs, lr, hits={0.9: hit(1.0, 100, bs, 16)})
+    [report] = analyse(sweep)
+    lrs = [cell.plain for cell in report.table().columns[1]._cells]
+    assert lrs == ["0.00707", "0.01"], lrs
+    assert report.recommendation.sentence.startswith("Use batch size 64 with lr 0.00707107: ")
