@@ -21,6 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError,
 
 from batchlab.booleans import refuse_boolean
 from batchlab.errors import VALUE_CHARS, short
+from batchlab.scientific import whole
 
 Scale = Literal["linear", "sqrt", "none"]
 Size = Annotated[int, Field(ge=1, le=2**63 - 1, strict=True)]  # strict: 32.5 or "32" is not a batch size
@@ -47,8 +48,8 @@ class Points(Form):
     @field_validator("schedule", mode="before")
     @classmethod
     def _whole_progress(cls, points: Any) -> Any:
-        """Progress is a count: 20000 stays 20000 in a dump (and a trial id's hash), not 20000.0; and a boolean is
-        not 1 or 0."""
+        """Progress is a count: 20000 stays 20000 in a dump (and a trial id's hash), not 20000.0, and 2e3 (text to
+        YAML) is 2000, as a batch size 6.4e1 is 64 (batchlab.scientific); and a boolean is not 1 or 0."""
         if not isinstance(points, list):
             return points  # pydantic names what it is
         if not points:
@@ -61,7 +62,7 @@ class Points(Form):
                 refuse_boolean(list(p), cls.model_fields["schedule"].annotation)
             except ValueError as e:
                 raise ValueError(f"schedule point {i}: {e}") from None
-        return [[int(p[0]), *p[1:]] if isinstance(p[0], float) and p[0].is_integer() else p for p in points]
+        return [[whole(p[0]), whole(p[1])] for p in points]
 
     @model_validator(mode="after")
     def _increasing(self) -> Points:
@@ -95,6 +96,11 @@ class FollowNoise(Form):
     follow: Literal["noise"]
     min: Size
     max: Size
+
+    @field_validator("min", "max", mode="before")
+    @classmethod
+    def _whole_size(cls, size: Any) -> Any:
+        return whole(size)  # 1.6e1 (text to YAML) is 16, as in a points schedule
 
     @model_validator(mode="after")
     def _ordered(self) -> FollowNoise:

@@ -114,6 +114,27 @@ def test_overrides_apply_before_validation(write_config):
     assert exp.model.hidden == [32, 16]
 
 
+def test_a_count_in_scientific_notation_is_that_count(write_config):
+    """YAML 1.1 reads 3e6 as text: `budget.tokens: 3e6` was 'unable to parse string as an integer', and a schedule's
+    point 2e3 was kept as the text '2e3'. A whole number so written is that integer wherever a count is read."""
+    path = write_config(text="name: x\nbudget: {steps: 1e2}\nmodel: {name: mlp, hidden: [1.6e1]}\nseed: 1E1\n"
+                             "batch_size: {schedule: [[0, 1.6e1], [2e3, 6.4e1]]}\n")
+    exp = config.load(path)
+    assert (exp.budget.steps, exp.model.hidden, exp.seed, exp.batch_size) == (100, [16], 10, 16)
+    assert exp.batch_schedule.schedule == [(0, 16), (2000, 64)] and isinstance(exp.batch_schedule.schedule[1][0], int)
+    assert config.load(path, ["budget.tokens=3e6"]).budget.tokens == 3_000_000
+    assert config.load(path, ["batch_size={follow: noise, min: 1.6e1, max: 6.4e1}", "noise.every=0.5"]
+                       ).batch_schedule.max == 64
+    assert config.load_config({"budget": {"examples": 3e6}}).budget.examples == 3_000_000  # a float, from Python
+    assert config.load(path, ["sweep.budget.steps=[2e1]", "sweep.batch_size=[3.2e1]"]).sweep  # each axis value valid
+    # not whole: the field's own error; plain digits quoted stay text, refused where a batch size is strict
+    assert sweep_error(path, "--set", "budget.steps=2.5e0").strip() == (
+        f"error: {path} (with --set), line 2: budget.steps: Input should be a valid integer, got a number with a "
+        "fractional part")
+    assert "schedule point 2: the batch size must be a whole number >= 1, got '64'" in sweep_error(
+        path, "--set", "batch_size={schedule: [[0, 16], [2e3, '64']]}")
+
+
 def test_one_target_value_is_a_list_of_one_and_an_empty_one_is_none(write_config):
     path = write_config()
     assert config.load(path, ["target.value=0.9"]).target.value == [0.9]
