@@ -228,6 +228,20 @@ def test_a_dry_run_names_each_schedule_by_its_label(tmp_path):
     assert result.exit_code == 0 and "'small_batch_size': 32" in result.output, result.output
 
 
+def test_a_dry_run_labels_a_schedule_with_the_lr_scale_it_trains_with(tmp_path):
+    """A schedule with no lr_scale of its own takes the lr rule's (sqrt here): the plan read the axis value as
+    written and said `lr none` for both, though the first moves its lr 0.05 -> 0.1 at the change."""
+    cfg = {**BASE, "sweep": {"lr": {"base": 0.05, "base_batch_size": 16, "scale": "sqrt"}}}
+    config = tmp_path / "sch.yaml"
+    config.write_text(yaml.safe_dump(cfg))
+    result = runner.invoke(app, ["sweep", str(config), "--dry-run", "--out", str(tmp_path / "runs"), "--set",
+                                 "sweep.batch_size=[{schedule: [[0, 16], [2e3, 64]]}, "
+                                 "{schedule: [[0, 16], [2000, 64]], lr_scale: none}, 6.4e1]"])
+    assert result.exit_code == 0, result.output
+    labels = [line.split("1.0 ", 1)[1].rsplit(" pending", 1)[0].strip() for line in result.output.splitlines()[1:4]]
+    assert labels == ["16→64 at 2000 examples (lr sqrt)", "16→64 at 2000 examples (lr none)", "64"]
+
+
 def test_a_smoke_run_measures_after_every_step_under_a_noise_axis_too(tmp_path):
     cfg = {**BASE, "noise": {"every": 0.25}, "batch_size": {"follow": "noise", "min": 8, "max": 32},
            "sweep": {"noise": [{"every": 0.5, "batch_size": 512, "small_batch_size": 32}]}}
