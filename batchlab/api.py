@@ -33,7 +33,7 @@ from batchlab.disk import check_writable
 from batchlab.errors import BatchlabError, BatchlabWarning, ConfigError, DataError, RecordsError
 from batchlab.executors import make_executor
 from batchlab.fields import MEASUREMENTS_MAX, PARALLEL_MAX
-from batchlab.grid import Trial, expand
+from batchlab.grid import Trial, expand, overridden
 from batchlab.maxbatch import MaxBatch
 from batchlab.noise import check_sizes
 from batchlab.noise_scale import noise_scale as measure_noise_scale
@@ -142,6 +142,9 @@ def plan_sweep(config: Config, out: str | Path = "runs", overrides: Overrides = 
         trials = expand(experiment, allow_many=allow_many)
     except BatchlabError as e:
         raise source.locate(e) from None
+    for field, why in overridden(experiment, trials):  # the config's own value, never trained with: said once
+        warnings.warn(f"{config_file.where(config_file.source_name(source.name, source.overridden), source.text, field)}"
+                      f": {why}", BatchlabWarning, stacklevel=2)
     if not experiment.target.value and not smoke:
         warnings.warn("no target.value: the trials train to their budget, and `batchlab report` needs a target to "
                       "time them (set one, e.g. target: {value: [0.9]}; with --restart once trials are recorded)",

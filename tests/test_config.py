@@ -3,9 +3,9 @@
 import pytest
 from typer.testing import CliRunner
 
-from batchlab import config
+from batchlab import api, config
 from batchlab.cli import app
-from batchlab.errors import ConfigError
+from batchlab.errors import BatchlabWarning, ConfigError
 from batchlab.grid import MAX_TRIALS, expand
 
 runner = CliRunner()
@@ -133,6 +133,31 @@ def test_a_count_in_scientific_notation_is_that_count(write_config):
         "fractional part")
     assert "schedule point 2: the batch size must be a whole number >= 1, got '64'" in sweep_error(
         path, "--set", "batch_size={schedule: [[0, 16], [2e3, '64']]}")
+
+
+def test_a_field_a_sweep_axis_overrides_is_warned_about_once(write_config, tmp_path):
+    """`batch_size: 32` and `lr: 0.5` beside `sweep: {batch_size: [16, 64], lr: [0.1]}` ran 16 and 64 at 0.1 without a
+    word. Not for a default, nor for a value one of the trials trains with."""
+    path = write_config(text="name: both\ndataset: {name: digits}\nbatch_size: 32\nlr: 0.5\nbudget: {steps: 5}\n"
+                             "target: {value: [0.5]}\nsweep: {batch_size: [16, 64], lr: [0.1]}\n")
+    result = runner.invoke(app, ["sweep", str(path), "--dry-run", "--out", str(tmp_path / "runs")])
+    assert result.exit_code == 0, result.output
+    assert result.stderr.splitlines() == [
+        f"warning: {path}, line 3: batch_size: given, but sweep.batch_size sets every trial's, to other values: the "
+        "sweep axis wins, and no trial of the sweep trains with this one (batchlab cbs and batchlab noise use the "
+        "top-level batch_size)",
+        f"warning: {path}, line 4: lr: given, but sweep.lr sets every trial's, to other values: the sweep axis wins, "
+        "and no trial of the sweep trains with this one (batchlab cbs and batchlab noise use the top-level lr)"]
+    quiet = runner.invoke(app, ["sweep", str(path), "--dry-run", "--out", str(tmp_path / "runs"), "--set",
+                                "batch_size=16", "--set", "sweep.lr=[0.1, 0.5]"])
+    assert quiet.exit_code == 0 and quiet.stderr == "", quiet.output  # each trained with by some trial
+    path.write_text("name: both\ntarget: {value: [0.5]}\nsweep: {batch_size: [16], seed: [1]}\n")
+    assert runner.invoke(app, ["sweep", str(path), "--dry-run", "--out", str(tmp_path / "runs")]).stderr == ""
+    with pytest.warns(BatchlabWarning) as caught:  # set by an override; the Python API's sweep plans alike
+        api.plan_sweep(str(path), tmp_path / "runs", ["seed=3"])
+    assert [str(w.message) for w in caught] == [
+        f"{path} (with --set): seed: given, but sweep.seed sets every trial's, to other values: the sweep axis "
+        "wins, and no trial of the sweep trains with this one (batchlab noise uses the top-level seed)"]
 
 
 def test_one_target_value_is_a_list_of_one_and_an_empty_one_is_none(write_config):
