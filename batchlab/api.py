@@ -70,6 +70,10 @@ class Source:
         name = config_file.source_name(self.name, self.overridden)
         return kind(f"{config_file.where(name, self.text, key)}: {message}")
 
+    def place(self, warning: str) -> str:
+        """A warning about the config (`key: ...`), its file and line named as an error's are."""
+        return str(self.locate(ConfigError(warning)))
+
 
 def source_of(config: Config, overrides: Overrides = None) -> Source:
     if isinstance(config, (str, Path)):
@@ -142,9 +146,8 @@ def plan_sweep(config: Config, out: str | Path = "runs", overrides: Overrides = 
         trials = expand(experiment, allow_many=allow_many)
     except BatchlabError as e:
         raise source.locate(e) from None
-    for field, why in overridden(experiment, trials):  # the config's own value, never trained with: said once
-        warnings.warn(f"{config_file.where(config_file.source_name(source.name, source.overridden), source.text, field)}"
-                      f": {why}", BatchlabWarning, stacklevel=2)
+    for warning in overridden(experiment, trials):  # the config's own value, never trained with: said once
+        warnings.warn(source.place(warning), BatchlabWarning, stacklevel=2)
     if not experiment.target.value and not smoke:
         warnings.warn("no target.value: the trials train to their budget, and `batchlab report` needs a target to "
                       "time them (set one, e.g. target: {value: [0.9]}; with --restart once trials are recorded)",

@@ -39,8 +39,8 @@ ALSO_USED = {"batch_size": "batchlab cbs and batchlab noise", "lr": "batchlab cb
              "seed": "batchlab noise"}
 
 
-def overridden(experiment: Experiment, trials: list[Trial]) -> list[tuple[str, str]]:
-    """(field, why) for each field the config sets itself (in its file, or by an override: a default is not set)
+def overridden(experiment: Experiment, trials: list[Trial]) -> list[str]:
+    """The warning (`field: ...`) for each field the config sets itself (in its file, or by an override: a default is not set)
     that a sweep axis sets in every trial to other values, so that no trial trains with the config's: a top-level
     `batch_size: 32` beside `sweep: {batch_size: [16, 64]}` ran 16 and 64 without a word. Not a whole section an
     axis of mappings replaces (noise): the config's may be needed all the same (noise.every, for follow: noise)."""
@@ -55,10 +55,10 @@ def overridden(experiment: Experiment, trials: list[Trial]) -> list[tuple[str, s
                 or any(value_at(t.config, field) == mine for t in trials)):
             continue
         users = "batchlab noise" if field == "lr" and rule else ALSO_USED.get(field)
-        out.append((field, f"{field}: given, but {axis} sets every trial's, to other values: the sweep axis wins, "
+        out.append(f"{field}: given, but {axis} sets every trial's, to other values: the sweep axis wins, "
                            "and no trial of the sweep trains with this one" + (
                                f" ({users} {'use' if ' and ' in users else 'uses'} the top-level {field})"
-                               if users else "")))
+                               if users else ""))
     return out
 
 
