@@ -40,12 +40,14 @@ ALSO_USED = {"batch_size": "batchlab cbs and batchlab noise", "lr": "batchlab cb
 
 
 def overridden(experiment: Experiment, trials: list[Trial]) -> list[str]:
-    """The warning (`field: ...`) for each field the config sets itself (in its file, or by an override: a default is not set)
-    that a sweep axis sets in every trial to other values, so that no trial trains with the config's: a top-level
-    `batch_size: 32` beside `sweep: {batch_size: [16, 64]}` ran 16 and 64 without a word. Not a whole section an
-    axis of mappings replaces (noise): the config's may be needed all the same (noise.every, for follow: noise)."""
+    """The warning (`field: ...`) for each top-level field the config sets itself (in its file, or by an override: a
+    default is not set) that a sweep axis sets in every trial to other values, so that no trial trains with the
+    config's: `batch_size: 32` beside `sweep: {batch_size: [16, 64]}` ran 16 and 64 without a word; and
+    schedule.warmup_epochs beside an lr rule's. Not a field within a section (`budget: {steps: 5}` is what lets
+    a budget.steps axis validate at all), nor a whole section an axis of mappings replaces (noise: noise.every is
+    needed all the same for follow: noise)."""
     rule = experiment.lr_rule
-    found = [(axis, f"sweep.{axis}") for axis in experiment.sweep]
+    found = [(axis, f"sweep.{axis}") for axis in experiment.sweep if "." not in axis]
     if rule and rule.warmup_epochs is not None:
         found.append(("schedule.warmup_epochs", "sweep.lr's warmup_epochs"))
     out = []

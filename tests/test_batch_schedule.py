@@ -240,7 +240,8 @@ def test_a_change_past_a_budget_in_epochs_is_found_once_the_data_is_loaded_and_i
     assert f"{config}, line " in result.stderr and ": batch_size: the budget of 1 epoch trains on " in result.stderr
     assert not list((tmp_path / "runs").glob("bs/trials/*"))
     result = runner.invoke(app, ["sweep", str(config), "--out", str(tmp_path / "runs"), "--dry-run", "--set",
-                                 "budget.steps=1000", "--set", "sweep.budget.steps=[3, 1000]"])  # named at the axis whose value is too short
+                                 "budget.steps=1000", "--set", "sweep.budget.steps=[3, 1000]"])  # named at the axis
+    # whose value is too short
     assert result.exit_code == 2
     assert ("sweep.budget.steps: the budget of 3 steps trains on at most 128 examples before its last step, and the "
             "schedule's change to 64 at 100,000 examples is past it") in result.stderr
@@ -267,9 +268,9 @@ def test_a_schedule_whose_later_changes_lie_past_the_budget_is_warned_about_once
     last = max(e for e in examples if e < 3000)
     assert [x for x in result.stderr.splitlines() if "past it" in x] == [
         f"warning: {config}, line {line_no}: sweep.batch_size: "
-        f"the budget of 3,000 examples trains on {last:,} examples before its last step, and the schedule's changes to 64 "
-        "at 5,000 and to 128 at 9,000 examples are past it: it trains at 16→32 only; move them earlier or lengthen "
-        "the budget"]
+        f"the budget of 3,000 examples trains on {last:,} examples before its last step, and the schedule's changes "
+        "to 64 at 5,000 and to 128 at 9,000 examples are past it: it trains at 16→32 only; move them earlier or "
+        "lengthen the budget"]
 
 
 def test_a_smoke_run_of_a_points_schedule_changes_within_its_steps(tmp_path):
