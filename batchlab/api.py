@@ -33,11 +33,11 @@ from batchlab.disk import check_writable
 from batchlab.errors import BatchlabError, BatchlabWarning, ConfigError, DataError, RecordsError
 from batchlab.executors import make_executor
 from batchlab.fields import MEASUREMENTS_MAX, PARALLEL_MAX
-from batchlab.grid import Trial, expand
+from batchlab.grid import Trial, expand, overridden
 from batchlab.maxbatch import MaxBatch
 from batchlab.noise import check_sizes
 from batchlab.noise_scale import noise_scale as measure_noise_scale
-from batchlab.preflight import check_units
+from batchlab.preflight import check_points, check_units
 from batchlab.records import Status, SweepDir
 from batchlab.run import Hooks, check_sweep, plan, resolve_max, run_sweep, smoke as smoke_config
 from batchlab.schema import Experiment
@@ -69,6 +69,10 @@ class Source:
         kind = DataError if isinstance(error, DataError) else ConfigError
         name = config_file.source_name(self.name, self.overridden)
         return kind(f"{config_file.where(name, self.text, key)}: {message}")
+
+    def place(self, warning: str) -> str:
+        """A warning about the config (`key: ...`), its file and line named as an error's are."""
+        return str(self.locate(ConfigError(warning)))
 
 
 def source_of(config: Config, overrides: Overrides = None) -> Source:
@@ -142,6 +146,8 @@ def plan_sweep(config: Config, out: str | Path = "runs", overrides: Overrides = 
         trials = expand(experiment, allow_many=allow_many)
     except BatchlabError as e:
         raise source.locate(e) from None
+    for warning in overridden(experiment, trials):  # the config's own value, never trained with: said once
+        warnings.warn(source.place(warning), BatchlabWarning, stacklevel=2)
     if not experiment.target.value and not smoke:
         warnings.warn("no target.value: the trials train to their budget, and `batchlab report` needs a target to "
                       "time them (set one, e.g. target: {value: [0.9]}; with --restart once trials are recorded)",
@@ -162,14 +168,18 @@ def check_plan(plan: Plan, *, restart: bool = False, race: bool = False, executo
                                gpus_per_trial=gpus_per_trial, retries=retries)
         check_sweep(plan.experiment, plan.trials, plan.sweep_dir.path.parent, restart, race, plan.source.code_dirs,
                     here=runner.on_this_machine)
+        said: dict[str, None] = {}  # a schedule's changes past a budget the config alone tells (check_points)
         for trial in plan.trials:
             check_units(trial.config, None, trial.axes)  # tokens on an image set, known from its name alone
             if trial.config.noise.every:
                 check_sizes(trial.config, trial.axes)
+            said.update({warning: None} if (warning := check_points(trial.config, None, trial.axes)) else {})
         check_writable(plan.sweep_dir.path, access=False)  # a path through a file is a mistake; a read-only
         # disk is not, for a dry run, which reads only (the plan of records on a read-only mount)
     except BatchlabError as e:
         raise plan.source.locate(e) from None
+    for warning in said:
+        warnings.warn(plan.source.place(warning), BatchlabWarning, stacklevel=2)
 
 
 def _sweep_args(function: str, out: Any, overrides: Any, threads: Any, memory_limit: Any):
@@ -252,7 +262,8 @@ def sweep(config: Config, out: str | Path = "runs", overrides: Overrides = None,
                            retries=retries) as runner:
             summaries = run_sweep(plan.experiment, plan.trials, plan.sweep_dir.path.parent, command,
                                   restart=restart, hooks=hooks, smoke=smoke, executor=runner,
-                                  code_dirs=plan.source.code_dirs, race=race, time_steps=time_steps)
+                                  code_dirs=plan.source.code_dirs, race=race, time_steps=time_steps,
+                                  place=plan.source.place)
     except BatchlabError as e:
         raise plan.source.locate(e) from None
     return SweepResult(plan.sweep_dir.path, summaries, len(plan.trials) - len(summaries))

@@ -14,13 +14,14 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from typing import Annotated, Any, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, field_validator, model_validator
 
 from batchlab.booleans import refuse_boolean
 from batchlab.errors import VALUE_CHARS, short
+from batchlab.scientific import whole
 
 Scale = Literal["linear", "sqrt", "none"]
 Size = Annotated[int, Field(ge=1, le=2**63 - 1, strict=True)]  # strict: 32.5 or "32" is not a batch size
@@ -47,8 +48,8 @@ class Points(Form):
     @field_validator("schedule", mode="before")
     @classmethod
     def _whole_progress(cls, points: Any) -> Any:
-        """Progress is a count: 20000 stays 20000 in a dump (and a trial id's hash), not 20000.0; and a boolean is
-        not 1 or 0."""
+        """Progress is a count: 20000 stays 20000 in a dump (and a trial id's hash), not 20000.0, and 2e3 (text to
+        YAML) is 2000, as a batch size 6.4e1 is 64 (batchlab.scientific); and a boolean is not 1 or 0."""
         if not isinstance(points, list):
             return points  # pydantic names what it is
         if not points:
@@ -61,7 +62,7 @@ class Points(Form):
                 refuse_boolean(list(p), cls.model_fields["schedule"].annotation)
             except ValueError as e:
                 raise ValueError(f"schedule point {i}: {e}") from None
-        return [[int(p[0]), *p[1:]] if isinstance(p[0], float) and p[0].is_integer() else p for p in points]
+        return [[whole(p[0]), whole(p[1])] for p in points]
 
     @model_validator(mode="after")
     def _increasing(self) -> Points:
@@ -95,6 +96,11 @@ class FollowNoise(Form):
     follow: Literal["noise"]
     min: Size
     max: Size
+
+    @field_validator("min", "max", mode="before")
+    @classmethod
+    def _whole_size(cls, size: Any) -> Any:
+        return whole(size)  # 1.6e1 (text to YAML) is 16, as in a points schedule
 
     @model_validator(mode="after")
     def _ordered(self) -> FollowNoise:
@@ -219,20 +225,48 @@ def steps_by_batch(batch_changes: list[dict], upto_step: int) -> dict[int, int]:
     return steps
 
 
-def steps_for(schedule: Points, n: int, drop_last: bool, examples: float, per: int = 1) -> int:
-    """The steps a points schedule takes to train on `examples` examples of a set of n, epoch by epoch as the
-    trainer draws them (a batch of an epoch's remainder is smaller, or dropped with drop_last)."""
-    steps, done, position = 0, 0, 0
-    while done < examples:
+def starts(schedule: Points, n: int, drop_last: bool, per: int = 1) -> Iterator[int]:
+    """The examples trained on before each step of a points schedule over a data set of n, step after step, epoch
+    by epoch as the trainer draws them (a batch of an epoch's remainder is smaller, or dropped with drop_last)."""
+    done, position = 0, 0
+    while True:
         size = min(schedule.at(done * per if schedule.unit == "tokens" else done), n)
         take = min(size, n - position)
         if drop_last and take < size:
             position = 0
             continue
-        steps, done, position = steps + 1, done + take, position + take
+        yield done
+        done, position = done + take, position + take
         if position >= n:
             position = 0
+
+
+def steps_for(schedule: Points, n: int, drop_last: bool, examples: float, per: int = 1) -> int:
+    """The steps a points schedule takes to train on `examples` examples of a set of n (`starts`)."""
+    steps = 0
+    for done in starts(schedule, n, drop_last, per):
+        if done >= examples:
+            break
+        steps += 1
     return max(1, steps)
+
+
+def last_start(schedule: Points, length: tuple[str, float], n: int, drop_last: bool, per: int) -> int:
+    """The progress (in the schedule's unit) a trial's last step starts from: the trainer moves to a point's batch
+    size before the first step that starts at or past it, so a point past this one is never reached. Counted up to
+    the last point at most (all are reached there)."""
+    unit, amount = length
+    steps = amount if unit == "steps" else math.inf
+    examples = (math.inf if unit == "steps" else amount if unit == "examples" else amount / per if unit == "tokens"
+                else amount * n)
+    last = 0
+    for step, done in enumerate(starts(schedule, n, drop_last, per)):
+        if step >= steps or done >= examples:
+            break
+        last = done * per if schedule.unit == "tokens" else done
+        if last >= schedule.schedule[-1][0]:
+            break
+    return last
 
 
 def budget(schedule: BatchSchedule, length: tuple[str, float], n: int, drop_last: bool,

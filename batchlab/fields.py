@@ -13,6 +13,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationInf
 
 from batchlab.booleans import refuse_boolean
 from batchlab.errors import VALUE_CHARS, short
+from batchlab.scientific import counts
 
 # package.module:attribute; parts in angle brackets (`<locals>`, `<lambda>`, `<partial>`) appear in the name of a
 # callable handed over from Python (registry.name_of)
@@ -81,6 +82,8 @@ class Section(BaseModel):
 
     @field_validator("*", mode="before")
     @classmethod
-    def _number_not_boolean(cls, value: Any, info: ValidationInfo) -> Any:
-        # YAML's yes/on/true, which pydantic would take as 1 where a number belongs (batchlab.booleans)
-        return refuse_boolean(value, cls.model_fields[info.field_name].annotation)
+    def _numbers_as_meant(cls, value: Any, info: ValidationInfo) -> Any:
+        # YAML's yes/on/true, which pydantic would take as 1 where a number belongs (batchlab.booleans); and a count
+        # in scientific notation, which YAML reads as text (batchlab.scientific)
+        annotation = cls.model_fields[info.field_name].annotation
+        return counts(refuse_boolean(value, annotation), annotation)

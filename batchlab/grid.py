@@ -9,6 +9,8 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+from pydantic import BaseModel
+
 from batchlab import batches
 from batchlab.config import set_path, validate
 from batchlab.errors import VALUE_CHARS, ConfigError, short
@@ -28,6 +30,60 @@ def axis_key(where: str, axes: dict | None) -> str:
         if axis == where or where.startswith(f"{axis}."):
             return f"sweep.{axis}"
     return where
+
+
+# What trains with a top-level field that a sweep axis overrides: `batchlab cbs` takes its reference run's batch
+# size from the config (and its lr, without an lr rule; its seed is the seed axis's first), and `batchlab noise`
+# trains and measures at the config's batch size, lr and seed, sweep or none.
+ALSO_USED = {"batch_size": "batchlab cbs and batchlab noise", "lr": "batchlab cbs and batchlab noise",
+             "seed": "batchlab noise"}
+
+
+def overridden(experiment: Experiment, trials: list[Trial]) -> list[str]:
+    """The warning (`field: ...`) for each top-level field the config sets itself (in its file, or by an override: a
+    default is not set) that a sweep axis sets in every trial to other values, so that no trial trains with the
+    config's: `batch_size: 32` beside `sweep: {batch_size: [16, 64]}` ran 16 and 64 without a word; and
+    schedule.warmup_epochs beside an lr rule's. Not a field within a section (`budget: {steps: 5}` is what lets
+    a budget.steps axis validate at all), nor a whole section an axis of mappings replaces (noise: noise.every is
+    needed all the same for follow: noise)."""
+    rule = experiment.lr_rule
+    found = [(axis, f"sweep.{axis}") for axis in experiment.sweep if "." not in axis]
+    if rule and rule.warmup_epochs is not None:
+        found.append(("schedule.warmup_epochs", "sweep.lr's warmup_epochs"))
+    out = []
+    for field, axis in found:
+        mine = value_at(experiment, field)
+        if (not given(experiment, field) or isinstance(mine, BaseModel)
+                or any(value_at(t.config, field) == mine for t in trials)):
+            continue
+        users = "batchlab noise" if field == "lr" and rule else ALSO_USED.get(field)
+        out.append(f"{field}: given, but {axis} sets every trial's, to other values: the sweep axis wins, "
+                           "and no trial of the sweep trains with this one" + (
+                               f" ({users} {'use' if ' and ' in users else 'uses'} the top-level {field})"
+                               if users else ""))
+    return out
+
+
+def given(model: Any, dotted: str) -> bool:
+    """Whether a config (a validated model, or a dict below it: args) sets the field at `dotted` itself."""
+    head, _, rest = dotted.partition(".")
+    if isinstance(model, BaseModel) and head in model.model_fields_set:
+        value = getattr(model, head)
+    elif isinstance(model, dict) and head in model:
+        value = model[head]
+    else:
+        return False
+    return not rest or given(value, rest)
+
+
+def value_at(config: Experiment, dotted: str) -> Any:
+    """A config's value at `dotted` (None where a dict lacks the key); the batch size with its schedule."""
+    if dotted == "batch_size":
+        return config.batch_size, config.batch_schedule
+    value: Any = config
+    for key in dotted.split("."):
+        value = value.get(key) if isinstance(value, dict) else getattr(value, key, None)
+    return value
 
 
 @dataclass(frozen=True)

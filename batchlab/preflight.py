@@ -36,26 +36,32 @@ def distinct(trials: list[Trial]) -> list[Trial]:
     return kept
 
 
-def check(trials: list[Trial], cache: DataCache) -> None:
+def check(trials: list[Trial], cache: DataCache) -> list[str]:
     """Before any trial runs: every distinct data set, model, loss and optimizer builds, and the model's
     output suits the data (a batch of two examples through the model and the loss), on the CPU; the
-    training set is large enough for the noise measurement when it is on.
+    training set is large enough for the noise measurement when it is on; a batch-size schedule changes within the
+    budget (check_points).
 
-    Raises DataError or ComponentError (a ConfigError naming the config key) with the reason.
+    Raises DataError or ComponentError (a ConfigError naming the config key) with the reason. Returns the warnings
+    to give, each once, starting with the config key (the caller names the file and line, and warns).
     """
     check_devices(trials)
+    warnings: dict[str, None] = {}  # in order, each once
     for trial in trials:  # the noise settings and lengths may be axes: every trial (its data set is loaded once)
         data = cache.get(trial.config, torch.device("cpu"))
         if trial.config.noise.every:
             check_noise(trial.config, len(data.train), trial.axes)
         check_units(trial.config, data, trial.axes)  # tokens only where the data has them, not silently examples
         check_follow(trial.config, data, trial.axes)
+        if warning := check_points(trial.config, data, trial.axes):
+            warnings.setdefault(warning)  # once, for all the trials of one schedule and budget
     for trial in distinct(trials):
         cfg = trial.config
         data = cache.get(cfg, torch.device("cpu"))
         model, criterion, _ = build_parts(cfg, data, torch.device("cpu"))
         check_output(cfg, model, criterion, data)
         lr_schedule(cfg.schedule, steps_per_epoch=1, total_steps=1)  # an imported schedule builds and gives a value
+    return list(warnings)
 
 
 def check_devices(trials: list[Trial]) -> None:
@@ -99,6 +105,46 @@ def check_follow(cfg: Experiment, data: Data, axes: dict | None = None) -> None:
                       f"trains on {before_last:,} before its last step at the batch size's min ({schedule.min}): "
                       "batch_size follows the noise scale from the second measurement on (the first is at step 0), "
                       "so it would never move; lower noise.every or lengthen the budget")
+
+
+def check_points(cfg: Experiment, data: Data | None, axes: dict | None = None) -> str | None:
+    """A points schedule changes within the budget: one whose every change lies past its last step trains at its
+    first batch size throughout, silently (and the report then recommends it by its label), so it is refused, as
+    check_follow refuses a follow that never moves; one whose later changes alone lie past it still moves, so the
+    warning to give is returned (it never trains at their batch sizes). `data` None: not loaded, so only what the
+    config tells: a budget counted in the schedule's unit (no step starts at or past its end), or in steps of
+    examples (each step at most the largest batch size); the rest (epochs) once the data is loaded."""
+    schedule = cfg.batch_schedule
+    if not isinstance(schedule, batches.Points) or len(schedule.schedule) < 2:
+        return None
+    unit, amount = cfg.budget.length
+    length = f"{int(amount):,}" if float(amount).is_integer() else f"{amount:g}"
+    length = f"the budget of {length} {unit[:-1] if amount == 1 else unit}"
+    what = schedule.unit
+    if data is not None:
+        reach = batches.last_start(schedule, cfg.budget.length, len(data.train), cfg.drop_last, data.tokens_per_example)
+        trains = f"{length} trains on {reach:,} {what} before its last step"
+    elif unit == what:
+        reach, trains = amount - 1, f"the budget trains on {int(amount):,} {what}"  # each step starts before it
+    elif unit == "steps" and what == "examples":
+        reach = (amount - 1) * schedule.largest
+        trains = f"{length} trains on at most {reach:,} {what} before its last step"
+    else:
+        return None
+    missed = [(p, b) for p, b in schedule.schedule[1:] if p > reach]
+    if not missed:
+        return None
+    where = axis_key("batch_size", axes)
+    if not where.startswith("sweep.") and (budget := axis_key(f"budget.{unit}", axes)).startswith("sweep."):
+        where = budget
+    changes = (f"change{'s' if len(missed) > 1 else ''} " + " and ".join(f"to {b} at {p:,}" for p, b in missed)
+               + f" {what} {'are' if len(missed) > 1 else 'is'} past it")
+    if len(missed) < len(schedule.schedule) - 1:
+        kept = batches.Points(schedule=schedule.schedule[:len(schedule.schedule) - len(missed)], unit=what)
+        return (f"{where}: {trains}, and the schedule's {changes}: it trains at {batches.label(kept)} only; move "
+                f"{'them' if len(missed) > 1 else 'it'} earlier or lengthen the budget")
+    raise ConfigError(f"{where}: {trains}, and the schedule's {changes}: the batch size would stay {schedule.start} "
+                      "throughout; move the change earlier or lengthen the budget")
 
 
 def check_output(cfg: Experiment, model: torch.nn.Module, criterion, data: Data) -> None:

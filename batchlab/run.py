@@ -29,7 +29,9 @@ SMOKE_EXAMPLES = 256  # train and evaluation examples kept in a smoke run
 
 def smoke(experiment: Experiment) -> Experiment:
     """The same grid, shrunk: a few steps on a slice of the data, on CPU, under `<name>-smoke`. Where the noise scale
-    is measured (noise.every, or a noise axis), it is measured after every step; a noise.every axis is dropped."""
+    is measured (noise.every, or a noise axis), it is measured after every step; a noise.every axis is dropped. A
+    points schedule changes before the second step, to its last batch size (its points, scaled below one example,
+    all lie within the first step): a real run's points lie past a smoke run's budget, which preflight refuses."""
     raw = experiment.model_dump(mode="json", exclude_unset=True)
     raw["name"] = f"{experiment.name[:NAME_MAX - len('-smoke')]}-smoke"  # a long name is cut to fit a file name
     raw["budget"] = {"steps": SMOKE_STEPS}
@@ -42,10 +44,24 @@ def smoke(experiment: Experiment) -> Experiment:
     for value in sweep.get("noise") if isinstance(sweep.get("noise"), list) else []:
         if isinstance(value, dict) and value.get("every"):
             value["every"] = 1 / SMOKE_EXAMPLES
+    if isinstance(sweep.get("batch_size"), list):
+        sweep["batch_size"] = [within_a_step(value) for value in sweep["batch_size"]]
+    if "batch_schedule" in raw:
+        raw["batch_schedule"] = within_a_step(raw["batch_schedule"])
     raw["sweep"] = {k: v for k, v in sweep.items()
                     if k not in ("budget.epochs", "budget.steps", "budget.examples", "budget.tokens", "device",
                                  "dataset.subset", "noise.every")}
     return Experiment.model_validate(raw)
+
+
+def within_a_step(value: object) -> object:
+    """A points schedule (as a mapping) whose changes all lie within its first step, below one example or token:
+    its points over its last + 1, so that schedules apart in their points stay apart (and trials); any other value
+    unchanged."""
+    if not (isinstance(value, dict) and isinstance(value.get("schedule"), list)):
+        return value
+    last = value["schedule"][-1][0]
+    return {**value, "schedule": [[p / (last + 1), b] for p, b in value["schedule"]]}
 
 
 def resolve_max(experiment: Experiment, memory_limit: int | None = None,
@@ -91,7 +107,7 @@ class Hooks:
 def run_sweep(experiment: Experiment, trials: list[Trial], out: Path, command: str, restart: bool = False,
               hooks: Hooks = Hooks(), smoke: bool = False, executor: Executor | None = None,
               code_dirs: tuple[str, ...] = (), race: bool = False, time_steps: bool = True,
-              deadline_steps: int | None = None) -> list[dict]:
+              deadline_steps: int | None = None, place: Callable[[str], str] = str) -> list[dict]:
     """Train every trial not already completed, diverged (or raced, when racing). Returns the summaries of the
     trials run.
 
@@ -100,7 +116,8 @@ def run_sweep(experiment: Experiment, trials: list[Trial], out: Path, command: s
     in every process that runs trials (the config's directory and the working directory). With `race`, each
     trial stops once its clock passes the best time to the target of its seed recorded when it starts
     (train.train); without, trials recorded as raced are run again in full. `deadline_steps` races by steps
-    instead (suggest): each trial stops once past that many steps without the target, recorded raced.
+    instead (suggest): each trial stops once past that many steps without the target, recorded raced. `place`:
+    a check's warning (`key: ...`) as it is given, the config's file and line named (api.Source).
     """
     executor = executor or Sequential()
     sweep = SweepDir(out, experiment.name)
@@ -112,8 +129,8 @@ def run_sweep(experiment: Experiment, trials: list[Trial], out: Path, command: s
     # directory" (a path it may not write in: the write's own reason, below)
     with sweep.lock():
         todo, why = _todo(trials, sweep, restart, race or bool(deadline_steps))
-        if todo:
-            executor.check(todo, eval_cap, code_dirs)
+        for warning in executor.check(todo, eval_cap, code_dirs) if todo else []:
+            warnings.warn(place(warning), BatchlabWarning, stacklevel=2)
         sweep.prepare(experiment, restart, _code(trials))
         for reason in why if not restart else []:  # records the report cannot read whole: trained again
             warnings.warn(f"{reason}; the trial is trained again", BatchlabWarning, stacklevel=2)

@@ -118,7 +118,8 @@ BIG = 10 ** 300
 @pytest.mark.parametrize("text, expected", [
     ("batch_size: 0\n", "line 2: batch_size: Input should be greater than or equal to 1"),
     ("batch_size: -1\n", "line 2: batch_size: Input should be greater than or equal to 1"),
-    ("batch_size: 1.0e+300\n", "line 2: batch_size: Unable to parse input string as an integer, exceeded maximum size"),
+    ("batch_size: 1.0e+300\n", f"line 2: batch_size: Input should be less than or equal to {COUNT_MAX}"),  # a whole
+    # number, read as that integer (batchlab.scientific), was "Unable to parse input string as an integer"
     (f"batch_size: {BIG}\n", f"line 2: batch_size: Input should be less than or equal to {COUNT_MAX}"),
     (f"sweep: {{batch_size: [8, {BIG}]}}\n", f"line 2: sweep.batch_size: value {str(BIG)[:57]}...: "
                                              f"Input should be less than or equal to {COUNT_MAX}"),

@@ -202,6 +202,93 @@ def test_follow_noise_with_no_measurement_in_its_budget_is_one_line(tmp_path, st
     assert not (tmp_path / "runs" / "bs").exists()
 
 
+@pytest.mark.parametrize("dry_run", [False, True])
+def test_a_schedule_whose_change_lies_past_the_budget_is_one_line(tmp_path, dry_run):
+    """It trained at 16 throughout without a word, and the report then recommended "16→64"; as follow: noise that
+    would never move, it is refused before anything is written, and by a dry run (a budget in the schedule's unit
+    needs no data)."""
+    from batchlab.data import load_dataset
+
+    cfg = {**BASE, "budget": {"examples": 3000},
+           "sweep": {"batch_size": [32, {"schedule": [[0, 16], [1000000, 64]]}]}}
+    config = tmp_path / "past.yaml"
+    config.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    result = runner.invoke(app, ["sweep", str(config), "--out", str(tmp_path / "runs"), "--quiet",
+                                 *(["--dry-run"] if dry_run else [])])
+    assert result.exit_code == 2, result.output
+    [line] = result.stderr.splitlines()
+    n = len(load_dataset(batchlab.load_config(cfg).dataset, 0).train)
+    examples, _ = simulate([[0, 16]], n, 200)
+    trains = ("the budget trains on 3,000 examples" if dry_run else
+              f"the budget of 3,000 examples trains on {max(e for e in examples if e < 3000):,} examples before its "
+              "last step")
+    line_no = next(i for i, text in enumerate(config.read_text().splitlines(), 1) if "batch_size:" in text)
+    assert line == (f"error: {config}, line {line_no}: sweep.batch_size: {trains}, and the schedule's change to 64 at "
+                    "1,000,000 examples is past it: the batch size would stay 16 throughout; move the change earlier "
+                    "or lengthen the budget")
+    assert not (tmp_path / "runs").exists()
+
+
+def test_a_change_past_a_budget_in_epochs_is_found_once_the_data_is_loaded_and_in_steps_by_a_dry_run(tmp_path):
+    cfg = {**BASE, "budget": {"epochs": 1}, "batch_size": {"schedule": [[0, 16], [100000, 64]]}}
+    config = tmp_path / "past.yaml"
+    config.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    plan = runner.invoke(app, ["sweep", str(config), "--out", str(tmp_path / "runs"), "--dry-run"])
+    assert plan.exit_code == 0, plan.output  # one epoch is a number of examples the data alone says
+    result = runner.invoke(app, ["sweep", str(config), "--out", str(tmp_path / "runs"), "--quiet"])
+    assert result.exit_code == 2 and "Traceback" not in result.stderr
+    assert f"{config}, line " in result.stderr and ": batch_size: the budget of 1 epoch trains on " in result.stderr
+    assert not list((tmp_path / "runs").glob("bs/trials/*"))
+    result = runner.invoke(app, ["sweep", str(config), "--out", str(tmp_path / "runs"), "--dry-run", "--set",
+                                 "budget.steps=1000", "--set", "sweep.budget.steps=[3, 1000]"])  # named at the axis
+    # whose value is too short
+    assert result.exit_code == 2
+    assert ("sweep.budget.steps: the budget of 3 steps trains on at most 128 examples before its last step, and the "
+            "schedule's change to 64 at 100,000 examples is past it") in result.stderr
+
+
+def test_a_schedule_whose_later_changes_lie_past_the_budget_is_warned_about_once(tmp_path):
+    """It still changes, so it runs; but it never trains at its last batch size, which its label names."""
+    cfg = {**BASE, "budget": {"examples": 3000}, "sweep": {"seed": [0, 1], "batch_size": [
+        {"schedule": [[0, 16], [1000, 32], [5000, 64], [9000, 128]]}]}}
+    config = tmp_path / "late.yaml"
+    config.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    result = runner.invoke(app, ["sweep", str(config), "--out", str(tmp_path / "runs"), "--dry-run"])
+    assert result.exit_code == 0, result.output
+    line_no = next(i for i, text in enumerate(config.read_text().splitlines(), 1) if "batch_size:" in text)
+    assert [x for x in result.stderr.splitlines() if "past it" in x] == [
+        f"warning: {config}, line {line_no}: sweep.batch_size: the budget trains on 3,000 examples, and the schedule's "
+        "changes to 64 at 5,000 and to 128 at 9,000 examples are past it: it trains at 16→32 only; move them earlier "
+        "or lengthen the budget"]
+    result = runner.invoke(app, ["sweep", str(config), "--out", str(tmp_path / "runs"), "--no-time-steps"])
+    assert result.exit_code == 0, result.output  # once for its two seeds, as the data says it
+    summaries = [json.loads(p.read_text()) for p in (tmp_path / "runs" / "bs" / "trials").glob("*/summary.json")]
+    assert len(summaries) == 2 and {s["batch_changes"][-1]["batch_size"] for s in summaries} == {32}
+    examples, _ = simulate([[0, 16], [1000, 32]], summaries[0]["train_size"], 400)
+    last = max(e for e in examples if e < 3000)
+    assert [x for x in result.stderr.splitlines() if "past it" in x] == [
+        f"warning: {config}, line {line_no}: sweep.batch_size: "
+        f"the budget of 3,000 examples trains on {last:,} examples before its last step, and the schedule's changes "
+        "to 64 at 5,000 and to 128 at 9,000 examples are past it: it trains at 16→32 only; move them earlier or "
+        "lengthen the budget"]
+
+
+def test_a_smoke_run_of_a_points_schedule_changes_within_its_steps(tmp_path):
+    """--smoke trains 3 steps, short of any real schedule's change (refused as past the budget): its changes are
+    moved within its first step, so the batch size changes, to the schedule's last, as the wiring is proven."""
+    config = tmp_path / "smoke.yaml"
+    for update, sizes in (({"batch_size": {"schedule": POINTS}}, (32, 256)),  # 512: the smoke run's 256 examples
+                          ({"sweep": {"batch_size": [{"schedule": [[0, 8], [2000, 16]], "lr_scale": "linear"}]}},
+                           (8, 16))):
+        config.write_text(yaml.safe_dump({**BASE, **update}))
+        result = runner.invoke(app, ["sweep", str(config), "--smoke", "--out", str(tmp_path / "runs"), "--quiet",
+                                     "--restart"])
+        assert result.exit_code == 0 and result.stderr == "", result.output
+        [trial] = (tmp_path / "runs" / "bs-smoke" / "trials").iterdir()
+        summary = json.loads((trial / "summary.json").read_text())
+        assert [(c["step"], c["batch_size"]) for c in summary["batch_changes"]] == [(0, sizes[0]), (1, sizes[1])]
+
+
 def test_a_dry_run_names_each_schedule_by_its_label(tmp_path):
     """The plan showed the schedule's dict, a fractional point as a string ('100.5')."""
     cfg = {**BASE, "noise": {"every": 0.25},
@@ -226,6 +313,20 @@ def test_a_dry_run_names_each_schedule_by_its_label(tmp_path):
     config.write_text(yaml.safe_dump(cfg))
     result = runner.invoke(app, ["sweep", str(config), "--dry-run", "--out", str(tmp_path / "runs")])
     assert result.exit_code == 0 and "'small_batch_size': 32" in result.output, result.output
+
+
+def test_a_dry_run_labels_a_schedule_with_the_lr_scale_it_trains_with(tmp_path):
+    """A schedule with no lr_scale of its own takes the lr rule's (sqrt here): the plan read the axis value as
+    written and said `lr none` for both, though the first moves its lr 0.05 -> 0.1 at the change."""
+    cfg = {**BASE, "sweep": {"lr": {"base": 0.05, "base_batch_size": 16, "scale": "sqrt"}}}
+    config = tmp_path / "sch.yaml"
+    config.write_text(yaml.safe_dump(cfg))
+    result = runner.invoke(app, ["sweep", str(config), "--dry-run", "--out", str(tmp_path / "runs"), "--set",
+                                 "sweep.batch_size=[{schedule: [[0, 16], [2e3, 64]]}, "
+                                 "{schedule: [[0, 16], [2000, 64]], lr_scale: none}, 6.4e1]"])
+    assert result.exit_code == 0, result.output
+    labels = [line.split("1.0 ", 1)[1].rsplit(" pending", 1)[0].strip() for line in result.output.splitlines()[1:4]]
+    assert labels == ["16→64 at 2000 examples (lr sqrt)", "16→64 at 2000 examples (lr none)", "64"]
 
 
 def test_a_smoke_run_measures_after_every_step_under_a_noise_axis_too(tmp_path):

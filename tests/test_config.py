@@ -3,9 +3,9 @@
 import pytest
 from typer.testing import CliRunner
 
-from batchlab import config
+from batchlab import api, config
 from batchlab.cli import app
-from batchlab.errors import ConfigError
+from batchlab.errors import BatchlabWarning, ConfigError
 from batchlab.grid import MAX_TRIALS, expand
 
 runner = CliRunner()
@@ -112,6 +112,52 @@ def test_overrides_apply_before_validation(write_config):
     assert exp.budget.epochs == 2.0
     assert exp.sweep == {"batch_size": [8, 16, 32], "lr": [0.1, 0.5], "optimizer.momentum": [0, 0.9]}
     assert exp.model.hidden == [32, 16]
+
+
+def test_a_count_in_scientific_notation_is_that_count(write_config):
+    """YAML 1.1 reads 3e6 as text: `budget.tokens: 3e6` was 'unable to parse string as an integer', and a schedule's
+    point 2e3 was kept as the text '2e3'. A whole number so written is that integer wherever a count is read."""
+    path = write_config(text="name: x\nbudget: {steps: 1e2}\nmodel: {name: mlp, hidden: [1.6e1]}\nseed: 1E1\n"
+                             "batch_size: {schedule: [[0, 1.6e1], [2e3, 6.4e1]]}\n")
+    exp = config.load(path)
+    assert (exp.budget.steps, exp.model.hidden, exp.seed, exp.batch_size) == (100, [16], 10, 16)
+    assert exp.batch_schedule.schedule == [(0, 16), (2000, 64)] and isinstance(exp.batch_schedule.schedule[1][0], int)
+    assert config.load(path, ["budget.tokens=3e6"]).budget.tokens == 3_000_000
+    assert config.load(path, ["batch_size={follow: noise, min: 1.6e1, max: 6.4e1}", "noise.every=0.5"]
+                       ).batch_schedule.max == 64
+    assert config.load_config({"budget": {"examples": 3e6}}).budget.examples == 3_000_000  # a float, from Python
+    assert config.load(path, ["sweep.budget.steps=[2e1]", "sweep.batch_size=[3.2e1]"]).sweep  # each axis value valid
+    # not whole: the field's own error; plain digits quoted stay text, refused where a batch size is strict
+    assert sweep_error(path, "--set", "budget.steps=2.5e0").strip() == (
+        f"error: {path} (with --set), line 2: budget.steps: Input should be a valid integer, got a number with a "
+        "fractional part")
+    assert "schedule point 2: the batch size must be a whole number >= 1, got '64'" in sweep_error(
+        path, "--set", "batch_size={schedule: [[0, 16], [2e3, '64']]}")
+
+
+def test_a_field_a_sweep_axis_overrides_is_warned_about_once(write_config, tmp_path):
+    """`batch_size: 32` and `lr: 0.5` beside `sweep: {batch_size: [16, 64], lr: [0.1]}` ran 16 and 64 at 0.1 without a
+    word. Not for a default, nor for a value one of the trials trains with."""
+    path = write_config(text="name: both\ndataset: {name: digits}\nbatch_size: 32\nlr: 0.5\nbudget: {steps: 5}\n"
+                             "target: {value: [0.5]}\nsweep: {batch_size: [16, 64], lr: [0.1]}\n")
+    result = runner.invoke(app, ["sweep", str(path), "--dry-run", "--out", str(tmp_path / "runs")])
+    assert result.exit_code == 0, result.output
+    assert result.stderr.splitlines() == [
+        f"warning: {path}, line 3: batch_size: given, but sweep.batch_size sets every trial's, to other values: the "
+        "sweep axis wins, and no trial of the sweep trains with this one (batchlab cbs and batchlab noise use the "
+        "top-level batch_size)",
+        f"warning: {path}, line 4: lr: given, but sweep.lr sets every trial's, to other values: the sweep axis wins, "
+        "and no trial of the sweep trains with this one (batchlab cbs and batchlab noise use the top-level lr)"]
+    quiet = runner.invoke(app, ["sweep", str(path), "--dry-run", "--out", str(tmp_path / "runs"), "--set",
+                                "batch_size=16", "--set", "sweep.lr=[0.1, 0.5]"])
+    assert quiet.exit_code == 0 and quiet.stderr == "", quiet.output  # each trained with by some trial
+    path.write_text("name: both\ntarget: {value: [0.5]}\nsweep: {batch_size: [16], seed: [1]}\n")
+    assert runner.invoke(app, ["sweep", str(path), "--dry-run", "--out", str(tmp_path / "runs")]).stderr == ""
+    with pytest.warns(BatchlabWarning) as caught:  # set by an override; the Python API's sweep plans alike
+        api.plan_sweep(str(path), tmp_path / "runs", ["seed=3"])
+    assert [str(w.message) for w in caught] == [
+        f"{path} (with --set): seed: given, but sweep.seed sets every trial's, to other values: the sweep axis "
+        "wins, and no trial of the sweep trains with this one (batchlab noise uses the top-level seed)"]
 
 
 def test_one_target_value_is_a_list_of_one_and_an_empty_one_is_none(write_config):

@@ -88,11 +88,16 @@ def plan_table(statuses: list, restart: bool) -> tuple[str, int]:
     switches and its lr scale), and how many are still to run."""
     import pandas as pd
 
-    def shown(axis: str, value):
-        schedule = axis == "batch_size" and isinstance(value, dict)
-        return batches.label(value, points=True, scale=True) if schedule else value
+    def shown(trial, axis: str, value):
+        """The batch size as the trial trains at it, from its config: the axis value as written left a schedule's lr
+        scale unset where the lr rule's fills it in (labelled `lr none` for a sqrt-scaled trial), and a point 2e3
+        as the text '2e3'."""
+        if axis != "batch_size":
+            return value
+        schedule = trial.config.batch_schedule
+        return batches.label(schedule, points=True, scale=True) if schedule else trial.config.batch_size
 
-    rows = [{"trial": t.id, **{axis: shown(axis, value) for axis, value in t.axes.items()},
+    rows = [{"trial": t.id, **{axis: shown(t, axis, value) for axis, value in t.axes.items()},
              "status": "pending" if restart else str(status or "pending")} for t, status in statuses]
     return pd.DataFrame(rows).to_string(index=False), sum(r["status"] not in DONE for r in rows)
 

@@ -138,9 +138,10 @@ class Executor(ABC):
         """Give back what the executor started (processes, a cluster)."""
 
     @abstractmethod
-    def check(self, trials: list[Trial], eval_cap: int | None, code_dirs: tuple[str, ...]) -> None:
+    def check(self, trials: list[Trial], eval_cap: int | None, code_dirs: tuple[str, ...]) -> list[str]:
         """Before anything trains: raise a ConfigError or DataError (a user's mistake, naming the config key)
-        for what would fail every trial: user code that does not import or build, data that does not load."""
+        for what would fail every trial: user code that does not import or build, data that does not load. Returns
+        preflight.check's warnings (each starting with the config key) for the caller to give."""
 
     @abstractmethod
     def run(self, jobs: list[Job], sweep: SweepDir, start_progress: StartProgress) -> Iterator[tuple[Trial, dict]]:

@@ -119,7 +119,7 @@ class DaskExecutor(Executor):
 
     # ------------------------------------------------------------ before anything trains
 
-    def check(self, trials: list[Trial], eval_cap: int | None, code_dirs: tuple[str, ...]) -> None:
+    def check(self, trials: list[Trial], eval_cap: int | None, code_dirs: tuple[str, ...]) -> list[str]:
         """The user code imports here (its files are hashed into the records); then, as one task on a worker,
         where the data must exist, the full check of the local executors. The worker's copy of each user module
         must be the driver's: the records name the code that ran."""
@@ -128,13 +128,14 @@ class DaskExecutor(Executor):
         client = self.connect()
         self.check_resources(client)
         names = sorted({n for t in trials for n in imported_names(t.config)})
-        theirs = client.submit(check_on_worker, trials, eval_cap, code_dirs, names,  # all: units, noise per trial
-                               pure=False).result()
+        theirs, said = client.submit(check_on_worker, trials, eval_cap, code_dirs, names,  # all: units, noise per
+                                     pure=False).result()  # trial
         for module, here in registry.source_hashes(names).items():
             there = theirs.get(module)
             if there is not None and there["sha256"] != here["sha256"]:
                 raise ConfigError(f"{module}: the workers import {there['file']}, which differs from {here['file']} "
                                   "here; give the workers the same code (the records name the code that ran)")
+        return said
 
     def check_resources(self, client: Client) -> None:
         if not self.gpus_per_trial:
@@ -299,11 +300,12 @@ def dask_setup(worker) -> None:
 
 
 def check_on_worker(trials: list[Trial], eval_cap: int | None, code_dirs: tuple[str, ...],
-                    names: list[str]) -> dict[str, dict[str, str]]:
-    """The preflight checks where the trials will run; returns this worker's hashes of the user modules."""
+                    names: list[str]) -> tuple[dict[str, dict[str, str]], list[str]]:
+    """The preflight checks where the trials will run; returns this worker's hashes of the user modules, and the
+    checks' warnings."""
     registry.make_importable(*code_dirs)
-    preflight.check(trials, process_cache(eval_cap))
-    return registry.source_hashes(names)
+    said = preflight.check(trials, process_cache(eval_cap))
+    return registry.source_hashes(names), said
 
 
 def run_on_worker(job: Job, token: str, topic: str, threads: int | None) -> dict[str, bytes]:

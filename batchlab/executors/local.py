@@ -17,9 +17,9 @@ class Sequential(Executor):
     def __init__(self):
         self.cache = DataCache()
 
-    def check(self, trials: list[Trial], eval_cap: int | None, code_dirs: tuple[str, ...]) -> None:
+    def check(self, trials: list[Trial], eval_cap: int | None, code_dirs: tuple[str, ...]) -> list[str]:
         self.cache = DataCache(eval_cap)
-        preflight.check(trials, self.cache)
+        return preflight.check(trials, self.cache)
 
     def run(self, jobs: list[Job], sweep: SweepDir, start_progress: StartProgress) -> Iterator[tuple[Trial, dict]]:
         for i, job in enumerate(jobs):

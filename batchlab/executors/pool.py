@@ -47,9 +47,9 @@ class ProcessPool(Executor):
         self.gpus = gpus
         self.threads = max(1, (os.cpu_count() or 1) // self.workers)
 
-    def check(self, trials: list[Trial], eval_cap: int | None, code_dirs: tuple[str, ...]) -> None:
+    def check(self, trials: list[Trial], eval_cap: int | None, code_dirs: tuple[str, ...]) -> list[str]:
         preflight.check_importable(trials)
-        preflight.check(trials, DataCache(eval_cap))
+        return preflight.check(trials, DataCache(eval_cap))
 
     def run(self, jobs: list[Job], sweep: SweepDir, start_progress: StartProgress) -> Iterator[tuple[Trial, dict]]:
         waiting = list(reversed(jobs))
