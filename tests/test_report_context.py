@@ -91,3 +91,17 @@ def test_without_step_times_the_trials_own_clocks_rank_the_settings(tmp_path):
     rows = _rows(report)
     assert rows.loc[16, "dataset.context"] == 8
     assert rows.loc[16, "predicted_seconds"] == pytest.approx(84 * 16 / 1600)
+
+
+def test_settings_whose_step_costs_differ_within_the_noise_are_ranked_by_steps(tmp_path):
+    """A weight-decay axis is timed apart too (0.0100 s and 0.0104 s a step, 4% apart: the re-timing noise, under
+    decision.TIE): 100 steps x 0.0100 s beat 97 x 0.0104 s by seconds, and timer noise chose. Steps decide."""
+    sweep = make_sweep(tmp_path, "wd")
+    for decay, steps in ((0.0, 100), (1e-4, 97)):
+        make_trial(sweep, 16, 0.01, extra_axes={"optimizer.weight_decay": decay}, targets=(0.9,),
+                   hits={0.9: hit(steps * 0.01, steps, 16, 63)})
+    make_step_times(sweep, {(16, "optimizer.weight_decay", 0.0): [0.0100] * 10,
+                            (16, "optimizer.weight_decay", 1e-4): [0.0104] * 10})
+    [report] = analyse(sweep)
+    tta = report.tables.time_to_accuracy.set_index("batch_size")
+    assert (tta.loc[16, "steps"], tta.loc[16, "optimizer.weight_decay"]) == (97, 1e-4)

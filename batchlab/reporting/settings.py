@@ -70,15 +70,17 @@ def settings_of(rec: SweepRecords, target: float, trials: pd.DataFrame | None = 
 
 def _step_costs(rec: SweepRecords, settings: pd.DataFrame) -> pd.Series:
     """Per setting, its seconds per step where its batch size's settings differ in step cost (cost_key), as the
-    decision takes them (decision.step_cost); NaN where they share one, or where one of them has no figure (a
-    step's cost unknown: steps alone rank them, as before)."""
+    decision takes them (decision.step_cost), by more than the noise of timing them (decision.TIE: a context
+    of 8 against 256 tokens, not a weight decay of 0 against 1e-4, which step_times.json also times apart); NaN
+    where they share one, differ within the noise, or one of them has no figure (steps alone rank them)."""
     costs = pd.Series(math.nan, index=settings.index)
     for batch_size, group in settings.groupby("batch_size"):
         keys = group["cost_key"].unique()
         if len(keys) < 2:
             continue
         per_step = {key: decision.step_cost(rec, int(batch_size), key).value for key in keys}
-        if all(math.isfinite(v) and v > 0 for v in per_step.values()):
+        if (all(math.isfinite(v) and v > 0 for v in per_step.values())
+                and max(per_step.values()) > decision.TIE * min(per_step.values())):
             costs[group.index] = group["cost_key"].map(per_step)
     return costs
 
