@@ -13,7 +13,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
 
-from batchlab import batches
+from batchlab import batches, scientific
 from batchlab.batches import BatchSchedule
 from batchlab.errors import VALUE_CHARS, short
 from batchlab.fields import (NAME_MAX, PARALLEL_MAX, Args, Count, Epochs, Section, changed_from_default, check_name,
@@ -334,6 +334,8 @@ class Experiment(Section):
             elif not isinstance(values, list):
                 raise ValueError(f"sweep.{path}: expected a list of values (or, for lr, a rule), "
                                  f"got {short(repr(values), VALUE_CHARS)}")
+            else:
+                values = scientific.within(values)  # 1e-3, 2e3: numbers, as a field's own type reads them
             axes[path] = values
         return axes
 

@@ -44,3 +44,15 @@ def counts(value: Any, annotation: Any) -> Any:
         [item] = get_args(annotation) or (Any,)
         return [counts(v, item) for v in value]
     return whole(value) if takes_int(annotation) else value
+
+
+def within(value: Any) -> Any:
+    """`value` with every text in scientific notation read as the number it writes (a whole one as an int), at
+    any depth: a sweep axis's values, which no field's type reads (sweep.lr: [1e-3], sweep.seed: [1e0], a
+    schedule's point [2e3, 64] in sweep.batch_size), so that trial ids, labels and the commands that read the
+    axes (smoke's schedule scaling, cbs's first seed, suggest's batch sizes) see numbers."""
+    if isinstance(value, list):
+        return [within(v) for v in value]
+    if isinstance(value, dict):
+        return {k: within(v) for k, v in value.items()}
+    return whole(value) if isinstance(value, str) else value

@@ -126,7 +126,11 @@ def test_a_count_in_scientific_notation_is_that_count(write_config):
     assert config.load(path, ["batch_size={follow: noise, min: 1.6e1, max: 6.4e1}", "noise.every=0.5"]
                        ).batch_schedule.max == 64
     assert config.load_config({"budget": {"examples": 3e6}}).budget.examples == 3_000_000  # a float, from Python
-    assert config.load(path, ["sweep.budget.steps=[2e1]", "sweep.batch_size=[3.2e1]"]).sweep  # each axis value valid
+    swept = config.load(path, ["sweep.budget.steps=[2e1]", "sweep.batch_size=[3.2e1, {schedule: [[0, 16], [2e3, 64]]}]",
+                               "sweep.lr=[1e-3]", "sweep.seed=[1e0]"]).sweep
+    assert swept == {"budget.steps": [20], "batch_size": [32, {"schedule": [[0, 16], [2000, 64]]}], "lr": [0.001],
+                     "seed": [1]}  # an axis's values as numbers: trial ids, smoke, cbs and suggest read them
+    assert all(type(v) is int for v in (swept["budget.steps"][0], swept["batch_size"][0], swept["seed"][0]))
     # not whole: the field's own error; plain digits quoted stay text, refused where a batch size is strict
     assert sweep_error(path, "--set", "budget.steps=2.5e0").strip() == (
         f"error: {path} (with --set), line 2: budget.steps: Input should be a valid integer, got a number with a "
