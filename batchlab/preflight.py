@@ -107,13 +107,17 @@ def check_follow(cfg: Experiment, data: Data, axes: dict | None = None) -> None:
                       "so it would never move; lower noise.every or lengthen the budget")
 
 
+UNBOUNDED = 2 ** 62  # a data set's size where it is not known: no epoch ends, no batch is short
+
+
 def check_points(cfg: Experiment, data: Data | None, axes: dict | None = None) -> str | None:
     """A points schedule changes within the budget: one whose every change lies past its last step trains at its
     first batch size throughout, silently (and the report then recommends it by its label), so it is refused, as
     check_follow refuses a follow that never moves; one whose later changes alone lie past it still moves, so the
     warning to give is returned (it never trains at their batch sizes). `data` None: not loaded, so only what the
-    config tells: a budget counted in the schedule's unit (no step starts at or past its end), or in steps of
-    examples (each step at most the largest batch size); the rest (epochs) once the data is loaded."""
+    config tells: a budget counted in the schedule's unit (no step starts at or past its end), or in steps (each a
+    whole batch at most; in tokens where the data set's context is the config's); the rest (epochs) once the
+    data is loaded."""
     schedule = cfg.batch_schedule
     if not isinstance(schedule, batches.Points) or len(schedule.schedule) < 2:
         return None
@@ -126,8 +130,10 @@ def check_points(cfg: Experiment, data: Data | None, axes: dict | None = None) -
         trains = f"{length} trains on {reach:,} {what} before its last step"
     elif unit == what:
         reach, trains = amount - 1, f"the budget trains on {int(amount):,} {what}"  # each step starts before it
-    elif unit == "steps" and what == "examples":
-        reach = (amount - 1) * schedule.largest
+    elif unit == "steps" and (what == "examples" or cfg.dataset.name in ("chars", "tokens")):
+        per = cfg.dataset.context if what == "tokens" else 1  # (those two data sets' examples: context tokens)
+        reach = batches.last_start(schedule, cfg.budget.length, UNBOUNDED, cfg.drop_last, per)  # every step a whole
+        # batch, as on a data set without end: the most any data set trains before the last step
         trains = f"{length} trains on at most {reach:,} {what} before its last step"
     else:
         return None

@@ -243,8 +243,23 @@ def test_a_change_past_a_budget_in_epochs_is_found_once_the_data_is_loaded_and_i
                                  "budget.steps=1000", "--set", "sweep.budget.steps=[3, 1000]"])  # named at the axis
     # whose value is too short
     assert result.exit_code == 2
-    assert ("sweep.budget.steps: the budget of 3 steps trains on at most 128 examples before its last step, and the "
-            "schedule's change to 64 at 100,000 examples is past it") in result.stderr
+    assert ("sweep.budget.steps: the budget of 3 steps trains on at most 32 examples before its last step, and the "
+            "schedule's change to 64 at 100,000 examples is past it") in result.stderr  # 2 steps of 16 before it
+
+
+@pytest.mark.parametrize("unit, change, most", [("examples", 500, 9 * 16), ("tokens", 5000, 9 * 16 * 16)])
+def test_a_dry_run_counts_a_budget_in_steps_step_by_step(tmp_path, unit, change, most):
+    """10 steps at 16 start their last at 144 examples (2,304 tokens of 16): a change at 500 (5,000 tokens) is past
+    it. The dry run bounded it by 9 x the largest batch (576), so passed it, and skipped a schedule in tokens."""
+    cfg = {"name": "steps", "dataset": {"name": "chars", "context": 16}, "budget": {"steps": 10},
+           "model": {"name": "gpt", "args": {"n_layer": 1, "n_head": 2, "n_embd": 16}},
+           "batch_size": {"schedule": [[0, 16], [change, 64]], "unit": unit}}
+    config = tmp_path / "steps.yaml"
+    config.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    result = runner.invoke(app, ["sweep", str(config), "--out", str(tmp_path / "runs"), "--dry-run"])
+    assert result.exit_code == 2
+    assert (f"batch_size: the budget of 10 steps trains on at most {most:,} {unit} before its last step, and the "
+            f"schedule's change to 64 at {change:,} {unit} is past it") in result.stderr
 
 
 def test_a_schedule_whose_later_changes_lie_past_the_budget_is_warned_about_once(tmp_path):
