@@ -16,11 +16,12 @@ APT_GET ?= apt-get
 
 # The stamp alone would lie in a new environment beside an old checkout, or after another checkout's
 # `pip install -e` (the tests' subprocesses would run that one): install again unless this Python has
-# the test extras and batchlab installed from here.
+# the test extras and batchlab installed from here, editable (a copy would go stale as the code changes).
 INSTALLED_HERE = import importlib.metadata as m, importlib.util as u, json, os, sys, urllib.parse as p; \
 	sys.path = [d for d in sys.path if d not in ('', os.getcwd())]; \
-	url = json.loads(m.distribution('batchlab').read_text('direct_url.json') or '{}').get('url', ''); \
-	here = url.startswith('file:') and os.path.realpath(p.unquote(p.urlparse(url).path)) == os.path.realpath('.'); \
+	origin = json.loads(m.distribution('batchlab').read_text('direct_url.json') or '{}'); url = origin.get('url', ''); \
+	here = origin.get('dir_info', {}).get('editable') and url.startswith('file:') and \
+		os.path.realpath(p.unquote(p.urlparse(url).path)) == os.path.realpath('.'); \
 	sys.exit(not here or None in [u.find_spec(n) for n in ('torch', 'pytest', 'hypothesis', 'distributed', 'tensorboard', 'mlflow')])
 
 install:

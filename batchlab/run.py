@@ -149,7 +149,8 @@ def check_sweep(experiment: Experiment, trials: list[Trial], out: Path, restart:
                 code_dirs: tuple[str, ...] = (), here: bool = True) -> None:
     """Of what run_sweep refuses before anything trains, what can be found without loading data, training or
     writing anything (`--dry-run`): user code that does not import, a device this machine lacks (`here`: the
-    trials would run on this machine), records of another experiment or of changed code. (Data is checked by the run: it may have to be downloaded, or exist on a cluster's workers alone.)"""
+    trials would run on this machine), records of another experiment or of changed code. (Data is checked by the
+    run: it may have to be downloaded, or exist on a cluster's workers alone.)"""
     sweep = SweepDir(out, experiment.name)
     registry.make_importable(*code_dirs)
     if todo := _todo(trials, sweep, restart, race)[0]:

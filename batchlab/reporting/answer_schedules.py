@@ -54,6 +54,7 @@ def apply(answer, rec: SweepRecords, tables: Tables, target: str) -> None:
         row = rows.loc[decision.fastest]
         answer.reached = True
         answer.schedule, answer.batch_size, answer.regime = decision.fastest, None, None
+        answer.context = rec.context  # not the constant's own: the one every trial shares, else none
         answer.lr, answer.axes = float(row["best_lr"]), {axis: row[axis] for axis in rec.extra_axes}
         answer.seconds, answer.steps, answer.examples = (float(row[c]) for c in ("seconds", "steps", "examples"))
         answer.predicted_seconds, answer.seconds_per_step = first["predicted_seconds"], None

@@ -234,6 +234,8 @@ def _headline(rec: SweepRecords, tables: Tables, style: Style,
         bs = reached["batch_size"].to_numpy(dtype=float)
         median = reached[what].to_numpy(dtype=float)
         low, high = (reached[c].to_numpy(dtype=float) for c in bounds.get(what, (f"{what}_min", f"{what}_max")))
+        if what in bounds:  # an interval unknown (no step cost) is no bar; only a seed's miss (inf) opens one
+            low, high = np.where(np.isnan(low), median, low), np.where(np.isnan(high), median, high)
         ax.plot(bs, median, color="0.6", lw=1, zorder=1)
         finite = np.isfinite(high)
         # A seed that missed leaves the range open above: the bar stops at the median, a caret says so.

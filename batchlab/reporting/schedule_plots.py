@@ -23,7 +23,8 @@ def schedule_plots(rec: SweepRecords, tables: Tables) -> list[Plot]:
     style = batch_style(rec, tables) if len(rec.trials) else None  # None: no constant batch size ran
     metric = rec.target_metric
     unit = "tokens" if rec.sequence else "examples"
-    per_example = rec.all_trials.set_index("trial_id")["context"] if rec.sequence else None
+    per_example = (rec.all_trials.set_index("trial_id")["context"].fillna(  # a trial with no summary yet: the config's
+        (rec.config.get("dataset") or {}).get("context")) if rec.sequence else None)
 
     def progress(trial_id: str):  # tokens: examples x the trial's own context
         frame = rec.metrics[trial_id]
