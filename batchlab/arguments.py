@@ -10,13 +10,13 @@ import os
 from pathlib import Path
 from typing import Any
 
-from batchlab.errors import VALUE_CHARS, ArgumentError, short
+from batchlab.errors import ArgumentError, called
 from batchlab.fields import COUNT_MAX, PARALLEL_MAX, RETRIES_MAX
 from batchlab.memory import parse_size
 
 
 def fault(function: str, name: str, value: Any, expected: str) -> ArgumentError:
-    return ArgumentError(f"batchlab.{function}({name}={short(repr(value), VALUE_CHARS)}): {expected}")
+    return ArgumentError(f"{called(function, [(name, value)])}: {expected}")
 
 
 def whole(function: str, name: str, value: Any, low: int, high: int = COUNT_MAX) -> None:

@@ -32,8 +32,7 @@ class OptionError(ArgumentError):
     def __init__(self, function: str, names: str | tuple[str, ...], values: Any, reason: str):
         self.function, self.reason = function, reason
         self.names, self.values = (names, values) if isinstance(names, tuple) else ((names,), (values,))
-        arguments = ", ".join(f"{n}={short(repr(v), VALUE_CHARS)}" for n, v in zip(self.names, self.values))
-        super().__init__(f"batchlab.{function}({arguments}): " + self.FIELD.sub(r"\1=\2", reason))
+        super().__init__(f"{called(function, zip(self.names, self.values))}: " + self.FIELD.sub(r"\1=\2", reason))
 
     def worded(self, flags: dict[str, str]) -> str:
         """As the command line says it: each argument by its option (`flags`, else --name-with-dashes) and value
@@ -74,6 +73,11 @@ def short(text: str, limit: int = 300) -> str:
     repr, with a smaller limit) or of an exception's message. A 100,000-character value is not a message."""
     text = " ".join(str(text).split())
     return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
+def called(function: str, arguments) -> str:
+    """A call of the Python API as an error names it, `batchlab.sweep(workers=0)`: (name, value) pairs."""
+    return f"batchlab.{function}({', '.join(f'{n}={short(repr(v), VALUE_CHARS)}' for n, v in arguments)})"
 
 
 def counted(n: int, noun: str) -> str:
