@@ -168,12 +168,11 @@ def check_plan(plan: Plan, *, restart: bool = False, race: bool = False, executo
                                gpus_per_trial=gpus_per_trial, retries=retries)
         check_sweep(plan.experiment, plan.trials, plan.sweep_dir.path.parent, restart, race, plan.source.code_dirs,
                     here=runner.on_this_machine)
-        said: dict[str, None] = {}  # a schedule's changes past a budget the config alone tells (check_points)
         for trial in plan.trials:
             check_units(trial.config, None, trial.axes)  # tokens on an image set, known from its name alone
             if trial.config.noise.every:
                 check_sizes(trial.config, trial.axes)
-            said.update({warning: None} if (warning := check_points(trial.config, None, trial.axes)) else {})
+        said = dict.fromkeys(filter(None, (check_points(t.config, None, t.axes) for t in plan.trials)))  # once each
         check_writable(plan.sweep_dir.path, access=False)  # a path through a file is a mistake; a read-only
         # disk is not, for a dry run, which reads only (the plan of records on a read-only mount)
     except BatchlabError as e:
