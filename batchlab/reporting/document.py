@@ -122,7 +122,8 @@ RULES = [
     "then with the fewest median steps to the target over its seeds (a seed that missed counts as infinite); "
     "ties go to fewer examples, then less training time. Within one batch size a step costs the same "
     "whatever the lr, so the clock would only add timer noise to the choice; where its settings differ in "
-    "what a step costs (another swept dataset.context or model size, timed apart), the least predicted time "
+    "what a step costs by more than 10% (another swept dataset.context or model size, timed apart), the least "
+    "predicted time "
     "(median steps x that setting's seconds per step) comes before the fewest steps. A batch size reached the "
     "target when every seed of its best lr did; partly reached when some did.",
     "Figures to target are medians over the best lr's seeds, taken per column. Throughput and peak "

@@ -10,7 +10,8 @@ The first is the batch size's best setting.
 
 Where another swept axis changes what a step costs (dataset.context, a model's size: steptime.cost_key, each
 value timed apart in step_times.json), fewer steps can be the slower setting: 28 steps at context 256 took 3.6x
-as long as 84 at context 8. So where a batch size's settings differ in step cost, after the fewest seeds missed
+as long as 84 at context 8. So where a batch size's settings differ in step cost by more than the noise of
+timing them (decision.TIE: a weight decay is timed apart too, within it), after the fewest seeds missed
 come the least predicted seconds to the target, median steps x the setting's own seconds per step (as
 decision.py times them: step_times.json's median over rounds, else its trials' own clocks), then the rest as
 above; among settings that share one step cost, that is the order of their steps.
