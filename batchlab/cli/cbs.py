@@ -144,7 +144,8 @@ def show_table(result) -> None:
     typer.echo(f"{result.name}: reference at batch {result.batch_size}, lr {result.lr:g}, seed {result.seed}; "
                + (f"ladder {', '.join(map(str, result.ladder))}, window {window}, tolerance "
                   f"{result.tolerance:g}" if branching else "B_simple only (--from noise)"))
-    head = f"{'point':>5}  {'examples':>10}  " + (f"{'tokens':>12}  " if context else "") + f"{'loss':>8}  {'B_simple':>8}"
+    head = (f"{'point':>5}  {'examples':>10}  " + (f"{'tokens':>12}  " if context else "")
+            + f"{'loss':>8}  {'B_simple':>8}")
     if branching:
         head += f"  {'CBS':>8}  {'within tol':>10}  {'CBS/B_simple':>12}"
     typer.echo(head)

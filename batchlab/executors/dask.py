@@ -128,8 +128,8 @@ class DaskExecutor(Executor):
         client = self.connect()
         self.check_resources(client)
         names = sorted({n for t in trials for n in imported_names(t.config)})
-        theirs, said = client.submit(check_on_worker, trials, eval_cap, code_dirs, names,  # all: units, noise per
-                                     pure=False).result()  # trial
+        # every trial, not one per distinct config: units and noise are checked per trial
+        theirs, said = client.submit(check_on_worker, trials, eval_cap, code_dirs, names, pure=False).result()
         for module, here in registry.source_hashes(names).items():
             there = theirs.get(module)
             if there is not None and there["sha256"] != here["sha256"]:

@@ -71,4 +71,3 @@ def schedule_plots(rec: SweepRecords, tables: Tables) -> list[Plot]:
             ax.legend(loc="best", fontsize=9, title="schedule")
     note = f"schedule trials drawn: {drawn}"
     return [Plot(FILENAME, "Batch-size schedules", png(fig, note), note)]
-
