@@ -148,7 +148,7 @@ def time_to_accuracy(rec: SweepRecords, rows: pd.DataFrame, spread: bool = False
     out = pd.DataFrame(index=range(len(rows)))
     rows = rows.reset_index(drop=True)
     out["batch size"] = rows["batch_size"].map(str)
-    out["best lr"] = rows["best_lr"].map(lambda x: lr(float(f"{x:.3g}")) if compact and not _missing(x) else lr(x))
+    out["best lr"] = rows["best_lr"].map(lambda x: f"{x:.3g}" if compact and not _missing(x) else lr(x))
     # (compact: 3 digits, 0.00707, where the terminal cut 0.00707107 to 0.0070…; the sentence gives it whole)
     for axis in rec.extra_axes:
         out[axis] = rows[axis].map(value)
